@@ -1,0 +1,94 @@
+"""jupyter-delegate: delegate software work to a coding agent from a notebook.
+
+State an outcome (a goal, checks that must pass, a scope, a budget); an agent works on it
+in its own git worktree and branch, through the official `anthropic` SDK, with commands
+confined by bubblewrap; the harness runs the checks; you review, approve (merge), reject
+(archive) or request changes.
+
+    import jupyter_delegate as jd
+    task = jd.delegate("Fix the discount bug", repo="../shop", checks=["pytest -q"])
+    task.wait(); print(task.diff()); task.approve()
+
+Everything the magics and the CLI do is a call on this API.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .errors import DelegateError
+from .outcome import Budget, Outcome
+from .task import CheckResult, Task, TaskEvent, TaskState, Usage
+
+if TYPE_CHECKING:
+    from .manager import TaskManager
+
+__version__ = "0.1.0"
+__all__ = [
+    "Budget",
+    "CheckResult",
+    "DelegateError",
+    "Outcome",
+    "Task",
+    "TaskEvent",
+    "TaskState",
+    "Usage",
+    "delegate",
+    "get_task",
+    "load_ipython_extension",
+    "tasks",
+]
+
+
+def delegate(
+    goal: str,
+    *,
+    repo: str | os.PathLike[str] = ".",
+    checks: Iterable[str] = (),
+    scope: Iterable[str] = (),
+    constraints: Iterable[str] = (),
+    base: str | None = None,
+    model: str | None = None,
+    budget: Budget | dict[str, Any] | None = None,
+    sandbox: str | None = None,
+    manager: TaskManager | None = None,
+) -> Task:
+    """Start an agent on an outcome; returns the `Task` at once (it runs on the engine
+    thread). `checks` are commands the harness runs when the agent is done; `scope` the
+    paths it is expected to change; `budget` a `Budget` or a dict of its fields;
+    `sandbox` "auto" (default), "bubblewrap" or "none" (explicitly unconfined)."""
+    from .manager import get_manager
+
+    if isinstance(budget, dict):
+        budget = Budget.from_dict(budget)
+    outcome = Outcome(
+        goal=goal,
+        checks=tuple(checks) if not isinstance(checks, str) else (checks,),
+        scope=tuple(scope) if not isinstance(scope, str) else (scope,),
+        constraints=tuple(constraints) if not isinstance(constraints, str) else (constraints,),
+        budget=budget or Budget(),
+    )
+    chosen = manager or get_manager()
+    return chosen.submit(outcome, repo=repo, base=base, model=model, sandbox=sandbox)
+
+
+def tasks(repo: str | os.PathLike[str] | None = None) -> list[Task]:
+    """Tasks known to this process, or every task of `repo` (from their journals)."""
+    from .manager import get_manager
+
+    return get_manager().tasks(repo)
+
+
+def get_task(task_id: str, repo: str | os.PathLike[str] | None = None) -> Task:
+    from .manager import get_manager
+
+    return get_manager().get(task_id, repo)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext jupyter_delegate`: registers the %delegate magics."""
+    from .notebook.magics import load_ipython_extension as load
+
+    load(ipython)

@@ -1,0 +1,231 @@
+"""The agent loop, explicit and linear, in the spirit of mini-swe-agent:
+
+    run()  = while True: step()
+    step() = act(query(messages))
+
+`query` streams one model turn through `client.beta.messages.stream` (text deltas and
+tool calls go to subscribers as they arrive) and journals the finished message; `act`
+runs each tool call and journals each result. The journal append is in one place
+(`Recorder`), after every step. The loop ends by exception: `Finished` (the agent called
+`finish`, ended its turn without a tool, or a budget ran out) or `TaskFailed`.
+
+What the model sees is exactly `messages`, which is exactly what the journal holds:
+`journal.replay_messages` rebuilds it, so a resumed task continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..outcome import Budget
+from .model import usage_of
+from .tools import Toolbox
+
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+
+    from ..journal import Event
+
+MAX_TOKENS = 8192
+MAX_MALFORMED_IN_A_ROW = 3
+
+
+class Finished(Exception):
+    """The round of work is over; the harness takes it from here."""
+
+    def __init__(self, summary: str, stopped_by: str | None = None) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.stopped_by = stopped_by
+
+
+class TaskFailed(Exception):
+    """The task cannot go on; the message says why and what to do."""
+
+
+class Recorder(Protocol):
+    def __call__(self, type_: str, data: Mapping[str, Any]) -> Event: ...
+
+
+Emit = Callable[[str, Mapping[str, Any]], None]
+
+
+@dataclass
+class AgentLoop:
+    client: AsyncAnthropic
+    model: str
+    system: str
+    toolbox: Toolbox
+    budget: Budget
+    messages: list[dict[str, Any]]
+    record: Recorder
+    emit: Emit
+    spent_usd: Callable[[], float]
+
+    def __post_init__(self) -> None:
+        self._tools = self.toolbox.definitions()
+        self._steps = 0
+        self._started = time.monotonic()
+        self._malformed_in_a_row = 0
+
+    async def run(self) -> Finished:
+        try:
+            while True:
+                await self.step()
+        except Finished as finished:
+            return finished
+
+    async def step(self) -> None:
+        self.check_budget()
+        message = await self.query()
+        await self.act(message)
+
+    def check_budget(self) -> None:
+        budget = self.budget
+        if self._steps >= budget.max_steps:
+            raise Finished("", stopped_by=f"the step budget ({budget.max_steps} steps)")
+        if self.spent_usd() >= budget.max_usd:
+            raise Finished("", stopped_by=f"the dollar budget (${budget.max_usd:g})")
+        if time.monotonic() - self._started >= budget.max_minutes * 60:
+            raise Finished("", stopped_by=f"the time budget ({budget.max_minutes:g} minutes)")
+
+    # -- query ---------------------------------------------------------------------------
+    async def query(self) -> dict[str, Any]:
+        """One model turn, streamed; retried once from the journaled state when the stream
+        breaks (the SDK already retried 429, 529 and 5xx before it started)."""
+        import anthropic
+        import httpx2
+
+        for attempt in (1, 2):
+            try:
+                return await self._stream_turn()
+            except anthropic.AuthenticationError as exc:
+                raise TaskFailed(
+                    f"The API rejected the key ({exc.status_code}). Set a valid "
+                    "ANTHROPIC_API_KEY and resume the task."
+                ) from exc
+            except anthropic.APIStatusError as exc:
+                if exc.status_code >= 400 or attempt == 2:
+                    raise TaskFailed(f"The model API failed: {_api_message(exc)}") from exc
+                self.emit("notice", {"text": f"stream broke ({_api_message(exc)}); retrying"})
+            except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
+                if attempt == 2:
+                    raise TaskFailed(
+                        f"The connection to the model API failed twice ({exc!r}). The task "
+                        "is kept; resume it when the connection is back."
+                    ) from exc
+                self.emit("notice", {"text": f"connection dropped ({exc!r}); retrying"})
+        raise AssertionError("unreachable")
+
+    async def _stream_turn(self) -> dict[str, Any]:
+        stream_manager = self.client.beta.messages.stream(
+            model=self.model,
+            max_tokens=MAX_TOKENS,
+            system=self.system,
+            messages=self.messages,  # type: ignore[arg-type]
+            tools=self._tools,  # type: ignore[arg-type]
+            cache_control={"type": "ephemeral"},
+        )
+        async with stream_manager as stream:
+            async for event in stream:
+                if event.type == "text":
+                    self.emit("text", {"delta": event.text})
+            final = await stream.get_final_message()
+            request_id = stream.request_id
+        content = [_block(b) for b in final.content]
+        content = [b for b in content if not (b["type"] == "text" and not b["text"])]
+        usage = usage_of(self.model, final.usage)
+        self._steps += 1
+        self.record(
+            "assistant",
+            {
+                "content": content,
+                "model": final.model,
+                "stop_reason": final.stop_reason,
+                "usage": usage,
+                "request_id": request_id,
+            },
+        )
+        if content:
+            self.messages.append({"role": "assistant", "content": content})
+        self.emit("usage", usage)
+        return {"content": content, "stop_reason": final.stop_reason}
+
+    # -- act -------------------------------------------------------------------------------
+    async def act(self, message: dict[str, Any]) -> None:
+        calls = [b for b in message["content"] if b["type"] == "tool_use"]
+        if not calls:
+            text = "\n".join(b["text"] for b in message["content"] if b["type"] == "text")
+            raise Finished(text.strip())
+        results: list[dict[str, Any]] = []
+        finished: Finished | None = None
+        for call in calls:
+            self.emit("tool_call", {"id": call["id"], "name": call["name"], "input": call["input"]})
+            if call["name"] == "finish":
+                summary = call["input"].get("summary") if isinstance(call["input"], dict) else None
+                if isinstance(summary, str):
+                    finished = Finished(summary.strip())
+                    results.append(self._result(call, "Finished. The harness runs the checks."))
+                    continue
+                output_text, is_error, malformed, meta = (
+                    "finish: 'summary' must be a string.",
+                    True,
+                    True,
+                    {},
+                )
+            else:
+                output = await self.toolbox.call(call["name"], call["input"])
+                output_text, is_error = output.content, output.is_error  # type: ignore[assignment]
+                malformed, meta = output.malformed, dict(output.meta)
+            results.append(self._result(call, output_text, is_error=is_error, **meta))
+            self._count_malformed(malformed)
+        self.messages.append({"role": "user", "content": results})
+        if finished is not None:
+            raise finished
+
+    def _result(
+        self, call: Mapping[str, Any], content: Any, *, is_error: bool = False, **meta: Any
+    ) -> dict[str, Any]:
+        data = {
+            "tool_use_id": call["id"],
+            "name": call["name"],
+            "content": content,
+            "is_error": is_error,
+            **meta,
+        }
+        self.record("tool_result", data)
+        self.emit("tool_result", data)
+        block = {"type": "tool_result", "tool_use_id": call["id"], "content": content}
+        if is_error:
+            block["is_error"] = True
+        return block
+
+    def _count_malformed(self, malformed: bool) -> None:
+        self._malformed_in_a_row = self._malformed_in_a_row + 1 if malformed else 0
+        if self._malformed_in_a_row >= MAX_MALFORMED_IN_A_ROW:
+            raise TaskFailed(
+                f"The model sent malformed tool input {MAX_MALFORMED_IN_A_ROW} times in a row; "
+                "the task stopped. Read its journal (`jupyter delegate show ID`) and retry, "
+                "perhaps with another model."
+            )
+
+
+def _block(block: Any) -> dict[str, Any]:
+    if block.type == "text":
+        return {"type": "text", "text": block.text}
+    if block.type == "tool_use":
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    dumped: dict[str, Any] = block.model_dump(mode="json", exclude_none=True)
+    return dumped
+
+
+def _api_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return f"{error.get('type', 'error')}: {error['message']}"
+    return str(exc)

@@ -1,0 +1,165 @@
+"""The agent's tools and their dispatch.
+
+`read`, `write`, `edit`, `glob`, `grep` are the SDK's `agent_toolset_20260401` file tools
+bound to the task's worktree (they resolve symlinks and refuse paths outside it); we do
+not rewrite them, we only make their output speak in worktree-relative paths. `bash` is
+our own: each command its own process group in the sandbox (`sandbox.py`), never the
+toolset's persistent, unconfined shell. `finish` ends the work; the loop handles it.
+
+Dispatch never raises for the model's mistakes: unknown tools and malformed input come
+back as error results (`ToolOutput.malformed`) so the model can correct itself.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..sandbox import Sandbox
+
+FILE_TOOLS = ("read", "write", "edit", "glob", "grep")
+WRITING_TOOLS = ("write", "edit")
+_MAX_ERROR = 600
+
+BASH_TOOL: dict[str, Any] = {
+    "name": "bash",
+    "description": (
+        "Run one shell command (bash -c) in the repository's worktree and return its exit "
+        "code and merged stdout/stderr (long output keeps its head and tail). Each call is "
+        "a fresh process: no state carries over between calls. There is no network. "
+        "Do not commit: the harness commits your work when you finish."
+    ),
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "command": {"type": "string", "description": "The command line to run."},
+            "timeout_ms": {
+                "type": "integer",
+                "description": "Optional timeout in milliseconds (capped by the budget).",
+            },
+        },
+        "required": ["command"],
+    },
+}
+FINISH_TOOL: dict[str, Any] = {
+    "name": "finish",
+    "description": (
+        "Call when the outcome is reached (or cannot be). The harness then runs the checks "
+        "itself and shows your summary, the diff and the check results to the user."
+    ),
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "summary": {
+                "type": "string",
+                "description": "What you changed and why, and anything the reviewer should know.",
+            }
+        },
+        "required": ["summary"],
+    },
+}
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    content: str | list[dict[str, Any]]
+    is_error: bool = False
+    malformed: bool = False
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _error(text: str, *, malformed: bool = False) -> ToolOutput:
+    return ToolOutput(text[:_MAX_ERROR], is_error=True, malformed=malformed)
+
+
+class Toolbox:
+    """The tools of one task, bound to its worktree and sandbox."""
+
+    def __init__(self, worktree: Path, sandbox: Sandbox, command_timeout_s: float) -> None:
+        from anthropic.lib.tools.agent_toolset import (
+            AgentToolContext,
+            beta_edit_tool,
+            beta_glob_tool,
+            beta_grep_tool,
+            beta_read_tool,
+            beta_write_tool,
+        )
+
+        self.worktree = worktree.resolve()
+        self.sandbox = sandbox
+        self.command_timeout_s = command_timeout_s
+        ctx = AgentToolContext(workdir=str(self.worktree))
+        makers = (beta_read_tool, beta_write_tool, beta_edit_tool, beta_glob_tool, beta_grep_tool)
+        self._file_tools = {tool.name: tool for tool in (make(ctx) for make in makers)}
+
+    def definitions(self) -> list[dict[str, Any]]:
+        file_tools = [dict(self._file_tools[name].to_dict()) for name in FILE_TOOLS]
+        return [*file_tools, BASH_TOOL, FINISH_TOOL]
+
+    async def call(self, name: str, tool_input: object) -> ToolOutput:
+        if not isinstance(tool_input, dict):
+            return _error(f"{name}: input must be a JSON object.", malformed=True)
+        if name == "bash":
+            return await self._bash(tool_input)
+        if name in self._file_tools:
+            return await self._file_tool(name, tool_input)
+        known = ", ".join([*FILE_TOOLS, "bash", "finish"])
+        return _error(f"Unknown tool {name!r}. The tools are: {known}.", malformed=True)
+
+    async def _file_tool(self, name: str, tool_input: dict[str, Any]) -> ToolOutput:
+        from anthropic.lib.tools import ToolError
+
+        if name in WRITING_TOOLS and self._touches_git_dir(tool_input.get("file_path")):
+            return _error(f"{name}: .git is managed by the harness and cannot be written.")
+        try:
+            result = await self._file_tools[name].call(tool_input)
+        except ToolError as exc:
+            return _error(self._relative(str(exc)))
+        except (ValueError, TypeError) as exc:
+            detail = exc.__cause__ or exc
+            return _error(f"{name}: invalid input: {detail}", malformed=True)
+        if isinstance(result, str):
+            return ToolOutput(self._relative(result))
+        return ToolOutput([dict(block) for block in result])
+
+    async def _bash(self, tool_input: dict[str, Any]) -> ToolOutput:
+        command = tool_input.get("command")
+        if not isinstance(command, str) or not command.strip():
+            return _error("bash: 'command' must be a non-empty string.", malformed=True)
+        timeout_s = self.command_timeout_s
+        timeout_ms = tool_input.get("timeout_ms")
+        if timeout_ms is not None:
+            if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms <= 0:
+                return _error("bash: 'timeout_ms' must be a positive integer.", malformed=True)
+            timeout_s = min(timeout_s, timeout_ms / 1000)
+        started = time.monotonic()
+        result = await self.sandbox.run(command, timeout_s=timeout_s)
+        text = f"exit code {result.exit_code}\n{result.output}"
+        if result.timed_out:
+            text = f"timed out after {timeout_s:g} s (process group killed)\n{result.output}"
+        return ToolOutput(
+            text,
+            is_error=result.exit_code != 0,
+            meta={
+                "exit_code": result.exit_code,
+                "sandbox": result.tier,
+                "timed_out": result.timed_out,
+                "duration_s": round(time.monotonic() - started, 3),
+            },
+        )
+
+    def _relative(self, text: str) -> str:
+        return text.replace(str(self.worktree) + "/", "").replace(str(self.worktree), ".")
+
+    def _touches_git_dir(self, path: object) -> bool:
+        """Whether a path names the worktree's .git (its link to the repository)."""
+        if not isinstance(path, str):
+            return False
+        full = os.path.normpath(self.worktree / path)
+        relative = PurePosixPath(os.path.relpath(full, self.worktree))
+        return bool(relative.parts) and relative.parts[0].lower() == ".git"

@@ -1,0 +1,44 @@
+"""The errors jupyter-delegate raises to its users.
+
+Every error a user can meet is a `DelegateError`: its message says what was wrong and
+what to do next. Magics, the CLI and the API all let it propagate (a notebook cell then
+fails, so nbclient and papermill see it); nothing prints an error and carries on.
+"""
+
+from __future__ import annotations
+
+
+class DelegateError(Exception):
+    """Base class: something the user asked for cannot be done as asked."""
+
+
+class OutcomeError(DelegateError):
+    """The outcome (goal, checks, scope, budget) is malformed."""
+
+
+class RepoError(DelegateError):
+    """The repository is not usable as asked (not a repo, no commits, unknown base...)."""
+
+
+class ReviewError(DelegateError):
+    """An approve, reject or request-changes could not be carried out; nothing was lost."""
+
+
+class SandboxUnavailable(DelegateError):
+    """Commands cannot be confined here; the message names the fix."""
+
+
+class ModelConfigError(DelegateError):
+    """No usable model endpoint: no API key and no fake server, or a bad model setting."""
+
+
+class TaskNotFound(DelegateError):
+    """No task with that id in this repository."""
+
+
+class IllegalTransition(DelegateError):
+    """A task was asked to move to a state it cannot reach from where it is."""
+
+
+class JournalError(DelegateError):
+    """A journal cannot be read or does not verify."""

@@ -1,0 +1,242 @@
+"""The journal: one append-only, hash-chained JSONL file per task, the truth of the task.
+
+Each line is `{seq, ts, type, data, prev, hash}` with
+`hash = sha256(prev + canonical JSON of {seq, ts, type, data, prev})`; the first `prev`
+is 64 zeros. Every append is flushed and fsync'd before it returns. Secrets are redacted
+before anything is written (`redact`).
+
+Event types and their data:
+  task         outcome, branch, base_branch, base_commit, model, worktree, sandbox, created
+  state        state, reason, error?
+  user         content (blocks sent to the model as a user turn: goal, feedback)
+  assistant    content, model, stop_reason, usage, request_id
+  tool_result  tool_use_id, name, content, is_error, duration_s, sandbox?, exit_code?
+  finish       summary, stopped_by?
+  checks       results (list of CheckResult dicts)
+  commit       commit, trailers
+  merged       commit, strategy;  rejected  archive_ref, reason
+  flag         text;  notice  text
+
+`replay_messages` rebuilds the exact conversation the model saw from the user, assistant
+and tool_result events: what the model saw is what you can read afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import JournalError
+
+GENESIS = "0" * 64
+
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+_SECRET_PATTERNS = [
+    re.compile(r"sk-ant-[A-Za-z0-9_\-]{10,}"),
+    re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"),
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"),
+    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{30,}\b"),
+    re.compile(r"\bxox[baprs]-[A-Za-z0-9-]{10,}\b"),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL),
+]
+REDACTED = "[REDACTED]"
+
+
+def _secret_values() -> list[str]:
+    values = {
+        value for name, value in os.environ.items() if _SECRET_NAME.search(name) and len(value) >= 8
+    }
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(value: Any, secrets: list[str] | None = None) -> Any:
+    """Replace credential values (from the environment) and well-known token patterns in
+    every string inside `value` (dicts and lists are walked)."""
+    secrets = _secret_values() if secrets is None else secrets
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        for pattern in _SECRET_PATTERNS:
+            value = pattern.sub(REDACTED, value)
+        return value
+    if isinstance(value, Mapping):
+        return {k: redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v, secrets) for v in value]
+    return value
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(prev: str, body: Mapping[str, Any]) -> str:
+    return hashlib.sha256((prev + canonical(body)).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    ts: float
+    type: str
+    data: dict[str, Any]
+    prev: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    events: int
+    head: str
+    line: int | None = None  # 1-based line of the first bad event
+    problem: str = ""
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"ok ({self.events} events, head {self.head[:12]})"
+        return f"line {self.line}: {self.problem}"
+
+
+class Journal:
+    """Append-only, hash-chained, fsync'd JSONL. Safe to append from several threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._head = GENESIS
+        self._secrets = _secret_values()
+        last = deque(self.events(), maxlen=1)
+        if last:
+            self._seq, self._head = last[0].seq, last[0].hash
+
+    @property
+    def head(self) -> str:
+        return self._head
+
+    def append(self, type_: str, data: Mapping[str, Any]) -> Event:
+        with self._lock:
+            body = {
+                "seq": self._seq + 1,
+                "ts": round(time.time(), 6),
+                "type": type_,
+                "data": redact(dict(data), self._secrets),
+                "prev": self._head,
+            }
+            digest = chain_hash(self._head, body)
+            line = canonical({**body, "hash": digest}) + "\n"
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._seq, self._head = body["seq"], digest
+            return Event(hash=digest, **body)
+
+    def events(self) -> Iterator[Event]:
+        """Every event, in order. Raises JournalError naming the line that cannot be read."""
+        try:
+            handle = self.path.open(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        with handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    raw = json.loads(line)
+                    yield Event(**raw)
+                except (ValueError, TypeError) as exc:
+                    raise JournalError(
+                        f"{self.path}: line {number} is not a journal event ({exc}). "
+                        f"Run `jupyter delegate audit verify` to see what else is wrong."
+                    ) from exc
+
+    def verify(self) -> Verification:
+        """Check every line's hash and link; name the first bad line."""
+        prev, count = GENESIS, 0
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return Verification(False, 0, GENESIS, 1, f"no journal at {self.path}")
+        except UnicodeDecodeError as exc:
+            return Verification(False, 0, GENESIS, 1, f"not UTF-8 text ({exc})")
+        for number, line in enumerate(lines, start=1):
+            try:
+                raw = json.loads(line)
+                body = {k: raw[k] for k in ("seq", "ts", "type", "data", "prev")}
+                claimed = raw["hash"]
+            except (ValueError, KeyError, TypeError):
+                return Verification(False, count, prev, number, "not a journal event")
+            if raw["seq"] != number:
+                return Verification(
+                    False, count, prev, number, f"seq {raw['seq']} where {number} belongs"
+                )
+            if raw["prev"] != prev:
+                return Verification(
+                    False, count, prev, number, "does not link to the line before it"
+                )
+            if chain_hash(prev, body) != claimed:
+                return Verification(False, count, prev, number, "content does not match its hash")
+            prev, count = claimed, count + 1
+        return Verification(True, count, prev)
+
+
+def replay_messages(events: list[Event]) -> list[dict[str, Any]]:
+    """Rebuild the conversation from the journal. A tool call whose result never reached
+    the journal (the kernel died mid-call) gets an error result saying so."""
+    messages: list[dict[str, Any]] = []
+    pending: dict[str, str] = {}  # tool_use_id -> name, still without a result
+
+    def user_blocks() -> list[dict[str, Any]]:
+        if not messages or messages[-1]["role"] != "user":
+            messages.append({"role": "user", "content": []})
+        content: list[dict[str, Any]] = messages[-1]["content"]
+        return content
+
+    def settle_pending() -> None:
+        for tool_id, name in pending.items():
+            user_blocks().append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": tool_id,
+                    "content": f"The {name} call was interrupted before it finished "
+                    "(the kernel stopped). Check its effects and run it again if needed.",
+                    "is_error": True,
+                }
+            )
+        pending.clear()
+
+    for event in events:
+        if event.type == "assistant":
+            settle_pending()
+            messages.append({"role": "assistant", "content": event.data["content"]})
+            for block in event.data["content"]:
+                if block.get("type") == "tool_use":
+                    pending[block["id"]] = block["name"]
+        elif event.type == "tool_result":
+            pending.pop(event.data["tool_use_id"], None)
+            result: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": event.data["tool_use_id"],
+                "content": event.data["content"],
+            }
+            if event.data.get("is_error"):
+                result["is_error"] = True
+            user_blocks().append(result)
+        elif event.type == "user":
+            settle_pending()
+            user_blocks().extend(event.data["content"])
+    settle_pending()
+    return messages

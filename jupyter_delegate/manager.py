@@ -1,0 +1,489 @@
+"""The task manager: registry, engine thread, and every decision a human makes.
+
+Tasks run as coroutines on one engine thread with its own asyncio loop, many at once;
+git work runs in worker threads under the repository's lock so the loop never blocks.
+`submit` validates everything it can (repo, base, model key, sandbox) before it returns,
+so bad input fails in the caller, at once, with nothing created. A task is known from its
+journal: the manager folds the journal into a `Task` (`Task.apply`), which is how the CLI
+in another process, or a restored notebook, sees the same task. A task whose journal says
+it was working, but which no live process holds (an flock on its lock file), was cut off:
+it becomes `interrupted`, and `resume` continues it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import fcntl
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .engine.loop import AgentLoop, Finished, TaskFailed
+from .engine.model import Endpoint, client_for, endpoint_from_env, resolve_model
+from .engine.prompt import first_message, system_prompt
+from .errors import DelegateError, ReviewError, TaskNotFound
+from .journal import Event, Journal, replay_messages
+from .outcome import Outcome
+from .task import CheckResult, Task, TaskState, check_transition
+from .workspace import Workspace, slugify
+
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+
+    from .sandbox import Sandbox
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+S = TaskState
+CHECK_TAIL = 4000
+
+
+@dataclass
+class _Context:
+    """What the manager keeps for a task it knows."""
+
+    workspace: Workspace
+    journal: Journal
+    endpoint: Endpoint | None = None
+    sandbox_tier: str = "auto"
+    lock_fd: int | None = None
+    running: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class TaskManager:
+    def __init__(self, *, client: AsyncAnthropic | None = None, sandbox: str = "auto") -> None:
+        """`client`: an AsyncAnthropic to use for every task (the in-process fake, say);
+        by default one is made from ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL. `sandbox`:
+        "auto" (bubblewrap, or refuse), "bubblewrap", or "none" (explicit opt-out)."""
+        self._client = client
+        self.sandbox = sandbox
+        self._tasks: dict[tuple[Path, str], Task] = {}
+        self._contexts: dict[int, _Context] = {}
+        self._registry_lock = threading.RLock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- engine thread -------------------------------------------------------------------
+    def _engine(self) -> asyncio.AbstractEventLoop:
+        with self._registry_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(
+                    target=serve, name="jupyter-delegate-engine", daemon=True
+                )
+                self._thread.start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    def _on_engine(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._engine())
+
+    def _run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the engine and wait for it (from a user thread)."""
+        return self._on_engine(coro).result()
+
+    # -- submit ----------------------------------------------------------------------------
+    def submit(
+        self,
+        outcome: Outcome,
+        *,
+        repo: str | os.PathLike[str] = ".",
+        base: str | None = None,
+        model: str | None = None,
+        sandbox: str | None = None,
+    ) -> Task:
+        from .sandbox import Sandbox
+
+        if not isinstance(outcome, Outcome):
+            raise DelegateError(f"submit() takes an Outcome, got {type(outcome).__name__}.")
+        workspace = Workspace(repo)
+        base_branch, base_commit = workspace.resolve_base(base)
+        model_id = resolve_model(model)
+        endpoint = None if self._client is not None else endpoint_from_env()
+        tier = sandbox or self.sandbox
+        task_id = self._new_id(workspace)
+        worktree = workspace.worktree_path(task_id)
+        probe_sandbox = Sandbox(worktree, tier=tier)  # raises SandboxUnavailable with the fix
+        branch = f"delegate/{task_id}-{slugify(outcome.title)}"
+        task = Task(id=task_id, outcome=outcome, repo=workspace.root, _manager=self)
+        journal = Journal(workspace.task_dir(task_id) / "journal.jsonl")
+        context = _Context(workspace, journal, endpoint, probe_sandbox.tier)
+        context.lock_fd = _try_lock(workspace.task_dir(task_id))
+        self._remember(task, context)
+        self._record(
+            task,
+            "task",
+            {
+                "outcome": outcome.to_dict(),
+                "branch": branch,
+                "base_branch": base_branch,
+                "base_commit": base_commit,
+                "model": model_id,
+                "worktree": str(worktree),
+                "sandbox": probe_sandbox.tier,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        )
+        self._record(task, "state", {"state": S.QUEUED, "reason": "submitted"})
+        self._record(task, "user", {"content": [{"type": "text", "text": first_message(outcome)}]})
+        self._start(task, context)
+        return task
+
+    def _new_id(self, workspace: Workspace) -> str:
+        taken = set(workspace.task_ids())
+        while True:
+            candidate = secrets.token_hex(3)
+            if candidate not in taken and not workspace.task_dir(candidate).exists():
+                return candidate
+
+    def _remember(self, task: Task, context: _Context) -> None:
+        with self._registry_lock:
+            self._tasks[(context.workspace.common_dir, task.id)] = task
+            self._contexts[id(task)] = context
+
+    def _start(self, task: Task, context: _Context) -> None:
+        async def launch() -> None:
+            context.running = asyncio.current_task()
+            await self._drive(task, context)
+
+        self._on_engine(launch())
+
+    # -- the life of a task on the engine ---------------------------------------------------
+    async def _drive(self, task: Task, context: _Context) -> None:
+        from .sandbox import Sandbox
+
+        workspace = context.workspace
+        try:
+            if task.worktree is None or not task.worktree.exists():
+                await asyncio.to_thread(self._create_worktree, task, workspace)
+            assert task.worktree is not None
+            self._set_state(task, S.RUNNING, "the agent is working")
+            sandbox = Sandbox(
+                task.worktree,
+                tier=context.sandbox_tier,
+                read_only=[workspace.common_dir, task.worktree / ".git"],
+            )
+            client = self._client or client_for(context.endpoint or endpoint_from_env())
+            loop = AgentLoop(
+                client=client,
+                model=task.model,
+                system=system_prompt(task.outcome, task.worktree),
+                toolbox=_toolbox(task, sandbox),
+                budget=task.outcome.budget,
+                messages=replay_messages(list(context.journal.events())),
+                record=lambda type_, data: self._record(task, type_, data),
+                emit=task.emit,
+                spent_usd=lambda: task.usage.cost_usd,
+            )
+            finished = await loop.run()
+            await self._conclude(task, context, sandbox, finished)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(self._cancelled, task, context)
+        except (TaskFailed, DelegateError) as exc:
+            self._fail(task, str(exc))
+        except Exception as exc:  # the engine must survive any one task
+            log.exception("task %s failed", task.id)
+            self._fail(task, f"internal error: {exc!r}. The journal keeps everything so far.")
+        finally:
+            context.running = None
+            if task.state != S.WAITING:
+                _unlock(context)
+
+    def _create_worktree(self, task: Task, workspace: Workspace) -> None:
+        slug = task.branch.split("-", 1)[1] if "-" in task.branch else "task"
+        workspace.create(task.id, slug, task.base_commit)
+
+    async def _conclude(
+        self, task: Task, context: _Context, sandbox: Sandbox, finished: Finished
+    ) -> None:
+        summary = finished.summary
+        if finished.stopped_by:
+            summary = summary or f"Stopped by {finished.stopped_by} before the agent finished."
+        self._record(task, "finish", {"summary": summary, "stopped_by": finished.stopped_by})
+        await self._run_checks(task, sandbox)
+        assert task.worktree is not None
+        head = await asyncio.to_thread(
+            context.workspace.commit,
+            task.worktree,
+            f"delegate: {task.title}\n\n{summary}",
+            {
+                "Delegate-Task": task.id,
+                "Delegate-Model": ", ".join(task.served_models) or task.model,
+                "Delegate-Sandbox": sandbox.tier,
+                "Delegate-Journal": context.journal.head,
+            },
+        )
+        self._record(task, "commit", {"commit": head})
+        self._set_state(task, S.REVIEW, "ready for review")
+        task.emit("review", task.to_record())
+
+    async def _run_checks(self, task: Task, sandbox: Sandbox) -> list[CheckResult]:
+        results = []
+        for command in task.outcome.checks:
+            run = await sandbox.run(command, timeout_s=task.outcome.budget.command_timeout_s)
+            results.append(
+                CheckResult(
+                    command=command,
+                    exit_code=run.exit_code,
+                    passed=run.exit_code == 0,
+                    duration_s=round(run.duration_s, 3),
+                    output_tail=run.output[-CHECK_TAIL:],
+                )
+            )
+        self._record(task, "checks", {"results": [r.to_dict() for r in results]})
+        task.emit("checks", {"results": [r.to_dict() for r in results]})
+        return results
+
+    def _cancelled(self, task: Task, context: _Context) -> None:
+        self._set_state(task, S.CANCELLED, "cancelled by the user")
+        self._archive(task, context)
+
+    def _fail(self, task: Task, error: str) -> None:
+        if task.state.terminal:
+            return
+        self._set_state(task, S.FAILED, "the task failed", error=error)
+
+    # -- journal: the one place events are written ------------------------------------------
+    def _record(self, task: Task, type_: str, data: Mapping[str, Any]) -> Event:
+        event = self._context(task).journal.append(type_, data)
+        task.apply(type_, event.data)
+        task.journal_head = event.hash
+        return event
+
+    def _set_state(self, task: Task, new: TaskState, reason: str, error: str = "") -> None:
+        check_transition(task.id, task.state, new)
+        data: dict[str, Any] = {"state": str(new), "reason": reason}
+        if error:
+            data["error"] = error
+        self._record(task, "state", data)
+        task.emit("state", data)
+
+    # -- finding tasks -----------------------------------------------------------------------
+    def _context(self, task: Task) -> _Context:
+        try:
+            return self._contexts[id(task)]
+        except KeyError:
+            raise TaskNotFound(f"Task {task.id} is not known to this manager.") from None
+
+    def get(self, task_id: str, repo: str | os.PathLike[str] | None = None) -> Task:
+        task_id = task_id.strip()
+        if repo is None:
+            with self._registry_lock:
+                for (_, known_id), task in self._tasks.items():
+                    if known_id == task_id:
+                        return task
+            repo = "."
+        workspace = Workspace(repo)
+        with self._registry_lock:
+            known = self._tasks.get((workspace.common_dir, task_id))
+        if known is not None:
+            return known
+        if task_id not in workspace.task_ids():
+            ids = ", ".join(workspace.task_ids()[-10:]) or "none yet"
+            raise TaskNotFound(
+                f"No task {task_id!r} in {workspace.root}. Known tasks: {ids}. "
+                "`jupyter delegate list` shows them."
+            )
+        return self._load(workspace, task_id)
+
+    def tasks(self, repo: str | os.PathLike[str] | None = None) -> list[Task]:
+        if repo is None:
+            with self._registry_lock:
+                return list(self._tasks.values())
+        workspace = Workspace(repo)
+        return [self.get(task_id, workspace.root) for task_id in workspace.task_ids()]
+
+    def _load(self, workspace: Workspace, task_id: str) -> Task:
+        journal = Journal(workspace.task_dir(task_id) / "journal.jsonl")
+        events = list(journal.events())
+        if not events or events[0].type != "task":
+            raise TaskNotFound(f"The journal of task {task_id} has no task event; see audit.")
+        task = Task(
+            id=task_id,
+            outcome=Outcome.from_dict(events[0].data["outcome"]),
+            repo=workspace.root,
+            _manager=self,
+        )
+        for event in events:
+            task.apply(event.type, event.data)
+        task.journal_head = journal.head
+        context = _Context(workspace, journal, sandbox_tier=task.sandbox or self.sandbox)
+        self._remember(task, context)
+        if task.state.active:
+            fd = _try_lock(workspace.task_dir(task_id))
+            if fd is not None:  # nobody holds it: the process that ran it is gone
+                os.close(fd)
+                self._set_state(task, S.INTERRUPTED, "the process running it stopped")
+        return task
+
+    def journal_path(self, task: Task) -> Path:
+        return self._context(task).journal.path
+
+    # -- what humans do ----------------------------------------------------------------------
+    def diff(self, task: Task) -> str:
+        context = self._context(task)
+        assert task.worktree is not None
+        head = task.merged_commit or task.head_commit
+        return context.workspace.diff(task.worktree, task.base_commit, head)
+
+    def approve(self, task: Task, strategy: str = "merge") -> str:
+        context = self._context(task)
+        workspace = context.workspace
+        self._require(task, S.REVIEW, "approved")
+        if task.base_branch is None:
+            raise ReviewError(
+                f"Task {task.id} started from a detached commit, so there is no branch to "
+                f"merge into. Merge its branch {task.branch} by hand."
+            )
+        assert task.worktree is not None
+        if workspace.bring_base_in(task.worktree, task.base_branch):
+            self._record(task, "commit", {"commit": _head(task.worktree), "base_moved": True})
+            sandbox = self._sandbox(task, context)
+            results = self._run_sync(self._run_checks(task, sandbox))
+            failing = [r.command for r in results if not r.passed]
+            if failing:
+                self._record(task, "flag", {"text": "checks fail after bringing in the base"})
+                raise ReviewError(
+                    f"{task.base_branch} had moved; after merging it into the task, these "
+                    f"checks fail: {', '.join(failing)}. Nothing was merged; the task stays in "
+                    "review. Request changes so the agent fixes them."
+                )
+        commit = workspace.integrate(
+            task.worktree,
+            task.base_branch,
+            strategy,
+            f"delegate: {task.title}\n\n{task.summary}\n\nDelegate-Task: {task.id}\n"
+            f"Delegate-Journal: {context.journal.head}\n",
+            task.id,
+        )
+        self._record(task, "merged", {"commit": commit, "strategy": strategy})
+        self._set_state(task, S.MERGED, f"approved ({strategy})")
+        workspace.finish_merged(task.branch, task.worktree)
+        return commit
+
+    def reject(self, task: Task, reason: str | None = None) -> None:
+        context = self._context(task)
+        if task.state not in (S.REVIEW, S.INTERRUPTED, S.PAUSED):
+            self._require(task, S.REVIEW, "rejected")
+        ref = self._archive(task, context)
+        self._record(task, "rejected", {"archive_ref": ref, "reason": reason or ""})
+        self._set_state(task, S.REJECTED, reason or "rejected by the reviewer")
+
+    def _archive(self, task: Task, context: _Context) -> str:
+        if task.worktree is None or not task.worktree.exists():
+            return ""
+        return context.workspace.archive(task.id, task.branch, task.worktree)
+
+    def request_changes(self, task: Task, feedback: str) -> None:
+        if not isinstance(feedback, str) or not feedback.strip():
+            raise ReviewError("Say what should change: request_changes('...') needs feedback.")
+        context = self._context(task)
+        self._require(task, S.REVIEW, "sent back for changes")
+        text = f"The reviewer requests changes:\n\n{feedback.strip()}"
+        self._claim(task, context)
+        self._record(task, "user", {"content": [{"type": "text", "text": text}]})
+        self._start(task, context)
+
+    def resume(self, task: Task) -> None:
+        context = self._context(task)
+        if task.state not in (S.INTERRUPTED, S.PAUSED):
+            self._require(task, S.INTERRUPTED, "resumed")
+        if task.worktree is None or not task.worktree.exists():
+            raise ReviewError(
+                f"Task {task.id}'s worktree {task.worktree} is gone, so it cannot resume. "
+                "Reject it (its branch is archived) and delegate again."
+            )
+        self._claim(task, context)
+        self._start(task, context)
+
+    def cancel(self, task: Task) -> None:
+        context = self._context(task)
+        running = context.running
+        if running is not None:
+            self._engine().call_soon_threadsafe(running.cancel)
+            return
+        if task.state in (S.INTERRUPTED, S.PAUSED, S.QUEUED):
+            self._cancelled(task, context)
+            return
+        self._require(task, S.RUNNING, "cancelled")
+
+    def _claim(self, task: Task, context: _Context) -> None:
+        if context.lock_fd is None:
+            context.lock_fd = _try_lock(context.workspace.task_dir(task.id))
+        if context.lock_fd is None:
+            raise ReviewError(f"Task {task.id} is being worked on by another process.")
+
+    def _require(self, task: Task, state: TaskState, verb: str) -> None:
+        if task.state != state:
+            raise ReviewError(
+                f"Task {task.id} is {task.state}; only a task in {state} can be {verb}."
+            )
+
+    def _sandbox(self, task: Task, context: _Context) -> Sandbox:
+        from .sandbox import Sandbox
+
+        assert task.worktree is not None
+        return Sandbox(
+            task.worktree,
+            tier=context.sandbox_tier,
+            read_only=[context.workspace.common_dir, task.worktree / ".git"],
+        )
+
+
+def _toolbox(task: Task, sandbox: Sandbox) -> Any:
+    from .engine.tools import Toolbox
+
+    assert task.worktree is not None
+    return Toolbox(task.worktree, sandbox, task.outcome.budget.command_timeout_s)
+
+
+def _head(worktree: Path) -> str:
+    import git
+
+    return str(git.Repo(worktree).head.commit.hexsha)
+
+
+def _try_lock(task_dir: Path) -> int | None:
+    """An exclusive flock on the task's lock file, or None when another process holds it."""
+    task_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(task_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _unlock(context: _Context) -> None:
+    if context.lock_fd is not None:
+        os.close(context.lock_fd)
+        context.lock_fd = None
+
+
+_default: TaskManager | None = None
+_default_guard = threading.Lock()
+
+
+def get_manager() -> TaskManager:
+    """The process-wide manager that `delegate()`, the magics and the CLI use."""
+    global _default
+    with _default_guard:
+        if _default is None:
+            _default = TaskManager()
+        return _default

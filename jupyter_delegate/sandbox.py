@@ -1,0 +1,428 @@
+"""Running one agent shell command, confined: `Sandbox.run` and the bubblewrap `probe`.
+
+Each command is its own process (`/bin/bash --noprofile --norc -c COMMAND`, no persistent
+shell) in its own process group, with stdin closed, stdout and stderr merged, a timeout
+that kills the whole group, and output kept as head and tail so a flood never grows
+memory. Two tiers:
+
+- "bubblewrap": the root file system is read-only, only the worktree is writable, the
+  `read_only` paths (the git common dir) are not, `/tmp` is private, there is no network
+  and no view of host processes, home secrets (~/.ssh, ~/.aws, ...) are hidden, and the
+  environment is scrubbed of credentials.
+- "none": the explicit opt-out; the same process handling and scrubbed environment, no
+  confinement. Callers journal such commands as unsandboxed.
+
+What deliberately does not live here: deciding whether a command may run (policy and
+approvals), journaling, the agent's file tools, and git. This module knows nothing of
+tasks or agents; it runs a command in a directory and says what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SandboxUnavailable
+
+TIERS = ("auto", "bubblewrap", "none")
+TIMEOUT_EXIT_CODE = 124
+BASH = "/bin/bash"
+
+APT_FIX = "sudo apt-get install bubblewrap"
+USERNS_FIX = (
+    "allow unprivileged user namespaces: sudo sysctl -w kernel.unprivileged_userns_clone=1 "
+    "(Debian) or sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu 23.10+)"
+)
+CONTAINER_FIX = (
+    "run the container with --security-opt seccomp=unconfined "
+    '(and --security-opt apparmor=unconfined), or use sandbox="none"'
+)
+GENERIC_FIX = 'see the bwrap error above, or use sandbox="none"'
+
+# The namespaces and mounts every confined command gets; the probe runs exactly these.
+# `--tmpfs /tmp` comes before any bind, since a later tmpfs would hide binds under /tmp.
+_CONFINEMENT = (
+    "--new-session",
+    "--die-with-parent",
+    "--unshare-user",
+    "--cap-drop",
+    "ALL",
+    "--unshare-net",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--ro-bind",
+    "/",
+    "/",
+    "--dev",
+    "/dev",
+    "--proc",
+    "/proc",
+    "--tmpfs",
+    "/tmp",
+)
+_HOME_SECRET_DIRS = (".ssh", ".aws", ".config/gcloud", ".docker", ".kube", ".gnupg")
+_HOME_SECRET_FILES = (".netrc",)
+
+_SAFE_ENV_KEYS = frozenset(
+    {"PATH", "HOME", "LANG", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "VIRTUAL_ENV"}
+)
+_CREDENTIAL_KEY = re.compile(
+    r"^(ANTHROPIC_|AWS_|GITHUB_|GH_)|_TOKEN$|_KEY$|_SECRET$|PASSWORD|^SSH_AUTH_SOCK$",
+    re.IGNORECASE,
+)
+_FIXED_ENV = {"GIT_TERMINAL_PROMPT": "0", "PAGER": "cat", "GIT_PAGER": "cat", "NO_COLOR": "1"}
+
+_PROBE_TIMEOUT_S = 10.0
+_PIPE_GRACE_S = 0.5  # after the command exits, how long a grandchild may hold the pipe
+_EXIT_POLL_S = 0.05
+_READ_CHUNK = 64 * 1024
+
+
+# -- probe ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Whether bubblewrap can confine commands on this machine, and if not, the fix."""
+
+    available: bool
+    reason: str  # "" when available; else what failed (bwrap's own message when it ran)
+    fix: str  # "" when available; else the fix in one line
+    version: str  # "0.8.0"; "" when bwrap is missing
+
+
+_probe_cache: Probe | None = None
+_probe_lock = threading.Lock()
+
+
+def bwrap_executable() -> str | None:
+    """The bwrap to run, or None when it is not installed (the one place that looks)."""
+    return shutil.which("bwrap")
+
+
+def probe(refresh: bool = False) -> Probe:
+    """Probe bubblewrap once per process (a confined `/bin/true`); `refresh` re-probes."""
+    global _probe_cache
+    with _probe_lock:
+        if _probe_cache is None or refresh:
+            _probe_cache = _run_probe()
+        return _probe_cache
+
+
+def fix_for(reason: str, *, seccomp_filtered: bool = False) -> str:
+    """The one-line fix for a bwrap failure message.
+
+    `seccomp_filtered` says this process runs under a seccomp filter (as in a Docker
+    container with the default profile), where namespace creation is refused whatever
+    the sysctls say.
+    """
+    text = reason.lower()
+    if "not installed" in text or "not found" in text:
+        return APT_FIX
+    userns_refused = any(
+        marker in text
+        for marker in (
+            "no permissions to create new namespace",
+            "setting up uid map",
+            "creating new namespace failed",
+            "unshare",
+        )
+    )
+    if userns_refused:
+        return CONTAINER_FIX if seccomp_filtered else USERNS_FIX
+    if any(marker in text for marker in ("rtm_newaddr", "loopback", "mount", "seccomp")):
+        return CONTAINER_FIX
+    return GENERIC_FIX
+
+
+def _run_probe() -> Probe:
+    bwrap = bwrap_executable()
+    if bwrap is None:
+        return Probe(False, "bwrap (bubblewrap) is not installed", APT_FIX, "")
+    try:
+        version = _run_quietly([bwrap, "--version"]).stdout.strip()
+        trial = _run_quietly([bwrap, *_CONFINEMENT, "--", "/bin/true"])
+    except subprocess.TimeoutExpired:
+        reason = f"bwrap did not finish within {_PROBE_TIMEOUT_S:g} s"
+        return Probe(False, reason, GENERIC_FIX, "")
+    except OSError as exc:
+        return Probe(False, f"cannot run {bwrap}: {exc}", GENERIC_FIX, "")
+    version = version.removeprefix("bubblewrap").strip()
+    if trial.returncode == 0:
+        return Probe(True, "", "", version)
+    reason = trial.stderr.strip() or f"bwrap exited with {trial.returncode}"
+    return Probe(False, reason, fix_for(reason, seccomp_filtered=_seccomp_filtered()), version)
+
+
+def _run_quietly(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=_PROBE_TIMEOUT_S,
+        check=False,
+    )
+
+
+def _seccomp_filtered() -> bool:
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    return re.search(r"^Seccomp:\s*2\s*$", status, re.MULTILINE) is not None
+
+
+# -- running a command ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    # The command's exit status; 124 on timeout. A command killed by signal N shows as
+    # -N when the top process itself died (tier "none"), or 128+N when reported by bash
+    # or by bwrap (which always reports a signalled command as 128+N).
+    exit_code: int
+    output: str  # stdout and stderr merged, UTF-8 with replacement, head + tail when cut
+    duration_s: float
+    timed_out: bool
+    truncated: bool
+    tier: str  # "bubblewrap" or "none"
+
+
+class Sandbox:
+    """Runs agent commands in one worktree, each its own confined process group."""
+
+    def __init__(
+        self,
+        worktree: Path,
+        *,
+        tier: str = "auto",
+        read_only: Sequence[Path] = (),
+        output_limit: int = 30_000,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        if tier not in TIERS:
+            choices = ", ".join(repr(t) for t in TIERS)
+            raise SandboxUnavailable(f"unknown sandbox {tier!r}: choose one of {choices}")
+        self._worktree = Path(worktree).resolve()
+        if not self._worktree.is_dir():
+            raise ValueError(f"worktree {self._worktree} is not a directory")
+        self._read_only = tuple(Path(p).resolve() for p in read_only)
+        missing = [str(p) for p in self._read_only if not p.exists()]
+        if missing:
+            raise ValueError(f"read-only paths do not exist: {', '.join(missing)}")
+        if output_limit < 2:
+            raise ValueError("output_limit must be at least 2 bytes")
+        self._output_limit = output_limit
+        self._extra_env = dict(extra_env or {})
+        credentials = sorted(k for k in self._extra_env if _CREDENTIAL_KEY.search(k))
+        if credentials:
+            raise ValueError(f"extra_env would pass credentials into commands: {credentials}")
+        self._bwrap = ""
+        if tier == "none":
+            self._tier = "none"
+            return
+        found = probe()
+        bwrap = bwrap_executable()
+        if not found.available or bwrap is None:
+            raise SandboxUnavailable(
+                f"bubblewrap cannot confine commands here: {found.reason or 'bwrap is missing'}"
+                f"\nFix: {found.fix or APT_FIX}"
+                '\nor pass sandbox="none" to run commands unconfined '
+                "(each is journaled as unsandboxed)"
+            )
+        self._tier, self._bwrap = "bubblewrap", bwrap
+
+    @property
+    def tier(self) -> str:
+        """ "bubblewrap" or "none": what actually confines the commands."""
+        return self._tier
+
+    @property
+    def worktree(self) -> Path:
+        return self._worktree
+
+    async def run(self, command: str, *, timeout_s: float = 120.0) -> CommandResult:
+        """Run `command` with bash; never raises for the command's own failures.
+
+        On timeout the process group is killed and the result says so (exit code 124).
+        If the calling task is cancelled, the group is killed and CancelledError raised.
+        """
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        env = self._environment()
+        argv = [BASH, "--noprofile", "--norc", "-c", command]
+        if self._tier == "bubblewrap":
+            argv = self._bwrap_argv(argv, env)
+        started = time.monotonic()
+        exit_code, output, truncated, timed_out = await _execute(
+            argv, self._worktree, env, timeout_s, self._output_limit
+        )
+        return CommandResult(
+            command=command,
+            exit_code=exit_code,
+            output=output,
+            duration_s=time.monotonic() - started,
+            timed_out=timed_out,
+            truncated=truncated,
+            tier=self._tier,
+        )
+
+    def _environment(self) -> dict[str, str]:
+        """The scrubbed environment, read from os.environ at each run."""
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if (key in _SAFE_ENV_KEYS or key.startswith("LC_")) and not _CREDENTIAL_KEY.search(key)
+        }
+        env.update(self._extra_env)
+        env.update(_FIXED_ENV)
+        env["JUPYTER_DELEGATE_SANDBOX"] = self._tier
+        return env
+
+    def _bwrap_argv(self, command_argv: list[str], env: Mapping[str, str]) -> list[str]:
+        argv = [self._bwrap, *_CONFINEMENT]
+        # Ancestors before descendants: a read-only git common dir holding the worktree
+        # must not cover the worktree's bind, and a read-only path inside the worktree
+        # must be mounted over it. The stable sort keeps the worktree before a read-only
+        # path at the same depth.
+        binds = [("--bind", self._worktree)] + [("--ro-bind", p) for p in self._read_only]
+        for flag, path in sorted(binds, key=lambda bind: len(bind[1].parts)):
+            argv += [flag, str(path), str(path)]
+        argv += _hide_home_secrets(env.get("HOME", ""))
+        argv += ["--chdir", str(self._worktree), "--clearenv"]
+        for key, value in env.items():
+            argv += ["--setenv", key, value]
+        return [*argv, "--", *command_argv]
+
+
+def _hide_home_secrets(home: str) -> list[str]:
+    if not home or not os.path.isabs(home):
+        return []
+    args: list[str] = []
+    for name in _HOME_SECRET_DIRS:
+        path = Path(home, name)
+        if path.is_dir():
+            args += ["--tmpfs", str(path)]
+    for name in _HOME_SECRET_FILES:
+        path = Path(home, name)
+        if path.is_file():
+            args += ["--ro-bind", "/dev/null", str(path)]
+    return args
+
+
+async def _execute(
+    argv: list[str], cwd: Path, env: Mapping[str, str], timeout_s: float, limit: int
+) -> tuple[int, str, bool, bool]:
+    """Run argv in its own session; return (exit code, output, truncated, timed out)."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    capture = _HeadTail(limit)
+    reader = asyncio.create_task(capture.drain(proc.stdout))
+    timed_out = False
+    try:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await _exited(proc)
+        except TimeoutError:
+            timed_out = True
+        else:
+            # A grandchild may still hold the pipe (`sleep 100 &`): it gets a moment.
+            await asyncio.wait({reader}, timeout=_PIPE_GRACE_S)
+    finally:
+        _kill_group(proc.pid)
+        await _reap(proc, reader)
+    output = capture.text()
+    if timed_out:
+        if output and not output.endswith("\n"):
+            output += "\n"
+        output += f"[timed out after {timeout_s:g}s; process group killed]"
+        return TIMEOUT_EXIT_CODE, output, capture.truncated, True
+    assert proc.returncode is not None
+    return proc.returncode, output, capture.truncated, False
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> None:
+    """Wait for the process itself to exit, not for its pipes to close.
+
+    `Process.wait()` also waits for the pipes on Python 3.12+, which a grandchild
+    holding stdout would stall; `returncode` is set as soon as the process is reaped.
+    """
+    waiting = asyncio.ensure_future(proc.wait())
+    try:
+        while not waiting.done() and proc.returncode is None:
+            await asyncio.wait({waiting}, timeout=_EXIT_POLL_S)
+    finally:
+        waiting.cancel()
+
+
+async def _reap(proc: asyncio.subprocess.Process, reader: asyncio.Task[None]) -> None:
+    """After the group is killed: let the reader see EOF and the process be reaped."""
+    await asyncio.wait({reader}, timeout=2.0)
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+    if proc.returncode is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), timeout=2.0)
+
+
+def _kill_group(pgid: int) -> None:
+    # Under bwrap the group holds the outer bwrap; its death takes down the sandbox's
+    # pid namespace (--die-with-parent), and with it every process inside.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class _HeadTail:
+    """Keeps the first and last limit/2 bytes of a stream, and how many were cut."""
+
+    def __init__(self, limit: int) -> None:
+        self._half = limit // 2
+        self._head = bytearray()
+        self._tail = bytearray()
+        self._total = 0
+
+    async def drain(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(_READ_CHUNK):
+            self._total += len(chunk)
+            room = self._half - len(self._head)
+            if room > 0:
+                self._head += chunk[:room]
+                chunk = chunk[room:]
+            self._tail += chunk
+            if len(self._tail) > 2 * self._half:
+                del self._tail[: -self._half]
+
+    @property
+    def truncated(self) -> bool:
+        return self._total > len(self._head) + min(len(self._tail), self._half)
+
+    def text(self) -> str:
+        if not self.truncated:
+            return (self._head + self._tail).decode("utf-8", errors="replace")
+        tail = bytes(self._tail[-self._half :]) if self._half else b""
+        cut = self._total - len(self._head) - len(tail)
+        head = self._head.decode("utf-8", errors="replace")
+        return f"{head}\n[... {cut} bytes cut ...]\n{tail.decode('utf-8', errors='replace')}"

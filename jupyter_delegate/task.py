@@ -1,0 +1,280 @@
+"""A task: one outcome delegated to one agent, its states, and what it has produced.
+
+`TaskState` and its legal transitions, `Usage` (tokens, steps, dollars), `CheckResult`
+(a check as the harness ran it), `TaskEvent` (what subscribers hear), and `Task`, the
+handle users hold. A task's facts are folded from its journal (`Task.apply`), so the same
+code rebuilds a task in a new process (CLI, restored notebook) as the one that ran it.
+Running and deciding are the manager's job; `Task` methods forward to it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import IllegalTransition
+from .outcome import Outcome
+
+if TYPE_CHECKING:
+    from .manager import TaskManager
+
+
+class TaskState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    REVIEW = "review"
+    MERGED = "merged"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    PAUSED = "paused"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def active(self) -> bool:
+        """The engine is (or should be) working on it."""
+        return self in (TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING)
+
+
+S = TaskState
+TERMINAL = frozenset({S.MERGED, S.REJECTED, S.FAILED, S.CANCELLED})
+TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    S.QUEUED: frozenset({S.RUNNING, S.CANCELLED, S.FAILED, S.INTERRUPTED}),
+    S.RUNNING: frozenset({S.WAITING, S.REVIEW, S.FAILED, S.CANCELLED, S.INTERRUPTED, S.PAUSED}),
+    S.WAITING: frozenset({S.RUNNING, S.FAILED, S.CANCELLED, S.INTERRUPTED}),
+    S.REVIEW: frozenset({S.RUNNING, S.MERGED, S.REJECTED}),
+    S.INTERRUPTED: frozenset({S.RUNNING, S.CANCELLED, S.REJECTED}),
+    S.PAUSED: frozenset({S.RUNNING, S.CANCELLED, S.REJECTED}),
+    S.MERGED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+
+def check_transition(task_id: str, old: TaskState, new: TaskState) -> None:
+    if new not in TRANSITIONS[old]:
+        allowed = ", ".join(sorted(TRANSITIONS[old])) or "nothing (it is finished)"
+        raise IllegalTransition(
+            f"Task {task_id} is {old}; it cannot become {new}. From {old} it can become: {allowed}."
+        )
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    steps: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, other: Mapping[str, Any]) -> None:
+        for key in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+            setattr(self, key, getattr(self, key) + int(other.get(key, 0)))
+        self.steps += 1
+        self.cost_usd = round(self.cost_usd + float(other.get("cost_usd", 0.0)), 6)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    command: str
+    exit_code: int
+    passed: bool
+    duration_s: float
+    output_tail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """What a subscriber hears. `kind` is one of: state, text, tool_call, tool_result,
+    usage, checks, review, notice. Delivered on the engine thread: keep callbacks short."""
+
+    task_id: str
+    kind: str
+    data: Mapping[str, Any]
+
+
+Subscriber = Callable[[TaskEvent], None]
+
+
+@dataclass
+class Task:
+    """A delegated outcome. Obtain one from `delegate()`, `tasks()` or `get_task()`."""
+
+    id: str
+    outcome: Outcome
+    repo: Path
+    branch: str = ""
+    base_branch: str | None = None
+    base_commit: str = ""
+    head_commit: str | None = None
+    worktree: Path | None = None
+    model: str = ""
+    state: TaskState = TaskState.QUEUED
+    summary: str = ""
+    checks: list[CheckResult] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    served_models: list[str] = field(default_factory=list)
+    sandbox: str = ""
+    flags: list[str] = field(default_factory=list)
+    error: str = ""
+    merged_commit: str | None = None
+    journal_head: str = ""
+    created: str = ""
+    _manager: TaskManager | None = field(default=None, repr=False, compare=False)
+    _subscribers: list[Subscriber] = field(default_factory=list, repr=False, compare=False)
+    _changed: threading.Condition = field(
+        default_factory=threading.Condition, repr=False, compare=False
+    )
+
+    # -- what users do -------------------------------------------------------------
+    def diff(self) -> str:
+        """The change against the base commit, new files included; binary files named."""
+        return self._mgr().diff(self)
+
+    def wait(self, timeout: float | None = None) -> TaskState:
+        """Block until the task needs a human (review, waiting) or has ended. Returns the
+        state; raises TimeoutError if `timeout` seconds pass first."""
+        with self._changed:
+            done = self._changed.wait_for(lambda: not self._engine_busy(), timeout)
+        if not done:
+            raise TimeoutError(f"Task {self.id} is still {self.state} after {timeout} s.")
+        return self.state
+
+    def approve(self, strategy: str = "merge") -> str:
+        """Merge the task's branch into its base branch; returns the new base commit."""
+        return self._mgr().approve(self, strategy)
+
+    def reject(self, reason: str | None = None) -> None:
+        """Archive the branch under refs/delegate/archive/<id> and remove the worktree."""
+        self._mgr().reject(self, reason)
+
+    def request_changes(self, feedback: str) -> None:
+        """Send feedback; the same agent continues from where it stopped."""
+        self._mgr().request_changes(self, feedback)
+
+    def cancel(self) -> None:
+        self._mgr().cancel(self)
+
+    def resume(self) -> None:
+        """Continue an interrupted task from its journal, in its intact worktree."""
+        self._mgr().resume(self)
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call `callback(TaskEvent)` for every event; returns a function that unsubscribes."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    @property
+    def journal_path(self) -> Path:
+        return self._mgr().journal_path(self)
+
+    @property
+    def checks_passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def title(self) -> str:
+        return self.outcome.title
+
+    # -- plumbing -------------------------------------------------------------------
+    def _mgr(self) -> TaskManager:
+        if self._manager is None:
+            from .manager import get_manager
+
+            self._manager = get_manager()
+        return self._manager
+
+    def _engine_busy(self) -> bool:
+        return self.state in (TaskState.QUEUED, TaskState.RUNNING)
+
+    def emit(self, kind: str, data: Mapping[str, Any]) -> None:
+        event = TaskEvent(self.id, kind, data)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a broken view must never stop the engine
+                import logging
+
+                logging.getLogger(__name__).exception("task subscriber failed")
+        with self._changed:
+            self._changed.notify_all()
+
+    def apply(self, type_: str, data: Mapping[str, Any]) -> None:
+        """Fold one journal event into the task's facts (see journal.py for the types)."""
+        if type_ == "task":
+            self.outcome = Outcome.from_dict(data["outcome"])
+            self.branch, self.base_branch = data["branch"], data.get("base_branch")
+            self.base_commit, self.model = data["base_commit"], data["model"]
+            self.worktree = Path(data["worktree"])
+            self.sandbox, self.created = data.get("sandbox", ""), data.get("created", "")
+        elif type_ == "state":
+            self.state = TaskState(data["state"])
+            if data.get("error"):
+                self.error = data["error"]
+        elif type_ == "assistant":
+            self.usage.add(data.get("usage", {}))
+            served = data.get("model")
+            if served and served not in self.served_models:
+                self.served_models.append(served)
+                if served != self.model:
+                    self._flag(f"served model {served} differs from requested {self.model}")
+        elif type_ == "finish":
+            self.summary = data.get("summary", "")
+            if data.get("stopped_by"):
+                self._flag(f"stopped by {data['stopped_by']}")
+        elif type_ == "checks":
+            self.checks = [CheckResult(**c) for c in data["results"]]
+        elif type_ == "commit":
+            self.head_commit = data["commit"]
+        elif type_ == "merged":
+            self.merged_commit = data["commit"]
+        elif type_ == "tool_result" and data.get("sandbox") == "none":
+            self._flag("commands ran unsandboxed")
+        elif type_ == "flag":
+            self._flag(data["text"])
+
+    def _flag(self, text: str) -> None:
+        if text not in self.flags:
+            self.flags.append(text)
+
+    def to_record(self) -> dict[str, Any]:
+        """The compact record kept in a notebook output and printed by `list --json`."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "outcome": self.outcome.to_dict(),
+            "state": str(self.state),
+            "repo": str(self.repo),
+            "branch": self.branch,
+            "base_branch": self.base_branch,
+            "base_commit": self.base_commit,
+            "head_commit": self.head_commit,
+            "merged_commit": self.merged_commit,
+            "model": self.model,
+            "served_models": list(self.served_models),
+            "sandbox": self.sandbox,
+            "summary": self.summary,
+            "checks": [c.to_dict() for c in self.checks],
+            "usage": self.usage.to_dict(),
+            "flags": list(self.flags),
+            "error": self.error,
+            "journal_head": self.journal_head,
+            "created": self.created,
+        }

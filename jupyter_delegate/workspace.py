@@ -1,0 +1,286 @@
+"""Git, through GitPython: a worktree and branch per task, the diff, the harness's commit,
+approve (merge or squash into the base branch) and reject (archive the branch).
+
+The user's checkout is never put at risk: nothing here writes to the base branch before
+an approve, an approve refuses when the user's uncommitted changes touch the task's
+files, and a reject keeps the work under `refs/delegate/archive/<id>`. All git work on
+one repository is serialised by a lock shared by every task of the process, and the
+base branch is moved with an expected-old-value update so a concurrent move is caught.
+This module knows nothing of agents, journals or checks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from .errors import RepoError, ReviewError
+
+ARCHIVE_PREFIX = "refs/delegate/archive/"
+_FALLBACK_IDENTITY = {
+    "GIT_AUTHOR_NAME": "jupyter-delegate",
+    "GIT_AUTHOR_EMAIL": "delegate@localhost",
+    "GIT_COMMITTER_NAME": "jupyter-delegate",
+    "GIT_COMMITTER_EMAIL": "delegate@localhost",
+}
+_locks: dict[Path, threading.RLock] = {}
+_locks_guard = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Worktree:
+    path: Path
+    branch: str
+    base_branch: str | None
+    base_commit: str
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    commit: str
+    base_moved: bool  # the base branch had moved; the task branch now contains it
+
+
+def slugify(text: str, limit: int = 32) -> str:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    slug = ""
+    for word in words:
+        candidate = f"{slug}-{word}" if slug else word
+        if len(candidate) > limit:
+            break
+        slug = candidate
+    return slug or "task"
+
+
+class Workspace:
+    """One repository as jupyter-delegate uses it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        given = Path(path).expanduser()
+        if not given.exists():
+            raise RepoError(f"{given} does not exist. Pass repo= the path of a git repository.")
+        try:
+            self.repo = git.Repo(given, search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise RepoError(
+                f"{given} is not inside a git repository. Run `git init` there and commit "
+                "something, or pass repo= the path of an existing repository."
+            ) from None
+        if self.repo.bare:
+            raise RepoError(
+                f"{given} is a bare repository; delegate needs one with a working tree. "
+                "Clone it (`git clone <bare> <dir>`) and pass the clone."
+            )
+        try:
+            self.repo.head.commit  # noqa: B018
+        except ValueError:
+            raise RepoError(
+                f"The repository at {self.repo.working_dir} has no commits yet. Commit "
+                "something first (`git add -A && git commit -m init`): the agent works "
+                "on a branch from a commit."
+            ) from None
+        self.root = Path(self.repo.working_dir).resolve()
+        self.common_dir = Path(self.repo.common_dir).resolve()
+        self.state_dir = self.common_dir / "delegate"
+        with _locks_guard:
+            self._lock = _locks.setdefault(self.common_dir, threading.RLock())
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    # -- paths -------------------------------------------------------------------------
+    def task_dir(self, task_id: str) -> Path:
+        return self.state_dir / "tasks" / task_id
+
+    def worktree_path(self, task_id: str) -> Path:
+        return self.state_dir / "worktrees" / task_id
+
+    def task_ids(self) -> list[str]:
+        tasks = self.state_dir / "tasks"
+        if not tasks.is_dir():
+            return []
+        found = [p for p in tasks.iterdir() if (p / "journal.jsonl").exists()]
+        return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime)]
+
+    # -- base --------------------------------------------------------------------------
+    def resolve_base(self, base: str | None) -> tuple[str | None, str]:
+        """(branch name or None when detached/a bare commit, commit sha) of the base."""
+        if base is None:
+            if self.repo.head.is_detached:
+                return None, self.repo.head.commit.hexsha
+            return self.repo.active_branch.name, self.repo.head.commit.hexsha
+        try:
+            commit = self.repo.commit(base)
+        except (git.BadName, ValueError, git.GitCommandError):
+            branches = ", ".join(h.name for h in self.repo.heads) or "none"
+            raise RepoError(
+                f"Unknown base {base!r} in {self.root}. Pass a branch, tag or commit that "
+                f"exists (branches: {branches})."
+            ) from None
+        is_branch = base in {h.name for h in self.repo.heads}
+        return (base if is_branch else None), commit.hexsha
+
+    # -- worktree ----------------------------------------------------------------------
+    def create(self, task_id: str, slug: str, base: str | None) -> Worktree:
+        base_branch, base_commit = self.resolve_base(base)
+        branch = f"delegate/{task_id}-{slug}"
+        path = self.worktree_path(task_id)
+        with self.locked():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.repo.git.worktree("add", "-b", branch, str(path), base_commit)
+        return Worktree(path, branch, base_branch, base_commit)
+
+    def remove_worktree(self, path: Path) -> None:
+        with self.locked():
+            if path.exists():
+                self.repo.git.worktree("remove", "--force", str(path))
+            self.repo.git.worktree("prune")
+
+    def _stage_all(self, wt: git.Repo) -> None:
+        wt.git.add("-A")
+
+    def diff(self, worktree: Path, base_commit: str, head: str | None = None) -> str:
+        """The change from base to the worktree (or to `head` when the worktree is gone)."""
+        if head is not None and not worktree.exists():
+            return str(self.repo.git.diff(base_commit, head, "--stat=100", "--patch"))
+        wt = git.Repo(worktree)
+        with self.locked():
+            self._stage_all(wt)
+            return str(wt.git.diff("--cached", base_commit, "--stat=100", "--patch"))
+
+    def changed_files(self, worktree: Path, base_commit: str) -> list[str]:
+        wt = git.Repo(worktree)
+        with self.locked():
+            self._stage_all(wt)
+            out = wt.git.diff("--cached", "--name-only", base_commit)
+        return [line for line in out.splitlines() if line]
+
+    def commit(self, worktree: Path, message: str, trailers: Mapping[str, str]) -> str:
+        """Commit everything in the worktree (the harness commits, never the agent).
+        Returns the head commit; with nothing to commit, the head as it is."""
+        wt = git.Repo(worktree)
+        with self.locked():
+            self._stage_all(wt)
+            if not wt.git.status("--porcelain"):
+                return str(wt.head.commit.hexsha)
+            text = message.rstrip() + "\n\n" + "".join(f"{k}: {v}\n" for k, v in trailers.items())
+            wt.git.commit("-q", "--no-verify", "-m", text, env=self._identity(wt))
+            return str(wt.head.commit.hexsha)
+
+    def _identity(self, repo: git.Repo) -> dict[str, str]:
+        reader = repo.config_reader()
+        has_identity = reader.has_option("user", "name") and reader.has_option("user", "email")
+        return {} if has_identity else dict(_FALLBACK_IDENTITY)
+
+    # -- approve -------------------------------------------------------------------------
+    def bring_base_in(self, worktree: Path, base_branch: str) -> bool:
+        """Merge the base branch's current tip into the task branch when it has moved.
+        Returns whether it had moved. On conflict, aborts and raises ReviewError."""
+        wt = git.Repo(worktree)
+        with self.locked():
+            tip = self.repo.commit(base_branch).hexsha
+            if wt.is_ancestor(wt.commit(tip), wt.head.commit):
+                return False
+            try:
+                wt.git.merge("--no-edit", "--no-verify", tip, env=self._identity(wt))
+            except git.GitCommandError:
+                conflicted = wt.git.diff("--name-only", "--diff-filter=U").split()
+                wt.git.merge("--abort")
+                raise ReviewError(
+                    f"{base_branch} has moved since the task started and its changes "
+                    f"conflict with the task's in: {', '.join(conflicted) or 'unknown files'}. "
+                    "Nothing was merged. Request changes so the agent rebases its work, or "
+                    "resolve by hand in the task's worktree."
+                ) from None
+            return True
+
+    def integrate(
+        self, worktree: Path, base_branch: str, strategy: str, message: str, task_id: str
+    ) -> str:
+        """Move the base branch to include the task's head (fast-forward to it, or to a
+        squash commit of it). The task branch must already contain the base tip."""
+        if strategy not in ("merge", "squash"):
+            raise ReviewError(f"Unknown strategy {strategy!r}: use 'merge' or 'squash'.")
+        wt = git.Repo(worktree)
+        with self.locked():
+            tip = self.repo.commit(base_branch).hexsha
+            head = wt.head.commit.hexsha
+            if not self.repo.is_ancestor(self.repo.commit(tip), self.repo.commit(head)):
+                raise ReviewError(f"{base_branch} moved during the approve; approve again.")
+            target = head
+            if strategy == "squash" and head != tip:
+                tree = wt.head.commit.tree.hexsha
+                target = self.repo.git.commit_tree(
+                    tree, "-p", tip, "-m", message, env=self._identity(self.repo)
+                )
+            checkout = self._checkout_of(base_branch)
+            if checkout is None:
+                self.repo.git.update_ref(f"refs/heads/{base_branch}", target, tip)
+                return target
+            self._refuse_dirty_overlap(checkout, tip, target, base_branch)
+            git.Repo(checkout).git.merge("--ff-only", "-q", target)
+            return target
+
+    def _checkout_of(self, branch: str) -> Path | None:
+        """The working tree where `branch` is checked out, if any."""
+        ref = f"refs/heads/{branch}"
+        current: Path | None = None
+        for line in self.repo.git.worktree("list", "--porcelain").splitlines():
+            if line.startswith("worktree "):
+                current = Path(line[len("worktree ") :])
+            elif line == f"branch {ref}":
+                return current
+        return None
+
+    def _refuse_dirty_overlap(self, checkout: Path, tip: str, target: str, branch: str) -> None:
+        user = git.Repo(checkout)
+        dirty = set()
+        for line in user.git.status("--porcelain", "-z").split("\0"):
+            if len(line) > 3:
+                dirty.add(line[3:])
+        touched = set(self.repo.git.diff("--name-only", tip, target).splitlines())
+        overlap = sorted(dirty & touched)
+        if overlap:
+            raise ReviewError(
+                f"Your checkout of {branch} at {checkout} has uncommitted changes in files "
+                f"this task changes: {', '.join(overlap)}. Nothing was merged. Commit or "
+                "stash them, then approve again."
+            )
+
+    # -- reject ------------------------------------------------------------------------
+    def archive(self, task_id: str, branch: str, worktree: Path) -> str:
+        """Keep the branch's work under refs/delegate/archive/<id>; remove branch and
+        worktree. Returns the archive ref."""
+        ref = ARCHIVE_PREFIX + task_id
+        with self.locked():
+            if worktree.exists():
+                wt = git.Repo(worktree)
+                self._stage_all(wt)
+                if wt.git.status("--porcelain"):
+                    wt.git.commit(
+                        "-q",
+                        "--no-verify",
+                        "-m",
+                        "delegate: work in progress at reject",
+                        env=self._identity(wt),
+                    )
+            head = self.repo.commit(branch).hexsha
+            self.repo.git.update_ref(ref, head)
+            self.remove_worktree(worktree)
+            self.repo.git.branch("-D", branch)
+        return ref
+
+    def finish_merged(self, branch: str, worktree: Path) -> None:
+        """After an approve: the work is in the base branch, so branch and worktree go."""
+        with self.locked():
+            self.remove_worktree(worktree)
+            self.repo.git.branch("-D", branch)

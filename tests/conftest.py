@@ -1,0 +1,95 @@
+"""Shared fixtures: small real git repositories, and managers wired to the scripted fake
+Messages API through the real SDK (in-process transport)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import git
+import pytest
+
+from jupyter_delegate.manager import TaskManager
+from jupyter_delegate.sandbox import probe
+from jupyter_delegate.testing import FakeMessagesAPI, load_scenario
+
+CALC = "def add(a, b):\n    return a - b\n"
+FIXED = "def add(a, b):\n    return a + b\n"
+TEST = (
+    "import unittest\nfrom calc import add\n\n\n"
+    "class T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n"
+)
+CHECK = "python3 -m unittest -q test_calc"
+SANDBOX = "auto" if probe().available else "none"
+
+
+def commit_all(repo: git.Repo, message: str) -> str:
+    repo.git.add("-A")
+    repo.git.commit("-q", "-m", message)
+    return str(repo.head.commit.hexsha)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
+    (tmp_path / "gitconfig").write_text("[user]\n\tname = Test User\n\temail = t@example.com\n")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> git.Repo:
+    """A repo on branch main with a real bug (add subtracts) and a failing test."""
+    path = tmp_path / "proj"
+    path.mkdir()
+    r = git.Repo.init(path, initial_branch="main")
+    (path / "calc.py").write_text(CALC)
+    (path / "test_calc.py").write_text(TEST)
+    (path / "README.md").write_text("# proj\n")
+    commit_all(r, "init")
+    return r
+
+
+FIX_TURNS: list[dict[str, Any]] = [
+    {"text": "Running the test first.", "tools": [{"bash": {"command": CHECK}}]},
+    {"tools": [{"read": {"file_path": "calc.py"}}]},
+    {
+        "text": "The operator is wrong.",
+        "tools": [{"edit": {"file_path": "calc.py", "old_string": "a - b", "new_string": "a + b"}}],
+    },
+    {"tools": [{"bash": {"command": CHECK}}]},
+    {"tools": [{"finish": {"summary": "add() subtracted; it now adds."}}]},
+]
+
+
+Factory = Callable[..., tuple[TaskManager, FakeMessagesAPI]]
+
+
+@pytest.fixture
+def make_manager() -> Iterator[Factory]:
+    def make(turns: Any = None, **fake_kw: Any) -> tuple[TaskManager, FakeMessagesAPI]:
+        scenario = turns if callable(turns) else {"name": "t", "turns": turns or FIX_TURNS}
+        fake = FakeMessagesAPI(load_scenario(scenario), **fake_kw)
+        return TaskManager(client=fake.async_client(max_retries=2), sandbox=SANDBOX), fake
+
+    yield make
+
+
+def run_check(path: Path) -> int:
+    return subprocess.run(CHECK.split(), cwd=path, capture_output=True).returncode
+
+
+def marker_alive(marker: str) -> bool:
+    """Whether any process has `marker` in its command line."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (proc / "cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False

@@ -1,0 +1,157 @@
+"""Bad input at every entry point fails clearly, at once, and loses nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import git
+import pytest
+from conftest import CHECK, FIX_TURNS, Factory
+
+from jupyter_delegate import Budget, Outcome, TaskState, delegate
+from jupyter_delegate.errors import ModelConfigError, OutcomeError, RepoError
+from jupyter_delegate.manager import TaskManager
+
+
+def test_not_a_repo_is_refused_with_what_to_do(tmp_path: Path, make_manager: Factory) -> None:
+    manager, fake = make_manager()
+    with pytest.raises(RepoError, match=r"not inside a git repository.*git init"):
+        manager.submit(Outcome("x"), repo=tmp_path)
+    assert fake.requests == [] and list(tmp_path.iterdir()) == []
+
+
+def test_missing_path_is_refused(tmp_path: Path, make_manager: Factory) -> None:
+    manager, _ = make_manager()
+    with pytest.raises(RepoError, match="does not exist"):
+        manager.submit(Outcome("x"), repo=tmp_path / "nope")
+
+
+def test_repo_without_commits_is_refused(tmp_path: Path, make_manager: Factory) -> None:
+    git.Repo.init(tmp_path)
+    manager, _ = make_manager()
+    with pytest.raises(RepoError, match="no commits yet"):
+        manager.submit(Outcome("x"), repo=tmp_path)
+    assert not (tmp_path / ".git" / "delegate").exists()
+
+
+def test_bare_repo_is_refused(tmp_path: Path, make_manager: Factory) -> None:
+    git.Repo.init(tmp_path / "b.git", bare=True)
+    manager, _ = make_manager()
+    with pytest.raises(RepoError, match="bare repository"):
+        manager.submit(Outcome("x"), repo=tmp_path / "b.git")
+
+
+def test_unknown_base_is_refused_naming_the_branches(repo: git.Repo, make_manager: Factory) -> None:
+    manager, _ = make_manager()
+    with pytest.raises(RepoError, match=r"Unknown base 'nope'.*branches: main"):
+        manager.submit(Outcome("x"), repo=repo.working_dir, base="nope")
+    assert not (Path(repo.git_dir) / "delegate").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"goal": "  "}, "no goal"),
+        ({"goal": "x", "checks": ("",)}, "non-empty string"),
+        ({"goal": "x", "scope": ("../etc",)}, "relative to the repository root"),
+        ({"goal": "x", "scope": ("/abs",)}, "relative to the repository root"),
+    ],
+)
+def test_malformed_outcome_is_refused(kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(OutcomeError, match=message):
+        Outcome(**kwargs)
+
+
+@pytest.mark.parametrize("bad", [{"max_steps": 0}, {"max_usd": -1}, {"max_steps": True}])
+def test_bad_budget_is_refused(bad: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(OutcomeError, match="positive number"):
+        Budget(**bad)
+
+
+def test_unknown_budget_field_is_named() -> None:
+    with pytest.raises(OutcomeError, match=r"Unknown budget field.*max_dollars"):
+        Budget.from_dict({"max_dollars": 2})
+
+
+def test_cell_format_parses_and_refuses_empty_keywords() -> None:
+    outcome = Outcome.from_cell(
+        "Add CSV export.\n\ncheck: pytest -q\ncheck: ruff check .\nscope: shop/, tests/\n"
+    )
+    assert outcome.goal == "Add CSV export."
+    assert outcome.checks == ("pytest -q", "ruff check .")
+    assert outcome.scope == ("shop/", "tests/")
+    with pytest.raises(OutcomeError, match="Line 2: 'check:' has nothing after it"):
+        Outcome.from_cell("Do it\ncheck:")
+    with pytest.raises(OutcomeError, match="states no goal"):
+        Outcome.from_cell("check: pytest")
+
+
+def test_no_api_key_and_no_fake_server_says_how_to_fix(repo: git.Repo) -> None:
+    manager = TaskManager(sandbox="none")
+    with pytest.raises(ModelConfigError, match=r"ANTHROPIC_API_KEY.*jupyter delegate demo"):
+        manager.submit(Outcome("x"), repo=repo.working_dir)
+    assert not (Path(repo.git_dir) / "delegate").exists()
+
+
+def test_unknown_sandbox_tier_is_refused(repo: git.Repo, make_manager: Factory) -> None:
+    from jupyter_delegate.errors import SandboxUnavailable
+
+    manager, _ = make_manager()
+    with pytest.raises(SandboxUnavailable, match="none"):
+        delegate("x", repo=repo.working_dir, sandbox="docker", manager=manager)
+
+
+def test_three_malformed_tool_inputs_in_a_row_fail_the_task(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    bad = {"tools": [{"edit": {"file_path": "calc.py"}}]}
+    manager, fake = make_manager([bad, bad, bad, FIX_TURNS[-1]])
+    task = manager.submit(Outcome("x", checks=(CHECK,)), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.FAILED
+    assert "malformed tool input 3 times in a row" in task.error
+    second = fake.requests[1].body["messages"][-1]["content"][0]
+    assert second["is_error"] and "invalid input" in second["content"]
+
+
+def test_malformed_input_goes_back_to_the_model_which_recovers(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    turns = [
+        {"tools": [{"bash": {"timeout_ms": 5}}]},
+        {"tools": [{"nonexistent_tool": {"x": 1}}]},
+        *FIX_TURNS,
+    ]
+    manager, fake = make_manager(turns)
+    task = manager.submit(Outcome("x", checks=(CHECK,)), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    results = [fake.requests[i].body["messages"][-1]["content"][0] for i in (1, 2)]
+    assert "'command' must be a non-empty string" in results[0]["content"]
+    assert "Unknown tool 'nonexistent_tool'" in results[1]["content"]
+    assert task.checks_passed
+
+
+def test_paths_and_symlinks_escaping_the_worktree_are_refused(
+    repo: git.Repo, make_manager: Factory, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    root = Path(repo.working_dir)
+    (root / "link").symlink_to(secret)
+    repo.git.add("-A")
+    repo.git.commit("-q", "-m", "link")
+    turns = [
+        {"tools": [{"read": {"file_path": "../../../secret.txt"}}]},
+        {"tools": [{"read": {"file_path": str(secret)}}]},
+        {"tools": [{"read": {"file_path": "link"}}]},
+        {"tools": [{"write": {"file_path": "link", "content": "overwritten"}}]},
+        {"tools": [{"write": {"file_path": ".git", "content": "gitdir: /tmp/evil"}}]},
+        {"tools": [{"finish": {"summary": "tried"}}]},
+    ]
+    manager, fake = make_manager(turns)
+    task = manager.submit(Outcome("x"), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    results = [fake.requests[i].body["messages"][-1]["content"][0] for i in range(1, 6)]
+    assert all(r.get("is_error") for r in results), results
+    assert all("top secret" not in str(r["content"]) for r in results)
+    assert secret.read_text() == "top secret"
+    assert "outside" in results[0]["content"] and ".git is managed" in results[4]["content"]

@@ -1,0 +1,144 @@
+"""The CLI (`jupyter delegate ...`) against the fake Messages API on loopback."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import git
+import pytest
+from conftest import CHECK, FIX_TURNS, SANDBOX, run_check
+
+from jupyter_delegate.cli import main
+from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
+    fake = FakeMessagesAPI(load_scenario({"name": "cli", "turns": FIX_TURNS}))
+    with FakeServer(fake) as running:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", running.url)
+        yield running
+
+
+def cli(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+def run_task(repo: git.Repo, *extra: str) -> tuple[int, str, str]:
+    code, text = cli(
+        "run",
+        "Make add() add.",
+        "--repo",
+        repo.working_dir,
+        "--check",
+        CHECK,
+        "--sandbox",
+        SANDBOX,
+        *extra,
+    )
+    task_id = text.split()[1]
+    return code, text, task_id
+
+
+def test_run_prints_steps_and_review_then_approves(repo: git.Repo, server: FakeServer) -> None:
+    code, text, _ = run_task(repo, "--approve")
+    assert code == 0, text
+    assert "> bash " + CHECK in text and "> edit calc.py" in text
+    assert "PASS " + CHECK in text and "calc.py" in text and "cost: $" in text
+    assert "Approved: main is now at" in text
+    assert run_check(Path(repo.working_dir)) == 0
+
+
+def test_list_show_diff_reject_and_audit(repo: git.Repo, server: FakeServer) -> None:
+    _, _, task_id = run_task(repo, "--no-approve")
+    code, listing = cli("list", "--repo", repo.working_dir, "--json")
+    records = json.loads(listing)
+    assert code == 0 and [r["id"] for r in records] == [task_id]
+    assert records[0]["state"] == "review" and records[0]["checks"][0]["passed"]
+    assert task_id in cli("list", "--repo", repo.working_dir)[1]
+    assert "Review of task" in cli("show", task_id, "--repo", repo.working_dir)[1]
+    assert "+    return a + b" in cli("diff", task_id, "--repo", repo.working_dir)[1]
+    assert cli("audit", "verify", "--repo", repo.working_dir) == (
+        0,
+        f"{task_id}: audit verify: ok ({_events(repo, task_id)} events, head "
+        f"{_head(repo, task_id)[:12]})\n",
+    )
+    code, text = cli("reject", task_id, "--repo", repo.working_dir, "--reason", "no")
+    assert code == 0 and f"refs/delegate/archive/{task_id}" in text
+
+
+def _journal(repo: git.Repo, task_id: str) -> Path:
+    return Path(repo.git_dir) / "delegate" / "tasks" / task_id / "journal.jsonl"
+
+
+def _events(repo: git.Repo, task_id: str) -> int:
+    return len(_journal(repo, task_id).read_text().splitlines())
+
+
+def _head(repo: git.Repo, task_id: str) -> str:
+    return str(json.loads(_journal(repo, task_id).read_text().splitlines()[-1])["hash"])
+
+
+def test_audit_names_the_tampered_line_and_exits_1(repo: git.Repo, server: FakeServer) -> None:
+    _, _, task_id = run_task(repo, "--no-approve")
+    journal = _journal(repo, task_id)
+    lines = journal.read_text().splitlines()
+    assert "Please reach" in lines[2]
+    lines[2] = lines[2].replace("Please reach", "Please wreck")
+    journal.write_text("\n".join(lines) + "\n")
+    code, text = cli("audit", "verify", task_id, "--repo", repo.working_dir)
+    assert code == 1 and "line 3: content does not match its hash" in text
+
+
+def test_failing_checks_exit_nonzero(repo: git.Repo, server: FakeServer) -> None:
+    code, text = cli(
+        "run",
+        "x",
+        "--repo",
+        repo.working_dir,
+        "--check",
+        "false",
+        "--sandbox",
+        SANDBOX,
+        "--no-approve",
+    )
+    assert code == 1 and "FAIL false" in text
+
+
+def test_bad_input_exits_2_with_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], server: FakeServer
+) -> None:
+    assert cli("run", "x", "--repo", str(tmp_path))[0] == 2
+    assert "not inside a git repository" in capsys.readouterr().err
+    assert cli("show", "abcdef", "--repo", str(tmp_path))[0] == 2
+
+
+def test_unknown_task_id_is_named(repo: git.Repo, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("approve", "zzzzzz", "--repo", repo.working_dir)[0] == 2
+    assert "No task 'zzzzzz'" in capsys.readouterr().err
+
+
+def test_jupyter_delegate_demo_runs_offline_end_to_end(tmp_path: Path) -> None:
+    jupyter = Path(sys.executable).parent / "jupyter"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    done = subprocess.run(
+        [str(jupyter), "delegate", "demo", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "SCRIPTED" in out and "Before: " in out and "FAILS" in out
+    assert "PASS python3 -m unittest" in out
+    assert "After: `python3 -m unittest discover -s tests -q` passes" in out
+    assert "audit verify: ok" in out

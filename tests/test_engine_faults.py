@@ -1,0 +1,174 @@
+"""The engine under stress: API faults, cancel mid-command, timeouts, floods of output,
+and a process killed mid-task whose task resumes from its journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import git
+import pytest
+from conftest import CHECK, FIX_TURNS, SANDBOX, Factory, marker_alive
+
+from jupyter_delegate import Budget, Outcome, TaskState
+from jupyter_delegate.journal import Journal
+from jupyter_delegate.manager import TaskManager
+from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
+
+
+def _outcome(**kw) -> Outcome:  # type: ignore[no-untyped-def]
+    return Outcome("Make add() add.", checks=(CHECK,), **kw)
+
+
+@pytest.mark.parametrize(
+    "faults", [[{"status": 429, "retry_after": 0}], [{"status": 529}], [{"status": 500}]]
+)
+def test_retryable_api_errors_are_retried_by_the_sdk(
+    repo: git.Repo, make_manager: Factory, faults: list
+) -> None:  # type: ignore[type-arg]
+    turns = [{**FIX_TURNS[0], "faults": faults}, *FIX_TURNS[1:]]
+    manager, fake = make_manager(turns)
+    task = manager.submit(_outcome(), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    assert [r.status for r in fake.requests[:2]] == [faults[0]["status"], 200]
+    assert task.usage.steps == 5
+
+
+@pytest.mark.parametrize("fault", [{"mid_stream_error": "overloaded_error"}, {"drop": True}])
+def test_broken_stream_is_retried_once_from_the_journal(
+    repo: git.Repo, make_manager: Factory, fault: dict
+) -> None:  # type: ignore[type-arg]
+    turns = [FIX_TURNS[0], {**FIX_TURNS[1], "faults": [fault]}, *FIX_TURNS[2:]]
+    manager, fake = make_manager(turns)
+    task = manager.submit(_outcome(), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    retried = [r.body["messages"] for r in fake.requests if r.turn == 1]
+    assert len(retried) >= 2 and retried[0] == retried[-1]
+    assert task.checks_passed
+    # the broken turn left nothing half-written in the journal
+    assert Journal(task.journal_path).verify().ok
+    assistants = [e for e in Journal(task.journal_path).events() if e.type == "assistant"]
+    assert len(assistants) == 5
+
+
+def test_stream_broken_twice_fails_with_a_clear_message(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    fault = {"mid_stream_error": "overloaded_error"}
+    manager, _ = make_manager([{**FIX_TURNS[0], "faults": [fault, fault, fault]}])
+    task = manager.submit(_outcome(), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.FAILED
+    assert "model API failed" in task.error and "overloaded" in task.error
+
+
+def test_auth_error_fails_at_once_saying_what_to_do(repo: git.Repo, make_manager: Factory) -> None:
+    manager, fake = make_manager(api_key="the-right-key")
+    manager._client = fake.async_client(api_key="a-wrong-key")
+    task = manager.submit(_outcome(), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.FAILED
+    assert "ANTHROPIC_API_KEY" in task.error
+    assert len(fake.requests) == 1  # not retried
+
+
+def test_cancel_during_a_long_command_leaves_no_process(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    marker = f"marker-{uuid.uuid4().hex}"
+    manager, _ = make_manager([{"tools": [{"bash": {"command": f"sleep 60; echo {marker}"}}]}])
+    task = manager.submit(_outcome(), repo=repo.working_dir)
+    deadline = time.monotonic() + 20
+    while not marker_alive(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker_alive(marker)
+    worktree = task.worktree
+    task.cancel()
+    assert task.wait(timeout=20) == TaskState.CANCELLED
+    assert not marker_alive(marker)
+    assert not worktree.exists()
+    assert repo.git.rev_parse(f"refs/delegate/archive/{task.id}")
+
+
+def test_command_timeout_kills_and_reports(repo: git.Repo, make_manager: Factory) -> None:
+    manager, fake = make_manager(
+        [{"tools": [{"bash": {"command": "sleep 30", "timeout_ms": 300}}]}, FIX_TURNS[-1]]
+    )
+    task = manager.submit(_outcome(), repo=repo.working_dir)
+    assert task.wait(timeout=30) == TaskState.REVIEW
+    result = fake.requests[1].body["messages"][-1]["content"][0]
+    assert result["is_error"] and "timed out after 0.3 s" in result["content"]
+
+
+def test_huge_and_non_utf8_output_is_cut_and_survives(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    command = "head -c 3000000 /dev/zero | tr '\\0' a; printf '\\xff\\xfe tail-end'"
+    manager, fake = make_manager([{"tools": [{"bash": {"command": command}}]}, FIX_TURNS[-1]])
+    task = manager.submit(_outcome(), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    content = fake.requests[1].body["messages"][-1]["content"][0]["content"]
+    assert len(content) < 40_000 and "tail-end" in content and "\ufffd" in content
+    assert "cut" in content
+    assert Journal(task.journal_path).verify().ok
+
+
+_CHILD = """
+import sys, time
+from jupyter_delegate import delegate
+task = delegate("Make add() add.", repo=sys.argv[1], checks=[sys.argv[2]], sandbox=sys.argv[3])
+print(task.id, flush=True)
+time.sleep(120)
+"""
+
+
+def test_killed_process_leaves_an_interrupted_task_that_resumes_to_review(
+    repo: git.Repo, tmp_path: Path
+) -> None:
+    marker = f"marker-{uuid.uuid4().hex}"
+    turns = [{"tools": [{"bash": {"command": f"sleep 60; echo {marker}"}}]}, *FIX_TURNS]
+    fake = FakeMessagesAPI(load_scenario({"name": "resume", "turns": turns}))
+    with FakeServer(fake) as server:
+        env = {**os.environ, "ANTHROPIC_BASE_URL": server.url}
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, repo.working_dir, CHECK, SANDBOX],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            task_id = child.stdout.readline().strip()  # type: ignore[union-attr]
+            deadline = time.monotonic() + 20
+            while not marker_alive(marker) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert marker_alive(marker)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        subprocess.run(["pkill", "-f", marker], check=False)
+
+        manager = TaskManager(client=fake.async_client(), sandbox=SANDBOX)
+        task = manager.get(task_id, repo.working_dir)
+        assert task.state == TaskState.INTERRUPTED
+        assert task.worktree.exists()
+        task.resume()
+        assert task.wait(timeout=60) == TaskState.REVIEW
+    assert task.checks_passed
+    settled = fake.requests[1].body["messages"][-1]["content"][0]
+    assert settled["is_error"] and "interrupted" in settled["content"]
+    states = [e.data["state"] for e in Journal(task.journal_path).events() if e.type == "state"]
+    assert states == ["queued", "running", "interrupted", "running", "review"]
+    assert Journal(task.journal_path).verify().ok
+    task.approve()
+    assert json.loads(json.dumps(task.to_record()))["state"] == "merged"
+
+
+def test_dollar_budget_counts_across_rounds(repo: git.Repo, make_manager: Factory) -> None:
+    manager, fake = make_manager()
+    task = manager.submit(_outcome(budget=Budget(max_usd=0.000001)), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    assert len(fake.requests) == 1 and "dollar budget" in task.summary

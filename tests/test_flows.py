@@ -1,0 +1,269 @@
+"""End-to-end flows through the Python API: outcome -> agent (real SDK, scripted fake
+model) -> harness checks -> review -> approve / reject / request changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import git
+import pytest
+from conftest import CHECK, FIX_TURNS, FIXED, Factory, commit_all, run_check
+
+from jupyter_delegate import Budget, Outcome, TaskState, delegate
+from jupyter_delegate.errors import ReviewError
+from jupyter_delegate.journal import Journal
+
+
+def submit(manager, repo: git.Repo, **kw):  # type: ignore[no-untyped-def]
+    outcome = Outcome("Make add() add.", checks=(kw.pop("check", CHECK),), **kw)
+    return manager.submit(outcome, repo=repo.working_dir)
+
+
+def test_delegation_reaches_review_with_proven_checks_then_approve_merges(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, fake = make_manager()
+    base = repo.head.commit.hexsha
+    task = submit(manager, repo)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+
+    assert [c.passed for c in task.checks] == [True]
+    assert task.checks[0].command == CHECK and task.checks[0].exit_code == 0
+    assert task.summary == "add() subtracted; it now adds."
+    assert "+    return a + b" in task.diff() and "-    return a - b" in task.diff()
+    assert task.usage.steps == 5 and task.usage.cost_usd > 0
+    assert task.sandbox in ("bubblewrap", "none")
+    # the user's checkout is untouched before approve
+    assert (Path(repo.working_dir) / "calc.py").read_text() != FIXED
+    assert repo.head.commit.hexsha == base
+    # the harness committed with provenance trailers
+    head = repo.commit(task.head_commit)
+    assert f"Delegate-Task: {task.id}" in head.message
+    assert "Delegate-Journal: " in head.message and "Delegate-Model: " in head.message
+    # the first request carried the outcome, the tools and the cache breakpoint
+    first = fake.requests[0].body
+    assert "Make add() add." in first["system"] and CHECK in first["system"]
+    assert {t["name"] for t in first["tools"]} == {
+        "read",
+        "write",
+        "edit",
+        "glob",
+        "grep",
+        "bash",
+        "finish",
+    }
+    assert first["cache_control"] == {"type": "ephemeral"}
+
+    merged = task.approve()
+    assert task.state == TaskState.MERGED
+    assert repo.head.commit.hexsha == merged
+    assert (Path(repo.working_dir) / "calc.py").read_text() == FIXED
+    assert run_check(Path(repo.working_dir)) == 0
+    assert not task.worktree.exists()
+    assert task.branch not in [h.name for h in repo.heads]
+    assert Journal(task.journal_path).verify().ok
+
+
+def test_squash_approve_makes_one_commit_on_base(repo: git.Repo, make_manager: Factory) -> None:
+    manager, _ = make_manager()
+    base = repo.head.commit.hexsha
+    task = submit(manager, repo)
+    task.wait(timeout=60)
+    merged = task.approve("squash")
+    assert repo.commit(merged).parents[0].hexsha == base
+    assert "Delegate-Task" in repo.commit(merged).message
+
+
+def test_reject_archives_branch_and_keeps_base(repo: git.Repo, make_manager: Factory) -> None:
+    manager, _ = make_manager()
+    base = repo.head.commit.hexsha
+    task = submit(manager, repo)
+    task.wait(timeout=60)
+    head = task.head_commit
+    task.reject("not like this")
+    assert task.state == TaskState.REJECTED
+    assert repo.head.commit.hexsha == base
+    assert repo.git.rev_parse(f"refs/delegate/archive/{task.id}") == head
+    assert not task.worktree.exists()
+    assert task.branch not in [h.name for h in repo.heads]
+    with pytest.raises(ReviewError, match="only a task in review"):
+        task.approve()
+
+
+def test_request_changes_continues_the_same_conversation(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    turns = [
+        *FIX_TURNS,
+        {"tools": [{"write": {"file_path": "NOTES.md", "content": "add() fixed\n"}}]},
+        {"tools": [{"finish": {"summary": "Also wrote NOTES.md."}}]},
+    ]
+    manager, fake = make_manager(turns)
+    task = submit(manager, repo)
+    task.wait(timeout=60)
+    task.request_changes("Please leave a note in NOTES.md.")
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    assert task.summary == "Also wrote NOTES.md."
+    assert "NOTES.md" in task.diff()
+    resumed = fake.requests[5].body["messages"]
+    assert len([m for m in resumed if m["role"] == "assistant"]) == 5
+    last = resumed[-1]["content"]
+    assert last[0]["type"] == "tool_result"  # finish's result first, then the feedback
+    assert "Please leave a note in NOTES.md." in last[-1]["text"]
+    assert Journal(task.journal_path).verify().ok
+
+
+def test_failing_check_command_that_does_not_exist_is_shown_failed(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager()
+    task = submit(manager, repo, check="no-such-command --flag")
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    (check,) = task.checks
+    assert not check.passed and check.exit_code == 127
+    assert "not found" in check.output_tail
+    assert not task.checks_passed
+
+
+def test_served_model_mismatch_is_flagged(repo: git.Repo, make_manager: Factory) -> None:
+    turns = [{**FIX_TURNS[0], "served_model": "claude-haiku-4-5"}, *FIX_TURNS[1:]]
+    manager, _ = make_manager(turns)
+    task = submit(manager, repo)
+    task.wait(timeout=60)
+    assert "claude-haiku-4-5" in task.served_models
+    assert any("differs from requested" in flag for flag in task.flags)
+
+
+def test_step_budget_stops_the_agent_and_goes_to_review(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, fake = make_manager()
+    outcome = Outcome("Make add() add.", checks=(CHECK,), budget=Budget(max_steps=2))
+    task = manager.submit(outcome, repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    assert len(fake.requests) == 2
+    assert "step budget" in task.summary
+    assert any("step budget" in f for f in task.flags)
+    assert not task.checks_passed
+
+
+def test_end_turn_without_tools_ends_with_its_text_as_summary(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager([{"text": "Nothing needed: it already works."}])
+    task = submit(manager, repo)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    assert task.summary == "Nothing needed: it already works."
+    assert task.head_commit == task.base_commit  # nothing to commit
+
+
+def test_two_tasks_at_once_on_one_repo_both_merge(repo: git.Repo, make_manager: Factory) -> None:
+    manager, _ = make_manager(
+        lambda body, turn: [
+            {"tools": [{"write": {"file_path": _name(body), "content": "x\n"}}]},
+            {"tools": [{"finish": {"summary": "wrote " + _name(body)}}]},
+        ][min(turn, 1)]
+    )
+    first = manager.submit(Outcome("Create a.txt"), repo=repo.working_dir)
+    second = manager.submit(Outcome("Create b.txt"), repo=repo.working_dir)
+    assert first.wait(timeout=60) == second.wait(timeout=60) == TaskState.REVIEW
+    assert first.branch != second.branch and first.worktree != second.worktree
+    first.approve()
+    second.approve()  # base moved: brought in, checks re-run, merged
+    root = Path(repo.working_dir)
+    assert (root / "a.txt").exists() and (root / "b.txt").exists()
+    assert repo.git.status("--porcelain") == ""
+
+
+def _name(body: dict) -> str:  # type: ignore[type-arg]
+    text = str(body["messages"][0]["content"])
+    return "a.txt" if "Create a.txt" in text else "b.txt"
+
+
+def test_delegate_api_uses_given_manager_and_budget_dict(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager()
+    task = delegate(
+        "Make add() add.",
+        repo=repo.working_dir,
+        checks=CHECK,
+        budget={"max_steps": 10},
+        manager=manager,
+    )
+    assert task.outcome.checks == (CHECK,) and task.outcome.budget.max_steps == 10
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    assert manager.get(task.id) is task
+    assert manager.get(task.id, repo.working_dir) is task
+
+
+def test_approve_refuses_dirty_base_files_and_keeps_user_changes(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager()
+    task = submit(manager, repo)
+    task.wait(timeout=60)
+    calc = Path(repo.working_dir) / "calc.py"
+    calc.write_text("# my own work in progress\n" + calc.read_text())
+    with pytest.raises(
+        ReviewError, match=r"uncommitted changes in files this task changes: calc\.py"
+    ):
+        task.approve()
+    assert task.state == TaskState.REVIEW
+    assert calc.read_text().startswith("# my own work in progress")
+
+
+def test_approve_with_unrelated_dirty_file_merges_and_keeps_it(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager()
+    task = submit(manager, repo)
+    task.wait(timeout=60)
+    readme = Path(repo.working_dir) / "README.md"
+    readme.write_text("# proj\nmy notes\n")
+    task.approve()
+    assert readme.read_text() == "# proj\nmy notes\n"
+    assert (Path(repo.working_dir) / "calc.py").read_text() == FIXED
+
+
+def test_base_moved_cleanly_is_brought_in_and_rechecked(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager()
+    task = submit(manager, repo)
+    task.wait(timeout=60)
+    (Path(repo.working_dir) / "other.txt").write_text("meanwhile\n")
+    moved = commit_all(repo, "meanwhile")
+    task.approve()
+    assert repo.is_ancestor(moved, repo.head.commit)
+    assert (Path(repo.working_dir) / "calc.py").read_text() == FIXED
+    assert len(task.checks) == 1 and task.checks_passed
+
+
+def test_base_moved_with_conflict_refuses_and_stays_in_review(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager()
+    task = submit(manager, repo)
+    task.wait(timeout=60)
+    (Path(repo.working_dir) / "calc.py").write_text("def add(a, b):\n    return b - a\n")
+    moved = commit_all(repo, "conflicting")
+    with pytest.raises(ReviewError, match=r"conflict.*calc\.py"):
+        task.approve()
+    assert task.state == TaskState.REVIEW
+    assert repo.head.commit.hexsha == moved
+    assert git.Repo(task.worktree).git.status("--porcelain") == ""
+
+
+def test_base_moved_and_checks_fail_after_merge_refuses(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager()
+    task = submit(manager, repo)
+    task.wait(timeout=60)
+    test_file = Path(repo.working_dir) / "test_calc.py"
+    test_file.write_text(test_file.read_text().replace("5)", "6)"))
+    moved = commit_all(repo, "stricter test")
+    with pytest.raises(ReviewError, match="checks fail"):
+        task.approve()
+    assert task.state == TaskState.REVIEW and repo.head.commit.hexsha == moved

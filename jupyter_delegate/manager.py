@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 S = TaskState
 CHECK_TAIL = 4000
+# Commands must not leave caches in the worktree (the harness commits all it holds),
+# and HOME is read-only in the sandbox.
+CACHE_FREE_ENV = {
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTEST_ADDOPTS": "-p no:cacheprovider",
+    "XDG_CACHE_HOME": "/tmp/.cache",
+}
 
 
 @dataclass
@@ -165,19 +172,13 @@ class TaskManager:
 
     # -- the life of a task on the engine ---------------------------------------------------
     async def _drive(self, task: Task, context: _Context) -> None:
-        from .sandbox import Sandbox
-
         workspace = context.workspace
         try:
             if task.worktree is None or not task.worktree.exists():
                 await asyncio.to_thread(self._create_worktree, task, workspace)
             assert task.worktree is not None
             self._set_state(task, S.RUNNING, "the agent is working")
-            sandbox = Sandbox(
-                task.worktree,
-                tier=context.sandbox_tier,
-                read_only=[workspace.common_dir, task.worktree / ".git"],
-            )
+            sandbox = self._sandbox(task, context)
             client = self._client or client_for(context.endpoint or endpoint_from_env())
             loop = AgentLoop(
                 client=client,
@@ -442,6 +443,7 @@ class TaskManager:
             task.worktree,
             tier=context.sandbox_tier,
             read_only=[context.workspace.common_dir, task.worktree / ".git"],
+            extra_env=CACHE_FREE_ENV,
         )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -71,8 +72,18 @@ _CONFINEMENT = (
     "--tmpfs",
     "/tmp",
 )
-_HOME_SECRET_DIRS = (".ssh", ".aws", ".config/gcloud", ".docker", ".kube", ".gnupg")
-_HOME_SECRET_FILES = (".netrc",)
+# Credential stores under a home directory, hidden from confined commands.
+_HOME_SECRET_DIRS = (
+    ".ssh",
+    ".aws",
+    ".config/gcloud",
+    ".docker",
+    ".kube",
+    ".gnupg",
+    ".config/gh",
+    ".azure",
+)
+_HOME_SECRET_FILES = (".netrc", ".git-credentials", ".npmrc", ".pypirc")
 
 _SAFE_ENV_KEYS = frozenset(
     {"PATH", "HOME", "LANG", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "VIRTUAL_ENV"}
@@ -217,9 +228,7 @@ class Sandbox:
         if tier not in TIERS:
             choices = ", ".join(repr(t) for t in TIERS)
             raise SandboxUnavailable(f"unknown sandbox {tier!r}: choose one of {choices}")
-        self._worktree = Path(worktree).resolve()
-        if not self._worktree.is_dir():
-            raise ValueError(f"worktree {self._worktree} is not a directory")
+        self._worktree = Path(worktree).resolve()  # need not exist until the first run
         self._read_only = tuple(Path(p).resolve() for p in read_only)
         missing = [str(p) for p in self._read_only if not p.exists()]
         if missing:
@@ -263,6 +272,8 @@ class Sandbox:
         """
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
+        if not self._worktree.is_dir():
+            raise FileNotFoundError(f"the worktree {self._worktree} does not exist")
         env = self._environment()
         argv = [BASH, "--noprofile", "--norc", "-c", command]
         if self._tier == "bubblewrap":
@@ -302,26 +313,33 @@ class Sandbox:
         binds = [("--bind", self._worktree)] + [("--ro-bind", p) for p in self._read_only]
         for flag, path in sorted(binds, key=lambda bind: len(bind[1].parts)):
             argv += [flag, str(path), str(path)]
-        argv += _hide_home_secrets(env.get("HOME", ""))
+        argv += _hide_home_secrets(env.get("HOME", ""), _account_home())
         argv += ["--chdir", str(self._worktree), "--clearenv"]
         for key, value in env.items():
             argv += ["--setenv", key, value]
         return [*argv, "--", *command_argv]
 
 
-def _hide_home_secrets(home: str) -> list[str]:
-    if not home or not os.path.isabs(home):
-        return []
+def _hide_home_secrets(*homes: str) -> list[str]:
+    """Mounts hiding the credential stores of $HOME and of the account's own home."""
     args: list[str] = []
-    for name in _HOME_SECRET_DIRS:
-        path = Path(home, name)
-        if path.is_dir():
-            args += ["--tmpfs", str(path)]
-    for name in _HOME_SECRET_FILES:
-        path = Path(home, name)
-        if path.is_file():
-            args += ["--ro-bind", "/dev/null", str(path)]
+    for home in dict.fromkeys(h for h in homes if h and os.path.isabs(h)):
+        for name in _HOME_SECRET_DIRS:
+            path = Path(home, name)
+            if path.is_dir():
+                args += ["--tmpfs", str(path)]
+        for name in _HOME_SECRET_FILES:
+            path = Path(home, name)
+            if path.is_file():
+                args += ["--ro-bind", "/dev/null", str(path)]
     return args
+
+
+def _account_home() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except (KeyError, OSError):
+        return ""
 
 
 async def _execute(

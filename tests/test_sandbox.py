@@ -254,23 +254,46 @@ def test_writes_land_in_the_worktree_only(worktree: Path) -> None:
 
 @needs_bwrap
 def test_read_only_paths_stay_read_only_around_a_writable_worktree(tmp_path: Path) -> None:
-    # The layout of workspace.py: the worktree lives inside the git common dir.
+    # The layout of workspace.py: the worktree lives inside the git common dir, and its
+    # `.git` file points back into it. Both are passed read-only, as the manager does.
     common = tmp_path / "repo.git"
     worktree = common / "delegate" / "worktrees" / "t1"
-    (worktree / "vendored").mkdir(parents=True)
+    worktree.mkdir(parents=True)
     (common / "HEAD").write_text("ref: refs/heads/main\n")
-    sandbox = Sandbox(worktree, read_only=[common, worktree / "vendored"])
+    (worktree / ".git").write_text(f"gitdir: {common}/worktrees/t1\n")
+    sandbox = Sandbox(worktree, read_only=[common, worktree / ".git"])
     result = run(
         sandbox,
-        f"echo x > {common}/HEAD; echo x > {common}/new; echo x > vendored/new;"
+        f"echo x > {common}/HEAD; echo x > {common}/new; echo x > .git; rm -f .git;"
         " echo ok > mine.txt && echo wrote",
     )
     assert result.output.count("Read-only file system") == 3, result.output
+    assert "rm: cannot remove '.git'" in result.output
     assert result.output.endswith("wrote\n")
     assert (common / "HEAD").read_text() == "ref: refs/heads/main\n"
     assert not (common / "new").exists()
-    assert not (worktree / "vendored" / "new").exists()
+    assert (worktree / ".git").read_text() == f"gitdir: {common}/worktrees/t1\n"
     assert (worktree / "mine.txt").read_text() == "ok\n"
+
+
+@needs_bwrap
+def test_read_only_dir_inside_the_worktree_is_mounted_over_it(worktree: Path) -> None:
+    (worktree / "vendored").mkdir()
+    result = run(
+        Sandbox(worktree, read_only=[worktree / "vendored"]),
+        "echo x > vendored/new; echo x > new && echo wrote",
+    )
+    assert "Read-only file system" in result.output
+    assert not (worktree / "vendored" / "new").exists()
+    assert (worktree / "new").exists()
+
+
+def test_worktree_may_appear_after_the_sandbox_is_made(tmp_path: Path) -> None:
+    sandbox = Sandbox(tmp_path / "later", tier="none")
+    with pytest.raises(FileNotFoundError):
+        run(sandbox, "true")
+    (tmp_path / "later").mkdir()
+    assert run(sandbox, "pwd").output == f"{tmp_path / 'later'}\n"
 
 
 @needs_bwrap

@@ -1,0 +1,333 @@
+"""Scenarios: what the scripted fake model answers, turn by turn.
+
+A scenario is a YAML or JSON file, a dict, or a Python callable. Its `turns` are the
+model's answers to the 1st, 2nd, ... request of a conversation; the turn a request gets
+is the number of assistant messages it already holds, so a resumed conversation goes on
+at the right turn. A turn is some text, some tool calls, a stop reason, and optionally
+faults to serve (rate limits, overloads, broken streams) before the answer.
+
+Here: parsing and validating scenarios (`load_scenario`, `ScenarioError`) and the typed
+result (`Scenario`, `Turn`, `ToolCall`, `Fault`). Not here: the wire protocol, which
+lives in `fake_anthropic`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+STOP_REASONS = ("end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal")
+ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+STATUS_OF_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+TURN_KEYS = ("text", "tools", "stop_reason", "served_model", "latency_ms", "faults")
+SCENARIO_KEYS = ("name", "description", "model", "latency_ms", "turns")
+NO_MORE_TURNS = "(scenario has no more turns)"
+
+
+class ScenarioError(ValueError):
+    """A scenario is malformed; the message names the file, the turn and the problem."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call the model makes: `name` with `input`."""
+
+    name: str
+    input: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A failure served instead of an answer.
+
+    `kind` is `status` (an HTTP error response), `mid_stream_error` (a 200 stream that
+    breaks off with an `event: error`) or `drop` (a 200 stream whose connection drops).
+    """
+
+    kind: Literal["status", "mid_stream_error", "drop"]
+    status: int = 200
+    error_type: str = ""
+    retry_after: float | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The model's answer to one request, and the faults served before it."""
+
+    text: str | None = None
+    tools: tuple[ToolCall, ...] = ()
+    stop_reason: str | None = None
+    served_model: str | None = None
+    latency_ms: int | None = None
+    faults: tuple[Fault, ...] = ()
+
+    @property
+    def effective_stop_reason(self) -> str:
+        if self.stop_reason:
+            return self.stop_reason
+        return "tool_use" if self.tools else "end_turn"
+
+
+ScenarioFunction = Callable[[dict[str, Any], int], "Turn | Mapping[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named script of turns, or a function that answers each request.
+
+    `model`, when set, is the model id the responses report (a turn's `served_model`
+    wins); otherwise they report the requested model.
+    """
+
+    name: str
+    turns: tuple[Turn, ...] = ()
+    description: str = ""
+    model: str | None = None
+    latency_ms: int = 0
+    script: ScenarioFunction | None = None
+    source: str = "<dict>"
+
+    def turn_for(self, body: dict[str, Any], index: int) -> Turn:
+        """The turn answering a request that holds `index` assistant messages."""
+        if self.script is not None:
+            produced = self.script(body, index)
+            if produced is None:
+                return Turn(text=NO_MORE_TURNS, stop_reason="end_turn")
+            if isinstance(produced, Turn):
+                return produced
+            return parse_turn(produced, _Where(self.source, index + 1))
+        if index < len(self.turns):
+            return self.turns[index]
+        return Turn(text=NO_MORE_TURNS, stop_reason="end_turn")
+
+
+ScenarioSource = Scenario | str | Path | Mapping[str, Any] | ScenarioFunction
+
+
+def load_scenario(source: ScenarioSource) -> Scenario:
+    """A `Scenario` from a bundled name, a .yaml/.json path, a dict or a callable.
+
+    A bare name (`"demo"`) loads `jupyter_delegate/testing/scenarios/<name>.yaml`.
+    Raises `ScenarioError` naming the file, the turn and what is wrong.
+    """
+    if isinstance(source, Scenario):
+        return source
+    if isinstance(source, Path | str):
+        return _load_file(_resolve(source))
+    if isinstance(source, Mapping):
+        return parse_scenario(source, "<dict>")
+    if callable(source):
+        name = getattr(source, "__name__", "callable")
+        return Scenario(name=name, script=source, source=f"<callable {name}>")
+    raise ScenarioError(f"Cannot load a scenario from {type(source).__name__}: {source!r}")
+
+
+def bundled_scenarios() -> list[str]:
+    """The names `load_scenario` accepts without a path."""
+    folder = resources.files(__package__ or "jupyter_delegate.testing") / "scenarios"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _resolve(source: str | Path) -> Path:
+    path = Path(source)
+    looks_like_path = isinstance(source, Path) or path.suffix or "/" in str(source)
+    if looks_like_path or path.exists():
+        if not path.is_file():
+            raise ScenarioError(f"{path}: no such scenario file")
+        return path
+    folder = Path(str(resources.files(__package__ or "jupyter_delegate.testing"))) / "scenarios"
+    bundled = folder / f"{source}.yaml"
+    if not bundled.is_file():
+        known = ", ".join(bundled_scenarios()) or "none"
+        raise ScenarioError(f"No bundled scenario named {source!r} (bundled: {known})")
+    return bundled
+
+
+def _load_file(path: Path) -> Scenario:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ScenarioError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {err}") from err
+    if not isinstance(data, Mapping):
+        raise ScenarioError(f"{path}: a scenario is a mapping with `turns`, not {_kind(data)}")
+    return parse_scenario(data, str(path), default_name=path.stem)
+
+
+def parse_scenario(data: Mapping[str, Any], source: str, *, default_name: str = "") -> Scenario:
+    """Validate a scenario mapping (as read from YAML or JSON)."""
+    unknown = sorted(set(data) - set(SCENARIO_KEYS))
+    if unknown:
+        raise ScenarioError(
+            f"{source}: unknown scenario key(s) {unknown}; the keys are {list(SCENARIO_KEYS)}"
+        )
+    turns = data.get("turns")
+    if not isinstance(turns, Sequence) or isinstance(turns, str) or not turns:
+        raise ScenarioError(f"{source}: `turns` must be a non-empty list, not {_kind(turns)}")
+    return Scenario(
+        name=_optional_str(data, "name", _Where(source)) or default_name or "scenario",
+        turns=tuple(parse_turn(turn, _Where(source, n)) for n, turn in enumerate(turns, 1)),
+        description=_optional_str(data, "description", _Where(source)) or "",
+        model=_optional_str(data, "model", _Where(source)),
+        latency_ms=_optional_ms(data, _Where(source)) or 0,
+        source=source,
+    )
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a problem is, for error messages: a source and maybe a 1-based turn."""
+
+    source: str
+    turn: int | None = None
+
+    def fail(self, problem: str) -> ScenarioError:
+        place = self.source if self.turn is None else f"{self.source}, turn {self.turn}"
+        return ScenarioError(f"{place}: {problem}")
+
+
+def parse_turn(data: Any, where: _Where) -> Turn:
+    """Validate one turn mapping."""
+    if not isinstance(data, Mapping):
+        raise where.fail(f"a turn is a mapping (text, tools, ...), not {_kind(data)}")
+    unknown = sorted(set(data) - set(TURN_KEYS))
+    if unknown:
+        raise where.fail(f"unknown key(s) {unknown}; a turn has {list(TURN_KEYS)}")
+    text = _optional_str(data, "text", where)
+    if text == "":
+        raise where.fail("`text` is empty; leave it out instead (the API rejects empty text)")
+    tools = _parse_tools(data.get("tools"), where)
+    if text is None and not tools:
+        raise where.fail("a turn needs `text`, `tools` or both")
+    stop_reason = _optional_str(data, "stop_reason", where)
+    if stop_reason is not None and stop_reason not in STOP_REASONS:
+        raise where.fail(f"`stop_reason` {stop_reason!r} is not one of {list(STOP_REASONS)}")
+    return Turn(
+        text=text,
+        tools=tools,
+        stop_reason=stop_reason,
+        served_model=_optional_str(data, "served_model", where),
+        latency_ms=_optional_ms(data, where),
+        faults=tuple(_parse_fault(f, where) for f in _list(data, "faults", where)),
+    )
+
+
+def _parse_tools(raw: Any, where: _Where) -> tuple[ToolCall, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise where.fail(f"`tools` must be a list of {{tool_name: input}}, not {_kind(raw)}")
+    return tuple(_parse_tool(entry, n, where) for n, entry in enumerate(raw, 1))
+
+
+def _parse_tool(entry: Any, n: int, where: _Where) -> ToolCall:
+    if not isinstance(entry, Mapping) or len(entry) != 1:
+        raise where.fail(
+            f"tool entry {n} must be a single-key mapping {{tool_name: input}}, got {entry!r}"
+        )
+    ((name, tool_input),) = entry.items()
+    if not isinstance(name, str) or not TOOL_NAME.match(name):
+        raise where.fail(f"tool entry {n}: {name!r} is not a valid tool name")
+    if tool_input is None:
+        tool_input = {}
+    if not isinstance(tool_input, Mapping):
+        raise where.fail(f"tool entry {n} ({name}): the input must be a mapping, got {tool_input!r}")
+    return ToolCall(name, dict(tool_input))
+
+
+def _parse_fault(raw: Any, where: _Where) -> Fault:
+    if not isinstance(raw, Mapping):
+        raise where.fail(f"a fault is a mapping like {{status: 429}}, not {_kind(raw)}")
+    if "status" in raw:
+        return _status_fault(raw, where)
+    if "mid_stream_error" in raw:
+        error_type = raw["mid_stream_error"]
+        if error_type not in STATUS_OF_ERROR_TYPE:
+            raise where.fail(
+                f"mid_stream_error {error_type!r} is not one of {sorted(STATUS_OF_ERROR_TYPE)}"
+            )
+        return Fault("mid_stream_error", status=200, error_type=error_type)
+    if raw.get("drop") is True:
+        return Fault("drop")
+    raise where.fail(
+        f"unknown fault {dict(raw)!r}; use {{status: 429, retry_after: 0}}, {{status: 529}}, "
+        "{mid_stream_error: overloaded_error} or {drop: true}"
+    )
+
+
+def _status_fault(raw: Mapping[str, Any], where: _Where) -> Fault:
+    status = raw["status"]
+    if not isinstance(status, int) or not 400 <= status <= 599:
+        raise where.fail(f"fault status {status!r} is not an HTTP error status (400-599)")
+    retry_after = raw.get("retry_after")
+    if retry_after is not None and (
+        isinstance(retry_after, bool) or not isinstance(retry_after, int | float) or retry_after < 0
+    ):
+        raise where.fail(f"fault retry_after {retry_after!r} is not a number of seconds >= 0")
+    error_type = raw.get("type") or ERROR_TYPES.get(status, "api_error" if status >= 500 else "")
+    return Fault(
+        "status",
+        status=status,
+        error_type=error_type or "invalid_request_error",
+        retry_after=retry_after,
+        message=str(raw.get("message") or ""),
+    )
+
+
+def _list(data: Mapping[str, Any], key: str, where: _Where) -> list[Any]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise where.fail(f"`{key}` must be a list, not {_kind(value)}")
+    return value
+
+
+def _optional_str(data: Mapping[str, Any], key: str, where: _Where) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise where.fail(f"`{key}` must be a string, not {_kind(value)}")
+    return value
+
+
+def _optional_ms(data: Mapping[str, Any], where: _Where) -> int | None:
+    value = data.get("latency_ms")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise where.fail(f"`latency_ms` must be a number >= 0, not {value!r}")
+    return int(value)
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else f"a {type(value).__name__} ({value!r:.60})"

@@ -126,18 +126,20 @@ def follow(task: Task, out: TextIO) -> TaskState:
 
 
 def decide(task: Task, choice: bool | None, out: TextIO, *, squash: bool = False) -> int:
-    """After a run: print the review, then approve / reject / keep as asked (or ask)."""
+    """After a run: print the review, then approve (`choice` True), keep it in review
+    (False), or ask on a terminal (None)."""
     if task.state != TaskState.REVIEW:
         out.write(f"Task {task.id} ended {task.state}. {task.error}\n")
         return EXIT_FAILED
     print_review(task, out)
+    action = {True: "approve", False: "keep"}.get(choice, "keep")  # type: ignore[arg-type]
     if choice is None and sys.stdin.isatty():
         answer = input("Approve and merge? [y]es / [n]o, reject / [k]eep for later: ").strip()
-        choice = {"y": True, "n": False}.get(answer[:1].lower())
-    if choice is True:
+        action = {"y": "approve", "n": "reject"}.get(answer[:1].lower(), "keep")
+    if action == "approve":
         commit = task.approve("squash" if squash else "merge")
         out.write(f"Approved: {task.base_branch} is now at {commit[:10]}.\n")
-    elif choice is False:
+    elif action == "reject":
         task.reject("rejected from the command line")
         out.write(f"Rejected: the work is archived at refs/delegate/archive/{task.id}.\n")
     else:

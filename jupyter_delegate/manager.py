@@ -177,7 +177,8 @@ class TaskManager:
             if task.worktree is None or not task.worktree.exists():
                 await asyncio.to_thread(self._create_worktree, task, workspace)
             assert task.worktree is not None
-            self._set_state(task, S.RUNNING, "the agent is working")
+            if task.state != S.RUNNING:
+                self._set_state(task, S.RUNNING, "the agent is working")
             sandbox = self._sandbox(task, context)
             client = self._client or client_for(context.endpoint or endpoint_from_env())
             loop = AgentLoop(
@@ -251,8 +252,9 @@ class TaskManager:
         return results
 
     def _cancelled(self, task: Task, context: _Context) -> None:
-        self._set_state(task, S.CANCELLED, "cancelled by the user")
-        self._archive(task, context)
+        ref = self._archive(task, context)
+        reason = f"cancelled by the user; work kept at {ref}" if ref else "cancelled by the user"
+        self._set_state(task, S.CANCELLED, reason)
 
     def _fail(self, task: Task, error: str) -> None:
         if task.state.terminal:
@@ -398,6 +400,7 @@ class TaskManager:
         text = f"The reviewer requests changes:\n\n{feedback.strip()}"
         self._claim(task, context)
         self._record(task, "user", {"content": [{"type": "text", "text": text}]})
+        self._set_state(task, S.RUNNING, "changes requested")
         self._start(task, context)
 
     def resume(self, task: Task) -> None:
@@ -410,6 +413,7 @@ class TaskManager:
                 "Reject it (its branch is archived) and delegate again."
             )
         self._claim(task, context)
+        self._set_state(task, S.RUNNING, "resumed")
         self._start(task, context)
 
     def cancel(self, task: Task) -> None:

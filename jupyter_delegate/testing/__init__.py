@@ -1,0 +1,48 @@
+"""Offline testing for jupyter-delegate: a scripted fake Anthropic Messages API.
+
+The fake is reached through the real `anthropic` SDK, in process (an `httpx2` mock
+transport) or over loopback (`FakeServer`), so the engine cannot tell it from the real
+API. It answers from a `Scenario` (YAML, JSON, dict or callable), is as strict as the API
+about malformed requests, serves scripted faults (429, 529, broken streams, dropped
+connections) and reports realistic `usage`, prompt caching included.
+
+    fake = FakeMessagesAPI(load_scenario("demo"))
+    client = fake.async_client()            # in process
+    with FakeServer(fake) as server:        # or http://127.0.0.1:PORT
+        ...
+
+Importing this package is cheap: `anthropic` and `httpx2` load only when a client, a
+transport or a server is first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .scenario import Scenario, ScenarioError, ToolCall, Turn, load_scenario
+
+if TYPE_CHECKING:
+    from .fake_anthropic import FakeMessagesAPI, FakeServer, RecordedRequest
+
+__all__ = [
+    "FakeMessagesAPI",
+    "FakeServer",
+    "RecordedRequest",
+    "Scenario",
+    "ScenarioError",
+    "ToolCall",
+    "Turn",
+    "load_scenario",
+]
+
+_LAZY = ("FakeMessagesAPI", "FakeServer", "RecordedRequest")
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `python -m jupyter_delegate.testing.fake_anthropic` does not import the
+    # module twice (runpy warns) and importing the package stays cheap.
+    if name in _LAZY:
+        from . import fake_anthropic
+
+        return getattr(fake_anthropic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -91,6 +91,16 @@ class Turn:
     latency_ms: int | None = None
     faults: tuple[Fault, ...] = ()
 
+    def __post_init__(self) -> None:
+        # Python callers may pass a list, and `{name: input}` mappings as in YAML.
+        where = _Where("<Turn>")
+        calls = tuple(
+            t if isinstance(t, ToolCall) else _parse_tool(t, n, where)
+            for n, t in enumerate(self.tools, 1)
+        )
+        object.__setattr__(self, "tools", calls)
+        object.__setattr__(self, "faults", tuple(self.faults))
+
     @property
     def effective_stop_reason(self) -> str:
         if self.stop_reason:
@@ -116,6 +126,9 @@ class Scenario:
     latency_ms: int = 0
     script: ScenarioFunction | None = None
     source: str = "<dict>"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "turns", tuple(self.turns))
 
     def turn_for(self, body: dict[str, Any], index: int) -> Turn:
         """The turn answering a request that holds `index` assistant messages."""
@@ -155,7 +168,9 @@ def load_scenario(source: ScenarioSource) -> Scenario:
 def bundled_scenarios() -> list[str]:
     """The names `load_scenario` accepts without a path."""
     folder = resources.files(__package__ or "jupyter_delegate.testing") / "scenarios"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def _resolve(source: str | Path) -> Path:
@@ -175,10 +190,11 @@ def _resolve(source: str | Path) -> Path:
 
 def _load_file(path: Path) -> Scenario:
     text = path.read_text(encoding="utf-8")
+    is_json = path.suffix == ".json"
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if is_json else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ScenarioError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {err}") from err
+        raise ScenarioError(f"{path}: not valid {'JSON' if is_json else 'YAML'}: {err}") from err
     if not isinstance(data, Mapping):
         raise ScenarioError(f"{path}: a scenario is a mapping with `turns`, not {_kind(data)}")
     return parse_scenario(data, str(path), default_name=path.stem)
@@ -261,7 +277,9 @@ def _parse_tool(entry: Any, n: int, where: _Where) -> ToolCall:
     if tool_input is None:
         tool_input = {}
     if not isinstance(tool_input, Mapping):
-        raise where.fail(f"tool entry {n} ({name}): the input must be a mapping, got {tool_input!r}")
+        raise where.fail(
+            f"tool entry {n} ({name}): the input must be a mapping, got {tool_input!r}"
+        )
     return ToolCall(name, dict(tool_input))
 
 

@@ -51,7 +51,8 @@ _SECRET_PATTERNS = [
 REDACTED = "[REDACTED]"
 
 
-def _secret_values() -> list[str]:
+def secret_values() -> list[str]:
+    """Values of credential-like environment variables, longest first."""
     values = {
         value for name, value in os.environ.items() if _SECRET_NAME.search(name) and len(value) >= 8
     }
@@ -61,7 +62,7 @@ def _secret_values() -> list[str]:
 def redact(value: Any, secrets: list[str] | None = None) -> Any:
     """Replace credential values (from the environment) and well-known token patterns in
     every string inside `value` (dicts and lists are walked)."""
-    secrets = _secret_values() if secrets is None else secrets
+    secrets = secret_values() if secrets is None else secrets
     if isinstance(value, str):
         for secret in secrets:
             if secret in value:
@@ -116,7 +117,7 @@ class Journal:
         self._lock = threading.Lock()
         self._seq = 0
         self._head = GENESIS
-        self._secrets = _secret_values()
+        self._secrets = secret_values()
         last = deque(self.events(), maxlen=1)
         if last:
             self._seq, self._head = last[0].seq, last[0].hash

@@ -27,6 +27,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -311,6 +312,7 @@ class Sandbox:
         # must be mounted over it. The stable sort keeps the worktree before a read-only
         # path at the same depth.
         binds = [("--bind", self._worktree)] + [("--ro-bind", p) for p in self._read_only]
+        binds += [("--ro-bind", p) for p in _toolchain_under_tmp(env)]
         for flag, path in sorted(binds, key=lambda bind: len(bind[1].parts)):
             argv += [flag, str(path), str(path)]
         argv += _hide_home_secrets(env.get("HOME", ""), _account_home())
@@ -318,6 +320,22 @@ class Sandbox:
         for key, value in env.items():
             argv += ["--setenv", key, value]
         return [*argv, "--", *command_argv]
+
+
+def _toolchain_under_tmp(env: Mapping[str, str]) -> list[Path]:
+    """The interpreter's prefix and PATH folders that live under /tmp, which the private
+    /tmp would otherwise hide (a virtualenv in a temporary clone, as CI makes): bound back
+    read-only so commands find the same tools as the user's shell."""
+    candidates = [sys.prefix, sys.base_prefix, env.get("VIRTUAL_ENV", "")]
+    candidates += env.get("PATH", "").split(os.pathsep)
+    found: list[Path] = []
+    for candidate in candidates:
+        if not candidate or not os.path.isabs(candidate):
+            continue
+        path = Path(candidate).resolve()
+        if path.is_dir() and path != Path("/tmp") and path.is_relative_to("/tmp"):
+            found.append(path)
+    return sorted(set(found))
 
 
 def _hide_home_secrets(*homes: str) -> list[str]:

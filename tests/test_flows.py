@@ -267,3 +267,42 @@ def test_base_moved_and_checks_fail_after_merge_refuses(
     with pytest.raises(ReviewError, match="checks fail"):
         task.approve()
     assert task.state == TaskState.REVIEW and repo.head.commit.hexsha == moved
+
+
+def test_binary_files_are_named_in_the_diff_not_dumped(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    turns = [
+        {"tools": [{"bash": {"command": "printf 'PNG\\000\\001\\002' > logo.bin"}}]},
+        {"tools": [{"finish": {"summary": "added a binary"}}]},
+    ]
+    manager, _ = make_manager(turns)
+    task = manager.submit(Outcome("Add a logo"), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    diff = task.diff()
+    assert "Binary files /dev/null and b/logo.bin differ" in diff
+    assert "\x00" not in diff
+
+
+def test_secrets_in_repo_content_reach_neither_model_history_nor_journal(
+    repo: git.Repo, make_manager: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-do-not-leak-this-key-123456")
+    root = Path(repo.working_dir)
+    (root / "config.py").write_text(
+        "KEY = 'sk-ant-api03-do-not-leak-this-key-123456'\nAWS = 'AKIAIOSFODNN7EXAMPLE'\n"
+    )
+    commit_all(repo, "config")
+    turns = [
+        {"tools": [{"read": {"file_path": "config.py"}}]},
+        {"tools": [{"bash": {"command": "cat config.py; echo env=$ANTHROPIC_API_KEY"}}]},
+        {"tools": [{"finish": {"summary": "read it"}}]},
+    ]
+    manager, fake = make_manager(turns)
+    task = manager.submit(Outcome("Look at config"), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    sent = str([r.body for r in fake.requests])
+    journal = task.journal_path.read_text()
+    for leak in ("do-not-leak", "AKIAIOSFODNN7EXAMPLE"):
+        assert leak not in sent and leak not in journal
+    assert "[REDACTED]" in sent and "env=\\n" in str(fake.requests[2].body["messages"][-1])

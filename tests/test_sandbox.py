@@ -443,3 +443,17 @@ def test_environment_reads_os_environ_at_each_run(
     monkeypatch.setenv("TZ", "Europe/Paris")
     assert run(sandbox, "echo $TZ").output == "Europe/Paris\n"
     assert os.environ["TZ"] == "Europe/Paris"
+
+
+@needs_bwrap
+def test_a_toolchain_under_tmp_stays_visible_read_only(
+    worktree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools = tmp_path / "venv" / "bin"
+    tools.mkdir(parents=True)
+    (tools / "mytool").write_text("#!/bin/sh\necho tool-ran\n")
+    (tools / "mytool").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    result = run(Sandbox(worktree), f"mytool; touch {tools}/x || echo read-only")
+    assert result.output.startswith("tool-ran\n"), result.output
+    assert "read-only" in result.output and not (tools / "x").exists()

@@ -9,7 +9,8 @@ runs each tool call and journals each result. The journal append is in one place
 (`Recorder`), after every step. The loop ends by exception: `Finished` (the agent called
 `finish`, ended its turn without a tool, or a budget ran out) or `TaskFailed`.
 
-What the model sees is exactly `messages`, which is exactly what the journal holds:
+What the model sees is exactly `messages`, which is exactly what the journal holds (secrets
+are redacted before either sees them):
 `journal.replay_messages` rebuilds it, so a resumed task continues where it stopped.
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..journal import redact, secret_values
 from ..outcome import Budget
 from .model import usage_of
 from .tools import Toolbox
@@ -70,6 +72,7 @@ class AgentLoop:
         self._steps = 0
         self._started = time.monotonic()
         self._malformed_in_a_row = 0
+        self._secrets = secret_values()
 
     async def run(self) -> Finished:
         try:
@@ -137,6 +140,7 @@ class AgentLoop:
             request_id = stream.request_id
         content = [_block(b) for b in final.content]
         content = [b for b in content if not (b["type"] == "text" and not b["text"])]
+        content = redact(content, self._secrets)
         usage = usage_of(self.model, final.usage)
         self._steps += 1
         self.record(
@@ -189,6 +193,7 @@ class AgentLoop:
     def _result(
         self, call: Mapping[str, Any], content: Any, *, is_error: bool = False, **meta: Any
     ) -> dict[str, Any]:
+        content = redact(content, self._secrets)  # before the model, the journal, the views
         data = {
             "tool_use_id": call["id"],
             "name": call["name"],

@@ -9,7 +9,7 @@ import git
 import pytest
 from conftest import CHECK, FIX_TURNS, FIXED, Factory, commit_all, run_check
 
-from jupyter_delegate import Budget, Outcome, TaskState, delegate
+from jupyter_delegate import Budget, Outcome, Task, TaskState, delegate
 from jupyter_delegate.errors import ReviewError
 from jupyter_delegate.journal import Journal
 
@@ -17,6 +17,15 @@ from jupyter_delegate.journal import Journal
 def submit(manager, repo: git.Repo, **kw):  # type: ignore[no-untyped-def]
     outcome = Outcome("Make add() add.", checks=(kw.pop("check", CHECK),), **kw)
     return manager.submit(outcome, repo=repo.working_dir)
+
+
+@pytest.fixture
+def in_review(repo: git.Repo, make_manager: Factory) -> Task:
+    """The standard fix, run to review."""
+    manager, _ = make_manager()
+    task = submit(manager, repo)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    return task
 
 
 def test_delegation_reaches_review_with_proven_checks_then_approve_merges(
@@ -198,11 +207,9 @@ def test_delegate_api_uses_given_manager_and_budget_dict(
 
 
 def test_approve_refuses_dirty_base_files_and_keeps_user_changes(
-    repo: git.Repo, make_manager: Factory
+    repo: git.Repo, in_review: Task
 ) -> None:
-    manager, _ = make_manager()
-    task = submit(manager, repo)
-    task.wait(timeout=60)
+    task = in_review
     calc = Path(repo.working_dir) / "calc.py"
     calc.write_text("# my own work in progress\n" + calc.read_text())
     with pytest.raises(
@@ -214,11 +221,9 @@ def test_approve_refuses_dirty_base_files_and_keeps_user_changes(
 
 
 def test_approve_with_unrelated_dirty_file_merges_and_keeps_it(
-    repo: git.Repo, make_manager: Factory
+    repo: git.Repo, in_review: Task
 ) -> None:
-    manager, _ = make_manager()
-    task = submit(manager, repo)
-    task.wait(timeout=60)
+    task = in_review
     readme = Path(repo.working_dir) / "README.md"
     readme.write_text("# proj\nmy notes\n")
     task.approve()
@@ -226,12 +231,8 @@ def test_approve_with_unrelated_dirty_file_merges_and_keeps_it(
     assert (Path(repo.working_dir) / "calc.py").read_text() == FIXED
 
 
-def test_base_moved_cleanly_is_brought_in_and_rechecked(
-    repo: git.Repo, make_manager: Factory
-) -> None:
-    manager, _ = make_manager()
-    task = submit(manager, repo)
-    task.wait(timeout=60)
+def test_base_moved_cleanly_is_brought_in_and_rechecked(repo: git.Repo, in_review: Task) -> None:
+    task = in_review
     (Path(repo.working_dir) / "other.txt").write_text("meanwhile\n")
     moved = commit_all(repo, "meanwhile")
     task.approve()
@@ -241,11 +242,9 @@ def test_base_moved_cleanly_is_brought_in_and_rechecked(
 
 
 def test_base_moved_with_conflict_refuses_and_stays_in_review(
-    repo: git.Repo, make_manager: Factory
+    repo: git.Repo, in_review: Task
 ) -> None:
-    manager, _ = make_manager()
-    task = submit(manager, repo)
-    task.wait(timeout=60)
+    task = in_review
     (Path(repo.working_dir) / "calc.py").write_text("def add(a, b):\n    return b - a\n")
     moved = commit_all(repo, "conflicting")
     with pytest.raises(ReviewError, match=r"conflict.*calc\.py"):
@@ -255,12 +254,8 @@ def test_base_moved_with_conflict_refuses_and_stays_in_review(
     assert git.Repo(task.worktree).git.status("--porcelain") == ""
 
 
-def test_base_moved_and_checks_fail_after_merge_refuses(
-    repo: git.Repo, make_manager: Factory
-) -> None:
-    manager, _ = make_manager()
-    task = submit(manager, repo)
-    task.wait(timeout=60)
+def test_base_moved_and_checks_fail_after_merge_refuses(repo: git.Repo, in_review: Task) -> None:
+    task = in_review
     test_file = Path(repo.working_dir) / "test_calc.py"
     test_file.write_text(test_file.read_text().replace("5)", "6)"))
     moved = commit_all(repo, "stricter test")

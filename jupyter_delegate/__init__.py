@@ -53,13 +53,18 @@ def delegate(
     model: str | None = None,
     budget: Budget | dict[str, Any] | None = None,
     sandbox: str | None = None,
+    allow: Iterable[str] = (),
+    ask: Iterable[str] = (),
+    deny: Iterable[str] = (),
     manager: TaskManager | None = None,
 ) -> Task:
     """Start an agent on an outcome; returns the `Task` at once (it runs on the engine
     thread). `checks` are commands the harness runs when the agent is done; `scope` the
     paths it is expected to change; `budget` a `Budget` or a dict of its fields;
-    `sandbox` "auto" (default), "bubblewrap" or "none" (explicitly unconfined)."""
+    `sandbox` "auto" (default), "bubblewrap" or "none" (explicitly unconfined);
+    `allow` / `ask` / `deny` permission rules such as "Bash(pytest:*)" or "Edit(src/**)"."""
     from .manager import get_manager
+    from .policy import Policy
 
     if isinstance(budget, dict):
         budget = Budget.from_dict(budget)
@@ -71,7 +76,8 @@ def delegate(
         budget=budget or Budget(),
     )
     chosen = manager or get_manager()
-    return chosen.submit(outcome, repo=repo, base=base, model=model, sandbox=sandbox)
+    policy = Policy.from_rules(allow, ask, deny)
+    return chosen.submit(outcome, repo=repo, base=base, model=model, sandbox=sandbox, policy=policy)
 
 
 def tasks(repo: str | os.PathLike[str] | None = None) -> list[Task]:

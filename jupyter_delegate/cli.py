@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import DelegateError
 from .outcome import Budget, Outcome
+from .policy import PermissionRequest, Policy
 from .task import Task, TaskEvent, TaskState
 
 if TYPE_CHECKING:
@@ -116,13 +117,28 @@ def print_review(task: Task, out: TextIO) -> None:
         out.write(f"  ! {flag}\n")
 
 
-def follow(task: Task, out: TextIO) -> TaskState:
-    """Print the task's events until it needs a human or ends."""
+def follow(task: Task, out: TextIO, *, yes: bool = False) -> TaskState:
+    """Print the task's events until it is in review or has ended, answering permission
+    questions on the way: at a terminal by asking, headless by `yes` (allow) or deny."""
     unsubscribe = task.subscribe(Printer(out))
     try:
-        return task.wait()
+        while (state := task.wait()) == TaskState.WAITING:
+            for request in task.pending():
+                task.answer(request.request_id, _permission(request, out, yes))
+        return state
     finally:
         unsubscribe()
+
+
+def _permission(request: PermissionRequest, out: TextIO, yes: bool) -> bool:
+    out.write(f"  ? {request.tool} {_brief(request.input)} asks permission ({request.reason})\n")
+    if yes:
+        out.write("    allowed (--yes)\n")
+        return True
+    if not sys.stdin.isatty():
+        out.write("    denied: nobody to ask (pass --yes to allow when headless)\n")
+        return False
+    return input("    allow? [y/N] ").strip().lower().startswith("y")
 
 
 def decide(task: Task, choice: bool | None, out: TextIO, *, squash: bool = False) -> int:
@@ -155,11 +171,17 @@ def cmd_run(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
         max_minutes=args.max_minutes or Budget.max_minutes,
     )
     outcome = Outcome(args.goal, tuple(args.check), tuple(args.scope), budget=budget)
+    policy = Policy.from_rules(args.allow, args.ask, args.deny)
     task = manager.submit(
-        outcome, repo=args.repo, base=args.base, model=args.model, sandbox=args.sandbox
+        outcome,
+        repo=args.repo,
+        base=args.base,
+        model=args.model,
+        sandbox=args.sandbox,
+        policy=policy,
     )
     out.write(f"Task {task.id} on {task.branch} (model {task.model})\n")
-    follow(task, out)
+    follow(task, out, yes=args.yes)
     return decide(task, args.approve, out, squash=args.squash)
 
 
@@ -306,6 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="command confinement (default auto: bubblewrap or refuse)",
     )
     run.add_argument("--squash", action="store_true", help="squash when approving")
+    for kind in ("allow", "ask", "deny"):
+        run.add_argument(
+            f"--{kind}",
+            action="append",
+            default=[],
+            metavar="RULE",
+            help=f"{kind} tool calls matching RULE, e.g. 'Bash(pytest:*)'",
+        )
+    run.add_argument(
+        "--yes", action="store_true", help="headless: allow what asks (without it, asks are denied)"
+    )
     approve_flags(run)
 
     lst = command("list", "list the repository's tasks")

@@ -31,6 +31,7 @@ from .engine.prompt import first_message, system_prompt
 from .errors import DelegateError, ReviewError, TaskNotFound
 from .journal import Event, Journal, replay_messages
 from .outcome import Outcome
+from .policy import PermissionRequest, Policy
 from .task import CheckResult, Task, TaskState, check_transition
 from .workspace import Workspace, slugify
 
@@ -62,15 +63,26 @@ class _Context:
     sandbox_tier: str = "auto"
     lock_fd: int | None = None
     running: asyncio.Task[None] | None = field(default=None, repr=False)
+    pending: dict[str, tuple[PermissionRequest, asyncio.Future[tuple[bool, bool]]]] = field(
+        default_factory=dict, repr=False
+    )
 
 
 class TaskManager:
-    def __init__(self, *, client: AsyncAnthropic | None = None, sandbox: str = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        client: AsyncAnthropic | None = None,
+        sandbox: str = "auto",
+        ask_timeout_s: float = 600.0,
+    ) -> None:
         """`client`: an AsyncAnthropic to use for every task (the in-process fake, say);
         by default one is made from ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL. `sandbox`:
-        "auto" (bubblewrap, or refuse), "bubblewrap", or "none" (explicit opt-out)."""
+        "auto" (bubblewrap, or refuse), "bubblewrap", or "none" (explicit opt-out).
+        `ask_timeout_s`: a permission question not answered in time is denied."""
         self._client = client
         self.sandbox = sandbox
+        self.ask_timeout_s = ask_timeout_s
         self._tasks: dict[tuple[Path, str], Task] = {}
         self._contexts: dict[int, _Context] = {}
         self._registry_lock = threading.RLock()
@@ -113,6 +125,7 @@ class TaskManager:
         base: str | None = None,
         model: str | None = None,
         sandbox: str | None = None,
+        policy: Policy | None = None,
     ) -> Task:
         from .sandbox import Sandbox
 
@@ -143,6 +156,7 @@ class TaskManager:
                 "model": model_id,
                 "worktree": str(worktree),
                 "sandbox": probe_sandbox.tier,
+                "policy": (policy or Policy()).to_dict(),
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             },
         )
@@ -191,6 +205,7 @@ class TaskManager:
                 record=lambda type_, data: self._record(task, type_, data),
                 emit=task.emit,
                 spent_usd=lambda: task.usage.cost_usd,
+                permit=lambda call: self._permit(task, context, call),
             )
             finished = await loop.run()
             await self._conclude(task, context, sandbox, finished)
@@ -203,8 +218,7 @@ class TaskManager:
             self._fail(task, f"internal error: {exc!r}. The journal keeps everything so far.")
         finally:
             context.running = None
-            if task.state != S.WAITING:
-                _unlock(context)
+            _unlock(context)
 
     def _create_worktree(self, task: Task, workspace: Workspace) -> None:
         slug = task.branch.split("-", 1)[1] if "-" in task.branch else "task"
@@ -260,6 +274,71 @@ class TaskManager:
         if task.state.terminal:
             return
         self._set_state(task, S.FAILED, "the task failed", error=error)
+
+    # -- permissions ----------------------------------------------------------------------
+    async def _permit(self, task: Task, context: _Context, call: Mapping[str, Any]) -> str | None:
+        """Ask the task's policy about a tool call; on `ask`, wait for a human."""
+        tool, tool_input = call["name"], call["input"]
+        decision = task.policy.decide(tool, tool_input)
+        if decision.action == "allow":
+            return None
+        base = {"tool_use_id": call["id"], "tool": tool, "input": tool_input}
+        if decision.action == "deny":
+            self._record(
+                task,
+                "permission",
+                {**base, "decision": "deny", "by": "policy", "reason": decision.reason},
+            )
+            return f"Denied by the user's permission rules ({decision.reason})."
+        request = PermissionRequest(secrets.token_hex(3), tool, tool_input, decision.reason)
+        answer: asyncio.Future[tuple[bool, bool]] = asyncio.get_running_loop().create_future()
+        context.pending[request.request_id] = (request, answer)
+        asked = {**base, "request_id": request.request_id, "reason": decision.reason}
+        self._record(task, "permission", {**asked, "status": "asked"})
+        self._set_state(task, S.WAITING, f"{tool} waits for your permission")
+        task.emit("permission", {**asked, "status": "asked"})
+        by = "human"
+        try:
+            allow, remember = await asyncio.wait_for(answer, self.ask_timeout_s)
+        except TimeoutError:
+            allow, remember, by = False, False, "timeout"
+        finally:
+            context.pending.pop(request.request_id, None)
+        verdict = "allow" if allow else "deny"
+        self._record(
+            task,
+            "permission",
+            {**asked, "decision": verdict, "by": by, "remember": remember, "rule": decision.rule},
+        )
+        self._set_state(task, S.RUNNING, f"{tool} {verdict}ed by {by}")
+        task.emit("permission", {**asked, "status": f"{verdict}ed"})
+        if allow:
+            return None
+        if by == "timeout":
+            return f"Denied: nobody answered within {self.ask_timeout_s:g} s."
+        return "Denied by the user."
+
+    def pending(self, task: Task) -> list[PermissionRequest]:
+        return [request for request, _ in self._context(task).pending.values()]
+
+    def answer(self, task: Task, request_id: str, allow: bool, remember: bool = False) -> None:
+        context = self._context(task)
+        entry = context.pending.get(request_id)
+        if entry is None:
+            waiting = ", ".join(context.pending) or "none"
+            raise ReviewError(
+                f"Task {task.id} has no pending question {request_id!r} (pending: {waiting})."
+            )
+        future = entry[1]
+
+        def settle() -> None:
+            if not future.done():
+                future.set_result((bool(allow), bool(remember)))
+
+        self._engine().call_soon_threadsafe(settle)
+        with task._changed:  # return once the engine has taken the answer
+            task._changed.wait_for(lambda: request_id not in context.pending, timeout=10)
+            task._changed.wait_for(lambda: task.state != S.WAITING or context.pending, 10)
 
     # -- journal: the one place events are written ------------------------------------------
     def _record(self, task: Task, type_: str, data: Mapping[str, Any]) -> Event:

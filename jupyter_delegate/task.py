@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import IllegalTransition
 from .outcome import Outcome
+from .policy import PermissionRequest, Policy
 
 if TYPE_CHECKING:
     from .manager import TaskManager
@@ -103,7 +104,8 @@ class CheckResult:
 @dataclass(frozen=True)
 class TaskEvent:
     """What a subscriber hears. `kind` is one of: state, text, tool_call, tool_result,
-    usage, checks, review, notice. Delivered on the engine thread: keep callbacks short."""
+    usage, checks, review, notice, permission. Delivered on the engine thread: keep
+    callbacks short."""
 
     task_id: str
     kind: str
@@ -137,6 +139,7 @@ class Task:
     merged_commit: str | None = None
     journal_head: str = ""
     created: str = ""
+    policy: Policy = field(default_factory=Policy)
     _manager: TaskManager | None = field(default=None, repr=False, compare=False)
     _subscribers: list[Subscriber] = field(default_factory=list, repr=False, compare=False)
     _changed: threading.Condition = field(
@@ -175,6 +178,15 @@ class Task:
     def resume(self) -> None:
         """Continue an interrupted task from its journal, in its intact worktree."""
         self._mgr().resume(self)
+
+    def pending(self) -> list[PermissionRequest]:
+        """Tool calls waiting for a human decision (the task is `waiting`)."""
+        return self._mgr().pending(self)
+
+    def answer(self, request_id: str, allow: bool, remember: bool = False) -> None:
+        """Allow or deny a waiting tool call; `remember` turns the rule that asked into an
+        allow rule for the rest of the task."""
+        self._mgr().answer(self, request_id, allow, remember)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(TaskEvent)` for every event; returns a function that unsubscribes."""
@@ -224,6 +236,7 @@ class Task:
             self.base_commit, self.model = data["base_commit"], data["model"]
             self.worktree = Path(data["worktree"])
             self.sandbox, self.created = data.get("sandbox", ""), data.get("created", "")
+            self.policy = Policy.from_dict(data.get("policy", {}))
         elif type_ == "state":
             self.state = TaskState(data["state"])
             if data.get("error"):
@@ -247,6 +260,10 @@ class Task:
             self.merged_commit = data["commit"]
         elif type_ == "tool_result" and data.get("sandbox") == "none":
             self._flag("commands ran unsandboxed")
+        elif type_ == "permission" and data.get("remember") and data.get("rule"):
+            self.policy = self.policy.remembering(data["rule"])
+        elif type_ == "permission" and data.get("decision") == "deny":
+            self._flag(f"denied: {data['tool']} ({data.get('reason', '')})")
         elif type_ == "flag":
             self._flag(data["text"])
 

@@ -17,7 +17,7 @@ are redacted before either sees them):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,6 +53,8 @@ class Recorder(Protocol):
 
 
 Emit = Callable[[str, Mapping[str, Any]], None]
+# Asks whether a tool call may run; returns None to run it, or the reason it may not.
+Permit = Callable[[Mapping[str, Any]], Awaitable[str | None]]
 
 
 @dataclass
@@ -66,6 +68,7 @@ class AgentLoop:
     record: Recorder
     emit: Emit
     spent_usd: Callable[[], float]
+    permit: Permit
 
     def __post_init__(self) -> None:
         self._tools = self.toolbox.definitions()
@@ -180,6 +183,8 @@ class AgentLoop:
                     True,
                     {},
                 )
+            elif (refusal := await self.permit(call)) is not None:
+                output_text, is_error, malformed, meta = refusal, True, False, {"denied": True}
             else:
                 output = await self.toolbox.call(call["name"], call["input"])
                 output_text, is_error = output.content, output.is_error  # type: ignore[assignment]

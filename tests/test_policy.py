@@ -1,0 +1,96 @@
+"""Permission rules, and asks answered through the API and the CLI."""
+
+from __future__ import annotations
+
+import time
+
+import git
+import pytest
+
+from conftest import CHECK, FIX_TURNS, SANDBOX, Factory
+from jupyter_delegate import Outcome, TaskState
+from jupyter_delegate.errors import ReviewError
+from jupyter_delegate.manager import TaskManager
+from jupyter_delegate.policy import Policy, PolicyError, Rule
+from jupyter_delegate.testing import FakeMessagesAPI, load_scenario
+
+
+def test_rules_match_tools_prefixes_exact_commands_and_paths() -> None:
+    policy = Policy.from_rules(
+        allow=["Bash(pytest:*)", "Read"], ask=["Bash"], deny=["Bash(git push:*)", "Edit(.env*)"]
+    )
+    assert policy.decide("bash", {"command": "pytest -q"}).action == "ask"  # ask before allow
+    assert policy.decide("bash", {"command": "git push origin"}).action == "deny"
+    assert policy.decide("read", {"file_path": "x"}).action == "allow"
+    assert policy.decide("edit", {"file_path": ".env.local"}).action == "deny"
+    assert policy.decide("edit", {"file_path": "src/a.py"}).reason == "no rule matched"
+    assert Rule.parse("Bash(git status)").matches("bash", {"command": "git status"})
+    assert not Rule.parse("Bash(git status)").matches("bash", {"command": "git status -s"})
+    assert not Rule.parse("Bash(py:*)").matches("bash", {"command": "pytest"})
+    with pytest.raises(PolicyError, match="Tool or Tool"):
+        Rule.parse("Bash(")
+
+
+def _asking(make_manager: Factory, repo: git.Repo, **kw):  # type: ignore[no-untyped-def]
+    manager, fake = make_manager(**kw)
+    policy = Policy.from_rules(ask=["Bash"])
+    task = manager.submit(Outcome("Fix", checks=(CHECK,)), repo=repo.working_dir, policy=policy)
+    return manager, fake, task
+
+
+def test_ask_waits_then_allow_with_remember_stops_asking(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    _, fake, task = _asking(make_manager, repo)
+    assert task.wait(timeout=30) == TaskState.WAITING
+    (request,) = task.pending()
+    assert request.tool == "bash" and request.input == {"command": CHECK}
+    task.answer(request.request_id, True, remember=True)
+    assert task.wait(timeout=30) == TaskState.REVIEW  # the second bash was not asked
+    assert task.checks_passed
+    decisions = [e.data for e in _events(task) if e.type == "permission" and "decision" in e.data]
+    assert [(d["decision"], d["by"], d["remember"]) for d in decisions] == [
+        ("allow", "human", True)
+    ]
+
+
+def test_ask_answered_deny_returns_a_denial_to_the_model(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    _, fake, task = _asking(make_manager, repo)
+    task.wait(timeout=30)
+    task.answer(task.pending()[0].request_id, False)
+    assert task.wait(timeout=30) in (TaskState.WAITING, TaskState.REVIEW)
+    result = fake.requests[1].body["messages"][-1]["content"][0]
+    assert result["is_error"] and result["content"] == "Denied by the user."
+    assert any("denied: bash" in flag for flag in task.flags)
+    with pytest.raises(ReviewError, match="no pending question 'nope'"):
+        task.answer("nope", True)
+
+
+def test_ask_never_answered_is_denied_after_the_timeout(repo: git.Repo) -> None:
+    fake = FakeMessagesAPI(load_scenario({"name": "t", "turns": [FIX_TURNS[0], FIX_TURNS[-1]]}))
+    manager = TaskManager(client=fake.async_client(), sandbox=SANDBOX, ask_timeout_s=0.3)
+    policy = Policy.from_rules(ask=["Bash"])
+    started = time.monotonic()
+    task = manager.submit(Outcome("Fix"), repo=repo.working_dir, policy=policy)
+    while task.state != TaskState.REVIEW and time.monotonic() - started < 30:
+        time.sleep(0.05)
+    result = fake.requests[1].body["messages"][-1]["content"][0]
+    assert "nobody answered within 0.3 s" in result["content"]
+
+
+def test_deny_rule_refuses_without_asking(repo: git.Repo, make_manager: Factory) -> None:
+    manager, fake = make_manager()
+    policy = Policy.from_rules(deny=["Edit(calc.py)"])
+    task = manager.submit(Outcome("Fix", checks=(CHECK,)), repo=repo.working_dir, policy=policy)
+    assert task.wait(timeout=30) == TaskState.REVIEW
+    assert not task.checks_passed  # the edit never happened
+    result = fake.requests[3].body["messages"][-1]["content"][0]
+    assert "Denied by the user's permission rules (rule edit(calc.py))" in result["content"]
+
+
+def _events(task):  # type: ignore[no-untyped-def]
+    from jupyter_delegate.journal import Journal
+
+    return list(Journal(task.journal_path).events())

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import git
 import pytest
-from conftest import CHECK, FIX_TURNS, Factory
 
+from conftest import CHECK, FIX_TURNS, Factory
 from jupyter_delegate import Budget, Outcome, TaskState, delegate
 from jupyter_delegate.errors import ModelConfigError, OutcomeError, RepoError
 from jupyter_delegate.manager import TaskManager

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import git
 import pytest
-from conftest import CHECK, FIX_TURNS, SANDBOX, run_check
 
+from conftest import CHECK, FIX_TURNS, SANDBOX, run_check
 from jupyter_delegate.cli import main
 from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import git
 import pytest
-from conftest import CHECK, FIX_TURNS, SANDBOX, Factory, marker_alive
 
+from conftest import CHECK, FIX_TURNS, SANDBOX, Factory, marker_alive
 from jupyter_delegate import Budget, Outcome, TaskState
 from jupyter_delegate.journal import Journal
 from jupyter_delegate.manager import TaskManager

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import git
 import pytest
-from conftest import CHECK, FIX_TURNS, FIXED, Factory, commit_all, run_check
 
+from conftest import CHECK, FIX_TURNS, FIXED, Factory, commit_all, run_check
 from jupyter_delegate import Budget, Outcome, Task, TaskState, delegate
 from jupyter_delegate.errors import ReviewError
 from jupyter_delegate.journal import Journal

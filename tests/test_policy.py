@@ -41,7 +41,7 @@ def _asking(make_manager: Factory, repo: git.Repo, **kw):  # type: ignore[no-unt
 def test_ask_waits_then_allow_with_remember_stops_asking(
     repo: git.Repo, make_manager: Factory
 ) -> None:
-    _, fake, task = _asking(make_manager, repo)
+    _, _, task = _asking(make_manager, repo)
     assert task.wait(timeout=30) == TaskState.WAITING
     (request,) = task.pending()
     assert request.tool == "bash" and request.input == {"command": CHECK}

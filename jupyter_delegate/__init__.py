@@ -56,13 +56,15 @@ def delegate(
     allow: Iterable[str] = (),
     ask: Iterable[str] = (),
     deny: Iterable[str] = (),
+    name: str | None = None,
     manager: TaskManager | None = None,
 ) -> Task:
     """Start an agent on an outcome; returns the `Task` at once (it runs on the engine
     thread). `checks` are commands the harness runs when the agent is done; `scope` the
     paths it is expected to change; `budget` a `Budget` or a dict of its fields;
     `sandbox` "auto" (default), "bubblewrap" or "none" (explicitly unconfined);
-    `allow` / `ask` / `deny` permission rules such as "Bash(pytest:*)" or "Edit(src/**)"."""
+    `allow` / `ask` / `deny` permission rules such as "Bash(pytest:*)" or "Edit(src/**)";
+    `name` a short handle for the notebook and CLI."""
     from .manager import get_manager
     from .policy import Policy
 

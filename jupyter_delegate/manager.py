@@ -126,6 +126,7 @@ class TaskManager:
         model: str | None = None,
         sandbox: str | None = None,
         policy: Policy | None = None,
+        name: str | None = None,
     ) -> Task:
         from .sandbox import Sandbox
 
@@ -157,6 +158,7 @@ class TaskManager:
                 "worktree": str(worktree),
                 "sandbox": probe_sandbox.tier,
                 "policy": (policy or Policy()).to_dict(),
+                "name": name,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             },
         )
@@ -363,12 +365,16 @@ class TaskManager:
             raise TaskNotFound(f"Task {task.id} is not known to this manager.") from None
 
     def get(self, task_id: str, repo: str | os.PathLike[str] | None = None) -> Task:
+        """A task by id, or by name among the tasks this manager knows."""
         task_id = task_id.strip()
+        with self._registry_lock:
+            known_tasks = list(self._tasks.values())
+        for task in known_tasks:
+            if task_id in (task.id, task.name) and (
+                repo is None or task.repo == Workspace(repo).root
+            ):
+                return task
         if repo is None:
-            with self._registry_lock:
-                for (_, known_id), task in self._tasks.items():
-                    if known_id == task_id:
-                        return task
             repo = "."
         workspace = Workspace(repo)
         with self._registry_lock:
@@ -404,6 +410,11 @@ class TaskManager:
         for event in events:
             task.apply(event.type, event.data)
         task.journal_head = journal.head
+        # The repository may have moved (a copy on another path): its worktrees are where
+        # this repository keeps them, and git's links to them are mended.
+        task.worktree = workspace.worktree_path(task_id)
+        if task.worktree.exists():
+            workspace.repair_worktree(task.worktree)
         context = _Context(workspace, journal, sandbox_tier=task.sandbox or self.sandbox)
         self._remember(task, context)
         if task.state.active:

@@ -122,6 +122,7 @@ class Task:
     id: str
     outcome: Outcome
     repo: Path
+    name: str | None = None
     branch: str = ""
     base_branch: str | None = None
     base_commit: str = ""
@@ -237,6 +238,7 @@ class Task:
             self.worktree = Path(data["worktree"])
             self.sandbox, self.created = data.get("sandbox", ""), data.get("created", "")
             self.policy = Policy.from_dict(data.get("policy", {}))
+            self.name = data.get("name")
         elif type_ == "state":
             self.state = TaskState(data["state"])
             if data.get("error"):
@@ -276,6 +278,7 @@ class Task:
         return {
             "id": self.id,
             "title": self.title,
+            "name": self.name,
             "outcome": self.outcome.to_dict(),
             "state": str(self.state),
             "repo": str(self.repo),

@@ -145,6 +145,11 @@ class Workspace:
                 self.repo.git.worktree("remove", "--force", str(path))
             self.repo.git.worktree("prune")
 
+    def repair_worktree(self, path: Path) -> None:
+        """Mend git's links to a worktree after the repository was copied or moved."""
+        with self.locked():
+            self.repo.git.worktree("repair", str(path))
+
     def _stage_all(self, wt: git.Repo) -> None:
         wt.git.add("-A")
 

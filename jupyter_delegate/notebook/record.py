@@ -1,0 +1,217 @@
+"""The task record kept in the notebook: one output per task, updated in place.
+
+Mime `application/vnd.jupyter-delegate.task+json` holds a compact record (outcome, state,
+branch, base and head commits, diffstat, checks, summary, usage and cost, journal head),
+at most 16 KB whatever the length of the run, with `text/html` and `text/plain`
+fallbacks so JupyterLab, Notebook 7 and VS Code show it without an extension. The
+output's `display_id` is updated at every state change; from the engine thread the
+update is published under the kernel parent captured when the task was submitted
+(ipykernel 7 routes output by parent; see NOTES.md).
+
+Restore reads the records of a saved notebook with nbformat; the kernel never writes the
+.ipynb (the front end owns it).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..task import Task, TaskEvent
+
+MIME = "application/vnd.jupyter-delegate.task+json"
+RECORD_LIMIT = 16_000
+RECORD_VERSION = 1
+_UPDATE_ON = frozenset({"state", "checks", "review"})
+
+
+def display_id_for(task: Task) -> str:
+    return f"jupyter-delegate-{task.id}"
+
+
+def compact_record(
+    task: Task, *, name: str | None = None, notebook_dir: Path | None = None
+) -> dict[str, Any]:
+    """The record, cut to fit RECORD_LIMIT bytes of JSON."""
+    record = task.to_record()
+    record["version"] = RECORD_VERSION
+    record["name"] = name
+    record["diffstat"] = _diffstat(task)
+    if notebook_dir is not None:
+        record["repo_relative"] = os.path.relpath(task.repo, notebook_dir)
+    for limits in ((4000, 1500, 200), (1000, 400, 50), (300, 120, 10), (100, 40, 3)):
+        fitted = _cut(record, *limits)
+        if len(json.dumps(fitted)) <= RECORD_LIMIT:
+            return fitted
+    return _cut(record, 60, 0, 0)
+
+
+def _cut(record: dict[str, Any], text: int, tail: int, files: int) -> dict[str, Any]:
+    cut = dict(record)
+    cut["summary"] = _clip(record["summary"], text)
+    cut["error"] = _clip(record["error"], text)
+    outcome = dict(record["outcome"])
+    outcome["goal"] = _clip(outcome["goal"], text)
+    cut["outcome"] = outcome
+    cut["checks"] = [
+        {**c, "output_tail": c["output_tail"][-tail:] if tail else ""}
+        for c in record["checks"][:20]
+    ]
+    cut["diffstat"] = record["diffstat"][:files]
+    cut["flags"] = [_clip(f, 200) for f in record["flags"][:20]]
+    if len(record["diffstat"]) > files:
+        cut["diffstat_files"] = len(record["diffstat"])
+    return cut
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+_diffstats: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+
+def _diffstat(task: Task) -> list[dict[str, Any]]:
+    head = task.merged_commit or task.head_commit
+    if not head or head == task.base_commit:
+        return []
+    key = (task.id, head)
+    if key not in _diffstats:
+        import git
+
+        numstat = git.Repo(task.repo).git.diff("--numstat", task.base_commit, head)
+        rows = []
+        for line in numstat.splitlines():
+            added, removed, path = line.split("\t", 2)
+            rows.append({"file": path, "added": _int(added), "removed": _int(removed)})
+        _diffstats[key] = rows
+    return _diffstats[key]
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None  # "-" for binary files
+
+
+# -- fallbacks -------------------------------------------------------------------------------
+STATE_COLOURS = {
+    "queued": "#6b7280",
+    "running": "#2563eb",
+    "waiting": "#d97706",
+    "review": "#7c3aed",
+    "merged": "#16a34a",
+    "rejected": "#6b7280",
+    "failed": "#dc2626",
+    "cancelled": "#6b7280",
+    "interrupted": "#d97706",
+    "paused": "#d97706",
+}
+
+
+def text_plain(record: dict[str, Any]) -> str:
+    lines = [f"delegate task {record['id']} [{record['state']}] {record['title']}"]
+    lines.append(f"  branch {record['branch']} from {record['base_commit'][:10]}")
+    for check in record["checks"]:
+        lines.append(f"  {'PASS' if check['passed'] else 'FAIL'} {check['command']}")
+    if record["summary"]:
+        lines.append(f"  summary: {record['summary']}")
+    usage = record["usage"]
+    lines.append(f"  ${usage['cost_usd']:.4f}, {usage['steps']} steps")
+    return "\n".join(lines)
+
+
+def text_html(record: dict[str, Any]) -> str:
+    e = html.escape
+    colour = STATE_COLOURS.get(record["state"], "#6b7280")
+    checks = "".join(
+        f"<li>{'✅' if c['passed'] else '❌'} <code>{e(c['command'])}</code></li>"
+        for c in record["checks"]
+    )
+    files = "".join(
+        f"<li><code>{e(d['file'])}</code> +{d['added'] or 0} −{d['removed'] or 0}</li>"
+        for d in record["diffstat"]
+    )
+    usage = record["usage"]
+    return (
+        '<div class="jupyter-delegate-record" style="border:1px solid #ddd;border-radius:6px;'
+        'padding:6px 10px;font-family:sans-serif;font-size:13px">'
+        f"<b>{e(record.get('name') or record['title'])}</b> "
+        f'<span style="background:{colour};color:white;border-radius:4px;padding:0 6px">'
+        f"{e(record['state'])}</span> <code>{e(record['id'])}</code>"
+        f"<div>branch <code>{e(record['branch'])}</code></div>"
+        + (f"<div>{e(record['summary'])}</div>" if record["summary"] else "")
+        + (f"<ul>{checks}</ul>" if checks else "")
+        + (f"<ul>{files}</ul>" if files else "")
+        + f"<div>${usage['cost_usd']:.4f} · {usage['steps']} steps · "
+        f"{e(', '.join(record['served_models']) or record['model'])}</div></div>"
+    )
+
+
+def bundle(record: dict[str, Any]) -> dict[str, Any]:
+    return {MIME: record, "text/html": text_html(record), "text/plain": text_plain(record)}
+
+
+class RecordDisplay:
+    """One task's record output: shown once, then updated in place by display_id."""
+
+    def __init__(self, task: Task, *, name: str | None = None, notebook_dir: Path | None = None):
+        from IPython.core.getipython import get_ipython
+
+        self.task, self.name, self.notebook_dir = task, name, notebook_dir
+        shell = get_ipython()
+        self._shell = shell
+        self._parent = (
+            shell.get_parent() if shell is not None and hasattr(shell, "get_parent") else None
+        )
+        self._lock = threading.Lock()
+        self._unsubscribe = task.subscribe(self._on_event)
+
+    def record(self) -> dict[str, Any]:
+        return compact_record(self.task, name=self.name, notebook_dir=self.notebook_dir)
+
+    def show(self) -> None:
+        from IPython import display as ipython_display
+
+        show: Any = ipython_display.display
+        show(bundle(self.record()), raw=True, display_id=display_id_for(self.task))
+
+    def refresh(self) -> None:
+        """Publish the current record from the calling thread's cell."""
+        from IPython import display as ipython_display
+
+        update: Any = ipython_display.update_display
+        with self._lock:
+            update(bundle(self.record()), raw=True, display_id=display_id_for(self.task))
+
+    def _on_event(self, event: TaskEvent) -> None:
+        if event.kind not in _UPDATE_ON:
+            return
+        publisher: Any = getattr(self._shell, "display_pub", None)
+        if self._parent is None or not hasattr(publisher, "set_thread_parent"):
+            self.refresh()
+            return
+        token = publisher.set_thread_parent(self._parent)
+        try:
+            self.refresh()
+        finally:
+            publisher.reset_thread_parent(token)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every task record in a saved notebook, newest output of each task last."""
+    import nbformat
+
+    reader: Any = nbformat.read
+    notebook = reader(os.fspath(path), as_version=4)
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            record = output.get("data", {}).get(MIME)
+            if isinstance(record, dict) and record.get("id"):
+                yield dict(record)

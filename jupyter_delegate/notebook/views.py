@@ -1,0 +1,671 @@
+"""The widgets of a delegated task: the live view under a `%%delegate` cell, the review in
+place, and a board of many tasks (ipywidgets 8).
+
+Here: `TaskView` (a header with state and cost, the agent's words and tool calls as they
+stream, the permission card while the task waits, and in review the summary, checks,
+per-file diff, flags and the approve / reject / request-changes actions), `Board` (one
+row per task, approve or reject from the row), and the pure functions that render a task,
+a check or a diff to escaped HTML.
+
+Not here: deciding anything (every button calls the `Task` API; the `DelegateError` it
+raises is shown in the view, never raised from a handler), the notebook record output and
+restore (`record.py`), the magics (`magics.py`), and any `display()`: the caller shows
+the widget.
+
+Threading (DESIGN principle 6, NOTES "Jupyter"): task events arrive on the engine thread
+and buttons on the kernel's main thread, so the views only ever set traits (`value`,
+`children`, `disabled`, `layout.display`), under one lock per view, and never hold that
+lock while calling the task (an approve waits on the engine, whose events take the lock).
+Text deltas are buffered and pushed at most every `FLUSH_S`; the review, which runs git,
+is built on its own thread once per review round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import git
+import ipywidgets as widgets
+
+from ..cli import _brief as brief
+from ..errors import DelegateError
+from ..policy import PermissionRequest
+from ..task import CheckResult, Task, TaskEvent, TaskState
+from .record import STATE_COLOURS
+
+S = TaskState
+FLUSH_S = 0.1  # the most often streamed text is pushed to the front end
+EAGER_FILES = 10  # files of a diff rendered (and open) at once; later ones render on open
+EAGER_LINES = 400  # a file with more lines than this renders only when opened
+MAX_DIFF_LINES = 5000  # lines of one file rendered at all; the rest is named
+OUTPUT_TAIL = 8000  # characters of a tool's output shown in the log
+SHOWS_REVIEW = frozenset({S.REVIEW, S.MERGED, S.REJECTED})
+
+CSS = """<style>
+.jd-header .jd-meta, .jd-note {color: #57606a; font-size: 90%}
+.jd-badge {color: white; border-radius: 4px; padding: 0 6px; font-size: 90%}
+.jd-text {white-space: pre-wrap; margin: 2px 0}
+.jd-tool summary {cursor: pointer; font-family: monospace}
+.jd-tool pre, .jd-checks pre {max-height: 24em; overflow: auto; margin: 2px 0}
+.jd-error {color: #cf222e; white-space: pre-wrap}
+.jd-checks td, .jd-checks th {padding: 1px 8px; text-align: left; vertical-align: top}
+.jd-pass {color: #1a7f37; font-weight: bold}
+.jd-fail {color: #cf222e; font-weight: bold}
+.jd-diff {font-family: monospace; font-size: 12px; overflow-x: auto}
+.jd-diff div {white-space: pre; min-height: 1.2em}
+.jd-add {background: #e6ffec; color: #116329}
+.jd-del {background: #ffebe9; color: #82071e}
+.jd-hunk {background: #ddf4ff; color: #0550ae}
+.jd-file {color: #57606a; font-weight: bold}
+</style>"""
+
+esc = html.escape
+
+
+# -- rendering: pure functions of a task, an event or a diff ------------------------------
+def badge(state: TaskState) -> str:
+    colour = STATE_COLOURS.get(str(state), "#6b7280")
+    return f'<span class="jd-badge" style="background:{colour}">{esc(str(state))}</span>'
+
+
+def cost_text(task: Task) -> str:
+    return f"${task.usage.cost_usd:.4f}"
+
+
+def elapsed_text(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def header_html(task: Task, name: str, elapsed_s: float | None) -> str:
+    usage = task.usage
+    facts = [
+        elapsed_text(elapsed_s) if elapsed_s is not None else "",
+        f"{usage.steps} steps",
+        f"{usage.input_tokens} in / {usage.cache_read_tokens} cached / "
+        f"{usage.output_tokens} out tokens",
+        cost_text(task),
+        ", ".join(task.served_models) or task.model,
+        f"sandbox {task.sandbox}" if task.sandbox else "",
+    ]
+    return (
+        f'<div class="jd-header"><code>{esc(task.id)}</code> <b>{esc(name)}</b> '
+        f"{badge(task.state)} "
+        f'<span class="jd-meta">{esc(" · ".join(f for f in facts if f))}</span></div>'
+    )
+
+
+def status_html(task: Task) -> str:
+    """What the state means for the user, and what to do next."""
+    state, tid = task.state, esc(task.id)
+    if state == S.MERGED:
+        commit = esc((task.merged_commit or "")[:10])
+        return f"Merged into <code>{esc(task.base_branch or '')}</code> as <code>{commit}</code>."
+    if state == S.REJECTED:
+        return f"Rejected; the work is archived at <code>refs/delegate/archive/{tid}</code>."
+    if state == S.FAILED:
+        return f'<div class="jd-error">Failed: {esc(task.error)}</div>'
+    if state == S.CANCELLED:
+        return "Cancelled; the work so far is archived."
+    if state in (S.INTERRUPTED, S.PAUSED):
+        return f"{esc(str(state).capitalize())}. Continue with <code>%delegate resume {tid}</code>."
+    if state == S.WAITING:
+        return "Waiting for your permission."
+    return ""
+
+
+def text_html(text: str) -> str:
+    return f'<div class="jd-text">{esc(text)}</div>'
+
+
+def note_html(text: str) -> str:
+    return f'<div class="jd-note">{esc(text)}</div>'
+
+
+def error_html(message: str) -> str:
+    return f'<div class="jd-error">{esc(message)}</div>'
+
+
+def tool_html(call: Mapping[str, Any], result: Mapping[str, Any] | None) -> str:
+    """A tool call, collapsed: its name and brief input; open: the input and output."""
+    summary = f"{call['name']} {brief(call['input'])}"
+    body = f"<pre>{esc(json.dumps(call['input'], indent=2, ensure_ascii=False))}</pre>"
+    if result is None:
+        mark = "…"
+    else:
+        mark = _result_mark(result)
+        body += f"<pre>{esc(_tail(result.get('content', '')))}</pre>"
+    return (
+        f'<details class="jd-tool"><summary>{esc(summary)} '
+        f'<span class="jd-note">{esc(mark)}</span></summary>{body}</details>'
+    )
+
+
+def _result_mark(result: Mapping[str, Any]) -> str:
+    if result.get("denied"):
+        return "denied"
+    mark = "error" if result.get("is_error") else "ok"
+    if "exit_code" in result:
+        mark += f", exit {result['exit_code']}"
+    if "duration_s" in result:
+        mark += f", {result['duration_s']:.1f}s"
+    return mark
+
+
+def _tail(content: Any) -> str:
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    if len(text) <= OUTPUT_TAIL:
+        return text
+    return f"[… {len(text) - OUTPUT_TAIL} characters before]\n" + text[-OUTPUT_TAIL:]
+
+
+def permission_html(request: PermissionRequest, more: int) -> str:
+    tool_input = json.dumps(request.input, indent=2, ensure_ascii=False)
+    waiting = f" ({more} more after this one)" if more else ""
+    return (
+        f"<b>The agent asks to run <code>{esc(request.tool)}</code>{esc(waiting)}</b>"
+        f"<pre>{esc(tool_input)}</pre>"
+        f'<div class="jd-note">Why it asks: {esc(request.reason)}</div>'
+    )
+
+
+def checks_html(checks: Sequence[CheckResult]) -> str:
+    if not checks:
+        return note_html("No checks were given.")
+    rows = "".join(_check_row(check) for check in checks)
+    return (
+        '<table class="jd-checks"><tr><th>check</th><th>result</th><th>time</th>'
+        f"<th>output</th></tr>{rows}</table>"
+    )
+
+
+def _check_row(check: CheckResult) -> str:
+    verdict = (
+        '<span class="jd-pass">PASS</span>'
+        if check.passed
+        else ('<span class="jd-fail">FAIL</span>')
+    )
+    output = (
+        f"<details><summary>exit {check.exit_code}</summary>"
+        f"<pre>{esc(check.output_tail)}</pre></details>"
+    )
+    return (
+        f"<tr><td><code>{esc(check.command)}</code></td><td>{verdict}</td>"
+        f"<td>{check.duration_s:.1f}s</td><td>{output}</td></tr>"
+    )
+
+
+def summary_html(task: Task) -> str:
+    return f"<b>Summary</b>{text_html(task.summary or '(none)')}"
+
+
+def flags_html(flags: Sequence[str]) -> str:
+    if not flags:
+        return ""
+    items = "".join(f"<li>{esc(flag)}</li>" for flag in flags)
+    return f"<b>Worth a look</b><ul>{items}</ul>"
+
+
+# -- diffs -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileDiff:
+    """One file's part of a `git diff --patch`, from its `diff --git` line."""
+
+    path: str
+    lines: tuple[str, ...]
+    added: int
+    removed: int
+
+    @property
+    def title(self) -> str:
+        return f"{self.path}  +{self.added} −{self.removed}"
+
+
+def split_diff(text: str) -> tuple[str, list[FileDiff]]:
+    """The diffstat before the first file, and each file's part."""
+    stat: list[str] = []
+    sections: list[list[str]] = []
+    for line in text.splitlines():
+        if line.startswith("diff --git "):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+        else:
+            stat.append(line)
+    return "\n".join(stat).strip("\n"), [_file_diff(section) for section in sections]
+
+
+def _file_diff(lines: list[str]) -> FileDiff:
+    in_hunks = False
+    added = removed = 0
+    for line in lines:
+        in_hunks = in_hunks or line.startswith("@@")
+        added += in_hunks and line.startswith("+")
+        removed += in_hunks and line.startswith("-")
+    return FileDiff(_path_of(lines), tuple(lines), added, removed)
+
+
+def _path_of(lines: list[str]) -> str:
+    """The file's path: from `+++ b/` (or `--- a/` when deleted), else the header."""
+    for prefix in ("+++ b/", "--- a/", "rename to "):
+        for line in lines:
+            if line.startswith(prefix):
+                return line[len(prefix) :]
+    header = lines[0].removeprefix("diff --git ")
+    return header.split(" b/", 1)[-1]
+
+
+def _line_class(line: str) -> str:
+    if line.startswith("@@"):
+        return "jd-hunk"
+    if line.startswith(("diff --git", "index ", "+++", "---", "new file", "deleted file")):
+        return "jd-file"
+    return {"+": "jd-add", "-": "jd-del"}.get(line[:1], "")
+
+
+def diff_lines_html(lines: Sequence[str]) -> str:
+    shown = lines[:MAX_DIFF_LINES]
+    body = "".join(f'<div class="{_line_class(line)}">{esc(line)}</div>' for line in shown)
+    if len(lines) > len(shown):
+        more = len(lines) - len(shown)
+        body += note_html(f"… {more} more lines: `jupyter delegate diff ID` shows them all.")
+    return f'<div class="jd-diff">{body}</div>'
+
+
+def outside_scope(paths: Iterable[str], scope: Sequence[str]) -> list[str]:
+    """The paths not under any scope entry (a file, or a directory with or without `/`)."""
+    if not scope:
+        return []
+    roots = [entry.rstrip("/") for entry in scope]
+    return [p for p in paths if not any(p == r or p.startswith(r + "/") for r in roots)]
+
+
+def review_flags(task: Task, paths: Iterable[str]) -> list[str]:
+    flags = list(task.flags)
+    flags += [f"outside the scope: {path}" for path in outside_scope(paths, task.outcome.scope)]
+    return flags
+
+
+class FileDiffView(widgets.Accordion):  # type: ignore[misc]  # ipywidgets is untyped
+    """One file of a diff, collapsible; its lines are rendered when it is first opened."""
+
+    def __init__(self, file: FileDiff, *, open_now: bool) -> None:
+        self.file = file
+        self.body = widgets.HTML()
+        super().__init__(children=(self.body,), titles=(file.title,))
+        self.observe(self._on_open, names="selected_index")
+        if open_now:
+            self.selected_index = 0
+
+    def _on_open(self, change: Mapping[str, Any]) -> None:
+        if change["new"] is not None and not self.body.value:
+            self.body.value = diff_lines_html(self.file.lines)
+
+
+def review_parts(task: Task) -> tuple[list[widgets.Widget], dict[str, FileDiffView]]:
+    """The review's widgets (summary, checks, flags, diffstat, files). Runs git."""
+    try:
+        stat, files = split_diff(task.diff())
+        problem = ""
+    except (DelegateError, git.GitError, OSError) as exc:
+        stat, files, problem = "", [], f"The diff cannot be shown: {exc}"
+    views = {
+        f.path: FileDiffView(f, open_now=i < EAGER_FILES and len(f.lines) <= EAGER_LINES)
+        for i, f in enumerate(files)
+    }
+    parts: list[widgets.Widget] = [
+        widgets.HTML(summary_html(task)),
+        widgets.HTML(f"<b>Checks</b> (run by the harness){checks_html(task.checks)}"),
+        widgets.HTML(flags_html(review_flags(task, views))),
+        widgets.HTML(f"<b>Changes</b><pre>{esc(stat)}</pre>" + error_html(problem)),
+        *views.values(),
+    ]
+    return parts, views
+
+
+# -- widget plumbing -------------------------------------------------------------------------
+def show(widget: widgets.DOMWidget, visible: bool) -> None:
+    display = "" if visible else "none"
+    if widget.layout.display != display:
+        widget.layout.display = display
+
+
+def close_tree(widget: widgets.Widget) -> None:
+    """Close a widget and everything inside it (ipywidgets closes only the one)."""
+    for child in getattr(widget, "children", ()):
+        close_tree(child)
+    widgets.Widget.close(widget)  # not an override: TaskView.close comes here
+
+
+def append(box: widgets.Box, item: widgets.Widget) -> None:
+    box.children = (*box.children, item)
+
+
+def call_later(delay_s: float, callback: Callable[[], None]) -> None:
+    """On the running event loop (the engine's, for streamed text), else on a timer thread."""
+    try:
+        asyncio.get_running_loop().call_later(delay_s, callback)
+    except RuntimeError:
+        timer = threading.Timer(delay_s, callback)
+        timer.daemon = True
+        timer.start()
+
+
+def attempt(error: widgets.HTML, action: Callable[[], object]) -> bool:
+    """Run a user's action; a DelegateError is shown in `error`, never raised."""
+    error.value = ""
+    try:
+        action()
+    except DelegateError as exc:
+        error.value = error_html(str(exc))
+        return False
+    return True
+
+
+def button(description: str, style: str = "", icon: str = "") -> widgets.Button:
+    return widgets.Button(description=description, button_style=style, icon=icon)
+
+
+# -- the task view ---------------------------------------------------------------------------
+class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
+    """A task, live: header, streamed log, permission card, review and actions."""
+
+    def __init__(self, task: Task, *, name: str | None = None) -> None:
+        self.task = task
+        self.name = name or task.name or task.title
+        self._lock = threading.RLock()
+        self._closed = False
+        self._tools: dict[str, tuple[widgets.HTML, Mapping[str, Any]]] = {}
+        self._text_item: widgets.HTML | None = None
+        self._text = ""
+        self._buffer: list[str] = []
+        self._flush_due = False
+        self._ended_at: datetime | None = None
+        self._seen_active = False
+        self._review_round = self._built_round = 0
+        self._asking: PermissionRequest | None = None
+        self.files: dict[str, FileDiffView] = {}
+
+        self.header = widgets.HTML()
+        self.status = widgets.HTML()
+        self.log_box = widgets.VBox()
+        self.cancel_button = button("Cancel", "warning", "stop")
+        self.permission = self._permission_card()
+        self.review = self._review_section()
+        self.error = widgets.HTML()
+        super().__init__(
+            children=(
+                widgets.HTML(CSS),
+                self.header,
+                self.status,
+                self.log_box,
+                self.cancel_button,
+                self.permission,
+                self.review,
+                self.error,
+            )
+        )
+        self.cancel_button.on_click(lambda _: attempt(self.error, self.task.cancel))
+        with self._lock:
+            self._unsubscribe = task.subscribe(self._on_event)
+            if task.state in SHOWS_REVIEW:
+                self._review_round = 1
+                self._build_review(1)
+            self._render_state()
+
+    def _permission_card(self) -> widgets.VBox:
+        self.permission_text = widgets.HTML()
+        self.allow_button = button("Allow", "success", "check")
+        self.deny_button = button("Deny", "danger", "times")
+        self.remember = widgets.Checkbox(False, description="remember for this task", indent=False)
+        self.allow_button.on_click(lambda _: self._answer(True))
+        self.deny_button.on_click(lambda _: self._answer(False))
+        actions = widgets.HBox((self.allow_button, self.deny_button, self.remember))
+        return widgets.VBox((self.permission_text, actions))
+
+    def _review_section(self) -> widgets.VBox:
+        self.review_content = widgets.VBox()
+        self.approve_button = button("Approve", "success", "check")
+        self.strategy = widgets.Dropdown(options=["merge", "squash"], value="merge")
+        self.reject_button = button("Reject", "danger", "times")
+        self.reject_reason = widgets.Text(placeholder="reason (optional)")
+        self.changes_text = widgets.Textarea(placeholder="What should change?")
+        self.request_button = button("Request changes", "info", "undo")
+        self.approve_button.on_click(lambda _: self._decide(self._approve))
+        self.reject_button.on_click(lambda _: self._decide(self._reject))
+        self.request_button.on_click(lambda _: self._decide(self._request_changes))
+        self.review_actions = widgets.VBox(
+            (
+                widgets.HBox((self.approve_button, self.strategy)),
+                widgets.HBox((self.reject_button, self.reject_reason)),
+                widgets.HBox((self.changes_text, self.request_button)),
+            )
+        )
+        return widgets.VBox((self.review_content, self.review_actions))
+
+    def close(self) -> None:
+        """Stop following the task and close every widget of the view."""
+        with self._lock:
+            self._closed = True
+            self._unsubscribe()
+            close_tree(self)
+
+    # -- events (engine thread) ----------------------------------------------------------
+    def _on_event(self, event: TaskEvent) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if event.kind == "text":
+                self._buffer_text(event.data["delta"])
+                return
+            self._flush_text()
+            self._text_item, self._text = None, ""
+            handler = getattr(self, f"_on_{event.kind}", None)
+            if handler is not None:
+                handler(event.data)
+            self._render_header()
+
+    def _buffer_text(self, delta: str) -> None:
+        self._buffer.append(delta)
+        if not self._flush_due:
+            self._flush_due = True
+            call_later(FLUSH_S, self._flush_text)
+
+    def _flush_text(self) -> None:
+        with self._lock:
+            self._flush_due = False
+            if not self._buffer or self._closed:
+                return
+            self._text += "".join(self._buffer)
+            self._buffer.clear()
+            if self._text_item is None:
+                self._text_item = widgets.HTML()
+                append(self.log_box, self._text_item)
+            self._text_item.value = text_html(self._text)
+
+    def _on_tool_call(self, data: Mapping[str, Any]) -> None:
+        if data["name"] == "finish":
+            return
+        item = widgets.HTML(tool_html(data, None))
+        self._tools[data["id"]] = (item, data)
+        append(self.log_box, item)
+
+    def _on_tool_result(self, data: Mapping[str, Any]) -> None:
+        if data["tool_use_id"] in self._tools:
+            item, call = self._tools[data["tool_use_id"]]
+            item.value = tool_html(call, data)
+
+    def _on_notice(self, data: Mapping[str, Any]) -> None:
+        append(self.log_box, widgets.HTML(note_html(data["text"])))
+
+    def _on_permission(self, data: Mapping[str, Any]) -> None:
+        if data["status"] != "asked":
+            self._on_notice({"text": f"{data['tool']}: {data['status']}"})
+        self._render_permission()
+
+    def _on_state(self, data: Mapping[str, Any]) -> None:
+        if data["state"] == S.REVIEW:
+            self._review_round += 1
+            round_ = self._review_round
+            threading.Thread(target=self._build_review, args=(round_,), daemon=True).start()
+        self._render_state()
+
+    # -- rendering (under the lock) --------------------------------------------------------
+    def _render_header(self) -> None:
+        self.header.value = header_html(self.task, self.name, self._elapsed_s())
+
+    def _elapsed_s(self) -> float | None:
+        try:
+            created = datetime.fromisoformat(self.task.created)
+        except ValueError:
+            return None
+        if self.task.state.active:
+            return (datetime.now(UTC) - created).total_seconds()
+        if self._ended_at is None:
+            return None  # it stopped before this view saw it run: when is not known
+        return (self._ended_at - created).total_seconds()
+
+    def _render_state(self) -> None:
+        state = self.task.state
+        if state.active:
+            self._seen_active, self._ended_at = True, None
+        elif self._seen_active and self._ended_at is None:
+            self._ended_at = datetime.now(UTC)
+        self._render_header()
+        self.status.value = status_html(self.task)
+        show(self.cancel_button, state.active)
+        self._render_permission()
+        built = self._built_round == self._review_round
+        show(self.review, state in SHOWS_REVIEW and built)
+        show(self.review_actions, state == S.REVIEW)
+
+    def _render_permission(self) -> None:
+        pending = self._pending() if self.task.state == S.WAITING else []
+        self._asking = pending[0] if pending else None
+        show(self.permission, self._asking is not None)
+        if self._asking is not None:
+            self.permission_text.value = permission_html(self._asking, len(pending) - 1)
+            self.allow_button.disabled = self.deny_button.disabled = False
+
+    def _pending(self) -> list[PermissionRequest]:
+        try:
+            return self.task.pending()
+        except DelegateError:  # a task no manager runs here asks nothing
+            return []
+
+    def _build_review(self, round_: int) -> None:
+        parts, files = review_parts(self.task)  # git runs here, outside the lock
+        with self._lock:
+            if self._closed or round_ != self._review_round:
+                for part in parts:
+                    close_tree(part)
+                return
+            for old in self.review_content.children:
+                close_tree(old)
+            self.review_content.children = tuple(parts)
+            self.files = files
+            self._built_round = round_
+            self._render_state()
+
+    # -- what the user does (main thread; never under the lock) ------------------------
+    def _answer(self, allow: bool) -> None:
+        request = self._asking
+        if request is None:
+            return
+        remember = self.remember.value
+        if attempt(self.error, lambda: self.task.answer(request.request_id, allow, remember)):
+            self.allow_button.disabled = self.deny_button.disabled = True
+            self.remember.value = False
+
+    def _decide(self, action: Callable[[], object]) -> None:
+        actions = (self.approve_button, self.reject_button, self.request_button)
+        for b in actions:
+            b.disabled = True
+        try:
+            attempt(self.error, action)
+        finally:
+            for b in actions:
+                b.disabled = False
+
+    def _approve(self) -> None:
+        self.task.approve(self.strategy.value)
+
+    def _reject(self) -> None:
+        self.task.reject(self.reject_reason.value.strip() or None)
+
+    def _request_changes(self) -> None:
+        self.task.request_changes(self.changes_text.value)
+        self.changes_text.value = ""
+
+
+# -- the board -------------------------------------------------------------------------------
+COLUMNS = (("id", "7em"), ("title", "22em"), ("state", "8em"), ("steps", "5em"), ("cost", "7em"))
+
+
+def row_cells(task: Task) -> dict[str, str]:
+    return {
+        "id": f"<code>{esc(task.id)}</code>",
+        "title": esc(task.name or task.title),
+        "state": badge(task.state),
+        "steps": str(task.usage.steps),
+        "cost": cost_text(task),
+    }
+
+
+def cells(values: Mapping[str, str]) -> dict[str, widgets.HTML]:
+    return {key: widgets.HTML(values[key], layout={"width": width}) for key, width in COLUMNS}
+
+
+class BoardRow(widgets.HBox):  # type: ignore[misc]  # ipywidgets is untyped
+    """One task on the board, with Approve / Reject while it is in review."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self._lock = threading.Lock()
+        self.cells = cells(row_cells(task))
+        self.approve_button = button("Approve", "success", "check")
+        self.reject_button = button("Reject", "danger", "times")
+        self.error = widgets.HTML()
+        self.approve_button.on_click(lambda _: attempt(self.error, self.task.approve))
+        self.reject_button.on_click(lambda _: attempt(self.error, self.task.reject))
+        super().__init__(
+            children=(*self.cells.values(), self.approve_button, self.reject_button, self.error)
+        )
+        self.refresh()
+
+    def refresh(self) -> None:
+        with self._lock:
+            for key, value in row_cells(self.task).items():
+                self.cells[key].value = value
+            in_review = self.task.state == S.REVIEW
+            show(self.approve_button, in_review)
+            show(self.reject_button, in_review)
+
+    def on_event(self, event: TaskEvent) -> None:
+        if event.kind in ("state", "usage"):
+            self.refresh()
+
+
+class Board(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
+    """Many tasks at a glance: id, name, state, steps, cost; approve or reject a row."""
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        self.rows = {task.id: BoardRow(task) for task in tasks}
+        titles = cells({key: f"<b>{key}</b>" for key, _ in COLUMNS})
+        super().__init__(
+            children=(widgets.HTML(CSS), widgets.HBox(tuple(titles.values())), *self.rows.values())
+        )
+        self._unsubscribes = [row.task.subscribe(row.on_event) for row in self.rows.values()]
+
+    def close(self) -> None:
+        """Stop following the tasks and close every widget of the board."""
+        for unsubscribe in self._unsubscribes:
+            unsubscribe()
+        close_tree(self)

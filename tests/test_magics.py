@@ -1,0 +1,171 @@
+"""The %delegate magics through IPython's shell: cells become tasks, decisions are made by
+name, bad cells fail the cell with a clear DelegateError, and records are restored."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import git
+import nbformat
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from conftest import CHECK, FIX_TURNS, FIXED, Factory
+from jupyter_delegate import TaskState
+from jupyter_delegate.errors import DelegateError, OutcomeError, RepoError
+from jupyter_delegate.notebook.magics import DelegateMagics, MagicUsageError, restore
+from jupyter_delegate.notebook.record import MIME, RECORD_LIMIT, compact_record
+
+
+@pytest.fixture
+def shell(make_manager: Factory) -> Iterator[tuple[InteractiveShell, Any]]:
+    ip = InteractiveShell.instance()
+    manager, fake = make_manager()
+    ip.register_magics(DelegateMagics(ip, manager=manager))
+    yield ip, fake
+    InteractiveShell.clear_instance()
+
+
+def cell(ip: InteractiveShell, line: str, body: str) -> Any:
+    with capture_output() as captured:
+        ip.run_cell_magic("delegate", line, body)
+    return captured
+
+
+def magic(ip: InteractiveShell, line: str) -> Any:
+    return ip.run_line_magic("delegate", line)
+
+
+BODY = "Make add() add.\ncheck: {check}\nscope: calc.py\n"
+
+
+def test_cell_to_merge_by_name(shell: tuple, repo: git.Repo) -> None:  # type: ignore[type-arg]
+    ip, _ = shell
+    ip.user_ns["check"] = CHECK
+    captured = cell(ip, f"--repo {repo.working_dir} --name fix --max-steps 9", BODY)
+    records = [o.data[MIME] for o in captured.outputs if MIME in o.data]
+    assert records and records[0]["name"] == "fix" and records[0]["id"]
+    assert any("application/vnd.jupyter.widget-view+json" in o.data for o in captured.outputs)
+    assert magic(ip, "wait fix") == {"fix": "review"}
+    task = ip.magics_manager.registry["DelegateMagics"].manager.get("fix")
+    assert task.outcome.checks == (CHECK,) and task.outcome.scope == ("calc.py",)
+    assert task.outcome.budget.max_steps == 9
+    assert [row["state"] for row in magic(ip, "list")] == ["review"]
+    commit = magic(ip, "approve fix")
+    assert task.state == TaskState.MERGED and repo.head.commit.hexsha == commit
+    assert (Path(repo.working_dir) / "calc.py").read_text() == FIXED
+
+
+def test_rerunning_the_cell_reattaches_and_new_starts_another(
+    shell: tuple,
+    repo: git.Repo,  # type: ignore[type-arg]
+) -> None:
+    ip, fake = shell
+    ip.user_ns["check"] = CHECK
+    line = f"--repo {repo.working_dir} --name fix"
+    cell(ip, line, BODY)
+    magic(ip, "wait all")
+    requests = len(fake.requests)
+    cell(ip, line, BODY)  # "Run All" again
+    manager = ip.magics_manager.registry["DelegateMagics"].manager
+    assert len(manager.tasks()) == 1 and len(fake.requests) == requests
+    cell(ip, line + " --new", BODY)
+    assert len(manager.tasks()) == 2
+
+
+def test_line_form_and_interpolation_escapes(shell: tuple, repo: git.Repo) -> None:  # type: ignore[type-arg]
+    ip, _ = shell
+    ip.user_ns["fn"] = "add"
+    cell(ip, f"--repo {repo.working_dir}", "Make {fn}() add; keep {{braces}}.\ncheck: true")
+    manager = ip.magics_manager.registry["DelegateMagics"].manager
+    assert manager.tasks()[0].outcome.goal == "Make add() add; keep {braces}."
+    with capture_output():
+        magic(ip, f"Fix it in one line --repo {repo.working_dir} --name one")
+    assert manager.get("one").outcome.goal == "Fix it in one line"
+    magic(ip, "wait all")
+
+
+@pytest.mark.parametrize(
+    ("line", "body", "error", "message"),
+    [
+        ("--repo {repo}", "check: pytest", OutcomeError, "states no goal"),
+        ("--repo {repo}", "Do it\ncheck:", OutcomeError, "'check:' has nothing after it"),
+        ("--repo {repo} --bogus", "Do it", MagicUsageError, "unrecognized arguments: --bogus"),
+        ("--repo {repo} --max-usd lots", "Do it", MagicUsageError, "invalid float value"),
+        ("--repo /no/such/repo", "Do it", RepoError, "does not exist"),
+        ("--repo {repo}", "Use {undefined_var}", MagicUsageError, "names no notebook variable"),
+        ("--repo {repo} stray words", "Do it", MagicUsageError, "unexpected words"),
+    ],
+)
+def test_bad_cells_raise_a_delegate_error_and_start_nothing(
+    shell: tuple,
+    repo: git.Repo,
+    line: str,
+    body: str,
+    error: type,
+    message: str,  # type: ignore[type-arg]
+) -> None:
+    ip, fake = shell
+    with pytest.raises(error, match=message):
+        cell(ip, line.replace("{repo}", repo.working_dir), body)
+    assert fake.requests == []
+    assert not (Path(repo.git_dir) / "delegate" / "worktrees").exists()
+
+
+def test_a_failing_magic_fails_the_cell(shell: tuple, repo: git.Repo) -> None:  # type: ignore[type-arg]
+    ip, _ = shell
+    result = ip.run_cell(f"%%delegate --repo {repo.working_dir}\ncheck: x\n")
+    assert isinstance(result.error_in_exec, DelegateError)
+    result = ip.run_cell("%delegate approve nosuchtask")
+    assert isinstance(result.error_in_exec, DelegateError)
+
+
+def test_help_is_real() -> None:
+    doc = DelegateMagics.delegate.__doc__ or ""
+    for word in ("check: CMD", "scope:", "approve ID", "wait ID|all", "restore", "--new"):
+        assert word in doc
+
+
+def test_record_stays_under_16_kb_for_a_long_run(repo: git.Repo, make_manager: Factory) -> None:
+    long_text = "word " * 4000
+    turns = [{"text": long_text, "tools": [{"bash": {"command": "echo hi"}}]}] * 30
+    turns = [*turns, {"tools": [{"finish": {"summary": long_text}}]}]
+    manager, _ = make_manager(turns)
+    from jupyter_delegate import Outcome
+
+    outcome = Outcome("x" * 5000, checks=tuple(f"echo {i}" for i in range(25)))
+    task = manager.submit(outcome, repo=repo.working_dir)
+    task.wait(timeout=60)
+    record = compact_record(task, name="long")
+    assert len(json.dumps(record)) <= RECORD_LIMIT
+    assert record["state"] == "review" and record["usage"]["steps"] == 31
+
+
+def test_restore_reattaches_tasks_recorded_in_a_saved_notebook(
+    repo: git.Repo, make_manager: Factory, tmp_path: Path
+) -> None:
+    from jupyter_delegate import Outcome
+
+    manager, _ = make_manager()
+    task = manager.submit(Outcome("Make add() add.", checks=(CHECK,)), repo=repo.working_dir)
+    task.wait(timeout=60)
+    notebook = nbformat.v4.new_notebook()
+    output = nbformat.v4.new_output(
+        "display_data", data={MIME: compact_record(task), "text/plain": "task"}
+    )
+    notebook.cells.append(nbformat.v4.new_code_cell("%%delegate\nx", outputs=[output]))
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(notebook, path)
+    before = path.read_bytes()
+
+    fresh, _ = make_manager(FIX_TURNS)
+    (restored,) = restore(fresh, path)
+    assert restored is not task and restored.id == task.id
+    assert restored.state == TaskState.REVIEW and restored.checks_passed
+    assert path.read_bytes() == before  # read, never written
+    restored.approve()
+    assert (Path(repo.working_dir) / "calc.py").read_text() == FIXED

@@ -1,0 +1,160 @@
+"""Real kernels (nbclient, jupyter_client): the tutorial runs offline to a merge, a kernel
+killed mid-task leaves a task the next kernel restores and resumes, and a notebook opened
+beside a copy of its repository on another path re-attaches there."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import git
+import nbformat
+import pytest
+from jupyter_client.manager import start_new_kernel
+from nbclient import NotebookClient
+
+from conftest import CHECK, FIX_TURNS, FIXED, SANDBOX, marker_alive
+from jupyter_delegate.notebook.record import MIME
+from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def records(notebook: Any) -> list[dict[str, Any]]:
+    return [
+        output["data"][MIME]
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if MIME in output.get("data", {})
+    ]
+
+
+def run(notebook: Any, folder: Path) -> Any:
+    client = NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
+    client.execute()
+    return notebook
+
+
+def delegate_cell(name: str, goal: str = "Make add() add.", repo: str = "proj") -> str:
+    return f"%%delegate --repo {repo} --name {name} --sandbox {SANDBOX}\n{goal}\ncheck: {CHECK}"
+
+
+def new_notebook(*sources: str) -> Any:
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+
+
+@pytest.fixture
+def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMessagesAPI]:
+    marker = f"marker-{uuid.uuid4().hex}"
+    turns = [{"tools": [{"bash": {"command": f"sleep 60; echo {marker}"}}]}, *FIX_TURNS]
+    fake = FakeMessagesAPI(load_scenario({"name": "nb", "turns": turns}))
+    fake.marker = marker  # type: ignore[attr-defined]
+    with FakeServer(fake) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        yield fake
+
+
+def test_tutorial_runs_offline_to_merged(tmp_path: Path) -> None:
+    notebook = nbformat.read(ROOT / "notebooks" / "01-first-delegation.ipynb", as_version=4)
+    run(notebook, tmp_path)
+    saved = records(notebook)
+    assert saved and {r["state"] for r in saved} == {"merged"}
+    assert saved[0]["checks"][0]["passed"] and saved[0]["merged_commit"]
+    outputs = "".join(str(o.get("text", "")) for c in notebook.cells for o in c.get("outputs", []))
+    assert "exit code after the merge: 0" in outputs and "ok (" in outputs
+
+
+def test_killed_kernel_then_new_kernel_restores_and_resumes(
+    repo: git.Repo, model: FakeMessagesAPI, tmp_path: Path
+) -> None:
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    shown: list[dict[str, Any]] = []
+
+    def collect(message: dict[str, Any]) -> None:
+        data = message["content"].get("data", {})
+        if MIME in data:
+            shown.append(data[MIME])
+
+    try:
+        kc.execute_interactive("%load_ext jupyter_delegate", timeout=60)
+        kc.execute_interactive(
+            delegate_cell("slow", repo=repo.working_dir),
+            timeout=60,
+            output_hook=collect,
+        )
+        deadline = time.monotonic() + 30
+        while not marker_alive(model.marker) and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.1)
+        assert marker_alive(model.marker)  # type: ignore[attr-defined]
+    finally:
+        kc.stop_channels()
+        km.kill_kernel()  # SIGKILL: the kernel dies mid-command
+    assert shown and shown[0]["name"] == "slow"
+    saved = tmp_path / "work.ipynb"
+    cell = nbformat.v4.new_code_cell(
+        "%%delegate ...", outputs=[nbformat.v4.new_output("display_data", data={MIME: shown[-1]})]
+    )
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), saved)
+
+    notebook = new_notebook(
+        "%load_ext jupyter_delegate",
+        f"%delegate restore {saved}",
+        "%delegate resume slow",
+        "%delegate wait slow --timeout 60",
+    )
+    run(notebook, tmp_path)
+    restored = notebook.cells[1].outputs[0]["data"]["text/plain"]
+    assert "'state': 'interrupted'" in restored
+    assert notebook.cells[3].outputs[0]["data"]["text/plain"] == "{'slow': 'review'}"
+    assert records(notebook)[-1]["state"] == "review"
+
+
+def test_notebook_beside_a_copy_of_the_repo_reattaches_there(
+    repo: git.Repo, model: FakeMessagesAPI, tmp_path: Path
+) -> None:
+    first = new_notebook(
+        "%load_ext jupyter_delegate",
+        delegate_cell("fix"),
+        "%delegate wait fix --timeout 90",
+    )
+    run(first, tmp_path)
+    assert records(first)[-1]["state"] == "review"
+    nbformat.write(first, tmp_path / "work.ipynb")
+
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(tmp_path, copy, symlinks=True)
+    second = new_notebook(
+        "%load_ext jupyter_delegate",
+        f"%delegate restore {copy / 'work.ipynb'}",
+        "%delegate approve fix",
+    )
+    run(second, copy)
+    assert (copy / "proj" / "calc.py").read_text() == FIXED
+    assert (Path(repo.working_dir) / "calc.py").read_text() != FIXED  # the original is untouched
+
+
+def test_two_tasks_at_once_in_one_notebook(
+    repo: git.Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeMessagesAPI(load_scenario({"name": "two", "turns": FIX_TURNS}))
+    with FakeServer(fake) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        notebook = new_notebook(
+            "%load_ext jupyter_delegate",
+            delegate_cell("one"),
+            delegate_cell("two", "Make add() add, again."),
+            "%delegate wait all --timeout 90",
+            "%delegate approve one",
+        )
+        run(notebook, tmp_path)
+    assert (
+        notebook.cells[3].outputs[0]["data"]["text/plain"] == "{'one': 'review', 'two': 'review'}"
+    )
+    states = {r["name"]: r["state"] for r in records(notebook)}
+    assert states == {"one": "merged", "two": "review"}

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .engine.tools import describe_input
 from .errors import DelegateError
 from .outcome import Budget, Outcome
 from .policy import PermissionRequest, Policy
@@ -63,7 +64,7 @@ class Printer:
         self._end_text()
         if data["name"] == "finish":
             return
-        self.out.write(f"  > {data['name']} {_brief(data['input'])}\n")
+        self.out.write(f"  > {data['name']} {describe_input(data['input'])}\n")
 
     def _on_tool_result(self, data: Any) -> None:
         if data["name"] == "finish":
@@ -83,14 +84,6 @@ class Printer:
     def _on_notice(self, data: Any) -> None:
         self._end_text()
         self.out.write(f"  note: {data['text']}\n")
-
-
-def _brief(tool_input: Any) -> str:
-    if isinstance(tool_input, dict):
-        for key in ("command", "file_path", "pattern"):
-            if key in tool_input:
-                return str(tool_input[key])[:100]
-    return json.dumps(tool_input)[:100]
 
 
 def print_review(task: Task, out: TextIO) -> None:
@@ -131,7 +124,9 @@ def follow(task: Task, out: TextIO, *, yes: bool = False) -> TaskState:
 
 
 def _permission(request: PermissionRequest, out: TextIO, yes: bool) -> bool:
-    out.write(f"  ? {request.tool} {_brief(request.input)} asks permission ({request.reason})\n")
+    out.write(
+        f"  ? {request.tool} {describe_input(request.input)} asks permission ({request.reason})\n"
+    )
     if yes:
         out.write("    allowed (--yes)\n")
         return True

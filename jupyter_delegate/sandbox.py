@@ -364,15 +364,26 @@ async def _execute(
     argv: list[str], cwd: Path, env: Mapping[str, str], timeout_s: float, limit: int
 ) -> tuple[int, str, bool, bool]:
     """Run argv in its own session; return (exit code, output, truncated, timed out)."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    spawn = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     )
+    try:
+        # Shielded: a cancel inside create_subprocess_exec makes asyncio wait for the
+        # whole command before it gives up; we let it start, then kill it at once.
+        proc = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        started = await spawn
+        _kill_group(started.pid)
+        await started.wait()
+        raise
     assert proc.stdout is not None
     capture = _HeadTail(limit)
     reader = asyncio.create_task(capture.drain(proc.stdout))

@@ -146,8 +146,17 @@ class Workspace:
             self.repo.git.worktree("prune")
 
     def repair_worktree(self, path: Path) -> None:
-        """Mend git's links to a worktree after the repository was copied or moved."""
+        """Mend git's links to a worktree after the repository was copied or moved. A copy
+        still points at the original (where `git worktree repair` sees nothing wrong), so
+        both links are set to this repository's own admin folder."""
+        admin = self.common_dir / "worktrees" / path.name
+        link = path / ".git"
+        if not admin.is_dir() or not link.is_file():
+            return
         with self.locked():
+            if link.read_text().strip() != f"gitdir: {admin}":
+                link.write_text(f"gitdir: {admin}\n")
+                (admin / "gitdir").write_text(f"{link}\n")
             self.repo.git.worktree("repair", str(path))
 
     def _stage_all(self, wt: git.Repo) -> None:

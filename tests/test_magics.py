@@ -135,9 +135,11 @@ def test_record_stays_under_16_kb_for_a_long_run(repo: git.Repo, make_manager: F
     turns = [{"text": long_text, "tools": [{"bash": {"command": "echo hi"}}]}] * 30
     turns = [*turns, {"tools": [{"finish": {"summary": long_text}}]}]
     manager, _ = make_manager(turns)
-    from jupyter_delegate import Outcome
+    from jupyter_delegate import Budget, Outcome
 
-    outcome = Outcome("x" * 5000, checks=tuple(f"echo {i}" for i in range(25)))
+    outcome = Outcome(
+        "x" * 5000, checks=tuple(f"echo {i}" for i in range(25)), budget=Budget(max_usd=100)
+    )
     task = manager.submit(outcome, repo=repo.working_dir)
     task.wait(timeout=60)
     record = compact_record(task, name="long")

@@ -94,7 +94,7 @@ def test_killed_kernel_then_new_kernel_restores_and_resumes(
         assert marker_alive(model.marker)  # type: ignore[attr-defined]
     finally:
         kc.stop_channels()
-        km.kill_kernel()  # SIGKILL: the kernel dies mid-command
+        km.shutdown_kernel(now=True)  # SIGKILL: the kernel dies mid-command
     assert shown and shown[0]["name"] == "slow"
     saved = tmp_path / "work.ipynb"
     cell = nbformat.v4.new_code_cell(

@@ -10,6 +10,7 @@ import os
 import secrets
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -457,3 +458,37 @@ def test_a_toolchain_under_tmp_stays_visible_read_only(
     result = run(Sandbox(worktree), f"mytool; touch {tools}/x || echo read-only")
     assert result.output.startswith("tool-ran\n"), result.output
     assert "read-only" in result.output and not (tools / "x").exists()
+
+
+def test_cancel_while_the_command_is_starting_kills_it_at_once(worktree: Path) -> None:
+    tier = "bubblewrap" if probe().available else "none"
+    marker = f"sleep 30.{secrets.randbelow(10**6)}"
+
+    async def scenario() -> float:
+        job = asyncio.ensure_future(Sandbox(worktree, tier=tier).run(marker))
+        await asyncio.sleep(0)  # the cancel lands inside process creation
+        job.cancel()
+        started = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        return time.monotonic() - started
+
+    # On a loop in another thread, as the engine's is: there asyncio's own cleanup of a
+    # cancelled process creation would wait for the whole command.
+    seconds: list[float] = []
+    engine = threading.Thread(target=lambda: seconds.append(asyncio.run(scenario())))
+    engine.start()
+    engine.join(timeout=60)
+    assert seconds and seconds[0] < 5
+    assert not any(marker.encode() in p for p in _cmdlines())
+
+
+def _cmdlines() -> list[bytes]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                found.append((proc / "cmdline").read_bytes())
+            except OSError:
+                continue
+    return found

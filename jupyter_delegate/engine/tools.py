@@ -12,6 +12,7 @@ back as error results (`ToolOutput.malformed`) so the model can correct itself.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -163,3 +164,12 @@ class Toolbox:
         full = os.path.normpath(self.worktree / path)
         relative = PurePosixPath(os.path.relpath(full, self.worktree))
         return bool(relative.parts) and relative.parts[0].lower() == ".git"
+
+
+def describe_input(tool_input: Any) -> str:
+    """A tool call's input in a few words: its command, path or pattern."""
+    if isinstance(tool_input, dict):
+        for key in ("command", "file_path", "pattern"):
+            if key in tool_input:
+                return str(tool_input[key])[:100]
+    return json.dumps(tool_input)[:100]

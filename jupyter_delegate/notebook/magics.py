@@ -323,8 +323,7 @@ def notebook_path(shell: Any) -> Path | None:
 
 
 def restore(manager: Any, path: str | os.PathLike[str]) -> list[Task]:
-    """Re-attach every task recorded in a saved notebook (read, never written). A record
-    whose repository moved is looked up relative to the notebook, then in its folder."""
+    """Re-attach every task recorded in a saved notebook (read, never written)."""
     notebook = Path(path)
     if not notebook.is_file():
         raise MagicUsageError(f"{notebook} is not a notebook file; nothing was restored.")
@@ -340,10 +339,12 @@ def restore(manager: Any, path: str | os.PathLike[str]) -> list[Task]:
 
 
 def _repo_candidates(record: Mapping[str, Any], folder: Path) -> list[Path]:
-    candidates = [Path(record.get("repo", ""))]
+    """Where a record's repository may be: beside the notebook first (a copied project
+    keeps its layout), then where it was, then the notebook's folder and the cwd."""
+    candidates = []
     if record.get("repo_relative"):
         candidates.append(folder / record["repo_relative"])
-    candidates += [folder, Path.cwd()]
+    candidates += [Path(record.get("repo", "")), folder, Path.cwd()]
     return [c for c in candidates if c.is_dir()]
 
 

@@ -112,6 +112,15 @@ STATE_COLOURS = {
 }
 
 
+def badge(state: str) -> str:
+    """A state as a coloured badge (HTML)."""
+    colour = STATE_COLOURS.get(str(state), "#6b7280")
+    return (
+        f'<span class="jd-badge" style="background:{colour};color:white;border-radius:4px;'
+        f'padding:0 6px">{html.escape(str(state))}</span>'
+    )
+
+
 def text_plain(record: dict[str, Any]) -> str:
     lines = [f"delegate task {record['id']} [{record['state']}] {record['title']}"]
     lines.append(f"  branch {record['branch']} from {record['base_commit'][:10]}")
@@ -126,7 +135,6 @@ def text_plain(record: dict[str, Any]) -> str:
 
 def text_html(record: dict[str, Any]) -> str:
     e = html.escape
-    colour = STATE_COLOURS.get(record["state"], "#6b7280")
     checks = "".join(
         f"<li>{'✅' if c['passed'] else '❌'} <code>{e(c['command'])}</code></li>"
         for c in record["checks"]
@@ -140,8 +148,7 @@ def text_html(record: dict[str, Any]) -> str:
         '<div class="jupyter-delegate-record" style="border:1px solid #ddd;border-radius:6px;'
         'padding:6px 10px;font-family:sans-serif;font-size:13px">'
         f"<b>{e(record.get('name') or record['title'])}</b> "
-        f'<span style="background:{colour};color:white;border-radius:4px;padding:0 6px">'
-        f"{e(record['state'])}</span> <code>{e(record['id'])}</code>"
+        f"{badge(record['state'])} <code>{e(record['id'])}</code>"
         f"<div>branch <code>{e(record['branch'])}</code></div>"
         + (f"<div>{e(record['summary'])}</div>" if record["summary"] else "")
         + (f"<ul>{checks}</ul>" if checks else "")

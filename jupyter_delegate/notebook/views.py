@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,13 +35,14 @@ from typing import Any
 import git
 import ipywidgets as widgets
 
-from ..cli import _brief as brief
+from ..engine.tools import describe_input as brief
 from ..errors import DelegateError
 from ..policy import PermissionRequest
 from ..task import CheckResult, Task, TaskEvent, TaskState
-from .record import STATE_COLOURS
+from .record import badge
 
 S = TaskState
+log = logging.getLogger(__name__)
 FLUSH_S = 0.1  # the most often streamed text is pushed to the front end
 EAGER_FILES = 10  # files of a diff rendered (and open) at once; later ones render on open
 EAGER_LINES = 400  # a file with more lines than this renders only when opened
@@ -70,11 +72,6 @@ esc = html.escape
 
 
 # -- rendering: pure functions of a task, an event or a diff ------------------------------
-def badge(state: TaskState) -> str:
-    colour = STATE_COLOURS.get(str(state), "#6b7280")
-    return f'<span class="jd-badge" style="background:{colour}">{esc(str(state))}</span>'
-
-
 def cost_text(task: Task) -> str:
     return f"${task.usage.cost_usd:.4f}"
 
@@ -359,12 +356,16 @@ def call_later(delay_s: float, callback: Callable[[], None]) -> None:
 
 
 def attempt(error: widgets.HTML, action: Callable[[], object]) -> bool:
-    """Run a user's action; a DelegateError is shown in `error`, never raised."""
+    """Run a user's action; what it raises is shown in `error`, never raised further."""
     error.value = ""
     try:
         action()
     except DelegateError as exc:
         error.value = error_html(str(exc))
+        return False
+    except Exception as exc:  # a bug: shown where the user clicked, not lost in a log
+        log.exception("task action failed")
+        error.value = error_html(f"Unexpected error (please report it): {exc!r}")
         return False
     return True
 
@@ -417,8 +418,9 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self._unsubscribe = task.subscribe(self._on_event)
             if task.state in SHOWS_REVIEW:
                 self._review_round = 1
-                self._build_review(1)
             self._render_state()
+        if self._review_round == 1:
+            self._build_review(1)  # here, at once: a view made for a finished task
 
     def _permission_card(self) -> widgets.VBox:
         self.permission_text = widgets.HTML()

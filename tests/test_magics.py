@@ -171,3 +171,34 @@ def test_restore_reattaches_tasks_recorded_in_a_saved_notebook(
     assert path.read_bytes() == before  # read, never written
     restored.approve()
     assert (Path(repo.working_dir) / "calc.py").read_text() == FIXED
+
+
+@pytest.mark.parametrize("how", ["JPY_SESSION_NAME", "__vsc_ipynb_file__"])
+def test_load_ext_restores_the_notebook_the_front_end_named(
+    repo: git.Repo,
+    make_manager: Factory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    from jupyter_delegate import Outcome, load_ipython_extension
+
+    manager, _ = make_manager()
+    task = manager.submit(Outcome("Make add() add.", checks=(CHECK,)), repo=repo.working_dir)
+    task.wait(timeout=60)
+    output = nbformat.v4.new_output("display_data", data={MIME: compact_record(task)})
+    path = tmp_path / "named.ipynb"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[output])])
+    nbformat.write(notebook, path)
+    ip = InteractiveShell.instance()
+    try:
+        if how == "JPY_SESSION_NAME":
+            monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+        else:
+            monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+            ip.user_ns["__vsc_ipynb_file__"] = str(path)
+        load_ipython_extension(ip)
+        rows = {row["id"]: row["state"] for row in ip.run_line_magic("delegate", "list")}
+        assert rows[task.id] == "review"
+    finally:
+        InteractiveShell.clear_instance()

@@ -29,9 +29,9 @@ from .engine.loop import AgentLoop, Finished, TaskFailed
 from .engine.model import Endpoint, client_for, endpoint_from_env, resolve_model
 from .engine.prompt import first_message, system_prompt
 from .errors import DelegateError, ReviewError, TaskNotFound
-from .journal import Event, Journal, replay_messages
+from .journal import Event, Journal, redact, replay_messages
 from .outcome import Outcome
-from .policy import PermissionRequest, Policy
+from .policy import PermissionRequest, Policy, effective_policy, is_protected, is_secret
 from .task import CheckResult, Task, TaskState, check_transition
 from .workspace import Workspace, slugify
 
@@ -135,6 +135,7 @@ class TaskManager:
         workspace = Workspace(repo)
         base_branch, base_commit = workspace.resolve_base(base)
         model_id = resolve_model(model)
+        policy = effective_policy(policy or Policy(), workspace.root)
         endpoint = None if self._client is not None else endpoint_from_env()
         tier = sandbox or self.sandbox
         task_id = self._new_id(workspace)
@@ -157,7 +158,7 @@ class TaskManager:
                 "model": model_id,
                 "worktree": str(worktree),
                 "sandbox": probe_sandbox.tier,
-                "policy": (policy or Policy()).to_dict(),
+                "policy": policy.to_dict(),
                 "name": name,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             },
@@ -233,8 +234,9 @@ class TaskManager:
         if finished.stopped_by:
             summary = summary or f"Stopped by {finished.stopped_by} before the agent finished."
         self._record(task, "finish", {"summary": summary, "stopped_by": finished.stopped_by})
-        await self._run_checks(task, sandbox)
         assert task.worktree is not None
+        await asyncio.to_thread(self._keep_protected_files, task, context)
+        await self._run_checks(task, sandbox)
         head = await asyncio.to_thread(
             context.workspace.commit,
             task.worktree,
@@ -250,6 +252,24 @@ class TaskManager:
         self._set_state(task, S.REVIEW, "ready for review")
         task.emit("review", task.to_record())
 
+    def _keep_protected_files(self, task: Task, context: _Context) -> None:
+        """The harness commits; it does not commit changes to protected files that no
+        explicit rule allows (a command may have created one the sandbox could not bind)."""
+        assert task.worktree is not None
+        workspace = context.workspace
+        changed = workspace.changed_files(task.worktree, task.base_commit)
+        refused = [
+            path
+            for path in changed
+            if is_protected(path)
+            and task.policy.decide("write", {"file_path": path}).action != "allow"
+        ]
+        if refused:
+            workspace.restore_paths(task.worktree, task.base_commit, refused)
+            self._record(
+                task, "flag", {"text": f"protected files not committed: {', '.join(refused)}"}
+            )
+
     async def _run_checks(self, task: Task, sandbox: Sandbox) -> list[CheckResult]:
         results = []
         for command in task.outcome.checks:
@@ -260,7 +280,7 @@ class TaskManager:
                     exit_code=run.exit_code,
                     passed=run.exit_code == 0,
                     duration_s=round(run.duration_s, 3),
-                    output_tail=run.output[-CHECK_TAIL:],
+                    output_tail=redact(run.output[-CHECK_TAIL:]),
                 )
             )
         self._record(task, "checks", {"results": [r.to_dict() for r in results]})
@@ -281,7 +301,9 @@ class TaskManager:
     async def _permit(self, task: Task, context: _Context, call: Mapping[str, Any]) -> str | None:
         """Ask the task's policy about a tool call; on `ask`, wait for a human."""
         tool, tool_input = call["name"], call["input"]
-        decision = task.policy.decide(tool, tool_input)
+        decision = task.policy.decide(
+            tool, tool_input, worktree=task.worktree, scope=task.outcome.scope
+        )
         if decision.action == "allow":
             return None
         base = {"tool_use_id": call["id"], "tool": tool, "input": tool_input}
@@ -533,10 +555,13 @@ class TaskManager:
         from .sandbox import Sandbox
 
         assert task.worktree is not None
+        tracked = context.workspace.tracked_files(task.worktree)
+        protected = [task.worktree / f for f in tracked if is_protected(f) and not is_secret(f)]
         return Sandbox(
             task.worktree,
             tier=context.sandbox_tier,
-            read_only=[context.workspace.common_dir, task.worktree / ".git"],
+            read_only=[context.workspace.common_dir, task.worktree / ".git", *protected],
+            hidden=[task.worktree / f for f in tracked if is_secret(f)],
             extra_env=CACHE_FREE_ENV,
         )
 

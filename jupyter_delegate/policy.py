@@ -1,35 +1,223 @@
-"""Permission rules and the decisions they make about tool calls.
+"""Permission rules, protected files and modes: the decisions made about each tool call.
 
-Rules in the Claude Code style: `Tool` (every call of that tool) or `Tool(specifier)`:
-for `Bash`, `Bash(git status)` matches that exact command and `Bash(pytest:*)` any
-command starting with `pytest`; for the file tools the specifier is a glob on the path
-(`Edit(src/**)`). Tool names match case-insensitively (`Bash` is the `bash` tool).
-Evaluation: deny, then ask, then allow; no match allows (the sandbox confines commands,
-and the file tools cannot leave the worktree).
+Rules in the Claude Code style: `Tool` (every call of that tool) or `Tool(specifier)`.
+For `Bash` the specifier is a command: `Bash(git status)` matches exactly, `Bash(pytest:*)`
+any command whose words start with `pytest`. For the file tools (`Read`, `Write`, `Edit`,
+`Glob`, `Grep`) it is a gitignore-style glob on the path relative to the repository root,
+matched after `..` and symlinks are resolved (`Edit(src/**)`, `Read(**/*.py)`).
 
-This is the seam the engine asks through; richer matching (compound commands, modes,
-protected files, sources of rules) grows here without touching the loop.
+A compound command (`&&`, `||`, `;`, `|`, `$(...)`, backticks, `bash -c`, `sh -c`,
+`env X=1 cmd`) is split into its parts: it is allowed only if every part is, and denied
+or asked if any part is.
+
+Evaluation: deny rules, then protected files, then the mode's hard limits, then ask rules,
+then allow rules, then the mode's default:
+
+    default  sandboxed commands and in-scope edits are allowed; out-of-scope edits ask
+    ask      every write and command asks (allow rules still let calls through)
+    plan     read only: writes and commands are denied
+    auto     nothing asks; deny rules and protected files still hold
+
+Rules come from the user's config (`~/.jupyter/delegate/config.toml`), the call, and the
+repository's `.jupyter-delegate.toml`. A repository can only tighten: its allow rules are
+ignored (and reported), and it can only choose a stricter mode.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import os
 import re
+import shlex
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from .errors import DelegateError
 
 Action = Literal["allow", "ask", "deny"]
+MODES = ("auto", "default", "ask", "plan")  # from loosest to strictest
+FILE_TOOLS = frozenset({"read", "write", "edit", "glob", "grep"})
+WRITE_TOOLS = frozenset({"write", "edit"})
+CHANGING_TOOLS = frozenset({"write", "edit", "bash"})
+USER_CONFIG = Path("~/.jupyter/delegate/config.toml")
+REPO_CONFIG = ".jupyter-delegate.toml"
+
+# Never written by any tool unless an explicit rule names them; bound read-only in the
+# sandbox; changes to them are not committed.
+PROTECTED = (
+    ".git",
+    ".git/**",
+    ".gitmodules",
+    ".gitattributes",
+    ".github/workflows/**",
+    ".gitlab-ci.yml",
+    ".circleci/**",
+    ".travis.yml",
+    "Jenkinsfile",
+    "azure-pipelines.yml",
+    ".buildkite/**",
+    ".env*",
+    "AGENTS.md",
+    "AGENTS.override.md",
+    "CLAUDE.md",
+    ".agents/skills/**",
+    ".claude/**",
+    "SKILL.md",
+    ".mcp.json",
+    ".vscode/**",
+    ".idea/**",
+    REPO_CONFIG,
+    "setup.py",
+    ".npmrc",
+    ".pypirc",
+    ".pre-commit-config.yaml",
+)
+# Also never read: they hold secrets.
+SECRET = (".env*",)
+
 _RULE = re.compile(r"^(?P<tool>[A-Za-z_][A-Za-z0-9_-]*)(?:\((?P<spec>.+)\))?$")
-_PATH_KEYS = ("file_path", "path", "pattern")
+_PATH_KEYS = ("file_path", "path")
+_OPERATORS = frozenset({";", "&&", "||", "|", "&", "|&", "(", ")", ";;", "\n"})
+_WRAPPERS = frozenset({"env", "exec", "command", "nohup", "time", "builtin"})
+_SHELLS = frozenset({"bash", "sh", "dash", "zsh", "ksh"})
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
 class PolicyError(DelegateError):
-    """A permission rule is malformed."""
+    """A permission rule, mode or config file is malformed."""
 
 
+# -- globs and paths ------------------------------------------------------------------------
+@lru_cache(maxsize=512)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """gitignore-style: `**` any depth, `*` within a name, a pattern without a slash
+    matches at any depth, a trailing slash (or `/**`) everything below."""
+    anchored = "/" in pattern.rstrip("/")
+    body = pattern.strip("/")
+    out, i = [], 0
+    while i < len(body):
+        if body.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif body.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif body[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif body[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(body[i]))
+            i += 1
+    prefix = "" if anchored else "(?:.*/)?"
+    return re.compile(f"^{prefix}{''.join(out)}(?:/.*)?$", re.IGNORECASE)
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    return bool(_glob_regex(pattern).match(path))
+
+
+def is_protected(path: str) -> bool:
+    return any(glob_match(p, path) for p in PROTECTED)
+
+
+def is_secret(path: str) -> bool:
+    return any(glob_match(p, path) for p in SECRET)
+
+
+def resolve(worktree: Path | None, path: str) -> str | None:
+    """`path` relative to the worktree after `..` and symlinks, or None when outside."""
+    if worktree is None:
+        return str(PurePosixPath(os.path.normpath(path)))
+    root = Path(os.path.realpath(worktree))
+    full = Path(os.path.realpath(root / path))
+    try:
+        return full.relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
+# -- commands ---------------------------------------------------------------------------------
+def split_command(command: str) -> list[list[str]] | None:
+    """The simple commands inside a command line, as word lists; None when it cannot be
+    parsed (unbalanced quotes), which no allow rule then matches."""
+    parts: list[list[str]] = []
+    try:
+        _split_into(command, parts, depth=0)
+    except ValueError:
+        return None
+    return parts
+
+
+def _split_into(command: str, parts: list[list[str]], depth: int) -> None:
+    if depth > 8:
+        raise ValueError("nested too deeply")
+    outer, inner = _substitutions(command)
+    for sub in inner:
+        _split_into(sub, parts, depth + 1)
+    lexer = shlex.shlex(outer, posix=True, punctuation_chars=";&|()")
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    words: list[str] = []
+    for token in [*lexer, ";"]:
+        if token not in _OPERATORS:
+            words.append(token)
+            continue
+        simple = _unwrap(words)
+        if simple and simple[0] in _SHELLS and "-c" in simple[1:]:
+            script = simple[simple.index("-c") + 1 :]
+            _split_into(script[0] if script else "", parts, depth + 1)
+        elif simple:
+            parts.append(simple)
+        words = []
+
+
+def _substitutions(command: str) -> tuple[str, list[str]]:
+    """Take `$(...)` and backtick substitutions out: (the rest, their contents)."""
+    inner: list[str] = []
+    out, i = [], 0
+    while i < len(command):
+        if command.startswith("$(", i):
+            depth, j = 1, i + 2
+            while j < len(command) and depth:
+                depth += {"(": 1, ")": -1}.get(command[j], 0)
+                j += 1
+            if depth:
+                raise ValueError("unbalanced $(")
+            inner.append(command[i + 2 : j - 1])
+            out.append(" __substitution__ ")
+            i = j
+        elif command[i] == "`":
+            j = command.find("`", i + 1)
+            if j < 0:
+                raise ValueError("unbalanced backtick")
+            inner.append(command[i + 1 : j])
+            out.append(" __substitution__ ")
+            i = j + 1
+        else:
+            out.append(command[i])
+            i += 1
+    return "".join(out), inner
+
+
+def _unwrap(words: list[str]) -> list[str]:
+    """Drop leading assignments and wrappers: `env -i X=1 nohup cmd` is `cmd`."""
+    i = 0
+    while i < len(words):
+        word = words[i]
+        option_of_wrapper = word.startswith("-") and i > 0 and words[i - 1] in _WRAPPERS
+        if not (_ASSIGNMENT.match(word) or option_of_wrapper or word in _WRAPPERS):
+            break
+        i += 1
+    return words[i:]
+
+
+# -- rules ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Rule:
     tool: str
@@ -45,22 +233,27 @@ class Rule:
             )
         return cls(match.group("tool").lower(), match.group("spec"))
 
-    def matches(self, tool: str, tool_input: Mapping[str, Any]) -> bool:
-        if tool.lower() != self.tool:
+    def matches_command(self, words: list[str]) -> bool:
+        if self.tool != "bash":
             return False
         if self.spec is None:
             return True
-        if self.tool == "bash":
-            command = str(tool_input.get("command", "")).strip()
-            if self.spec.endswith(":*"):
-                prefix = self.spec[:-2].strip()
-                return command == prefix or command.startswith(prefix + " ")
-            return command == self.spec.strip()
-        target = next((str(tool_input[k]) for k in _PATH_KEYS if k in tool_input), "")
-        return fnmatch.fnmatch(target, self.spec)
+        if self.spec.endswith(":*"):
+            prefix = shlex.split(self.spec[:-2])
+            return words[: len(prefix)] == prefix
+        return words == shlex.split(self.spec)
+
+    def matches_path(self, tool: str, path: str) -> bool:
+        if self.tool != tool:
+            return False
+        return self.spec is None or glob_match(self.spec, path)
 
     def __str__(self) -> str:
         return self.tool if self.spec is None else f"{self.tool}({self.spec})"
+
+
+def _parse_rules(rules: Iterable[str] | str) -> tuple[Rule, ...]:
+    return tuple(Rule.parse(r) for r in ([rules] if isinstance(rules, str) else rules))
 
 
 @dataclass(frozen=True)
@@ -75,23 +268,90 @@ class Policy:
     allow: tuple[Rule, ...] = ()
     ask: tuple[Rule, ...] = ()
     deny: tuple[Rule, ...] = ()
+    mode: str = "default"
+    ignored: tuple[str, ...] = ()  # what a repository tried and was not granted
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise PolicyError(f"Unknown mode {self.mode!r}; the modes are {', '.join(MODES)}.")
 
     @classmethod
     def from_rules(
-        cls, allow: Iterable[str] = (), ask: Iterable[str] = (), deny: Iterable[str] = ()
+        cls,
+        allow: Iterable[str] = (),
+        ask: Iterable[str] = (),
+        deny: Iterable[str] = (),
+        mode: str = "default",
     ) -> Policy:
-        def parse(rules: Iterable[str]) -> tuple[Rule, ...]:
-            return tuple(Rule.parse(r) for r in ([rules] if isinstance(rules, str) else rules))
+        return cls(_parse_rules(allow), _parse_rules(ask), _parse_rules(deny), mode)
 
-        return cls(parse(allow), parse(ask), parse(deny))
+    # -- deciding ---------------------------------------------------------------------------
+    def decide(
+        self,
+        tool: str,
+        tool_input: Mapping[str, Any],
+        *,
+        worktree: Path | None = None,
+        scope: Iterable[str] = (),
+    ) -> Decision:
+        tool = tool.lower()
+        if tool == "bash":
+            return self._decide_command(str(tool_input.get("command", "")))
+        if tool in FILE_TOOLS:
+            raw = next((str(tool_input[k]) for k in _PATH_KEYS if tool_input.get(k)), ".")
+            path = resolve(worktree, raw)
+            if path is None:
+                return Decision("deny", f"{raw} is outside the repository")
+            return self._decide_path(tool, path, tuple(scope))
+        return self._fallback(tool)
 
-    def decide(self, tool: str, tool_input: Mapping[str, Any]) -> Decision:
-        for action, rules in (("deny", self.deny), ("ask", self.ask), ("allow", self.allow)):
-            for rule in rules:
-                if rule.matches(tool, tool_input):
-                    return Decision(action, f"rule {rule}", str(rule))  # type: ignore[arg-type]
-        return Decision("allow", "no rule matched")
+    def _decide_command(self, command: str) -> Decision:
+        parts = split_command(command)
+        words_list = parts if parts is not None else [[command]]
+        for words in words_list:
+            if rule := _first(self.deny, lambda r, w=words: r.matches_command(w)):
+                return Decision("deny", f"rule {rule} matches `{shlex.join(words)}`", str(rule))
+        if self.mode == "plan":
+            return Decision("deny", "plan mode is read only")
+        for words in words_list if self.mode != "auto" else []:
+            if rule := _first(self.ask, lambda r, w=words: r.matches_command(w)):
+                return Decision("ask", f"rule {rule} matches `{shlex.join(words)}`", str(rule))
+        allowed = parts is not None and all(
+            _first(self.allow, lambda r, w=words: r.matches_command(w)) for words in parts
+        )
+        if allowed:
+            return Decision("allow", "every part is allowed by a rule")
+        if self.mode == "ask":
+            return Decision("ask", "ask mode: every command asks", "bash")
+        return Decision("allow", f"{self.mode} mode: commands run in the sandbox")
 
+    def _decide_path(self, tool: str, path: str, scope: tuple[str, ...]) -> Decision:
+        if rule := _first(self.deny, lambda r: r.matches_path(tool, path)):
+            return Decision("deny", f"rule {rule} matches {path}", str(rule))
+        explicit = _first(self.allow, lambda r: r.spec is not None and r.matches_path(tool, path))
+        if tool in WRITE_TOOLS and is_protected(path) and not explicit:
+            return Decision("deny", f"{path} is a protected file")
+        if is_secret(path) and not explicit:
+            return Decision("deny", f"{path} may hold secrets")
+        if tool in WRITE_TOOLS and self.mode == "plan":
+            return Decision("deny", "plan mode is read only")
+        asking = _first(self.ask, lambda r: r.matches_path(tool, path))
+        if asking and self.mode != "auto":
+            return Decision("ask", f"rule {asking} matches {path}", str(asking))
+        if _first(self.allow, lambda r: r.matches_path(tool, path)):
+            return Decision("allow", "allowed by a rule")
+        if tool in WRITE_TOOLS and self.mode == "ask":
+            return Decision("ask", "ask mode: every write asks", tool)
+        if tool in WRITE_TOOLS and self.mode == "default" and scope and not _in_scope(path, scope):
+            return Decision("ask", f"{path} is outside the scope ({', '.join(scope)})", None)
+        return Decision("allow", f"{self.mode} mode")
+
+    def _fallback(self, tool: str) -> Decision:
+        if rule := _first(self.deny, lambda r: r.tool == tool and r.spec is None):
+            return Decision("deny", f"rule {rule}", str(rule))
+        return Decision("allow", "not a guarded tool")
+
+    # -- changing ---------------------------------------------------------------------------
     def remembering(self, rule: str) -> Policy:
         """This policy with the ask rule `rule` turned into an allow rule."""
         parsed = Rule.parse(rule)
@@ -99,12 +359,95 @@ class Policy:
             self, allow=(*self.allow, parsed), ask=tuple(r for r in self.ask if r != parsed)
         )
 
-    def to_dict(self) -> dict[str, list[str]]:
-        return {k: [str(r) for r in getattr(self, k)] for k in ("allow", "ask", "deny")}
+    def tightened_by(self, repo: Mapping[str, Any], source: str) -> Policy:
+        """Add a repository's deny and ask rules; refuse its allow rules and looser modes."""
+        perms = _section(repo, source)
+        ignored = [f"{source}: allow rule {r!r} ignored" for r in _strings(perms, "allow", source)]
+        mode = str(perms.get("mode", self.mode))
+        if mode not in MODES:
+            raise PolicyError(f"{source}: unknown mode {mode!r}; modes: {', '.join(MODES)}.")
+        if MODES.index(mode) < MODES.index(self.mode):
+            ignored.append(f"{source}: mode {mode!r} is looser than {self.mode!r}; ignored")
+            mode = self.mode
+        return replace(
+            self,
+            ask=(*self.ask, *_parse_rules(_strings(perms, "ask", source))),
+            deny=(*self.deny, *_parse_rules(_strings(perms, "deny", source))),
+            mode=mode,
+            ignored=(*self.ignored, *ignored),
+        )
+
+    def merged_with(self, other: Policy) -> Policy:
+        """Both sets of rules; `other`'s mode when it is not the default."""
+        return Policy(
+            (*self.allow, *other.allow),
+            (*self.ask, *other.ask),
+            (*self.deny, *other.deny),
+            other.mode if other.mode != "default" else self.mode,
+            (*self.ignored, *other.ignored),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        rules = {k: [str(r) for r in getattr(self, k)] for k in ("allow", "ask", "deny")}
+        return {**rules, "mode": self.mode, "ignored": list(self.ignored)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Iterable[str]]) -> Policy:
-        return cls.from_rules(data.get("allow", ()), data.get("ask", ()), data.get("deny", ()))
+    def from_dict(cls, data: Mapping[str, Any]) -> Policy:
+        policy = cls.from_rules(
+            data.get("allow", ()),
+            data.get("ask", ()),
+            data.get("deny", ()),
+            data.get("mode", "default"),
+        )
+        return replace(policy, ignored=tuple(data.get("ignored", ())))
+
+
+def _first(rules: Iterable[Rule], test: Any) -> Rule | None:
+    return next((r for r in rules if test(r)), None)
+
+
+def _in_scope(path: str, scope: tuple[str, ...]) -> bool:
+    return any(
+        glob_match(s if "*" in s else s.rstrip("/") + "/**", path) or path == s.rstrip("/")
+        for s in scope
+    )
+
+
+def _section(config: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+    perms = config.get("permissions", {})
+    if not isinstance(perms, Mapping):
+        raise PolicyError(f"{source}: [permissions] must be a table.")
+    return perms
+
+
+def _strings(perms: Mapping[str, Any], key: str, source: str) -> list[str]:
+    value = perms.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PolicyError(f"{source}: permissions.{key} must be a list of rule strings.")
+    return value
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{path} is not valid TOML ({exc}); fix or remove it.") from None
+
+
+def effective_policy(call: Policy, repo_root: Path) -> Policy:
+    """The user's config, then the call's rules, tightened by the repository's file."""
+    user_path = USER_CONFIG.expanduser()
+    user = _section(read_toml(user_path), str(user_path))
+    base = Policy.from_rules(
+        _strings(user, "allow", str(user_path)),
+        _strings(user, "ask", str(user_path)),
+        _strings(user, "deny", str(user_path)),
+        str(user.get("mode", "default")),
+    )
+    repo_file = repo_root / REPO_CONFIG
+    return base.merged_with(call).tightened_by(read_toml(repo_file), str(repo_file))
 
 
 @dataclass(frozen=True)

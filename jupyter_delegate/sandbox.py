@@ -214,6 +214,22 @@ class CommandResult:
     tier: str  # "bubblewrap" or "none"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for every command (rlimits, set by bash before the command runs,
+    so the command cannot raise them): processes of the user, address space, file size."""
+
+    processes: int = 4096
+    memory_mb: int = 16384
+    file_size_mb: int = 1024
+
+    def preamble(self) -> str:
+        return (
+            f"ulimit -u {self.processes} -v {self.memory_mb * 1024} "
+            f"-f {self.file_size_mb * 1024} 2>/dev/null; "
+        )
+
+
 class Sandbox:
     """Runs agent commands in one worktree, each its own confined process group."""
 
@@ -223,9 +239,13 @@ class Sandbox:
         *,
         tier: str = "auto",
         read_only: Sequence[Path] = (),
+        hidden: Sequence[Path] = (),
         output_limit: int = 30_000,
         extra_env: Mapping[str, str] | None = None,
+        limits: Limits | None = None,
     ) -> None:
+        """`read_only`: paths bound read-only (the git common dir, protected files);
+        `hidden`: files read as empty and folders as empty (secrets such as .env)."""
         if tier not in TIERS:
             choices = ", ".join(repr(t) for t in TIERS)
             raise SandboxUnavailable(f"unknown sandbox {tier!r}: choose one of {choices}")
@@ -237,6 +257,8 @@ class Sandbox:
         if output_limit < 2:
             raise ValueError("output_limit must be at least 2 bytes")
         self._output_limit = output_limit
+        self._hidden = tuple(Path(p).resolve() for p in hidden if Path(p).exists())
+        self._limits = limits or Limits()
         self._extra_env = dict(extra_env or {})
         credentials = sorted(k for k in self._extra_env if _CREDENTIAL_KEY.search(k))
         if credentials:
@@ -276,7 +298,7 @@ class Sandbox:
         if not self._worktree.is_dir():
             raise FileNotFoundError(f"the worktree {self._worktree} does not exist")
         env = self._environment()
-        argv = [BASH, "--noprofile", "--norc", "-c", command]
+        argv = [BASH, "--noprofile", "--norc", "-c", self._limits.preamble() + command]
         if self._tier == "bubblewrap":
             argv = self._bwrap_argv(argv, env)
         started = time.monotonic()
@@ -315,6 +337,10 @@ class Sandbox:
         binds += [("--ro-bind", p) for p in _toolchain_under_tmp(env)]
         for flag, path in sorted(binds, key=lambda bind: len(bind[1].parts)):
             argv += [flag, str(path), str(path)]
+        for path in self._hidden:
+            argv += (
+                ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
+            )
         argv += _hide_home_secrets(env.get("HOME", ""), _account_home())
         argv += ["--chdir", str(self._worktree), "--clearenv"]
         for key, value in env.items():

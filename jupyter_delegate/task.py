@@ -238,6 +238,8 @@ class Task:
             self.worktree = Path(data["worktree"])
             self.sandbox, self.created = data.get("sandbox", ""), data.get("created", "")
             self.policy = Policy.from_dict(data.get("policy", {}))
+            for ignored in self.policy.ignored:
+                self._flag(ignored)
             self.name = data.get("name")
         elif type_ == "state":
             self.state = TaskState(data["state"])
@@ -262,10 +264,12 @@ class Task:
             self.merged_commit = data["commit"]
         elif type_ == "tool_result" and data.get("sandbox") == "none":
             self._flag("commands ran unsandboxed")
-        elif type_ == "permission" and data.get("remember") and data.get("rule"):
-            self.policy = self.policy.remembering(data["rule"])
-        elif type_ == "permission" and data.get("decision") == "deny":
-            self._flag(f"denied: {data['tool']} ({data.get('reason', '')})")
+        elif type_ == "permission" and data.get("decision"):
+            verdict = "denied" if data["decision"] == "deny" else "allowed"
+            by = data.get("by", "policy")
+            self._flag(f"{verdict}: {data['tool']} ({data.get('reason', '')}; by {by})")
+            if data.get("remember") and data.get("rule"):
+                self.policy = self.policy.remembering(data["rule"])
         elif type_ == "flag":
             self._flag(data["text"])
 

@@ -178,6 +178,21 @@ class Workspace:
             out = wt.git.diff("--cached", "--name-only", base_commit)
         return [line for line in out.splitlines() if line]
 
+    def tracked_files(self, worktree: Path) -> list[str]:
+        return [line for line in git.Repo(worktree).git.ls_files().splitlines() if line]
+
+    def restore_paths(self, worktree: Path, base_commit: str, paths: list[str]) -> None:
+        """Put `paths` back as they are at the base commit (removing those it lacks)."""
+        wt = git.Repo(worktree)
+        with self.locked():
+            in_base = set(wt.git.ls_tree("-r", "--name-only", base_commit).splitlines())
+            for path in paths:
+                if path in in_base:
+                    wt.git.checkout(base_commit, "--", path)
+                else:
+                    wt.git.rm("-q", "--cached", "--ignore-unmatch", "--", path)
+                    (worktree / path).unlink(missing_ok=True)
+
     def commit(self, worktree: Path, message: str, trailers: Mapping[str, str]) -> str:
         """Commit everything in the worktree (the harness commits, never the agent).
         Returns the head commit; with nothing to commit, the head as it is."""

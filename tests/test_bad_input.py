@@ -154,4 +154,5 @@ def test_paths_and_symlinks_escaping_the_worktree_are_refused(
     assert all(r.get("is_error") for r in results), results
     assert all("top secret" not in str(r["content"]) for r in results)
     assert secret.read_text() == "top secret"
-    assert "outside" in results[0]["content"] and ".git is managed" in results[4]["content"]
+    assert "outside the repository" in results[0]["content"]
+    assert ".git is a protected file" in results[4]["content"]

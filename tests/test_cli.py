@@ -146,6 +146,6 @@ def test_jupyter_delegate_demo_runs_offline_end_to_end(tmp_path: Path) -> None:
 
 def test_headless_ask_is_denied_and_yes_allows(repo: git.Repo, server: FakeServer) -> None:
     code, text, _ = run_task(repo, "--ask", "Bash", "--no-approve")
-    assert "asks permission (rule bash)" in text and "denied: nobody to ask" in text
+    assert "asks permission (rule bash matches" in text and "denied: nobody to ask" in text
     code, text, _ = run_task(repo, "--ask", "Bash", "--yes", "--no-approve")
     assert code == 0 and "allowed (--yes)" in text and "PASS " + CHECK in text

@@ -11,24 +11,8 @@ from conftest import CHECK, FIX_TURNS, SANDBOX, Factory
 from jupyter_delegate import Outcome, TaskState
 from jupyter_delegate.errors import ReviewError
 from jupyter_delegate.manager import TaskManager
-from jupyter_delegate.policy import Policy, PolicyError, Rule
+from jupyter_delegate.policy import Policy
 from jupyter_delegate.testing import FakeMessagesAPI, load_scenario
-
-
-def test_rules_match_tools_prefixes_exact_commands_and_paths() -> None:
-    policy = Policy.from_rules(
-        allow=["Bash(pytest:*)", "Read"], ask=["Bash"], deny=["Bash(git push:*)", "Edit(.env*)"]
-    )
-    assert policy.decide("bash", {"command": "pytest -q"}).action == "ask"  # ask before allow
-    assert policy.decide("bash", {"command": "git push origin"}).action == "deny"
-    assert policy.decide("read", {"file_path": "x"}).action == "allow"
-    assert policy.decide("edit", {"file_path": ".env.local"}).action == "deny"
-    assert policy.decide("edit", {"file_path": "src/a.py"}).reason == "no rule matched"
-    assert Rule.parse("Bash(git status)").matches("bash", {"command": "git status"})
-    assert not Rule.parse("Bash(git status)").matches("bash", {"command": "git status -s"})
-    assert not Rule.parse("Bash(py:*)").matches("bash", {"command": "pytest"})
-    with pytest.raises(PolicyError, match="Tool or Tool"):
-        Rule.parse("Bash(")
 
 
 def _asking(make_manager: Factory, repo: git.Repo, **kw):  # type: ignore[no-untyped-def]
@@ -63,7 +47,7 @@ def test_ask_answered_deny_returns_a_denial_to_the_model(
     assert task.wait(timeout=30) in (TaskState.WAITING, TaskState.REVIEW)
     result = fake.requests[1].body["messages"][-1]["content"][0]
     assert result["is_error"] and result["content"] == "Denied by the user."
-    assert any("denied: bash" in flag for flag in task.flags)
+    assert any(f.startswith("denied: bash") and "by human" in f for f in task.flags)
     with pytest.raises(ReviewError, match="no pending question 'nope'"):
         task.answer("nope", True)
 
@@ -87,7 +71,8 @@ def test_deny_rule_refuses_without_asking(repo: git.Repo, make_manager: Factory)
     assert task.wait(timeout=30) == TaskState.REVIEW
     assert not task.checks_passed  # the edit never happened
     result = fake.requests[3].body["messages"][-1]["content"][0]
-    assert "Denied by the user's permission rules (rule edit(calc.py))" in result["content"]
+    expected = "Denied by the user's permission rules (rule edit(calc.py) matches calc.py)"
+    assert expected in result["content"]
 
 
 def _events(task):  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ which is exactly what a front end would be sent."""
 from __future__ import annotations
 
 import asyncio
+import shlex
 import threading
 import time
 import uuid
@@ -343,7 +344,17 @@ def test_large_file_diffs_render_only_when_opened_and_scope_is_flagged(
     big = "".join(f"line {i}\n" for i in range(EAGER_LINES + 50))
     turns = [
         FIX_TURNS[2],
-        {"tools": [{"write": {"file_path": "data/big.txt", "content": big}}]},
+        # written by a command: the default mode asks before out-of-scope edits by the
+        # file tools, and the review still flags the file as outside the scope
+        {
+            "tools": [
+                {
+                    "bash": {
+                        "command": f"mkdir -p data && printf %s {shlex.quote(big)} > data/big.txt"
+                    }
+                }
+            ]
+        },
         FIX_TURNS[-1],
     ]
     manager, _ = make_manager(turns)

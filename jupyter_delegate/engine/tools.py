@@ -13,18 +13,16 @@ back as error results (`ToolOutput.malformed`) so the model can correct itself.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..sandbox import Sandbox
 
 FILE_TOOLS = ("read", "write", "edit", "glob", "grep")
-WRITING_TOOLS = ("write", "edit")
 _MAX_ERROR = 600
 
 BASH_TOOL: dict[str, Any] = {
@@ -115,8 +113,6 @@ class Toolbox:
     async def _file_tool(self, name: str, tool_input: dict[str, Any]) -> ToolOutput:
         from anthropic.lib.tools import ToolError
 
-        if name in WRITING_TOOLS and self._touches_git_dir(tool_input.get("file_path")):
-            return _error(f"{name}: .git is managed by the harness and cannot be written.")
         try:
             result = await self._file_tools[name].call(tool_input)
         except ToolError as exc:
@@ -125,7 +121,10 @@ class Toolbox:
             detail = exc.__cause__ or exc
             return _error(f"{name}: invalid input: {detail}", malformed=True)
         if isinstance(result, str):
-            return ToolOutput(self._relative(result))
+            text = self._relative(result)
+            if name == "grep":  # a search over the tree must not read secrets out
+                text = "\n".join(line for line in text.splitlines() if not _in_secret(line))
+            return ToolOutput(text or "no matches")
         return ToolOutput([dict(block) for block in result])
 
     async def _bash(self, tool_input: dict[str, Any]) -> ToolOutput:
@@ -157,14 +156,6 @@ class Toolbox:
     def _relative(self, text: str) -> str:
         return text.replace(str(self.worktree) + "/", "").replace(str(self.worktree), ".")
 
-    def _touches_git_dir(self, path: object) -> bool:
-        """Whether a path names the worktree's .git (its link to the repository)."""
-        if not isinstance(path, str):
-            return False
-        full = os.path.normpath(self.worktree / path)
-        relative = PurePosixPath(os.path.relpath(full, self.worktree))
-        return bool(relative.parts) and relative.parts[0].lower() == ".git"
-
 
 def describe_input(tool_input: Any) -> str:
     """A tool call's input in a few words: its command, path or pattern."""
@@ -173,3 +164,9 @@ def describe_input(tool_input: Any) -> str:
             if key in tool_input:
                 return str(tool_input[key])[:100]
     return json.dumps(tool_input)[:100]
+
+
+def _in_secret(grep_line: str) -> bool:
+    from ..policy import is_secret
+
+    return is_secret(grep_line.split(":", 1)[0])

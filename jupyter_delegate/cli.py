@@ -246,22 +246,20 @@ def cmd_cancel(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> i
 
 
 def cmd_audit(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
-    from .journal import Journal
+    from .audit import audit_repo
     from .workspace import Workspace
 
     workspace = Workspace(args.repo)
-    ids = [args.id] if args.id else workspace.task_ids()
-    bad = 0
-    for task_id in ids:
-        path = workspace.task_dir(task_id) / "journal.jsonl"
-        if not path.exists():
-            raise DelegateError(f"No journal for task {task_id} in {workspace.root}.")
-        result = Journal(path).verify()
-        bad += not result.ok
-        out.write(f"{task_id}: audit verify: {result}\n")
+    known = workspace.task_ids()
+    if args.id and args.id not in known:
+        raise DelegateError(f"No journal for task {args.id} in {workspace.root}.")
+    ids = [args.id] if args.id else known
+    results = audit_repo(workspace, ids, [Path(nb) for nb in args.notebook])
+    for result in results:
+        out.write(f"{result.task_id}: audit verify: {result}\n")
     if not ids:
         out.write("No journals to verify.\n")
-    return EXIT_FAILED if bad else EXIT_OK
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
 def cmd_demo(args: argparse.Namespace, manager: TaskManager | None, out: TextIO) -> int:
@@ -362,7 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
     approve_flags(res)
     audit = command("audit", "verify journals")
     audit.add_argument("action", choices=["verify"])
-    audit.add_argument("id", nargs="?")
+    audit.add_argument("id", nargs="?", help="one task (default: all of the repository's)")
+    audit.add_argument("--all", action="store_true", help="every task (the default)")
+    audit.add_argument(
+        "--notebook",
+        action="append",
+        default=[],
+        metavar="NB",
+        help="also check the journal heads this notebook's records show",
+    )
     demo = command("demo", "run an offline demo with a scripted model", repo=False)
     demo.add_argument("--dir", help="where to create the sample repository (default: temp)")
     return parser

@@ -1,0 +1,63 @@
+"""The benchmarks still run: each one at its tiny size returns its figures.
+
+Not a performance test: the goals are in bench/RESULTS.md and are not asserted here; only
+that every benchmark runs end to end and reports the figures it promises, as positive
+numbers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import BENCHMARKS
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECTED = {
+    "step_overhead": ("harness_step_ms_p50", "bare_step_ms_p50", "ratio", "tool_ms_p50"),
+    "concurrency": ("one_task_wall_s", "many_tasks_wall_s", "wall_ratio", "bare_many_wall_s"),
+    "kernel_responsiveness": ("idle_ms_p95", "busy_ms_p95", "p95_ratio"),
+    "cache_efficiency": ("cached_share", "cache_read_tokens", "input_tokens_total"),
+    "notebook_footprint": ("record_kb", "ipynb_growth_kb", "journal_kb"),
+    "worktree": ("create_ms_p50", "remove_ms_p50", "raw_add_ms_p50", "ratio"),
+    "extension_load": ("load_ms_p50", "importtime_magics_ms"),
+    "journal": ("append_us_p50", "append_us_p99", "replay_ms_p50"),
+}
+
+
+def test_every_benchmark_has_expectations() -> None:
+    assert set(EXPECTED) == set(BENCHMARKS)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_runs_tiny_and_reports_positive_figures(name: str) -> None:
+    figures = importlib.import_module(f"bench.{name}").run("tiny")
+    assert figures["benchmark"] == name
+    assert figures["size"] == "tiny"
+    for key in EXPECTED[name]:
+        assert isinstance(figures[key], int | float), key
+        assert figures[key] > 0, (key, figures[key])
+    for key, value in figures.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            assert value >= 0, (key, value)
+    json.dumps(figures)  # one JSON object, printable on one line
+
+
+@pytest.mark.timeout(120)
+def test_a_benchmark_runs_as_a_script_and_prints_json_last() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/journal.py", "tiny"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["benchmark"] == "journal"
+    assert figures["replay_ms_p50"] > 0

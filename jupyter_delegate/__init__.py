@@ -56,6 +56,7 @@ def delegate(
     allow: Iterable[str] = (),
     ask: Iterable[str] = (),
     deny: Iterable[str] = (),
+    mode: str = "default",
     name: str | None = None,
     manager: TaskManager | None = None,
 ) -> Task:
@@ -64,6 +65,7 @@ def delegate(
     paths it is expected to change; `budget` a `Budget` or a dict of its fields;
     `sandbox` "auto" (default), "bubblewrap" or "none" (explicitly unconfined);
     `allow` / `ask` / `deny` permission rules such as "Bash(pytest:*)" or "Edit(src/**)";
+    `mode` "default", "ask" (every write and command asks), "plan" (read only) or "auto";
     `name` a short handle for the notebook and CLI."""
     from .manager import get_manager
     from .policy import Policy
@@ -78,7 +80,7 @@ def delegate(
         budget=budget or Budget(),
     )
     chosen = manager or get_manager()
-    policy = Policy.from_rules(allow, ask, deny)
+    policy = Policy.from_rules(allow, ask, deny, mode)
     return chosen.submit(outcome, repo=repo, base=base, model=model, sandbox=sandbox, policy=policy)
 
 

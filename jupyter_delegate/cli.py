@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
         max_minutes=args.max_minutes or Budget.max_minutes,
     )
     outcome = Outcome(args.goal, tuple(args.check), tuple(args.scope), budget=budget)
-    policy = Policy.from_rules(args.allow, args.ask, args.deny)
+    policy = Policy.from_rules(args.allow, args.ask, args.deny, args.mode)
     task = manager.submit(
         outcome,
         repo=args.repo,

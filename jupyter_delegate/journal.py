@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import threading
@@ -49,6 +50,22 @@ _SECRET_PATTERNS = [
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL),
 ]
 REDACTED = "[REDACTED]"
+_ASSIGNED_SECRET = re.compile(
+    r"(?i)\b([a-z0-9_]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key)[a-z0-9_]*)"
+    r"(\s*[:=]\s*[\"']?)([A-Za-z0-9/+_=.\-]{16,})"
+)
+
+
+def _entropy(text: str) -> float:
+    counts = [text.count(c) for c in set(text)]
+    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts)
+
+
+def _redact_assignment(match: re.Match[str]) -> str:
+    value = match.group(3)
+    if _entropy(value) < 3.5:
+        return match.group(0)
+    return match.group(1) + match.group(2) + REDACTED
 
 
 def secret_values() -> list[str]:
@@ -60,8 +77,9 @@ def secret_values() -> list[str]:
 
 
 def redact(value: Any, secrets: list[str] | None = None) -> Any:
-    """Replace credential values (from the environment) and well-known token patterns in
-    every string inside `value` (dicts and lists are walked)."""
+    """Replace credential values (from the environment), well-known token patterns, and
+    high-entropy values assigned to secret-looking names, in every string inside `value`
+    (dicts and lists are walked)."""
     secrets = secret_values() if secrets is None else secrets
     if isinstance(value, str):
         for secret in secrets:
@@ -69,7 +87,7 @@ def redact(value: Any, secrets: list[str] | None = None) -> Any:
                 value = value.replace(secret, REDACTED)
         for pattern in _SECRET_PATTERNS:
             value = pattern.sub(REDACTED, value)
-        return value
+        return _ASSIGNED_SECRET.sub(_redact_assignment, value)
     if isinstance(value, Mapping):
         return {k: redact(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):

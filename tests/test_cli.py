@@ -149,3 +149,11 @@ def test_headless_ask_is_denied_and_yes_allows(repo: git.Repo, server: FakeServe
     assert "asks permission (rule bash matches" in text and "denied: nobody to ask" in text
     code, text, _ = run_task(repo, "--ask", "Bash", "--yes", "--no-approve")
     assert code == 0 and "allowed (--yes)" in text and "PASS " + CHECK in text
+
+
+def test_plan_mode_from_the_cli_keeps_the_agent_read_only(
+    repo: git.Repo, server: FakeServer
+) -> None:
+    code, text, _ = run_task(repo, "--mode", "plan", "--no-approve")
+    assert code == 1 and "FAIL " + CHECK in text
+    assert "denied: edit (plan mode is read only; by policy)" in text

@@ -86,3 +86,17 @@ def test_replay_rebuilds_messages_and_settles_interrupted_calls(tmp_path: Path) 
     settled = messages[4]["content"][0]
     assert settled["tool_use_id"] == "t2" and settled["is_error"]
     assert "interrupted" in settled["content"]
+
+
+def test_high_entropy_secret_assignments_are_redacted_and_ordinary_text_is_not() -> None:
+    text = (
+        "DB_PASSWORD = 'q8Zr1xT0pLw9VbN3'\n"
+        'api_key: "9f8e7d6c5b4a39281716aZ"\n'
+        "token_count = aaaaaaaaaaaaaaaaaaaa\n"
+        "password_hint = see the wiki\n"
+    )
+    out = redact(text)
+    assert "q8Zr1xT0pLw9VbN3" not in out and "9f8e7d6c5b4a39281716aZ" not in out
+    assert "DB_PASSWORD = '[REDACTED]" in out
+    assert "token_count = aaaaaaaaaaaaaaaaaaaa" in out  # low entropy: not a secret
+    assert "password_hint = see the wiki" in out

@@ -72,6 +72,7 @@ def _outcome_parser() -> _Parser:
     parser.add_argument("--name")
     parser.add_argument("--new", action="store_true")
     parser.add_argument("--sandbox", choices=["auto", "bubblewrap", "none"])
+    parser.add_argument("--mode", choices=["default", "ask", "plan", "auto"], default="default")
     parser.add_argument("--check", action="append", default=[])
     parser.add_argument("--scope", action="append", default=[])
     for kind in ("allow", "ask", "deny"):
@@ -124,6 +125,7 @@ class DelegateMagics(Magics):
             %%delegate [--repo P] [--base REF] [--model M] [--max-usd N] [--max-steps N]
                        [--max-minutes N] [--name NAME] [--new] [--sandbox auto|none]
                        [--allow RULE] [--ask RULE] [--deny RULE]
+                       [--mode default|ask|plan|auto]
 
         Line forms:
 
@@ -178,7 +180,7 @@ class DelegateMagics(Magics):
             base=args.base,
             model=args.model,
             sandbox=args.sandbox,
-            policy=Policy.from_rules(args.allow, args.ask, args.deny),
+            policy=Policy.from_rules(args.allow, args.ask, args.deny, args.mode),
             name=args.name,
         )
         self._show(task)

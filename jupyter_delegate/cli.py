@@ -330,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{kind} tool calls matching RULE, e.g. 'Bash(pytest:*)'",
         )
     run.add_argument(
+        "--mode",
+        choices=["default", "ask", "plan", "auto"],
+        default="default",
+        help="permission mode (default: sandboxed commands and in-scope edits run)",
+    )
+    run.add_argument(
         "--yes", action="store_true", help="headless: allow what asks (without it, asks are denied)"
     )
     approve_flags(run)

@@ -1,0 +1,209 @@
+// Real-browser test of the extension: Debian's Chromium driven by playwright-core against a
+// JupyterLab server that tests/test_labextension.py started.
+//
+//   node scripts/browser-test.mjs SPEC.json
+//
+// SPEC: { "base": "http://127.0.0.1:PORT", "artifacts": DIR, "chromium": PATH,
+//         "records": "records.ipynb", "expected": { TASK_ID: STATE, ... },
+//         "tutorial": "tutorial.ipynb" }
+// Phase 1 opens the saved notebook of task records with no kernel: the cards show each
+// task's state and the Delegations sidebar lists the tasks. Phase 2 runs the tutorial with
+// a kernel (Run All Cells) and follows the sidebar to `merged`. Prints a JSON summary on
+// the last line; exits non-zero with the reason on the first failed expectation.
+import { readFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+mkdirSync(spec.artifacts, { recursive: true });
+const summary = { consoleErrors: [] };
+
+function check(condition, message) {
+  if (!condition) {
+    throw new Error(message);
+  }
+}
+
+async function dismissKernelDialog(page, wait = 5000) {
+  // A notebook without a kernelspec asks which kernel to start: choose none.
+  const dialog = page.locator('.jp-Dialog');
+  try {
+    await dialog.waitFor({ state: 'visible', timeout: wait });
+  } catch {
+    return;
+  }
+  for (const label of ['No Kernel', 'Cancel']) {
+    const button = dialog.locator('button', { hasText: label });
+    if (await button.count()) {
+      await button.first().click();
+      await dialog.waitFor({ state: 'detached', timeout: 5000 });
+      return;
+    }
+  }
+}
+
+async function openSidebar(page) {
+  const panel = page.locator('#jupyter-delegate-sidebar');
+  if (!(await panel.isVisible())) {
+    await page.locator('.jp-SideBar [data-id="jupyter-delegate-sidebar"]').click();
+  }
+  await panel.waitFor({ state: 'visible', timeout: 10000 });
+}
+
+async function sidebarTasks(page) {
+  return page.$$eval('#jupyter-delegate-sidebar .jd-sidebar-task', items =>
+    items.map(i => ({ id: i.dataset.taskId, state: i.dataset.state, text: i.textContent }))
+  );
+}
+
+const browser = await chromium.launch({
+  executablePath: spec.chromium,
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync'
+  ]
+});
+const page = await browser.newPage({ viewport: { width: 1440, height: 960 } });
+try {
+  page.on('console', message => {
+    if (message.type() === 'error' && /delegate/i.test(message.text())) {
+      summary.consoleErrors.push(message.text());
+    }
+  });
+  page.on('pageerror', error => summary.consoleErrors.push(String(error)));
+
+  // -- phase 1: the saved records, no kernel ------------------------------------------
+  await page.goto(`${spec.base}/lab/tree/${spec.records}`);
+  await dismissKernelDialog(page);
+  const ids = Object.keys(spec.expected);
+  await page.waitForFunction(
+    n => document.querySelectorAll('.jp-Notebook .jd-card').length >= n,
+    ids.length,
+    { timeout: 60000 }
+  );
+  const cards = await page.$$eval('.jp-Notebook .jd-card', els =>
+    els.map(e => ({
+      id: e.dataset.taskId,
+      state: e.dataset.state,
+      folded: e.classList.contains('jd-folded'),
+      badge: e.querySelector('.jd-badge')?.textContent,
+      pass: e.querySelectorAll('.jd-pass').length,
+      fail: e.querySelectorAll('.jd-fail').length,
+      text: e.textContent
+    }))
+  );
+  summary.cards = cards.map(({ text, ...rest }) => rest);
+  for (const [id, state] of Object.entries(spec.expected)) {
+    const card = cards.find(c => c.id === id);
+    check(card, `no card for task ${id}; cards: ${JSON.stringify(summary.cards)}`);
+    check(card.state === state && card.badge === state, `card ${id} shows ${card.badge}, not ${state}`);
+    check(!card.folded, `card ${id} is folded though no live widget is beside it`);
+    check(card.text.includes('$'), `card ${id} shows no cost`);
+  }
+  const kernel = await page
+    .locator('.jp-NotebookPanel-toolbar .jp-KernelName, .jp-Toolbar-kernelName')
+    .first()
+    .textContent()
+    .catch(() => '');
+  summary.kernelLabel = (kernel || '').trim();
+
+  await openSidebar(page);
+  await page.waitForFunction(
+    n => document.querySelectorAll('#jupyter-delegate-sidebar .jd-sidebar-task').length >= n,
+    ids.length,
+    { timeout: 20000 }
+  );
+  const listed = await sidebarTasks(page);
+  summary.sidebar = listed.map(({ text, ...rest }) => rest);
+  for (const [id, state] of Object.entries(spec.expected)) {
+    const item = listed.find(t => t.id === id);
+    check(item && item.state === state, `sidebar shows ${JSON.stringify(item)} for ${id} (${state})`);
+  }
+  summary.counts = await page.$eval('#jupyter-delegate-sidebar .jd-sidebar-counts', e => e.textContent);
+  const running = Object.values(spec.expected).filter(s => ['queued', 'running', 'waiting'].includes(s)).length;
+  const review = Object.values(spec.expected).filter(s => s === 'review').length;
+  check(
+    summary.counts.includes(`${running} running`) && summary.counts.includes(`${review} awaiting review`),
+    `sidebar counts read "${summary.counts}"`
+  );
+
+  // A click on the last task scrolls its cell into view and makes it the active cell.
+  const last = ids[ids.length - 1];
+  await page.locator(`#jupyter-delegate-sidebar .jd-sidebar-task[data-task-id="${last}"]`).click();
+  await page.waitForTimeout(800);
+  const inView = await page.$eval(`.jp-Notebook .jd-card[data-task-id="${last}"]`, card => {
+    const box = card.getBoundingClientRect();
+    const cell = card.closest('.jp-Cell');
+    return {
+      visible: box.top < window.innerHeight && box.bottom > 0,
+      active: !!cell && cell.classList.contains('jp-mod-active')
+    };
+  });
+  summary.clickScrolls = inView;
+  check(inView.visible && inView.active, `clicking ${last} did not bring its cell: ${JSON.stringify(inView)}`);
+  await page.screenshot({ path: join(spec.artifacts, 'records-no-kernel.png') });
+
+  // -- phase 2: the tutorial with a kernel, followed to merged ------------------------
+  await page.goto(`${spec.base}/lab/tree/${spec.tutorial}?reset`); // a fresh workspace
+  await dismissKernelDialog(page, 2000);
+  await page.locator('.jp-Notebook').first().waitFor({ timeout: 60000 });
+  await page.waitForFunction(
+    () => {
+      const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
+      return status && status.getAttribute('data-status') === 'idle';
+    },
+    null,
+    { timeout: 60000 }
+  ).catch(() => undefined);
+  await openSidebar(page);
+  await page.evaluate(() => {
+    const seen = (window.__jdSeen = []);
+    const note = () => {
+      for (const item of document.querySelectorAll('#jupyter-delegate-sidebar .jd-sidebar-task')) {
+        const state = item.getAttribute('data-state');
+        if (seen[seen.length - 1] !== state) {
+          seen.push(state);
+        }
+      }
+    };
+    new MutationObserver(note).observe(document.body, { subtree: true, childList: true, attributes: true });
+    note();
+  });
+  await page.locator('.lm-MenuBar-item', { hasText: /^Run$/ }).click();
+  await page.getByRole('menuitem', { name: 'Run All Cells', exact: true }).click();
+  await page.waitForSelector('#jupyter-delegate-sidebar .jd-sidebar-task[data-state="merged"]', {
+    timeout: 180000
+  });
+  summary.tutorialStates = await page.evaluate(() => window.__jdSeen);
+  check(
+    summary.tutorialStates.some(s => s !== 'merged'),
+    `the sidebar jumped straight to merged: ${JSON.stringify(summary.tutorialStates)}`
+  );
+  // The live task view (ipywidgets) is in the same output area: the card folds to one line.
+  await page.waitForSelector('.jp-Notebook .jd-card[data-state="merged"]', { timeout: 30000 });
+  const live = await page.$eval('.jp-Notebook .jd-card[data-state="merged"]', card => ({
+    folded: card.classList.contains('jd-folded'),
+    widgetBeside: !!card.closest('.jp-OutputArea')?.querySelector('.jupyter-widgets'),
+    header: card.querySelector('.jd-card-header')?.textContent
+  }));
+  summary.tutorialCard = live;
+  check(live.widgetBeside && live.folded, `the card beside the live view is not folded: ${JSON.stringify(live)}`);
+  summary.tutorialCounts = await page.$eval('#jupyter-delegate-sidebar .jd-sidebar-counts', e => e.textContent);
+  await page.locator('.jp-Notebook .jd-card[data-state="merged"]').scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(spec.artifacts, 'tutorial-merged.png') });
+  check(summary.consoleErrors.length === 0, `errors in the page: ${summary.consoleErrors.join(' | ')}`);
+  console.log(JSON.stringify(summary));
+} catch (error) {
+  await page.screenshot({ path: join(spec.artifacts, 'failure.png') }).catch(() => undefined);
+  console.log(JSON.stringify(summary));
+  console.error(`browser test failed: ${error.message}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

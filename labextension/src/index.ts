@@ -1,0 +1,130 @@
+/**
+ * The "Delegations" sidebar: every task of the active notebook (read from its task
+ * records), with state badges and cost, the counts of running tasks and of tasks awaiting
+ * review. A click scrolls to the task's cell. It follows the records as they change.
+ * JupyterLab 4 and Notebook 7 (whose notebook page has a left panel too).
+ */
+
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { LabIcon } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+
+import { renderSidebar } from './card';
+import { OutputLike, SidebarModel, sidebarModel } from './model';
+
+const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" viewBox="0 0 24 24">
+<path class="jp-icon3" fill="#616161" d="M4 4h10v2H4zm0 5h16v2H4zm0 5h16v2H4zm0 5h10v2H4zm14-1l4-3-4-3z"/>
+</svg>`;
+
+export const delegationsIcon = new LabIcon({ name: 'jupyter-delegate:delegations', svgstr: ICON_SVG });
+
+/** The outputs of each cell of a notebook panel, as plain objects. */
+export function cellOutputs(panel: NotebookPanel): OutputLike[][] {
+  const cells: OutputLike[][] = [];
+  const model = panel.content.model;
+  if (!model) {
+    return cells;
+  }
+  for (let i = 0; i < model.cells.length; i++) {
+    const cell: any = model.cells.get(i);
+    const outputs: OutputLike[] = [];
+    if (cell.type === 'code' && cell.outputs) {
+      for (let j = 0; j < cell.outputs.length; j++) {
+        outputs.push({ data: cell.outputs.get(j).data as Record<string, unknown> });
+      }
+    }
+    cells.push(outputs);
+  }
+  return cells;
+}
+
+export class DelegationsPanel extends Widget {
+  private panel: NotebookPanel | null = null;
+  private pending = 0;
+  private last = '';
+
+  constructor(tracker: INotebookTracker) {
+    super();
+    this.id = 'jupyter-delegate-sidebar';
+    this.addClass('jd-sidebar');
+    this.title.icon = delegationsIcon;
+    this.title.caption = 'Delegations';
+    tracker.currentChanged.connect((_, panel) => this.follow(panel), this);
+    this.follow(tracker.currentWidget);
+  }
+
+  private follow(panel: NotebookPanel | null): void {
+    if (this.panel) {
+      this.panel.model?.contentChanged.disconnect(this.schedule, this);
+      this.panel.content.modelChanged.disconnect(this.onModelChanged, this);
+    }
+    this.panel = panel;
+    if (panel) {
+      panel.content.modelChanged.connect(this.onModelChanged, this);
+      panel.model?.contentChanged.connect(this.schedule, this);
+      void panel.context.ready.then(() => {
+        if (this.panel === panel) {
+          this.schedule();
+        }
+      });
+    }
+    this.schedule();
+  }
+
+  private onModelChanged(): void {
+    this.panel?.model?.contentChanged.connect(this.schedule, this);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (!this.pending) {
+      this.pending = window.setTimeout(() => {
+        this.pending = 0;
+        this.update();
+      }, 50);
+    }
+  }
+
+  protected onUpdateRequest(): void {
+    const model: SidebarModel = this.panel
+      ? sidebarModel(cellOutputs(this.panel))
+      : { tasks: [], running: 0, review: 0, totalCost: '$0.0000' };
+    const key = JSON.stringify([this.panel?.id, model]);
+    if (key === this.last) {
+      return;
+    }
+    this.last = key;
+    const title = document.createElement('h3');
+    title.className = 'jd-sidebar-title';
+    title.textContent = this.panel ? `Delegations · ${this.panel.title.label}` : 'Delegations';
+    this.node.textContent = '';
+    this.node.append(title, renderSidebar(document, model, index => this.goTo(index)));
+  }
+
+  private goTo(index: number): void {
+    const panel = this.panel;
+    if (!panel) {
+      return;
+    }
+    const notebook = panel.content;
+    notebook.activeCellIndex = index;
+    const cell = notebook.widgets[index];
+    if (cell) {
+      void notebook.scrollToCell(cell, 'start');
+    }
+  }
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-delegate:sidebar',
+  description: 'The Delegations sidebar: the tasks of the active notebook.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker) => {
+    const panel = new DelegationsPanel(tracker);
+    app.shell.add(panel, 'left', { rank: 650 });
+  }
+};
+
+export default plugin;

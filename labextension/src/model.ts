@@ -1,0 +1,264 @@
+/**
+ * The task record as the front end reads it, and the plain views of it (card, sidebar
+ * list). No JupyterLab import here: this module is the record -> model logic, tested with
+ * vitest alone. The record is written by `jupyter_delegate.notebook.record.compact_record`.
+ */
+
+export const MIME = 'application/vnd.jupyter-delegate.task+json';
+export const WIDGET_MIME = 'application/vnd.jupyter.widget-view+json';
+
+export interface CheckRecord {
+  command: string;
+  exit_code: number;
+  passed: boolean;
+  duration_s: number;
+  output_tail: string;
+}
+
+export interface DiffstatRow {
+  file: string;
+  added: number | null;
+  removed: number | null;
+}
+
+export interface TaskRecord {
+  id: string;
+  title: string;
+  name: string | null;
+  outcome: { goal: string; checks: string[]; scope: string[] };
+  state: string;
+  branch: string;
+  base_branch: string;
+  base_commit: string;
+  head_commit: string | null;
+  merged_commit: string | null;
+  model: string;
+  served_models: string[];
+  summary: string;
+  checks: CheckRecord[];
+  usage: { cost_usd: number; steps: number };
+  flags: string[];
+  error: string;
+  journal_head: string | null;
+  diffstat: DiffstatRow[];
+  diffstat_files?: number;
+}
+
+/** States in which the agent is at work (or about to be, or waiting on a permission). */
+export const RUNNING_STATES = new Set(['queued', 'running', 'waiting']);
+/** States that need the human's decision on the result. */
+export const REVIEW_STATES = new Set(['review']);
+export const TERMINAL_STATES = new Set(['merged', 'rejected', 'failed', 'cancelled']);
+
+function str(value: unknown, fallback = ''): string {
+  return typeof value === 'string' ? value : fallback;
+}
+
+function num(value: unknown, fallback = 0): number {
+  return typeof value === 'number' && Number.isFinite(value) ? value : fallback;
+}
+
+function list<T>(value: unknown, item: (v: any) => T | null): T[] {
+  if (!Array.isArray(value)) {
+    return [];
+  }
+  return value.map(item).filter((v): v is T => v !== null);
+}
+
+/**
+ * A record from untrusted notebook data, every field defaulted; null when it is not a
+ * task record at all (no id). Rendering never throws on an old or cut record.
+ */
+export function parseRecord(data: unknown): TaskRecord | null {
+  if (!data || typeof data !== 'object' || Array.isArray(data)) {
+    return null;
+  }
+  const r = data as Record<string, any>;
+  if (typeof r.id !== 'string' || !r.id) {
+    return null;
+  }
+  const outcome = r.outcome && typeof r.outcome === 'object' ? r.outcome : {};
+  const usage = r.usage && typeof r.usage === 'object' ? r.usage : {};
+  return {
+    id: r.id,
+    title: str(r.title),
+    name: typeof r.name === 'string' && r.name ? r.name : null,
+    outcome: {
+      goal: str(outcome.goal),
+      checks: list(outcome.checks, c => (typeof c === 'string' ? c : null)),
+      scope: list(outcome.scope, s => (typeof s === 'string' ? s : null))
+    },
+    state: str(r.state, 'unknown'),
+    branch: str(r.branch),
+    base_branch: str(r.base_branch),
+    base_commit: str(r.base_commit),
+    head_commit: typeof r.head_commit === 'string' ? r.head_commit : null,
+    merged_commit: typeof r.merged_commit === 'string' ? r.merged_commit : null,
+    model: str(r.model),
+    served_models: list(r.served_models, m => (typeof m === 'string' ? m : null)),
+    summary: str(r.summary),
+    checks: list(r.checks, c =>
+      c && typeof c === 'object'
+        ? {
+            command: str(c.command),
+            exit_code: num(c.exit_code, -1),
+            passed: c.passed === true,
+            duration_s: num(c.duration_s),
+            output_tail: str(c.output_tail)
+          }
+        : null
+    ),
+    usage: { cost_usd: num(usage.cost_usd), steps: num(usage.steps) },
+    flags: list(r.flags, f => (typeof f === 'string' ? f : null)),
+    error: str(r.error),
+    journal_head: typeof r.journal_head === 'string' ? r.journal_head : null,
+    diffstat: list(r.diffstat, d =>
+      d && typeof d === 'object' && typeof d.file === 'string'
+        ? {
+            file: d.file,
+            added: typeof d.added === 'number' ? d.added : null,
+            removed: typeof d.removed === 'number' ? d.removed : null
+          }
+        : null
+    ),
+    diffstat_files: typeof r.diffstat_files === 'number' ? r.diffstat_files : undefined
+  };
+}
+
+export function shortCommit(commit: string | null | undefined): string {
+  return commit ? commit.slice(0, 10) : '';
+}
+
+export function formatCost(usd: number): string {
+  return `$${usd.toFixed(usd < 1 ? 4 : 2)}`;
+}
+
+/** What the card shows, every string ready to display. */
+export interface CardModel {
+  id: string;
+  label: string;
+  state: string;
+  goal: string;
+  branch: string;
+  baseBranch: string;
+  base: string;
+  head: string;
+  merged: string;
+  files: { file: string; added: string; removed: string }[];
+  filesTotal: number;
+  added: number;
+  removed: number;
+  checks: { command: string; passed: boolean; detail: string }[];
+  checksPassed: number;
+  summary: string;
+  error: string;
+  flags: string[];
+  cost: string;
+  steps: number;
+  servedModel: string;
+  journalHead: string;
+  oneLine: string;
+}
+
+export function cardModel(record: TaskRecord): CardModel {
+  const added = record.diffstat.reduce((n, d) => n + (d.added ?? 0), 0);
+  const removed = record.diffstat.reduce((n, d) => n + (d.removed ?? 0), 0);
+  const checksPassed = record.checks.filter(c => c.passed).length;
+  const label = record.name || record.title || record.id;
+  const cost = formatCost(record.usage.cost_usd);
+  const servedModel = record.served_models.join(', ') || record.model;
+  const checks =
+    record.checks.length > 0 ? `, checks ${checksPassed}/${record.checks.length} passed` : '';
+  return {
+    id: record.id,
+    label,
+    state: record.state,
+    goal: record.outcome.goal || record.title,
+    branch: record.branch,
+    baseBranch: record.base_branch,
+    base: shortCommit(record.base_commit),
+    head: shortCommit(record.head_commit),
+    merged: shortCommit(record.merged_commit),
+    files: record.diffstat.map(d => ({
+      file: d.file,
+      added: d.added === null ? 'bin' : `+${d.added}`,
+      removed: d.removed === null ? '' : `−${d.removed}`
+    })),
+    filesTotal: record.diffstat_files ?? record.diffstat.length,
+    added,
+    removed,
+    checks: record.checks.map(c => ({
+      command: c.command,
+      passed: c.passed,
+      detail: c.passed ? `${c.duration_s.toFixed(1)} s` : `exit ${c.exit_code}`
+    })),
+    checksPassed,
+    summary: record.summary,
+    error: record.error,
+    flags: record.flags,
+    cost,
+    steps: record.usage.steps,
+    servedModel,
+    journalHead: record.journal_head ? record.journal_head.slice(0, 12) : '',
+    oneLine: `${label} [${record.state}] ${cost}${checks}`
+  };
+}
+
+/** One output of a cell, as both the notebook model and nbformat JSON present it. */
+export interface OutputLike {
+  data?: Record<string, unknown> | null;
+}
+
+export interface SidebarTask {
+  id: string;
+  label: string;
+  state: string;
+  cost: string;
+  costUsd: number;
+  cellIndex: number;
+}
+
+export interface SidebarModel {
+  tasks: SidebarTask[];
+  running: number;
+  review: number;
+  totalCost: string;
+}
+
+/**
+ * Every task of a notebook from its cells' outputs: one row per task id, in the order the
+ * tasks first appear, with the state and cost of the task's last record and the index of
+ * the cell that holds it.
+ */
+export function sidebarModel(cells: OutputLike[][]): SidebarModel {
+  const byId = new Map<string, SidebarTask>();
+  cells.forEach((outputs, cellIndex) => {
+    for (const output of outputs) {
+      const record = parseRecord(output.data?.[MIME]);
+      if (!record) {
+        continue;
+      }
+      byId.set(record.id, {
+        id: record.id,
+        label: record.name || record.title || record.id,
+        state: record.state,
+        cost: formatCost(record.usage.cost_usd),
+        costUsd: record.usage.cost_usd,
+        cellIndex
+      });
+    }
+  });
+  const tasks = [...byId.values()];
+  const total = tasks.reduce((n, t) => n + t.costUsd, 0);
+  return {
+    tasks,
+    running: tasks.filter(t => RUNNING_STATES.has(t.state)).length,
+    review: tasks.filter(t => REVIEW_STATES.has(t.state)).length,
+    totalCost: formatCost(total)
+  };
+}
+
+/** True when the outputs beside a record include a widget view (the live task view). */
+export function hasWidgetSibling(outputs: OutputLike[]): boolean {
+  return outputs.some(o => !!o.data && WIDGET_MIME in o.data);
+}

@@ -1,0 +1,95 @@
+import fixture from './fixtures/merged-record.json';
+import { describe, expect, it, vi } from 'vitest';
+
+import { liveWidgetBeside, renderCard, renderSidebar } from '../src/card';
+import { cardModel, parseRecord, sidebarModel, MIME } from '../src/model';
+
+const merged: any = fixture;
+
+describe('renderCard', () => {
+  it('shows the state badge, commits, diffstat, checks, summary, cost and model', () => {
+    const node = renderCard(document, cardModel(parseRecord(merged)!));
+    expect(node.dataset.state).toBe('merged');
+    expect(node.querySelector('.jd-badge')!.textContent).toBe('merged');
+    const text = node.textContent!;
+    expect(text).toContain(merged.branch);
+    expect(text).toContain(merged.base_commit.slice(0, 10));
+    expect(text).toContain(merged.head_commit.slice(0, 10));
+    expect(text).toContain('shop/cart.py');
+    expect(node.querySelector('.jd-pass')!.textContent).toContain('PASS');
+    expect(text).toContain(merged.summary);
+    expect(text).toContain('$0.0144');
+    expect(node.querySelector('.jd-model')!.textContent).toBe('claude-sonnet-4-6');
+    expect(text).toContain(merged.journal_head.slice(0, 12));
+    expect(node.classList.contains('jd-folded')).toBe(false);
+  });
+
+  it('marks a failing check FAIL', () => {
+    const checks = [{ ...merged.checks[0], passed: false, exit_code: 2 }];
+    const node = renderCard(document, cardModel(parseRecord({ ...merged, checks })!));
+    expect(node.querySelector('.jd-fail')!.textContent).toContain('FAIL');
+    expect(node.querySelector('.jd-fail')!.textContent).toContain('exit 2');
+  });
+
+  it('folds to its header line', () => {
+    const node = renderCard(document, cardModel(parseRecord(merged)!), true);
+    expect(node.classList.contains('jd-folded')).toBe(true);
+    expect(node.querySelector('.jd-card-header')!.textContent).toContain('fix-discount');
+  });
+
+  it('never parses record text as HTML (untrusted notebooks)', () => {
+    const evil = { ...merged, summary: '<img src=x onerror=alert(1)>', name: '<b>x</b>' };
+    const node = renderCard(document, cardModel(parseRecord(evil)!));
+    expect(node.querySelector('img')).toBeNull();
+    expect(node.querySelector('b')).toBeNull();
+    expect(node.textContent).toContain('<img src=x onerror=alert(1)>');
+  });
+});
+
+describe('liveWidgetBeside', () => {
+  function area(widgetHtml: string): { area: HTMLElement; own: HTMLElement } {
+    const root = document.createElement('div');
+    root.className = 'jp-OutputArea';
+    root.innerHTML =
+      `<div class="jp-OutputArea-child"><div class="jp-OutputArea-output">${widgetHtml}</div></div>` +
+      '<div class="jp-OutputArea-child" id="own"><div class="jd-record"></div></div>';
+    return { area: root, own: root.querySelector('#own') as HTMLElement };
+  }
+
+  it('folds beside a rendered widget view', () => {
+    const { area: a, own } = area('<div class="jupyter-widgets"><div class="widget-vbox"></div></div>');
+    expect(liveWidgetBeside(a, own)).toBe(true);
+  });
+
+  it('does not fold beside a widget that could not be shown (no kernel, no state)', () => {
+    const { area: a, own } = area(
+      '<div class="jupyter-widgets">Error displaying widget: model not found</div>'
+    );
+    expect(liveWidgetBeside(a, own)).toBe(false);
+    expect(liveWidgetBeside(area('<pre>text</pre>').area, own)).toBe(false);
+  });
+});
+
+describe('renderSidebar', () => {
+  it('lists tasks with badges and cost, counts, and scrolls on click', () => {
+    const rec = (id: string, state: string) => ({
+      data: { [MIME]: { ...merged, id, name: `task-${id}`, state } }
+    });
+    const model = sidebarModel([[rec('a', 'running')], [], [rec('b', 'review')]]);
+    const onSelect = vi.fn();
+    const node = renderSidebar(document, model, onSelect);
+    const items = node.querySelectorAll<HTMLElement>('.jd-sidebar-task');
+    expect([...items].map(i => i.dataset.state)).toEqual(['running', 'review']);
+    expect(items[1].querySelector('.jd-badge')!.textContent).toBe('review');
+    expect(items[1].querySelector('.jd-cost')!.textContent).toBe('$0.0144');
+    expect(node.querySelector('.jd-count-running')!.textContent).toBe('1 running');
+    expect(node.querySelector('.jd-count-review')!.textContent).toBe('1 awaiting review');
+    items[1].click();
+    expect(onSelect).toHaveBeenCalledWith(2);
+  });
+
+  it('says so when the notebook has no task', () => {
+    const node = renderSidebar(document, sidebarModel([[]]), () => undefined);
+    expect(node.querySelector('.jd-empty')!.textContent).toContain('No delegated tasks');
+  });
+});

@@ -1,0 +1,236 @@
+"""The JupyterLab / Notebook 7 extension (labextension/): its vitest suite, its install, and
+a real browser (Debian's Chromium, driven by playwright-core) against a real JupyterLab
+server: a saved notebook of task records renders without a kernel, the Delegations
+sidebar lists its tasks, and the tutorial run from the browser is followed to `merged`.
+
+Needs node (and npm) and /usr/bin/chromium; skipped, saying which is missing, without them.
+Screenshots land in labextension/test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import git
+import nbformat
+import pytest
+
+from conftest import CHECK, Factory
+from jupyter_delegate import Outcome, Task, TaskState
+from jupyter_delegate.notebook.record import bundle, compact_record
+
+ROOT = Path(__file__).resolve().parent.parent
+LABEXTENSION = ROOT / "labextension"
+ARTIFACTS = LABEXTENSION / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+NPM = shutil.which("npm")
+
+needs_node = pytest.mark.skipif(
+    shutil.which("node") is None or NPM is None,
+    reason="node and npm are not installed: the front end cannot be tested (CI has both)",
+)
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="/usr/bin/chromium is missing (apt-get install -y chromium; CI installs it)",
+)
+
+
+def npm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    assert NPM is not None
+    return subprocess.run(
+        [NPM, *args], cwd=LABEXTENSION, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> None:
+    if not (LABEXTENSION / "node_modules" / ".package-lock.json").exists():
+        done = npm("ci", "--no-audit", "--no-fund")
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+@needs_node
+@pytest.mark.timeout(300)
+def test_vitest_suite_of_card_and_sidebar_passes(node_modules: None) -> None:
+    done = npm("test")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "failed" not in done.stdout.split("Test Files")[-1]
+
+
+def test_extension_is_installed_enabled_and_ok() -> None:
+    if not (ROOT / "jupyter_delegate" / "labextension" / "package.json").exists():
+        pytest.skip("the front end was not built (pip install -e . ran without node)")
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-labextension"), "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = (listed.stdout + listed.stderr).splitlines()
+    line = next((line for line in lines if "jupyter-delegate" in line), "")
+    assert "enabled" in line and "OK" in line, listed.stdout + listed.stderr
+
+
+# -- the browser test --------------------------------------------------------------------
+def submit(manager: Any, repo: git.Repo, name: str, check: str = CHECK) -> Task:
+    task: Task = manager.submit(
+        Outcome("Make add() add.", checks=(check,)), repo=repo.working_dir, name=name
+    )
+    return task
+
+
+def task_records(repo: git.Repo, make_manager: Factory) -> list[dict[str, Any]]:
+    """Records of real tasks (the scripted model, real git and checks) in five states."""
+    records = []
+    in_review = submit(make_manager()[0], repo, "in-review")
+    failing = submit(make_manager()[0], repo, "failing-check", "python3 -c 'raise SystemExit(3)'")
+    rejected = submit(make_manager()[0], repo, "rejected-one")
+    started = submit(make_manager()[0], repo, "cut-off")
+    records.append(compact_record(started, name="cut-off"))  # saved while at work
+    for task in (in_review, failing, rejected, started):
+        assert task.wait(timeout=60) == TaskState.REVIEW
+    rejected.reject("not needed")
+    merged = submit(make_manager()[0], repo, "merged-one")
+    assert merged.wait(timeout=60) == TaskState.REVIEW
+    merged.approve("merge")
+    for task in (in_review, failing, rejected, merged):
+        records.append(compact_record(task, name=task.name))
+    return records
+
+
+def records_notebook(records: list[dict[str, Any]]) -> Any:
+    """What the magics leave in a notebook, saved and reopened with no kernel."""
+    cells = [nbformat.v4.new_markdown_cell("# Delegated tasks, reopened without a kernel")]
+    for record in records:
+        source = f"%%delegate --repo proj --name {record['name']}\nMake add() add."
+        output = nbformat.v4.new_output("display_data", data=bundle(record))
+        cells.append(nbformat.v4.new_code_cell(source, outputs=[output]))
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    notebook.metadata = {}  # no kernelspec: the front end starts no kernel
+    return notebook
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def lab_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """JupyterLab on 127.0.0.1, token disabled, rooted in a temp dir, its own settings."""
+    root = tmp_path / "root"
+    root.mkdir()
+    settings = tmp_path / "lab-settings"
+    apputils = settings / "@jupyterlab" / "apputils-extension"
+    apputils.mkdir(parents=True)
+    (apputils / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    env.update(
+        JUPYTERLAB_SETTINGS_DIR=str(settings),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
+    )
+    port = free_port()
+    log = (tmp_path / "lab.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            "--IdentityProvider.token=",
+            "--ServerApp.password=",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        "JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()
+                    ) from None
+                time.sleep(0.3)
+        yield base, root
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@needs_node
+@needs_chromium
+@pytest.mark.timeout(420)
+def test_browser_cards_without_kernel_and_sidebar_follows_tutorial_to_merged(
+    repo: git.Repo,
+    make_manager: Factory,
+    lab_server: tuple[str, Path],
+    node_modules: None,
+    tmp_path: Path,
+) -> None:
+    if not (ROOT / "jupyter_delegate" / "labextension" / "package.json").exists():
+        pytest.fail("the extension is not built: run `pip install -e .` with node installed")
+    base, root = lab_server
+    for old in ("records-no-kernel.png", "tutorial-merged.png", "failure.png"):
+        (ARTIFACTS / old).unlink(missing_ok=True)
+    records = task_records(repo, make_manager)
+    nbformat.write(records_notebook(records), root / "records.ipynb")
+    shutil.copy(ROOT / "notebooks" / "01-first-delegation.ipynb", root / "tutorial.ipynb")
+    expected = {r["id"]: r["state"] for r in records}
+    assert {"review", "rejected", "merged"} <= set(expected.values())
+    assert expected[records[0]["id"]] in ("queued", "running")
+    spec = {
+        "base": base,
+        "artifacts": str(ARTIFACTS),
+        "chromium": str(CHROMIUM),
+        "records": "records.ipynb",
+        "expected": expected,
+        "tutorial": "tutorial.ipynb",
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert NPM is not None
+    done = subprocess.run(
+        ["node", "scripts/browser-test.mjs", str(tmp_path / "spec.json")],
+        cwd=LABEXTENSION,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps(summary, indent=1))  # shown by pytest -rP
+    failing = next(c for c in summary["cards"] if c["id"] == records[2]["id"])
+    assert failing["fail"] == 1 and failing["pass"] == 0
+    assert summary["tutorialStates"][-1] == "merged"
+    assert (ARTIFACTS / "records-no-kernel.png").exists()
+    assert (ARTIFACTS / "tutorial-merged.png").exists()

@@ -53,7 +53,7 @@ SHOWS_REVIEW = frozenset({S.REVIEW, S.MERGED, S.REJECTED})
 CSS = """<style>
 .jd-header .jd-meta, .jd-note {color: #57606a; font-size: 90%}
 .jd-badge {color: white; border-radius: 4px; padding: 0 6px; font-size: 90%}
-.jd-text {white-space: pre-wrap; margin: 2px 0}
+.jd-text {white-space: pre-wrap; margin: 2px 0; line-height: 1.4}
 .jd-tool summary {cursor: pointer; font-family: monospace}
 .jd-tool pre, .jd-checks pre {max-height: 24em; overflow: auto; margin: 2px 0}
 .jd-error {color: #cf222e; white-space: pre-wrap}
@@ -61,7 +61,7 @@ CSS = """<style>
 .jd-pass {color: #1a7f37; font-weight: bold}
 .jd-fail {color: #cf222e; font-weight: bold}
 .jd-diff {font-family: monospace; font-size: 12px; overflow-x: auto}
-.jd-diff div {white-space: pre; min-height: 1.2em}
+.jd-diff div {white-space: pre; min-height: 1.2em; line-height: 1.35}
 .jd-add {background: #e6ffec; color: #116329}
 .jd-del {background: #ffebe9; color: #82071e}
 .jd-hunk {background: #ddf4ff; color: #0550ae}

@@ -136,6 +136,7 @@ class Journal:
         self._seq = 0
         self._head = GENESIS
         self._secrets = secret_values()
+        self._fd: int | None = None
         last = deque(self.events(), maxlen=1)
         if last:
             self._seq, self._head = last[0].seq, last[0].hash
@@ -143,6 +144,24 @@ class Journal:
     @property
     def head(self) -> str:
         return self._head
+
+    def _descriptor(self) -> int:
+        """The append descriptor, opened once (an open per event cost more than the write)."""
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return self._fd
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
 
     def append(self, type_: str, data: Mapping[str, Any]) -> Event:
         with self._lock:
@@ -155,13 +174,9 @@ class Journal:
             }
             digest = chain_hash(self._head, body)
             line = canonical({**body, "hash": digest}) + "\n"
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fd = self._descriptor()
+            os.write(fd, line.encode())
+            os.fdatasync(fd)  # the data and the size: all a reader needs after a crash
             self._seq, self._head = body["seq"], digest
             return Event(hash=digest, **body)
 

@@ -143,7 +143,8 @@ class Workspace:
         with self.locked():
             if path.exists():
                 self.repo.git.worktree("remove", "--force", str(path))
-            self.repo.git.worktree("prune")
+            else:  # removed by hand: only git's record of it is left
+                self.repo.git.worktree("prune")
 
     def repair_worktree(self, path: Path) -> None:
         """Mend git's links to a worktree after the repository was copied or moved. A copy

@@ -1,0 +1,225 @@
+"""What every benchmark shares: scratch repositories, scripted scenarios, statistics,
+resident memory, machine facts and the one-JSON-line report.
+
+Here: helpers only. Not here: any figure or goal; each benchmark module owns its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import git
+
+SIZES = ("tiny", "full")
+SMALL_FILE = "notes.txt"
+SMALL_TEXT = "a small file the scripted agent reads\n"
+
+
+def check_size(size: str) -> str:
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    return size
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A temporary directory on the same disk as the user's repositories (not tmpfs:
+    fsync cost is part of the harness), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def git_identity() -> Iterator[None]:
+    """A throwaway global git config with an identity, so commits work anywhere."""
+    saved = os.environ.get("GIT_CONFIG_GLOBAL")
+    with tempfile.NamedTemporaryFile("w", suffix=".gitconfig", delete=False) as handle:
+        handle.write("[user]\n\tname = Bench\n\temail = bench@example.com\n")
+    os.environ["GIT_CONFIG_GLOBAL"] = handle.name
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("GIT_CONFIG_GLOBAL", None)
+        else:
+            os.environ["GIT_CONFIG_GLOBAL"] = saved
+        os.unlink(handle.name)
+
+
+def make_repo(path: Path, files: int = 0) -> Path:
+    """A git repository on `main` with one commit: a small file the agent reads, and
+    `files` more small files spread over directories of 100."""
+    path.mkdir(parents=True, exist_ok=True)
+    repo = git.Repo.init(path, initial_branch="main")
+    with repo.config_writer() as config:
+        config.set_value("user", "name", "Bench")
+        config.set_value("user", "email", "bench@example.com")
+    (path / SMALL_FILE).write_text(SMALL_TEXT)
+    for n in range(files):
+        folder = path / "src" / f"d{n // 100:03d}"
+        if n % 100 == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{n:05d}.txt").write_text(f"file {n}\n")
+    subprocess.run(["git", "add", "-A"], cwd=path, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "init"], cwd=path, check=True)
+    return path
+
+
+def read_turns(steps: int, *, text: str | None = None) -> dict[str, Any]:
+    """A scenario of `steps` model turns: `steps - 1` reads of the small file, then
+    `finish`. Tool work is a few microseconds, so what is left is the harness."""
+    turns: list[dict[str, Any]] = [
+        {"text": text, "tools": [{"read": {"file_path": SMALL_FILE}}]}
+        if text
+        else {"tools": [{"read": {"file_path": SMALL_FILE}}]}
+        for _ in range(steps - 1)
+    ]
+    turns.append({"tools": [{"finish": {"summary": "Read the notes; nothing to change."}}]})
+    return {"name": f"bench-{steps}", "turns": turns}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), linear between the closest ranks."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now (from /proc/self/statm)."""
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds `fn()` takes."""
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory_kb = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemTotal:"):
+                memory_kb = int(line.split()[1])
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": round(memory_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def report(result: dict[str, Any]) -> dict[str, Any]:
+    """Print the figures as one JSON object on one line (the last line of the output)."""
+    print(json.dumps(result, sort_keys=True), flush=True)
+    return result
+
+
+def main(run: Callable[[str], dict[str, Any]], argv: Sequence[str] | None = None) -> int:
+    """The `__main__` of a benchmark module: `[tiny|full]`, full by default."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    size = check_size(args[0] if args else "full")
+    report(run(size))
+    return 0
+
+
+def round_all(values: dict[str, Any], digits: int = 3) -> dict[str, Any]:
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in values.items()}
+
+
+@contextlib.contextmanager
+def kernel(env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[Any]:
+    """A fresh python3 kernel (jupyter_client) and a ready client; shut down after."""
+    from jupyter_client.manager import KernelManager
+
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(env={**os.environ, **(env or {})}, cwd=str(cwd or Path.cwd()))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        yield client
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def kernel_run(client: Any, code: str, timeout: float = 120) -> str:
+    """Execute `code` in the kernel; its stdout. Raises if the cell fails."""
+    out: list[str] = []
+    errors: list[str] = []
+
+    def hook(msg: dict[str, Any]) -> None:
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream" and content.get("name") == "stdout":
+            out.append(content["text"])
+        elif kind == "error":
+            errors.append("\n".join(content.get("traceback", [])) or content.get("evalue", ""))
+
+    reply = client.execute_interactive(code, timeout=timeout, output_hook=hook)
+    if reply["content"]["status"] != "ok" or errors:
+        raise RuntimeError(f"kernel cell failed: {code[:80]!r}: {''.join(errors)[-2000:]}")
+    return "".join(out)
+
+
+def kernel_round_trip(client: Any, code: str = "1+1", timeout: float = 30) -> float:
+    """Seconds from sending an execute request to its execute_reply."""
+    started = time.perf_counter()
+    msg_id = client.execute(code, store_history=False)
+    while True:
+        reply = client.get_shell_msg(timeout=timeout)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def fsync_off() -> Iterator[None]:
+    """What-if only: `os.fsync` a no-op in this process, to show how much of a figure is
+    the journal's fsync on the engine thread (the bound of moving it off that thread).
+    Never used for the figures that are compared with the goals."""
+    saved = os.fsync
+    os.fsync = lambda fd: None
+    try:
+        yield
+    finally:
+        os.fsync = saved

@@ -1,0 +1,86 @@
+"""Extension load: `%load_ext jupyter_delegate` in a fresh kernel.
+
+For each of K fresh kernels (jupyter_client), the load is timed inside the kernel with
+`time.perf_counter()` around `get_ipython().run_line_magic('load_ext',
+'jupyter_delegate')`; the median is reported. Beside it, `python -X importtime` of what
+the load imports once IPython is up (`jupyter_delegate.notebook.magics`) names the
+slowest modules (cumulative time, microseconds); any of `anthropic`, `httpx2`, `git`,
+`ipywidgets` among them means a dependency is not imported lazily.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common
+
+NAME = "extension_load"
+GOALS = {"load_ms_p50": 300.0}
+TIMED_LOAD = (
+    "import time as _t\n"
+    "_s = _t.perf_counter()\n"
+    "get_ipython().run_line_magic('load_ext', 'jupyter_delegate')\n"
+    "print(round((_t.perf_counter() - _s) * 1000, 3))\n"
+    "import sys as _sys\n"
+    "print(','.join(m for m in ('anthropic', 'httpx2', 'git', 'ipywidgets', 'yaml') "
+    "if m in _sys.modules))\n"
+)
+MAGICS = "jupyter_delegate.notebook.magics"
+
+
+def import_offenders(top: int = 8) -> tuple[float, list[dict[str, Any]]]:
+    """(ms to import the magics module once IPython is up, the modules it pulls in with
+    the largest cumulative import time)."""
+    code = "import IPython, ipykernel.ipkernel; import jupyter_delegate.notebook.magics"
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True
+    )
+    rows: list[dict[str, Any]] = []
+    after_kernel = False
+    for line in done.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) != 3 or not parts[1].strip().isdigit():
+            continue
+        name = parts[2].strip()
+        if after_kernel:
+            depth = (len(parts[2]) - len(parts[2].lstrip()) - 1) // 2
+            rows.append({"module": name, "cumulative_us": int(parts[1]), "depth": depth})
+        after_kernel = after_kernel or name == "ipykernel.ipkernel"
+    total = next((r["cumulative_us"] for r in rows if r["module"] == MAGICS), 0)
+    rows.sort(key=lambda r: r["cumulative_us"], reverse=True)
+    return total / 1000, [r for r in rows if r["module"] != MAGICS][:top]
+
+
+def run(size: str = "full") -> dict[str, Any]:
+    common.check_size(size)
+    kernels = 1 if size == "tiny" else 5
+    loads: list[float] = []
+    heavy_loaded = ""
+    with common.scratch(NAME) as tmp:
+        for _ in range(kernels):
+            with common.kernel(cwd=tmp) as client:
+                lines = common.kernel_run(client, TIMED_LOAD).splitlines()
+                loads.append(float(lines[0]))
+                heavy_loaded = lines[1] if len(lines) > 1 else ""
+    import_ms, offenders = import_offenders()
+    figures = {
+        "benchmark": NAME,
+        "size": size,
+        "kernels": kernels,
+        "load_ms_p50": common.median(loads),
+        "load_ms_max": max(loads),
+        "heavy_modules_after_load": heavy_loaded,
+        "importtime_magics_ms": import_ms,
+        "importtime_top": offenders,
+    }
+    return common.round_all(figures)
+
+
+if __name__ == "__main__":
+    sys.exit(common.main(run))

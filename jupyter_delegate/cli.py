@@ -160,10 +160,8 @@ def decide(task: Task, choice: bool | None, out: TextIO, *, squash: bool = False
 
 # -- commands -----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
-    budget = Budget(
-        max_steps=args.max_steps or Budget.max_steps,
-        max_usd=args.max_usd or Budget.max_usd,
-        max_minutes=args.max_minutes or Budget.max_minutes,
+    budget = Budget.from_options(
+        max_steps=args.max_steps, max_usd=args.max_usd, max_minutes=args.max_minutes
     )
     outcome = Outcome(args.goal, tuple(args.check), tuple(args.scope), budget=budget)
     policy = Policy.from_rules(args.allow, args.ask, args.deny, args.mode)

@@ -389,16 +389,15 @@ class TaskManager:
     def get(self, task_id: str, repo: str | os.PathLike[str] | None = None) -> Task:
         """A task by id, or by name among the tasks this manager knows."""
         task_id = task_id.strip()
+        workspace = Workspace(repo) if repo is not None else None
         with self._registry_lock:
             known_tasks = list(self._tasks.values())
         for task in known_tasks:
             if task_id in (task.id, task.name) and (
-                repo is None or task.repo == Workspace(repo).root
+                workspace is None or task.repo == workspace.root
             ):
                 return task
-        if repo is None:
-            repo = "."
-        workspace = Workspace(repo)
+        workspace = workspace or Workspace(".")
         with self._registry_lock:
             known = self._tasks.get((workspace.common_dir, task_id))
         if known is not None:
@@ -484,7 +483,6 @@ class TaskManager:
             strategy,
             f"delegate: {task.title}\n\n{task.summary}\n\nDelegate-Task: {task.id}\n"
             f"Delegate-Journal: {context.journal.head}\n",
-            task.id,
         )
         self._record(task, "merged", {"commit": commit, "strategy": strategy})
         self._set_state(task, S.MERGED, f"approved ({strategy})")

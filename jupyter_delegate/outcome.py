@@ -44,6 +44,11 @@ class Budget:
                 )
 
     @classmethod
+    def from_options(cls, **options: float | None) -> Budget:
+        """A budget from command-line style options, where None means "not given"."""
+        return cls.from_dict({k: v for k, v in options.items() if v is not None})
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Budget:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

@@ -233,9 +233,7 @@ class Workspace:
                 ) from None
             return True
 
-    def integrate(
-        self, worktree: Path, base_branch: str, strategy: str, message: str, task_id: str
-    ) -> str:
+    def integrate(self, worktree: Path, base_branch: str, strategy: str, message: str) -> str:
         """Move the base branch to include the task's head (fast-forward to it, or to a
         squash commit of it). The task branch must already contain the base tip."""
         if strategy not in ("merge", "squash"):

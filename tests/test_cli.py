@@ -119,6 +119,8 @@ def test_bad_input_exits_2_with_the_fix(
     assert cli("run", "x", "--repo", str(tmp_path))[0] == 2
     assert "not inside a git repository" in capsys.readouterr().err
     assert cli("show", "abcdef", "--repo", str(tmp_path))[0] == 2
+    assert cli("run", "x", "--repo", str(tmp_path), "--max-usd", "0")[0] == 2
+    assert "max_usd must be a positive number" in capsys.readouterr().err
 
 
 def test_unknown_task_id_is_named(repo: git.Repo, capsys: pytest.CaptureFixture[str]) -> None:

@@ -96,6 +96,7 @@ def test_line_form_and_interpolation_escapes(shell: tuple, repo: git.Repo) -> No
         ("--repo {repo}", "Do it\ncheck:", OutcomeError, "'check:' has nothing after it"),
         ("--repo {repo} --bogus", "Do it", MagicUsageError, "unrecognized arguments: --bogus"),
         ("--repo {repo} --max-usd lots", "Do it", MagicUsageError, "invalid float value"),
+        ("--repo {repo} --max-usd 0", "Do it", OutcomeError, "max_usd must be a positive"),
         ("--repo /no/such/repo", "Do it", RepoError, "does not exist"),
         ("--repo {repo}", "Use {undefined_var}", MagicUsageError, "names no notebook variable"),
         ("--repo {repo} stray words", "Do it", MagicUsageError, "unexpected words"),

@@ -150,10 +150,8 @@ class DelegateMagics(Magics):
     # -- starting or re-attaching -----------------------------------------------------------
     def _start(self, words: list[str], cell: str | None) -> None:
         args = _outcome_parser().parse_args(words)
-        budget = Budget(
-            max_steps=args.max_steps or Budget.max_steps,
-            max_usd=args.max_usd or Budget.max_usd,
-            max_minutes=args.max_minutes or Budget.max_minutes,
+        budget = Budget.from_options(
+            max_steps=args.max_steps, max_usd=args.max_usd, max_minutes=args.max_minutes
         )
         namespace = self.shell.user_ns if self.shell is not None else {}
         if cell is not None:

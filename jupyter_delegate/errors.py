@@ -42,3 +42,7 @@ class IllegalTransition(DelegateError):
 
 class JournalError(DelegateError):
     """A journal cannot be read or does not verify."""
+
+
+class ContextError(DelegateError):
+    """A skill, lock file or preference is malformed or cannot be found."""

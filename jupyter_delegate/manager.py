@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .context import Watch, add_preference, gather
 from .engine.loop import AgentLoop, Finished, TaskFailed
 from .engine.model import Endpoint, client_for, endpoint_from_env, resolve_model
 from .engine.prompt import first_message, system_prompt
@@ -127,7 +128,10 @@ class TaskManager:
         sandbox: str | None = None,
         policy: Policy | None = None,
         name: str | None = None,
+        use_suggested_checks: bool = True,
     ) -> Task:
+        """Start a task. `use_suggested_checks`: when the outcome has no checks, run the
+        test commands its AGENTS.md names (shown in the review either way)."""
         from .sandbox import Sandbox
 
         if not isinstance(outcome, Outcome):
@@ -160,6 +164,7 @@ class TaskManager:
                 "sandbox": probe_sandbox.tier,
                 "policy": policy.to_dict(),
                 "name": name,
+                "use_suggested_checks": bool(use_suggested_checks),
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             },
         )
@@ -196,19 +201,26 @@ class TaskManager:
             assert task.worktree is not None
             if task.state != S.RUNNING:
                 self._set_state(task, S.RUNNING, "the agent is working")
+            if not task.system_prompt:
+                await asyncio.to_thread(self._gather_context, task, context)
+            events = list(context.journal.events())
+            watch = Watch(
+                task.worktree, next(e.data for e in reversed(events) if e.type == "context")
+            )
             sandbox = self._sandbox(task, context)
             client = self._client or client_for(context.endpoint or endpoint_from_env())
             loop = AgentLoop(
                 client=client,
                 model=task.model,
-                system=system_prompt(task.outcome, task.worktree),
+                system=task.system_prompt,
                 toolbox=_toolbox(task, sandbox),
                 budget=task.outcome.budget,
-                messages=replay_messages(list(context.journal.events())),
+                messages=replay_messages(events),
                 record=lambda type_, data: self._record(task, type_, data),
                 emit=task.emit,
                 spent_usd=lambda: task.usage.cost_usd,
                 permit=lambda call: self._permit(task, context, call),
+                before_turn=lambda: self._notice_changes(task, watch),
             )
             finished = await loop.run()
             await self._conclude(task, context, sandbox, finished)
@@ -222,6 +234,26 @@ class TaskManager:
         finally:
             context.running = None
             _unlock(context)
+
+    def _gather_context(self, task: Task, context: _Context) -> None:
+        """Read what the agent is told beyond the outcome, once per task (journaled with
+        the whole system prompt, so every round and a resume use the same)."""
+        assert task.worktree is not None
+        workspace = context.workspace
+        found = gather(task.worktree, workspace.root, workspace.state_dir, task.outcome.scope)
+        event = found.to_event()
+        task.apply("context", event)  # settles check_commands before the prompt names them
+        event["system"] = system_prompt(task.outcome, found, task.check_commands)
+        self._record(task, "context", event)
+        task.emit("context", event)
+
+    def _notice_changes(self, task: Task, watch: Watch) -> None:
+        changes = watch.changes()
+        if changes:
+            data = {"changes": changes}
+            self._record(task, "context_changed", data)
+            text = "; ".join(changes) + " (the task keeps the version it started with)"
+            task.emit("notice", {"text": text})
 
     def _create_worktree(self, task: Task, workspace: Workspace) -> None:
         slug = task.branch.split("-", 1)[1] if "-" in task.branch else "task"
@@ -272,7 +304,7 @@ class TaskManager:
 
     async def _run_checks(self, task: Task, sandbox: Sandbox) -> list[CheckResult]:
         results = []
-        for command in task.outcome.checks:
+        for command in task.check_commands:
             run = await sandbox.run(command, timeout_s=task.outcome.budget.command_timeout_s)
             results.append(
                 CheckResult(
@@ -502,13 +534,20 @@ class TaskManager:
             return ""
         return context.workspace.archive(task.id, task.branch, task.worktree)
 
-    def request_changes(self, task: Task, feedback: str) -> None:
+    def request_changes(self, task: Task, feedback: str, remember: str | None = None) -> None:
         if not isinstance(feedback, str) or not feedback.strip():
             raise ReviewError("Say what should change: request_changes('...') needs feedback.")
+        if remember not in (None, "repo", "user"):
+            raise ReviewError(f"remember= takes 'repo' or 'user' (or None), not {remember!r}.")
         context = self._context(task)
         self._require(task, S.REVIEW, "sent back for changes")
         text = f"The reviewer requests changes:\n\n{feedback.strip()}"
+        if remember is not None:  # first: a preference it cannot keep changes nothing
+            state_dir = context.workspace.state_dir if remember == "repo" else None
+            preference = add_preference(feedback, state_dir)
         self._claim(task, context)
+        if remember is not None:
+            self._record(task, "preference", preference.to_dict())
         self._record(task, "user", {"content": [{"type": "text", "text": text}]})
         self._set_state(task, S.RUNNING, "changes requested")
         self._start(task, context)
@@ -568,7 +607,7 @@ def _toolbox(task: Task, sandbox: Sandbox) -> Any:
     from .engine.tools import Toolbox
 
     assert task.worktree is not None
-    return Toolbox(task.worktree, sandbox, task.outcome.budget.command_timeout_s)
+    return Toolbox(task.worktree, sandbox, task.outcome.budget.command_timeout_s, task.skills)
 
 
 def _head(worktree: Path) -> str:

@@ -18,9 +18,10 @@ then allow rules, then the mode's default:
     plan     read only: writes and commands are denied
     auto     nothing asks; deny rules and protected files still hold
 
-Rules come from the user's config (`~/.jupyter/delegate/config.toml`), the call, and the
-repository's `.jupyter-delegate.toml`. A repository can only tighten: its allow rules are
-ignored (and reported), and it can only choose a stricter mode.
+Rules come from the user's config (`config.toml` in the user's folder, see home.py), the
+call, and the repository's `.jupyter-delegate.toml`. A repository can only tighten: its
+allow rules are ignored (and reported), and it can only choose a stricter mode. Nothing
+else in a repository (AGENTS.md, a skill's `allowed-tools`) adds a permission.
 """
 
 from __future__ import annotations
@@ -36,13 +37,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from .errors import DelegateError
+from .home import user_dir
 
 Action = Literal["allow", "ask", "deny"]
 MODES = ("auto", "default", "ask", "plan")  # from loosest to strictest
 FILE_TOOLS = frozenset({"read", "write", "edit", "glob", "grep"})
 WRITE_TOOLS = frozenset({"write", "edit"})
 CHANGING_TOOLS = frozenset({"write", "edit", "bash"})
-USER_CONFIG = Path("~/.jupyter/delegate/config.toml")
 REPO_CONFIG = ".jupyter-delegate.toml"
 
 # Never written by any tool unless an explicit rule names them; bound read-only in the
@@ -64,6 +65,7 @@ PROTECTED = (
     "AGENTS.override.md",
     "CLAUDE.md",
     ".agents/skills/**",
+    "skills.lock",
     ".claude/**",
     "SKILL.md",
     ".mcp.json",
@@ -438,7 +440,7 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 def effective_policy(call: Policy, repo_root: Path) -> Policy:
     """The user's config, then the call's rules, tightened by the repository's file."""
-    user_path = USER_CONFIG.expanduser()
+    user_path = user_dir() / "config.toml"
     user = _section(read_toml(user_path), str(user_path))
     base = Policy.from_rules(
         _strings(user, "allow", str(user_path)),

@@ -141,6 +141,15 @@ class Task:
     journal_head: str = ""
     created: str = ""
     policy: Policy = field(default_factory=Policy)
+    # From the context event (context/): what the agent was told beyond the outcome.
+    system_prompt: str = ""
+    suggested_checks: tuple[str, ...] = ()
+    use_suggested_checks: bool = True
+    skills: list[dict[str, Any]] = field(default_factory=list)
+    skills_not_loaded: list[dict[str, Any]] = field(default_factory=list)
+    skills_used: list[str] = field(default_factory=list)
+    preferences: list[dict[str, str]] = field(default_factory=list)
+    agents_md: list[str] = field(default_factory=list)
     _manager: TaskManager | None = field(default=None, repr=False, compare=False)
     _subscribers: list[Subscriber] = field(default_factory=list, repr=False, compare=False)
     _changed: threading.Condition = field(
@@ -169,9 +178,10 @@ class Task:
         """Archive the branch under refs/delegate/archive/<id> and remove the worktree."""
         self._mgr().reject(self, reason)
 
-    def request_changes(self, feedback: str) -> None:
-        """Send feedback; the same agent continues from where it stopped."""
-        self._mgr().request_changes(self, feedback)
+    def request_changes(self, feedback: str, remember: str | None = None) -> None:
+        """Send feedback; the same agent continues from where it stopped. `remember`
+        ("repo" or "user") also keeps the feedback as a preference for later tasks."""
+        self._mgr().request_changes(self, feedback, remember)
 
     def cancel(self) -> None:
         self._mgr().cancel(self)
@@ -205,6 +215,14 @@ class Task:
     @property
     def title(self) -> str:
         return self.outcome.title
+
+    @property
+    def check_commands(self) -> tuple[str, ...]:
+        """What the harness runs: the outcome's checks, or, when it has none, those its
+        AGENTS.md offered (unless declined)."""
+        if self.outcome.checks or not self.use_suggested_checks:
+            return self.outcome.checks
+        return self.suggested_checks
 
     # -- plumbing -------------------------------------------------------------------
     def _mgr(self) -> TaskManager:
@@ -241,6 +259,16 @@ class Task:
             for ignored in self.policy.ignored:
                 self._flag(ignored)
             self.name = data.get("name")
+            self.use_suggested_checks = data.get("use_suggested_checks", True)
+        elif type_ == "context":
+            self._apply_context(data)
+        elif type_ == "context_changed":
+            self._flag(
+                f"changed while the task ran (it keeps the version it started with): "
+                f"{'; '.join(data['changes'])}"
+            )
+        elif type_ == "preference":
+            self._flag(f"remembered as a preference ({data['scope']}): {data['text']}")
         elif type_ == "state":
             self.state = TaskState(data["state"])
             if data.get("error"):
@@ -262,8 +290,12 @@ class Task:
             self.head_commit = data["commit"]
         elif type_ == "merged":
             self.merged_commit = data["commit"]
-        elif type_ == "tool_result" and data.get("sandbox") == "none":
-            self._flag("commands ran unsandboxed")
+        elif type_ == "tool_result":
+            if data.get("sandbox") == "none":
+                self._flag("commands ran unsandboxed")
+            skill = data.get("skill")
+            if skill and not data.get("is_error") and skill not in self.skills_used:
+                self.skills_used.append(skill)
         elif type_ == "permission" and data.get("decision"):
             verdict = "denied" if data["decision"] == "deny" else "allowed"
             by = data.get("by", "policy")
@@ -272,6 +304,22 @@ class Task:
                 self.policy = self.policy.remembering(data["rule"])
         elif type_ == "flag":
             self._flag(data["text"])
+
+    def _apply_context(self, data: Mapping[str, Any]) -> None:
+        self.system_prompt = data.get("system", "")
+        self.suggested_checks = tuple(data.get("suggested_checks", ()))
+        self.skills = list(data.get("skills", []))
+        self.skills_not_loaded = list(data.get("skills_not_loaded", []))
+        self.preferences = list(data.get("preferences", []))
+        self.agents_md = [item["path"] for item in data.get("agents_md", [])]
+        for skipped in self.skills_not_loaded:
+            self._flag(f"skill {skipped['why']}")
+        if self.suggested_checks and not self.outcome.checks:
+            listed = ", ".join(f"`{c}`" for c in self.suggested_checks)
+            if self.use_suggested_checks:
+                self._flag(f"checks offered by AGENTS.md, used as the outcome has none: {listed}")
+            else:
+                self._flag(f"checks offered by AGENTS.md, declined: {listed}")
 
     def _flag(self, text: str) -> None:
         if text not in self.flags:
@@ -301,4 +349,7 @@ class Task:
             "error": self.error,
             "journal_head": self.journal_head,
             "created": self.created,
+            "check_commands": list(self.check_commands),
+            "skills_used": list(self.skills_used),
+            "preferences": [p["text"] for p in self.preferences],
         }

@@ -41,6 +41,8 @@ def _isolated_env(
     config = tmp_path_factory.mktemp("config") / "gitconfig"
     config.write_text("[user]\n\tname = Test User\n\temail = t@example.com\n")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    # The user's own skills, preferences and config never reach a test.
+    monkeypatch.setenv("JUPYTER_DELEGATE_HOME", str(config.parent / "delegate-home"))
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ def test_delegation_reaches_review_with_proven_checks_then_approve_merges(
         "glob",
         "grep",
         "bash",
+        "skill",  # the bundled skills are always there
         "finish",
     }
     assert first["cache_control"] == {"type": "ephemeral"}

@@ -146,6 +146,7 @@ def test_modes() -> None:
 def test_a_repository_config_can_only_tighten(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("JUPYTER_DELEGATE_HOME")  # the default: ~/.jupyter/delegate
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     user = tmp_path / "home" / ".jupyter" / "delegate" / "config.toml"
     user.parent.mkdir(parents=True)

@@ -69,6 +69,8 @@ class AgentLoop:
     emit: Emit
     spent_usd: Callable[[], float]
     permit: Permit
+    # Runs before each model turn (the manager notices context files changing there).
+    before_turn: Callable[[], None] = lambda: None
 
     def __post_init__(self) -> None:
         self._tools = self.toolbox.definitions()
@@ -86,6 +88,7 @@ class AgentLoop:
 
     async def step(self) -> None:
         self.check_budget()
+        self.before_turn()
         message = await self.query()
         await self.act(message)
 

@@ -4,7 +4,9 @@
 bound to the task's worktree (they resolve symlinks and refuse paths outside it); we do
 not rewrite them, we only make their output speak in worktree-relative paths. `bash` is
 our own: each command its own process group in the sandbox (`sandbox.py`), never the
-toolset's persistent, unconfined shell. `finish` ends the work; the loop handles it.
+toolset's persistent, unconfined shell. `skill` loads a skill's SKILL.md body or one of
+its files, as pinned when the task started (progressive disclosure: the system prompt
+holds only names and descriptions). `finish` ends the work; the loop handles it.
 
 Dispatch never raises for the model's mistakes: unknown tools and malformed input come
 back as error results (`ToolOutput.malformed`) so the model can correct itself.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +66,31 @@ FINISH_TOOL: dict[str, Any] = {
 }
 
 
+SKILL_OUTPUT_LIMIT = 60_000
+
+
+def skill_tool(names: Sequence[str]) -> dict[str, Any]:
+    return {
+        "name": "skill",
+        "description": (
+            "Load a skill listed in the system prompt: returns its instructions (SKILL.md) "
+            "and the list of its other files. Call again with `file` to read one of them "
+            "(e.g. references/guide.md). Scripts run with bash from the folder it names."
+        ),
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "enum": list(names)},
+                "file": {
+                    "type": "string",
+                    "description": "A file of the skill, relative to its folder (optional).",
+                },
+            },
+            "required": ["name"],
+        },
+    }
+
+
 @dataclass(frozen=True)
 class ToolOutput:
     content: str | list[dict[str, Any]]
@@ -79,7 +106,13 @@ def _error(text: str, *, malformed: bool = False) -> ToolOutput:
 class Toolbox:
     """The tools of one task, bound to its worktree and sandbox."""
 
-    def __init__(self, worktree: Path, sandbox: Sandbox, command_timeout_s: float) -> None:
+    def __init__(
+        self,
+        worktree: Path,
+        sandbox: Sandbox,
+        command_timeout_s: float,
+        skills: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
         from anthropic.lib.tools.agent_toolset import (
             AgentToolContext,
             beta_edit_tool,
@@ -95,10 +128,12 @@ class Toolbox:
         ctx = AgentToolContext(workdir=str(self.worktree))
         makers = (beta_read_tool, beta_write_tool, beta_edit_tool, beta_glob_tool, beta_grep_tool)
         self._file_tools = {tool.name: tool for tool in (make(ctx) for make in makers)}
+        self.skills = {skill["name"]: skill for skill in skills}
 
     def definitions(self) -> list[dict[str, Any]]:
         file_tools = [dict(self._file_tools[name].to_dict()) for name in FILE_TOOLS]
-        return [*file_tools, BASH_TOOL, FINISH_TOOL]
+        skills = [skill_tool(list(self.skills))] if self.skills else []
+        return [*file_tools, BASH_TOOL, *skills, FINISH_TOOL]
 
     async def call(self, name: str, tool_input: object) -> ToolOutput:
         if not isinstance(tool_input, dict):
@@ -107,7 +142,9 @@ class Toolbox:
             return await self._bash(tool_input)
         if name in self._file_tools:
             return await self._file_tool(name, tool_input)
-        known = ", ".join([*FILE_TOOLS, "bash", "finish"])
+        if name == "skill" and self.skills:
+            return self._skill(tool_input)
+        known = ", ".join(t["name"] for t in self.definitions())
         return _error(f"Unknown tool {name!r}. The tools are: {known}.", malformed=True)
 
     async def _file_tool(self, name: str, tool_input: dict[str, Any]) -> ToolOutput:
@@ -152,6 +189,38 @@ class Toolbox:
                 "duration_s": round(time.monotonic() - started, 3),
             },
         )
+
+    def _skill(self, tool_input: dict[str, Any]) -> ToolOutput:
+        from ..context.skills import read_pinned, split_front_matter
+        from ..errors import ContextError
+
+        name, file = tool_input.get("name"), tool_input.get("file")
+        if not isinstance(name, str) or name not in self.skills:
+            known = ", ".join(self.skills)
+            return _error(f"skill: 'name' must be one of: {known}.", malformed=True)
+        if file is not None and (not isinstance(file, str) or not file.strip()):
+            return _error("skill: 'file' must be a path inside the skill's folder.", malformed=True)
+        skill = self.skills[name]
+        meta = {"skill": name, **({"file": file} if file else {})}
+        try:
+            content = read_pinned(skill, file.strip().removeprefix("./") if file else "SKILL.md")
+        except ContextError as exc:
+            return ToolOutput(str(exc)[:_MAX_ERROR], is_error=True, meta=meta)
+        if b"\0" in content[:8192]:
+            text = f"{file} is a binary file of {len(content)} bytes (in {skill['folder']})."
+        elif file:
+            text = content.decode("utf-8", errors="replace")
+        else:
+            body = split_front_matter(content.decode("utf-8", errors="replace"), Path())[1]
+            others = sorted(f for f in skill["files"] if f != "SKILL.md")
+            listing = "\n".join(f"- {f}" for f in others) or "(none)"
+            text = (
+                f"# Skill: {name}\n(folder: {skill['folder']})\n\n{body.strip()}\n\n"
+                f"Its other files (read one with the skill tool and `file`):\n{listing}"
+            )
+        if len(text) > SKILL_OUTPUT_LIMIT:
+            text = text[:SKILL_OUTPUT_LIMIT] + f"\n[cut at {SKILL_OUTPUT_LIMIT} characters]"
+        return ToolOutput(text, meta=meta)
 
     def _relative(self, text: str) -> str:
         return text.replace(str(self.worktree) + "/", "").replace(str(self.worktree), ".")

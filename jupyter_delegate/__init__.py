@@ -23,7 +23,10 @@ from .outcome import Budget, Outcome
 from .task import CheckResult, Task, TaskEvent, TaskState, Usage
 
 if TYPE_CHECKING:
+    from .context import Preference, SkillStatus
     from .manager import TaskManager
+
+Repo = str | os.PathLike[str]
 
 __version__ = "0.1.0"
 __all__ = [
@@ -36,9 +39,14 @@ __all__ = [
     "TaskState",
     "Usage",
     "delegate",
+    "forget",
     "get_task",
     "load_ipython_extension",
+    "prefer",
+    "preferences",
+    "skills",
     "tasks",
+    "trust_skill",
 ]
 
 
@@ -58,6 +66,7 @@ def delegate(
     deny: Iterable[str] = (),
     mode: str = "default",
     name: str | None = None,
+    suggested_checks: bool = True,
     manager: TaskManager | None = None,
 ) -> Task:
     """Start an agent on an outcome; returns the `Task` at once (it runs on the engine
@@ -66,7 +75,8 @@ def delegate(
     `sandbox` "auto" (default), "bubblewrap" or "none" (explicitly unconfined);
     `allow` / `ask` / `deny` permission rules such as "Bash(pytest:*)" or "Edit(src/**)";
     `mode` "default", "ask" (every write and command asks), "plan" (read only) or "auto";
-    `name` a short handle for the notebook and CLI."""
+    `name` a short handle for the notebook and CLI; `suggested_checks=False` declines
+    the test commands AGENTS.md offers when `checks` is empty."""
     from .manager import get_manager
     from .policy import Policy
 
@@ -81,7 +91,16 @@ def delegate(
     )
     chosen = manager or get_manager()
     policy = Policy.from_rules(allow, ask, deny, mode)
-    return chosen.submit(outcome, repo=repo, base=base, model=model, sandbox=sandbox, policy=policy)
+    return chosen.submit(
+        outcome,
+        repo=repo,
+        base=base,
+        model=model,
+        sandbox=sandbox,
+        policy=policy,
+        name=name,
+        use_suggested_checks=suggested_checks,
+    )
 
 
 def tasks(repo: str | os.PathLike[str] | None = None) -> list[Task]:
@@ -95,6 +114,55 @@ def get_task(task_id: str, repo: str | os.PathLike[str] | None = None) -> Task:
     from .manager import get_manager
 
     return get_manager().get(task_id, repo)
+
+
+def prefer(text: str, *, repo: Repo | None = None) -> Preference:
+    """Teach a preference once: user-wide, or for `repo` only. Later tasks' agents get it
+    in their system prompt."""
+    from .context import add_preference
+
+    return add_preference(text, _state_dir(repo))
+
+
+def preferences(repo: Repo | None = None) -> list[Preference]:
+    """The user's preferences, and `repo`'s when given."""
+    from .context import read_preferences
+
+    return read_preferences(_state_dir(repo))
+
+
+def forget(preference_id: str, *, repo: Repo | None = None) -> Preference:
+    """Remove a preference by its id (see `preferences()`) or its exact text."""
+    from .context import remove_preference
+
+    return remove_preference(preference_id, _state_dir(repo))
+
+
+def skills(repo: Repo | None = ".") -> list[SkillStatus]:
+    """Every skill found (in `repo`, the user's folder, and bundled), with its trust:
+    trusted, bundled, new, changed, malformed or shadowed."""
+    from .context import scan
+
+    return scan(_root(repo))
+
+
+def trust_skill(name: str, *, repo: Repo | None = ".") -> SkillStatus:
+    """Trust a skill as its files are now (recorded in its skills.lock)."""
+    from .context.skills import find, scan, trust
+
+    return trust(find(scan(_root(repo)), name))
+
+
+def _root(repo: Repo | None) -> Any:
+    from .workspace import Workspace
+
+    return Workspace(repo).root if repo is not None else None
+
+
+def _state_dir(repo: Repo | None) -> Any:
+    from .workspace import Workspace
+
+    return Workspace(repo).state_dir if repo is not None else None
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -58,6 +58,7 @@ class ConventionFile:
 @dataclass(frozen=True)
 class Conventions:
     files: tuple[ConventionFile, ...] = ()
+    leaves: tuple[str, ...] = ("",)  # the deepest folder of each scope entry
 
     @property
     def cut(self) -> bool:
@@ -71,19 +72,19 @@ class Conventions:
         return "\n".join(parts)
 
     def suggested_checks(self) -> tuple[str, ...]:
-        """Test commands the nearest AGENTS.md of each folder names, run from its folder."""
+        """For each scope folder, the test commands of the nearest AGENTS.md that names
+        any, run from that file's folder."""
         found: list[str] = []
         nearest_first = sorted(self.files, key=lambda f: -len(PurePosixPath(f.path).parts))
-        seen_folders: list[str] = []
-        for file in nearest_first:
-            commands = test_commands(file.text)
-            if not commands or any(_inside(folder, file.folder) for folder in seen_folders):
-                continue
-            seen_folders.append(file.folder)
-            for command in commands:
-                full = f"cd {file.folder} && {command}" if file.folder else command
-                if full not in found:
-                    found.append(full)
+        for leaf in self.leaves:
+            for file in nearest_first:
+                commands = named_test_commands(file.text) if _inside(leaf, file.folder) else []
+                if commands:
+                    for command in commands:
+                        full = f"cd {file.folder} && {command}" if file.folder else command
+                        if full not in found:
+                            found.append(full)
+                    break
         return tuple(found[:MAX_SUGGESTED])
 
 
@@ -92,27 +93,28 @@ def _inside(child: str, parent: str) -> bool:
     return parent == "" or child == parent or child.startswith(parent + "/")
 
 
-def folders_to_scope(root: Path, scope: Sequence[str]) -> list[str]:
-    """The folders from the root down to each scope entry, root first, each once. A glob
-    or a file ends the walk at the folder above it."""
-    folders = [""]
-    for entry in scope:
-        parts: list[str] = []
+def scope_chains(root: Path, scope: Sequence[str]) -> list[list[str]]:
+    """For each scope entry, the folders from the root down to it (root is ""). A glob or
+    a file ends the walk at the folder above it."""
+    chains = []
+    for entry in scope or ("",):
+        chain, parts = [""], []
         for part in PurePosixPath(entry.strip("/")).parts:
             parts.append(part)
             folder = "/".join(parts)
             if any(ch in part for ch in "*?[") or not (root / folder).is_dir():
                 break
-            if folder not in folders:
-                folders.append(folder)
-    return folders
+            chain.append(folder)
+        chains.append(chain)
+    return chains
 
 
 def discover(root: Path, scope: Sequence[str] = ()) -> list[Path]:
     """The AGENTS.md (or AGENTS.override.md) of each folder from the root to the scope."""
     root = root.resolve()
     found = []
-    for folder in folders_to_scope(root, scope):
+    folders = dict.fromkeys(f for chain in scope_chains(root, scope) for f in chain)
+    for folder in folders:
         directory = root / folder if folder else root
         for name in NAMES:
             candidate = directory / name
@@ -142,10 +144,11 @@ def read_conventions(root: Path, scope: Sequence[str] = (), limit: int = LIMIT) 
             )
         left -= len(text)
         kept[path] = ConventionFile(relative, text, digest, cut)
-    return Conventions(tuple(kept[path] for path in paths))
+    leaves = tuple(dict.fromkeys(chain[-1] for chain in scope_chains(root, scope)))
+    return Conventions(tuple(kept[path] for path in paths), leaves)
 
 
-def test_commands(markdown: str) -> list[str]:
+def named_test_commands(markdown: str) -> list[str]:
     """Commands in code spans and code blocks that run tests (pytest, npm test, ...)."""
     candidates: list[str] = []
     in_fence = False

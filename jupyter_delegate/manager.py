@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .context import Watch, add_preference, gather
+from .context import Watch, add_preference, check_readable, gather
 from .engine.loop import AgentLoop, Finished, TaskFailed
 from .engine.model import Endpoint, client_for, endpoint_from_env, resolve_model
 from .engine.prompt import first_message, system_prompt
@@ -140,6 +140,7 @@ class TaskManager:
         base_branch, base_commit = workspace.resolve_base(base)
         model_id = resolve_model(model)
         policy = effective_policy(policy or Policy(), workspace.root)
+        check_readable(workspace.root, workspace.state_dir)
         endpoint = None if self._client is not None else endpoint_from_env()
         tier = sandbox or self.sandbox
         task_id = self._new_id(workspace)

@@ -593,3 +593,19 @@ def test_the_context_survives_a_restart_byte_for_byte(
     assert reloaded.system_prompt == task.system_prompt
     assert "Be brief." in reloaded.system_prompt and "Be verbose." not in reloaded.system_prompt
     assert os.path.basename(str(reloaded.worktree)) == task.id
+
+
+def test_a_malformed_lock_or_preferences_file_fails_submit_with_nothing_created(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager()
+    state = Path(repo.git_dir) / "delegate"
+    (Path(repo.working_dir) / "skills.lock").write_text('{"skills": [1, 2]}')
+    with pytest.raises(ContextError, match=r"skills\.lock: expected"):
+        manager.submit(Outcome("Make add() add."), repo=repo.working_dir)
+    (Path(repo.working_dir) / "skills.lock").unlink()
+    write(user_dir() / "preferences.md", "").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(ContextError, match="Cannot read the preferences"):
+        manager.submit(Outcome("Make add() add."), repo=repo.working_dir)
+    assert not (state / "tasks").exists() or not any((state / "tasks").iterdir())
+    assert (user_dir() / "preferences.md").read_bytes() == b"\xff\xfe not utf-8"

@@ -37,6 +37,7 @@ __all__ = [
     "TaskContext",
     "Watch",
     "add_preference",
+    "check_readable",
     "gather",
     "read_preferences",
     "remove_preference",
@@ -90,6 +91,17 @@ def gather(
         not_loaded=tuple(s for s in statuses if not s.loadable),
         preferences=tuple(read_preferences(state_dir)),
     )
+
+
+def check_readable(checkout: Path, state_dir: Path | None) -> None:
+    """Raise ContextError now, before a task is created, when a lock or preferences file
+    cannot be read (a task would otherwise fail after it started)."""
+    from .skills import read_lock, sources
+
+    for source in sources(checkout):
+        if source.lock is not None:
+            read_lock(source.lock)
+    read_preferences(state_dir)
 
 
 class Watch:

@@ -138,6 +138,16 @@ export function renderCard(doc: Document, card: CardModel, folded = false): HTML
   for (const flag of card.flags) {
     body.append(el(doc, 'div', { class: 'jd-flag' }, flag));
   }
+  if (card.skillsUsed) {
+    body.append(row(doc, 'skills used', card.skillsUsed));
+  }
+  if (card.preferences.length) {
+    const prefs = el(doc, 'ul', { class: 'jd-preferences' });
+    for (const p of card.preferences) {
+      prefs.append(el(doc, 'li', {}, p));
+    }
+    body.append(row(doc, 'preferences', `${card.preferences.length} in force`), prefs);
+  }
   body.append(
     row(
       doc,

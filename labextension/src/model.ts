@@ -42,6 +42,8 @@ export interface TaskRecord {
   journal_head: string | null;
   diffstat: DiffstatRow[];
   diffstat_files?: number;
+  skills_used: string[];
+  preferences: string[];
 }
 
 /** States in which the agent is at work (or about to be, or waiting on a permission). */
@@ -121,7 +123,9 @@ export function parseRecord(data: unknown): TaskRecord | null {
           }
         : null
     ),
-    diffstat_files: typeof r.diffstat_files === 'number' ? r.diffstat_files : undefined
+    diffstat_files: typeof r.diffstat_files === 'number' ? r.diffstat_files : undefined,
+    skills_used: list(r.skills_used, s => (typeof s === 'string' ? s : null)),
+    preferences: list(r.preferences, p => (typeof p === 'string' ? p : null))
   };
 }
 
@@ -158,6 +162,8 @@ export interface CardModel {
   servedModel: string;
   journalHead: string;
   oneLine: string;
+  skillsUsed: string;
+  preferences: string[];
 }
 
 export function cardModel(record: TaskRecord): CardModel {
@@ -200,7 +206,9 @@ export function cardModel(record: TaskRecord): CardModel {
     steps: record.usage.steps,
     servedModel,
     journalHead: record.journal_head ? record.journal_head.slice(0, 12) : '',
-    oneLine: `${label} [${record.state}] ${cost}${checks}`
+    oneLine: `${label} [${record.state}] ${cost}${checks}`,
+    skillsUsed: record.skills_used.join(', '),
+    preferences: record.preferences
   };
 }
 

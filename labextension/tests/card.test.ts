@@ -31,6 +31,24 @@ describe('renderCard', () => {
     expect(node.querySelector('.jd-fail')!.textContent).toContain('exit 2');
   });
 
+  it('lists the skills the agent used and the preferences in force', () => {
+    const record = {
+      ...merged,
+      skills_used: ['test-first', 'careful-refactor'],
+      preferences: ['Use pathlib, not os.path.', '<i>Short names.</i>']
+    };
+    const node = renderCard(document, cardModel(parseRecord(record)!));
+    expect(node.textContent).toContain('skills used');
+    expect(node.textContent).toContain('test-first, careful-refactor');
+    const prefs = [...node.querySelectorAll('.jd-preferences li')].map(li => li.textContent);
+    expect(prefs).toEqual(['Use pathlib, not os.path.', '<i>Short names.</i>']);
+    expect(node.querySelector('i')).toBeNull();
+    // an older record without them shows neither row
+    const plain = renderCard(document, cardModel(parseRecord(merged)!));
+    expect(plain.textContent).not.toContain('skills used');
+    expect(plain.querySelector('.jd-preferences')).toBeNull();
+  });
+
   it('folds to its header line', () => {
     const node = renderCard(document, cardModel(parseRecord(merged)!), true);
     expect(node.classList.contains('jd-folded')).toBe(true);

@@ -1,14 +1,28 @@
 """`jupyter delegate ...`: the command line, a thin layer over the Python API.
 
     run GOAL --repo P --check CMD --scope S --base REF --model M --max-usd N --max-steps N
-             [--approve | --no-approve]
+             [--no-suggested-checks] [--approve | --no-approve]
     list [--repo P] [--json]     show ID     diff ID     approve ID [--squash]
-    reject ID [--reason R]       request-changes ID TEXT      resume ID     cancel ID
+    reject ID [--reason R]       resume ID     cancel ID
+    request-changes ID TEXT [--remember | --remember-everywhere]
     audit verify [ID] [--repo P]
     demo [--dir D]
 
-Exit codes: 0 done; 1 the task failed or its checks fail; 2 bad input (a DelegateError,
-whose message says what to do).
+What the agent knows beyond the outcome (context/):
+
+    skills [list] [--json]       every skill (repo, user, bundled) with its trust
+    skills show NAME             its front matter, trust, files (sha256) and instructions
+    skills check [NAME]          why each skill is or is not loaded, with the diff of a
+                                 changed one; exit 1 when any is new, changed or malformed
+    skills trust NAME... | --all record skills as trusted in their skills.lock
+    prefer TEXT [--repo P]       teach a preference (user-wide; --repo: that repo only)
+    prefs [--json]   prefs remove ID
+
+The skills and prefs commands take `--repo P`; without it they use the repository the
+current directory is in, or, outside any, the user's own (and bundled) ones only.
+
+Exit codes: 0 done; 1 the task failed or its checks fail (for `skills check`: a skill is
+not loaded); 2 bad input (a DelegateError, whose message says what to do).
 """
 
 from __future__ import annotations
@@ -22,12 +36,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .engine.tools import describe_input
-from .errors import DelegateError
+from .errors import ContextError, DelegateError
 from .outcome import Budget, Outcome
 from .policy import PermissionRequest, Policy
 from .task import Task, TaskEvent, TaskState
 
 if TYPE_CHECKING:
+    from .context import SkillStatus
     from .manager import TaskManager
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -92,13 +107,22 @@ def print_review(task: Task, out: TextIO) -> None:
     out.write(f"  branch {task.branch} from {task.base_commit[:10]}")
     out.write(f" -> {(task.head_commit or '')[:10]}\n")
     out.write("  changes:\n" + "".join(f"   {line}\n" for line in stat[-30:]))
-    out.write("  checks (run by the harness):\n")
+    from_agents_md = bool(task.check_commands) and not task.outcome.checks
+    origin = "offered by AGENTS.md as the outcome named none, " if from_agents_md else ""
+    out.write(f"  checks ({origin}run by the harness):\n")
     for check in task.checks:
         mark = "PASS" if check.passed else "FAIL"
         out.write(f"    {mark} {check.command} (exit {check.exit_code}, {check.duration_s:.1f}s)\n")
     if not task.checks:
-        out.write("    none were given\n")
+        offered = task.suggested_checks and not task.use_suggested_checks
+        declined = " (AGENTS.md offered some; declined)" if offered else ""
+        out.write(f"    none were given{declined}\n")
     out.write(f"  summary: {task.summary or '(none)'}\n")
+    loaded = f" ({len(task.skills)} offered)" if task.skills else ""
+    out.write(f"  skills used: {', '.join(task.skills_used) or 'none'}{loaded}\n")
+    out.write("  preferences in force:" + ("" if task.preferences else " none") + "\n")
+    for preference in task.preferences:
+        out.write(f"    [{preference.get('scope', '?')}] {preference.get('text', '')}\n")
     usage = task.usage
     out.write(
         f"  cost: ${usage.cost_usd:.4f} over {usage.steps} steps "
@@ -172,6 +196,7 @@ def cmd_run(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
         model=args.model,
         sandbox=args.sandbox,
         policy=policy,
+        use_suggested_checks=not args.no_suggested_checks,
     )
     out.write(f"Task {task.id} on {task.branch} (model {task.model})\n")
     follow(task, out, yes=args.yes)
@@ -224,7 +249,10 @@ def cmd_reject(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> i
 
 def cmd_request_changes(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
     task = manager.get(args.id, args.repo)
-    task.request_changes(args.text)
+    task.request_changes(args.text, remember=args.remember)
+    if args.remember is not None:
+        where = "this repository" if args.remember == "repo" else "every repository"
+        out.write(f"Remembered as a preference for {where}: `jupyter delegate prefs` lists it.\n")
     follow(task, out)
     return decide(task, args.approve, out)
 
@@ -264,6 +292,276 @@ def cmd_demo(args: argparse.Namespace, manager: TaskManager | None, out: TextIO)
     from .demo import run_demo
 
     return run_demo(Path(args.dir) if args.dir else None, out)
+
+
+# -- context: skills and preferences --------------------------------------------------------
+NEEDS_REVIEW = ("new", "changed", "malformed")
+ALLOWED_TOOLS_NOTE = (
+    "shown, not granted: what the agent may do comes only from your own rules "
+    "(--allow / --ask / --deny and the mode)"
+)
+
+
+def default_repo(given: str | None) -> str | None:
+    """The repository a skills or prefs command works on: the one given (an error later if
+    it is not one), else the one the current directory is in, else None (the user's own
+    and bundled skills, the user-wide preferences)."""
+    if given is not None:
+        return given
+    import git
+
+    try:
+        found = git.Repo(Path.cwd(), search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+    return None if found.bare else "."
+
+
+def _outside_note(repo: str | None, what: str) -> str:
+    if repo is not None:
+        return ""
+    return f"Not in a git repository: {what} only (--repo P for a repository's).\n"
+
+
+def shorten(text: str, width: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
+
+
+def skill_rows(statuses: Sequence[SkillStatus]) -> list[str]:
+    """One line per skill: name, source, trust, and its description or problem."""
+    width = max([len(s.name) for s in statuses] + [4])
+    lines = [f"{'NAME':<{width}}  SOURCE   TRUST      DESCRIPTION"]
+    for status in statuses:
+        if status.trust == "malformed":
+            about = status.problem
+        elif status.trust == "shadowed":
+            about = "(not loaded: a skill of the same name comes first)"
+        else:
+            about = shorten(status.skill.description if status.skill else "")
+        lines.append(f"{status.name:<{width}}  {status.source:<7}  {status.trust:<9}  {about}")
+    return lines
+
+
+def skill_card(status: SkillStatus) -> list[str]:
+    """A skill as `skills show` prints it: its fields, trust, files, then its body."""
+    lines = [f"{status.name} ({status.source} skill, {status.folder})", f"  trust: {status.trust}"]
+    if not status.loadable:
+        lines.append(f"    {status.explain()}")
+    skill = status.skill
+    if skill is None:
+        return lines
+    lines.append(f"  description: {skill.description}")
+    if skill.license:
+        lines.append(f"  license: {skill.license}")
+    if skill.compatibility:
+        lines.append(f"  compatibility: {skill.compatibility}")
+    if skill.metadata:
+        lines.append("  metadata: " + ", ".join(f"{k}={v}" for k, v in skill.metadata.items()))
+    if skill.allowed_tools:
+        lines.append(f"  allowed-tools: {' '.join(skill.allowed_tools)}")
+        lines.append(f"    {ALLOWED_TOOLS_NOTE}")
+    else:
+        lines.append("  allowed-tools: none declared")
+    lines += [f"  warning: {warning}" for warning in skill.warnings]
+    lines.append("  files (sha256):")
+    drift = {path: label for label, paths in status.drift() for path in paths}
+    for path, digest in sorted(skill.files.items()):
+        mark = f"  ({drift[path]} since trusted)" if path in drift else ""
+        lines.append(f"    {digest[:12]}  {path}{mark}")
+    lines += [f"    {'':12}  {path}  (removed since trusted)" for path in status.removed]
+    return [*lines, "", skill.body()]
+
+
+def skill_check(status: SkillStatus) -> list[str]:
+    """Why a skill is or is not loaded; for a changed one, the diff against the trusted copy."""
+    mark = "ok" if status.loadable else status.trust.upper()
+    lines = [f"{mark:<9}  {status.explain()}"]
+    if status.trust == "new" and status.skill is not None:
+        lines.append("           files: " + ", ".join(sorted(status.skill.files)))
+    if status.trust == "changed":
+        lines += ["    " + line for line in status.diff().splitlines()]
+    if status.skill is not None:
+        lines += [f"           warning: {warning}" for warning in status.skill.warnings]
+    return lines
+
+
+def _statuses(repo: str | None) -> list[SkillStatus]:
+    from . import skills
+
+    return skills(repo)
+
+
+def cmd_skills_list(args: argparse.Namespace, out: TextIO) -> int:
+    repo = default_repo(args.repo)
+    statuses = _statuses(repo)
+    if args.json:
+        rows = [
+            {
+                "name": s.name,
+                "source": s.source,
+                "trust": s.trust,
+                "folder": str(s.folder),
+                "description": s.skill.description if s.skill else "",
+                "problem": s.problem,
+                "why": s.explain(),
+                "changed": list(s.changed),
+                "added": list(s.added),
+                "removed": list(s.removed),
+            }
+            for s in statuses
+        ]
+        out.write(json.dumps(rows, indent=2) + "\n")
+        return EXIT_OK
+    out.write(_outside_note(repo, "the user's and bundled skills"))
+    out.write("".join(line + "\n" for line in skill_rows(statuses)))
+    waiting = [s.name for s in statuses if s.trust in NEEDS_REVIEW]
+    if waiting:
+        out.write(
+            f"Not loaded until reviewed: {', '.join(waiting)}. "
+            "`jupyter delegate skills check` says why.\n"
+        )
+    return EXIT_OK
+
+
+def cmd_skills_show(args: argparse.Namespace, out: TextIO) -> int:
+    from .context.skills import find
+
+    status = find(_statuses(default_repo(args.repo)), args.name)
+    out.write("".join(line + "\n" for line in skill_card(status)))
+    return EXIT_OK
+
+
+def cmd_skills_check(args: argparse.Namespace, out: TextIO) -> int:
+    from .context.skills import find
+
+    repo = default_repo(args.repo)
+    statuses = _statuses(repo)
+    if args.name:
+        statuses = [find(statuses, args.name)]
+    out.write(_outside_note(repo, "the user's and bundled skills"))
+    for status in statuses:
+        out.write("".join(line + "\n" for line in skill_check(status)))
+    waiting = [s for s in statuses if s.trust in NEEDS_REVIEW]
+    if not waiting:
+        out.write(f"All {len(statuses)} checked: trusted or bundled.\n")
+        return EXIT_OK
+    out.write(
+        f"{len(waiting)} not loaded: read a new or changed skill (`jupyter delegate skills "
+        "show NAME`), then `jupyter delegate skills trust NAME`; fix a malformed one.\n"
+    )
+    return EXIT_FAILED
+
+
+def cmd_skills_trust(args: argparse.Namespace, out: TextIO) -> int:
+    from . import trust_skill
+
+    repo = default_repo(args.repo)
+    statuses = _statuses(repo)
+    chosen = skills_to_trust(statuses, args.names, args.all)
+    for line in trust_lines(statuses, chosen, args.all):
+        out.write(line + "\n")
+    for status in chosen:
+        if status.trust in ("new", "changed"):
+            trusted = trust_skill(status.name, repo=repo)
+            out.write(
+                f"Trusted {trusted.name} ({trusted.source} skill): {len(trusted.locked)} files "
+                f"recorded in {trusted.lock}.\n"
+            )
+    return EXIT_OK
+
+
+def skills_to_trust(
+    statuses: Sequence[SkillStatus], names: Sequence[str], every: bool
+) -> list[SkillStatus]:
+    """The skills a `trust` names (or, with `every`, all new and changed ones); raises
+    before anything is recorded when a name is unknown or malformed."""
+    from .context.skills import find
+
+    if every and names:
+        raise DelegateError("Give skill names or --all, not both.")
+    if every:
+        return [s for s in statuses if s.trust in ("new", "changed")]
+    if not names:
+        raise DelegateError(
+            "Which skills? Name them (`skills trust NAME...`), or pass --all for every new "
+            "or changed one; `skills check` lists them."
+        )
+    chosen = [find(statuses, name) for name in dict.fromkeys(names)]
+    for status in chosen:
+        if status.trust == "malformed":
+            raise ContextError(
+                f"Cannot trust {status.name}: {status.problem}. Fix it first; nothing was trusted."
+            )
+    return chosen
+
+
+def trust_lines(
+    statuses: Sequence[SkillStatus], chosen: Sequence[SkillStatus], every: bool
+) -> list[str]:
+    """What a `trust` leaves as it was: trusted or bundled skills it was given, and (with
+    --all) the malformed ones, which cannot be trusted."""
+    lines = []
+    for status in chosen:
+        if status.trust == "trusted":
+            lines.append(
+                f"{status.name} ({status.source} skill): already trusted in {status.lock}."
+            )
+        elif status.trust == "bundled":
+            lines.append(f"{status.name}: bundled, trusted as installed; nothing to record.")
+    if every:
+        lines += [
+            f"Not trusted, malformed: {s.problem}" for s in statuses if s.trust == "malformed"
+        ]
+        if not chosen:
+            lines.append("Nothing to trust: no skill is new or changed.")
+    return lines
+
+
+def cmd_prefer(args: argparse.Namespace, out: TextIO) -> int:
+    from . import prefer
+
+    preference = prefer(" ".join(args.text), repo=args.repo)
+    where = "every repository" if args.repo is None else "this repository"
+    out.write(
+        f"Remembered for {where} ({preference.id}): {preference.text}\n"
+        f"  in {preferences_file_of(args.repo)}\n"
+    )
+    return EXIT_OK
+
+
+def preferences_file_of(repo: str | None) -> Path:
+    from .context.preferences import preferences_file
+    from .workspace import Workspace
+
+    return preferences_file(Workspace(repo).state_dir if repo is not None else None)
+
+
+def cmd_prefs(args: argparse.Namespace, out: TextIO) -> int:
+    from . import forget, preferences
+
+    repo = default_repo(args.repo)
+    if args.action == "remove":
+        gone = forget(args.id, repo=repo)
+        out.write(f"Forgot {gone.id} ({gone.scope}): {gone.text}\n")
+        return EXIT_OK
+    found = preferences(repo)
+    if args.json:
+        out.write(json.dumps([p.to_dict() for p in found], indent=2) + "\n")
+        return EXIT_OK
+    out.write(_outside_note(repo, "the user-wide preferences"))
+    if not found:
+        out.write(
+            'No preferences yet. Teach one: `jupyter delegate prefer "Use pathlib, not '
+            'os.path"` (with --repo P, for one repository only).\n'
+        )
+    for preference in found:
+        out.write(f"{preference.id}  {preference.scope:<4}  {preference.text}\n")
+    files = [f"user {preferences_file_of(None)}"]
+    if repo is not None:
+        files.append(f"repo {preferences_file_of(repo)}")
+    out.write(f"({'; '.join(files)}: Markdown bullets, editable by hand)\n")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -336,6 +634,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--yes", action="store_true", help="headless: allow what asks (without it, asks are denied)"
     )
+    run.add_argument(
+        "--no-suggested-checks",
+        action="store_true",
+        help="when no --check is given, do not run the test commands AGENTS.md names",
+    )
     approve_flags(run)
 
     lst = command("list", "list the repository's tasks")
@@ -358,6 +661,21 @@ def build_parser() -> argparse.ArgumentParser:
     req = command("request-changes", "send feedback; the same agent continues")
     req.add_argument("id")
     req.add_argument("text")
+    remember = req.add_mutually_exclusive_group()
+    remember.add_argument(
+        "--remember",
+        dest="remember",
+        action="store_const",
+        const="repo",
+        help="also keep the feedback as a preference for this repository's later tasks",
+    )
+    remember.add_argument(
+        "--remember-everywhere",
+        dest="remember",
+        action="store_const",
+        const="user",
+        help="also keep the feedback as a preference for every repository",
+    )
     approve_flags(req)
     res = command("resume", "continue an interrupted task from its journal")
     res.add_argument("id")
@@ -375,7 +693,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo = command("demo", "run an offline demo with a scripted model", repo=False)
     demo.add_argument("--dir", help="where to create the sample repository (default: temp)")
+    context_commands(sub)
     return parser
+
+
+REPO_HELP = "the git repository (default: the one the current directory is in, if any)"
+
+
+def context_commands(sub: Any) -> None:
+    """`skills ...`, `prefer` and `prefs`: what the agent knows beyond the outcome."""
+    skills = sub.add_parser(
+        "skills",
+        help="list, show, check and trust Agent Skills",
+        description="Agent Skills from the repository (.agents/skills, .claude/skills), "
+        "your folder and the package. A repository or user skill is loaded only once "
+        "trusted (its files recorded in skills.lock).",
+    )
+    skills.add_argument("--repo", help=REPO_HELP)
+    skills.add_argument("--json", action="store_true", help="machine-readable (with list)")
+    actions = skills.add_subparsers(dest="skills_action", metavar="ACTION (default: list)")
+
+    def action(name: str, help_: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = actions.add_parser(name, help=help_, description=help_)
+        p.add_argument("--repo", default=argparse.SUPPRESS, help=REPO_HELP)
+        return p
+
+    action("list", "every skill with its source and trust").add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable"
+    )
+    action("show", "a skill's fields, trust, files and instructions").add_argument("name")
+    action(
+        "check", "why each skill is or is not loaded; exit 1 when one needs review"
+    ).add_argument("name", nargs="?", help="one skill (default: all)")
+    trust = action("trust", "record skills as trusted as their files are now")
+    trust.add_argument("names", nargs="*", metavar="NAME")
+    trust.add_argument("--all", action="store_true", help="every new or changed skill")
+
+    prefer = sub.add_parser(
+        "prefer",
+        help="teach a preference every later task is told",
+        description="Teach a preference once, in one sentence: user-wide, or with --repo "
+        "for that repository only.",
+    )
+    prefer.add_argument("text", nargs="+", help="the preference, e.g. 'Use pathlib, not os.path'")
+    prefer.add_argument("--repo", help="keep it for this repository only (default: user-wide)")
+
+    prefs = sub.add_parser(
+        "prefs", help="list preferences, or remove one", description="List preferences."
+    )
+    prefs.add_argument("--repo", help=REPO_HELP)
+    prefs.add_argument("--json", action="store_true", help="machine-readable")
+    prefs_actions = prefs.add_subparsers(dest="action", metavar="ACTION")
+    remove = prefs_actions.add_parser(
+        "remove", help="forget a preference by its id", description="Forget a preference."
+    )
+    remove.add_argument("id", help="its id, as `prefs` lists it (or its exact text)")
+    remove.add_argument("--repo", default=argparse.SUPPRESS, help=REPO_HELP)
 
 
 COMMANDS = {
@@ -392,12 +765,27 @@ COMMANDS = {
 }
 
 
+CONTEXT_COMMANDS = {
+    "skills list": cmd_skills_list,
+    "skills show": cmd_skills_show,
+    "skills check": cmd_skills_check,
+    "skills trust": cmd_skills_trust,
+    "prefer": cmd_prefer,
+    "prefs": cmd_prefs,
+}
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":
             return cmd_demo(args, None, out)
+        if args.command in ("skills", "prefer", "prefs"):
+            name = args.command
+            if name == "skills":
+                name = f"skills {args.skills_action or 'list'}"
+            return CONTEXT_COMMANDS[name](args, out)
         from .manager import get_manager
 
         return COMMANDS[args.command](args, get_manager(), out)

@@ -9,32 +9,43 @@
     %delegate list | board | show ID | approve ID [--squash] | reject ID [--reason R]
     %delegate request-changes ID TEXT | cancel ID | resume ID | wait ID|all [--timeout S]
     %delegate restore [NOTEBOOK]
+    %delegate skills [list | show NAME | check [NAME] | trust NAME... | trust --all] [--repo P]
+    %delegate prefer TEXT [--repo P]      %delegate prefs [remove ID] [--repo P]
 
 IDs may also be task names. Magics are sugar: each one is a call on the Python API. Errors
 raise a `DelegateError` (the cell fails, so nbclient and papermill see it). Re-running a
 `%%delegate` cell whose task exists re-attaches to it; `--new` starts another agent.
+
+The skills and preferences subcommands return small objects (`SkillList`, `SkillCard`,
+`TrustReport`, `PreferenceList`) that a notebook shows as HTML and a test can read; their
+text is the CLI's (cli.py), so both say the same thing.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import inspect
 import os
 import shlex
 import string
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from .. import cli
 from ..errors import DelegateError
 from ..outcome import Budget, Outcome
 from ..policy import Policy
 from ..task import Task, TaskState
 from .record import RecordDisplay, read_records
+
+if TYPE_CHECKING:
+    from ..context import Preference, SkillStatus
 
 SUBCOMMANDS = (
     "list",
@@ -47,6 +58,9 @@ SUBCOMMANDS = (
     "resume",
     "wait",
     "restore",
+    "skills",
+    "prefer",
+    "prefs",
     "help",
 )
 
@@ -75,9 +89,55 @@ def _outcome_parser() -> _Parser:
     parser.add_argument("--mode", choices=["default", "ask", "plan", "auto"], default="default")
     parser.add_argument("--check", action="append", default=[])
     parser.add_argument("--scope", action="append", default=[])
+    parser.add_argument("--no-suggested-checks", action="store_true")
     for kind in ("allow", "ask", "deny"):
         parser.add_argument(f"--{kind}", action="append", default=[])
     return parser
+
+
+def _skills_parser() -> _Parser:
+    parser = _Parser(prog="%delegate skills", add_help=False)
+    parser.add_argument(
+        "action", nargs="?", default="list", choices=["list", "show", "check", "trust"]
+    )
+    parser.add_argument("names", nargs="*")
+    parser.add_argument("--repo")
+    parser.add_argument("--all", action="store_true")
+    return parser
+
+
+def _prefs_parser() -> _Parser:
+    parser = _Parser(prog="%delegate prefs", add_help=False)
+    parser.add_argument("action", nargs="?", default="list", choices=["list", "remove"])
+    parser.add_argument("id", nargs="?")
+    parser.add_argument("--repo")
+    return parser
+
+
+def split_line(line: str) -> list[str]:
+    """The magic line's words, quoted as in a shell. A line whose quotes do not close (an
+    apostrophe in free text: `%delegate prefer Don't mock the database`) is split on
+    whitespace instead, so free text needs no quoting."""
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return line.split()
+
+
+def pop_option(words: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """`--flag VALUE` (or `--flag=VALUE`) taken out of free text: (value, other words)."""
+    value, rest = None, []
+    it = iter(words)
+    for word in it:
+        if word == flag:
+            value = next(it, None)
+            if value is None:
+                raise MagicUsageError(f"%delegate: {flag} needs a value.")
+        elif word.startswith(flag + "="):
+            value = word.split("=", 1)[1]
+        else:
+            rest.append(word)
+    return value, rest
 
 
 def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
@@ -125,7 +185,10 @@ class DelegateMagics(Magics):
             %%delegate [--repo P] [--base REF] [--model M] [--max-usd N] [--max-steps N]
                        [--max-minutes N] [--name NAME] [--new] [--sandbox auto|none]
                        [--allow RULE] [--ask RULE] [--deny RULE]
-                       [--mode default|ask|plan|auto]
+                       [--mode default|ask|plan|auto] [--no-suggested-checks]
+
+        With no `check:` line, the test commands the repository's AGENTS.md names are
+        run as the checks (the review says so); --no-suggested-checks declines them.
 
         Line forms:
 
@@ -134,15 +197,32 @@ class DelegateMagics(Magics):
             %delegate show ID                 a task's live view or review
             %delegate approve ID [--squash]   merge into the base branch
             %delegate reject ID [--reason R]  archive the branch
-            %delegate request-changes ID TEXT the same agent continues
+            %delegate request-changes ID TEXT [--remember | --remember-everywhere]
+                                              the same agent continues; --remember also
+                                              keeps TEXT as a preference for this
+                                              repository, --remember-everywhere for all
             %delegate cancel ID | resume ID
             %delegate wait ID|all [--timeout S]   block until review or end
             %delegate restore [NOTEBOOK]      re-attach the tasks recorded in a notebook
 
+        What the agent knows beyond the outcome (without --repo: the repository of the
+        kernel's working directory, or outside any, your own and the bundled ones only):
+
+            %delegate skills [list] [--repo P]     skills with source and trust
+            %delegate skills show NAME             fields, files (sha256), instructions
+            %delegate skills check [NAME]          why each is or is not loaded; diffs
+            %delegate skills trust NAME... | --all record them in their skills.lock
+            %delegate prefer TEXT [--repo P]       a preference for every later task
+                                                   (user-wide; --repo: that repo only)
+            %delegate prefs [remove ID] [--repo P] list preferences, or forget one
+
+        A repository or user skill is loaded only once trusted; its allowed-tools are
+        shown, never granted (your --allow/--ask/--deny rules decide).
+
         ID is a task id or its --name. A cell whose task exists is re-attached, not
         started again; --new starts another agent.
         """
-        words = shlex.split(line)
+        words = split_line(line)
         if cell is None and words and words[0] in SUBCOMMANDS:
             return getattr(self, "_cmd_" + words[0].replace("-", "_"))(words[1:])
         return self._start(words, cell)
@@ -180,6 +260,7 @@ class DelegateMagics(Magics):
             sandbox=args.sandbox,
             policy=Policy.from_rules(args.allow, args.ask, args.deny, args.mode),
             name=args.name,
+            use_suggested_checks=not args.no_suggested_checks,
         )
         self._show(task)
 
@@ -261,8 +342,16 @@ class DelegateMagics(Magics):
         self._refresh(task)
 
     def _cmd_request_changes(self, words: list[str]) -> None:
-        task = self._one(words, "request-changes ID TEXT")
-        task.request_changes(" ".join(words[1:]))
+        task = self._one(words, "request-changes ID TEXT [--remember | --remember-everywhere]")
+        flags = {"--remember": "repo", "--remember-everywhere": "user"}
+        chosen = {flags[word] for word in words[1:] if word in flags}
+        if len(chosen) > 1:
+            raise MagicUsageError(
+                "%delegate request-changes: --remember keeps the feedback as a preference "
+                "for this repository, --remember-everywhere for every one; give one of them."
+            )
+        text = " ".join(word for word in words[1:] if word not in flags)
+        task.request_changes(text, remember=next(iter(chosen), None))
 
     def _cmd_cancel(self, words: list[str]) -> None:
         self._one(words, "cancel ID").cancel()
@@ -304,9 +393,302 @@ class DelegateMagics(Magics):
         restored = restore(self.manager, path)
         return [{"id": t.id, "name": t.name, "state": str(t.state)} for t in restored]
 
+    # -- context: skills and preferences ------------------------------------------------------
+    def _cmd_skills(self, words: list[str]) -> SkillList | SkillCard | TrustReport:
+        from .. import skills, trust_skill
+        from ..context.skills import find
+
+        args = _skills_parser().parse_args(words)
+        repo = cli.default_repo(args.repo)
+        statuses = skills(repo)
+        names: list[str] = args.names
+        if args.action != "trust" and args.all:
+            raise MagicUsageError("%delegate skills: --all goes with `trust`.")
+        if args.action == "list":
+            if names:
+                raise MagicUsageError(
+                    f"%delegate skills list takes no names; `%delegate skills show {names[0]}` "
+                    "shows one."
+                )
+            return SkillList(statuses, note=_outside(repo))
+        if args.action == "show":
+            if len(names) != 1:
+                raise MagicUsageError("%delegate skills show NAME: give one skill's name.")
+            return SkillCard(find(statuses, names[0]))
+        if args.action == "check":
+            if len(names) > 1:
+                raise MagicUsageError("%delegate skills check [NAME]: one name, or none for all.")
+            chosen = [find(statuses, names[0])] if names else statuses
+            return SkillList(chosen, note=_outside(repo), check=True)
+        to_trust = cli.skills_to_trust(statuses, names, args.all)
+        lines = cli.trust_lines(statuses, to_trust, args.all)
+        trusted = [
+            trust_skill(s.name, repo=repo) for s in to_trust if s.trust in ("new", "changed")
+        ]
+        return TrustReport(trusted, lines)
+
+    def _cmd_prefer(self, words: list[str]) -> PreferenceList:
+        from .. import prefer
+
+        repo, text = pop_option(words, "--repo")
+        preference = prefer(" ".join(text), repo=repo)
+        where = "every repository" if repo is None else "this repository"
+        return PreferenceList(
+            [preference],
+            heading=f"Remembered for {where}",
+            files=[str(cli.preferences_file_of(repo))],
+        )
+
+    def _cmd_prefs(self, words: list[str]) -> PreferenceList:
+        from .. import forget, preferences
+
+        args = _prefs_parser().parse_args(words)
+        repo = cli.default_repo(args.repo)
+        heading = "Preferences"
+        if args.action == "remove":
+            if not args.id:
+                raise MagicUsageError(
+                    "%delegate prefs remove ID: which one? `%delegate prefs` lists the ids."
+                )
+            gone = forget(args.id, repo=repo)
+            heading = f"Forgot {gone.id} ({gone.scope}): {gone.text}. Still in force"
+        elif args.id:
+            raise MagicUsageError(
+                f"%delegate prefs: unexpected {args.id!r}. To forget one: "
+                f"`%delegate prefs remove {args.id}`."
+            )
+        files = [str(cli.preferences_file_of(None))]
+        if repo is not None:
+            files.append(str(cli.preferences_file_of(repo)))
+        return PreferenceList(preferences(repo), heading=heading, files=files, note=_outside(repo))
+
     def _notebook_dir(self) -> Path | None:
         path = notebook_path(self.shell)
         return path.parent if path is not None else Path.cwd()
+
+
+def _outside(repo: str | None) -> str:
+    return (
+        ""
+        if repo is not None
+        else (
+            "Not in a git repository: the user's own and bundled ones only (--repo P for a "
+            "repository's)."
+        )
+    )
+
+
+# -- what the skills and preferences subcommands return ------------------------------------------
+TRUST_COLOURS = {
+    "trusted": "#15803d",
+    "bundled": "#1d4ed8",
+    "new": "#b45309",
+    "changed": "#c2410c",
+    "malformed": "#b91c1c",
+    "shadowed": "#6b7280",
+}
+_TABLE = 'style="border-collapse:collapse;text-align:left"'
+_CELL = 'style="padding:2px 8px;vertical-align:top;text-align:left"'
+
+
+def trust_badge(trust: str) -> str:
+    colour = TRUST_COLOURS.get(trust, "#6b7280")
+    return (
+        f'<span class="jd-trust jd-trust-{html.escape(trust)}" style="background:{colour};'
+        f'color:white;border-radius:4px;padding:0 6px">{html.escape(trust)}</span>'
+    )
+
+
+def _note(text: str) -> str:
+    return f"<p><em>{html.escape(text)}</em></p>" if text else ""
+
+
+class SkillList:
+    """Skills with their trust (`%delegate skills` / `skills check`): a table with trust
+    badges, why each unloaded one is not loaded, and a changed one's diff."""
+
+    def __init__(
+        self, statuses: Sequence[SkillStatus], note: str = "", check: bool = False
+    ) -> None:
+        self.statuses = list(statuses)
+        self.note = note
+        self.check = check
+
+    @property
+    def ok(self) -> bool:
+        """Whether every skill is trusted or bundled (a shadowed one does not count)."""
+        return not self.needs_review
+
+    @property
+    def needs_review(self) -> list[SkillStatus]:
+        return [s for s in self.statuses if s.trust in cli.NEEDS_REVIEW]
+
+    def __repr__(self) -> str:
+        lines = [self.note] if self.note else []
+        if self.check:
+            for status in self.statuses:
+                lines += cli.skill_check(status)
+        else:
+            lines += cli.skill_rows(self.statuses)
+        if self.needs_review:
+            lines.append(
+                "Not loaded until reviewed: "
+                + ", ".join(s.name for s in self.needs_review)
+                + ". `%delegate skills show NAME`, then `%delegate skills trust NAME`."
+            )
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for status in self.statuses:
+            rows.append(
+                f'<tr><td {_CELL}><code style="white-space:nowrap">{html.escape(status.name)}'
+                "</code></td>"
+                f"<td {_CELL}>{html.escape(status.source)}</td>"
+                f"<td {_CELL}>{trust_badge(status.trust)}</td>"
+                f"<td {_CELL}>{self._about(status)}</td></tr>"
+            )
+        footer = ""
+        if self.needs_review:
+            names = ", ".join(s.name for s in self.needs_review)
+            footer = _note(
+                f"Not loaded until reviewed: {names}. Read one with `%delegate skills show "
+                "NAME`, then `%delegate skills trust NAME`."
+            )
+        elif self.check:
+            footer = _note(f"All {len(self.statuses)} checked: trusted or bundled.")
+        head = "".join(f"<th {_CELL}>{h}</th>" for h in ("skill", "source", "trust", "about"))
+        return (
+            f'<div class="jd-skills">{_note(self.note)}<table {_TABLE}><thead><tr>{head}</tr>'
+            f"</thead><tbody>{''.join(rows)}</tbody></table>{footer}</div>"
+        )
+
+    @staticmethod
+    def _about(status: SkillStatus) -> str:
+        if status.trust == "malformed":
+            return f"<code>{html.escape(status.problem)}</code>"
+        parts = [html.escape(status.skill.description if status.skill else "")]
+        if not status.loadable:
+            parts.append(f"<br><small>{html.escape(status.explain())}</small>")
+        if status.trust == "changed":
+            parts.append(
+                "<details><summary>what changed since it was trusted</summary>"
+                f"<pre>{html.escape(status.diff())}</pre></details>"
+            )
+        return "".join(parts)
+
+
+class SkillCard:
+    """One skill (`%delegate skills show NAME`): fields, trust, files, instructions."""
+
+    def __init__(self, status: SkillStatus) -> None:
+        self.status = status
+
+    def __repr__(self) -> str:
+        return "\n".join(cli.skill_card(self.status))
+
+    def _repr_html_(self) -> str:
+        status, skill = self.status, self.status.skill
+        e = html.escape
+        head = (
+            f"<h4><code>{e(status.name)}</code> {trust_badge(status.trust)} "
+            f"<small>{e(status.source)} skill, {e(str(status.folder))}</small></h4>"
+        )
+        if not status.loadable:
+            head += _note(status.explain())
+        if skill is None:
+            return f'<div class="jd-skill">{head}</div>'
+        fields = [("description", e(skill.description))]
+        if skill.license:
+            fields.append(("license", e(skill.license)))
+        if skill.compatibility:
+            fields.append(("compatibility", e(skill.compatibility)))
+        if skill.metadata:
+            pairs = ", ".join(f"{k}={v}" for k, v in skill.metadata.items())
+            fields.append(("metadata", e(pairs)))
+        tools = " ".join(skill.allowed_tools)
+        fields.append(
+            (
+                "allowed-tools",
+                f"<code>{e(tools)}</code> <small>({e(cli.ALLOWED_TOOLS_NOTE)})</small>"
+                if tools
+                else "none declared",
+            )
+        )
+        fields += [("warning", e(warning)) for warning in skill.warnings]
+        rows = "".join(f"<tr><th {_CELL}>{k}</th><td {_CELL}>{v}</td></tr>" for k, v in fields)
+        drift = {path: label for label, paths in status.drift() for path in paths}
+        files = "".join(
+            f"<tr><td {_CELL}><code>{e(digest[:12])}</code></td><td {_CELL}>{e(path)}"
+            f"{' <em>(' + e(drift[path]) + ' since trusted)</em>' if path in drift else ''}"
+            "</td></tr>"
+            for path, digest in sorted(skill.files.items())
+        )
+        return (
+            f'<div class="jd-skill">{head}<table {_TABLE}>{rows}</table>'
+            f"<p>files (sha256)</p><table {_TABLE}>{files}</table>"
+            f"<pre>{e(skill.body())}</pre></div>"
+        )
+
+
+class TrustReport:
+    """What `%delegate skills trust` recorded, and where."""
+
+    def __init__(self, trusted: Sequence[SkillStatus], notes: Sequence[str] = ()) -> None:
+        self.trusted = list(trusted)
+        self.notes = list(notes)
+
+    @property
+    def lines(self) -> list[str]:
+        recorded = [
+            f"Trusted {s.name} ({s.source} skill): {len(s.locked)} files recorded in {s.lock}."
+            for s in self.trusted
+        ]
+        return [*self.notes, *recorded]
+
+    def __repr__(self) -> str:
+        return "\n".join(self.lines)
+
+    def _repr_html_(self) -> str:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in self.lines)
+        return f'<ul class="jd-trust-report">{items}</ul>'
+
+
+class PreferenceList:
+    """Preferences with their ids and scope (`%delegate prefs`, `%delegate prefer`)."""
+
+    def __init__(
+        self,
+        preferences: Sequence[Preference],
+        heading: str = "Preferences",
+        files: Sequence[str] = (),
+        note: str = "",
+    ) -> None:
+        self.preferences = list(preferences)
+        self.heading = heading
+        self.files = list(files)
+        self.note = note
+
+    def __repr__(self) -> str:
+        lines = [self.note] if self.note else []
+        lines.append(f"{self.heading}:" + ("" if self.preferences else " none"))
+        lines += [f"{p.id}  {p.scope:<4}  {p.text}" for p in self.preferences]
+        lines += [f"({path})" for path in self.files]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        rows = "".join(
+            f"<tr><td {_CELL}><code>{e(p.id)}</code></td><td {_CELL}>{e(p.scope)}</td>"
+            f"<td {_CELL}>{e(p.text)}</td></tr>"
+            for p in self.preferences
+        )
+        body = f"<table {_TABLE}>{rows}</table>" if rows else "<p>none</p>"
+        files = "".join(f"<br><small>{e(path)}</small>" for path in self.files)
+        return (
+            f'<div class="jd-preferences">{_note(self.note)}<p><b>{e(self.heading)}</b></p>'
+            f"{body}<p>{files}</p></div>"
+        )
 
 
 def notebook_path(shell: Any) -> Path | None:
@@ -357,4 +739,14 @@ def load_ipython_extension(ipython: Any) -> None:
             restore(magics.manager, path)
 
 
-__all__ = ["DelegateMagics", "TaskState", "load_ipython_extension", "notebook_path", "restore"]
+__all__ = [
+    "DelegateMagics",
+    "PreferenceList",
+    "SkillCard",
+    "SkillList",
+    "TaskState",
+    "TrustReport",
+    "load_ipython_extension",
+    "notebook_path",
+    "restore",
+]

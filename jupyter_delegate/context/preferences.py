@@ -77,7 +77,7 @@ def _read(path: Path, scope: str) -> list[Preference]:
 def add_preference(text: str, state_dir: Path | None = None) -> Preference:
     """Remember one preference (user-wide, or for the repository of `state_dir`)."""
     if not isinstance(text, str) or not text.strip():
-        raise ContextError('A preference needs words, e.g. prefer("Use pathlib, not os.path").')
+        raise ContextError("A preference needs words, e.g. 'Use pathlib, not os.path.'")
     sentence = " ".join(text.split())
     if len(sentence) > MAX_CHARS:
         raise ContextError(
@@ -111,7 +111,8 @@ def remove_preference(pref_id: str, state_dir: Path | None = None) -> Preference
                 return preference
     known = ", ".join(p.id for p in read_preferences(state_dir)) or "none"
     raise ContextError(
-        f"No preference {pref_id!r}. Known ids: {known}. `jupyter delegate prefs` lists them."
+        f"No preference {pref_id!r}. Known ids: {known} (listing the preferences shows "
+        "each id beside its text)."
     )
 
 

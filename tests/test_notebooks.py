@@ -1,9 +1,10 @@
-"""Real kernels (nbclient, jupyter_client): the tutorial runs offline to a merge, a kernel
+"""Real kernels (nbclient, jupyter_client): the tutorials run offline to a merge, a kernel
 killed mid-task leaves a task the next kernel restores and resumes, and a notebook opened
 beside a copy of its repository on another path re-attaches there."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import uuid
@@ -20,6 +21,7 @@ from nbclient import NotebookClient
 from conftest import CHECK, FIX_TURNS, FIXED, SANDBOX, marker_alive
 from jupyter_delegate.notebook.record import MIME
 from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
+from jupyter_delegate.testing.demo_repo import CHECK as SHOP_CHECK
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,6 +70,53 @@ def test_tutorial_runs_offline_to_merged(tmp_path: Path) -> None:
     assert saved[0]["checks"][0]["passed"] and saved[0]["merged_commit"]
     outputs = "".join(str(o.get("text", "")) for c in notebook.cells for o in c.get("outputs", []))
     assert "exit code after the merge: 0" in outputs and "ok (" in outputs
+
+
+def shown(cell: Any) -> str:
+    """The text a code cell printed or returned."""
+    return "".join(
+        str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
+        for output in cell.get("outputs", [])
+    )
+
+
+def test_teaching_tutorial_uses_agents_md_check_trusted_skill_and_remembered_preference(
+    tmp_path: Path,
+) -> None:
+    notebook = nbformat.read(ROOT / "notebooks" / "02-teaching-the-agent.ipynb", as_version=4)
+    run(notebook, tmp_path)
+    saved = {r["name"]: r for r in records(notebook)}
+    assert {name: r["state"] for name, r in saved.items()} == {
+        "fix-discount": "merged",
+        "discount-range": "merged",
+    }
+    first, following = saved["fix-discount"], saved["discount-range"]
+    # No check: line in the outcome, so the test command AGENTS.md names is the check.
+    assert not first["outcome"]["checks"] and first["check_commands"] == [SHOP_CHECK]
+    assert [(c["command"], c["passed"]) for c in first["checks"]] == [(SHOP_CHECK, True)]
+    assert (
+        f"checks offered by AGENTS.md, used as the outcome has none: `{SHOP_CHECK}`"
+        in first["flags"]
+    )
+    # `skills check` before and after trusting the repository's skill.
+    before, after = (
+        next(line for line in shown(c).splitlines() if "shop-conventions (repo" in line)
+        for c in notebook.cells
+        if c.source.startswith("%delegate skills check")
+    )
+    assert before.startswith("NEW ") and "not trusted yet" in before
+    assert after.startswith("ok ") and after.endswith(": trusted")
+    assert first["skills_used"] == ["shop-conventions"]
+    assert following["skills_used"] == ["shop-conventions"]
+    # The feedback remembered in the first task is in force in the next one, not before.
+    mine = "Keep changes small: no edits beyond what the outcome needs."
+    remembered = "Add a test that fails without your change."
+    assert first["preferences"] == [mine]
+    assert f"remembered as a preference (repo): {remembered}" in first["flags"]
+    assert following["preferences"] == [mine, remembered]
+    assert "test_percent_outside_0_to_100_is_refused" in following["summary"]
+    # The notebook kept its skills and preferences in its own folder, not the reader's.
+    assert not Path(os.environ["JUPYTER_DELEGATE_HOME"]).exists()
 
 
 def test_killed_kernel_then_new_kernel_restores_and_resumes(

@@ -154,15 +154,30 @@ def trust_skill(name: str, *, repo: Repo | None = ".") -> SkillStatus:
 
 
 def _root(repo: Repo | None) -> Any:
-    from .workspace import Workspace
-
-    return Workspace(repo).root if repo is not None else None
+    return _folders(repo)[0] if repo is not None else None
 
 
 def _state_dir(repo: Repo | None) -> Any:
+    return _folders(repo)[1] if repo is not None else None
+
+
+def _folders(repo: Repo) -> tuple[Any, Any]:
+    """A repository's top folder and delegate state dir. Skills and preferences need no
+    commit, so a fresh `git init` will do; anything else gets Workspace's clear error."""
+    from pathlib import Path
+
+    import git
+
     from .workspace import Workspace
 
-    return Workspace(repo).state_dir if repo is not None else None
+    try:
+        found = git.Repo(Path(repo).expanduser(), search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        found = None
+    if found is None or found.bare:
+        workspace = Workspace(repo)  # raises, saying what to do
+        return workspace.root, workspace.state_dir
+    return Path(found.working_dir).resolve(), Path(found.common_dir).resolve() / "delegate"
 
 
 def load_ipython_extension(ipython: Any) -> None:

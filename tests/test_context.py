@@ -609,3 +609,18 @@ def test_a_malformed_lock_or_preferences_file_fails_submit_with_nothing_created(
         manager.submit(Outcome("Make add() add."), repo=repo.working_dir)
     assert not (state / "tasks").exists() or not any((state / "tasks").iterdir())
     assert (user_dir() / "preferences.md").read_bytes() == b"\xff\xfe not utf-8"
+
+
+def test_skills_and_preferences_work_in_a_repository_without_commits(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    git.Repo.init(fresh)
+    make_skill(fresh / ".agents" / "skills", "early")
+    assert statuses_by_name(skills(fresh))["early"].trust == "new"
+    assert trust_skill("early", repo=fresh).trust == "trusted"
+    assert prefer("Small commits.", repo=fresh).scope == "repo"
+    assert (fresh / ".git" / "delegate" / "preferences.md").is_file()
+    from jupyter_delegate.errors import RepoError
+
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(RepoError, match="not inside a git repository"):
+        skills(tmp_path / "plain")

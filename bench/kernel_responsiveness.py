@@ -4,12 +4,23 @@ A real kernel (jupyter_client) whose ANTHROPIC_BASE_URL points at a `FakeServer`
 process (loopback HTTP, a fixed model latency per turn). After `%load_ext
 jupyter_delegate`, N round trips of `1+1` execute requests are timed idle; then N tasks
 are started with `%delegate ... --new` (one cell each) and the same N round trips are
-timed while they run. The tasks are checked to be still running when the timing ends,
-so every busy sample really had the engine busy.
+timed while they run. Then, for `window_s` more seconds and no round trips, what the busy
+kernel does per model request is measured: its CPU time (from /proc) and what it
+publishes on IOPub (messages, widget comm opens, bytes of content), which is mostly the
+live task views. The tasks are checked to be still running when the timing ends, so every
+busy sample really had the engine busy.
+
+The p95 of 100 samples is the 5th-slowest round trip: on a shared host one stall moves
+it, so compare several runs (bench/RESULTS.md). More samples would not only steady it:
+the busy samples would come later in the tasks, whose requests cost the SDK more as their
+histories grow, so the figure would measure something else than the earlier runs did.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import queue
 import sys
 import time
 from pathlib import Path
@@ -36,12 +47,42 @@ def round_trips(client: Any, count: int, gap_s: float) -> list[float]:
     return times
 
 
+def cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of process `pid` so far."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def iopub_window(client: Any, seconds: float) -> dict[str, int]:
+    """What the kernel publishes on IOPub in the next `seconds` (what was queued before
+    is dropped first): messages, widget comm opens, and bytes of their content as JSON."""
+    try:
+        while True:
+            client.get_iopub_msg(timeout=0)
+    except queue.Empty:
+        pass
+    seen = {"messages": 0, "comm_opens": 0, "bytes": 0}
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = client.get_iopub_msg(timeout=left)
+        except queue.Empty:
+            break
+        seen["messages"] += 1
+        seen["comm_opens"] += msg["msg_type"] == "comm_open"
+        seen["bytes"] += len(json.dumps(msg["content"], default=str))
+    return seen
+
+
 def run(size: str = "full") -> dict[str, Any]:
     from jupyter_delegate.testing import FakeMessagesAPI, FakeServer
     from jupyter_delegate.testing.fake_anthropic import OFFLINE_API_KEY
 
     common.check_size(size)
-    tasks, steps, latency_ms, samples = (2, 30, 20, 10) if size == "tiny" else (16, 100, 100, 100)
+    tiny = size == "tiny"
+    tasks, steps, latency_ms, samples = (2, 30, 20, 10) if tiny else (16, 100, 100, 100)
+    window_s = 0.3 if tiny else 2.0
     gap_s = 0.01
     with common.git_identity(), common.scratch(NAME) as tmp:
         repo = common.make_repo(tmp / "repo")
@@ -50,6 +91,7 @@ def run(size: str = "full") -> dict[str, Any]:
             env = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": OFFLINE_API_KEY}
             with common.kernel(env=env, cwd=tmp) as client:
                 common.kernel_run(client, "%load_ext jupyter_delegate")
+                pid = int(common.kernel_run(client, "import os; print(os.getpid())"))
                 round_trips(client, 5, gap_s)  # warm-up
                 idle = round_trips(client, samples, gap_s)
                 started = time.perf_counter()
@@ -63,8 +105,11 @@ def run(size: str = "full") -> dict[str, Any]:
                 while len(fake.requests) < tasks:  # every task is talking to the model
                     time.sleep(0.01)
                 busy = round_trips(client, samples, gap_s)
+                requests_seen, cpu_before = len(fake.requests), cpu_s(pid)
+                published = iopub_window(client, window_s)
+                cpu_window = cpu_s(pid) - cpu_before
+                requests_window = max(1, len(fake.requests) - requests_seen)
                 still_running = int(common.kernel_run(client, COUNT_RUNNING).strip())
-                requests_seen = len(fake.requests)
                 server.close()  # before the kernel dies mid-request: no reset tracebacks
     if still_running < tasks:
         raise RuntimeError(
@@ -88,6 +133,13 @@ def run(size: str = "full") -> dict[str, Any]:
         "submit_ms_per_task": submit_s / tasks * 1000,
         "model_requests_during": requests_seen,
         "tasks_running_at_end": still_running,
+        "window_s": window_s,
+        "window_requests": requests_window,
+        "kernel_cpu_share": cpu_window / window_s,
+        "kernel_cpu_ms_per_request": cpu_window / requests_window * 1000,
+        "iopub_msgs_per_request": published["messages"] / requests_window,
+        "iopub_kb_per_request": published["bytes"] / requests_window / 1000,
+        "comm_opens_per_request": published["comm_opens"] / requests_window,
     }
     return common.round_all(figures)
 

@@ -7,14 +7,18 @@ which is exactly what a front end would be sent."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import shlex
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import comm
 import git
 import ipywidgets as widgets
 import pytest
@@ -25,7 +29,12 @@ from jupyter_delegate.manager import TaskManager
 from jupyter_delegate.notebook.views import (
     EAGER_LINES,
     FLUSH_S,
+    INPUT_HEAD,
+    LOG_CHARS,
+    LOG_ENTRIES,
+    OUTPUT_TAIL,
     Board,
+    LiveLog,
     TaskView,
     outside_scope,
     split_diff,
@@ -60,8 +69,12 @@ def shown(widget: widgets.Widget) -> bool:
     return widget.layout.display != "none"
 
 
+TOOL_ITEM = re.compile(r'<details class="jd-tool">.*?</details>', re.S)
+
+
 def tool_items(view: TaskView) -> list[str]:
-    return [c.value for c in view.log_box.children if "jd-tool" in c.value]
+    """The tool calls the live log shows, oldest first (each one a collapsible item)."""
+    return TOOL_ITEM.findall(view.live_log.value)
 
 
 @pytest.fixture
@@ -285,57 +298,219 @@ def test_board_lists_tasks_and_approving_a_row_merges_it(
     assert not first._subscribers and not second._subscribers
 
 
-# -- streaming text --------------------------------------------------------------------------
-def count_text_sets(view: TaskView) -> list[int]:
-    """How many times a text item's value is set, counted as it happens."""
-    sets = [0]
+# -- streaming and pushing -------------------------------------------------------------------
+# These drive a bare task's events as the engine does: from coroutines on an event loop
+# that keeps running (the manager's loop runs forever; pending pushes are due on it).
+def on_engine(steps: Callable[[], Coroutine[Any, Any, None]]) -> float:
+    """Run `steps` on a loop in its own thread, as the engine does; the seconds it took.
+    The loop then runs a little longer, as the engine's does, for the pushes due on it."""
+    took: list[float] = []
 
-    def on_item(change: dict[str, Any]) -> None:
-        for item in change["new"][len(change["old"]) :]:
-            item.observe(lambda _: sets.__setitem__(0, sets[0] + 1), names="value")
+    async def engine() -> None:
+        started = time.monotonic()
+        await steps()
+        took.append(time.monotonic() - started)
+        await asyncio.sleep(3 * FLUSH_S)
 
-    view.log_box.observe(on_item, names="children")
-    return sets
+    thread = threading.Thread(target=lambda: asyncio.run(engine()))
+    thread.start()
+    thread.join(timeout=60)
+    return took[0]
 
 
-def test_text_deltas_are_coalesced_and_flushed_by_the_next_event(
+def step(task: Task, n: int, output: str = "a small file\n") -> None:
+    """One step of an agent, as the engine and the manager make it: its words, a tool
+    call, the result, then the usage (folded into the task first)."""
+    task.emit("text", {"delta": f"Step {n}: reading the notes. "})
+    call = {"id": f"call-{n}", "name": "read", "input": {"file_path": f"notes-{n}.txt"}}
+    task.emit("tool_call", call)
+    result = {"tool_use_id": f"call-{n}", "name": "read", "content": output, "is_error": False}
+    task.emit("tool_result", result)
+    usage = {"input_tokens": 10, "output_tokens": 5}
+    task.usage.add(usage)
+    task.emit("usage", usage)
+
+
+def value_sets(widget: widgets.Widget) -> list[str]:
+    """Every value `widget` is set to from now on (what a front end would be sent)."""
+    values: list[str] = []
+    widget.observe(lambda change: values.append(change["new"]), names="value")
+    return values
+
+
+@dataclass
+class Sent:
+    """What the views sent over their comms: widgets opened, and the bytes of each
+    message (JSON, as the kernel serialises it)."""
+
+    opens: int = 0
+    messages: list[int] = field(default_factory=list)
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
+    record = Sent()
+
+    class RecordingComm(comm.DummyComm):
+        def publish_msg(self, msg_type: str, data: Any = None, *args: Any, **kw: Any) -> None:
+            record.opens += msg_type == "comm_open"
+            record.messages.append(len(json.dumps(data, default=str)))
+
+    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+    return record
+
+
+def bare_task(name: str) -> Task:
+    return Task(id=name, outcome=Outcome("read the notes"), repo=Path("."))
+
+
+def test_text_deltas_are_coalesced_and_end_in_the_log_before_the_next_event(
     views: Callable[..., TaskView],
 ) -> None:
-    task = Task(id="t1", outcome=Outcome("say a lot"), repo=Path("."))
+    task = bare_task("t1")
     view = views(task)
-    sets = count_text_sets(view)
+    text_sets = value_sets(view.live_text)
     words = [f"word{i} " for i in range(300)]
 
-    async def engine() -> float:  # as the engine does: deltas from coroutines on a loop
-        started = time.monotonic()
+    async def steps() -> None:
         for word in words:
             task.emit("text", {"delta": word})
             await asyncio.sleep(0.001)
-        took = time.monotonic() - started
-        task.emit("notice", {"text": "retrying"})  # any other event flushes at once
-        return took
+        task.emit("notice", {"text": "retrying"})
 
-    took: list[float] = []
-    thread = threading.Thread(target=lambda: took.append(asyncio.run(engine())))
-    thread.start()
-    thread.join(timeout=30)
-    text_item = view.log_box.children[0]
-    assert "".join(words).strip() in text_item.value
-    assert "retrying" in view.log_box.children[1].value
-    most_pushes = took[0] / FLUSH_S + 2  # one push per flush interval, plus the ends
-    assert sets[0] >= 1 and sets[0] <= most_pushes < len(words)
+    took = on_engine(steps)
+    log = view.live_log.value
+    assert "".join(words).strip() in log and log.index("word299") < log.index("retrying")
+    assert view.live_text.value == ""  # the words moved into the log, in their place
+    most_pushes = took / FLUSH_S + 2  # one push per flush interval, plus the ends
+    assert 1 <= len(text_sets) <= most_pushes < len(words)
 
 
 def test_text_from_a_thread_without_a_loop_is_flushed_by_a_timer(
     views: Callable[..., TaskView],
 ) -> None:
-    task = Task(id="t2", outcome=Outcome("say a lot"), repo=Path("."))
+    task = bare_task("t2")
     view = views(task)
-    sets = count_text_sets(view)
+    text_sets = value_sets(view.live_text)
     for i in range(200):
         task.emit("text", {"delta": f"w{i} "})
-    until(lambda: view.log_box.children and "w199" in view.log_box.children[0].value, 5)
-    assert sets[0] <= 2
+    until(lambda: "w199" in view.live_text.value, 5)
+    assert len(text_sets) <= 2
+
+
+def test_many_tool_calls_open_no_widget_and_send_bounded_messages(
+    views: Callable[..., TaskView], sent: Sent
+) -> None:
+    task = bare_task("t3")
+    view = views(task)
+    children, opened_by_the_view = view.log_box.children, sent.opens
+    sent.messages.clear()
+
+    async def steps() -> None:
+        for n in range(200):
+            step(task, n)
+            await asyncio.sleep(0.002)
+
+    took = on_engine(steps)
+    assert sent.opens == opened_by_the_view > 0  # no widget per tool call, nor per turn
+    assert view.log_box.children == children
+    assert len(tool_items(view)) == LOG_ENTRIES // 2  # and as many messages
+    assert "notes-199.txt" in tool_items(view)[-1] and "ok" in tool_items(view)[-1]
+    # 800 events: at most one push per interval of each of log, words and header
+    assert len(sent.messages) <= 3 * (took / FLUSH_S + 2) < 800
+    assert max(sent.messages) <= LOG_CHARS + 1000
+
+
+def test_a_burst_of_events_is_pushed_a_bounded_number_of_times(
+    views: Callable[..., TaskView],
+) -> None:
+    task = bare_task("t4")
+    view = views(task)
+    log_sets, header_sets = value_sets(view.live_log), value_sets(view.header)
+
+    async def steps() -> None:
+        for n in range(20):
+            step(task, n)
+        await asyncio.sleep(0)  # the burst ends; the loop may push
+        for n in range(20, 40):
+            step(task, n)
+
+    on_engine(steps)
+    assert 1 <= len(log_sets) <= 2 and 1 <= len(header_sets) <= 2  # of 160 events
+    assert "notes-39.txt" in log_sets[-1] and "40 steps" in header_sets[-1]
+
+
+def test_the_final_state_is_shown_at_once_with_every_event_before_it(
+    views: Callable[..., TaskView],
+) -> None:
+    task = bare_task("t5")
+    view = views(task)
+
+    async def steps() -> None:
+        for n in range(50):
+            step(task, n, output=f"output of step {n}")
+        task.state = TaskState.FAILED
+        task.error = "the budget ran out"
+        task.emit("state", {"state": "failed"})
+
+    done = threading.Event()
+    seen: list[str] = []
+
+    def engine() -> None:  # the loop ends at once: nothing is left for a later push
+        asyncio.run(steps())
+        seen.extend((view.live_log.value, view.header.value, view.status.value))
+        done.set()
+
+    threading.Thread(target=engine).start()
+    assert done.wait(30)
+    log, header, status = seen
+    assert "output of step 49" in TOOL_ITEM.findall(log)[-1]
+    assert "Step 49: reading the notes." in log and view.live_text.value == ""
+    assert "failed" in header and "50 steps" in header and "the budget ran out" in status
+
+
+def test_a_long_task_log_stays_bounded_and_counts_what_it_no_longer_shows(
+    views: Callable[..., TaskView],
+) -> None:
+    task = bare_task("t6")
+    view = views(task)
+    log_sets = value_sets(view.live_log)
+    output = "".join(f"test line {i} passed\n" for i in range(150))  # about 3 KB
+
+    async def steps() -> None:
+        for n in range(200):
+            step(task, n, output=output)
+            await asyncio.sleep(0.002)
+        task.emit("notice", {"text": "done reading"})
+
+    on_engine(steps)
+    assert len(log_sets) >= 3  # pushed while the log grew, each one bounded
+    assert max(len(value) for value in log_sets) <= LOG_CHARS + 300
+    final = view.live_log.value
+    earlier = re.search(r"… (\d+) earlier tool calls and (\d+) earlier messages", final)
+    assert earlier is not None, final[:300]
+    assert int(earlier[1]) + len(tool_items(view)) == 200
+    assert final.endswith("done reading</div>") and "notes-199.txt" in tool_items(view)[-1]
+
+
+def test_live_log_keeps_the_newest_entries_each_bounded() -> None:
+    log = LiveLog()
+    log.add_text("Let me look.")
+    log.add_call(
+        {"id": "a", "name": "write", "input": {"file_path": "big.txt", "content": "x" * 50_000}}
+    )
+    log.add_result({"tool_use_id": "a", "content": "y" * 50_000, "is_error": True})
+    html = log.html()
+    assert html.index("Let me look.") < html.index("write big.txt") and "error" in html
+    assert "characters more" in html and "characters before" in html
+    assert len(html) < INPUT_HEAD + OUTPUT_TAIL + 1000
+    for n in range(LOG_ENTRIES):
+        log.add_note(f"note {n}")
+    html = log.html()
+    assert html.startswith('<div class="jd-note">… 1 earlier tool call and 1 earlier message')
+    assert "write big.txt" not in html and html.endswith(f"note {LOG_ENTRIES - 1}</div>")
+    log.add_result({"tool_use_id": "a", "content": "late", "is_error": False})  # ignored
+    assert log.html() == html
 
 
 # -- diff rendering --------------------------------------------------------------------------

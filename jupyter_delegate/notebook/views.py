@@ -3,9 +3,10 @@ place, and a board of many tasks (ipywidgets 8).
 
 Here: `TaskView` (a header with state and cost, the agent's words and tool calls as they
 stream, the permission card while the task waits, and in review the summary, checks,
-per-file diff, flags and the approve / reject / request-changes actions), `Board` (one
-row per task, approve or reject from the row), and the pure functions that render a task,
-a check or a diff to escaped HTML.
+per-file diff, flags and the approve / reject / request-changes actions), `LiveLog` (the
+last entries of a task's log as one piece of HTML), `Board` (one row per task, approve or
+reject from the row), and the pure functions that render a task, a check or a diff to
+escaped HTML.
 
 Not here: deciding anything (every button calls the `Task` API; the `DelegateError` it
 raises is shown in the view, never raised from a handler), the notebook record output and
@@ -16,8 +17,15 @@ Threading (DESIGN principle 6, NOTES "Jupyter"): task events arrive on the engin
 and buttons on the kernel's main thread, so the views only ever set traits (`value`,
 `children`, `disabled`, `layout.display`), under one lock per view, and never hold that
 lock while calling the task (an approve waits on the engine, whose events take the lock).
-Text deltas are buffered and pushed at most every `FLUSH_S`; the review, which runs git,
-is built on its own thread once per review round.
+The review, which runs git, is built on its own thread once per review round.
+
+Cost in the kernel (bench/RESULTS.md, kernel responsiveness): every trait set is a comm
+message the engine thread serialises, and every new widget is three comm opens (itself,
+its layout, its style). So the live part of a view is a fixed set of widgets: the header,
+the log (one HTML value: the last `LOG_ENTRIES` entries, at most `LOG_CHARS` of HTML,
+earlier ones counted in one line) and the text being streamed. Events only change the
+view's state; what they change is pushed at most every `FLUSH_S`, and at once when the
+task changes state, so the last word before review or the end is always shown.
 """
 
 from __future__ import annotations
@@ -27,9 +35,12 @@ import html
 import json
 import logging
 import threading
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import git
@@ -43,7 +54,10 @@ from .record import badge
 
 S = TaskState
 log = logging.getLogger(__name__)
-FLUSH_S = 0.1  # the most often streamed text is pushed to the front end
+FLUSH_S = 0.1  # the most often a live view's changes are pushed to the front end
+LOG_ENTRIES = 12  # entries of the live log kept and shown; earlier ones are counted
+LOG_CHARS = 16_000  # and at most this much of their HTML: the log is re-sent whole
+INPUT_HEAD = 4000  # characters of a tool call's input shown in the log
 EAGER_FILES = 10  # files of a diff rendered (and open) at once; later ones render on open
 EAGER_LINES = 400  # a file with more lines than this renders only when opened
 MAX_DIFF_LINES = 5000  # lines of one file rendered at all; the rest is named
@@ -133,7 +147,7 @@ def error_html(message: str) -> str:
 def tool_html(call: Mapping[str, Any], result: Mapping[str, Any] | None) -> str:
     """A tool call, collapsed: its name and brief input; open: the input and output."""
     summary = f"{call['name']} {brief(call['input'])}"
-    body = f"<pre>{esc(json.dumps(call['input'], indent=2, ensure_ascii=False))}</pre>"
+    body = f"<pre>{esc(_head(json.dumps(call['input'], indent=2, ensure_ascii=False)))}</pre>"
     if result is None:
         mark = "…"
     else:
@@ -161,6 +175,85 @@ def _tail(content: Any) -> str:
     if len(text) <= OUTPUT_TAIL:
         return text
     return f"[… {len(text) - OUTPUT_TAIL} characters before]\n" + text[-OUTPUT_TAIL:]
+
+
+def _head(text: str) -> str:
+    if len(text) <= INPUT_HEAD:
+        return text
+    return text[:INPUT_HEAD] + f"\n[… {len(text) - INPUT_HEAD} characters more]"
+
+
+def earlier_html(hidden: Mapping[str, int]) -> str:
+    """The line that stands for the log entries no longer shown."""
+    words = {"tool": "tool call", "text": "message", "note": "note"}
+    counts = [
+        f"{n} earlier {word}{'s' if n != 1 else ''}"
+        for kind, word in words.items()
+        if (n := hidden.get(kind, 0))
+    ]
+    if not counts:
+        return ""
+    listed = ", ".join(counts[:-1]) + (" and " if len(counts) > 1 else "") + counts[-1]
+    return note_html(f"… {listed} not shown here; the task's journal keeps every step.")
+
+
+@dataclass
+class LogEntry:
+    """One entry of the live log: the agent's words, a tool call, or a note."""
+
+    kind: str  # "text", "tool" or "note"
+    html: str
+    call: Mapping[str, Any] | None = None
+
+
+class LiveLog:
+    """The last entries of a task's log, as one piece of HTML: what the agent said, the
+    tool calls (collapsible, with their results once they arrive) and notes. Earlier
+    entries are only counted, so the HTML, re-sent whole on each update, stays under
+    `LOG_CHARS` however long the task runs. Pure: no widgets, no lock."""
+
+    def __init__(self) -> None:
+        self._entries: deque[LogEntry] = deque()
+        self._dropped: Counter[str] = Counter()  # entries no longer kept, by kind
+        self._calls: dict[str, LogEntry] = {}  # tool calls waiting for their result
+
+    def add_text(self, text: str) -> None:
+        self._add(LogEntry("text", text_html(_tail(text))))
+
+    def add_note(self, text: str) -> None:
+        self._add(LogEntry("note", note_html(text)))
+
+    def add_call(self, call: Mapping[str, Any]) -> None:
+        entry = LogEntry("tool", tool_html(call, None), call)
+        self._calls[call["id"]] = entry
+        self._add(entry)
+
+    def add_result(self, result: Mapping[str, Any]) -> None:
+        entry = self._calls.pop(result["tool_use_id"], None)
+        if entry is not None and entry.call is not None:
+            entry.html = tool_html(entry.call, result)
+
+    def _add(self, entry: LogEntry) -> None:
+        self._entries.append(entry)
+        if len(self._entries) > LOG_ENTRIES:
+            old = self._entries.popleft()
+            self._dropped[old.kind] += 1
+            if old.call is not None:
+                self._calls.pop(old.call["id"], None)
+
+    def html(self) -> str:
+        """The newest entries that fit in `LOG_CHARS` (the newest always), oldest first,
+        after a line counting the rest."""
+        shown: list[str] = []
+        size = 0
+        for entry in reversed(self._entries):
+            size += len(entry.html)
+            if shown and size > LOG_CHARS:
+                break
+            shown.append(entry.html)
+        hidden = Counter(self._dropped)
+        hidden.update(e.kind for e in islice(self._entries, len(self._entries) - len(shown)))
+        return earlier_html(hidden) + "".join(reversed(shown))
 
 
 def permission_html(request: PermissionRequest, more: int) -> str:
@@ -341,12 +434,8 @@ def close_tree(widget: widgets.Widget) -> None:
     widgets.Widget.close(widget)  # not an override: TaskView.close comes here
 
 
-def append(box: widgets.Box, item: widgets.Widget) -> None:
-    box.children = (*box.children, item)
-
-
 def call_later(delay_s: float, callback: Callable[[], None]) -> None:
-    """On the running event loop (the engine's, for streamed text), else on a timer thread."""
+    """On the running event loop (the engine's, for a view's pushes), else on a timer thread."""
     try:
         asyncio.get_running_loop().call_later(delay_s, callback)
     except RuntimeError:
@@ -383,11 +472,9 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.name = name or task.name or task.title
         self._lock = threading.RLock()
         self._closed = False
-        self._tools: dict[str, tuple[widgets.HTML, Mapping[str, Any]]] = {}
-        self._text_item: widgets.HTML | None = None
-        self._text = ""
-        self._buffer: list[str] = []
-        self._flush_due = False
+        self._log = LiveLog()
+        self._text: list[str] = []  # the agent's words in the turn being streamed
+        self._push_at: float | None = None  # when the pending push is due
         self._ended_at: datetime | None = None
         self._seen_active = False
         self._review_round = self._built_round = 0
@@ -396,7 +483,9 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
         self.header = widgets.HTML()
         self.status = widgets.HTML()
-        self.log_box = widgets.VBox()
+        self.live_log = widgets.HTML()  # the last entries of the log (LiveLog)
+        self.live_text = widgets.HTML()  # the words being streamed, below the log
+        self.log_box = widgets.VBox((self.live_log, self.live_text))
         self.cancel_button = button("Cancel", "warning", "stop")
         self.permission = self._permission_card()
         self.review = self._review_section()
@@ -461,51 +550,49 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     # -- events (engine thread) ----------------------------------------------------------
     def _on_event(self, event: TaskEvent) -> None:
+        """Fold the event into the view's state; push it soon (at once for a state)."""
         with self._lock:
             if self._closed:
                 return
             if event.kind == "text":
-                self._buffer_text(event.data["delta"])
-                return
-            self._flush_text()
-            self._text_item, self._text = None, ""
-            handler = getattr(self, f"_on_{event.kind}", None)
-            if handler is not None:
-                handler(event.data)
-            self._render_header()
+                self._text.append(event.data["delta"])
+            else:
+                self._end_text()
+                handler = getattr(self, f"_on_{event.kind}", None)
+                if handler is not None:
+                    handler(event.data)
+            if event.kind != "state":  # _on_state has pushed everything already
+                self._push_soon()
 
-    def _buffer_text(self, delta: str) -> None:
-        self._buffer.append(delta)
-        if not self._flush_due:
-            self._flush_due = True
-            call_later(FLUSH_S, self._flush_text)
+    def _end_text(self) -> None:
+        """The streamed words end at any other event: they join the log there."""
+        if self._text:
+            self._log.add_text("".join(self._text))
+            self._text.clear()
 
-    def _flush_text(self) -> None:
+    def _push_soon(self) -> None:
+        now = time.monotonic()
+        # a push still pending is coming, unless its loop stopped before running it
+        if self._push_at is not None and now < self._push_at + 1:
+            return
+        self._push_at = now + FLUSH_S
+        call_later(FLUSH_S, self._push)
+
+    def _push(self) -> None:
         with self._lock:
-            self._flush_due = False
-            if not self._buffer or self._closed:
-                return
-            self._text += "".join(self._buffer)
-            self._buffer.clear()
-            if self._text_item is None:
-                self._text_item = widgets.HTML()
-                append(self.log_box, self._text_item)
-            self._text_item.value = text_html(self._text)
+            self._push_at = None
+            if not self._closed:
+                self._render_live()
 
     def _on_tool_call(self, data: Mapping[str, Any]) -> None:
-        if data["name"] == "finish":
-            return
-        item = widgets.HTML(tool_html(data, None))
-        self._tools[data["id"]] = (item, data)
-        append(self.log_box, item)
+        if data["name"] != "finish":
+            self._log.add_call(data)
 
     def _on_tool_result(self, data: Mapping[str, Any]) -> None:
-        if data["tool_use_id"] in self._tools:
-            item, call = self._tools[data["tool_use_id"]]
-            item.value = tool_html(call, data)
+        self._log.add_result(data)
 
     def _on_notice(self, data: Mapping[str, Any]) -> None:
-        append(self.log_box, widgets.HTML(note_html(data["text"])))
+        self._log.add_note(data["text"])
 
     def _on_permission(self, data: Mapping[str, Any]) -> None:
         if data["status"] != "asked":
@@ -520,7 +607,11 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._render_state()
 
     # -- rendering (under the lock) --------------------------------------------------------
-    def _render_header(self) -> None:
+    def _render_live(self) -> None:
+        """The log, the streamed words and the header as they are now. A trait set to
+        the value it has already sends nothing."""
+        self.live_log.value = self._log.html()
+        self.live_text.value = text_html(_tail("".join(self._text))) if self._text else ""
         self.header.value = header_html(self.task, self.name, self._elapsed_s())
 
     def _elapsed_s(self) -> float | None:
@@ -540,7 +631,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self._seen_active, self._ended_at = True, None
         elif self._seen_active and self._ended_at is None:
             self._ended_at = datetime.now(UTC)
-        self._render_header()
+        self._render_live()
         self.status.value = status_html(self.task)
         show(self.cancel_button, state.active)
         self._render_permission()

@@ -169,6 +169,59 @@ def test_request_changes_continues_the_same_agent_to_a_second_review(
     assert len(fake.requests) == 7
 
 
+def test_request_changes_can_be_remembered_as_a_preference_from_the_review(
+    repo: git.Repo, make_manager: Factory, views: Callable[..., TaskView]
+) -> None:
+    from jupyter_delegate import preferences
+
+    manager, _ = make_manager(MORE_TURNS)
+    view = reviewed(views(start(manager, repo)))
+    labels = [label for label, _ in view.remember_choice.options]
+    assert "remember as a preference for this repository" in labels
+    view.changes_text.value = "Leave a note in NOTES.md about what you fixed."
+    view.remember_choice.value = "repo"
+    view.request_button.click()
+    assert view.error.value == "" and view.remember_choice.value == ""
+    until(lambda: "Also wrote NOTES.md." in text_of(view.review_content), what="round 2")
+    assert [p.text for p in preferences(repo.working_dir)] == [
+        "Leave a note in NOTES.md about what you fixed."
+    ]
+    assert "remembered as a preference (repo)" in text_of(view.review_content)
+
+
+def test_the_review_names_skills_used_and_preferences_and_shows_a_drifted_skills_diff(
+    repo: git.Repo, make_manager: Factory, views: Callable[..., TaskView]
+) -> None:
+    from conftest import commit_all
+    from jupyter_delegate import prefer, trust_skill
+
+    root = Path(repo.working_dir)
+    for name in ("helper", "drifted"):
+        folder = root / ".agents" / "skills" / name
+        (folder / "scripts").mkdir(parents=True)
+        (folder / "SKILL.md").write_text(
+            f"---\nname: {name}\ndescription: The {name} skill.\n---\nSteps.\n"
+        )
+        (folder / "scripts" / "go.sh").write_text("echo safe\n")
+    commit_all(repo, "skills")
+    trust_skill("helper", repo=root)
+    trust_skill("drifted", repo=root)
+    (root / ".agents" / "skills" / "drifted" / "scripts" / "go.sh").write_text("echo pwned\n")
+    commit_all(repo, "drift")
+    prefer("Keep diffs small.")
+    turns = [{"tools": [{"skill": {"name": "helper"}}]}, *SLOW_START[1:]]
+    manager, _ = make_manager(turns)
+    view = reviewed(views(start(manager, repo)))
+    review = text_of(view.review_content)
+    assert "Skills used: helper" in review and "Keep diffs small." in review
+    [section] = view.context_box.children
+    assert "skill drifted (repo) not loaded, changed: scripts/go.sh" in section.titles[0]
+    assert section.body.value == ""  # the diff is made when it is opened
+    section.selected_index = 0
+    assert "+echo pwned" in section.body.value and "-echo safe" in section.body.value
+    assert "skills trust drifted" in section.body.value
+
+
 def test_approve_with_a_dirty_base_file_shows_the_error_and_stays_in_review(
     repo: git.Repo, in_review: TaskView
 ) -> None:

@@ -31,6 +31,7 @@ task changes state, so the last word before review or the end is always shown.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import json
 import logging
@@ -383,20 +384,75 @@ def review_flags(task: Task, paths: Iterable[str]) -> list[str]:
     return flags
 
 
-class FileDiffView(widgets.Accordion):  # type: ignore[misc]  # ipywidgets is untyped
-    """One file of a diff, collapsible; its lines are rendered when it is first opened."""
+class LazySection(widgets.Accordion):  # type: ignore[misc]  # ipywidgets is untyped
+    """A collapsible section whose HTML is made when it is first opened."""
 
-    def __init__(self, file: FileDiff, *, open_now: bool) -> None:
-        self.file = file
+    def __init__(self, title: str, render: Callable[[], str], *, open_now: bool = False) -> None:
+        self.render = render
         self.body = widgets.HTML()
-        super().__init__(children=(self.body,), titles=(file.title,))
+        super().__init__(children=(self.body,), titles=(title,))
         self.observe(self._on_open, names="selected_index")
         if open_now:
             self.selected_index = 0
 
     def _on_open(self, change: Mapping[str, Any]) -> None:
         if change["new"] is not None and not self.body.value:
-            self.body.value = diff_lines_html(self.file.lines)
+            try:
+                self.body.value = self.render()
+            except (DelegateError, OSError) as exc:
+                self.body.value = error_html(f"Cannot show this: {exc}")
+
+
+class FileDiffView(LazySection):
+    """One file of a diff, collapsible; its lines are rendered when it is first opened."""
+
+    def __init__(self, file: FileDiff, *, open_now: bool) -> None:
+        self.file = file
+        super().__init__(file.title, lambda: diff_lines_html(file.lines), open_now=open_now)
+
+
+# -- context: skills, preferences, AGENTS.md ---------------------------------------------------
+def context_html(task: Task) -> str:
+    """What the agent was told beyond the outcome, for the review."""
+    rows = []
+    if task.agents_md:
+        rows.append(f"AGENTS.md read: {esc(', '.join(task.agents_md))}")
+    offered = [s["name"] for s in task.skills]
+    if offered:
+        used = esc(", ".join(task.skills_used)) if task.skills_used else "none"
+        rows.append(f"Skills used: {used} <span class='jd-note'>(of {len(offered)} offered)</span>")
+    if task.preferences:
+        items = "".join(
+            f"<li>{esc(p['text'])} <i>({esc(p['scope'])})</i></li>" for p in task.preferences
+        )
+        rows.append(f"Preferences in force:<ul>{items}</ul>")
+    return "<b>Context</b><div>" + "<br>".join(rows) + "</div>" if rows else ""
+
+
+def skill_drift_html(task: Task, skipped: Mapping[str, Any]) -> str:
+    """Why a skill was not loaded, with the diff of its changed text files."""
+    from ..context.skills import scan
+
+    parts = [f"<div>{esc(skipped['why'])}</div>"]
+    if skipped["trust"] == "changed" and task.worktree is not None and task.worktree.exists():
+        for status in scan(task.worktree, task.repo):
+            if status.name == skipped["name"] and status.source == skipped["source"]:
+                parts.append(diff_lines_html(status.diff().splitlines()))
+    return "".join(parts)
+
+
+def skills_not_loaded(task: Task) -> list[LazySection]:
+    sections = []
+    for skipped in task.skills_not_loaded:
+        changed = [
+            *skipped.get("changed", []),
+            *skipped.get("added", []),
+            *skipped.get("removed", []),
+        ]
+        what = f"{skipped['trust']}: {', '.join(changed)}" if changed else skipped["trust"]
+        title = f"skill {skipped['name']} ({skipped['source']}) not loaded, {what}"
+        sections.append(LazySection(title, functools.partial(skill_drift_html, task, skipped)))
+    return sections
 
 
 def review_parts(task: Task) -> tuple[list[widgets.Widget], dict[str, FileDiffView]]:
@@ -413,6 +469,7 @@ def review_parts(task: Task) -> tuple[list[widgets.Widget], dict[str, FileDiffVi
     parts: list[widgets.Widget] = [
         widgets.HTML(summary_html(task)),
         widgets.HTML(f"<b>Checks</b> (run by the harness){checks_html(task.checks)}"),
+        widgets.HTML(context_html(task)),
         widgets.HTML(flags_html(review_flags(task, views))),
         widgets.HTML(f"<b>Changes</b><pre>{esc(stat)}</pre>" + error_html(problem)),
         *views.values(),
@@ -483,6 +540,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
         self.header = widgets.HTML()
         self.status = widgets.HTML()
+        self.context_box = widgets.VBox(skills_not_loaded(task))
         self.live_log = widgets.HTML()  # the last entries of the log (LiveLog)
         self.live_text = widgets.HTML()  # the words being streamed, below the log
         self.log_box = widgets.VBox((self.live_log, self.live_text))
@@ -495,6 +553,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 widgets.HTML(CSS),
                 self.header,
                 self.status,
+                self.context_box,
                 self.log_box,
                 self.cancel_button,
                 self.permission,
@@ -528,6 +587,14 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.reject_button = button("Reject", "danger", "times")
         self.reject_reason = widgets.Text(placeholder="reason (optional)")
         self.changes_text = widgets.Textarea(placeholder="What should change?")
+        self.remember_choice = widgets.Dropdown(
+            options=[
+                ("don't remember it", ""),
+                ("remember as a preference for this repository", "repo"),
+                ("remember as a preference everywhere", "user"),
+            ],
+            value="",
+        )
         self.request_button = button("Request changes", "info", "undo")
         self.approve_button.on_click(lambda _: self._decide(self._approve))
         self.reject_button.on_click(lambda _: self._decide(self._reject))
@@ -536,7 +603,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             (
                 widgets.HBox((self.approve_button, self.strategy)),
                 widgets.HBox((self.reject_button, self.reject_reason)),
-                widgets.HBox((self.changes_text, self.request_button)),
+                widgets.HBox((self.changes_text, self.remember_choice, self.request_button)),
             )
         )
         return widgets.VBox((self.review_content, self.review_actions))
@@ -590,6 +657,10 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def _on_tool_result(self, data: Mapping[str, Any]) -> None:
         self._log.add_result(data)
+
+    def _on_context(self, data: Mapping[str, Any]) -> None:
+        if not self.context_box.children and self.task.skills_not_loaded:
+            self.context_box.children = tuple(skills_not_loaded(self.task))
 
     def _on_notice(self, data: Mapping[str, Any]) -> None:
         self._log.add_note(data["text"])
@@ -694,8 +765,10 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.task.reject(self.reject_reason.value.strip() or None)
 
     def _request_changes(self) -> None:
-        self.task.request_changes(self.changes_text.value)
+        remember = self.remember_choice.value or None
+        self.task.request_changes(self.changes_text.value, remember=remember)
         self.changes_text.value = ""
+        self.remember_choice.value = ""
 
 
 # -- the board -------------------------------------------------------------------------------

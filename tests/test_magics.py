@@ -136,16 +136,21 @@ def test_record_stays_under_16_kb_for_a_long_run(repo: git.Repo, make_manager: F
     turns = [{"text": long_text, "tools": [{"bash": {"command": "echo hi"}}]}] * 30
     turns = [*turns, {"tools": [{"finish": {"summary": long_text}}]}]
     manager, _ = make_manager(turns)
-    from jupyter_delegate import Budget, Outcome
+    from jupyter_delegate import Budget, Outcome, prefer
 
+    for i in range(40):
+        prefer(f"preference {i} " + "p" * 480)
     outcome = Outcome(
-        "x" * 5000, checks=tuple(f"echo {i}" for i in range(25)), budget=Budget(max_usd=100)
+        "x" * 5000,
+        checks=tuple(f"echo {i} {'c' * 400}" for i in range(25)),
+        budget=Budget(max_usd=100),
     )
     task = manager.submit(outcome, repo=repo.working_dir)
     task.wait(timeout=60)
     record = compact_record(task, name="long")
     assert len(json.dumps(record)) <= RECORD_LIMIT
     assert record["state"] == "review" and record["usage"]["steps"] == 31
+    assert record["preferences"] and record["preferences_count"] == 40
 
 
 def test_restore_reattaches_tasks_recorded_in_a_saved_notebook(

@@ -52,18 +52,31 @@ def compact_record(
 
 
 def _cut(record: dict[str, Any], text: int, tail: int, files: int) -> dict[str, Any]:
+    item, count = min(200, text), (20 if text >= 1000 else 5)  # one line; how many lines
     cut = dict(record)
     cut["summary"] = _clip(record["summary"], text)
     cut["error"] = _clip(record["error"], text)
     outcome = dict(record["outcome"])
     outcome["goal"] = _clip(outcome["goal"], text)
+    for key in ("checks", "scope", "constraints"):
+        outcome[key] = [_clip(line, item) for line in outcome.get(key, [])[:count]]
     cut["outcome"] = outcome
     cut["checks"] = [
-        {**c, "output_tail": c["output_tail"][-tail:] if tail else ""}
-        for c in record["checks"][:20]
+        {
+            **c,
+            "command": _clip(c["command"], item),
+            "output_tail": c["output_tail"][-tail:] if tail else "",
+        }
+        for c in record["checks"][:count]
     ]
     cut["diffstat"] = record["diffstat"][:files]
-    cut["flags"] = [_clip(f, 200) for f in record["flags"][:20]]
+    cut["flags"] = [_clip(f, item) for f in record["flags"][:count]]
+    cut["check_commands"] = [_clip(c, item) for c in record.get("check_commands", [])[:count]]
+    cut["skills_used"] = record.get("skills_used", [])[:count]
+    preferences = record.get("preferences", [])
+    cut["preferences"] = [_clip(p, item) for p in preferences[:count]]
+    if len(preferences) > count:
+        cut["preferences_count"] = len(preferences)
     if len(record["diffstat"]) > files:
         cut["diffstat_files"] = len(record["diffstat"])
     return cut

@@ -146,7 +146,9 @@ export function renderCard(doc: Document, card: CardModel, folded = false): HTML
     for (const p of card.preferences) {
       prefs.append(el(doc, 'li', {}, p));
     }
-    body.append(row(doc, 'preferences', `${card.preferences.length} in force`), prefs);
+    const more = card.preferencesTotal - card.preferences.length;
+    const count = `${card.preferencesTotal} in force` + (more > 0 ? ` (${more} not listed)` : '');
+    body.append(row(doc, 'preferences', count), prefs);
   }
   body.append(
     row(

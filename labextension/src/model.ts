@@ -44,6 +44,7 @@ export interface TaskRecord {
   diffstat_files?: number;
   skills_used: string[];
   preferences: string[];
+  preferences_count?: number;
 }
 
 /** States in which the agent is at work (or about to be, or waiting on a permission). */
@@ -125,7 +126,8 @@ export function parseRecord(data: unknown): TaskRecord | null {
     ),
     diffstat_files: typeof r.diffstat_files === 'number' ? r.diffstat_files : undefined,
     skills_used: list(r.skills_used, s => (typeof s === 'string' ? s : null)),
-    preferences: list(r.preferences, p => (typeof p === 'string' ? p : null))
+    preferences: list(r.preferences, p => (typeof p === 'string' ? p : null)),
+    preferences_count: typeof r.preferences_count === 'number' ? r.preferences_count : undefined
   };
 }
 
@@ -164,6 +166,7 @@ export interface CardModel {
   oneLine: string;
   skillsUsed: string;
   preferences: string[];
+  preferencesTotal: number;
 }
 
 export function cardModel(record: TaskRecord): CardModel {
@@ -208,7 +211,8 @@ export function cardModel(record: TaskRecord): CardModel {
     journalHead: record.journal_head ? record.journal_head.slice(0, 12) : '',
     oneLine: `${label} [${record.state}] ${cost}${checks}`,
     skillsUsed: record.skills_used.join(', '),
-    preferences: record.preferences
+    preferences: record.preferences,
+    preferencesTotal: record.preferences_count ?? record.preferences.length
   };
 }
 

@@ -43,6 +43,9 @@ describe('renderCard', () => {
     const prefs = [...node.querySelectorAll('.jd-preferences li')].map(li => li.textContent);
     expect(prefs).toEqual(['Use pathlib, not os.path.', '<i>Short names.</i>']);
     expect(node.querySelector('i')).toBeNull();
+    expect(node.textContent).toContain('2 in force');
+    const cut = renderCard(document, cardModel(parseRecord({ ...record, preferences_count: 9 })!));
+    expect(cut.textContent).toContain('9 in force (7 not listed)');
     // an older record without them shows neither row
     const plain = renderCard(document, cardModel(parseRecord(merged)!));
     expect(plain.textContent).not.toContain('skills used');

@@ -104,8 +104,8 @@ class CheckResult:
 @dataclass(frozen=True)
 class TaskEvent:
     """What a subscriber hears. `kind` is one of: state, text, tool_call, tool_result,
-    usage, checks, review, notice, permission. Delivered on the engine thread: keep
-    callbacks short."""
+    usage, checks, review, notice, permission, context (what the agent was told beyond
+    the outcome). Delivered on the engine thread: keep callbacks short."""
 
     task_id: str
     kind: str

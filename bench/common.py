@@ -214,12 +214,12 @@ def kernel_round_trip(client: Any, code: str = "1+1", timeout: float = 30) -> fl
 
 @contextlib.contextmanager
 def fsync_off() -> Iterator[None]:
-    """What-if only: `os.fsync` a no-op in this process, to show how much of a figure is
-    the journal's fsync on the engine thread (the bound of moving it off that thread).
-    Never used for the figures that are compared with the goals."""
-    saved = os.fsync
-    os.fsync = lambda fd: None
+    """What-if only: `os.fsync` and `os.fdatasync` no-ops in this process, to show how
+    much of a figure is the journal's sync on the engine thread (the bound of moving it off
+    that thread). Never used for the figures that are compared with the goals."""
+    saved = os.fsync, os.fdatasync
+    os.fsync = os.fdatasync = lambda fd: None
     try:
         yield
     finally:
-        os.fsync = saved
+        os.fsync, os.fdatasync = saved

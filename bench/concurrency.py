@@ -7,11 +7,12 @@ on one repository. First one task alone, then N at once. Wall time runs from the
 before the first submit of the batch and when every task is running (all N are past
 their first model turn), divided by N; the peak during the run is reported too.
 Where the time goes: each task's phases from its journal (waiting for its worktree, the
-agent loop, the conclusion), every `Journal.append` timed (it runs on the engine thread),
-and a bare reference: N bare SDK loops (as in step_overhead) on one asyncio loop against
-the same fake, which is what the engine could do with no harness at all. A what-if
-batch with `os.fsync` made a no-op bounds what moving the journal's fsync off the engine
-thread would gain (reported apart; never compared with the goal). Last, the same
+agent loop, the conclusion), every synced journal write timed (`Journal.append_many`,
+which `append` calls; it runs on the engine thread), and a bare reference: N bare SDK
+loops (as in step_overhead) on one asyncio loop against the same fake, which is what the
+engine could do with no harness at all. A what-if batch with `os.fsync` and
+`os.fdatasync` made no-ops bounds what moving the journal's sync off the engine thread
+would gain (reported apart; never compared with the goal). Last, the same
 one-versus-many runs (harness and bare) against the fake served from its own process over
 loopback, so that the fake's CPU is not on the engine's thread, as a real API's is not.
 """
@@ -42,7 +43,8 @@ GOALS = {"wall_ratio": 1.3, "rss_mb_per_task": 4.0}
 
 
 class AppendClock:
-    """Times every `Journal.append` in this process while entered (wrapped, restored)."""
+    """Times every synced journal write in this process while entered: `append_many`,
+    which `append` calls (wrapped, restored)."""
 
     def __init__(self) -> None:
         self.appends: list[float] = []
@@ -50,23 +52,23 @@ class AppendClock:
     def __enter__(self) -> AppendClock:
         from jupyter_delegate.journal import Journal
 
-        self._append = original = Journal.append
+        self._append_many = original = Journal.append_many
         appends = self.appends
 
-        def append(journal: Any, type_: str, data: Any) -> Any:
+        def append_many(journal: Any, events: Any) -> Any:
             started = time.perf_counter()
             try:
-                return original(journal, type_, data)
+                return original(journal, events)
             finally:
                 appends.append(time.perf_counter() - started)
 
-        Journal.append = append  # type: ignore[method-assign, assignment]
+        Journal.append_many = append_many  # type: ignore[method-assign, assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
         from jupyter_delegate.journal import Journal
 
-        Journal.append = self._append  # type: ignore[method-assign]
+        Journal.append_many = self._append_many  # type: ignore[method-assign]
 
 
 def batch(

@@ -2,8 +2,9 @@
 
 Each line is `{seq, ts, type, data, prev, hash}` with
 `hash = sha256(prev + canonical JSON of {seq, ts, type, data, prev})`; the first `prev`
-is 64 zeros. Every append is flushed and fsync'd before it returns. Secrets are redacted
-before anything is written (`redact`).
+is 64 zeros. Every append is flushed and fsync'd before it returns (`append_many` writes
+several events with one write and one sync). Secrets are redacted before anything is
+written (`redact`).
 
 Event types and their data:
   task         outcome, branch, base_branch, base_commit, model, worktree, sandbox, created
@@ -31,7 +32,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,29 @@ _ASSIGNED_SECRET = re.compile(
     r"(?i)\b([a-z0-9_]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key)[a-z0-9_]*)"
     r"(\s*[:=]\s*[\"']?)([A-Za-z0-9/+_=.\-]{16,})"
 )
+# What each pattern cannot match without (cheap tests before the regexes run), and the
+# shortest text any of them matches: most strings in an event are skipped at once.
+_NEEDS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
+    zip(
+        _SECRET_PATTERNS,
+        (
+            ("sk-ant-",),
+            ("AKIA", "ASIA"),
+            ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+            ("github_pat_",),
+            ("xox",),
+            ("-----BEGIN",),
+        ),
+        strict=True,
+    )
+)
+_ASSIGNED_NEEDS = re.compile(r"(?i:passw|secret|token|key)")  # same (?i) as the pattern
+_ANY_NEEDS = re.compile(
+    "|".join(re.escape(literal) for _, needs in _NEEDS for literal in needs)
+    + "|"
+    + _ASSIGNED_NEEDS.pattern
+)
+_SHORTEST_MATCH = 15  # `xoxb-` and ten more
 
 
 def _entropy(text: str) -> float:
@@ -80,19 +104,43 @@ def redact(value: Any, secrets: list[str] | None = None) -> Any:
     """Replace credential values (from the environment), well-known token patterns, and
     high-entropy values assigned to secret-looking names, in every string inside `value`
     (dicts and lists are walked)."""
-    secrets = secret_values() if secrets is None else secrets
+    return _redact(value, secret_values() if secrets is None else secrets)
+
+
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
+def _redact(value: Any, secrets: list[str]) -> Any:
+    kind = type(value)  # the exact types first: this walks every event's data
+    if kind is str:
+        return _redact_text(value, secrets)
+    if kind is dict:
+        return {k: _redact(v, secrets) for k, v in value.items()}
+    if kind is list:
+        return [_redact(v, secrets) for v in value]
+    if kind in _PLAIN:
+        return value
     if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        for pattern in _SECRET_PATTERNS:
-            value = pattern.sub(REDACTED, value)
-        return _ASSIGNED_SECRET.sub(_redact_assignment, value)
+        return _redact_text(value, secrets)
     if isinstance(value, Mapping):
-        return {k: redact(v, secrets) for k, v in value.items()}
+        return {k: _redact(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact(v, secrets) for v in value]
+        return [_redact(v, secrets) for v in value]
     return value
+
+
+def _redact_text(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    if len(text) < _SHORTEST_MATCH or not _ANY_NEEDS.search(text):
+        return text
+    for pattern, needs in _NEEDS:
+        if any(literal in text for literal in needs):
+            text = pattern.sub(REDACTED, text)
+    if _ASSIGNED_NEEDS.search(text):
+        text = _ASSIGNED_SECRET.sub(_redact_assignment, text)
+    return text
 
 
 def canonical(obj: Any) -> str:
@@ -101,6 +149,24 @@ def canonical(obj: Any) -> str:
 
 def chain_hash(prev: str, body: Mapping[str, Any]) -> str:
     return hashlib.sha256((prev + canonical(body)).encode()).hexdigest()
+
+
+_json_string = json.encoder.encode_basestring  # what canonical() writes for a str
+
+
+def _hash_and_line(seq: int, ts: float, type_: str, data: Any, prev: str) -> tuple[str, str]:
+    """The event's hash and its journal line, encoding `data` once: the same text as
+    `chain_hash(prev, body)` and `canonical({**body, "hash": ...})`, whose sorted keys put
+    data first and hash second."""
+    plain = type(seq) is int and type(ts) is float and type(type_) is str and type(prev) is str
+    if not plain:  # anything else (a damaged head, say) takes the general path
+        body = {"seq": seq, "ts": ts, "type": type_, "data": data, "prev": prev}
+        digest = chain_hash(prev, body)
+        return digest, canonical({**body, "hash": digest}) + "\n"
+    data_json = canonical(data)
+    rest = f',"prev":{_json_string(prev)},"seq":{seq!r},"ts":{ts!r},"type":{_json_string(type_)}}}'
+    digest = hashlib.sha256(f'{prev}{{"data":{data_json}{rest}'.encode()).hexdigest()
+    return digest, f'{{"data":{data_json},"hash":"{digest}"{rest}\n'
 
 
 @dataclass(frozen=True)
@@ -164,21 +230,32 @@ class Journal:
             os.close(fd)
 
     def append(self, type_: str, data: Mapping[str, Any]) -> Event:
+        return self.append_many([(type_, data)])[0]
+
+    def append_many(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Event]:
+        """Append `(type, data)` events in order with one write and one sync: when it
+        returns, all are on disk. A crash during it leaves the journal with a prefix of
+        them, the last line perhaps cut short (`verify` names it), as a crash during one
+        `append` would."""
         with self._lock:
-            body = {
-                "seq": self._seq + 1,
-                "ts": round(time.time(), 6),
-                "type": type_,
-                "data": redact(dict(data), self._secrets),
-                "prev": self._head,
-            }
-            digest = chain_hash(self._head, body)
-            line = canonical({**body, "hash": digest}) + "\n"
+            seq, head = self._seq, self._head
+            written: list[Event] = []
+            lines: list[str] = []
+            for type_, data in events:
+                seq += 1
+                ts = round(time.time(), 6)
+                clean = redact(dict(data), self._secrets)
+                digest, line = _hash_and_line(seq, ts, type_, clean, head)
+                written.append(Event(seq, ts, type_, clean, head, digest))
+                lines.append(line)
+                head = digest
+            if not lines:
+                return written
             fd = self._descriptor()
-            os.write(fd, line.encode())
+            _write_all(fd, "".join(lines).encode())
             os.fdatasync(fd)  # the data and the size: all a reader needs after a crash
-            self._seq, self._head = body["seq"], digest
-            return Event(hash=digest, **body)
+            self._seq, self._head = seq, head
+            return written
 
     def events(self) -> Iterator[Event]:
         """Every event, in order. Raises JournalError naming the line that cannot be read."""
@@ -225,6 +302,13 @@ class Journal:
                 return Verification(False, count, prev, number, "content does not match its hash")
             prev, count = claimed, count + 1
         return Verification(True, count, prev)
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    """os.write until all of `payload` is written (a regular file may take less at once)."""
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def replay_messages(events: list[Event]) -> list[dict[str, Any]]:

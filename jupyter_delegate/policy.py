@@ -136,12 +136,36 @@ def resolve(worktree: Path | None, path: str) -> str | None:
     """`path` relative to the worktree after `..` and symlinks, or None when outside."""
     if worktree is None:
         return str(PurePosixPath(os.path.normpath(path)))
-    root = Path(os.path.realpath(worktree))
-    full = Path(os.path.realpath(root / path))
+    root = Path(realpath(os.fspath(worktree)))
+    full = Path(realpath(os.fspath(root / path)))
     try:
         return full.relative_to(root).as_posix()
     except ValueError:
         return None
+
+
+_O_PATH = getattr(os, "O_PATH", 0)
+
+
+def realpath(path: str) -> str:
+    """`os.path.realpath(path)`, asked of the kernel when the path exists: one open with
+    O_PATH and a read of its /proc/self/fd link, three system calls where realpath makes
+    one lstat per component (a deep worktree made that the cost of a decision). Anything
+    else (a path that does not exist yet, no /proc, no O_PATH) goes to os.path.realpath."""
+    if _O_PATH and not path.startswith("//"):
+        try:
+            fd = os.open(path, _O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return os.path.realpath(path)
+        try:
+            found = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            found = ""
+        finally:
+            os.close(fd)
+        if found.startswith("/") and not found.endswith(" (deleted)"):
+            return found
+    return os.path.realpath(path)
 
 
 # -- commands ---------------------------------------------------------------------------------

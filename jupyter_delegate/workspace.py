@@ -3,10 +3,15 @@ approve (merge or squash into the base branch) and reject (archive the branch).
 
 The user's checkout is never put at risk: nothing here writes to the base branch before
 an approve, an approve refuses when the user's uncommitted changes touch the task's
-files, and a reject keeps the work under `refs/delegate/archive/<id>`. All git work on
-one repository is serialised by a lock shared by every task of the process, and the
-base branch is moved with an expected-old-value update so a concurrent move is caught.
-This module knows nothing of agents, journals or checks.
+files, and a reject keeps the work under `refs/delegate/archive/<id>`. Git work on the
+repository as a whole (creating and removing worktrees, moving branches other than a
+task's own) is serialised by a lock shared by every task of the process: `git worktree
+add` is not safe beside another one (it reads the other worktree's half-written admin
+files). Work inside one worktree (stage, diff, commit on the task's branch) takes that
+worktree's lock only, as git keeps worktrees' indexes and branches apart, so tasks that
+finish together commit side by side. A method needing both takes the worktree's lock
+first. The base branch is moved with an expected-old-value update so a concurrent move is
+caught. This module knows nothing of agents, journals or checks.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ _FALLBACK_IDENTITY = {
     "GIT_COMMITTER_NAME": "jupyter-delegate",
     "GIT_COMMITTER_EMAIL": "delegate@localhost",
 }
-_locks: dict[Path, threading.RLock] = {}
+_locks: dict[Path, threading.RLock] = {}  # a repository's common dir, or a worktree
 _locks_guard = threading.Lock()
 
 
@@ -46,6 +51,11 @@ class Worktree:
 class MergeResult:
     commit: str
     base_moved: bool  # the base branch had moved; the task branch now contains it
+
+
+def _lock_of(path: Path) -> threading.RLock:
+    with _locks_guard:
+        return _locks.setdefault(path, threading.RLock())
 
 
 def slugify(text: str, limit: int = 32) -> str:
@@ -79,7 +89,7 @@ class Workspace:
                 "Clone it (`git clone <bare> <dir>`) and pass the clone."
             )
         try:
-            self.repo.head.commit  # noqa: B018
+            self._head_commit()
         except ValueError:
             raise RepoError(
                 f"The repository at {self.repo.working_dir} has no commits yet. Commit "
@@ -89,12 +99,22 @@ class Workspace:
         self.root = Path(self.repo.working_dir).resolve()
         self.common_dir = Path(self.repo.common_dir).resolve()
         self.state_dir = self.common_dir / "delegate"
-        with _locks_guard:
-            self._lock = _locks.setdefault(self.common_dir, threading.RLock())
+        self._lock = _lock_of(self.common_dir)
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        with self._lock:
+    def locked(self, worktree: Path | None = None) -> Iterator[None]:
+        """The repository's lock; with `worktree`, that worktree's lock first."""
+        if worktree is None:
+            with self._lock:
+                yield
+        else:
+            with _lock_of(worktree.resolve()), self._lock:
+                yield
+
+    @contextmanager
+    def worktree_locked(self, worktree: Path) -> Iterator[None]:
+        """The lock of one worktree only: for work inside it."""
+        with _lock_of(worktree.resolve()):
             yield
 
     # -- paths -------------------------------------------------------------------------
@@ -112,12 +132,19 @@ class Workspace:
         return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime)]
 
     # -- base --------------------------------------------------------------------------
+    def _head_commit(self) -> str:
+        """The commit HEAD names, read from the ref files: `repo.head.commit` would start
+        a `git cat-file` process for each Workspace to learn the object's type, and a
+        submit makes a Workspace. Raises ValueError when HEAD names no commit yet."""
+        return git.SymbolicReference.dereference_recursive(self.repo, "HEAD")
+
     def resolve_base(self, base: str | None) -> tuple[str | None, str]:
         """(branch name or None when detached/a bare commit, commit sha) of the base."""
         if base is None:
+            head = self._head_commit()
             if self.repo.head.is_detached:
-                return None, self.repo.head.commit.hexsha
-            return self.repo.active_branch.name, self.repo.head.commit.hexsha
+                return None, head
+            return self.repo.active_branch.name, head
         try:
             commit = self.repo.commit(base)
         except (git.BadName, ValueError, git.GitCommandError):
@@ -154,7 +181,7 @@ class Workspace:
         link = path / ".git"
         if not admin.is_dir() or not link.is_file():
             return
-        with self.locked():
+        with self.locked(path):
             if link.read_text().strip() != f"gitdir: {admin}":
                 link.write_text(f"gitdir: {admin}\n")
                 (admin / "gitdir").write_text(f"{link}\n")
@@ -168,13 +195,13 @@ class Workspace:
         if head is not None and not worktree.exists():
             return str(self.repo.git.diff(base_commit, head, "--stat=100", "--patch"))
         wt = git.Repo(worktree)
-        with self.locked():
+        with self.worktree_locked(worktree):
             self._stage_all(wt)
             return str(wt.git.diff("--cached", base_commit, "--stat=100", "--patch"))
 
     def changed_files(self, worktree: Path, base_commit: str) -> list[str]:
         wt = git.Repo(worktree)
-        with self.locked():
+        with self.worktree_locked(worktree):
             self._stage_all(wt)
             out = wt.git.diff("--cached", "--name-only", base_commit)
         return [line for line in out.splitlines() if line]
@@ -185,7 +212,7 @@ class Workspace:
     def restore_paths(self, worktree: Path, base_commit: str, paths: list[str]) -> None:
         """Put `paths` back as they are at the base commit (removing those it lacks)."""
         wt = git.Repo(worktree)
-        with self.locked():
+        with self.worktree_locked(worktree):
             in_base = set(wt.git.ls_tree("-r", "--name-only", base_commit).splitlines())
             for path in paths:
                 if path in in_base:
@@ -198,7 +225,7 @@ class Workspace:
         """Commit everything in the worktree (the harness commits, never the agent).
         Returns the head commit; with nothing to commit, the head as it is."""
         wt = git.Repo(worktree)
-        with self.locked():
+        with self.worktree_locked(worktree):
             self._stage_all(wt)
             if not wt.git.status("--porcelain"):
                 return str(wt.head.commit.hexsha)
@@ -216,7 +243,7 @@ class Workspace:
         """Merge the base branch's current tip into the task branch when it has moved.
         Returns whether it had moved. On conflict, aborts and raises ReviewError."""
         wt = git.Repo(worktree)
-        with self.locked():
+        with self.locked(worktree):
             tip = self.repo.commit(base_branch).hexsha
             if wt.is_ancestor(wt.commit(tip), wt.head.commit):
                 return False
@@ -239,7 +266,7 @@ class Workspace:
         if strategy not in ("merge", "squash"):
             raise ReviewError(f"Unknown strategy {strategy!r}: use 'merge' or 'squash'.")
         wt = git.Repo(worktree)
-        with self.locked():
+        with self.locked(worktree):
             tip = self.repo.commit(base_branch).hexsha
             head = wt.head.commit.hexsha
             if not self.repo.is_ancestor(self.repo.commit(tip), self.repo.commit(head)):
@@ -289,7 +316,7 @@ class Workspace:
         """Keep the branch's work under refs/delegate/archive/<id>; remove branch and
         worktree. Returns the archive ref."""
         ref = ARCHIVE_PREFIX + task_id
-        with self.locked():
+        with self.locked(worktree):
             if worktree.exists():
                 wt = git.Repo(worktree)
                 self._stage_all(wt)
@@ -309,6 +336,6 @@ class Workspace:
 
     def finish_merged(self, branch: str, worktree: Path) -> None:
         """After an approve: the work is in the base branch, so branch and worktree go."""
-        with self.locked():
+        with self.locked(worktree):
             self.remove_worktree(worktree)
             self.repo.git.branch("-D", branch)

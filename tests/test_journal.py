@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from jupyter_delegate.journal import REDACTED, Journal, redact, replay_messages
+from jupyter_delegate.errors import JournalError
+from jupyter_delegate.journal import (
+    GENESIS,
+    REDACTED,
+    Journal,
+    canonical,
+    chain_hash,
+    redact,
+    replay_messages,
+)
 
 
 def _journal(tmp_path: Path, n: int = 5) -> Journal:
@@ -100,3 +110,112 @@ def test_high_entropy_secret_assignments_are_redacted_and_ordinary_text_is_not()
     assert "DB_PASSWORD = '[REDACTED]" in out
     assert "token_count = aaaaaaaaaaaaaaaaaaaa" in out  # low entropy: not a secret
     assert "password_hint = see the wiki" in out
+
+
+def _reference_redact(value: object, secrets: list[str]) -> object:
+    """The redaction as first written (every pattern on every string): the fast path in
+    journal.py must give the same text."""
+    from jupyter_delegate.journal import _ASSIGNED_SECRET, _SECRET_PATTERNS, _redact_assignment
+
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        for pattern in _SECRET_PATTERNS:
+            value = pattern.sub(REDACTED, value)
+        return _ASSIGNED_SECRET.sub(_redact_assignment, value)
+    if isinstance(value, dict):
+        return {k: _reference_redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_reference_redact(v, secrets) for v in value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "short",
+        "xoxb-0123456789",  # the shortest text a pattern matches
+        "xoxb-012345678",
+        "key sk-ant-api03-verysecretvalue123 and AKIAABCDEFGHIJKLMNOP, ASIA0123456789ABCDEF",
+        "through the high ghp_" + "a" * 36 + " and gho_" + "b" * 30,
+        "github_pat_" + "c" * 40,
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
+        "API_KEY=q8Zr1xT0pLw9VbN3xx and Token: 'Zq9r8T7p6L5w4V3b'",
+        "pa\u017f\u017fword = q8Zr1xT0pLw9VbN3xx",  # long s matches s under (?i)
+        "api_\u212aey=q8Zr1xT0pLw9VbN3xx",  # Kelvin sign matches k under (?i)
+        "monkey = aaaaaaaaaaaaaaaaaaaa",  # low entropy: kept
+        "the tok-1234567890 in a sentence",
+        "[REDACTED] sk-ant-[REDACTED]xxxxxxxxxx",
+    ],
+)
+def test_redaction_skips_only_what_cannot_match(text: str) -> None:
+    secrets = ["tok-1234567890"]
+    assert redact(text, secrets) == _reference_redact(text, secrets)
+    nested = {"a": [text, {"b": (text, 3, 1.5, None, True)}], "n": 7}
+    assert redact(nested, secrets) == _reference_redact(nested, secrets)
+
+
+def test_lines_are_the_canonical_form_of_their_event(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.jsonl")
+    odd = {
+        "text": 'quotes " and \\ and \n and \u00e9\u65e5\u672c \U0001f600',
+        "numbers": [0, -1, 2**70, 1.5, 1e-7, 1e22, True, None],
+        "nested": {"z": 1, "a": {"y": [], "b": {}}},
+    }
+    journal.append("tool_result", odd)
+    journal.append('type "quoted" \u00e9', {"k": "v"})
+    prev = GENESIS
+    for line in journal.path.read_text(encoding="utf-8").splitlines():
+        raw = json.loads(line)
+        body = {k: raw[k] for k in ("seq", "ts", "type", "data", "prev")}
+        assert raw["prev"] == prev
+        assert raw["hash"] == chain_hash(prev, body)
+        assert line == canonical({**body, "hash": raw["hash"]})
+        prev = raw["hash"]
+    assert journal.verify().ok
+
+
+def test_append_many_keeps_the_chain_with_one_write_and_one_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = _journal(tmp_path, 2)
+    calls: list[str] = []
+    real_write, real_sync = os.write, os.fdatasync
+    monkeypatch.setattr(os, "write", lambda fd, b: calls.append("write") or real_write(fd, b))
+    monkeypatch.setattr(os, "fdatasync", lambda fd: calls.append("sync") or real_sync(fd))
+    events = journal.append_many(
+        [("task", {"n": 1}), ("state", {"state": "queued"}), ("user", {"content": []})]
+    )
+    assert calls == ["write", "sync"]
+    assert journal.append_many([]) == [] and calls == ["write", "sync"]
+    assert [e.seq for e in events] == [3, 4, 5] and [e.type for e in events] == [
+        "task",
+        "state",
+        "user",
+    ]
+    lines = [json.loads(x) for x in journal.path.read_text().splitlines()]
+    assert [x["hash"] for x in lines[2:]] == [e.hash for e in events]
+    assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(lines))
+    assert journal.head == events[-1].hash
+    journal.append("notice", {"text": "after the batch"})
+    again = Journal(journal.path)
+    assert again.verify().ok and again.verify().events == 6 and again.head == journal.head
+
+
+def test_a_crash_mid_batch_leaves_a_journal_verify_reads(tmp_path: Path) -> None:
+    journal = _journal(tmp_path, 1)
+    before = journal.path.stat().st_size
+    journal.append_many([("notice", {"text": f"batched {i}"}) for i in range(3)])
+    whole = journal.path.read_bytes()
+    first_end = whole.index(b"\n", before) + 1
+    # The disk kept the batch's first line and part of its second.
+    journal.path.write_bytes(whole[: first_end + 40])
+    verdict = Journal.verify(journal)
+    assert not verdict.ok and verdict.line == 3 and verdict.events == 2
+    assert verdict.problem == "not a journal event"
+    with pytest.raises(JournalError, match="line 3"):
+        list(journal.events())
+    # Cut at a line's end, the journal is whole up to there.
+    journal.path.write_bytes(whole[:first_end])
+    assert Journal(journal.path).verify().ok and Journal(journal.path).verify().events == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import git
 import pytest
@@ -79,3 +80,45 @@ def _events(task):  # type: ignore[no-untyped-def]
     from jupyter_delegate.journal import Journal
 
     return list(Journal(task.journal_path).events())
+
+
+def test_realpath_answers_as_os_realpath(tmp_path: Path) -> None:
+    import os
+
+    from jupyter_delegate.policy import realpath
+
+    root = tmp_path / "wt"
+    (root / "src" / "pkg").mkdir(parents=True)
+    (root / "src" / "pkg" / "a.py").write_text("x")
+    (root / "up").symlink_to("..")
+    (root / "src" / "rel").symlink_to("pkg/a.py")
+    (root / "abs").symlink_to(root / "src")
+    (root / "chain").symlink_to("abs")
+    (root / "dangling").symlink_to("nowhere/else")
+    (root / "loop1").symlink_to("loop2")
+    (root / "loop2").symlink_to("loop1")
+    (tmp_path / "outside.txt").write_text("y")
+    (root / "escape").symlink_to(tmp_path / "outside.txt")
+    paths = [
+        "src/pkg/a.py",
+        "src/rel",
+        "abs/pkg/../pkg/a.py",
+        "chain/rel",
+        "up/outside.txt",
+        "escape",
+        "src/pkg/",
+        "src/pkg/a.py/",
+        "src/pkg/new.py",
+        "new/dir/file",
+        "dangling",
+        "dangling/x",
+        "loop1",
+        "loop1/x",
+        ".",
+        "..",
+        "src/./pkg//a.py",
+    ]
+    for path in paths:
+        full = os.path.join(str(root), path)
+        assert realpath(full) == os.path.realpath(full), path
+    assert realpath(str(root / "abs")) == str(root / "src")

@@ -451,14 +451,20 @@ async def _exited(proc: asyncio.subprocess.Process) -> None:
 
 
 async def _reap(proc: asyncio.subprocess.Process, reader: asyncio.Task[None]) -> None:
-    """After the group is killed: let the reader see EOF and the process be reaped."""
-    await asyncio.wait({reader}, timeout=2.0)
+    """After the group is killed: let the reader see EOF and the process be reaped. EOF
+    means every process holding the output pipe is gone (under bwrap, the sandbox's pid
+    namespace is torn down after its outer process dies, which a loaded host can take
+    more than a moment to do), so a cancelled command leaves nothing behind."""
+    await asyncio.wait({reader}, timeout=_REAP_S)
     reader.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await reader
     if proc.returncode is None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), timeout=2.0)
+
+
+_REAP_S = 10.0
 
 
 def _kill_group(pgid: int) -> None:

@@ -1,0 +1,89 @@
+"""Workspace: which git work waits for which, and the base read from HEAD."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import git
+
+from jupyter_delegate.workspace import Workspace
+
+
+def _worktrees(repo: git.Repo, n: int) -> tuple[Workspace, list[Path]]:
+    workspace = Workspace(repo.working_dir)
+    base = workspace.resolve_base(None)[1]
+    return workspace, [workspace.create(f"t{i}", "work", base).path for i in range(n)]
+
+
+def test_base_is_the_branch_or_the_detached_commit(repo: git.Repo) -> None:
+    head = repo.head.commit.hexsha
+    assert Workspace(repo.working_dir).resolve_base(None) == ("main", head)
+    repo.git.checkout("--detach")
+    assert Workspace(repo.working_dir).resolve_base(None) == (None, head)
+
+
+def test_tasks_commit_side_by_side_while_the_repository_is_busy(repo: git.Repo) -> None:
+    workspace, (first, second) = _worktrees(repo, 2)
+    (first / "a.txt").write_text("a\n")
+    (second / "b.txt").write_text("b\n")
+    held, release = threading.Event(), threading.Event()
+
+    def hold(lock: object) -> None:
+        with lock:  # type: ignore[attr-defined]
+            held.set()
+            release.wait(30)
+
+    # Someone holds the repository (say, creating a worktree): work inside a worktree
+    # goes on.
+    holder = threading.Thread(target=hold, args=(workspace.locked(),))
+    holder.start()
+    held.wait(10)
+    done: list[object] = []
+
+    def work() -> None:
+        done.append(workspace.commit(first, "first", {"Delegate-Task": "t0"}))
+        done.append(workspace.changed_files(second, repo.head.commit.hexsha))
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(20)
+    finished_while_held = not worker.is_alive()
+    release.set()
+    holder.join()
+    worker.join(20)
+    assert finished_while_held
+    assert done == [git.Repo(first).head.commit.hexsha, ["b.txt"]]
+    # Someone works inside the second worktree: archiving it waits for them.
+    held.clear()
+    release.clear()
+    holder = threading.Thread(target=hold, args=(workspace.worktree_locked(second),))
+    holder.start()
+    held.wait(10)
+    archived = threading.Thread(
+        target=workspace.archive, args=("t1", "delegate/t1-work", second), daemon=True
+    )
+    archived.start()
+    archived.join(0.5)
+    assert archived.is_alive() and second.exists()
+    release.set()
+    archived.join(10)
+    holder.join()
+    assert not second.exists()
+    assert repo.git.rev_parse("refs/delegate/archive/t1")
+
+
+def test_worktrees_created_at_once_all_succeed(repo: git.Repo) -> None:
+    # `git worktree add` beside another one can fail (it reads the other's half-written
+    # admin files), so creation stays one at a time; many tasks starting at once is fine.
+    # Each task has its own Workspace, as in the manager (a GitPython Repo is not shared
+    # between threads).
+    base = repo.head.commit.hexsha
+    with ThreadPoolExecutor(8) as pool:
+        made = list(
+            pool.map(lambda i: Workspace(repo.working_dir).create(f"c{i}", "x", base), range(16))
+        )
+    assert all(w.path.is_dir() for w in made)
+    listed = repo.git.worktree("list", "--porcelain").count("\nworktree ")
+    assert listed == 16

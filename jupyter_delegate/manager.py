@@ -243,8 +243,8 @@ class TaskManager:
         workspace = context.workspace
         found = gather(task.worktree, workspace.root, workspace.state_dir, task.outcome.scope)
         event = found.to_event()
-        task.apply("context", event)  # settles check_commands before the prompt names them
-        event["system"] = system_prompt(task.outcome, found, task.check_commands)
+        checks = task.checks_given(tuple(event["suggested_checks"]))
+        event["system"] = system_prompt(task.outcome, found, checks)
         self._record(task, "context", event)
         task.emit("context", event)
 

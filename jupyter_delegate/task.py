@@ -220,9 +220,13 @@ class Task:
     def check_commands(self) -> tuple[str, ...]:
         """What the harness runs: the outcome's checks, or, when it has none, those its
         AGENTS.md offered (unless declined)."""
+        return self.checks_given(self.suggested_checks)
+
+    def checks_given(self, suggested: tuple[str, ...]) -> tuple[str, ...]:
+        """The checks the harness runs if AGENTS.md offers `suggested`."""
         if self.outcome.checks or not self.use_suggested_checks:
             return self.outcome.checks
-        return self.suggested_checks
+        return suggested
 
     # -- plumbing -------------------------------------------------------------------
     def _mgr(self) -> TaskManager:

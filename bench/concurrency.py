@@ -7,7 +7,7 @@ on one repository. First one task alone, then N at once. Wall time runs from the
 before the first submit of the batch and when every task is running (all N are past
 their first model turn), divided by N; the peak during the run is reported too.
 Where the time goes: each task's phases from its journal (waiting for its worktree, the
-agent loop, the conclusion), every synced journal write timed (`Journal.append_many`,
+agent loop, the conclusion), every journal write timed (`Journal.append_many`,
 which `append` calls; it runs on the engine thread), and a bare reference: N bare SDK
 loops (as in step_overhead) on one asyncio loop against the same fake, which is what the
 engine could do with no harness at all. A what-if batch with `os.fsync` and
@@ -43,8 +43,8 @@ GOALS = {"wall_ratio": 1.3, "rss_mb_per_task": 4.0}
 
 
 class AppendClock:
-    """Times every synced journal write in this process while entered: `append_many`,
-    which `append` calls (wrapped, restored)."""
+    """Times every journal write in this process while entered, synced or not:
+    `append_many`, which `append` calls (wrapped, restored)."""
 
     def __init__(self) -> None:
         self.appends: list[float] = []
@@ -55,10 +55,10 @@ class AppendClock:
         self._append_many = original = Journal.append_many
         appends = self.appends
 
-        def append_many(journal: Any, events: Any) -> Any:
+        def append_many(journal: Any, events: Any, **kw: Any) -> Any:
             started = time.perf_counter()
             try:
-                return original(journal, events)
+                return original(journal, events, **kw)
             finally:
                 appends.append(time.perf_counter() - started)
 

@@ -2,9 +2,17 @@
 
 Each line is `{seq, ts, type, data, prev, hash}` with
 `hash = sha256(prev + canonical JSON of {seq, ts, type, data, prev})`; the first `prev`
-is 64 zeros. Every append is flushed and fsync'd before it returns (`append_many` writes
-several events with one write and one sync). Secrets are redacted before anything is
-written (`redact`).
+is 64 zeros. Every append is written before it returns, so a reader (the CLI, another
+kernel) sees it and it outlives the process. It is also synced to the disk
+(`fdatasync`) before it returns unless the caller passes `sync=False`; then the next
+synced append covers it, since a sync flushes everything written before it. The agent
+loop uses that for the assistant turn of a step with tool calls: the step's last tool
+result syncs both, so a step costs one sync and not two. A machine crash in that window
+loses the whole step, and a resume asks the model again from the step before, which is
+a conversation the model saw. Everything that waits for a human or leaves the task
+(a state change, a permission question, a commit) is synced. `append_many` writes
+several events with one write. Secrets are redacted before anything is written
+(`redact`).
 
 Event types and their data:
   task         outcome, branch, base_branch, base_commit, model, worktree, sandbox, created
@@ -194,7 +202,7 @@ class Verification:
 
 
 class Journal:
-    """Append-only, hash-chained, fsync'd JSONL. Safe to append from several threads."""
+    """Append-only, hash-chained, synced JSONL. Safe to append from several threads."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -203,6 +211,7 @@ class Journal:
         self._head = GENESIS
         self._secrets = secret_values()
         self._fd: int | None = None
+        self._unsynced = False  # written with sync=False and not yet synced
         last = deque(self.events(), maxlen=1)
         if last:
             self._seq, self._head = last[0].seq, last[0].hash
@@ -215,12 +224,25 @@ class Journal:
         """The append descriptor, opened once (an open per event cost more than the write)."""
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.path.exists()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if new:  # a synced line in a file whose name a crash lost is lost too
+                _sync_folder(self.path.parent)
         return self._fd
+
+    def sync(self) -> None:
+        """Sync what was appended with `sync=False`; nothing to do otherwise."""
+        with self._lock:
+            if self._unsynced and self._fd is not None:
+                os.fdatasync(self._fd)
+            self._unsynced = False
 
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
+                if self._unsynced:
+                    os.fdatasync(self._fd)
+                    self._unsynced = False
                 os.close(self._fd)
                 self._fd = None
 
@@ -229,14 +251,17 @@ class Journal:
         if fd is not None:
             os.close(fd)
 
-    def append(self, type_: str, data: Mapping[str, Any]) -> Event:
-        return self.append_many([(type_, data)])[0]
+    def append(self, type_: str, data: Mapping[str, Any], *, sync: bool = True) -> Event:
+        return self.append_many([(type_, data)], sync=sync)[0]
 
-    def append_many(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Event]:
-        """Append `(type, data)` events in order with one write and one sync: when it
-        returns, all are on disk. A crash during it leaves the journal with a prefix of
-        them, the last line perhaps cut short (`verify` names it), as a crash during one
-        `append` would."""
+    def append_many(
+        self, events: Iterable[tuple[str, Mapping[str, Any]]], *, sync: bool = True
+    ) -> list[Event]:
+        """Append `(type, data)` events in order with one write and, unless `sync=False`,
+        one sync: when it returns, all are on disk, with anything appended unsynced
+        before. A crash during it leaves the journal with a prefix of them, the last
+        line perhaps cut short (`verify` names it), as a crash during one `append`
+        would."""
         with self._lock:
             seq, head = self._seq, self._head
             written: list[Event] = []
@@ -253,7 +278,9 @@ class Journal:
                 return written
             fd = self._descriptor()
             _write_all(fd, "".join(lines).encode())
-            os.fdatasync(fd)  # the data and the size: all a reader needs after a crash
+            if sync:
+                os.fdatasync(fd)  # the data and the size: all a reader needs after a crash
+            self._unsynced = not sync
             self._seq, self._head = seq, head
             return written
 
@@ -302,6 +329,15 @@ class Journal:
                 return Verification(False, count, prev, number, "content does not match its hash")
             prev, count = claimed, count + 1
         return Verification(True, count, prev)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Sync a folder's entries, so a file just made in it survives a machine crash."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, payload: bytes) -> None:

@@ -152,33 +152,35 @@ class TaskManager:
         context = _Context(workspace, journal, endpoint, probe_sandbox.tier)
         context.lock_fd = _try_lock(workspace.task_dir(task_id))
         self._remember(task, context)
-        self._record(
+        opening = {
+            "outcome": outcome.to_dict(),
+            "branch": branch,
+            "base_branch": base_branch,
+            "base_commit": base_commit,
+            "model": model_id,
+            "worktree": str(worktree),
+            "sandbox": probe_sandbox.tier,
+            "policy": policy.to_dict(),
+            "name": name,
+            "use_suggested_checks": bool(use_suggested_checks),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        goal = {"content": [{"type": "text", "text": first_message(outcome)}]}
+        self._record_many(  # one write, one sync
             task,
-            "task",
-            {
-                "outcome": outcome.to_dict(),
-                "branch": branch,
-                "base_branch": base_branch,
-                "base_commit": base_commit,
-                "model": model_id,
-                "worktree": str(worktree),
-                "sandbox": probe_sandbox.tier,
-                "policy": policy.to_dict(),
-                "name": name,
-                "use_suggested_checks": bool(use_suggested_checks),
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            },
+            [
+                ("task", opening),
+                ("state", {"state": S.QUEUED, "reason": "submitted"}),
+                ("user", goal),
+            ],
         )
-        self._record(task, "state", {"state": S.QUEUED, "reason": "submitted"})
-        self._record(task, "user", {"content": [{"type": "text", "text": first_message(outcome)}]})
         self._start(task, context)
         return task
 
     def _new_id(self, workspace: Workspace) -> str:
-        taken = set(workspace.task_ids())
-        while True:
+        while True:  # a task's folder exists from its submit on, journal or not
             candidate = secrets.token_hex(3)
-            if candidate not in taken and not workspace.task_dir(candidate).exists():
+            if not workspace.task_dir(candidate).exists():
                 return candidate
 
     def _remember(self, task: Task, context: _Context) -> None:
@@ -208,7 +210,7 @@ class TaskManager:
             watch = Watch(
                 task.worktree, next(e.data for e in reversed(events) if e.type == "context")
             )
-            sandbox = self._sandbox(task, context)
+            sandbox = await asyncio.to_thread(self._sandbox, task, context)  # git ls-files
             client = self._client or client_for(context.endpoint or endpoint_from_env())
             loop = AgentLoop(
                 client=client,
@@ -217,7 +219,7 @@ class TaskManager:
                 toolbox=_toolbox(task, sandbox),
                 budget=task.outcome.budget,
                 messages=replay_messages(events),
-                record=lambda type_, data: self._record(task, type_, data),
+                record=lambda type_, data, sync=True: self._record(task, type_, data, sync),
                 emit=task.emit,
                 spent_usd=lambda: task.usage.cost_usd,
                 permit=lambda call: self._permit(task, context, call),
@@ -398,11 +400,17 @@ class TaskManager:
             task._changed.wait_for(lambda: task.state != S.WAITING or context.pending, 10)
 
     # -- journal: the one place events are written ------------------------------------------
-    def _record(self, task: Task, type_: str, data: Mapping[str, Any]) -> Event:
-        event = self._context(task).journal.append(type_, data)
-        task.apply(type_, event.data)
-        task.journal_head = event.hash
-        return event
+    def _record(self, task: Task, type_: str, data: Mapping[str, Any], sync: bool = True) -> Event:
+        return self._record_many(task, [(type_, data)], sync)[0]
+
+    def _record_many(
+        self, task: Task, events: list[tuple[str, Mapping[str, Any]]], sync: bool = True
+    ) -> list[Event]:
+        written = self._context(task).journal.append_many(events, sync=sync)
+        for event in written:
+            task.apply(event.type, event.data)
+            task.journal_head = event.hash
+        return written
 
     def _set_state(self, task: Task, new: TaskState, reason: str, error: str = "") -> None:
         check_transition(task.id, task.state, new)

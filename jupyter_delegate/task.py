@@ -113,6 +113,10 @@ class TaskEvent:
 
 
 Subscriber = Callable[[TaskEvent], None]
+# What a thread blocked in `wait` (or `TaskManager.answer`) can be waiting for: the state
+# and the pending permission questions. Waking it for every text delta and tool result
+# made it take the GIL from the engine several times a step.
+WAKES = frozenset({"state", "permission"})
 
 
 @dataclass
@@ -248,8 +252,9 @@ class Task:
                 import logging
 
                 logging.getLogger(__name__).exception("task subscriber failed")
-        with self._changed:
-            self._changed.notify_all()
+        if kind in WAKES:
+            with self._changed:
+                self._changed.notify_all()
 
     def apply(self, type_: str, data: Mapping[str, Any]) -> None:
         """Fold one journal event into the task's facts (see journal.py for the types)."""

@@ -219,3 +219,42 @@ def test_a_crash_mid_batch_leaves_a_journal_verify_reads(tmp_path: Path) -> None
     # Cut at a line's end, the journal is whole up to there.
     journal.path.write_bytes(whole[:first_end])
     assert Journal(journal.path).verify().ok and Journal(journal.path).verify().events == 2
+
+
+def test_an_unsynced_append_is_written_at_once_and_synced_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = _journal(tmp_path, 1)
+    syncs: list[int] = []
+    real_sync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: syncs.append(fd) or real_sync(fd))
+    journal.append("assistant", {"content": []}, sync=False)
+    # Written: another reader (the CLI, a restarted kernel) sees it before any sync.
+    assert [e.type for e in Journal(journal.path).events()] == ["notice", "assistant"]
+    assert syncs == []
+    journal.append("tool_result", {"content": "ok"})
+    assert len(syncs) == 1  # one sync covers both lines
+    journal.sync()
+    assert len(syncs) == 1  # nothing left to sync
+    journal.append("notice", {"text": "unsynced"}, sync=False)
+    journal.sync()
+    assert len(syncs) == 2
+    journal.append("notice", {"text": "left unsynced at close"}, sync=False)
+    journal.close()
+    assert len(syncs) == 3
+    assert Journal(journal.path).verify().ok and Journal(journal.path).verify().events == 5
+
+
+def test_a_new_journal_syncs_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd)
+    )
+    journal = Journal(tmp_path / "task" / "journal.jsonl")
+    journal.append("notice", {"text": "first"})
+    journal.append("notice", {"text": "second"})
+    assert synced == [str(tmp_path / "task")]  # once, when the file was made
+    journal.close()
+    Journal(journal.path).append("notice", {"text": "reopened"})
+    assert synced == [str(tmp_path / "task")]

@@ -315,3 +315,37 @@ def test_audit_of_an_unknown_task_is_a_clear_error(
 
     assert main(["audit", "verify", "nope", "--repo", repo.working_dir]) == 2
     assert "No journal for task nope" in capsys.readouterr().err
+
+
+def test_file_tools_share_definitions_but_each_task_reads_its_own_worktree(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from jupyter_delegate.engine.tools import Toolbox
+
+    boxes = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "which.txt").write_text(f"worktree {name}\n")
+        boxes.append(Toolbox(tmp_path / name, None, command_timeout_s=5))  # type: ignore[arg-type]
+    first, second = (box.definitions() for box in boxes)
+    assert first == second and [d["name"] for d in first][:5] == [
+        "read",
+        "write",
+        "edit",
+        "glob",
+        "grep",
+    ]
+    first[0]["description"] = "changed by one task"
+    assert boxes[1].definitions()[0]["description"] != "changed by one task"
+
+    async def read(box: Toolbox) -> str:
+        output = await box.call("read", {"file_path": "which.txt"})
+        assert not output.is_error, output.content
+        return str(output.content)
+
+    assert "worktree a" in asyncio.run(read(boxes[0]))
+    assert "worktree b" in asyncio.run(read(boxes[1]))
+    escaped = asyncio.run(boxes[0].call("read", {"file_path": str(tmp_path / "b/which.txt")}))
+    assert escaped.is_error and "worktree b" not in str(escaped.content)

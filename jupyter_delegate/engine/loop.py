@@ -16,6 +16,7 @@ are redacted before either sees them):
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -49,7 +50,10 @@ class TaskFailed(Exception):
 
 
 class Recorder(Protocol):
-    def __call__(self, type_: str, data: Mapping[str, Any]) -> Event: ...
+    """Journals one event. `sync=False` writes it and leaves the sync to the next synced
+    event (see journal.py): the loop passes it for a turn whose tool results follow."""
+
+    def __call__(self, type_: str, data: Mapping[str, Any], sync: bool = True) -> Event: ...
 
 
 Emit = Callable[[str, Mapping[str, Any]], None]
@@ -73,6 +77,7 @@ class AgentLoop:
     before_turn: Callable[[], None] = lambda: None
 
     def __post_init__(self) -> None:
+        _hold_stream_snapshot_type()
         self._tools = self.toolbox.definitions()
         self._steps = 0
         self._started = time.monotonic()
@@ -149,6 +154,7 @@ class AgentLoop:
         content = redact(content, self._secrets)
         usage = usage_of(self.model, final.usage)
         self._steps += 1
+        results_follow = any(b["type"] == "tool_use" for b in content)
         self.record(
             "assistant",
             {
@@ -158,6 +164,7 @@ class AgentLoop:
                 "usage": usage,
                 "request_id": request_id,
             },
+            sync=not results_follow,  # the step's last tool result syncs it (one sync a step)
         )
         if content:
             self.messages.append({"role": "assistant", "content": content})
@@ -172,13 +179,16 @@ class AgentLoop:
             raise Finished(text.strip())
         results: list[dict[str, Any]] = []
         finished: Finished | None = None
-        for call in calls:
+        for number, call in enumerate(calls, start=1):
+            last = number == len(calls)  # its result syncs the step's journal lines
             self.emit("tool_call", {"id": call["id"], "name": call["name"], "input": call["input"]})
             if call["name"] == "finish":
                 summary = call["input"].get("summary") if isinstance(call["input"], dict) else None
                 if isinstance(summary, str):
                     finished = Finished(summary.strip())
-                    results.append(self._result(call, "Finished. The harness runs the checks."))
+                    results.append(
+                        self._result(call, "Finished. The harness runs the checks.", sync=last)
+                    )
                     continue
                 output_text, is_error, malformed, meta = (
                     "finish: 'summary' must be a string.",
@@ -192,14 +202,20 @@ class AgentLoop:
                 output = await self.toolbox.call(call["name"], call["input"])
                 output_text, is_error = output.content, output.is_error  # type: ignore[assignment]
                 malformed, meta = output.malformed, dict(output.meta)
-            results.append(self._result(call, output_text, is_error=is_error, **meta))
+            results.append(self._result(call, output_text, is_error=is_error, sync=last, **meta))
             self._count_malformed(malformed)
         self.messages.append({"role": "user", "content": results})
         if finished is not None:
             raise finished
 
     def _result(
-        self, call: Mapping[str, Any], content: Any, *, is_error: bool = False, **meta: Any
+        self,
+        call: Mapping[str, Any],
+        content: Any,
+        *,
+        is_error: bool = False,
+        sync: bool = True,
+        **meta: Any,
     ) -> dict[str, Any]:
         content = redact(content, self._secrets)  # before the model, the journal, the views
         data = {
@@ -209,7 +225,7 @@ class AgentLoop:
             "is_error": is_error,
             **meta,
         }
-        self.record("tool_result", data)
+        self.record("tool_result", data, sync=sync)
         self.emit("tool_result", data)
         block = {"type": "tool_result", "tool_use_id": call["id"], "content": content}
         if is_error:
@@ -224,6 +240,20 @@ class AgentLoop:
                 "the task stopped. Read its journal (`jupyter delegate show ID`) and retry, "
                 "perhaps with another model."
             )
+
+
+@functools.cache
+def _hold_stream_snapshot_type() -> object:
+    """`ParsedBetaMessage[ResponseFormatT]`, held for the life of the process. The SDK's
+    stream subscripts it at every `message_start`, and pydantic keeps a generic class
+    only while something references it: with nothing holding it, every model turn built
+    the class again, about 120 µs of the engine thread's GIL (0.8 µs once held)."""
+    try:
+        from anthropic.lib._parse._response import ResponseFormatT
+        from anthropic.types.beta.parsed_beta_message import ParsedBetaMessage
+    except ImportError:  # a private path of the SDK moved: only this saving is lost
+        return None
+    return ParsedBetaMessage[ResponseFormatT]  # type: ignore[valid-type]
 
 
 def _block(block: Any) -> dict[str, Any]:

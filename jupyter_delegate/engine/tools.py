@@ -14,9 +14,11 @@ back as error results (`ToolOutput.malformed`) so the model can correct itself.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,34 +115,31 @@ class Toolbox:
         command_timeout_s: float,
         skills: Sequence[Mapping[str, Any]] = (),
     ) -> None:
-        from anthropic.lib.tools.agent_toolset import (
-            AgentToolContext,
-            beta_edit_tool,
-            beta_glob_tool,
-            beta_grep_tool,
-            beta_read_tool,
-            beta_write_tool,
-        )
+        from anthropic.lib.tools.agent_toolset import AgentToolContext
 
         self.worktree = worktree.resolve()
         self.sandbox = sandbox
         self.command_timeout_s = command_timeout_s
-        ctx = AgentToolContext(workdir=str(self.worktree))
-        makers = (beta_read_tool, beta_write_tool, beta_edit_tool, beta_glob_tool, beta_grep_tool)
-        self._file_tools = {tool.name: tool for tool in (make(ctx) for make in makers)}
+        self._context = AgentToolContext(workdir=str(self.worktree))
+        self._file_tools: dict[str, Any] = {}  # made on first use: each costs about 0.8 ms
         self.skills = {skill["name"]: skill for skill in skills}
 
     def definitions(self) -> list[dict[str, Any]]:
-        file_tools = [dict(self._file_tools[name].to_dict()) for name in FILE_TOOLS]
+        file_tools = [copy.deepcopy(dict(d)) for d in _file_tool_definitions()]  # shared
         skills = [skill_tool(list(self.skills))] if self.skills else []
         return [*file_tools, BASH_TOOL, *skills, FINISH_TOOL]
+
+    def _file_tool_named(self, name: str) -> Any:
+        if name not in self._file_tools:
+            self._file_tools[name] = _file_tool_makers()[name](self._context)
+        return self._file_tools[name]
 
     async def call(self, name: str, tool_input: object) -> ToolOutput:
         if not isinstance(tool_input, dict):
             return _error(f"{name}: input must be a JSON object.", malformed=True)
         if name == "bash":
             return await self._bash(tool_input)
-        if name in self._file_tools:
+        if name in FILE_TOOLS:
             return await self._file_tool(name, tool_input)
         if name == "skill" and self.skills:
             return self._skill(tool_input)
@@ -151,7 +150,7 @@ class Toolbox:
         from anthropic.lib.tools import ToolError
 
         try:
-            result = await self._file_tools[name].call(tool_input)
+            result = await self._file_tool_named(name).call(tool_input)
         except ToolError as exc:
             return _error(self._relative(str(exc)))
         except (ValueError, TypeError) as exc:
@@ -224,6 +223,30 @@ class Toolbox:
 
     def _relative(self, text: str) -> str:
         return text.replace(str(self.worktree) + "/", "").replace(str(self.worktree), ".")
+
+
+@functools.cache
+def _file_tool_makers() -> dict[str, Callable[[Any], Any]]:
+    from anthropic.lib.tools.agent_toolset import (
+        beta_edit_tool,
+        beta_glob_tool,
+        beta_grep_tool,
+        beta_read_tool,
+        beta_write_tool,
+    )
+
+    makers = (beta_read_tool, beta_write_tool, beta_edit_tool, beta_glob_tool, beta_grep_tool)
+    return dict(zip(FILE_TOOLS, makers, strict=True))
+
+
+@functools.cache
+def _file_tool_definitions() -> tuple[Mapping[str, Any], ...]:
+    """The file tools' definitions, made once: they do not depend on the worktree (only
+    the tools' calls do), and making the tools costs pydantic a schema each time."""
+    from anthropic.lib.tools.agent_toolset import AgentToolContext
+
+    context = AgentToolContext(workdir=".")
+    return tuple(_file_tool_makers()[name](context).to_dict() for name in FILE_TOOLS)
 
 
 def describe_input(tool_input: Any) -> str:

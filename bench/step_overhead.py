@@ -12,8 +12,9 @@ loop's step is one stream plus appending the two messages. Rounds alternate harn
 bare so drift hits both. Figures: median step time of each, their ratio, and the median
 added time per step excluding tool execution (harness step - tool - bare step, paired by
 step index, so history length is the same on both sides). A what-if round with
-`os.fsync` and `os.fdatasync` made no-ops shows how much of the step is the journal's
-sync (reported apart; never compared with the goal).
+`os.fsync` and `os.fdatasync` made no-ops shows what the journal's syncs still cost a
+step (a step's events are synced by a background thread, so this is their contention
+for the CPU; reported apart, never compared with the goal).
 """
 
 from __future__ import annotations

@@ -3,16 +3,15 @@
 Each line is `{seq, ts, type, data, prev, hash}` with
 `hash = sha256(prev + canonical JSON of {seq, ts, type, data, prev})`; the first `prev`
 is 64 zeros. Every append is written before it returns, so a reader (the CLI, another
-kernel) sees it and it outlives the process. It is also synced to the disk
-(`fdatasync`) before it returns unless the caller passes `sync=False`; then the next
-synced append covers it, since a sync flushes everything written before it. The agent
-loop uses that for the assistant turn of a step with tool calls: the step's last tool
-result syncs both, so a step costs one sync and not two. A machine crash in that window
-loses the whole step, and a resume asks the model again from the step before, which is
-a conversation the model saw. Everything that waits for a human or leaves the task
-(a state change, a permission question, a commit) is synced. `append_many` writes
-several events with one write. Secrets are redacted before anything is written
-(`redact`).
+kernel) sees it and it outlives the process. By default it is also synced to the disk
+(`fdatasync`) before it returns. With `sync=False` the sync is left to a background
+thread, which syncs within milliseconds (one sync covers every line written before it);
+the agent loop appends its steps so, and the engine does not wait for the disk at every
+model turn. A machine crash can lose the last steps not yet synced, and a resume then
+asks the model again from the step before, a conversation the model saw. Everything a
+human waits on or acts upon (a state change, a permission question, checks, a commit)
+is appended synced, which syncs all before it too. `append_many` writes several events
+with one write. Secrets are redacted before anything is written (`redact`).
 
 Event types and their data:
   task         outcome, branch, base_branch, base_commit, model, worktree, sandbox, created
@@ -32,6 +31,7 @@ and tool_result events: what the model saw is what you can read afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -211,7 +211,9 @@ class Journal:
         self._head = GENESIS
         self._secrets = secret_values()
         self._fd: int | None = None
-        self._unsynced = False  # written with sync=False and not yet synced
+        self._writes = 0  # appends so far; the background sync compares it
+        self._synced = 0  # the appends known to be on disk
+        self._sync_failed: OSError | None = None  # by the background sync; told once
         last = deque(self.events(), maxlen=1)
         if last:
             self._seq, self._head = last[0].seq, last[0].hash
@@ -230,19 +232,35 @@ class Journal:
                 _sync_folder(self.path.parent)
         return self._fd
 
+    @property
+    def unsynced(self) -> bool:
+        """Whether lines appended with `sync=False` are still waiting for their sync."""
+        return self._synced < self._writes
+
     def sync(self) -> None:
-        """Sync what was appended with `sync=False`; nothing to do otherwise."""
+        """Sync what was appended with `sync=False`; nothing to do otherwise. Appends go
+        on meanwhile: the disk is waited for outside the journal's lock."""
         with self._lock:
-            if self._unsynced and self._fd is not None:
-                os.fdatasync(self._fd)
-            self._unsynced = False
+            if self._fd is None or not self.unsynced:
+                return
+            fd, writes = os.dup(self._fd), self._writes  # close() may run meanwhile
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            # The kernel reports a failed write-back once: keep it for the next append.
+            self._sync_failed = exc
+            raise
+        finally:
+            os.close(fd)
+        with self._lock:
+            self._synced = max(self._synced, writes)
 
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
-                if self._unsynced:
+                if self.unsynced:
                     os.fdatasync(self._fd)
-                    self._unsynced = False
+                    self._synced = self._writes
                 os.close(self._fd)
                 self._fd = None
 
@@ -257,12 +275,19 @@ class Journal:
     def append_many(
         self, events: Iterable[tuple[str, Mapping[str, Any]]], *, sync: bool = True
     ) -> list[Event]:
-        """Append `(type, data)` events in order with one write and, unless `sync=False`,
-        one sync: when it returns, all are on disk, with anything appended unsynced
-        before. A crash during it leaves the journal with a prefix of them, the last
-        line perhaps cut short (`verify` names it), as a crash during one `append`
-        would."""
+        """Append `(type, data)` events in order with one write and one sync: when it
+        returns, all are on disk, with anything appended unsynced before. With
+        `sync=False` they are written and the background thread syncs them soon. A crash
+        during it leaves the journal with a prefix of them, the last line perhaps cut
+        short (`verify` names it), as a crash during one `append` would."""
         with self._lock:
+            if self._sync_failed is not None:
+                failed, self._sync_failed = self._sync_failed, None
+                raise JournalError(
+                    f"{self.path}: the disk failed to keep lines already written ({failed}). "
+                    "The journal may miss its last steps after a machine crash; check the "
+                    "disk, then run `jupyter delegate audit verify`."
+                ) from failed
             seq, head = self._seq, self._head
             written: list[Event] = []
             lines: list[str] = []
@@ -278,11 +303,14 @@ class Journal:
                 return written
             fd = self._descriptor()
             _write_all(fd, "".join(lines).encode())
+            self._writes += 1
             if sync:
                 os.fdatasync(fd)  # the data and the size: all a reader needs after a crash
-            self._unsynced = not sync
+                self._synced = self._writes
             self._seq, self._head = seq, head
-            return written
+        if not sync:
+            _background.request(self)
+        return written
 
     def events(self) -> Iterator[Event]:
         """Every event, in order. Raises JournalError naming the line that cannot be read."""
@@ -329,6 +357,50 @@ class Journal:
                 return Verification(False, count, prev, number, "content does not match its hash")
             prev, count = claimed, count + 1
         return Verification(True, count, prev)
+
+
+class _BackgroundSync:
+    """One daemon thread per process that syncs journals appended with `sync=False`.
+    It gathers for `DELAY_S` after the first request, then syncs every journal written
+    meanwhile once (group commit): a task's fast steps share a sync, and the thread
+    takes the GIL a few times per pass, not at every append. While it waits for the
+    disk it holds no lock and not the GIL, so the engine goes on."""
+
+    DELAY_S = 0.01
+
+    def __init__(self) -> None:
+        self._wanted: dict[int, Journal] = {}
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        os.register_at_fork(after_in_child=self._forget_thread)
+
+    def request(self, journal: Journal) -> None:
+        with self._changed:
+            self._wanted[id(journal)] = journal
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="jupyter-delegate-journal-sync", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify()
+
+    def _serve(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._wanted))
+            time.sleep(self.DELAY_S)
+            with self._changed:
+                journals, self._wanted = list(self._wanted.values()), {}
+            for journal in journals:
+                with contextlib.suppress(OSError):  # kept: the journal's next append
+                    journal.sync()  # raises it (a state change at the latest)
+
+    def _forget_thread(self) -> None:
+        self._changed = threading.Condition()
+        self._wanted, self._thread = {}, None
+
+
+_background = _BackgroundSync()
 
 
 def _sync_folder(folder: Path) -> None:

@@ -2,7 +2,8 @@
 
 Not a performance test: the goals are in bench/RESULTS.md and are not asserted here; only
 that every benchmark runs end to end and reports the figures it promises, as positive
-numbers.
+numbers (differences of two timings excepted: at a tiny size noise can make them
+negative).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ EXPECTED = {
     "notebook_footprint": ("record_kb", "ipynb_growth_kb", "journal_kb"),
     "worktree": ("create_ms_p50", "remove_ms_p50", "raw_add_ms_p50", "ratio"),
     "extension_load": ("load_ms_p50", "importtime_magics_ms"),
-    "journal": ("append_us_p50", "append_us_p99", "replay_ms_p50"),
+    "journal": ("append_us_p50", "append_us_p99", "append_background_us_p50", "replay_ms_p50"),
 }
+# Harness time minus bare time, step by step: below zero when a tiny run is noisy.
+DIFFERENCES = {"added_ms_p50", "added_ms_p95"}
 
 
 def test_every_benchmark_has_expectations() -> None:
@@ -45,7 +48,7 @@ def test_benchmark_runs_tiny_and_reports_positive_figures(name: str) -> None:
         assert figures[key] > 0, (key, figures[key])
     for key, value in figures.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
-            assert value >= 0, (key, value)
+            assert key in DIFFERENCES or value >= 0, (key, value)
     json.dumps(figures)  # one JSON object, printable on one line
 
 

@@ -1,10 +1,15 @@
-"""The journal: hash chain, fsync'd appends, verify naming the bad line, replay, redaction."""
+"""The journal: hash chain, synced appends (at once or in the background), verify naming
+the bad line, replay, redaction."""
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -221,28 +226,78 @@ def test_a_crash_mid_batch_leaves_a_journal_verify_reads(tmp_path: Path) -> None
     assert Journal(journal.path).verify().ok and Journal(journal.path).verify().events == 2
 
 
-def test_an_unsynced_append_is_written_at_once_and_synced_by_the_next(
+def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_an_unsynced_append_is_written_at_once_and_synced_in_the_background(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = _journal(tmp_path, 1)
-    syncs: list[int] = []
+    syncs: list[str] = []
     real_sync = os.fdatasync
-    monkeypatch.setattr(os, "fdatasync", lambda fd: syncs.append(fd) or real_sync(fd))
+    gate = threading.Event()
+
+    def sync(fd: int) -> None:
+        if threading.current_thread().name == "jupyter-delegate-journal-sync":
+            gate.wait(10)  # hold the background sync until the test has looked
+        syncs.append(threading.current_thread().name)
+        real_sync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", sync)
     journal.append("assistant", {"content": []}, sync=False)
     # Written: another reader (the CLI, a restarted kernel) sees it before any sync.
     assert [e.type for e in Journal(journal.path).events()] == ["notice", "assistant"]
-    assert syncs == []
-    journal.append("tool_result", {"content": "ok"})
-    assert len(syncs) == 1  # one sync covers both lines
-    journal.sync()
-    assert len(syncs) == 1  # nothing left to sync
-    journal.append("notice", {"text": "unsynced"}, sync=False)
-    journal.sync()
-    assert len(syncs) == 2
-    journal.append("notice", {"text": "left unsynced at close"}, sync=False)
+    assert journal.unsynced and syncs == []
+    journal.append("tool_result", {"content": "ok"}, sync=False)  # appends go on meanwhile
+    gate.set()
+    assert _until(lambda: not journal.unsynced)
+    assert set(syncs) == {"jupyter-delegate-journal-sync"}
+    journal.append("state", {"state": "review"})  # synced here, before it returns
+    assert syncs[-1] == threading.current_thread().name and not journal.unsynced
+    assert Journal(journal.path).verify().ok and Journal(journal.path).verify().events == 4
+
+
+def test_close_syncs_what_the_background_has_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_delegate import journal as journal_module
+
+    journal = _journal(tmp_path, 1)
+    monkeypatch.setattr(journal_module._background, "request", lambda journal: None)
+    journal.append("notice", {"text": "left for the background"}, sync=False)
+    assert journal.unsynced
+    syncs: list[int] = []
+    real_sync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: syncs.append(fd) or real_sync(fd))
     journal.close()
-    assert len(syncs) == 3
-    assert Journal(journal.path).verify().ok and Journal(journal.path).verify().events == 5
+    assert len(syncs) == 1 and not journal.unsynced
+
+
+def test_a_failed_background_sync_is_told_at_the_next_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = _journal(tmp_path, 1)
+    real_sync = os.fdatasync
+
+    def failing(fd: int) -> None:
+        if threading.current_thread().name == "jupyter-delegate-journal-sync":
+            raise OSError(errno.EIO, "Input/output error")
+        real_sync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    journal.append("assistant", {"content": []}, sync=False)
+    assert _until(lambda: journal._sync_failed is not None)
+    with pytest.raises(JournalError, match="disk failed to keep lines already written"):
+        journal.append("tool_result", {"content": "ok"})
+    # Told once; the journal itself is whole and takes the next event.
+    journal.append("state", {"state": "failed"})
+    assert Journal(journal.path).verify().ok and Journal(journal.path).verify().events == 3
 
 
 def test_a_new_journal_syncs_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,8 +50,9 @@ class TaskFailed(Exception):
 
 
 class Recorder(Protocol):
-    """Journals one event. `sync=False` writes it and leaves the sync to the next synced
-    event (see journal.py): the loop passes it for a turn whose tool results follow."""
+    """Journals one event. The loop passes `sync=False` for its steps (model turns and
+    tool results): they are written at once and synced in the background (journal.py),
+    so a model turn does not wait for the disk."""
 
     def __call__(self, type_: str, data: Mapping[str, Any], sync: bool = True) -> Event: ...
 
@@ -154,7 +155,6 @@ class AgentLoop:
         content = redact(content, self._secrets)
         usage = usage_of(self.model, final.usage)
         self._steps += 1
-        results_follow = any(b["type"] == "tool_use" for b in content)
         self.record(
             "assistant",
             {
@@ -164,7 +164,7 @@ class AgentLoop:
                 "usage": usage,
                 "request_id": request_id,
             },
-            sync=not results_follow,  # the step's last tool result syncs it (one sync a step)
+            sync=False,
         )
         if content:
             self.messages.append({"role": "assistant", "content": content})
@@ -179,16 +179,13 @@ class AgentLoop:
             raise Finished(text.strip())
         results: list[dict[str, Any]] = []
         finished: Finished | None = None
-        for number, call in enumerate(calls, start=1):
-            last = number == len(calls)  # its result syncs the step's journal lines
+        for call in calls:
             self.emit("tool_call", {"id": call["id"], "name": call["name"], "input": call["input"]})
             if call["name"] == "finish":
                 summary = call["input"].get("summary") if isinstance(call["input"], dict) else None
                 if isinstance(summary, str):
                     finished = Finished(summary.strip())
-                    results.append(
-                        self._result(call, "Finished. The harness runs the checks.", sync=last)
-                    )
+                    results.append(self._result(call, "Finished. The harness runs the checks."))
                     continue
                 output_text, is_error, malformed, meta = (
                     "finish: 'summary' must be a string.",
@@ -202,7 +199,7 @@ class AgentLoop:
                 output = await self.toolbox.call(call["name"], call["input"])
                 output_text, is_error = output.content, output.is_error  # type: ignore[assignment]
                 malformed, meta = output.malformed, dict(output.meta)
-            results.append(self._result(call, output_text, is_error=is_error, sync=last, **meta))
+            results.append(self._result(call, output_text, is_error=is_error, **meta))
             self._count_malformed(malformed)
         self.messages.append({"role": "user", "content": results})
         if finished is not None:
@@ -214,7 +211,6 @@ class AgentLoop:
         content: Any,
         *,
         is_error: bool = False,
-        sync: bool = True,
         **meta: Any,
     ) -> dict[str, Any]:
         content = redact(content, self._secrets)  # before the model, the journal, the views
@@ -225,7 +221,7 @@ class AgentLoop:
             "is_error": is_error,
             **meta,
         }
-        self.record("tool_result", data, sync=sync)
+        self.record("tool_result", data, sync=False)
         self.emit("tool_result", data)
         block = {"type": "tool_result", "tool_use_id": call["id"], "content": content}
         if is_error:

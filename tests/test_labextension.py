@@ -1,7 +1,8 @@
 """The JupyterLab / Notebook 7 extension (labextension/): its vitest suite, its install, and
 a real browser (Debian's Chromium, driven by playwright-core) against a real JupyterLab
 server: a saved notebook of task records renders without a kernel, the Delegations
-sidebar lists its tasks, and the tutorial run from the browser is followed to `merged`.
+sidebar lists its tasks, the tutorial run from the browser is followed to `merged`, and a
+tool call opened in a running task's live log stays open while later steps arrive.
 
 Needs node (and npm) and /usr/bin/chromium; skipped, saying which is missing, without them.
 Screenshots land in labextension/test-artifacts/."""
@@ -119,6 +120,45 @@ def records_notebook(records: list[dict[str, Any]]) -> Any:
     return notebook
 
 
+LIVE_SETUP = """\
+import os
+import tempfile
+from pathlib import Path
+
+from jupyter_delegate.testing import FakeMessagesAPI, FakeServer
+from jupyter_delegate.testing.demo_repo import make_demo_repo
+
+repo = make_demo_repo(Path(tempfile.mkdtemp(prefix="live-log-")) / "shop")
+turns = [
+    {"text": f"Reading, step {n}.", "tools": [{"read": {"file_path": "shop/cart.py"}}]}
+    for n in range(12)
+]
+turns.append({"tools": [{"finish": {"summary": "Read the cart."}}]})
+# A slow model (1.2 s a turn), so the browser can open a tool call while the task runs.
+model_server = FakeServer(FakeMessagesAPI({"name": "live", "turns": turns}, latency_ms=1200))
+os.environ["ANTHROPIC_BASE_URL"] = model_server.url
+"""
+
+
+def live_notebook() -> Any:
+    """A notebook that runs one slow task of many tool calls with its live view."""
+    cells = [
+        nbformat.v4.new_code_cell(LIVE_SETUP),
+        nbformat.v4.new_code_cell("%load_ext jupyter_delegate"),
+        nbformat.v4.new_code_cell(
+            "%%delegate --repo {repo} --name live-log --max-steps 20 --sandbox none\n"
+            "Read shop/cart.py and say what it does."
+        ),
+    ]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    return nb
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -201,11 +241,12 @@ def test_browser_cards_without_kernel_and_sidebar_follows_tutorial_to_merged(
     if not (ROOT / "jupyter_delegate" / "labextension" / "package.json").exists():
         pytest.fail("the extension is not built: run `pip install -e .` with node installed")
     base, root = lab_server
-    for old in ("records-no-kernel.png", "tutorial-merged.png", "failure.png"):
+    for old in ("records-no-kernel.png", "tutorial-merged.png", "live-log-open.png", "failure.png"):
         (ARTIFACTS / old).unlink(missing_ok=True)
     records = task_records(repo, make_manager)
     nbformat.write(records_notebook(records), root / "records.ipynb")
     shutil.copy(ROOT / "notebooks" / "01-first-delegation.ipynb", root / "tutorial.ipynb")
+    nbformat.write(live_notebook(), root / "live.ipynb")
     expected = {r["id"]: r["state"] for r in records}
     assert {"review", "rejected", "merged"} <= set(expected.values())
     assert expected[records[0]["id"]] in ("queued", "running")
@@ -216,6 +257,7 @@ def test_browser_cards_without_kernel_and_sidebar_follows_tutorial_to_merged(
         "records": "records.ipynb",
         "expected": expected,
         "tutorial": "tutorial.ipynb",
+        "live": "live.ipynb",
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     assert NPM is not None
@@ -234,3 +276,6 @@ def test_browser_cards_without_kernel_and_sidebar_follows_tutorial_to_merged(
     assert summary["tutorialStates"][-1] == "merged"
     assert (ARTIFACTS / "records-no-kernel.png").exists()
     assert (ARTIFACTS / "tutorial-merged.png").exists()
+    opened = summary["liveLog"][0]
+    assert opened["open"] and len(summary["liveLog"]) >= 3
+    assert (ARTIFACTS / "live-log-open.png").exists()

@@ -32,7 +32,9 @@ from jupyter_delegate.notebook.views import (
     INPUT_HEAD,
     LOG_CHARS,
     LOG_ENTRIES,
+    LOG_PAGES,
     OUTPUT_TAIL,
+    PAGE_ENTRIES,
     Board,
     LiveLog,
     TaskView,
@@ -74,7 +76,7 @@ TOOL_ITEM = re.compile(r'<details class="jd-tool">.*?</details>', re.S)
 
 def tool_items(view: TaskView) -> list[str]:
     """The tool calls the live log shows, oldest first (each one a collapsible item)."""
-    return TOOL_ITEM.findall(view.live_log.value)
+    return TOOL_ITEM.findall(view.live_log_html)
 
 
 @pytest.fixture
@@ -432,7 +434,7 @@ def test_text_deltas_are_coalesced_and_end_in_the_log_before_the_next_event(
         task.emit("notice", {"text": "retrying"})
 
     took = on_engine(steps)
-    log = view.live_log.value
+    log = view.live_log_html
     assert "".join(words).strip() in log and log.index("word299") < log.index("retrying")
     assert view.live_text.value == ""  # the words moved into the log, in their place
     most_pushes = took / FLUSH_S + 2  # one push per flush interval, plus the ends
@@ -458,7 +460,8 @@ def test_many_tool_calls_open_no_widget_and_send_bounded_messages(
 ) -> None:
     task = bare_task("t3")
     view = views(task)
-    children, opened_by_the_view = view.log_box.children, sent.opens
+    children, pages = view.log_box.children, view.live_pages
+    opened_by_the_view = sent.opens
     sent.messages.clear()
 
     async def steps() -> None:
@@ -468,11 +471,13 @@ def test_many_tool_calls_open_no_widget_and_send_bounded_messages(
 
     took = on_engine(steps)
     assert sent.opens == opened_by_the_view > 0  # no widget per tool call, nor per turn
-    assert view.log_box.children == children
+    assert view.log_box.children == children and view.log_box.children[1].children == pages
     assert len(tool_items(view)) == LOG_ENTRIES // 2  # and as many messages
     assert "notes-199.txt" in tool_items(view)[-1] and "ok" in tool_items(view)[-1]
-    # 800 events: at most one push per interval of each of log, words and header
-    assert len(sent.messages) <= 3 * (took / FLUSH_S + 2) < 800
+    # 800 events: at most one push per interval of each of the header, the words, the
+    # earlier line, and each page's value and place (its layout's order)
+    pushed = 3 + 2 * LOG_PAGES
+    assert len(sent.messages) <= pushed * (took / FLUSH_S + 2) < 800
     assert max(sent.messages) <= LOG_CHARS + 1000
 
 
@@ -481,7 +486,8 @@ def test_a_burst_of_events_is_pushed_a_bounded_number_of_times(
 ) -> None:
     task = bare_task("t4")
     view = views(task)
-    log_sets, header_sets = value_sets(view.live_log), value_sets(view.header)
+    log_sets = [value_sets(widget) for widget in (view.live_earlier, *view.live_pages)]
+    header_sets = value_sets(view.header)
 
     async def steps() -> None:
         for n in range(20):
@@ -491,10 +497,11 @@ def test_a_burst_of_events_is_pushed_a_bounded_number_of_times(
             step(task, n)
 
     on_engine(steps)
-    assert log_sets and header_sets, "the burst was never pushed"
-    assert len(log_sets) <= 2, f"{len(log_sets)} log pushes for 160 events"
+    assert all(log_sets) and header_sets, "the burst was never pushed"
+    for sets in log_sets:
+        assert len(sets) <= 2, f"{len(sets)} pushes of a part of the log for 160 events"
     assert len(header_sets) <= 2, f"{len(header_sets)} header pushes for 160 events"
-    assert "notes-39.txt" in log_sets[-1] and "40 steps" in header_sets[-1]
+    assert "notes-39.txt" in view.live_log_html and "40 steps" in header_sets[-1]
 
 
 def test_the_final_state_is_shown_at_once_with_every_event_before_it(
@@ -515,7 +522,7 @@ def test_the_final_state_is_shown_at_once_with_every_event_before_it(
 
     def engine() -> None:  # the loop ends at once: nothing is left for a later push
         asyncio.run(steps())
-        seen.extend((view.live_log.value, view.header.value, view.status.value))
+        seen.extend((view.live_log_html, view.header.value, view.status.value))
         done.set()
 
     threading.Thread(target=engine).start()
@@ -531,7 +538,7 @@ def test_a_long_task_log_stays_bounded_and_counts_what_it_no_longer_shows(
 ) -> None:
     task = bare_task("t6")
     view = views(task)
-    log_sets = value_sets(view.live_log)
+    page_sets = [value_sets(page) for page in view.live_pages]
     output = "".join(f"test line {i} passed\n" for i in range(150))  # about 3 KB
 
     async def steps() -> None:
@@ -541,13 +548,86 @@ def test_a_long_task_log_stays_bounded_and_counts_what_it_no_longer_shows(
         task.emit("notice", {"text": "done reading"})
 
     on_engine(steps)
-    assert len(log_sets) >= 3  # pushed while the log grew, each one bounded
-    assert max(len(value) for value in log_sets) <= LOG_CHARS + 300
-    final = view.live_log.value
-    earlier = re.search(r"… (\d+) earlier tool calls and (\d+) earlier messages", final)
-    assert earlier is not None, final[:300]
-    assert int(earlier[1]) + len(tool_items(view)) == 200
+    for sets in page_sets:  # each page pushed while the log grew, each one bounded
+        assert len(sets) >= 3
+        assert max(len(value) for value in sets) <= LOG_CHARS + 300
+    final = view.live_log_html
+    assert len(final) <= LOG_PAGES * LOG_CHARS + 1000
+    dropped = re.search(r"… (\d+) earlier tool calls and (\d+) earlier messages", final)
+    assert dropped is not None, final[:300]
+    # the pages dropped are counted above them (and a page too full would count its own)
+    counted = [int(n) for n in re.findall(r"(\d+) earlier tool calls?\b", final)]
+    assert counted and sum(counted) + len(tool_items(view)) == 200
     assert final.endswith("done reading</div>") and "notes-199.txt" in tool_items(view)[-1]
+
+
+STEP_ENTRIES = 2  # a step's entries in the log: its words, then its tool call
+
+
+def steps_in(html: str) -> list[int]:
+    """The steps whose words `html` shows, in the order shown."""
+    return [int(n) for n in re.findall(r"Step (\d+): reading", html)]
+
+
+def page_of(value: str) -> int:
+    """The page a page widget shows: the one of the first step it names."""
+    return steps_in(value)[0] * STEP_ENTRIES // PAGE_ENTRIES
+
+
+def settled(value: str) -> bool:
+    """A full page whose tool calls all have their result: nothing will change it."""
+    calls = len(TOOL_ITEM.findall(value))
+    return calls == PAGE_ENTRIES // STEP_ENTRIES and '"jd-note">…</span>' not in value
+
+
+def test_a_settled_page_is_not_sent_again_so_a_tool_call_opened_in_it_stays_open(
+    views: Callable[..., TaskView],
+) -> None:
+    task = bare_task("t7")
+    view = views(task)
+    slot_sets = [value_sets(slot) for slot in view.live_pages]
+
+    async def steps() -> None:
+        for n in range(30):
+            step(task, n)
+            await asyncio.sleep(FLUSH_S / 3)  # a few steps a push: a page fills over two
+
+    on_engine(steps)
+    resent_later = 0
+    for values in slot_sets:
+        pages = [page_of(value) for value in values]
+        assert len(set(pages)) >= 3, pages  # the slot was taken over again and again
+        for page, value, next_page in zip(pages, values, pages[1:], strict=False):
+            # a slot shows pages p, p + LOG_PAGES, ...; once settled, the next value it is
+            # sent is the page that takes the slot over
+            assert next_page >= page and (next_page - page) % LOG_PAGES == 0, pages
+            if settled(value):
+                assert next_page > page, f"page {page} was sent again once settled"
+                resent_later += 1
+    assert resent_later >= LOG_PAGES  # else the loop above proved nothing
+
+
+def test_the_pages_are_shown_oldest_first_whichever_widget_shows_them(
+    views: Callable[..., TaskView],
+) -> None:
+    task = bare_task("t8")
+    view = views(task)
+
+    async def steps() -> None:
+        for n in range(25):
+            step(task, n)
+
+    on_engine(steps)
+    # 25 steps are 50 entries on pages 0 to 12: the last LOG_PAGES pages hold steps 20 to
+    # 24, and page 12, the newest, took over the first widget
+    newest = list(range(20, 25))
+    in_order = sorted(view.live_pages, key=lambda page: int(page.layout.order))
+    assert in_order[-1] is view.live_pages[0]
+    assert [page_of(page.value) for page in in_order] == [10, 11, 12]
+    shown = view.live_log_html
+    assert shown.startswith('<div class="jd-note">… 20 earlier tool calls and 20 earlier messages')
+    assert steps_in(shown) == newest
+    assert all(f"notes-{n}.txt" in item for n, item in zip(newest, tool_items(view), strict=True))
 
 
 def test_live_log_keeps_the_newest_entries_each_bounded() -> None:
@@ -563,11 +643,43 @@ def test_live_log_keeps_the_newest_entries_each_bounded() -> None:
     assert len(html) < INPUT_HEAD + OUTPUT_TAIL + 1000
     for n in range(LOG_ENTRIES):
         log.add_note(f"note {n}")
-    html = log.html()
-    assert html.startswith('<div class="jd-note">… 1 earlier tool call and 1 earlier message')
+    html = log.html()  # the first page, the words, the call and two notes, is dropped
+    assert html.startswith(
+        '<div class="jd-note">… 1 earlier tool call, 1 earlier message and 2 earlier notes'
+    )
     assert "write big.txt" not in html and html.endswith(f"note {LOG_ENTRIES - 1}</div>")
     log.add_result({"tool_use_id": "a", "content": "late", "is_error": False})  # ignored
     assert log.html() == html
+
+
+def test_a_page_of_the_live_log_changes_only_with_its_own_entries() -> None:
+    def call(n: int) -> dict[str, Any]:
+        return {"id": f"c{n}", "name": "read", "input": {"file_path": f"f{n}.txt"}}
+
+    def result(n: int) -> dict[str, Any]:
+        return {"tool_use_id": f"c{n}", "content": f"output {n}", "is_error": False}
+
+    log = LiveLog()
+    for n in range(PAGE_ENTRIES):  # page 0: calls 0 to 3, waiting for their results
+        log.add_call(call(n))
+    log.add_result(result(0))
+    first = log.pages()
+    assert [number for number, _ in first] == [0]
+    log.add_text("On to the next page.")
+    log.add_call(call(PAGE_ENTRIES))
+    before = log.pages()
+    assert [number for number, _ in before] == [0, 1] and before[0] == first[0]
+    log.add_result(result(PAGE_ENTRIES))  # a result changes its own page only
+    after = log.pages()
+    assert after[0] == before[0] and after[1] != before[1] and "output 4" in after[1][1]
+    log.add_result(result(1))
+    assert log.pages()[1] == after[1] and "output 1" in log.pages()[0][1]
+    assert log.html() == "".join(page for _, page in log.pages())
+    for n in range(PAGE_ENTRIES * (LOG_PAGES - 1)):  # a new page: page 0 is dropped
+        log.add_note(f"note {n}")
+    assert [number for number, _ in log.pages()] == list(range(1, LOG_PAGES + 1))
+    assert log.earlier().startswith('<div class="jd-note">… 4 earlier tool calls not shown')
+    assert log.html() == log.earlier() + "".join(page for _, page in log.pages())
 
 
 # -- diff rendering --------------------------------------------------------------------------

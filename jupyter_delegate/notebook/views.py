@@ -4,7 +4,7 @@ place, and a board of many tasks (ipywidgets 8).
 Here: `TaskView` (a header with state and cost, the agent's words and tool calls as they
 stream, the permission card while the task waits, and in review the summary, checks,
 per-file diff, flags and the approve / reject / request-changes actions), `LiveLog` (the
-last entries of a task's log as one piece of HTML), `Board` (one row per task, approve or
+last entries of a task's log, in pages of HTML), `Board` (one row per task, approve or
 reject from the row), and the pure functions that render a task, a check or a diff to
 escaped HTML.
 
@@ -22,10 +22,17 @@ The review, which runs git, is built on its own thread once per review round.
 Cost in the kernel (bench/RESULTS.md, kernel responsiveness): every trait set is a comm
 message the engine thread serialises, and every new widget is three comm opens (itself,
 its layout, its style). So the live part of a view is a fixed set of widgets: the header,
-the log (one HTML value: the last `LOG_ENTRIES` entries, at most `LOG_CHARS` of HTML,
-earlier ones counted in one line) and the text being streamed. Events only change the
-view's state; what they change is pushed at most every `FLUSH_S`, and at once when the
-task changes state, so the last word before review or the end is always shown.
+the log and the text being streamed. The log is the last `LOG_PAGES` pages of
+`PAGE_ENTRIES` entries, one HTML widget each, made once and reused in turn (earlier
+entries are counted in one line above them; a page is at most `LOG_CHARS` of HTML, the
+most one message carries).
+Why pages: a front end redraws an HTML widget whole when its value is set, which closes
+the tool calls the user opened in it. A page's HTML depends on its entries only, so a
+page that did not change is set to the value it has, which sends nothing: only the page
+that changed is sent, and a tool call opened elsewhere stays open while the task runs.
+Events only change the view's state; what they change is pushed at most every `FLUSH_S`,
+and at once when the task changes state, so the last word before review or the end is
+always shown.
 """
 
 from __future__ import annotations
@@ -41,7 +48,6 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import islice
 from typing import Any
 
 import git
@@ -56,8 +62,11 @@ from .record import badge
 S = TaskState
 log = logging.getLogger(__name__)
 FLUSH_S = 0.1  # the most often a live view's changes are pushed to the front end
-LOG_ENTRIES = 12  # entries of the live log kept and shown; earlier ones are counted
-LOG_CHARS = 16_000  # and at most this much of their HTML: the log is re-sent whole
+LOG_ENTRIES = 12  # entries of the live log kept and shown at most; earlier ones are counted
+PAGE_ENTRIES = 4  # entries of a page of the live log: a page is sent only when it changes
+LOG_PAGES = LOG_ENTRIES // PAGE_ENTRIES  # pages kept, the newest one maybe not yet full
+LOG_CHARS = 16_000  # a page shows its newest entries that fit in this much HTML: the most
+# one message sends, and room for the words before the largest tool call (about 12,000)
 INPUT_HEAD = 4000  # characters of a tool call's input shown in the log
 EAGER_FILES = 10  # files of a diff rendered (and open) at once; later ones render on open
 EAGER_LINES = 400  # a file with more lines than this renders only when opened
@@ -207,14 +216,33 @@ class LogEntry:
     call: Mapping[str, Any] | None = None
 
 
+def page_html(entries: Sequence[LogEntry]) -> str:
+    """A page of the live log: its newest entries that fit in `LOG_CHARS` (the newest
+    always), oldest first, after a line counting the rest of the page. It depends on the
+    entries alone, so a page that did not change renders to the same string."""
+    shown: list[str] = []
+    size = 0
+    for entry in reversed(entries):
+        size += len(entry.html)
+        if shown and size > LOG_CHARS:
+            break
+        shown.append(entry.html)
+    hidden = Counter(entry.kind for entry in entries[: len(entries) - len(shown)])
+    return earlier_html(hidden) + "".join(reversed(shown))
+
+
 class LiveLog:
-    """The last entries of a task's log, as one piece of HTML: what the agent said, the
-    tool calls (collapsible, with their results once they arrive) and notes. Earlier
-    entries are only counted, so the HTML, re-sent whole on each update, stays under
-    `LOG_CHARS` however long the task runs. Pure: no widgets, no lock."""
+    """The last entries of a task's log, in pages of HTML: what the agent said, the tool
+    calls (collapsible, with their results once they arrive) and notes. Entries are
+    numbered as they come, entry k on page k // `PAGE_ENTRIES`; the last `LOG_PAGES` pages
+    are kept, and an older page is dropped whole, its entries only counted, so the HTML
+    stays under `LOG_PAGES` x `LOG_CHARS` however long the task runs. A page is rendered from its
+    own entries only: adding an entry or a result changes one page's HTML and no other
+    (a view sends only that page). Pure: no widgets, no lock."""
 
     def __init__(self) -> None:
-        self._entries: deque[LogEntry] = deque()
+        self._pages: deque[list[LogEntry]] = deque()  # the pages kept, oldest first
+        self._first_page = 0  # the number of the oldest page kept
         self._dropped: Counter[str] = Counter()  # entries no longer kept, by kind
         self._calls: dict[str, LogEntry] = {}  # tool calls waiting for their result
 
@@ -235,26 +263,31 @@ class LiveLog:
             entry.html = tool_html(entry.call, result)
 
     def _add(self, entry: LogEntry) -> None:
-        self._entries.append(entry)
-        if len(self._entries) > LOG_ENTRIES:
-            old = self._entries.popleft()
+        if not self._pages or len(self._pages[-1]) == PAGE_ENTRIES:
+            self._pages.append([])
+            if len(self._pages) > LOG_PAGES:
+                self._drop(self._pages.popleft())
+        self._pages[-1].append(entry)
+
+    def _drop(self, page: list[LogEntry]) -> None:
+        """Count a page's entries; its tool calls will show no result any more."""
+        self._first_page += 1
+        for old in page:
             self._dropped[old.kind] += 1
             if old.call is not None:
                 self._calls.pop(old.call["id"], None)
 
+    def earlier(self) -> str:
+        """The line counting the entries of the pages no longer kept."""
+        return earlier_html(self._dropped)
+
+    def pages(self) -> list[tuple[int, str]]:
+        """The number and the HTML of each page kept, oldest first."""
+        return [(self._first_page + i, page_html(page)) for i, page in enumerate(self._pages)]
+
     def html(self) -> str:
-        """The newest entries that fit in `LOG_CHARS` (the newest always), oldest first,
-        after a line counting the rest."""
-        shown: list[str] = []
-        size = 0
-        for entry in reversed(self._entries):
-            size += len(entry.html)
-            if shown and size > LOG_CHARS:
-                break
-            shown.append(entry.html)
-        hidden = Counter(self._dropped)
-        hidden.update(e.kind for e in islice(self._entries, len(self._entries) - len(shown)))
-        return earlier_html(hidden) + "".join(reversed(shown))
+        """The whole log as shown: the line counting the earlier entries, then the pages."""
+        return self.earlier() + "".join(page for _, page in self.pages())
 
 
 def permission_html(request: PermissionRequest, more: int) -> str:
@@ -541,9 +574,13 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.header = widgets.HTML()
         self.status = widgets.HTML()
         self.context_box = widgets.VBox(skills_not_loaded(task))
-        self.live_log = widgets.HTML()  # the last entries of the log (LiveLog)
+        self.live_earlier = widgets.HTML()  # the line counting the pages no longer kept
+        # The pages of the log (LiveLog), one widget each for the view's life: page p is
+        # shown by slot p % LOG_PAGES, which the next page to need it takes over.
+        self.live_pages = tuple(widgets.HTML() for _ in range(LOG_PAGES))
         self.live_text = widgets.HTML()  # the words being streamed, below the log
-        self.log_box = widgets.VBox((self.live_log, self.live_text))
+        pages = widgets.VBox(self.live_pages)  # its own flex column: `order` sorts the pages
+        self.log_box = widgets.VBox((self.live_earlier, pages, self.live_text))
         self.cancel_button = button("Cancel", "warning", "stop")
         self.permission = self._permission_card()
         self.review = self._review_section()
@@ -680,10 +717,22 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     # -- rendering (under the lock) --------------------------------------------------------
     def _render_live(self) -> None:
         """The log, the streamed words and the header as they are now. A trait set to
-        the value it has already sends nothing."""
-        self.live_log.value = self._log.html()
+        the value it has already sends nothing: of the log, only the pages that changed
+        are sent, and the tool calls opened in the others stay open."""
+        self.live_earlier.value = self._log.earlier()
+        for number, page in self._log.pages():
+            slot = self.live_pages[number % LOG_PAGES]
+            slot.layout.order = str(number)  # a reused slot moves below the newer pages
+            slot.value = page
         self.live_text.value = text_html(_tail("".join(self._text))) if self._text else ""
         self.header.value = header_html(self.task, self.name, self._elapsed_s())
+
+    @property
+    def live_log_html(self) -> str:
+        """The log as shown now, in one piece: the earlier line, then the pages in order."""
+        with self._lock:
+            pages = sorted(self.live_pages, key=lambda slot: int(slot.layout.order or -1))
+            return "".join((self.live_earlier.value, *(slot.value for slot in pages)))
 
     def _elapsed_s(self) -> float | None:
         try:

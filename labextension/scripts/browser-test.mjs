@@ -5,10 +5,13 @@
 //
 // SPEC: { "base": "http://127.0.0.1:PORT", "artifacts": DIR, "chromium": PATH,
 //         "records": "records.ipynb", "expected": { TASK_ID: STATE, ... },
-//         "tutorial": "tutorial.ipynb" }
+//         "tutorial": "tutorial.ipynb", "live": "live.ipynb" }
 // Phase 1 opens the saved notebook of task records with no kernel: the cards show each
 // task's state and the Delegations sidebar lists the tasks. Phase 2 runs the tutorial with
-// a kernel (Run All Cells) and follows the sidebar to `merged`. Prints a JSON summary on
+// a kernel (Run All Cells) and follows the sidebar to `merged`. Phase 3 runs a slow task
+// and opens one of its first tool calls in the live view while it runs: the call must stay
+// open while later steps arrive (only the page of the log that changed is re-sent).
+// Prints a JSON summary on
 // the last line; exits non-zero with the reason on the first failed expectation.
 import { readFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -197,6 +200,37 @@ try {
   summary.tutorialCounts = await page.$eval('#jupyter-delegate-sidebar .jd-sidebar-counts', e => e.textContent);
   await page.locator('.jp-Notebook .jd-card[data-state="merged"]').scrollIntoViewIfNeeded();
   await page.screenshot({ path: join(spec.artifacts, 'tutorial-merged.png') });
+
+  // -- phase 3: a tool call opened in the live log stays open while the task runs -----
+  await page.goto(`${spec.base}/lab/tree/${spec.live}?reset`);
+  await page.locator('.jp-Notebook').first().waitFor({ timeout: 60000 });
+  await page.locator('.lm-MenuBar-item', { hasText: /^Run$/ }).click();
+  await page.getByRole('menuitem', { name: 'Run All Cells', exact: true }).click();
+  const toolCalls = '.jp-Notebook .jupyter-widgets details.jd-tool';
+  const firstDone = () =>
+    document.querySelectorAll('.jp-Notebook .jupyter-widgets details.jd-tool').length >= 3 &&
+    !document.querySelector('.jp-Notebook .jupyter-widgets details.jd-tool summary').textContent.includes('…');
+  await page.waitForFunction(firstDone, null, { timeout: 120000 });
+  await page.locator(toolCalls).first().locator('summary').click();
+  const opened = await page.locator(toolCalls).first().evaluate(d => d.open);
+  check(opened, 'clicking the first tool call did not open it');
+  const openedText = await page.locator(toolCalls).first().locator('summary').textContent();
+  // Later steps arrive: the log grows by at least two more tool calls.
+  const before = await page.locator(toolCalls).count();
+  await page.waitForFunction(
+    n => document.querySelectorAll('.jp-Notebook .jupyter-widgets details.jd-tool').length >= n,
+    before + 2,
+    { timeout: 60000 }
+  );
+  summary.liveLog = await page.$$eval(toolCalls, items =>
+    items.map(d => ({ summary: d.querySelector('summary').textContent.trim(), open: d.open }))
+  );
+  const first = summary.liveLog[0];
+  check(
+    first.summary === openedText.trim() && first.open,
+    `the tool call opened while the task ran closed again: ${JSON.stringify(summary.liveLog)}`
+  );
+  await page.screenshot({ path: join(spec.artifacts, 'live-log-open.png') });
   check(summary.consoleErrors.length === 0, `errors in the page: ${summary.consoleErrors.join(' | ')}`);
   console.log(JSON.stringify(summary));
 } catch (error) {

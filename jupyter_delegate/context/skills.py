@@ -30,8 +30,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import ContextError
 from ..home import user_dir, write_atomic
 
@@ -146,6 +144,8 @@ def read_text(path: Path) -> str:
 
 
 def split_front_matter(text: str, folder: Path) -> tuple[dict[str, Any], str]:
+    import yaml  # here: `%load_ext` need not pay for it (bench: extension load)
+
     where = folder / "SKILL.md"
     lines = text.splitlines(keepends=True)
     if not lines or lines[0].strip() != "---":

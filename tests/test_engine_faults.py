@@ -206,3 +206,31 @@ def test_steps_are_synced_in_the_background_and_human_facing_events_at_once(
     assert any(thread == "jupyter-delegate-journal-sync" for thread, _ in synced)
     # In review, everything is on disk: the last sync covered the last line.
     assert max(line for _, line in synced) == len(events)
+
+
+def test_every_prefix_of_a_journal_resumes_to_a_conversation_the_api_accepts(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    """A machine crash keeps a prefix of the journal (steps are synced in the background,
+    so the last ones may be missing): whichever line it ends at, the conversation rebuilt
+    from it is one the real API accepts, so the resumed task can ask the model again."""
+    from jupyter_delegate.journal import replay_messages
+    from jupyter_delegate.testing.validation import validate_request
+
+    two_reads = {"tools": [{"read": {"file_path": "calc.py"}}, {"glob": {"pattern": "*.py"}}]}
+    manager, fake = make_manager([two_reads, *FIX_TURNS])
+    task = manager.submit(_outcome(), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    events = list(Journal(task.journal_path).events())
+    first = next(i for i, e in enumerate(events) if e.type == "user") + 1
+    shape = {k: fake.requests[0].body[k] for k in ("model", "max_tokens", "system", "tools")}
+    mid_step = 0  # cuts right after a turn whose tool results were lost
+    for end in range(first, len(events) + 1):
+        messages = replay_messages(events[:end])
+        validate_request({**shape, "messages": messages})  # raises what the API would
+        assert messages[-1]["role"] == "user", f"cut after line {end}: the model has no turn"
+        last = events[end - 1]
+        mid_step += last.type == "assistant" and any(
+            b["type"] == "tool_use" for b in last.data["content"]
+        )
+    assert mid_step == 6

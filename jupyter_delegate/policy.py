@@ -136,12 +136,13 @@ def resolve(worktree: Path | None, path: str) -> str | None:
     """`path` relative to the worktree after `..` and symlinks, or None when outside."""
     if worktree is None:
         return str(PurePosixPath(os.path.normpath(path)))
-    root = Path(realpath(os.fspath(worktree)))
-    full = Path(realpath(os.fspath(root / path)))
-    try:
-        return full.relative_to(root).as_posix()
-    except ValueError:
-        return None
+    root = realpath(os.fspath(worktree)).rstrip("/")  # strings: Path objects cost more
+    full = realpath(os.path.join(root or "/", path))  # than the two realpaths (bench: step)
+    if full == (root or "/"):
+        return "."
+    if full.startswith(root + "/"):
+        return full[len(root) + 1 :]
+    return None
 
 
 _O_PATH = getattr(os, "O_PATH", 0)

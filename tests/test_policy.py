@@ -85,7 +85,7 @@ def _events(task):  # type: ignore[no-untyped-def]
 def test_realpath_answers_as_os_realpath(tmp_path: Path) -> None:
     import os
 
-    from jupyter_delegate.policy import realpath
+    from jupyter_delegate.policy import realpath, resolve
 
     root = tmp_path / "wt"
     (root / "src" / "pkg").mkdir(parents=True)
@@ -122,3 +122,12 @@ def test_realpath_answers_as_os_realpath(tmp_path: Path) -> None:
         full = os.path.join(str(root), path)
         assert realpath(full) == os.path.realpath(full), path
     assert realpath(str(root / "abs")) == str(root / "src")
+    # resolve: the path inside the worktree, as pathlib would say it, or None outside
+    for path in [*paths, str(root / "src/pkg/a.py"), str(tmp_path / "outside.txt"), "/"]:
+        real = Path(os.path.realpath(os.path.join(str(root), path)))
+        try:
+            expected: str | None = real.relative_to(root).as_posix()
+        except ValueError:
+            expected = None
+        assert resolve(root, path) == expected, path
+    assert resolve(root, "up/wt/src") == "src" and resolve(root, "escape") is None

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,28 @@ def read_turns(steps: int, *, text: str | None = None) -> dict[str, Any]:
     ]
     turns.append({"tools": [{"finish": {"summary": "Read the notes; nothing to change."}}]})
     return {"name": f"bench-{steps}", "turns": turns}
+
+
+async def bare_turn(
+    client: Any, shape: Mapping[str, Any], messages: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One model turn of a bare loop: the harness's SDK call with the request's `model`,
+    `max_tokens`, `system` and `tools` from `shape`, the stream read to its end and
+    nothing else. Appends the assistant turn to `messages` and returns its content."""
+    async with client.beta.messages.stream(
+        model=shape["model"],
+        max_tokens=shape["max_tokens"],
+        system=shape["system"],
+        messages=messages,
+        tools=shape["tools"],
+        cache_control={"type": "ephemeral"},
+    ) as stream:
+        async for _event in stream:
+            pass
+        final = await stream.get_final_message()
+    content = [block.model_dump(mode="json", exclude_none=True) for block in final.content]
+    messages.append({"role": "assistant", "content": content})
+    return content
 
 
 def percentile(values: Sequence[float], q: float) -> float:

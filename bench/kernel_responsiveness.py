@@ -127,19 +127,7 @@ def start_bare_loops(shape_json: str, loops: int, steps: int) -> None:
     async def one(client: Any) -> None:
         messages: list[dict[str, Any]] = [shape["first"]]
         for _ in range(steps):
-            async with client.beta.messages.stream(
-                model=shape["model"],
-                max_tokens=shape["max_tokens"],
-                system=shape["system"],
-                messages=messages,
-                tools=shape["tools"],
-                cache_control={"type": "ephemeral"},
-            ) as stream:
-                async for _event in stream:
-                    pass
-                final = await stream.get_final_message()
-            content = [b.model_dump(mode="json", exclude_none=True) for b in final.content]
-            messages.append({"role": "assistant", "content": content})
+            content = await common.bare_turn(client, shape, messages)
             ids = [b["id"] for b in content if b["type"] == "tool_use"]
             if not ids:
                 break

@@ -120,19 +120,7 @@ async def bare_loop(
     times: list[float] = []
     for k in range(steps):
         started = time.perf_counter()
-        async with client.beta.messages.stream(
-            model=first["model"],
-            max_tokens=first["max_tokens"],
-            system=first["system"],
-            messages=messages,  # type: ignore[arg-type]
-            tools=first["tools"],
-            cache_control={"type": "ephemeral"},
-        ) as stream:
-            async for _event in stream:
-                pass
-            final = await stream.get_final_message()
-        content = [block.model_dump(mode="json", exclude_none=True) for block in final.content]
-        messages.append({"role": "assistant", "content": content})
+        content = await common.bare_turn(client, first, messages)
         if k < len(results):
             ids = [b["id"] for b in content if b["type"] == "tool_use"]
             blocks = [{**block, "tool_use_id": i} for block, i in zip(results[k], ids, strict=True)]

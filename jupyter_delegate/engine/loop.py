@@ -206,12 +206,7 @@ class AgentLoop:
             raise finished
 
     def _result(
-        self,
-        call: Mapping[str, Any],
-        content: Any,
-        *,
-        is_error: bool = False,
-        **meta: Any,
+        self, call: Mapping[str, Any], content: Any, *, is_error: bool = False, **meta: Any
     ) -> dict[str, Any]:
         content = redact(content, self._secrets)  # before the model, the journal, the views
         data = {
@@ -243,7 +238,8 @@ def _hold_stream_snapshot_type() -> object:
     """`ParsedBetaMessage[ResponseFormatT]`, held for the life of the process. The SDK's
     stream subscripts it at every `message_start`, and pydantic keeps a generic class
     only while something references it: with nothing holding it, every model turn built
-    the class again, about 120 µs of the engine thread's GIL (0.8 µs once held)."""
+    the class again. A bare SDK loop's turn is about 0.85 ms faster with it held
+    (bench/RESULTS.md, "Issue 7, second pass")."""
     try:
         from anthropic.lib._parse._response import ResponseFormatT
         from anthropic.types.beta.parsed_beta_message import ParsedBetaMessage

@@ -28,6 +28,11 @@ class SandboxUnavailable(DelegateError):
     """Commands cannot be confined here; the message names the fix."""
 
 
+class EnvironmentConfigError(DelegateError):
+    """The declared environment ([environment], --env) is malformed; the message says
+    where and how to fix it."""
+
+
 class ModelConfigError(DelegateError):
     """No usable model endpoint: no API key and no fake server, or a bad model setting."""
 

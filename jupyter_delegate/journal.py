@@ -108,6 +108,12 @@ def secret_values() -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+def looks_secret(text: str) -> bool:
+    """Whether `text` holds a credential: a credential variable's value, a well-known
+    token, or a high-entropy value assigned to a secret-looking name."""
+    return _redact_text(text, secret_values()) != text
+
+
 def redact(value: Any, secrets: list[str] | None = None) -> Any:
     """Replace credential values (from the environment), well-known token patterns, and
     high-entropy values assigned to secret-looking names, in every string inside `value`

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import fcntl
 import logging
 import os
 import secrets
+import sys
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,9 +31,10 @@ from .context import Watch, add_preference, check_readable, gather
 from .engine.loop import AgentLoop, Finished, TaskFailed
 from .engine.model import Endpoint, client_for, endpoint_from_env, resolve_model
 from .engine.prompt import first_message, system_prompt
+from .environment import Environment, declared_environment, diagnose, discover, furnish
 from .errors import DelegateError, ReviewError, TaskNotFound
 from .journal import Event, Journal, redact, replay_messages
-from .outcome import Outcome
+from .outcome import Outcome, check_timeout
 from .policy import PermissionRequest, Policy, effective_policy, is_protected, is_secret
 from .task import CheckResult, Task, TaskState, check_transition
 from .workspace import Workspace, slugify
@@ -45,6 +48,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 S = TaskState
 CHECK_TAIL = 4000
+CHECK_OUTPUT_LIMIT = 2_000_000  # a check's whole output kept (head and tail), in its log
 # Commands must not leave caches in the worktree (the harness commits all it holds),
 # and HOME is read-only in the sandbox.
 CACHE_FREE_ENV = {
@@ -129,17 +133,24 @@ class TaskManager:
         policy: Policy | None = None,
         name: str | None = None,
         use_suggested_checks: bool = True,
+        env: Sequence[str] = (),
     ) -> Task:
         """Start a task. `use_suggested_checks`: when the outcome has no checks, run the
-        test commands its AGENTS.md names (shown in the review either way)."""
+        test commands its AGENTS.md names (shown in the review either way). `env`:
+        variables for its commands and checks, `NAME` (from this environment) or
+        `NAME=VALUE`, besides the defaults and `[environment] pass_env`."""
         from .sandbox import Sandbox
 
         if not isinstance(outcome, Outcome):
             raise DelegateError(f"submit() takes an Outcome, got {type(outcome).__name__}.")
+        if isinstance(env, str):
+            env = [env]
         workspace = Workspace(repo)
         base_branch, base_commit = workspace.resolve_base(base)
         model_id = resolve_model(model)
         policy = effective_policy(policy or Policy(), workspace.root)
+        declared = declared_environment(workspace.root, env)
+        discover(workspace.root, declared)  # a malformed [environment] fails here, at once
         check_readable(workspace.root, workspace.state_dir)
         endpoint = None if self._client is not None else endpoint_from_env()
         tier = sandbox or self.sandbox
@@ -163,6 +174,7 @@ class TaskManager:
             "policy": policy.to_dict(),
             "name": name,
             "use_suggested_checks": bool(use_suggested_checks),
+            "environment": redact(declared.to_dict()),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         goal = {"content": [{"type": "text", "text": first_message(outcome)}]}
@@ -210,7 +222,7 @@ class TaskManager:
             watch = Watch(
                 task.worktree, next(e.data for e in reversed(events) if e.type == "context")
             )
-            sandbox = await asyncio.to_thread(self._sandbox, task, context)  # git ls-files
+            sandbox, _ = await asyncio.to_thread(self._sandbox, task, context, task.worktree)
             client = self._client or client_for(context.endpoint or endpoint_from_env())
             loop = AgentLoop(
                 client=client,
@@ -271,7 +283,6 @@ class TaskManager:
         self._record(task, "finish", {"summary": summary, "stopped_by": finished.stopped_by})
         assert task.worktree is not None
         await asyncio.to_thread(self._keep_protected_files, task, context)
-        await self._run_checks(task, sandbox)
         head = await asyncio.to_thread(
             context.workspace.commit,
             task.worktree,
@@ -284,6 +295,7 @@ class TaskManager:
             },
         )
         self._record(task, "commit", {"commit": head})
+        await self._run_checks(task, context, head)
         self._set_state(task, S.REVIEW, "ready for review")
         task.emit("review", task.to_record())
 
@@ -305,21 +317,49 @@ class TaskManager:
                 task, "flag", {"text": f"protected files not committed: {', '.join(refused)}"}
             )
 
-    async def _run_checks(self, task: Task, sandbox: Sandbox) -> list[CheckResult]:
-        results = []
-        for command in task.check_commands:
-            run = await sandbox.run(command, timeout_s=task.outcome.budget.command_timeout_s)
-            results.append(
-                CheckResult(
-                    command=command,
-                    exit_code=run.exit_code,
-                    passed=run.exit_code == 0,
-                    duration_s=round(run.duration_s, 3),
-                    output_tail=redact(run.output[-CHECK_TAIL:]),
-                )
+    async def _run_checks(self, task: Task, context: _Context, commit: str) -> list[CheckResult]:
+        """Run the task's checks on `commit`, in a throw-away checkout of it seen at the
+        user's checkout's path, in the user's declared environment: what the checks
+        write is never committed, and what they test is the agent's committed code."""
+        workspace = context.workspace
+        results: list[CheckResult] = []
+        logs = workspace.task_dir(task.id) / "checks"
+        round_ = len(list(logs.glob("*-1.log"))) + 1 if logs.is_dir() else 1
+        with contextlib.ExitStack() as stack:
+            copy = await asyncio.to_thread(
+                stack.enter_context, workspace.check_copy(task.id, commit)
             )
-        self._record(task, "checks", {"results": [r.to_dict() for r in results]})
-        task.emit("checks", {"results": [r.to_dict() for r in results]})
+            sandbox, environment = await asyncio.to_thread(
+                self._sandbox, task, context, copy, CHECK_OUTPUT_LIMIT
+            )
+            for number, command in enumerate(task.check_commands, start=1):
+                timeout_s = check_timeout(command, task.outcome.budget.check_timeout_s)
+                run = await sandbox.run(command, timeout_s=timeout_s)
+                output = redact(run.output)
+                log = logs / f"{round_}-{number}.log"
+                await asyncio.to_thread(_write_log, log, output)
+                failed = run.exit_code != 0
+                hint = await asyncio.to_thread(diagnose, run, environment) if failed else ""
+                results.append(
+                    CheckResult(
+                        command=command,
+                        exit_code=run.exit_code,
+                        passed=run.exit_code == 0,
+                        duration_s=round(run.duration_s, 3),
+                        output_tail=output[-CHECK_TAIL:],
+                        log=str(log),
+                        hint=hint,
+                        timeout_s=timeout_s,
+                    )
+                )
+            await asyncio.to_thread(stack.close)
+        data: dict[str, Any] = {
+            "results": [r.to_dict() for r in results],
+            "commit": commit,
+            "environment": redact(environment.to_dict()),
+        }
+        self._record(task, "checks", data)
+        task.emit("checks", data)
         return results
 
     def _cancelled(self, task: Task, context: _Context) -> None:
@@ -507,9 +547,9 @@ class TaskManager:
             )
         assert task.worktree is not None
         if workspace.bring_base_in(task.worktree, task.base_branch):
-            self._record(task, "commit", {"commit": _head(task.worktree), "base_moved": True})
-            sandbox = self._sandbox(task, context)
-            results = self._run_sync(self._run_checks(task, sandbox))
+            head = _head(task.worktree)
+            self._record(task, "commit", {"commit": head, "base_moved": True})
+            results = self._run_sync(self._run_checks(task, context, head))
             failing = [r.command for r in results if not r.passed]
             if failing:
                 self._record(task, "flag", {"text": "checks fail after bringing in the base"})
@@ -597,19 +637,39 @@ class TaskManager:
                 f"Task {task.id} is {task.state}; only a task in {state} can be {verb}."
             )
 
-    def _sandbox(self, task: Task, context: _Context) -> Sandbox:
+    def _sandbox(
+        self, task: Task, context: _Context, worktree: Path, output_limit: int = 30_000
+    ) -> tuple[Sandbox, Environment]:
+        """The sandbox for commands in `worktree` (the task's, or a throw-away copy for the
+        checks): seen at the user's checkout's path, in the user's declared environment,
+        its protected files read-only and its secret files hidden."""
         from .sandbox import Sandbox
 
-        assert task.worktree is not None
-        tracked = context.workspace.tracked_files(task.worktree)
-        protected = [task.worktree / f for f in tracked if is_protected(f) and not is_secret(f)]
-        return Sandbox(
-            task.worktree,
-            tier=context.sandbox_tier,
-            read_only=[context.workspace.common_dir, task.worktree / ".git", *protected],
-            hidden=[task.worktree / f for f in tracked if is_secret(f)],
-            extra_env=CACHE_FREE_ENV,
+        workspace = context.workspace
+        environment = discover(
+            workspace.root, task.environment, python_prefixes=(sys.prefix, sys.base_prefix)
         )
+        skipped = furnish(environment, worktree, mounts=context.sandbox_tier != "none")
+        for path in skipped:
+            self._record(
+                task,
+                "flag",
+                {"text": f"{path} is not git-ignored in the task's tree, so it was not put there"},
+            )
+        tracked = workspace.tracked_files(worktree)
+        protected = [worktree / f for f in tracked if is_protected(f) and not is_secret(f)]
+        sandbox = Sandbox(
+            worktree,
+            tier=context.sandbox_tier,
+            seen_at=workspace.root,
+            environment=environment,
+            git_dir=workspace.common_dir,
+            read_only=[p for p in protected if p.exists()],
+            hidden=[worktree / f for f in tracked if is_secret(f)],
+            extra_env=CACHE_FREE_ENV,
+            output_limit=output_limit,
+        )
+        return sandbox, environment
 
 
 def _toolbox(task: Task, sandbox: Sandbox) -> Any:
@@ -617,6 +677,11 @@ def _toolbox(task: Task, sandbox: Sandbox) -> Any:
 
     assert task.worktree is not None
     return Toolbox(task.worktree, sandbox, task.outcome.budget.command_timeout_s, task.skills)
+
+
+def _write_log(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", errors="replace")
 
 
 def _head(worktree: Path) -> str:

@@ -22,6 +22,8 @@ from typing import Any
 from .errors import OutcomeError
 
 _KEYWORD_LINE = re.compile(r"^\s*(check|scope|constraint)\s*:(.*)$", re.IGNORECASE)
+# A check's own timeout, as a trailing shell comment: `pytest -q  # timeout=300`.
+_CHECK_TIMEOUT = re.compile(r"#\s*timeout\s*=\s*(\S*)\s*$")
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,8 @@ class Budget:
     max_steps: int = 60
     max_usd: float = 3.0
     max_minutes: float = 30.0
-    command_timeout_s: float = 120.0
+    command_timeout_s: float = 120.0  # each of the agent's commands
+    check_timeout_s: float = 600.0  # each check, unless it says `# timeout=N`
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -86,6 +89,8 @@ class Outcome:
                 )
         if not isinstance(self.budget, Budget):
             raise OutcomeError(f"budget must be a Budget, got {type(self.budget).__name__}.")
+        for check in self.checks:
+            check_timeout(check, self.budget.check_timeout_s)  # raises when malformed
 
     @classmethod
     def from_cell(cls, text: str, *, budget: Budget | None = None) -> Outcome:
@@ -139,6 +144,25 @@ class Outcome:
         """The goal's first line, short enough for a listing."""
         first = self.goal.splitlines()[0]
         return first if len(first) <= 72 else first[:71] + "…"
+
+
+def check_timeout(check: str, default: float) -> float:
+    """The seconds a check may run: its `# timeout=N` comment (bash ignores it), else
+    `default` (the budget's check_timeout_s)."""
+    match = _CHECK_TIMEOUT.search(check)
+    if match is None:
+        return default
+    text = match.group(1).removesuffix("s")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise OutcomeError(
+            f"Check {check!r}: '# timeout={match.group(1)}' must be a positive number of "
+            "seconds, e.g. 'pytest -q  # timeout=300'."
+        )
+    return seconds
 
 
 _EXAMPLES = {"check": "pytest -q", "scope": "src/", "constraint": "do not add dependencies"}

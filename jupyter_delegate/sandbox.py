@@ -5,10 +5,13 @@ shell) in its own process group, with stdin closed, stdout and stderr merged, a 
 that kills the whole group, and output kept as head and tail so a flood never grows
 memory. Two tiers:
 
-- "bubblewrap": the root file system is read-only, only the worktree is writable, the
-  `read_only` paths (the git common dir) are not, `/tmp` is private, there is no network
-  and no view of host processes, home secrets (~/.ssh, ~/.aws, ...) are hidden, and the
-  environment is scrubbed of credentials.
+- "bubblewrap": an allowlist view. The command sees the system folders (read-only), the
+  toolchains and the user's environment that `environment.py` names (read-only), the
+  worktree (writable) at the user's checkout's path, the repository's git dir
+  (read-only, without the harness's own files), and an empty private /tmp and home of
+  bounded size. Not the host root: not the user's checkout, home, other worktrees, other
+  tasks' journals, /run or any host socket. No network, no view of host processes, and
+  only the declared variables.
 - "none": the explicit opt-out; the same process handling and scrubbed environment, no
   confinement. Callers journal such commands as unsandboxed.
 
@@ -21,19 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
-import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .environment import CREDENTIAL_NAME, Environment, bare
 from .errors import SandboxUnavailable
 
 TIERS = ("auto", "bubblewrap", "none")
@@ -51,9 +55,8 @@ CONTAINER_FIX = (
 )
 GENERIC_FIX = 'see the bwrap error above, or use sandbox="none"'
 
-# The namespaces and mounts every confined command gets; the probe runs exactly these.
-# `--tmpfs /tmp` comes before any bind, since a later tmpfs would hide binds under /tmp.
-_CONFINEMENT = (
+# The namespaces every confined command gets; the probe runs exactly these.
+_NAMESPACES = (
     "--new-session",
     "--die-with-parent",
     "--unshare-user",
@@ -63,36 +66,14 @@ _CONFINEMENT = (
     "--unshare-pid",
     "--unshare-ipc",
     "--unshare-uts",
-    "--ro-bind",
-    "/",
-    "/",
-    "--dev",
-    "/dev",
-    "--proc",
-    "/proc",
-    "--tmpfs",
-    "/tmp",
 )
-# Credential stores under a home directory, hidden from confined commands.
-_HOME_SECRET_DIRS = (
-    ".ssh",
-    ".aws",
-    ".config/gcloud",
-    ".docker",
-    ".kube",
-    ".gnupg",
-    ".config/gh",
-    ".azure",
-)
-_HOME_SECRET_FILES = (".netrc", ".git-credentials", ".npmrc", ".pypirc")
-
-_SAFE_ENV_KEYS = frozenset(
-    {"PATH", "HOME", "LANG", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "VIRTUAL_ENV"}
-)
-_CREDENTIAL_KEY = re.compile(
-    r"^(ANTHROPIC_|AWS_|GITHUB_|GH_)|_TOKEN$|_KEY$|_SECRET$|PASSWORD|^SSH_AUTH_SOCK$",
-    re.IGNORECASE,
-)
+# The system folders every command sees, read-only (a symlink, as /bin is on a merged-usr
+# system, is made as the same symlink). Nothing else of the host is there unless named:
+# no /home, /root, /run, /var, /mnt, /srv, /media, no host sockets.
+SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+# Where commands see the repository's git dir (read-only), so `git log` and `git diff`
+# work in a worktree seen at the checkout's path, whose own `.git` would be there.
+GIT_DIR_IN_SANDBOX = Path("/run/delegate/git")
 _FIXED_ENV = {"GIT_TERMINAL_PROMPT": "0", "PAGER": "cat", "GIT_PAGER": "cat", "NO_COLOR": "1"}
 
 _PROBE_TIMEOUT_S = 10.0
@@ -164,7 +145,7 @@ def _run_probe() -> Probe:
         return Probe(False, "bwrap (bubblewrap) is not installed", APT_FIX, "")
     try:
         version = _run_quietly([bwrap, "--version"]).stdout.strip()
-        trial = _run_quietly([bwrap, *_CONFINEMENT, "--", "/bin/true"])
+        trial = _run_quietly([bwrap, *_NAMESPACES, *_system_view(), "--", "/bin/true"])
     except subprocess.TimeoutExpired:
         reason = f"bwrap did not finish within {_PROBE_TIMEOUT_S:g} s"
         return Probe(False, reason, GENERIC_FIX, "")
@@ -216,12 +197,14 @@ class CommandResult:
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits for every command (rlimits, set by bash before the command runs,
-    so the command cannot raise them): processes of the user, address space, file size."""
+    """Resource limits for every command: rlimits set by bash before the command runs (so
+    the command cannot raise them) for processes of the user, address space and file
+    size; and the size of the sandbox's private /tmp and home (tmpfs)."""
 
     processes: int = 4096
     memory_mb: int = 16384
     file_size_mb: int = 1024
+    tmp_mb: int = 2048
 
     def preamble(self) -> str:
         return (
@@ -231,25 +214,37 @@ class Limits:
 
 
 class Sandbox:
-    """Runs agent commands in one worktree, each its own confined process group."""
+    """Runs agent commands in one worktree, each its own confined process group.
+
+    The worktree is seen at `seen_at` (the user's checkout: see environment.py), with the
+    `environment`'s untracked folders bound read-only beside it, its toolchains read-only,
+    and its variables. `git_dir` (the repository's common dir) is seen read-only at
+    GIT_DIR_IN_SANDBOX, without the harness's own `delegate/` folder, so git works inside.
+    `read_only`: paths in the worktree bound read-only (protected files); `hidden`: files
+    read as empty and folders as empty (secrets such as .env).
+    """
 
     def __init__(
         self,
         worktree: Path,
         *,
         tier: str = "auto",
+        seen_at: Path | None = None,
+        environment: Environment | None = None,
+        git_dir: Path | None = None,
         read_only: Sequence[Path] = (),
         hidden: Sequence[Path] = (),
         output_limit: int = 30_000,
         extra_env: Mapping[str, str] | None = None,
         limits: Limits | None = None,
     ) -> None:
-        """`read_only`: paths bound read-only (the git common dir, protected files);
-        `hidden`: files read as empty and folders as empty (secrets such as .env)."""
         if tier not in TIERS:
             choices = ", ".join(repr(t) for t in TIERS)
             raise SandboxUnavailable(f"unknown sandbox {tier!r}: choose one of {choices}")
         self._worktree = Path(worktree).resolve()  # need not exist until the first run
+        self._seen_at = Path(seen_at).resolve() if seen_at is not None else self._worktree
+        self._environment = environment
+        self._git_dir = Path(git_dir).resolve() if git_dir is not None else None
         self._read_only = tuple(Path(p).resolve() for p in read_only)
         missing = [str(p) for p in self._read_only if not p.exists()]
         if missing:
@@ -260,7 +255,7 @@ class Sandbox:
         self._hidden = tuple(Path(p).resolve() for p in hidden if Path(p).exists())
         self._limits = limits or Limits()
         self._extra_env = dict(extra_env or {})
-        credentials = sorted(k for k in self._extra_env if _CREDENTIAL_KEY.search(k))
+        credentials = sorted(k for k in self._extra_env if CREDENTIAL_NAME.search(k))
         if credentials:
             raise ValueError(f"extra_env would pass credentials into commands: {credentials}")
         self._bwrap = ""
@@ -287,6 +282,11 @@ class Sandbox:
     def worktree(self) -> Path:
         return self._worktree
 
+    @property
+    def seen_at(self) -> Path:
+        """Where commands see the worktree (their working directory)."""
+        return self._seen_at if self._tier == "bubblewrap" else self._worktree
+
     async def run(self, command: str, *, timeout_s: float = 120.0) -> CommandResult:
         """Run `command` with bash; never raises for the command's own failures.
 
@@ -297,14 +297,26 @@ class Sandbox:
             raise ValueError("timeout_s must be positive")
         if not self._worktree.is_dir():
             raise FileNotFoundError(f"the worktree {self._worktree} does not exist")
-        env = self._environment()
+        environment = self._environment or bare(self._worktree)
+        env = self._variables(environment)
         argv = [BASH, "--noprofile", "--norc", "-c", self._limits.preamble() + command]
-        if self._tier == "bubblewrap":
-            argv = self._bwrap_argv(argv, env)
-        started = time.monotonic()
-        exit_code, output, truncated, timed_out = await _execute(
-            argv, self._worktree, env, timeout_s, self._output_limit
-        )
+        pass_fds: list[int] = []
+        try:
+            if self._tier == "bubblewrap":
+                dotgit = self._dotgit()
+                if dotgit is not None:  # bwrap reads the bytes from a pipe it inherits
+                    read_end, write_end = os.pipe()
+                    with os.fdopen(write_end, "wb") as pipe:  # a few bytes: the pipe holds them
+                        pipe.write(dotgit)
+                    pass_fds.append(read_end)
+                argv = self._bwrap_argv(argv, env, environment, pass_fds[0] if pass_fds else None)
+            started = time.monotonic()
+            exit_code, output, truncated, timed_out = await _execute(
+                argv, self._worktree, env, timeout_s, self._output_limit, pass_fds
+            )
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
         return CommandResult(
             command=command,
             exit_code=exit_code,
@@ -315,79 +327,129 @@ class Sandbox:
             tier=self._tier,
         )
 
-    def _environment(self) -> dict[str, str]:
-        """The scrubbed environment, read from os.environ at each run."""
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if (key in _SAFE_ENV_KEYS or key.startswith("LC_")) and not _CREDENTIAL_KEY.search(key)
-        }
+    def _variables(self, environment: Environment) -> dict[str, str]:
+        """The command's whole environment: the declared variables (credentials were
+        withheld when they were declared), the harness's own, and, unsandboxed, the
+        editable installs pointed at the worktree."""
+        env = {k: v for k, v in environment.variables.items() if not CREDENTIAL_NAME.search(k)}
         env.update(self._extra_env)
         env.update(_FIXED_ENV)
+        if self._tier == "none" and environment.python_path:
+            roots = [str(self._worktree / p) for p in environment.python_path]
+            env["PYTHONPATH"] = os.pathsep.join([*roots, *filter(None, [env.get("PYTHONPATH")])])
         env["JUPYTER_DELEGATE_SANDBOX"] = self._tier
         return env
 
-    def _bwrap_argv(self, command_argv: list[str], env: Mapping[str, str]) -> list[str]:
-        argv = [self._bwrap, *_CONFINEMENT]
-        # Ancestors before descendants: a read-only git common dir holding the worktree
-        # must not cover the worktree's bind, and a read-only path inside the worktree
-        # must be mounted over it. The stable sort keeps the worktree before a read-only
-        # path at the same depth.
-        binds = [("--bind", self._worktree)] + [("--ro-bind", p) for p in self._read_only]
-        binds += [("--ro-bind", p) for p in _toolchain_under_tmp(env)]
-        for flag, path in sorted(binds, key=lambda bind: len(bind[1].parts)):
-            argv += [flag, str(path), str(path)]
+    def _bwrap_argv(
+        self,
+        command_argv: list[str],
+        env: Mapping[str, str],
+        environment: Environment,
+        dotgit_fd: int | None,
+    ) -> list[str]:
+        """bwrap's arguments: the namespaces, then the mounts, each after its parents
+        (sorted by the depth of where it lands; the order given breaks ties), then the
+        working directory and the environment. `dotgit_fd` holds the worktree's `.git`
+        file as commands see it (see `_dotgit`)."""
+        seen, worktree = self._seen_at, self._worktree
+
+        def inside(path: Path) -> Path:  # a worktree path, where commands see it
+            return seen / path.relative_to(worktree) if path.is_relative_to(worktree) else path
+
+        mounts: list[tuple[Path, list[str]]] = [
+            (Path("/proc"), ["--proc", "/proc"]),
+            (Path("/dev"), ["--dev", "/dev"]),
+            (Path("/tmp"), ["--size", str(self._limits.tmp_mb << 20), "--tmpfs", "/tmp"]),
+        ]
+        home = env.get("HOME", "")
+        if home and os.path.isabs(home) and Path(home) != Path("/"):
+            size = str(self._limits.tmp_mb << 20)
+            mounts.append((Path(home), ["--size", size, "--tmpfs", home]))
+        for folder in environment.toolchains:
+            mounts.append((Path(folder), ["--ro-bind", folder, folder]))
+        mounts.append((seen, ["--bind", str(worktree), str(seen)]))
+        checkout = Path(environment.checkout)
+        for item in environment.items:
+            if item.how == "read-only" and (checkout / item.path).is_dir():
+                at = seen / item.path
+                mounts.append((at, ["--ro-bind", str(checkout / item.path), str(at)]))
+        if dotgit_fd is not None and self._git_dir is not None:
+            git_dir = GIT_DIR_IN_SANDBOX
+            mounts.append((git_dir, ["--ro-bind", str(self._git_dir), str(git_dir)]))
+            if (self._git_dir / "delegate").is_dir():
+                mounts.append((git_dir / "delegate", ["--tmpfs", str(git_dir / "delegate")]))
+            dotgit = str(seen / ".git")
+            mounts.append((seen / ".git", ["--ro-bind-data", str(dotgit_fd), dotgit]))
+        for path in self._read_only:
+            mounts.append((inside(path), ["--ro-bind", str(path), str(inside(path))]))
         for path in self._hidden:
-            argv += (
-                ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
-            )
-        argv += _hide_home_secrets(env.get("HOME", ""), _account_home())
-        argv += ["--chdir", str(self._worktree), "--clearenv"]
+            hidden = str(inside(path))
+            hide = ["--tmpfs", hidden] if path.is_dir() else ["--ro-bind", "/dev/null", hidden]
+            mounts.append((inside(path), hide))
+        argv = [self._bwrap, *_NAMESPACES, *_system_view()]
+        for _, args in sorted(mounts, key=lambda mount: len(mount[0].parts)):
+            argv += args
+        argv += ["--chdir", str(seen), "--clearenv"]
         for key, value in env.items():
             argv += ["--setenv", key, value]
         return [*argv, "--", *command_argv]
 
+    def _dotgit(self) -> bytes | None:
+        """The worktree's `.git` file as commands see it: pointing at its admin folder
+        in the git dir where commands see that (None when the worktree has no such file
+        inside the git dir, as in a bare folder)."""
+        if self._git_dir is None:
+            return None
+        try:
+            text = (self._worktree / ".git").read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
+        admin = Path(text.removeprefix("gitdir:").strip())
+        if not text.startswith("gitdir:") or not admin.is_relative_to(self._git_dir):
+            return None
+        return f"gitdir: {GIT_DIR_IN_SANDBOX / admin.relative_to(self._git_dir)}\n".encode()
 
-def _toolchain_under_tmp(env: Mapping[str, str]) -> list[Path]:
-    """The interpreter's prefix and PATH folders that live under /tmp, which the private
-    /tmp would otherwise hide (a virtualenv in a temporary clone, as CI makes): bound back
-    read-only so commands find the same tools as the user's shell."""
-    candidates = [sys.prefix, sys.base_prefix, env.get("VIRTUAL_ENV", "")]
-    candidates += env.get("PATH", "").split(os.pathsep)
-    found: list[Path] = []
-    for candidate in candidates:
-        if not candidate or not os.path.isabs(candidate):
-            continue
-        path = Path(candidate).resolve()
-        if path.is_dir() and path != Path("/tmp") and path.is_relative_to("/tmp"):
-            found.append(path)
-    return sorted(set(found))
 
-
-def _hide_home_secrets(*homes: str) -> list[str]:
-    """Mounts hiding the credential stores of $HOME and of the account's own home."""
+@functools.cache
+def _system_view() -> tuple[str, ...]:
+    """The system folders, read-only, as the host has them (a symlink as a symlink), with
+    what in /etc only its owner may read hidden (/etc/shadow and the like: a confined
+    command may run as the same uid as the owner, root in a container)."""
     args: list[str] = []
-    for home in dict.fromkeys(h for h in homes if h and os.path.isabs(h)):
-        for name in _HOME_SECRET_DIRS:
-            path = Path(home, name)
-            if path.is_dir():
-                args += ["--tmpfs", str(path)]
-        for name in _HOME_SECRET_FILES:
-            path = Path(home, name)
-            if path.is_file():
-                args += ["--ro-bind", "/dev/null", str(path)]
-    return args
+    for folder in SYSTEM_FOLDERS:
+        path = Path(folder)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), folder]
+        elif path.is_dir():
+            args += ["--ro-bind", folder, folder]
+    for private in _private_files(Path("/etc")):
+        args += ["--ro-bind", "/dev/null", str(private)]
+    return tuple(args)
 
 
-def _account_home() -> str:
-    try:
-        return pwd.getpwuid(os.getuid()).pw_dir
-    except (KeyError, OSError):
-        return ""
+def _private_files(root: Path) -> list[Path]:
+    """Regular files under `root` that others may not read."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder, name)
+            try:
+                mode = path.lstat().st_mode
+            except OSError:
+                continue
+            if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
+                found.append(path)
+        dirs[:] = [d for d in dirs if os.access(Path(folder, d), os.R_OK | os.X_OK)]
+    return found
 
 
 async def _execute(
-    argv: list[str], cwd: Path, env: Mapping[str, str], timeout_s: float, limit: int
+    argv: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout_s: float,
+    limit: int,
+    pass_fds: Sequence[int] = (),
 ) -> tuple[int, str, bool, bool]:
     """Run argv in its own session; return (exit code, output, truncated, timed out)."""
     spawn = asyncio.ensure_future(
@@ -399,6 +461,7 @@ async def _execute(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
     )
     try:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .environment import Declared
 from .errors import IllegalTransition
 from .outcome import Outcome
 from .policy import PermissionRequest, Policy
@@ -91,11 +92,18 @@ class Usage:
 
 @dataclass(frozen=True)
 class CheckResult:
+    """A check as the harness ran it. `output_tail`: the end of its output; `log`: the
+    file holding its whole output (in the task's folder); `hint`: an environment problem
+    its output shows, named with the fix; `timeout_s`: how long it was allowed."""
+
     command: str
     exit_code: int
     passed: bool
     duration_s: float
     output_tail: str
+    log: str = ""
+    hint: str = ""
+    timeout_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +153,10 @@ class Task:
     journal_head: str = ""
     created: str = ""
     policy: Policy = field(default_factory=Policy)
+    # What the user declared for the commands' environment ([environment], --env), and
+    # what the last checks ran with (environment.Environment.to_dict).
+    environment: Declared = field(default_factory=Declared)
+    check_environment: dict[str, Any] = field(default_factory=dict)
     # From the context event (context/): what the agent was told beyond the outcome.
     system_prompt: str = ""
     suggested_checks: tuple[str, ...] = ()
@@ -269,6 +281,7 @@ class Task:
                 self._flag(ignored)
             self.name = data.get("name")
             self.use_suggested_checks = data.get("use_suggested_checks", True)
+            self.environment = Declared.from_dict(data.get("environment", {}))
         elif type_ == "context":
             self._apply_context(data)
         elif type_ == "context_changed":
@@ -294,7 +307,11 @@ class Task:
             if data.get("stopped_by"):
                 self._flag(f"stopped by {data['stopped_by']}")
         elif type_ == "checks":
-            self.checks = [CheckResult(**c) for c in data["results"]]
+            known = {f.name for f in fields(CheckResult)}
+            self.checks = [
+                CheckResult(**{k: v for k, v in c.items() if k in known}) for c in data["results"]
+            ]
+            self.check_environment = dict(data.get("environment", {}))
         elif type_ == "commit":
             self.head_commit = data["commit"]
         elif type_ == "merged":

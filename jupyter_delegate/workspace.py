@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import stat
+import subprocess
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -164,14 +167,43 @@ class Workspace:
         with self.locked():
             path.parent.mkdir(parents=True, exist_ok=True)
             self.repo.git.worktree("add", "-b", branch, str(path), base_commit)
+        self.check_out_submodules(path, base_commit)
         return Worktree(path, branch, base_branch, base_commit)
 
+    def check_out_submodules(self, worktree: Path, commit: str) -> list[str]:
+        """Check out each submodule `commit` records, at the commit it records, from the
+        user's own checkout of it (no network): a copy of its objects, never hard links
+        (the agent owns the worktree's files). Returns the submodules left empty, because
+        the user's checkout lacks them or that commit."""
+        return _clone_submodules(self.root, worktree, commit)
+
+    @contextmanager
+    def check_copy(self, task_id: str, commit: str) -> Iterator[Path]:
+        """A throw-away checkout of `commit` (with its submodules) for the checks to run
+        in: what they write never reaches the task's worktree or its commits."""
+        path = self.state_dir / "checks" / task_id
+        if path.exists():  # left by a process that died while checks ran
+            self.remove_worktree(path)
+        with self.locked():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.repo.git.worktree("add", "--detach", "-f", str(path), commit)
+        try:
+            self.check_out_submodules(path, commit)
+            yield path
+        finally:
+            self.remove_worktree(path)
+
     def remove_worktree(self, path: Path) -> None:
+        """Remove a worktree and git's record of it. Git refuses a worktree holding
+        submodules, and the agent may have left folders it cannot write: such a tree is
+        removed file by file (never following a symlink), then git's record pruned."""
         with self.locked():
             if path.exists():
-                self.repo.git.worktree("remove", "--force", str(path))
-            else:  # removed by hand: only git's record of it is left
-                self.repo.git.worktree("prune")
+                try:
+                    self.repo.git.worktree("remove", "--force", "--force", str(path))
+                except git.GitCommandError:
+                    _remove_tree(path)
+            self.repo.git.worktree("prune")
 
     def repair_worktree(self, path: Path) -> None:
         """Mend git's links to a worktree after the repository was copied or moved. A copy
@@ -339,3 +371,62 @@ class Workspace:
         with self.locked(worktree):
             self.remove_worktree(worktree)
             self.repo.git.branch("-D", branch)
+
+
+def _clone_submodules(source_root: Path, worktree: Path, commit: str) -> list[str]:
+    listing = subprocess.run(
+        ["git", "-c", "core.fsmonitor=false", "ls-tree", "-r", "-z", commit],
+        cwd=worktree,
+        capture_output=True,
+        check=True,
+    ).stdout.decode(errors="surrogateescape")
+    empty: list[str] = []
+    for entry in filter(None, listing.split("\0")):
+        meta, path = entry.split("\t", 1)
+        _mode, kind, sha = meta.split()
+        if kind != "commit":
+            continue
+        source, target = source_root / path, worktree / path
+        if not (source / ".git").exists():
+            empty.append(path)
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        cloned = subprocess.run(
+            ["git", "clone", "-q", "--no-checkout", "--no-hardlinks", str(source), str(target)],
+            capture_output=True,
+            check=False,
+        )
+        checked_out = cloned.returncode == 0 and (
+            subprocess.run(
+                ["git", "-c", "core.fsmonitor=false", "checkout", "-q", "--detach", sha],
+                cwd=target,
+                capture_output=True,
+                check=False,
+            ).returncode
+            == 0
+        )
+        if not checked_out:
+            _remove_tree(target)
+            target.mkdir(parents=True, exist_ok=True)
+            empty.append(path)
+            continue
+        empty += [f"{path}/{inner}" for inner in _clone_submodules(source, target, sha)]
+    return empty
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a folder whatever modes its content has; symlinks are removed, not followed."""
+
+    def writable_then_retry(function: object, failed: str, _: object) -> None:
+        parent = os.path.dirname(failed)
+        os.chmod(parent, stat.S_IRWXU)
+        if os.path.isdir(failed) and not os.path.islink(failed):
+            os.chmod(failed, stat.S_IRWXU)
+            shutil.rmtree(failed, onerror=writable_then_retry)
+        else:
+            os.unlink(failed)
+
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, onerror=writable_then_retry)

@@ -4,7 +4,9 @@ Messages API through the real SDK (in-process transport)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,17 @@ def _isolated_env(
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
     # The user's own skills, preferences and config never reach a test.
     monkeypatch.setenv("JUPYTER_DELEGATE_HOME", str(config.parent / "delegate-home"))
+
+
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A folder outside /tmp (under /var/tmp), for a user's repository or home that the
+    sandbox's private /tmp must not be what hides."""
+    path = Path(tempfile.mkdtemp(prefix="jd-test-", dir="/var/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

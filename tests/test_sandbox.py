@@ -235,22 +235,100 @@ def test_invalid_utf8_is_replaced(worktree: Path, tier: str) -> None:
 
 
 @needs_bwrap
-def test_writes_land_in_the_worktree_only(worktree: Path) -> None:
+def test_writes_land_in_the_worktree_only(worktree: Path, outside_tmp: Path) -> None:
     name = f"delegate-sandbox-{secrets.token_hex(4)}"
     home = Path.home()
     result = run(
         Sandbox(worktree),
-        f"echo hi > inside.txt && echo tmp > /tmp/{name}"
-        f"; echo x > /etc/{name}; echo x > {home}/{name}; echo x > /work/{name}; echo end",
+        f"echo hi > inside.txt && echo tmp > /tmp/{name}; echo x > /etc/{name}"
+        f"; echo x > {home}/{name}; echo x > {outside_tmp}/{name}; echo x > /usr/{name}"
+        "; echo end",
     )
+    outside = [Path("/etc", name), home / name, outside_tmp / name, Path("/tmp", name)]
     try:
         assert (worktree / "inside.txt").read_text() == "hi\n"
-        assert result.output.count("Read-only file system") == 3, result.output
-        for outside in (Path("/etc", name), home / name, Path("/work", name), Path("/tmp", name)):
-            assert not outside.exists()
+        assert result.output.count("Read-only file system") == 2, result.output  # /etc, /usr
+        assert result.output.endswith("end\n")
+        for path in [*outside, Path("/usr", name)]:
+            assert not path.exists()
     finally:
-        for outside in (Path("/etc", name), home / name, Path("/work", name), Path("/tmp", name)):
-            outside.unlink(missing_ok=True)
+        for path in outside:
+            path.unlink(missing_ok=True)
+
+
+@needs_bwrap
+def test_the_host_is_not_there_only_what_the_view_names(
+    worktree: Path, outside_tmp: Path
+) -> None:
+    # The user's files outside /tmp (so the private /tmp cannot be what hides them).
+    (outside_tmp / "checkout").mkdir()
+    (outside_tmp / "checkout" / ".env.local").write_text("API=sekrit")
+    result = run(
+        Sandbox(worktree),
+        f"ls {outside_tmp}; ls /run /home /var/run /mnt /srv 2>&1 | head -3; "
+        "cat /etc/shadow | wc -c; ls /proc | grep -c '^[0-9]'; ls /usr/bin/env",
+    )
+    assert "checkout" not in result.output and "sekrit" not in result.output
+    assert f"ls: cannot access '{outside_tmp}': No such file or directory" in result.output
+    assert "ls: cannot access '/run'" in result.output
+    lines = result.output.splitlines()
+    assert lines[-3] == "0"  # /etc/shadow reads as empty
+    assert lines[-1] == "/usr/bin/env"
+
+
+@needs_bwrap
+def test_the_worktree_is_seen_at_the_checkout_path_and_hides_the_checkout(
+    outside_tmp: Path,
+) -> None:
+    checkout, worktree = outside_tmp / "proj", outside_tmp / "wt"
+    checkout.mkdir()
+    worktree.mkdir()
+    (checkout / "calc.py").write_text("USER'S VERSION\n")
+    (checkout / "untracked-secret.txt").write_text("USER ONLY\n")
+    (worktree / "calc.py").write_text("AGENT'S VERSION\n")
+    result = run(
+        Sandbox(worktree, seen_at=checkout),
+        "pwd; cat calc.py; ls; echo new > made.txt; cat untracked-secret.txt 2>&1 | head -1",
+    )
+    lines = result.output.splitlines()
+    assert lines[:4] == [str(checkout), "AGENT'S VERSION", "calc.py", ""] or lines[:3] == [
+        str(checkout),
+        "AGENT'S VERSION",
+        "calc.py",
+    ], result.output
+    assert "USER" not in result.output
+    assert (worktree / "made.txt").read_text() == "new\n"
+    assert not (checkout / "made.txt").exists()
+    assert (checkout / "calc.py").read_text() == "USER'S VERSION\n"
+
+
+@needs_bwrap
+def test_home_is_empty_private_and_bounded(
+    worktree: Path, outside_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = outside_tmp / "home"
+    for secret in (
+        ".ssh/id_rsa",
+        ".aws/credentials",
+        ".git-credentials",
+        ".pgpass",
+        ".cache/huggingface/token",
+        ".local/share/jupyter/runtime/jpserver-1.json",
+        ".bash_history",
+    ):
+        (home / secret).parent.mkdir(parents=True, exist_ok=True)
+        (home / secret).write_text("PRIVATE KEY MATERIAL")
+    monkeypatch.setenv("HOME", str(home))
+    result = run(
+        Sandbox(worktree, limits=sandbox_module.Limits(tmp_mb=8)),
+        "find ~ -type f | wc -l; grep -r PRIVATE ~ ; echo mine > ~/notes; cat ~/notes; "
+        "(head -c 20000000 /dev/zero > ~/big) 2>&1 | tail -1",
+    )
+    assert result.output.startswith("0\nmine\n"), result.output
+    assert "PRIVATE KEY MATERIAL" not in result.output
+    assert "No space left on device" in result.output
+    assert not (home / "notes").exists()
+    assert (home / ".ssh" / "id_rsa").read_text() == "PRIVATE KEY MATERIAL"
 
 
 @needs_bwrap
@@ -316,26 +394,6 @@ def test_no_network_not_even_loopback_or_dns(worktree: Path) -> None:
         result = run(Sandbox(worktree), f"{sys.executable} net.py")
     assert "connect failed" in result.output, result.output
     assert "dns failed" in result.output, result.output
-
-
-@needs_bwrap
-def test_home_secrets_are_hidden(worktree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # HOME inside the worktree, so only the secret mounts (not /tmp's tmpfs) can hide them.
-    home = worktree / "home"
-    for secret in (".ssh/id_rsa", ".aws/credentials", ".config/gcloud/token.json"):
-        (home / secret).parent.mkdir(parents=True, exist_ok=True)
-        (home / secret).write_text("PRIVATE KEY MATERIAL")
-    (home / ".netrc").write_text("machine x login y password PRIVATE KEY MATERIAL")
-    (home / "notes.txt").write_text("visible")
-    monkeypatch.setenv("HOME", str(home))
-    result = run(
-        Sandbox(worktree),
-        "cat ~/notes.txt; echo; find ~/.ssh ~/.aws ~/.config/gcloud -type f | wc -l"
-        "; cat ~/.netrc ~/.ssh/id_rsa",
-    )
-    assert result.output.startswith("visible\n0\n"), result.output
-    assert "PRIVATE KEY MATERIAL" not in result.output
-    assert (home / ".ssh" / "id_rsa").read_text() == "PRIVATE KEY MATERIAL"
 
 
 @needs_bwrap

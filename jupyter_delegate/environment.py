@@ -40,7 +40,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -570,30 +570,39 @@ def _finder_roots(finder: Path, checkout: Path) -> list[str]:
 
 
 # -- putting it in a worktree ----------------------------------------------------------------
-def furnish(environment: Environment, worktree: Path, *, mounts: bool) -> list[str]:
+def furnish(environment: Environment, worktree: Path, *, mounts: bool) -> Environment:
     """Put the environment's items in `worktree`: copy its files; for its folders make
     the mount points (`mounts`: the sandbox binds them read-only) or, unsandboxed, a
-    symlink to the checkout's folder. Returns the items git does not ignore there (they
-    were skipped: the harness commits what git sees, and these are not the agent's)."""
+    folder of symlinks to the checkout's folder's entries (a symlink in the folder's place
+    would not be ignored by a `folder/` pattern, and would be committed). An item git
+    does not ignore in the worktree is left out (the harness commits what git sees there,
+    and it is not the agent's work): the environment returned is what was put there."""
     checkout = Path(environment.checkout)
-    ignored = _ignored_in(worktree, [i.path for i in environment.items])
-    skipped = []
+    names = {
+        item.path: item.path + ("/" if item.how == "read-only" else "")
+        for item in environment.items
+    }
+    ignored = _ignored_in(worktree, list(names.values()))
+    kept = []
     for item in environment.items:
-        source, target = checkout / item.path, worktree / item.path
-        if item.path not in ignored:
-            skipped.append(item.path)
+        if names[item.path] not in ignored:
             continue
+        kept.append(item)
+        source, target = checkout / item.path, worktree / item.path
         if item.how == "copied":
             if source.is_file() and not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
-        elif mounts:
-            if not target.is_symlink():
-                target.mkdir(parents=True, exist_ok=True)
-        elif not target.exists() and not target.is_symlink():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(source, target_is_directory=True)
-    return skipped
+        elif not target.is_symlink():
+            target.mkdir(parents=True, exist_ok=True)
+            if not mounts:  # a folder of links: git ignores it as the folder it is
+                for child in source.iterdir():
+                    if (
+                        not (target / child.name).exists()
+                        and not (target / child.name).is_symlink()
+                    ):
+                        (target / child.name).symlink_to(child)
+    return replace(environment, items=tuple(kept))
 
 
 def _ignored_in(worktree: Path, paths: list[str]) -> set[str]:

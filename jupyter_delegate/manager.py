@@ -649,13 +649,12 @@ class TaskManager:
         environment = discover(
             workspace.root, task.environment, python_prefixes=(sys.prefix, sys.base_prefix)
         )
-        skipped = furnish(environment, worktree, mounts=context.sandbox_tier != "none")
-        for path in skipped:
-            self._record(
-                task,
-                "flag",
-                {"text": f"{path} is not git-ignored in the task's tree, so it was not put there"},
-            )
+        furnished = furnish(environment, worktree, mounts=context.sandbox_tier != "none")
+        for item in set(environment.items) - set(furnished.items):
+            text = f"{item.path} is not git-ignored in the task's tree, so commands lack it"
+            if text not in task.flags:
+                self._record(task, "flag", {"text": text})
+        environment = furnished
         tracked = workspace.tracked_files(worktree)
         protected = [worktree / f for f in tracked if is_protected(f) and not is_secret(f)]
         sandbox = Sandbox(

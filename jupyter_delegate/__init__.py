@@ -67,6 +67,7 @@ def delegate(
     mode: str = "default",
     name: str | None = None,
     suggested_checks: bool = True,
+    env: Iterable[str] = (),
     manager: TaskManager | None = None,
 ) -> Task:
     """Start an agent on an outcome; returns the `Task` at once (it runs on the engine
@@ -76,7 +77,9 @@ def delegate(
     `allow` / `ask` / `deny` permission rules such as "Bash(pytest:*)" or "Edit(src/**)";
     `mode` "default", "ask" (every write and command asks), "plan" (read only) or "auto";
     `name` a short handle for the notebook and CLI; `suggested_checks=False` declines
-    the test commands AGENTS.md offers when `checks` is empty."""
+    the test commands AGENTS.md offers when `checks` is empty; `env` variables for its
+    commands and checks, "NAME" (its value from this environment) or "NAME=VALUE",
+    besides the defaults and `[environment] pass_env` (credentials never pass)."""
     from .manager import get_manager
     from .policy import Policy
 
@@ -100,6 +103,7 @@ def delegate(
         policy=policy,
         name=name,
         use_suggested_checks=suggested_checks,
+        env=list(env),
     )
 
 

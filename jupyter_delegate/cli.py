@@ -1,6 +1,7 @@
 """`jupyter delegate ...`: the command line, a thin layer over the Python API.
 
     run GOAL --repo P --check CMD --scope S --base REF --model M --max-usd N --max-steps N
+             [--check-timeout S] [--command-timeout S] [--env NAME[=VALUE]]
              [--no-suggested-checks] [--approve | --no-approve]
     list [--repo P] [--json]     show ID     diff ID     approve ID [--squash]
     reject ID [--reason R]       resume ID     cancel ID
@@ -185,7 +186,11 @@ def decide(task: Task, choice: bool | None, out: TextIO, *, squash: bool = False
 # -- commands -----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
     budget = Budget.from_options(
-        max_steps=args.max_steps, max_usd=args.max_usd, max_minutes=args.max_minutes
+        max_steps=args.max_steps,
+        max_usd=args.max_usd,
+        max_minutes=args.max_minutes,
+        command_timeout_s=args.command_timeout,
+        check_timeout_s=args.check_timeout,
     )
     outcome = Outcome(args.goal, tuple(args.check), tuple(args.scope), budget=budget)
     policy = Policy.from_rules(args.allow, args.ask, args.deny, args.mode)
@@ -197,6 +202,7 @@ def cmd_run(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
         sandbox=args.sandbox,
         policy=policy,
         use_suggested_checks=not args.no_suggested_checks,
+        env=args.env,
     )
     out.write(f"Task {task.id} on {task.branch} (model {task.model})\n")
     follow(task, out, yes=args.yes)
@@ -611,6 +617,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-usd", type=float, help="dollar budget (default 3)")
     run.add_argument("--max-steps", type=int, help="step budget (default 60)")
     run.add_argument("--max-minutes", type=float, help="time budget (default 30)")
+    run.add_argument(
+        "--command-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long each of the agent's commands may run (default 120)",
+    )
+    run.add_argument(
+        "--check-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long each check may run (default 600; a check's own '# timeout=N' wins)",
+    )
+    run.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="a variable for commands and checks, from your environment or as given "
+        "(repeatable; credentials never pass)",
+    )
     run.add_argument(
         "--sandbox",
         choices=["auto", "bubblewrap", "none"],

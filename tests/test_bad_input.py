@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import git
@@ -9,7 +10,7 @@ import pytest
 
 from conftest import CHECK, FIX_TURNS, Factory
 from jupyter_delegate import Budget, Outcome, TaskState, delegate
-from jupyter_delegate.errors import ModelConfigError, OutcomeError, RepoError
+from jupyter_delegate.errors import DelegateError, ModelConfigError, OutcomeError, RepoError
 from jupyter_delegate.manager import TaskManager
 
 
@@ -156,3 +157,24 @@ def test_paths_and_symlinks_escaping_the_worktree_are_refused(
     assert secret.read_text() == "top secret"
     assert "outside the repository" in results[0]["content"]
     assert ".git is a protected file" in results[4]["content"]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ('[environment]\ninclude = "build"\n', "include must be a list of strings"),
+        ('[environment]\ninclude = ["~/.ssh"]\n', "only paths inside the repository"),
+        ('[environment]\npass_env = ["NOT A NAME"]\n', "is not a variable name"),
+        ('[environment]\npassenv = ["X"]\n', "unknown key(s) in [environment]: passenv"),
+        ("environment = 3\n", "[environment] must be a table"),
+    ],
+)
+def test_a_malformed_environment_declaration_is_refused_at_submit(
+    repo: git.Repo, make_manager: Factory, config: str, message: str
+) -> None:
+    Path(repo.working_dir, ".jupyter-delegate.toml").write_text(config)
+    manager, fake = make_manager()
+    with pytest.raises(DelegateError, match=re.escape(message)):
+        manager.submit(Outcome("Goal.", checks=("true",)), repo=repo.working_dir)
+    assert fake.requests == []
+    assert not (Path(repo.git_dir) / "delegate" / "tasks").exists()

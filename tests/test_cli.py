@@ -159,3 +159,57 @@ def test_plan_mode_from_the_cli_keeps_the_agent_read_only(
     code, text, _ = run_task(repo, "--mode", "plan", "--no-approve")
     assert code == 1 and "FAIL " + CHECK in text
     assert "denied: edit (plan mode is read only; by policy)" in text
+
+
+def test_run_passes_declared_variables_and_a_check_timeout(
+    repo: git.Repo,
+    server: FakeServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("FROM_MY_SHELL", "shell-value")
+    code, text = cli(
+        "run",
+        "Make add() add.",
+        "--repo",
+        repo.working_dir,
+        "--sandbox",
+        SANDBOX,
+        "--env",
+        "MODE=ci",
+        "--env",
+        "FROM_MY_SHELL",
+        "--check-timeout",
+        "2",
+        "--check",
+        'test "$MODE/$FROM_MY_SHELL" = ci/shell-value',
+        "--check",
+        "sleep 30",
+        "--check",
+        "sleep 3; echo slept  # timeout=10",
+        "--no-approve",
+    )
+    assert code == 1, text  # a check failed
+    task_id = text.split()[1]
+    _code, shown = cli("show", task_id, "--repo", repo.working_dir, "--json")
+    checks = json.loads(shown)["checks"]
+    assert [c["passed"] for c in checks] == [True, False, True], checks
+    assert checks[1]["exit_code"] == 124 and "timed out after 2s" in checks[1]["output_tail"]
+    assert [c["timeout_s"] for c in checks] == [2, 2, 10]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "1BAD=x"], "'1BAD' is not a variable name"),
+        (["--check-timeout", "-5"], "check_timeout_s must be a positive number"),
+        (["--check", "pytest  # timeout=soon"], "'# timeout=soon' must be a positive number"),
+    ],
+)
+def test_run_refuses_a_malformed_environment_or_timeout_before_starting(
+    repo: git.Repo, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _text = cli("run", "Goal.", "--repo", repo.working_dir, "--sandbox", SANDBOX, *args)
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (Path(repo.git_dir) / "delegate" / "tasks").exists()

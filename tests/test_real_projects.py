@@ -334,3 +334,35 @@ def test_a_missing_module_is_named_as_an_environment_problem(
     (check,) = task.checks
     assert not check.passed
     assert "`humanize` is not importable in the checks' environment" in check.hint, check.hint
+
+
+@needs_bwrap
+def test_the_agent_sees_its_worktree_at_the_checkout_path_and_nothing_of_the_checkout(
+    outside_tmp: Path, make_manager: Factory
+) -> None:
+    root = outside_tmp / "proj"
+    root.mkdir()
+    repo = git.Repo.init(root, initial_branch="main")
+    (root / "calc.py").write_text("VERSION = 'base'\n")
+    commit_all(repo, "init")
+    (root / "calc.py").write_text("VERSION = 'the user is editing this'\n")  # uncommitted
+    (root / ".env.local").write_text("API_KEY=user-only-value\n")  # untracked
+    turns = [
+        {"tools": [{"write": {"file_path": "calc.py", "content": "VERSION = 'agent'\n"}}]},
+        {"tools": [{"bash": {"command": "pwd; cat calc.py; cat .env.local; git status --short"}}]},
+        {"tools": [{"read": {"file_path": f"{root}/calc.py"}}]},
+        finish(),
+    ]
+    _task, fake = run_task(make_manager, repo, turns, checks=["true"], tier="auto")
+    results = [
+        block
+        for request in fake.requests[2:4]
+        for block in request.body["messages"][-1]["content"]
+        if block["type"] == "tool_result"
+    ]
+    bash, read = results[-2]["content"], results[-1]["content"]
+    assert bash.startswith(f"exit code 0\n{root}\nVERSION = 'agent'\n"), bash
+    assert "No such file or directory" in bash and "user-only-value" not in bash
+    assert " M calc.py" in bash  # git works inside, on the task's own tree
+    assert "VERSION = 'agent'" in str(read)
+    assert (root / "calc.py").read_text() == "VERSION = 'the user is editing this'\n"

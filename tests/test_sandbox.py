@@ -257,9 +257,7 @@ def test_writes_land_in_the_worktree_only(worktree: Path, outside_tmp: Path) -> 
 
 
 @needs_bwrap
-def test_the_host_is_not_there_only_what_the_view_names(
-    worktree: Path, outside_tmp: Path
-) -> None:
+def test_the_host_is_not_there_only_what_the_view_names(worktree: Path, outside_tmp: Path) -> None:
     # The user's files outside /tmp (so the private /tmp cannot be what hides them).
     (outside_tmp / "checkout").mkdir()
     (outside_tmp / "checkout" / ".env.local").write_text("API=sekrit")

@@ -193,10 +193,10 @@ class AgentLoop:
                     True,
                     {},
                 )
-            elif (refusal := await self.permit(call)) is not None:
+            elif (refusal := await self.permit(local := self.toolbox.local(call))) is not None:
                 output_text, is_error, malformed, meta = refusal, True, False, {"denied": True}
             else:
-                output = await self.toolbox.call(call["name"], call["input"])
+                output = await self.toolbox.call(call["name"], local["input"])
                 output_text, is_error = output.content, output.is_error  # type: ignore[assignment]
                 malformed, meta = output.malformed, dict(output.meta)
             results.append(self._result(call, output_text, is_error=is_error, **meta))

@@ -224,6 +224,21 @@ class Toolbox:
     def _relative(self, text: str) -> str:
         return text.replace(str(self.worktree) + "/", "").replace(str(self.worktree), ".")
 
+    def local(self, call: Mapping[str, Any]) -> dict[str, Any]:
+        """The call with its file paths as the file tools see them: commands see the
+        worktree at the user's checkout's path (sandbox.seen_at), so a path the agent
+        copied from a command's output names the worktree's file, not the checkout's."""
+        seen = str(self.sandbox.seen_at)
+        tool_input = call.get("input")
+        if seen == str(self.worktree) or not isinstance(tool_input, dict):
+            return dict(call)
+        mapped = dict(tool_input)
+        for key in ("file_path", "path"):
+            value = mapped.get(key)
+            if isinstance(value, str) and (value == seen or value.startswith(seen + "/")):
+                mapped[key] = str(self.worktree) + value[len(seen) :]
+        return {**call, "input": mapped}
+
 
 @functools.cache
 def _file_tool_makers() -> dict[str, Callable[[Any], Any]]:

@@ -83,6 +83,9 @@ def _outcome_parser() -> _Parser:
     parser.add_argument("--max-usd", type=float)
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--max-minutes", type=float)
+    parser.add_argument("--command-timeout", type=float)
+    parser.add_argument("--check-timeout", type=float)
+    parser.add_argument("--env", action="append", default=[])
     parser.add_argument("--name")
     parser.add_argument("--new", action="store_true")
     parser.add_argument("--sandbox", choices=["auto", "bubblewrap", "none"])
@@ -184,6 +187,7 @@ class DelegateMagics(Magics):
 
             %%delegate [--repo P] [--base REF] [--model M] [--max-usd N] [--max-steps N]
                        [--max-minutes N] [--name NAME] [--new] [--sandbox auto|none]
+                       [--check-timeout S] [--command-timeout S] [--env NAME[=VALUE]]
                        [--allow RULE] [--ask RULE] [--deny RULE]
                        [--mode default|ask|plan|auto] [--no-suggested-checks]
 
@@ -231,7 +235,11 @@ class DelegateMagics(Magics):
     def _start(self, words: list[str], cell: str | None) -> None:
         args = _outcome_parser().parse_args(words)
         budget = Budget.from_options(
-            max_steps=args.max_steps, max_usd=args.max_usd, max_minutes=args.max_minutes
+            max_steps=args.max_steps,
+            max_usd=args.max_usd,
+            max_minutes=args.max_minutes,
+            command_timeout_s=args.command_timeout,
+            check_timeout_s=args.check_timeout,
         )
         namespace = self.shell.user_ns if self.shell is not None else {}
         if cell is not None:
@@ -261,6 +269,7 @@ class DelegateMagics(Magics):
             policy=Policy.from_rules(args.allow, args.ask, args.deny, args.mode),
             name=args.name,
             use_suggested_checks=not args.no_suggested_checks,
+            env=args.env,
         )
         self._show(task)
 

@@ -23,4 +23,5 @@ BENCHMARKS = (
     "worktree",
     "extension_load",
     "journal",
+    "check_run",
 )

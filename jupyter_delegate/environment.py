@@ -462,6 +462,8 @@ def _toolchains(
     for item in items:
         if item.kind == "virtualenv":
             candidates.extend(_venv_home(checkout / item.path))
+    if environ.get("HOME"):  # `pip install --user` packages (user site-packages)
+        candidates += Path(environ["HOME"]).glob(".local/lib/python*/site-packages")
     for entry in outside:
         candidates.append(Path(os.path.expanduser(entry)))
     found: list[Path] = []

@@ -27,8 +27,9 @@ function check(condition, message) {
   }
 }
 
-async function dismissKernelDialog(page, wait = 5000) {
-  // A notebook without a kernelspec asks which kernel to start: choose none.
+async function dismissKernelDialog(page, wait = 20000) {
+  // A notebook without a kernelspec asks which kernel to start: choose none. On a loaded
+  // machine the dialog can take well over 5 s to appear (it then blocked every click).
   const dialog = page.locator('.jp-Dialog');
   try {
     await dialog.waitFor({ state: 'visible', timeout: wait });

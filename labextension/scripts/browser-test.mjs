@@ -46,6 +46,28 @@ async function dismissKernelDialog(page, wait = 20000) {
   }
 }
 
+async function runAll(page) {
+  // Run All Cells once the kernel is idle; on a loaded machine a click made while the
+  // kernel is still connecting can run nothing, so it is made again until a cell starts.
+  const idle = () => {
+    const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
+    return status && status.getAttribute('data-status') === 'idle';
+  };
+  const started = () =>
+    [...document.querySelectorAll('.jp-Notebook .jp-InputArea-prompt')].some(p =>
+      /\[(\*|\d+)\]/.test(p.textContent || '')
+    );
+  for (let attempt = 0; attempt < 3; attempt++) {
+    await page.waitForFunction(idle, null, { timeout: 60000 }).catch(() => undefined);
+    await page.locator('.lm-MenuBar-item', { hasText: /^Run$/ }).click();
+    await page.getByRole('menuitem', { name: 'Run All Cells', exact: true }).click();
+    if (await page.waitForFunction(started, null, { timeout: 20000 }).then(() => true, () => false)) {
+      return;
+    }
+  }
+  throw new Error('Run All Cells started no cell');
+}
+
 async function openSidebar(page) {
   const panel = page.locator('#jupyter-delegate-sidebar');
   if (!(await panel.isVisible())) {
@@ -157,14 +179,6 @@ try {
   await page.goto(`${spec.base}/lab/tree/${spec.tutorial}?reset`); // a fresh workspace
   await dismissKernelDialog(page, 2000);
   await page.locator('.jp-Notebook').first().waitFor({ timeout: 60000 });
-  await page.waitForFunction(
-    () => {
-      const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
-      return status && status.getAttribute('data-status') === 'idle';
-    },
-    null,
-    { timeout: 60000 }
-  ).catch(() => undefined);
   await openSidebar(page);
   await page.evaluate(() => {
     const seen = (window.__jdSeen = []);
@@ -179,8 +193,7 @@ try {
     new MutationObserver(note).observe(document.body, { subtree: true, childList: true, attributes: true });
     note();
   });
-  await page.locator('.lm-MenuBar-item', { hasText: /^Run$/ }).click();
-  await page.getByRole('menuitem', { name: 'Run All Cells', exact: true }).click();
+  await runAll(page);
   await page.waitForSelector('#jupyter-delegate-sidebar .jd-sidebar-task[data-state="merged"]', {
     timeout: 180000
   });
@@ -205,8 +218,7 @@ try {
   // -- phase 3: a tool call opened in the live log stays open while the task runs -----
   await page.goto(`${spec.base}/lab/tree/${spec.live}?reset`);
   await page.locator('.jp-Notebook').first().waitFor({ timeout: 60000 });
-  await page.locator('.lm-MenuBar-item', { hasText: /^Run$/ }).click();
-  await page.getByRole('menuitem', { name: 'Run All Cells', exact: true }).click();
+  await runAll(page);
   const toolCalls = '.jp-Notebook .jupyter-widgets details.jd-tool';
   const firstDone = () =>
     document.querySelectorAll('.jp-Notebook .jupyter-widgets details.jd-tool').length >= 3 &&

@@ -37,7 +37,7 @@ from .journal import Event, Journal, redact, replay_messages
 from .outcome import Outcome, check_timeout
 from .policy import PermissionRequest, Policy, effective_policy, is_protected, is_secret
 from .task import CheckResult, Task, TaskState, check_transition
-from .workspace import Workspace, slugify
+from .workspace import Staged, Workspace, leads_outside, max_file_mb, slugify
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -282,7 +282,8 @@ class TaskManager:
             summary = summary or f"Stopped by {finished.stopped_by} before the agent finished."
         self._record(task, "finish", {"summary": summary, "stopped_by": finished.stopped_by})
         assert task.worktree is not None
-        await asyncio.to_thread(self._keep_protected_files, task, context)
+        staged = await asyncio.to_thread(context.workspace.stage, task.worktree)
+        revert = await asyncio.to_thread(self._guard, task, context, staged)
         head = await asyncio.to_thread(
             context.workspace.commit,
             task.worktree,
@@ -293,29 +294,50 @@ class TaskManager:
                 "Delegate-Sandbox": sandbox.tier,
                 "Delegate-Journal": context.journal.head,
             },
+            revert,
         )
         self._record(task, "commit", {"commit": head})
         await self._run_checks(task, context, head)
         self._set_state(task, S.REVIEW, "ready for review")
         task.emit("review", task.to_record())
 
-    def _keep_protected_files(self, task: Task, context: _Context) -> None:
-        """The harness commits; it does not commit changes to protected files that no
-        explicit rule allows (a command may have created one the sandbox could not bind)."""
-        assert task.worktree is not None
-        workspace = context.workspace
-        changed = workspace.changed_files(task.worktree, task.base_commit)
-        refused = [
-            path
-            for path in changed
-            if is_protected(path)
-            and task.policy.decide("write", {"file_path": path}).action != "allow"
+    def _guard(self, task: Task, context: _Context, staged: Staged) -> list[str]:
+        """The commit guard: of exactly what the commit would hold (git's raw changes, no
+        renames collapsed), the paths not to commit, each flagged with why: protected
+        files no explicit rule opens, symlinks leading out of the repository, gitlinks of
+        repositories the base does not have as submodules, files over the size limit;
+        and nested repositories, which were not staged."""
+        workspace, worktree = context.workspace, task.worktree
+        assert worktree is not None
+        limit_mb = max_file_mb(workspace.root)
+        revert: list[str] = []
+        flags: list[str] = []
+        for change in staged.changes:
+            path, why = change.path, ""
+            allowed = task.policy.decide("write", {"file_path": path}).action == "allow"
+            if is_protected(path) and not allowed:
+                why = "a protected file (no rule of yours opens it)"
+            elif change.new_mode == "120000":
+                target = workspace.blob_text(worktree, change.new_sha)
+                if leads_outside(path, target):
+                    why = f"a symlink to {target!r}, outside the repository"
+            elif change.new_mode == "160000" and path not in staged.submodules:
+                why = "a gitlink to a repository the base has no submodule for"
+            elif change.status != "D" and change.new_mode.startswith("100"):
+                size = workspace.blob_size(worktree, change.new_sha)
+                if size > limit_mb * 1024 * 1024:
+                    why = f"{size / 1024 / 1024:.0f} MB, over the {limit_mb:g} MB limit"
+            if why:
+                revert.append(path)
+                flags.append(f"not committed: {path} ({why})")
+        flags += [
+            f"not committed: {path}/ (a git repository of its own inside the task's tree; "
+            "its configuration could run commands in git)"
+            for path in staged.nested
         ]
-        if refused:
-            workspace.restore_paths(task.worktree, task.base_commit, refused)
-            self._record(
-                task, "flag", {"text": f"protected files not committed: {', '.join(refused)}"}
-            )
+        for text in flags:
+            self._record(task, "flag", {"text": text})
+        return revert
 
     async def _run_checks(self, task: Task, context: _Context, commit: str) -> list[CheckResult]:
         """Run the task's checks on `commit`, in a throw-away checkout of it seen at the

@@ -22,7 +22,7 @@ import shutil
 import stat
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +51,129 @@ class Worktree:
 
 
 @dataclass(frozen=True)
+class Change:
+    """One path a commit of the task's tree would change, as git's raw diff says it:
+    `status` A(dded), M(odified), D(eleted) or T(ype changed); modes as git writes them
+    (100644, 100755, 120000 a symlink, 160000 a gitlink); blob ids."""
+
+    path: str
+    status: str
+    old_mode: str
+    new_mode: str
+    old_sha: str
+    new_sha: str
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What `Workspace.stage` staged: HEAD, the staged tree, its changes against HEAD,
+    the nested repositories left out, and the submodules HEAD records."""
+
+    head: str
+    tree: str
+    changes: tuple[Change, ...]
+    nested: tuple[str, ...]
+    submodules: frozenset[str]
+
+
+@dataclass(frozen=True)
 class MergeResult:
     commit: str
     base_moved: bool  # the base branch had moved; the task branch now contains it
+
+
+# Every git command the harness runs on a task's tree runs with this configuration on
+# top of the repository's: nothing in that tree may make git run a program (an
+# fsmonitor, a hook, a pager, an external diff, a credential helper) or step into a
+# nested repository, whose own configuration the agent could have written. The tree's
+# `.gitattributes` can only name drivers the repository's configuration defines, and
+# that configuration is out of the agent's reach (read-only in the sandbox).
+PINNED_CONFIG = (
+    "core.fsmonitor=false",
+    "core.hooksPath=/dev/null",
+    "core.pager=cat",
+    "core.untrackedCache=false",
+    "diff.ignoreSubmodules=all",
+    "status.submoduleSummary=false",
+    "submodule.recurse=false",
+    "protocol.allow=never",
+    "credential.helper=",
+    "core.sshCommand=false",
+)
+PINNED_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_PAGER": "cat",
+    "GIT_OPTIONAL_LOCKS": "0",
+}
+_UNSET_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_EXTERNAL_DIFF", "GIT_ASKPASS")
+_DIFF = ("--no-ext-diff", "--no-textconv", "--ignore-submodules=all")
+_ZERO = "0" * 40
+
+
+def pinned_git(worktree: Path) -> git.Git:
+    """A git command runner for a task's tree, with PINNED_CONFIG and PINNED_ENV."""
+    runner = git.Git(worktree)
+    runner.set_persistent_git_options(c=list(PINNED_CONFIG))
+    runner.update_environment(**PINNED_ENV, **dict.fromkeys(_UNSET_ENV))
+    return runner
+
+
+def nested_repositories(worktree: Path, submodules: set[str] | frozenset[str]) -> list[str]:
+    """The folders under `worktree` holding a `.git` of their own (a folder, or a file
+    pointing anywhere), other than the `submodules` the tree records; not descended into
+    and never a symlink followed."""
+    found: list[str] = []
+    for folder, dirs, files in os.walk(worktree):
+        relative = os.path.relpath(folder, worktree)
+        if relative != "." and (".git" in dirs or ".git" in files):
+            if relative not in submodules:
+                found.append(Path(relative).as_posix())
+            dirs[:] = []
+            continue
+        dirs[:] = [d for d in dirs if not (relative == "." and d == ".git")]
+    return sorted(found)
+
+
+def _gitlinks(tree_git: git.Git, treeish: str) -> list[str]:
+    listing = tree_git.ls_tree("-r", "-z", treeish)
+    found = []
+    for entry in filter(None, listing.split("\0")):
+        meta, path = entry.split("\t", 1)
+        if meta.split()[1] == "commit":
+            found.append(path)
+    return found
+
+
+def _staged_gitlink(tree_git: git.Git, path: str) -> bool:
+    staged = tree_git.ls_files("-s", "-z", "--", f":(literal){path}")
+    return any(e.startswith("160000 ") for e in staged.split("\0") if e)
+
+
+def _entries(tree_git: git.Git, treeish: str, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """(mode, blob id) of each of `paths` in `treeish` that has it."""
+    if not paths:
+        return {}
+    specs = [f":(literal){p}" for p in paths]
+    listing = tree_git.ls_tree("-r", "-z", "--full-tree", treeish, "--", *specs)
+    found = {}
+    for entry in filter(None, listing.split("\0")):
+        meta, path = entry.split("\t", 1)
+        mode, _kind, sha = meta.split()
+        found[path] = (mode, sha)
+    return found
+
+
+def _parse_raw(raw: str) -> list[Change]:
+    """`git diff-tree -r -z --raw --no-renames` output: `:old new oldsha newsha S\0path\0`."""
+    fields = raw.split("\0")
+    changes = []
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+        if not meta.startswith(":"):
+            continue
+        old_mode, new_mode, old_sha, new_sha, status = meta[1:].split()
+        changes.append(Change(path, status[0], old_mode, new_mode, old_sha, new_sha))
+    return changes
 
 
 def _lock_of(path: Path) -> threading.RLock:
@@ -219,54 +339,84 @@ class Workspace:
                 (admin / "gitdir").write_text(f"{link}\n")
             self.repo.git.worktree("repair", str(path))
 
-    def _stage_all(self, wt: git.Repo) -> None:
-        wt.git.add("-A")
+    # -- the task's tree: staged, guarded, committed by the harness ----------------------
+    def stage(self, worktree: Path) -> Staged:
+        """Stage everything in the worktree except nested repositories (a folder with its
+        own `.git` that is not a submodule of HEAD), and return the staged tree's changes
+        against HEAD, read from git's raw NUL-separated output with renames not collapsed:
+        the exact paths, modes and blobs a commit would hold."""
+        tree_git = pinned_git(worktree)
+        with self.worktree_locked(worktree):
+            submodules = set(_gitlinks(tree_git, "HEAD"))
+            nested = nested_repositories(worktree, submodules)
+            excluded = [f":(exclude,literal,top){path}" for path in nested]
+            tree_git.add("-A", "--", ".", *excluded)
+            for path in nested:  # an older stage may have recorded it as a gitlink
+                if _staged_gitlink(tree_git, path) and path not in submodules:
+                    tree_git.update_index("--force-remove", "--", path)
+            tree = tree_git.write_tree()
+            head = tree_git.rev_parse("HEAD")
+            raw = tree_git.diff_tree("-r", "-z", "--no-renames", "--raw", f"{head}^{{tree}}", tree)
+        return Staged(head, tree, tuple(_parse_raw(raw)), tuple(nested), frozenset(submodules))
+
+    def blob_size(self, worktree: Path, sha: str) -> int:
+        return int(pinned_git(worktree).cat_file("-s", sha))
+
+    def blob_text(self, worktree: Path, sha: str, limit: int = 4096) -> str:
+        data = pinned_git(worktree).cat_file("blob", sha, stdout_as_string=False)
+        return bytes(data[:limit]).decode("utf-8", errors="replace")
+
+    def commit(
+        self,
+        worktree: Path,
+        message: str,
+        trailers: Mapping[str, str],
+        revert: Sequence[str] = (),
+    ) -> str:
+        """Commit what `stage` staged (the harness commits, never the agent), with the
+        paths in `revert` put back as HEAD has them, in the commit and in the worktree.
+        Returns the new head; with nothing to commit, the head as it is."""
+        tree_git = pinned_git(worktree)
+        with self.worktree_locked(worktree):
+            head = tree_git.rev_parse("HEAD")
+            entries = _entries(tree_git, head, revert)
+            for path in revert:
+                if path in entries:
+                    mode, sha = entries[path]
+                    tree_git.update_index("--add", "--cacheinfo", f"{mode},{sha},{path}")
+                else:
+                    tree_git.update_index("--force-remove", "--", path)
+            tree = tree_git.write_tree()
+            if tree == tree_git.rev_parse(f"{head}^{{tree}}"):
+                commit = head
+            else:
+                text = message.rstrip() + "\n\n"
+                text += "".join(f"{k}: {v}\n" for k, v in trailers.items())
+                commit = tree_git.commit_tree(tree, "-p", head, "-m", text, env=self._identity())
+                tree_git.update_ref("-m", "delegate: commit", "HEAD", commit, head)
+            for path in revert:  # the worktree agrees with the commit again
+                target = worktree / path
+                if path in entries and entries[path][0] != "160000":
+                    tree_git.checkout(commit, "--", path)
+                elif target.is_symlink() or target.is_file():
+                    target.unlink()
+            return str(commit)
 
     def diff(self, worktree: Path, base_commit: str, head: str | None = None) -> str:
         """The change from base to the worktree (or to `head` when the worktree is gone)."""
         if head is not None and not worktree.exists():
-            return str(self.repo.git.diff(base_commit, head, "--stat=100", "--patch"))
-        wt = git.Repo(worktree)
-        with self.worktree_locked(worktree):
-            self._stage_all(wt)
-            return str(wt.git.diff("--cached", base_commit, "--stat=100", "--patch"))
-
-    def changed_files(self, worktree: Path, base_commit: str) -> list[str]:
-        wt = git.Repo(worktree)
-        with self.worktree_locked(worktree):
-            self._stage_all(wt)
-            out = wt.git.diff("--cached", "--name-only", base_commit)
-        return [line for line in out.splitlines() if line]
+            return str(self.repo.git.diff(*_DIFF, base_commit, head, "--stat=100", "--patch"))
+        staged = self.stage(worktree)
+        return str(
+            pinned_git(worktree).diff(*_DIFF, base_commit, staged.tree, "--stat=100", "--patch")
+        )
 
     def tracked_files(self, worktree: Path) -> list[str]:
-        return [line for line in git.Repo(worktree).git.ls_files().splitlines() if line]
+        listing = pinned_git(worktree).ls_files("-z")
+        return [line for line in listing.split("\0") if line]
 
-    def restore_paths(self, worktree: Path, base_commit: str, paths: list[str]) -> None:
-        """Put `paths` back as they are at the base commit (removing those it lacks)."""
-        wt = git.Repo(worktree)
-        with self.worktree_locked(worktree):
-            in_base = set(wt.git.ls_tree("-r", "--name-only", base_commit).splitlines())
-            for path in paths:
-                if path in in_base:
-                    wt.git.checkout(base_commit, "--", path)
-                else:
-                    wt.git.rm("-q", "--cached", "--ignore-unmatch", "--", path)
-                    (worktree / path).unlink(missing_ok=True)
-
-    def commit(self, worktree: Path, message: str, trailers: Mapping[str, str]) -> str:
-        """Commit everything in the worktree (the harness commits, never the agent).
-        Returns the head commit; with nothing to commit, the head as it is."""
-        wt = git.Repo(worktree)
-        with self.worktree_locked(worktree):
-            self._stage_all(wt)
-            if not wt.git.status("--porcelain"):
-                return str(wt.head.commit.hexsha)
-            text = message.rstrip() + "\n\n" + "".join(f"{k}: {v}\n" for k, v in trailers.items())
-            wt.git.commit("-q", "--no-verify", "-m", text, env=self._identity(wt))
-            return str(wt.head.commit.hexsha)
-
-    def _identity(self, repo: git.Repo) -> dict[str, str]:
-        reader = repo.config_reader()
+    def _identity(self) -> dict[str, str]:
+        reader = self.repo.config_reader()
         has_identity = reader.has_option("user", "name") and reader.has_option("user", "email")
         return {} if has_identity else dict(_FALLBACK_IDENTITY)
 
@@ -275,15 +425,16 @@ class Workspace:
         """Merge the base branch's current tip into the task branch when it has moved.
         Returns whether it had moved. On conflict, aborts and raises ReviewError."""
         wt = git.Repo(worktree)
+        tree_git = pinned_git(worktree)
         with self.locked(worktree):
             tip = self.repo.commit(base_branch).hexsha
             if wt.is_ancestor(wt.commit(tip), wt.head.commit):
                 return False
             try:
-                wt.git.merge("--no-edit", "--no-verify", tip, env=self._identity(wt))
+                tree_git.merge("--no-edit", "--no-verify", tip, env=self._identity())
             except git.GitCommandError:
-                conflicted = wt.git.diff("--name-only", "--diff-filter=U").split()
-                wt.git.merge("--abort")
+                conflicted = tree_git.diff("--name-only", "--diff-filter=U").split()
+                tree_git.merge("--abort")
                 raise ReviewError(
                     f"{base_branch} has moved since the task started and its changes "
                     f"conflict with the task's in: {', '.join(conflicted) or 'unknown files'}. "
@@ -307,7 +458,7 @@ class Workspace:
             if strategy == "squash" and head != tip:
                 tree = wt.head.commit.tree.hexsha
                 target = self.repo.git.commit_tree(
-                    tree, "-p", tip, "-m", message, env=self._identity(self.repo)
+                    tree, "-p", tip, "-m", message, env=self._identity()
                 )
             checkout = self._checkout_of(base_branch)
             if checkout is None:
@@ -350,16 +501,8 @@ class Workspace:
         ref = ARCHIVE_PREFIX + task_id
         with self.locked(worktree):
             if worktree.exists():
-                wt = git.Repo(worktree)
-                self._stage_all(wt)
-                if wt.git.status("--porcelain"):
-                    wt.git.commit(
-                        "-q",
-                        "--no-verify",
-                        "-m",
-                        "delegate: work in progress at reject",
-                        env=self._identity(wt),
-                    )
+                self.stage(worktree)
+                self.commit(worktree, "delegate: work in progress at reject", {})
             head = self.repo.commit(branch).hexsha
             self.repo.git.update_ref(ref, head)
             self.remove_worktree(worktree)
@@ -430,3 +573,34 @@ def _remove_tree(path: Path) -> None:
         path.unlink()
     elif path.exists():
         shutil.rmtree(path, onerror=writable_then_retry)
+
+
+DEFAULT_MAX_FILE_MB = 25.0
+
+
+def leads_outside(path: str, target: str) -> bool:
+    """Whether a symlink at `path` (in the repository) to `target` leads out of it."""
+    if not target or target.startswith("/") or "\0" in target:
+        return True
+    joined = os.path.normpath(os.path.join(os.path.dirname(path), target))
+    return joined == ".." or joined.startswith("../") or os.path.isabs(joined)
+
+
+def max_file_mb(root: Path) -> float:
+    """The largest file the harness commits, in MB: `[commit] max_file_mb` of the user's
+    config.toml (default 25), which the repository's .jupyter-delegate.toml can only lower."""
+    from .home import user_dir
+    from .policy import REPO_CONFIG, PolicyError, read_toml
+
+    def declared(path: Path) -> float | None:
+        table = read_toml(path).get("commit", {})
+        value = table.get("max_file_mb") if isinstance(table, Mapping) else None
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise PolicyError(f"{path}: [commit] max_file_mb must be a positive number of MB.")
+        return float(value)
+
+    limit = declared(user_dir() / "config.toml") or DEFAULT_MAX_FILE_MB
+    repo = declared(root / REPO_CONFIG)
+    return min(limit, repo) if repo is not None else limit

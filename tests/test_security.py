@@ -207,9 +207,9 @@ def test_a_hostile_repository_changes_nothing_it_must_not(
     assert task.wait(timeout=120) == TaskState.REVIEW
     sent = json.dumps([r.body for r in fake.requests])
     assert SECRET not in sent and SECRET not in task.journal_path.read_text()
-    changed = Workspace(hostile.working_dir).changed_files(task.worktree, task.base_commit)
-    assert changed == [], changed  # nothing protected reached the commit
-    assert any("protected files not committed" in f for f in task.flags), task.flags
+    changed = hostile.git.diff("--name-only", task.base_commit, task.head_commit)
+    assert changed == "", changed  # nothing protected reached the commit
+    assert "not committed: .github/workflows/x.yml (a protected file" in " ".join(task.flags)
     assert sum(f.startswith("denied:") for f in task.flags) >= 6
     curl = fake.requests[-1].body["messages"][-1]["content"][0]["content"]
     assert "Denied" in curl and "curl" in curl  # the repo's own deny rule held

@@ -43,8 +43,9 @@ def test_tasks_commit_side_by_side_while_the_repository_is_busy(repo: git.Repo) 
     done: list[object] = []
 
     def work() -> None:
+        workspace.stage(first)
         done.append(workspace.commit(first, "first", {"Delegate-Task": "t0"}))
-        done.append(workspace.changed_files(second, repo.head.commit.hexsha))
+        done.append([c.path for c in workspace.stage(second).changes])
 
     worker = threading.Thread(target=work, daemon=True)
     worker.start()

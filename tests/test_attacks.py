@@ -177,3 +177,30 @@ def test_renaming_a_protected_files_folder_cannot_remove_it_unseen(
     tree = user_repo.git.ls_tree("-r", "--name-only", task.head_commit).split()
     assert ".github/workflows/ci.yml" in tree
     assert "not committed: .github/workflows/ci.yml (a protected file" in " ".join(task.flags)
+
+
+def test_tools_cannot_freeze_the_engine(user_repo: git.Repo, make_manager: Factory) -> None:
+    evil_line = "a" * 5000 + "!"
+    turns = [
+        bash(f"mkfifo pipe && printf '{evil_line}\\n' > long.txt && echo made"),
+        {"tools": [{"write": {"file_path": "pipe", "content": "blocks the loop in open()"}}]},
+        {"tools": [{"grep": {"pattern": "(a|aa)+$"}}]},
+        {"tools": [{"grep": {"pattern": "return a"}}]},
+        {"tools": [CALC_FIX]},
+        finish(),
+    ]
+    manager, fake = make_manager(turns)
+    root = user_repo.working_dir
+    task = manager.submit(Outcome("Fix add.", checks=("true",)), repo=root, sandbox=SANDBOX)
+    # A frozen engine loop would never get here: every later step needs it.
+    assert task.wait(timeout=120) == TaskState.REVIEW, task.error
+    results = [
+        block
+        for request in fake.requests[2:5]
+        for block in request.body["messages"][-1]["content"]
+        if block["type"] == "tool_result"
+    ]
+    write, redos, found = (r["content"] for r in results)
+    assert "pipe: not a regular file" in write
+    assert "no matches" in redos or "timed out" in redos or "grep:" in redos
+    assert found == "calc.py:2:    return a - b"

@@ -17,6 +17,9 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
+import shlex
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +72,7 @@ FINISH_TOOL: dict[str, Any] = {
 
 
 SKILL_OUTPUT_LIMIT = 60_000
+GREP_LIMIT = 100_000  # bytes of matches, as the SDK's own grep
 
 
 def skill_tool(names: Sequence[str]) -> dict[str, Any]:
@@ -149,6 +153,10 @@ class Toolbox:
     async def _file_tool(self, name: str, tool_input: dict[str, Any]) -> ToolOutput:
         from anthropic.lib.tools import ToolError
 
+        if name == "grep":
+            return await self._grep(tool_input)
+        if name == "write" and (refusal := self._not_a_regular_file(tool_input)):
+            return _error(refusal)
         try:
             result = await self._file_tool_named(name).call(tool_input)
         except ToolError as exc:
@@ -158,10 +166,52 @@ class Toolbox:
             return _error(f"{name}: invalid input: {detail}", malformed=True)
         if isinstance(result, str):
             text = self._relative(result)
-            if name == "grep":  # a search over the tree must not read secrets out
-                text = "\n".join(line for line in text.splitlines() if not _in_secret(line))
             return ToolOutput(text or "no matches")
         return ToolOutput([dict(block) for block in result])
+
+    def _not_a_regular_file(self, tool_input: dict[str, Any]) -> str:
+        """Why `write` must not open its path: an existing path that is not a regular file
+        (a FIFO would block the engine's loop in open(), a device never ends)."""
+        path = tool_input.get("file_path")
+        if not isinstance(path, str):
+            return ""  # the tool's own validation answers
+        target = Path(path) if os.path.isabs(path) else self.worktree / path
+        try:
+            mode = target.stat().st_mode
+        except OSError:
+            return ""  # absent (it will be created) or unreachable (the tool says why)
+        if stat.S_ISREG(mode):
+            return ""
+        return f"write: {path}: not a regular file; write refuses FIFOs, sockets and devices."
+
+    async def _grep(self, tool_input: dict[str, Any]) -> ToolOutput:
+        """Search file contents with GNU grep, run like any command: in the sandbox, its own
+        process group, killed at the command timeout. Not in-process: a pathological
+        pattern holds Python's regex engine (and the GIL) for as long as it backtracks, and
+        a FIFO in the tree blocks a reader that opens it."""
+        pattern, path = tool_input.get("pattern"), tool_input.get("path")
+        if not isinstance(pattern, str) or not pattern:
+            return _error("grep: 'pattern' must be a non-empty string.", malformed=True)
+        if path is not None and not isinstance(path, str):
+            return _error("grep: 'path' must be a string.", malformed=True)
+        from ..policy import resolve
+
+        where = resolve(self.worktree, path or ".")
+        if where is None:
+            return _error(f"grep: {path} is outside the repository.")
+        command = (
+            "grep -rnI --devices=skip --exclude-dir=.git --color=never -P -e "
+            f"{shlex.quote(pattern)} -- {shlex.quote(where)} 2>&1 | head -c {GREP_LIMIT}"
+        )
+        result = await self.sandbox.run(command, timeout_s=self.command_timeout_s)
+        text = result.output
+        if result.timed_out:
+            return _error(f"grep: timed out after {self.command_timeout_s:g} s.")
+        if text.startswith("grep: ") and "\n" not in text.strip():
+            return _error(text.strip())  # a malformed pattern, say
+        lines = [line.removeprefix("./") for line in text.splitlines()]
+        kept = [line for line in lines if not _in_secret(line)]
+        return ToolOutput("\n".join(kept) or "no matches")
 
     async def _bash(self, tool_input: dict[str, Any]) -> ToolOutput:
         command = tool_input.get("command")

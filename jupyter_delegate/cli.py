@@ -278,11 +278,11 @@ def cmd_cancel(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> i
 
 
 def cmd_audit(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
-    from .audit import audit_repo
+    from .audit import audit_repo, named_tasks
     from .workspace import Workspace
 
     workspace = Workspace(args.repo)
-    known = workspace.task_ids()
+    known = named_tasks(workspace)
     if args.id and args.id not in known:
         raise DelegateError(f"No journal for task {args.id} in {workspace.root}.")
     ids = [args.id] if args.id else known

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .audit import witness
 from .context import Watch, add_preference, check_readable, gather
 from .engine.loop import AgentLoop, Finished, TaskFailed
 from .engine.model import Endpoint, client_for, endpoint_from_env, resolve_model
@@ -468,7 +469,10 @@ class TaskManager:
     def _record_many(
         self, task: Task, events: list[tuple[str, Mapping[str, Any]]], sync: bool = True
     ) -> list[Event]:
-        written = self._context(task).journal.append_many(events, sync=sync)
+        context = self._context(task)
+        written = context.journal.append_many(events, sync=sync)
+        if sync:  # what a human acts upon is witnessed outside the journal (audit.py)
+            witness(context.workspace.state_dir, task.id, written[-1])
         for event in written:
             task.apply(event.type, event.data)
             task.journal_head = event.hash

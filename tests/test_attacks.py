@@ -9,6 +9,7 @@ would hide them, and a read attack would pass for the wrong reason).
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,70 @@ def test_tools_cannot_freeze_the_engine(user_repo: git.Repo, make_manager: Facto
     assert "pipe: not a regular file" in write
     assert "no matches" in redos or "timed out" in redos or "grep:" in redos
     assert found == "calc.py:2:    return a - b"
+
+
+# -- the audit notices loss and forgery at the end of a journal ------------------------------
+@pytest.fixture
+def reviewed(user_repo: git.Repo, make_manager: Factory) -> Any:
+    manager, _ = make_manager([{"tools": [CALC_FIX]}, finish()])
+    root = user_repo.working_dir
+    task = manager.submit(Outcome("Fix add.", checks=("true",)), repo=root, sandbox=SANDBOX)
+    assert task.wait(timeout=120) == TaskState.REVIEW, task.error
+    code, text = cli("audit", "verify", "--repo", root)
+    assert code == 0, text
+    return task
+
+
+def audit(task: Any) -> tuple[int, str]:
+    return cli("audit", "verify", "--repo", str(task.repo))
+
+
+def test_an_appended_forged_decision_is_caught(reviewed: Any) -> None:
+    from jupyter_delegate.journal import Journal
+
+    forged = Journal(reviewed.journal_path)  # a valid chain: only the witness can tell
+    forged.append_many(
+        [("rejected", {"archive_ref": "", "reason": "forged"}), ("state", {"state": "rejected"})]
+    )
+    forged.close()
+    code, text = audit(reviewed)
+    assert code == 1
+    assert "(rejected) was never witnessed" in text and "(state) was never witnessed" in text
+
+
+def test_a_truncated_or_edited_end_is_caught(reviewed: Any) -> None:
+    import json
+
+    from jupyter_delegate.journal import chain_hash
+
+    path = reviewed.journal_path
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n")  # the last event (review) gone
+    code, text = audit(reviewed)
+    assert code == 1 and "was witnessed but is not in the journal (truncated)" in text
+    last = json.loads(lines[-1])  # now edited, its hash recomputed so the chain holds
+    last["data"]["reason"] = "edited"
+    body = {k: last[k] for k in ("seq", "ts", "type", "data", "prev")}
+    last["hash"] = chain_hash(last["prev"], body)
+    path.write_text("\n".join([*lines[:-1], json.dumps(last)]) + "\n")
+    code, text = audit(reviewed)
+    assert code == 1 and "is not the one witnessed (edited or replaced)" in text
+
+
+def test_a_forged_witness_line_and_a_deleted_task_folder_are_caught(reviewed: Any) -> None:
+    import shutil
+
+    from jupyter_delegate.journal import Journal
+
+    state = reviewed.journal_path.parent.parent.parent
+    forged = Journal(reviewed.journal_path)
+    event = forged.append_many([("state", {"state": "merged"})])[-1]
+    forged.close()
+    with (state / "witness.jsonl").open("a") as file:
+        line = {"task": reviewed.id, "seq": event.seq, "hash": event.hash, "type": "state"}
+        file.write(json.dumps({**line, "mac": "0" * 64}) + "\n")
+    code, text = audit(reviewed)
+    assert code == 1 and "does not carry your key's MAC" in text
+    shutil.rmtree(reviewed.journal_path.parent)  # the task's commit is on its branch still
+    code, text = audit(reviewed)
+    assert code == 1 and f"{reviewed.id}: audit verify: the journal is missing" in text

@@ -34,7 +34,7 @@ from .engine.model import Endpoint, client_for, endpoint_from_env, resolve_model
 from .engine.prompt import first_message, system_prompt
 from .environment import Environment, declared_environment, diagnose, discover, furnish
 from .errors import DelegateError, ReviewError, TaskNotFound
-from .journal import Event, Journal, redact, replay_messages
+from .journal import Event, Journal, redact, replay_messages, secret_values
 from .outcome import Outcome, check_timeout
 from .policy import PermissionRequest, Policy, effective_policy, is_protected, is_secret
 from .task import CheckResult, Task, TaskState, check_transition
@@ -68,6 +68,8 @@ class _Context:
     endpoint: Endpoint | None = None
     sandbox_tier: str = "auto"
     lock_fd: int | None = None
+    # Secret values committed in the history (never journaled: kept here, redacted).
+    secrets: list[str] = field(default_factory=list, repr=False)
     running: asyncio.Task[None] | None = field(default=None, repr=False)
     pending: dict[str, tuple[PermissionRequest, asyncio.Future[tuple[bool, bool]]]] = field(
         default_factory=dict, repr=False
@@ -224,6 +226,7 @@ class TaskManager:
                 task.worktree, next(e.data for e in reversed(events) if e.type == "context")
             )
             sandbox, _ = await asyncio.to_thread(self._sandbox, task, context, task.worktree)
+            context.secrets = await asyncio.to_thread(workspace.committed_secrets)
             client = self._client or client_for(context.endpoint or endpoint_from_env())
             loop = AgentLoop(
                 client=client,
@@ -237,6 +240,7 @@ class TaskManager:
                 spent_usd=lambda: task.usage.cost_usd,
                 permit=lambda call: self._permit(task, context, call),
                 before_turn=lambda: self._notice_changes(task, watch),
+                secrets=tuple(context.secrets),
             )
             finished = await loop.run()
             await self._conclude(task, context, sandbox, finished)
@@ -348,6 +352,8 @@ class TaskManager:
         results: list[CheckResult] = []
         logs = workspace.task_dir(task.id) / "checks"
         round_ = len(list(logs.glob("*-1.log"))) + 1 if logs.is_dir() else 1
+        if not context.secrets:  # checks at an approve, in another process than the run
+            context.secrets = await asyncio.to_thread(workspace.committed_secrets)
         with contextlib.ExitStack() as stack:
             copy = await asyncio.to_thread(
                 stack.enter_context, workspace.check_copy(task.id, commit)
@@ -358,7 +364,7 @@ class TaskManager:
             for number, command in enumerate(task.check_commands, start=1):
                 timeout_s = check_timeout(command, task.outcome.budget.check_timeout_s)
                 run = await sandbox.run(command, timeout_s=timeout_s)
-                output = redact(run.output)
+                output = redact(run.output, secret_values() + context.secrets)
                 log = logs / f"{round_}-{number}.log"
                 await asyncio.to_thread(_write_log, log, output)
                 failed = run.exit_code != 0

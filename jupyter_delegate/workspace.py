@@ -109,6 +109,7 @@ PINNED_ENV = {
 _UNSET_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_EXTERNAL_DIFF", "GIT_ASKPASS")
 _DIFF = ("--no-ext-diff", "--no-textconv", "--ignore-submodules=all")
 _ZERO = "0" * 40
+_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_.-]*\s*[=:]\s*(.+?)\s*$")
 
 
 def pinned_git(worktree: Path) -> git.Git:
@@ -338,6 +339,22 @@ class Workspace:
                 link.write_text(f"gitdir: {admin}\n")
                 (admin / "gitdir").write_text(f"{link}\n")
             self.repo.git.worktree("repair", str(path))
+
+    def committed_secrets(self) -> list[str]:
+        """The values in every version of every secret file (`.env*`) ever committed to
+        any ref: commands can read the history (`git show HEAD~3:.env`), so these are
+        redacted like the environment's credentials. Longest first."""
+        patch = self.repo.git.log("--all", "-p", "--format=", *_DIFF, "--", ":(glob,icase)**/.env*")
+        values = set()
+        for line in patch.splitlines():
+            if line[:1] not in "+-" or line.startswith(("+++", "---")):
+                continue
+            match = _ASSIGNMENT.match(line[1:])
+            if match:
+                value = match.group(1).strip().strip("'\"")
+                if len(value) >= 8:
+                    values.add(value)
+        return sorted(values, key=len, reverse=True)
 
     # -- the task's tree: staged, guarded, committed by the harness ----------------------
     def stage(self, worktree: Path) -> Staged:

@@ -272,3 +272,30 @@ def test_a_forged_witness_line_and_a_deleted_task_folder_are_caught(reviewed: An
     shutil.rmtree(reviewed.journal_path.parent)  # the task's commit is on its branch still
     code, text = audit(reviewed)
     assert code == 1 and f"{reviewed.id}: audit verify: the journal is missing" in text
+
+
+def test_a_secret_committed_in_the_history_is_redacted(
+    user_repo: git.Repo, make_manager: Factory
+) -> None:
+    root = Path(user_repo.working_dir)
+    secret = "sk-live-0123456789abcdef"
+    (root / ".env").write_text(f"STRIPE_KEY={secret}\n")
+    commit_all(user_repo, "oops, a secret")
+    (root / ".env").unlink()
+    commit_all(user_repo, "remove it (it stays in the history)")
+    turns = [
+        bash("git show HEAD~1:.env; git log -p --all | grep STRIPE"),
+        finish(),
+    ]
+    manager, fake = make_manager(turns)
+    task = manager.submit(
+        Outcome("Look around.", checks=("git show HEAD~1:.env",)), repo=str(root), sandbox=SANDBOX
+    )
+    assert task.wait(timeout=120) == TaskState.REVIEW, task.error
+    shown = fake.requests[1].body["messages"][-1]["content"][0]["content"]
+    assert "STRIPE_KEY=[REDACTED]" in shown, shown  # the agent did read it: git works
+    sent = json.dumps([r.body for r in fake.requests])
+    assert secret not in sent
+    assert secret not in task.journal_path.read_text()
+    assert secret not in Path(task.checks[0].log).read_text()
+    assert "STRIPE_KEY=[REDACTED]" in task.checks[0].output_tail

@@ -76,6 +76,8 @@ class AgentLoop:
     permit: Permit
     # Runs before each model turn (the manager notices context files changing there).
     before_turn: Callable[[], None] = lambda: None
+    # Secret values known besides the environment's (those committed in the history).
+    secrets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _hold_stream_snapshot_type()
@@ -83,7 +85,8 @@ class AgentLoop:
         self._steps = 0
         self._started = time.monotonic()
         self._malformed_in_a_row = 0
-        self._secrets = secret_values()
+        known = set(secret_values()) | set(self.secrets)
+        self._secrets = sorted(known, key=len, reverse=True)
 
     async def run(self) -> Finished:
         try:

@@ -278,13 +278,13 @@ def test_a_secret_committed_in_the_history_is_redacted(
     user_repo: git.Repo, make_manager: Factory
 ) -> None:
     root = Path(user_repo.working_dir)
-    secret = "sk-live-0123456789abcdef"
-    (root / ".env").write_text(f"STRIPE_KEY={secret}\n")
+    secret = "postgres://admin:CorrectHorseBattery@db/prod"  # no token pattern knows it
+    (root / ".env").write_text(f"DATABASE_URL={secret}\n")
     commit_all(user_repo, "oops, a secret")
     (root / ".env").unlink()
     commit_all(user_repo, "remove it (it stays in the history)")
     turns = [
-        bash("git show HEAD~1:.env; git log -p --all | grep STRIPE"),
+        bash("git show HEAD~1:.env; git log -p --all | grep DATABASE"),
         finish(),
     ]
     manager, fake = make_manager(turns)
@@ -293,9 +293,9 @@ def test_a_secret_committed_in_the_history_is_redacted(
     )
     assert task.wait(timeout=120) == TaskState.REVIEW, task.error
     shown = fake.requests[1].body["messages"][-1]["content"][0]["content"]
-    assert "STRIPE_KEY=[REDACTED]" in shown, shown  # the agent did read it: git works
+    assert "DATABASE_URL=[REDACTED]" in shown, shown  # the agent did read it: git works
     sent = json.dumps([r.body for r in fake.requests])
     assert secret not in sent
     assert secret not in task.journal_path.read_text()
     assert secret not in Path(task.checks[0].log).read_text()
-    assert "STRIPE_KEY=[REDACTED]" in task.checks[0].output_tail
+    assert "DATABASE_URL=[REDACTED]" in task.checks[0].output_tail

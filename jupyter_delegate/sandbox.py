@@ -193,6 +193,9 @@ class CommandResult:
     timed_out: bool
     truncated: bool
     tier: str  # "bubblewrap" or "none"
+    # The worktree's growth in MB since the sandbox was made, when it went over the
+    # quota (Limits.worktree_mb) during this command; 0 otherwise.
+    over_quota_mb: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ class Limits:
     memory_mb: int = 16384
     file_size_mb: int = 1024
     tmp_mb: int = 2048
+    worktree_mb: int = 4096  # how much the worktree may grow; checked after each command
 
     def preamble(self) -> str:
         return (
@@ -258,6 +262,7 @@ class Sandbox:
         credentials = sorted(k for k in self._extra_env if CREDENTIAL_NAME.search(k))
         if credentials:
             raise ValueError(f"extra_env would pass credentials into commands: {credentials}")
+        self._worktree_bytes = _tree_bytes(self._worktree) if self._worktree.is_dir() else None
         self._bwrap = ""
         if tier == "none":
             self._tier = "none"
@@ -300,6 +305,7 @@ class Sandbox:
         environment = self._environment or bare(self._worktree)
         env = self._variables(environment)
         argv = [BASH, "--noprofile", "--norc", "-c", self._limits.preamble() + command]
+        disk_before = _disk_used(self._worktree)
         pass_fds: list[int] = []
         try:
             if self._tier == "bubblewrap":
@@ -325,7 +331,20 @@ class Sandbox:
             timed_out=timed_out,
             truncated=truncated,
             tier=self._tier,
+            over_quota_mb=await asyncio.to_thread(self._over_quota, disk_before),
         )
+
+    def _over_quota(self, disk_before: int) -> float:
+        """The worktree's growth in MB when over its quota, else 0. The file system's
+        use is compared first (cheap); only when it grew by more than the quota during
+        the command is the worktree walked and measured."""
+        quota = self._limits.worktree_mb << 20
+        if _disk_used(self._worktree) - disk_before <= quota:
+            return 0.0
+        if self._worktree_bytes is None:
+            return 0.0
+        grown = _tree_bytes(self._worktree) - self._worktree_bytes
+        return grown / (1 << 20) if grown > quota else 0.0
 
     def _variables(self, environment: Environment) -> dict[str, str]:
         """The command's whole environment: the declared variables (credentials were
@@ -408,6 +427,25 @@ class Sandbox:
         if not text.startswith("gitdir:") or not admin.is_relative_to(self._git_dir):
             return None
         return f"gitdir: {GIT_DIR_IN_SANDBOX / admin.relative_to(self._git_dir)}\n".encode()
+
+
+def _disk_used(path: Path) -> int:
+    """Bytes in use on the file system holding `path`."""
+    try:
+        found = os.statvfs(path)
+    except OSError:
+        return 0
+    return (found.f_blocks - found.f_bfree) * found.f_frsize
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes of the blocks the files under `root` use (never following a symlink)."""
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+    return total
 
 
 @functools.cache

@@ -548,3 +548,18 @@ def _cmdlines() -> list[bytes]:
             except OSError:
                 continue
     return found
+
+
+@BOTH_TIERS
+def test_a_worktree_that_grows_over_its_quota_is_reported(worktree: Path, tier: str) -> None:
+    from jupyter_delegate.engine.loop import TaskFailed
+    from jupyter_delegate.engine.tools import Toolbox
+
+    sandbox = Sandbox(worktree, tier=tier, limits=sandbox_module.Limits(worktree_mb=1))
+    small = run(sandbox, "head -c 100000 /dev/urandom > small.bin")
+    assert small.over_quota_mb == 0
+    big = run(sandbox, "head -c 3000000 /dev/urandom > big.bin")
+    assert 2.5 < big.over_quota_mb < 4, big
+    toolbox = Toolbox(worktree, sandbox, 20.0)
+    with pytest.raises(TaskFailed, match=r"grew by \d+ MB, over its quota"):
+        asyncio.run(toolbox.call("bash", {"command": "head -c 3000000 /dev/urandom > b2"}))

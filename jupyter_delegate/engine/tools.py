@@ -225,6 +225,14 @@ class Toolbox:
             timeout_s = min(timeout_s, timeout_ms / 1000)
         started = time.monotonic()
         result = await self.sandbox.run(command, timeout_s=timeout_s)
+        if result.over_quota_mb:
+            from .loop import TaskFailed
+
+            raise TaskFailed(
+                f"The agent's worktree grew by {result.over_quota_mb:.0f} MB, over its quota; "
+                f"the command was `{command[:200]}`. The task stopped so the disk does not "
+                "fill; its worktree is kept: reject the task to remove it."
+            )
         text = f"exit code {result.exit_code}\n{result.output}"
         if result.timed_out:
             text = f"timed out after {timeout_s:g} s (process group killed)\n{result.output}"

@@ -93,7 +93,6 @@ SECRET = (".env*",)
 
 _RULE = re.compile(r"^(?P<tool>[A-Za-z_][A-Za-z0-9_-]*)(?:\((?P<spec>.+)\))?$")
 _PATH_KEYS = ("file_path", "path")
-_OPERATORS = frozenset({";", "&&", "||", "|", "&", "|&", "(", ")", ";;", "\n"})
 _WRAPPERS = frozenset({"env", "exec", "command", "nohup", "time", "builtin"})
 _SHELLS = frozenset({"bash", "sh", "dash", "zsh", "ksh"})
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -182,65 +181,60 @@ def realpath(path: str) -> str:
 
 # -- commands ---------------------------------------------------------------------------------
 def split_command(command: str) -> list[list[str]] | None:
-    """The simple commands inside a command line, as word lists; None when it cannot be
-    parsed (unbalanced quotes), which no allow rule then matches."""
+    """The simple commands inside a command line, as word lists (in lists, pipelines,
+    subshells, loops, command and process substitutions, assignments, redirections and
+    `bash -c` / `eval` scripts), parsed by bashlex, a port of bash's own parser. None when
+    it cannot be parsed, which no allow rule then matches."""
+    parsed = _parsed(command)
+    return None if parsed is None else [list(words) for words in parsed]
+
+
+@lru_cache(maxsize=512)  # an agent runs the same commands again and again (the checks)
+def _parsed(command: str) -> tuple[tuple[str, ...], ...] | None:
     parts: list[list[str]] = []
     try:
         _split_into(command, parts, depth=0)
-    except ValueError:
-        return None
-    return parts
+    except Exception:  # bashlex's ParsingError, or a construct it does not parse (case):
+        return None  # unparseable is safe here, as no allow rule matches it
+    return tuple(tuple(words) for words in parts)
 
 
 def _split_into(command: str, parts: list[list[str]], depth: int) -> None:
+    import bashlex
+
     if depth > 8:
         raise ValueError("nested too deeply")
-    outer, inner = _substitutions(command)
-    for sub in inner:
-        _split_into(sub, parts, depth + 1)
-    lexer = shlex.shlex(outer, posix=True, punctuation_chars=";&|()")
-    lexer.whitespace_split = True
-    lexer.commenters = ""
-    words: list[str] = []
-    for token in [*lexer, ";"]:
-        if token not in _OPERATORS:
-            words.append(token)
-            continue
+    if not command.strip():
+        return
+    for tree in bashlex.parse(command):
+        _visit(tree, parts, depth)
+
+
+def _visit(node: Any, parts: list[list[str]], depth: int) -> None:
+    """Collect the simple commands under a bashlex node, depth first."""
+    if node.kind == "command":
+        words = [p.word for p in node.parts if p.kind == "word"]
         simple = _unwrap(words)
         if simple and simple[0] in _SHELLS and "-c" in simple[1:]:
             script = simple[simple.index("-c") + 1 :]
             _split_into(script[0] if script else "", parts, depth + 1)
+        elif simple and simple[0] == "eval":
+            _split_into(" ".join(simple[1:]), parts, depth + 1)
         elif simple:
             parts.append(simple)
-        words = []
+    for child in _children(node):
+        _visit(child, parts, depth)
 
 
-def _substitutions(command: str) -> tuple[str, list[str]]:
-    """Take `$(...)` and backtick substitutions out: (the rest, their contents)."""
-    inner: list[str] = []
-    out, i = [], 0
-    while i < len(command):
-        if command.startswith("$(", i):
-            depth, j = 1, i + 2
-            while j < len(command) and depth:
-                depth += {"(": 1, ")": -1}.get(command[j], 0)
-                j += 1
-            if depth:
-                raise ValueError("unbalanced $(")
-            inner.append(command[i + 2 : j - 1])
-            out.append(" __substitution__ ")
-            i = j
-        elif command[i] == "`":
-            j = command.find("`", i + 1)
-            if j < 0:
-                raise ValueError("unbalanced backtick")
-            inner.append(command[i + 1 : j])
-            out.append(" __substitution__ ")
-            i = j + 1
-        else:
-            out.append(command[i])
-            i += 1
-    return "".join(out), inner
+def _children(node: Any) -> list[Any]:
+    found: list[Any] = []
+    for name in ("parts", "list", "command", "output", "heredoc"):
+        value = getattr(node, name, None)
+        if isinstance(value, list):
+            found += [v for v in value if hasattr(v, "kind")]
+        elif hasattr(value, "kind"):
+            found.append(value)
+    return found
 
 
 def _unwrap(words: list[str]) -> list[str]:

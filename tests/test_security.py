@@ -57,6 +57,15 @@ def test_a_compound_command_is_allowed_only_if_every_part_is(command: str) -> No
         "env GIT_TRACE=1 git push",
         "X=1 git push",
         "nohup git push",
+        # Forms the hand-made splitter missed (its words began with `do`, `<`, `eval`):
+        "for r in a b; do git push; done",
+        "while true; do git push; break; done",
+        "if true; then git push; fi",
+        "cat <(git push)",
+        "eval 'git push'",
+        "x=$(git push) true",
+        "echo hi > $(git push)",
+        "{ git push; }",
     ],
 )
 def test_a_denied_command_is_found_in_every_compound_form(command: str) -> None:

@@ -377,7 +377,7 @@ def _without_excluded(items: list[Item], patterns: Iterable[str]) -> list[Item]:
         return items
     import pathspec
 
-    spec = pathspec.PathSpec.from_lines("gitwildmatch", patterns)
+    spec = pathspec.PathSpec.from_lines("gitignore", patterns)
     return [i for i in items if not spec.match_file(i.path) and not spec.match_file(i.path + "/")]
 
 

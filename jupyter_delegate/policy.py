@@ -30,7 +30,7 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -104,42 +104,26 @@ class PolicyError(DelegateError):
 
 # -- globs and paths ------------------------------------------------------------------------
 @lru_cache(maxsize=512)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """gitignore-style: `**` any depth, `*` within a name, a pattern without a slash
-    matches at any depth, a trailing slash (or `/**`) everything below."""
-    anchored = "/" in pattern.rstrip("/")
-    body = pattern.strip("/")
-    out, i = [], 0
-    while i < len(body):
-        if body.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif body.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif body[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif body[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(body[i]))
-            i += 1
-    prefix = "" if anchored else "(?:.*/)?"
-    return re.compile(f"^{prefix}{''.join(out)}(?:/.*)?$", re.IGNORECASE)
+def _spec(*patterns: str) -> Any:
+    """gitignore-style patterns, through pathspec (git's wildmatch): `**` any depth, `*`
+    within a name, a pattern without a slash matches at any depth, and a folder matches
+    everything below it. Matched case-insensitively (`.GIT/hooks` is `.git/hooks` on a
+    case-insensitive disk), so patterns and paths are lowered."""
+    import pathspec
+
+    return pathspec.PathSpec.from_lines("gitignore", [p.lower() for p in patterns])
 
 
 def glob_match(pattern: str, path: str) -> bool:
-    return bool(_glob_regex(pattern).match(path))
+    return bool(_spec(pattern).match_file(path.lower()))
 
 
 def is_protected(path: str) -> bool:
-    return any(glob_match(p, path) for p in PROTECTED)
+    return bool(_spec(*PROTECTED).match_file(path.lower()))
 
 
 def is_secret(path: str) -> bool:
-    return any(glob_match(p, path) for p in SECRET)
+    return bool(_spec(*SECRET).match_file(path.lower()))
 
 
 def resolve(worktree: Path | None, path: str) -> str | None:
@@ -374,7 +358,7 @@ class Policy:
             return Decision("allow", "allowed by a rule")
         if tool in WRITE_TOOLS and self.mode == "ask":
             return Decision("ask", "ask mode: every write asks", tool)
-        if tool in WRITE_TOOLS and self.mode == "default" and scope and not _in_scope(path, scope):
+        if tool in WRITE_TOOLS and self.mode == "default" and scope and not in_scope(path, scope):
             return Decision("ask", f"{path} is outside the scope ({', '.join(scope)})", None)
         return Decision("allow", f"{self.mode} mode")
 
@@ -438,11 +422,11 @@ def _first(rules: Iterable[Rule], test: Any) -> Rule | None:
     return next((r for r in rules if test(r)), None)
 
 
-def _in_scope(path: str, scope: tuple[str, ...]) -> bool:
-    return any(
-        glob_match(s if "*" in s else s.rstrip("/") + "/**", path) or path == s.rstrip("/")
-        for s in scope
-    )
+def in_scope(path: str, scope: Sequence[str]) -> bool:
+    """Whether `path` is under a scope entry: a file, a folder (with or without `/`), or a
+    glob. The one place scope is matched (the policy and the review both ask here)."""
+    patterns = [s if "*" in s else s.rstrip("/") for s in scope]
+    return bool(_spec(*patterns).match_file(path.lower()))
 
 
 def _section(config: Mapping[str, Any], source: str) -> Mapping[str, Any]:

@@ -405,10 +405,9 @@ def diff_lines_html(lines: Sequence[str]) -> str:
 
 def outside_scope(paths: Iterable[str], scope: Sequence[str]) -> list[str]:
     """The paths not under any scope entry (a file, or a directory with or without `/`)."""
-    if not scope:
-        return []
-    roots = [entry.rstrip("/") for entry in scope]
-    return [p for p in paths if not any(p == r or p.startswith(r + "/") for r in roots)]
+    from ..policy import in_scope
+
+    return [p for p in paths if not in_scope(p, scope)] if scope else []
 
 
 def review_flags(task: Task, paths: Iterable[str]) -> list[str]:

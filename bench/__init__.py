@@ -24,4 +24,5 @@ BENCHMARKS = (
     "extension_load",
     "journal",
     "check_run",
+    "redaction",
 )

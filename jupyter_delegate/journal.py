@@ -143,10 +143,85 @@ def _redact(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+# detect-secrets' token detectors (module, class, literals a match cannot be without),
+# beside the patterns above; not its Discord and Telegram ones, whose patterns have no
+# literal to look for first and cost more than all the others on every string. Importing
+# detect-secrets takes a few hundred ms, so `load_detectors` runs where agent content
+# first flows (the agent loop), on the engine thread; once loaded, every redaction uses
+# them. One pass finds which literals a text holds; only their patterns run.
+_DETECTORS = (
+    ("aws", "AWSKeyDetector", ("A3T", "ABIA", "ACCA", "AKIA", "ASIA", "aws", "AWS")),
+    ("azure_storage_key", "AzureStorageKeyDetector", ("AccountKey=",)),
+    ("basic_auth", "BasicAuthDetector", ("://",)),
+    ("github_token", "GitHubTokenDetector", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
+    (
+        "gitlab_token",
+        "GitLabTokenDetector",
+        (
+            "glpat-",
+            "gldt-",
+            "glft-",
+            "glsoat-",
+            "glrt-",
+            "GR1348941",
+            "glcbt-",
+            "glimt-",
+            "glptt-",
+            "glagent-",
+            "gloas-",
+        ),
+    ),
+    ("jwt", "JwtTokenDetector", ("eyJ",)),
+    ("mailchimp", "MailchimpDetector", ("-us",)),
+    ("npm", "NpmDetector", ("_authToken",)),
+    ("openai", "OpenAIDetector", ("T3BlbkFJ",)),
+    ("pypi_token", "PypiTokenDetector", ("pypi-",)),
+    ("sendgrid", "SendGridDetector", ("SG.",)),
+    ("slack", "SlackDetector", ("xox", "hooks.slack.com")),
+    ("square_oauth", "SquareOAuthDetector", ("sq0csp-",)),
+    ("stripe", "StripeDetector", ("k_live_",)),
+    ("twilio", "TwilioKeyDetector", ("AC", "SK")),
+)
+# Detectors whose patterns capture the secret itself as group 1 (the rest is context).
+_SECRET_IN_GROUP = frozenset({"aws", "basic_auth", "npm"})
+_detected: list[tuple[re.Pattern[str], tuple[str, ...], bool]] = []
+_detected_needs: list[re.Pattern[str]] = []
+
+
+def load_detectors() -> None:
+    """Add detect-secrets' token patterns to redaction (once per process)."""
+    if _detected:
+        return
+    import importlib
+
+    found = []
+    for module, name, needs in _DETECTORS:
+        detector = getattr(importlib.import_module(f"detect_secrets.plugins.{module}"), name)
+        grouped = module in _SECRET_IN_GROUP
+        found += [(pattern, tuple(needs), grouped) for pattern in detector.denylist]
+    literals = sorted({literal for _, _, needs in _DETECTORS for literal in needs}, key=len)
+    _detected_needs[:] = [re.compile("|".join(re.escape(x) for x in reversed(literals)))]
+    _detected[:] = found
+
+
+def _redact_group(match: re.Match[str]) -> str:
+    """A match with only its secret (group 1: the password of `://user:password@`)
+    redacted; all of it when the group is empty."""
+    if not match.re.groups or not match.group(1):
+        return REDACTED
+    whole, offset = match.group(0), match.start(0)
+    start, end = match.span(1)
+    return whole[: start - offset] + REDACTED + whole[end - offset :]
+
+
 def _redact_text(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if _detected and (present := set(_detected_needs[0].findall(text))):
+        for pattern, needs, grouped in _detected:
+            if not present.isdisjoint(needs):
+                text = pattern.sub(_redact_group if grouped else REDACTED, text)
     if len(text) < _SHORTEST_MATCH or not _ANY_NEEDS.search(text):
         return text
     for pattern, needs in _NEEDS:

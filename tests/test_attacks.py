@@ -299,3 +299,21 @@ def test_a_secret_committed_in_the_history_is_redacted(
     assert secret not in task.journal_path.read_text()
     assert secret not in Path(task.checks[0].log).read_text()
     assert "DATABASE_URL=[REDACTED]" in task.checks[0].output_tail
+
+
+def test_credentials_detect_secrets_knows_are_redacted_before_the_model_sees_them(
+    user_repo: git.Repo, make_manager: Factory
+) -> None:
+    planted = {
+        "postgres://admin:CorrectHorseBattery@db/prod": "postgres://admin:[REDACTED]@db/prod",
+        "SG." + "a" * 22 + "." + "b" * 43: "[REDACTED]",
+        "glpat-" + "x" * 20: "[REDACTED]",
+    }
+    manager, fake = make_manager([bash("echo " + " ".join(planted)), finish()])
+    root = user_repo.working_dir
+    task = manager.submit(Outcome("Look.", checks=("true",)), repo=root, sandbox=SANDBOX)
+    assert task.wait(timeout=120) == TaskState.REVIEW, task.error
+    shown = fake.requests[1].body["messages"][-1]["content"][0]["content"]
+    assert shown.split("\n")[1] == " ".join(planted.values()), shown
+    journal = task.journal_path.read_text()
+    assert not any(secret in journal for secret in planted)

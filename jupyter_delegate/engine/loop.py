@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..journal import redact, secret_values
+from ..journal import load_detectors, redact, secret_values
 from ..outcome import Budget
 from .model import usage_of
 from .tools import Toolbox
@@ -85,6 +85,7 @@ class AgentLoop:
         self._steps = 0
         self._started = time.monotonic()
         self._malformed_in_a_row = 0
+        load_detectors()  # detect-secrets' patterns, before any agent content is redacted
         known = set(secret_values()) | set(self.secrets)
         self._secrets = sorted(known, key=len, reverse=True)
 

@@ -37,7 +37,7 @@ import git
 
 from .home import user_dir
 from .journal import Event, Journal, canonical
-from .workspace import Workspace
+from .workspace import EVERY_REF, Workspace
 
 WITNESS_FILE = "witness.jsonl"
 KEY_FILE = "journal.key"
@@ -215,7 +215,7 @@ def named_tasks(workspace: Workspace) -> list[str]:
     `Delegate-Task` trailer in any ref (so a deleted task folder is still named)."""
     known = list(workspace.task_ids())
     known += [t for t in witnesses(workspace.state_dir) if t]
-    log = workspace.repo.git.log("--all", "--grep=^Delegate-Task: ", "--format=%B%x01")
+    log = workspace.repo.git.log(*EVERY_REF, "--grep=^Delegate-Task: ", "--format=%B%x01")
     for body in log.split("\x01"):
         for line in body.splitlines():
             if line.startswith("Delegate-Task: "):
@@ -241,7 +241,7 @@ def _hashes(path: Path) -> dict[str, int]:
 def _task_commits(repo: git.Repo, task_id: str) -> list[tuple[str, str]]:
     """(commit, journal head it names) for every commit in any ref that carries this task's
     trailer: the task branch, its archive, and what was merged."""
-    log = repo.git.log("--all", f"--grep=^Delegate-Task: {task_id}$", "--format=%H%x00%B%x01")
+    log = repo.git.log(*EVERY_REF, f"--grep=^Delegate-Task: {task_id}$", "--format=%H%x00%B%x01")
     found = []
     for entry in log.split("\x01"):
         commit, _, body = entry.strip().partition("\x00")

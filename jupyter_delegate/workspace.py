@@ -109,6 +109,9 @@ PINNED_ENV = {
 _UNSET_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_EXTERNAL_DIFF", "GIT_ASKPASS")
 _DIFF = ("--no-ext-diff", "--no-textconv", "--ignore-submodules=all")
 _ZERO = "0" * 40
+# Every ref, for `git log`; not `--all`, which takes in each worktree's HEAD, and a
+# worktree being made at that moment has a HEAD that is not an object yet.
+EVERY_REF = ("HEAD", "--branches", "--tags", "--remotes", "--glob=refs/delegate/*")
 _ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_.-]*\s*[=:]\s*(.+?)\s*$")
 
 
@@ -344,7 +347,9 @@ class Workspace:
         """The values in every version of every secret file (`.env*`) ever committed to
         any ref: commands can read the history (`git show HEAD~3:.env`), so these are
         redacted like the environment's credentials. Longest first."""
-        patch = self.repo.git.log("--all", "-p", "--format=", *_DIFF, "--", ":(glob,icase)**/.env*")
+        patch = self.repo.git.log(
+            *EVERY_REF, "-p", "--format=", *_DIFF, "--", ":(glob,icase)**/.env*"
+        )
         values = set()
         for line in patch.splitlines():
             if line[:1] not in "+-" or line.startswith(("+++", "---")):

@@ -240,4 +240,4 @@ def test_approve_of_unproven_work_fails_the_cell_and_force_merges_it(
     commit = magic(ip, "approve failing --force")
     task = ip.magics_manager.registry["DelegateMagics"].manager.get("failing")
     assert task.state == TaskState.MERGED and task.forced and repo.head.commit.hexsha == commit
-    assert [row["state"] for row in magic(ip, "list")] == ["merged"]
+    assert [(row["state"], row["forced"]) for row in magic(ip, "list")] == [("merged", True)]

@@ -328,6 +328,7 @@ class DelegateMagics(Magics):
                 "id": t.id,
                 "name": t.name,
                 "state": str(t.state),
+                "forced": t.forced,
                 "cost_usd": t.usage.cost_usd,
                 "title": t.title,
             }

@@ -1,11 +1,12 @@
 """`jupyter delegate ...`: the command line, a thin layer over the Python API.
 
-    run GOAL --repo P --check CMD --scope S --base REF --model M --max-usd N --max-steps N
+    run GOAL --repo P --check CMD --scope S --base BRANCH --model M --max-usd N --max-steps N
              [--check-timeout S] [--command-timeout S] [--env NAME[=VALUE]]
-             [--no-suggested-checks] [--approve | --no-approve]
-    list [--repo P] [--json]     show ID     diff ID     approve ID [--squash]
-    reject ID [--reason R]       resume ID     cancel ID
-    request-changes ID TEXT [--remember | --remember-everywhere]
+             [--no-suggested-checks] [--yes] [--approve | --no-approve]
+    list [--repo P] [--json]     show ID     diff ID     approve ID [--squash] [--force]
+    reject ID [--reason R]       resume ID [--yes] [--approve | --no-approve]     cancel ID
+    request-changes ID TEXT [--remember | --remember-everywhere] [--yes]
+                                 [--approve | --no-approve]
     audit verify [ID] [--repo P]
     demo [--dir D]
 
@@ -22,8 +23,13 @@ What the agent knows beyond the outcome (context/):
 The skills and prefs commands take `--repo P`; without it they use the repository the
 current directory is in, or, outside any, the user's own (and bundled) ones only.
 
-Exit codes: 0 done; 1 the task failed or its checks fail (for `skills check`: a skill is
-not loaded); 2 bad input (a DelegateError, whose message says what to do).
+Only a proven task (it has checks, they all passed, no budget stopped it) is merged:
+`approve ID --force` merges an unproven one anyway, and the journal records it; `--approve`
+never does (it prints the review, says why it did not merge, and exits 1).
+
+Exit codes: 0 done; 1 the task failed, its checks fail, or an approve was refused because
+the task is not proven (for `skills check`: a skill is not loaded); 2 bad input (a
+DelegateError, whose message says what to do).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .engine.tools import describe_input
-from .errors import ContextError, DelegateError
+from .errors import ContextError, DelegateError, NotProven
 from .outcome import Budget, Outcome
 from .policy import PermissionRequest, Policy
 from .task import Task, TaskEvent, TaskState
@@ -131,8 +137,41 @@ def print_review(task: Task, out: TextIO) -> None:
         f"{usage.cache_write_tokens} cache-written, {usage.output_tokens} out); "
         f"model {', '.join(task.served_models) or task.model}; sandbox {task.sandbox}\n"
     )
+    out.write(f"  proof: {proof_text(task)}\n")
     for flag in task.flags:
         out.write(f"  ! {flag}\n")
+
+
+def proof_text(task: Task) -> str:
+    """Whether the task is proven, or why not; for a merged one, how it was merged."""
+    if task.forced:
+        return f"merged without proof (forced): {'; '.join(task.forced_reasons)}"
+    if task.proven:
+        return "proven (its checks passed)"
+    return f"NOT PROVEN: {'; '.join(task.unproven_reasons)}"
+
+
+def state_text(task: Task) -> str:
+    """The state as listed: `merged (forced)` for work merged without proof."""
+    return f"{task.state} (forced)" if task.forced else str(task.state)
+
+
+def next_steps(task: Task) -> str:
+    """What a user can do with a task that stopped without reaching review."""
+    tid = task.id
+    if task.state == TaskState.FAILED and task.transient:
+        return (
+            f"The cause may pass: `jupyter delegate resume {tid}` continues it from its "
+            f"journal; `jupyter delegate reject {tid}` archives its work.\n"
+        )
+    if task.state == TaskState.FAILED:
+        return (
+            f"`jupyter delegate reject {tid}` archives its work under "
+            f"refs/delegate/archive/{tid}; then delegate again.\n"
+        )
+    if task.state in (TaskState.INTERRUPTED, TaskState.PAUSED):
+        return f"`jupyter delegate resume {tid}` continues it.\n"
+    return ""
 
 
 def follow(task: Task, out: TextIO, *, yes: bool = False) -> TaskState:
@@ -142,38 +181,53 @@ def follow(task: Task, out: TextIO, *, yes: bool = False) -> TaskState:
     try:
         while (state := task.wait()) == TaskState.WAITING:
             for request in task.pending():
-                task.answer(request.request_id, _permission(request, out, yes))
+                allow, by = _permission(request, out, yes)
+                task.answer(request.request_id, allow, by=by)
         return state
     finally:
         unsubscribe()
 
 
-def _permission(request: PermissionRequest, out: TextIO, yes: bool) -> bool:
+def _permission(request: PermissionRequest, out: TextIO, yes: bool) -> tuple[bool, str]:
+    """(allow, who decided) for one question: `--yes` allows, a headless run denies, a
+    terminal asks the human."""
     out.write(
         f"  ? {request.tool} {describe_input(request.input)} asks permission ({request.reason})\n"
     )
     if yes:
         out.write("    allowed (--yes)\n")
-        return True
+        return True, "--yes"
     if not sys.stdin.isatty():
         out.write("    denied: nobody to ask (pass --yes to allow when headless)\n")
-        return False
-    return input("    allow? [y/N] ").strip().lower().startswith("y")
+        return False, "headless"
+    return input("    allow? [y/N] ").strip().lower().startswith("y"), "human"
 
 
 def decide(task: Task, choice: bool | None, out: TextIO, *, squash: bool = False) -> int:
     """After a run: print the review, then approve (`choice` True), keep it in review
-    (False), or ask on a terminal (None)."""
+    (False), or ask on a terminal (None). `choice` True never merges an unproven task: it
+    says why and returns 1, the task still in review; at a terminal, merging one anyway
+    takes a second, explicit yes."""
     if task.state != TaskState.REVIEW:
-        out.write(f"Task {task.id} ended {task.state}. {task.error}\n")
+        out.write(f"Task {task.id} ended {task.state}. {task.error}\n{next_steps(task)}")
         return EXIT_FAILED
     print_review(task, out)
     action = {True: "approve", False: "keep"}.get(choice, "keep")  # type: ignore[arg-type]
+    force = False
     if choice is None and sys.stdin.isatty():
         answer = input("Approve and merge? [y]es / [n]o, reject / [k]eep for later: ").strip()
         action = {"y": "approve", "n": "reject"}.get(answer[:1].lower(), "keep")
+        if action == "approve" and not task.proven:
+            why = "; ".join(task.unproven_reasons)
+            again = input(f"It is not proven ({why}). Merge anyway? [y/N]: ").strip()
+            force = again[:1].lower() == "y"
+            action = "approve" if force else "keep"
     if action == "approve":
-        commit = task.approve("squash" if squash else "merge")
+        try:
+            commit = task.approve("squash" if squash else "merge", force=force)
+        except NotProven as exc:
+            out.write(f"Not merged: {exc}\n")
+            return EXIT_FAILED
         out.write(f"Approved: {task.base_branch} is now at {commit[:10]}.\n")
     elif action == "reject":
         task.reject("rejected from the command line")
@@ -217,7 +271,8 @@ def cmd_list(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
     if not found:
         out.write("No tasks yet. Start one with `jupyter delegate run GOAL --check CMD`.\n")
     for task in found:
-        out.write(f"{task.id}  {task.state:<11} ${task.usage.cost_usd:<7.4f} {task.title}\n")
+        state = state_text(task)
+        out.write(f"{task.id}  {state:<15} ${task.usage.cost_usd:<7.4f} {task.title}\n")
     return EXIT_OK
 
 
@@ -226,9 +281,9 @@ def cmd_show(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
     if args.json:
         out.write(json.dumps(task.to_record(), indent=2) + "\n")
         return EXIT_OK
-    out.write(f"{task.id}  {task.state}  {task.title}\n")
-    if task.error:
-        out.write(f"  error: {task.error}\n")
+    out.write(f"{task.id}  {state_text(task)}  {task.title}\n")
+    if task.error and task.state != TaskState.MERGED:
+        out.write(f"  error: {task.error}\n{next_steps(task)}")
     if task.head_commit or task.state == TaskState.REVIEW:
         print_review(task, out)
     return EXIT_OK
@@ -241,15 +296,24 @@ def cmd_diff(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
 
 def cmd_approve(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
     task = manager.get(args.id, args.repo)
-    commit = task.approve("squash" if args.squash else "merge")
-    out.write(f"Approved task {task.id}: {task.base_branch} is now at {commit[:10]}.\n")
+    commit = task.approve("squash" if args.squash else "merge", force=args.force)
+    if task.forced:
+        out.write(
+            f"Merged task {task.id} without proof (forced: {'; '.join(task.forced_reasons)}); "
+            f"the journal records it. {task.base_branch} is now at {commit[:10]}.\n"
+        )
+    else:
+        out.write(f"Approved task {task.id}: {task.base_branch} is now at {commit[:10]}.\n")
     return EXIT_OK
 
 
 def cmd_reject(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
     task = manager.get(args.id, args.repo)
     task.reject(args.reason)
-    out.write(f"Rejected task {task.id}; its work is at refs/delegate/archive/{task.id}.\n")
+    if task.archive_ref:
+        out.write(f"Rejected task {task.id}; its work is at {task.archive_ref}.\n")
+    else:
+        out.write(f"Rejected task {task.id}; it had no work to archive.\n")
     return EXIT_OK
 
 
@@ -259,14 +323,14 @@ def cmd_request_changes(args: argparse.Namespace, manager: TaskManager, out: Tex
     if args.remember is not None:
         where = "this repository" if args.remember == "repo" else "every repository"
         out.write(f"Remembered as a preference for {where}: `jupyter delegate prefs` lists it.\n")
-    follow(task, out)
+    follow(task, out, yes=args.yes)
     return decide(task, args.approve, out)
 
 
 def cmd_resume(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
     task = manager.get(args.id, args.repo)
     task.resume()
-    follow(task, out)
+    follow(task, out, yes=args.yes)
     return decide(task, args.approve, out)
 
 
@@ -583,6 +647,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--repo", default=".", help="the git repository (default: .)")
         return p
 
+    def yes_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--yes",
+            action="store_true",
+            help="headless: allow what asks (without it, asks are denied)",
+        )
+
     def approve_flags(p: argparse.ArgumentParser) -> None:
         group = p.add_mutually_exclusive_group()
         group.add_argument(
@@ -590,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
             dest="approve",
             action="store_true",
             default=None,
-            help="approve (merge) when it reaches review",
+            help="approve (merge) when it reaches review, if it is proven (never forced)",
         )
         group.add_argument(
             "--no-approve", dest="approve", action="store_false", help="leave it in review"
@@ -612,7 +683,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="a path the agent is expected to change (repeatable)",
     )
-    run.add_argument("--base", help="branch, tag or commit to start from (default: HEAD)")
+    run.add_argument(
+        "--base", help="the branch to start from and merge into (default: the one checked out)"
+    )
     run.add_argument("--model", help="model id (default: $JUPYTER_DELEGATE_MODEL)")
     run.add_argument("--max-usd", type=float, help="dollar budget (default 3)")
     run.add_argument("--max-steps", type=int, help="step budget (default 60)")
@@ -658,13 +731,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="permission mode (default: sandboxed commands and in-scope edits run)",
     )
     run.add_argument(
-        "--yes", action="store_true", help="headless: allow what asks (without it, asks are denied)"
-    )
-    run.add_argument(
         "--no-suggested-checks",
         action="store_true",
         help="when no --check is given, do not run the test commands AGENTS.md names",
     )
+    yes_flag(run)
     approve_flags(run)
 
     lst = command("list", "list the repository's tasks")
@@ -681,7 +752,13 @@ def build_parser() -> argparse.ArgumentParser:
     appr = command("approve", "merge a task in review into its base branch")
     appr.add_argument("id")
     appr.add_argument("--squash", action="store_true", help="one squashed commit")
-    rej = command("reject", "archive a task's branch and remove its worktree")
+    appr.add_argument(
+        "--force",
+        action="store_true",
+        help="merge even if it is not proven (a check failed, it has none, or a budget "
+        "stopped it); the journal records the override",
+    )
+    rej = command("reject", "archive a task's branch and remove its worktree (also a failed task)")
     rej.add_argument("id")
     rej.add_argument("--reason")
     req = command("request-changes", "send feedback; the same agent continues")
@@ -702,9 +779,15 @@ def build_parser() -> argparse.ArgumentParser:
         const="user",
         help="also keep the feedback as a preference for every repository",
     )
+    yes_flag(req)
     approve_flags(req)
-    res = command("resume", "continue an interrupted task from its journal")
+    res = command(
+        "resume",
+        "continue an interrupted or paused task, or one that failed for a transient cause, "
+        "from its journal",
+    )
     res.add_argument("id")
+    yes_flag(res)
     approve_flags(res)
     audit = command("audit", "verify journals")
     audit.add_argument("action", choices=["verify"])
@@ -815,6 +898,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         from .manager import get_manager
 
         return COMMANDS[args.command](args, get_manager(), out)
+    except NotProven as exc:  # not bad input: the work is not proven
+        sys.stderr.write(f"jupyter delegate {args.command}: {exc}\n")
+        return EXIT_FAILED
     except DelegateError as exc:
         sys.stderr.write(f"jupyter delegate {args.command}: {exc}\n")
         return EXIT_USAGE

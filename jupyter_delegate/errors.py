@@ -24,6 +24,11 @@ class ReviewError(DelegateError):
     """An approve, reject or request-changes could not be carried out; nothing was lost."""
 
 
+class NotProven(ReviewError):
+    """An approve was refused: the task's checks did not all pass, it has none, or a
+    budget stopped it. The message says why, and how to merge it anyway."""
+
+
 class SandboxUnavailable(DelegateError):
     """Commands cannot be confined here; the message names the fix."""
 

@@ -15,14 +15,17 @@ with one write. Secrets are redacted before anything is written (`redact`).
 
 Event types and their data:
   task         outcome, branch, base_branch, base_commit, model, worktree, sandbox, created
-  state        state, reason, error?
+  state        state, reason, error?, transient? (a failure whose cause can pass: resumable)
   user         content (blocks sent to the model as a user turn: goal, feedback)
   assistant    content, model, stop_reason, usage, request_id
   tool_result  tool_use_id, name, content, is_error, duration_s, sandbox?, exit_code?
   finish       summary, stopped_by?
   checks       results (list of CheckResult dicts)
   commit       commit, trailers
-  merged       commit, strategy;  rejected  archive_ref, reason
+  merged       commit, onto (the base tip before), strategy, forced, reasons? (why it was
+               unproven, when forced);  rejected  archive_ref, reason
+  permission   tool_use_id, tool, input, reason, status | decision, by (policy, human,
+               headless, --yes, timeout), remember?, rule?
   flag         text;  notice  text
 
 `replay_messages` rebuilds the exact conversation the model saw from the user, assistant

@@ -33,7 +33,7 @@ from .engine.loop import AgentLoop, Finished, TaskFailed
 from .engine.model import Endpoint, client_for, endpoint_from_env, resolve_model
 from .engine.prompt import first_message, system_prompt
 from .environment import Environment, declared_environment, diagnose, discover, furnish
-from .errors import DelegateError, ReviewError, TaskNotFound
+from .errors import DelegateError, NotProven, ReviewError, TaskNotFound
 from .journal import Event, Journal, redact, replay_messages, secret_values
 from .outcome import Outcome, check_timeout
 from .policy import PermissionRequest, Policy, effective_policy, is_protected, is_secret
@@ -59,6 +59,15 @@ CACHE_FREE_ENV = {
 }
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A human's (or the headless front end's) answer to a permission question."""
+
+    allow: bool
+    remember: bool = False
+    by: str = "human"
+
+
 @dataclass
 class _Context:
     """What the manager keeps for a task it knows."""
@@ -71,7 +80,7 @@ class _Context:
     # Secret values committed in the history (never journaled: kept here, redacted).
     secrets: list[str] = field(default_factory=list, repr=False)
     running: asyncio.Task[None] | None = field(default=None, repr=False)
-    pending: dict[str, tuple[PermissionRequest, asyncio.Future[tuple[bool, bool]]]] = field(
+    pending: dict[str, tuple[PermissionRequest, asyncio.Future[Answer]]] = field(
         default_factory=dict, repr=False
     )
 
@@ -246,7 +255,9 @@ class TaskManager:
             await self._conclude(task, context, sandbox, finished)
         except asyncio.CancelledError:
             await asyncio.to_thread(self._cancelled, task, context)
-        except (TaskFailed, DelegateError) as exc:
+        except TaskFailed as exc:
+            self._fail(task, str(exc), transient=exc.transient)
+        except DelegateError as exc:
             self._fail(task, str(exc))
         except Exception as exc:  # the engine must survive any one task
             log.exception("task %s failed", task.id)
@@ -396,10 +407,10 @@ class TaskManager:
         reason = f"cancelled by the user; work kept at {ref}" if ref else "cancelled by the user"
         self._set_state(task, S.CANCELLED, reason)
 
-    def _fail(self, task: Task, error: str) -> None:
+    def _fail(self, task: Task, error: str, transient: bool = False) -> None:
         if task.state.terminal:
             return
-        self._set_state(task, S.FAILED, "the task failed", error=error)
+        self._set_state(task, S.FAILED, "the task failed", error=error, transient=transient)
 
     # -- permissions ----------------------------------------------------------------------
     async def _permit(self, task: Task, context: _Context, call: Mapping[str, Any]) -> str | None:
@@ -419,37 +430,50 @@ class TaskManager:
             )
             return f"Denied by the user's permission rules ({decision.reason})."
         request = PermissionRequest(secrets.token_hex(3), tool, tool_input, decision.reason)
-        answer: asyncio.Future[tuple[bool, bool]] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         context.pending[request.request_id] = (request, answer)
         asked = {**base, "request_id": request.request_id, "reason": decision.reason}
         self._record(task, "permission", {**asked, "status": "asked"})
         self._set_state(task, S.WAITING, f"{tool} waits for your permission")
         task.emit("permission", {**asked, "status": "asked"})
-        by = "human"
         try:
-            allow, remember = await asyncio.wait_for(answer, self.ask_timeout_s)
+            given = await asyncio.wait_for(answer, self.ask_timeout_s)
         except TimeoutError:
-            allow, remember, by = False, False, "timeout"
+            given = Answer(allow=False, by="timeout")
         finally:
             context.pending.pop(request.request_id, None)
-        verdict = "allow" if allow else "deny"
+        verdict, done = ("allow", "allowed") if given.allow else ("deny", "denied")
         self._record(
             task,
             "permission",
-            {**asked, "decision": verdict, "by": by, "remember": remember, "rule": decision.rule},
+            {
+                **asked,
+                "decision": verdict,
+                "by": given.by,
+                "remember": given.remember,
+                "rule": decision.rule,
+            },
         )
-        self._set_state(task, S.RUNNING, f"{tool} {verdict}ed by {by}")
-        task.emit("permission", {**asked, "status": f"{verdict}ed"})
-        if allow:
+        self._set_state(task, S.RUNNING, f"{tool} {done} by {given.by}")
+        task.emit("permission", {**asked, "status": done})
+        if given.allow:
             return None
-        if by == "timeout":
+        if given.by == "timeout":
             return f"Denied: nobody answered within {self.ask_timeout_s:g} s."
+        if given.by == "headless":
+            return "Denied: nobody was there to answer (a headless run)."
         return "Denied by the user."
 
     def pending(self, task: Task) -> list[PermissionRequest]:
         return [request for request, _ in self._context(task).pending.values()]
 
-    def answer(self, task: Task, request_id: str, allow: bool, remember: bool = False) -> None:
+    def answer(
+        self, task: Task, request_id: str, allow: bool, remember: bool = False, by: str = "human"
+    ) -> None:
+        """Answer a pending permission question. `by`: who decided, as journaled ("human";
+        "headless" when nobody could be asked)."""
+        if not isinstance(by, str) or not by.strip():
+            raise ReviewError(f"by= names who answered (say 'human'), not {by!r}.")
         context = self._context(task)
         entry = context.pending.get(request_id)
         if entry is None:
@@ -461,7 +485,7 @@ class TaskManager:
 
         def settle() -> None:
             if not future.done():
-                future.set_result((bool(allow), bool(remember)))
+                future.set_result(Answer(bool(allow), bool(remember), by.strip()))
 
         self._engine().call_soon_threadsafe(settle)
         with task._changed:  # return once the engine has taken the answer
@@ -484,11 +508,15 @@ class TaskManager:
             task.journal_head = event.hash
         return written
 
-    def _set_state(self, task: Task, new: TaskState, reason: str, error: str = "") -> None:
-        check_transition(task.id, task.state, new)
+    def _set_state(
+        self, task: Task, new: TaskState, reason: str, error: str = "", transient: bool = False
+    ) -> None:
+        check_transition(task.id, task.state, new, transient=task.transient)
         data: dict[str, Any] = {"state": str(new), "reason": reason}
         if error:
             data["error"] = error
+        if transient:
+            data["transient"] = True
         self._record(task, "state", data)
         task.emit("state", data)
 
@@ -563,12 +591,25 @@ class TaskManager:
 
     # -- what humans do ----------------------------------------------------------------------
     def diff(self, task: Task) -> str:
+        """The task's own change (`git diff BASE...TASK`; see `Task.diff`)."""
         context = self._context(task)
         assert task.worktree is not None
         head = task.merged_commit or task.head_commit
-        return context.workspace.diff(task.worktree, task.base_commit, head)
+        return context.workspace.diff(task.worktree, self.diff_base(task), head)
 
-    def approve(self, task: Task, strategy: str = "merge") -> str:
+    def diff_base(self, task: Task) -> str:
+        """Where the task's own change starts: the base tip it was merged onto, or where
+        its head meets its base branch now (the base it started from, if neither is
+        known)."""
+        context = self._context(task)
+        if task.merged_commit is not None:
+            return task.merged_onto or task.base_commit
+        # The worktree's HEAD is the task's last commit: only the harness commits there.
+        return context.workspace.change_start(task.base_commit, task.base_branch, task.head_commit)
+
+    def approve(self, task: Task, strategy: str = "merge", force: bool = False) -> str:
+        """Merge a task in review into its base branch. An unproven one (`Task.proven`) is
+        refused with NotProven unless `force`; then the journal records the override."""
         context = self._context(task)
         workspace = context.workspace
         self._require(task, S.REVIEW, "approved")
@@ -577,6 +618,8 @@ class TaskManager:
                 f"Task {task.id} started from a detached commit, so there is no branch to "
                 f"merge into. Merge its branch {task.branch} by hand."
             )
+        if not task.proven and not force:
+            raise self._not_proven(task, task.unproven_reasons)
         assert task.worktree is not None
         if workspace.bring_base_in(task.worktree, task.base_branch):
             head = _head(task.worktree)
@@ -585,35 +628,64 @@ class TaskManager:
             failing = [r.command for r in results if not r.passed]
             if failing:
                 self._record(task, "flag", {"text": "checks fail after bringing in the base"})
-                raise ReviewError(
-                    f"{task.base_branch} had moved; after merging it into the task, these "
-                    f"checks fail: {', '.join(failing)}. Nothing was merged; the task stays in "
-                    "review. Request changes so the agent fixes them."
-                )
-        commit = workspace.integrate(
+                if not force:
+                    raise self._not_proven(
+                        task,
+                        task.unproven_reasons,
+                        f"{task.base_branch} had moved; after merging it into the task, these "
+                        f"checks fail: {', '.join(failing)}.",
+                    )
+        reasons = task.unproven_reasons
+        forced = bool(reasons)  # only with force: an unproven task was refused above
+        message = f"delegate: {task.title}\n\n{task.summary}\n\n"
+        if forced:
+            message += "Merged without proof (forced): " + "; ".join(reasons) + ".\n\n"
+        merged = workspace.integrate(
             task.worktree,
             task.base_branch,
             strategy,
-            f"delegate: {task.title}\n\n{task.summary}\n\nDelegate-Task: {task.id}\n"
-            f"Delegate-Journal: {context.journal.head}\n",
+            message + f"Delegate-Task: {task.id}\nDelegate-Journal: {context.journal.head}\n",
         )
-        self._record(task, "merged", {"commit": commit, "strategy": strategy})
-        self._set_state(task, S.MERGED, f"approved ({strategy})")
+        event: dict[str, Any] = {
+            "commit": merged.commit,
+            "onto": merged.onto,
+            "strategy": strategy,
+            "forced": forced,
+        }
+        if forced:
+            event["reasons"] = reasons
+        self._record(task, "merged", event)
+        how = f"{strategy}, forced" if forced else strategy
+        self._set_state(task, S.MERGED, f"approved ({how})")
         workspace.finish_merged(task.branch, task.worktree)
-        return commit
+        return merged.commit
+
+    def _not_proven(self, task: Task, reasons: list[str], before: str = "") -> NotProven:
+        why = "; ".join(reasons)
+        return NotProven(
+            f"{before + ' ' if before else ''}Task {task.id} is not proven: {why}. Nothing was "
+            "merged; the task stays in review. Request changes so the agent fixes it, or "
+            f"reject it; to merge it anyway, approve it with force: `approve(force=True)`, "
+            f"`jupyter delegate approve {task.id} --force`, `%delegate approve {task.id} --force`."
+        )
 
     def reject(self, task: Task, reason: str | None = None) -> None:
         context = self._context(task)
-        if task.state not in (S.REVIEW, S.INTERRUPTED, S.PAUSED):
+        if task.state not in (S.REVIEW, S.INTERRUPTED, S.PAUSED, S.FAILED):
             self._require(task, S.REVIEW, "rejected")
         ref = self._archive(task, context)
         self._record(task, "rejected", {"archive_ref": ref, "reason": reason or ""})
         self._set_state(task, S.REJECTED, reason or "rejected by the reviewer")
 
     def _archive(self, task: Task, context: _Context) -> str:
-        if task.worktree is None or not task.worktree.exists():
+        """Keep the task's branch under refs/delegate/archive/<id>, and remove its
+        worktree; "" when it has neither (it failed before its worktree was made)."""
+        workspace = context.workspace
+        if task.worktree is None or not (
+            task.worktree.exists() or workspace.has_branch(task.branch)
+        ):
             return ""
-        return context.workspace.archive(task.id, task.branch, task.worktree)
+        return workspace.archive(task.id, task.branch, task.worktree)
 
     def request_changes(self, task: Task, feedback: str, remember: str | None = None) -> None:
         if not isinstance(feedback, str) or not feedback.strip():
@@ -635,15 +707,26 @@ class TaskManager:
 
     def resume(self, task: Task) -> None:
         context = self._context(task)
-        if task.state not in (S.INTERRUPTED, S.PAUSED):
-            self._require(task, S.INTERRUPTED, "resumed")
+        if task.state == S.FAILED and not task.transient:
+            raise ReviewError(
+                f"Task {task.id} failed for a cause that trying again will not fix "
+                f"({task.error}), so it cannot resume. Reject it (`jupyter delegate reject "
+                f"{task.id}`: its work is archived under refs/delegate/archive/{task.id}) "
+                "and delegate again."
+            )
+        if task.state not in (S.INTERRUPTED, S.PAUSED, S.FAILED):
+            raise ReviewError(
+                f"Task {task.id} is {task.state}; only a task interrupted, paused, or failed "
+                "for a transient cause can be resumed."
+            )
         if task.worktree is None or not task.worktree.exists():
             raise ReviewError(
                 f"Task {task.id}'s worktree {task.worktree} is gone, so it cannot resume. "
                 "Reject it (its branch is archived) and delegate again."
             )
         self._claim(task, context)
-        self._set_state(task, S.RUNNING, "resumed")
+        why = "resumed after a transient failure" if task.state == S.FAILED else "resumed"
+        self._set_state(task, S.RUNNING, why)
         self._start(task, context)
 
     def cancel(self, task: Task) -> None:

@@ -56,14 +56,26 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     S.REVIEW: frozenset({S.RUNNING, S.MERGED, S.REJECTED}),
     S.INTERRUPTED: frozenset({S.RUNNING, S.CANCELLED, S.REJECTED}),
     S.PAUSED: frozenset({S.RUNNING, S.CANCELLED, S.REJECTED}),
+    # A failed task can be rejected (its work archived); it runs again only when its cause
+    # was transient (see `check_transition`).
+    S.FAILED: frozenset({S.RUNNING, S.REJECTED}),
     S.MERGED: frozenset(),
     S.REJECTED: frozenset(),
-    S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
 }
 
 
-def check_transition(task_id: str, old: TaskState, new: TaskState) -> None:
+def check_transition(
+    task_id: str, old: TaskState, new: TaskState, *, transient: bool = False
+) -> None:
+    """Raise IllegalTransition unless `old -> new` is legal. `transient`: the task failed
+    for a cause that can pass (a dropped connection, an overloaded API), the one case in
+    which `failed -> running` is legal."""
+    if old == S.FAILED and new == S.RUNNING and not transient:
+        raise IllegalTransition(
+            f"Task {task_id} failed for a cause that trying again will not fix, so it cannot "
+            "run again. Reject it (its work is archived) and delegate again."
+        )
     if new not in TRANSITIONS[old]:
         allowed = ", ".join(sorted(TRANSITIONS[old])) or "nothing (it is finished)"
         raise IllegalTransition(
@@ -149,7 +161,17 @@ class Task:
     sandbox: str = ""
     flags: list[str] = field(default_factory=list)
     error: str = ""
+    # The error's cause can pass (connection, rate limit, overload): `resume` continues it.
+    transient: bool = False
+    # What the budget stopped the last round by ("the step budget (60 steps)"), if any.
+    stopped_by: str | None = None
     merged_commit: str | None = None
+    archive_ref: str | None = None  # where a reject kept the work
+    # The base branch's tip the task was merged onto: the task's own change is from there.
+    merged_onto: str | None = None
+    # Merged without proof, by an explicit override, and why it was unproven.
+    forced: bool = False
+    forced_reasons: list[str] = field(default_factory=list)
     journal_head: str = ""
     created: str = ""
     policy: Policy = field(default_factory=Policy)
@@ -174,8 +196,14 @@ class Task:
 
     # -- what users do -------------------------------------------------------------
     def diff(self) -> str:
-        """The change against the base commit, new files included; binary files named."""
+        """The task's own change, new files included, binary files named: from where it
+        meets its base branch (`git diff BASE...TASK`), so commits made to the base since
+        the task started are not shown as the task's."""
         return self._mgr().diff(self)
+
+    def diff_base(self) -> str:
+        """The commit the task's own change is counted from (see `diff`)."""
+        return self._mgr().diff_base(self)
 
     def wait(self, timeout: float | None = None) -> TaskState:
         """Block until the task needs a human (review, waiting) or has ended. Returns the
@@ -186,12 +214,15 @@ class Task:
             raise TimeoutError(f"Task {self.id} is still {self.state} after {timeout} s.")
         return self.state
 
-    def approve(self, strategy: str = "merge") -> str:
-        """Merge the task's branch into its base branch; returns the new base commit."""
-        return self._mgr().approve(self, strategy)
+    def approve(self, strategy: str = "merge", force: bool = False) -> str:
+        """Merge the task's branch into its base branch; returns the new base commit.
+        Only a proven task is merged (see `proven`); `force=True` merges an unproven one
+        anyway, and the journal records that override and why it was needed."""
+        return self._mgr().approve(self, strategy, force=force)
 
     def reject(self, reason: str | None = None) -> None:
-        """Archive the branch under refs/delegate/archive/<id> and remove the worktree."""
+        """Archive the branch under refs/delegate/archive/<id> and remove the worktree
+        (a task in review, interrupted, paused or failed)."""
         self._mgr().reject(self, reason)
 
     def request_changes(self, feedback: str, remember: str | None = None) -> None:
@@ -203,17 +234,21 @@ class Task:
         self._mgr().cancel(self)
 
     def resume(self) -> None:
-        """Continue an interrupted task from its journal, in its intact worktree."""
+        """Continue an interrupted or paused task, or one that failed for a transient cause
+        (see `transient`), from its journal, in its intact worktree."""
         self._mgr().resume(self)
 
     def pending(self) -> list[PermissionRequest]:
         """Tool calls waiting for a human decision (the task is `waiting`)."""
         return self._mgr().pending(self)
 
-    def answer(self, request_id: str, allow: bool, remember: bool = False) -> None:
+    def answer(
+        self, request_id: str, allow: bool, remember: bool = False, by: str = "human"
+    ) -> None:
         """Allow or deny a waiting tool call; `remember` turns the rule that asked into an
-        allow rule for the rest of the task."""
-        self._mgr().answer(self, request_id, allow, remember)
+        allow rule for the rest of the task. `by` is who decided, as the journal records
+        it ("human"; "headless" for a denial with nobody to ask)."""
+        self._mgr().answer(self, request_id, allow, remember, by=by)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(TaskEvent)` for every event; returns a function that unsubscribes."""
@@ -227,6 +262,25 @@ class Task:
     @property
     def checks_passed(self) -> bool:
         return all(c.passed for c in self.checks)
+
+    @property
+    def proven(self) -> bool:
+        """Done is proven: it has checks, the harness ran them and all passed, and no budget
+        stopped the agent. Only a proven task is approved without `force=True`."""
+        return not self.unproven_reasons
+
+    @property
+    def unproven_reasons(self) -> list[str]:
+        """Why the task is not proven, in the user's words; empty when it is."""
+        reasons = []
+        if not self.checks:
+            reasons.append("it has no checks, so nothing proves it works")
+        reasons += [
+            f"check `{c.command}` failed (exit {c.exit_code})" for c in self.checks if not c.passed
+        ]
+        if self.stopped_by:
+            reasons.append(f"{self.stopped_by} stopped the agent before it finished")
+        return reasons
 
     @property
     def title(self) -> str:
@@ -295,6 +349,7 @@ class Task:
             self.state = TaskState(data["state"])
             if data.get("error"):
                 self.error = data["error"]
+            self.transient = bool(data.get("transient"))
         elif type_ == "assistant":
             self.usage.add(data.get("usage", {}))
             served = data.get("model")
@@ -304,8 +359,9 @@ class Task:
                     self._flag(f"served model {served} differs from requested {self.model}")
         elif type_ == "finish":
             self.summary = data.get("summary", "")
-            if data.get("stopped_by"):
-                self._flag(f"stopped by {data['stopped_by']}")
+            self.stopped_by = data.get("stopped_by") or None
+            if self.stopped_by:
+                self._flag(f"stopped by {self.stopped_by}")
         elif type_ == "checks":
             known = {f.name for f in fields(CheckResult)}
             self.checks = [
@@ -314,8 +370,15 @@ class Task:
             self.check_environment = dict(data.get("environment", {}))
         elif type_ == "commit":
             self.head_commit = data["commit"]
+        elif type_ == "rejected":
+            self.archive_ref = data.get("archive_ref") or None
         elif type_ == "merged":
             self.merged_commit = data["commit"]
+            self.merged_onto = data.get("onto")
+            self.forced = bool(data.get("forced"))
+            self.forced_reasons = list(data.get("reasons", []))
+            if self.forced:
+                self._flag(f"merged without proof (forced): {'; '.join(self.forced_reasons)}")
         elif type_ == "tool_result":
             if data.get("sandbox") == "none":
                 self._flag("commands ran unsandboxed")
@@ -370,9 +433,13 @@ class Task:
             "sandbox": self.sandbox,
             "summary": self.summary,
             "checks": [c.to_dict() for c in self.checks],
+            "proven": self.proven,
             "usage": self.usage.to_dict(),
             "flags": list(self.flags),
             "error": self.error,
+            "transient": self.transient,
+            "forced": self.forced,
+            "forced_reasons": list(self.forced_reasons),
             "journal_head": self.journal_head,
             "created": self.created,
             "check_commands": list(self.check_commands),

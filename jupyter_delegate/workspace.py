@@ -77,9 +77,24 @@ class Staged:
 
 
 @dataclass(frozen=True)
-class MergeResult:
+class Merged:
+    """What an approve did to the base branch: it is now at `commit`, which holds the
+    task's change on top of `onto`, the base branch's tip before the approve."""
+
     commit: str
-    base_moved: bool  # the base branch had moved; the task branch now contains it
+    onto: str
+
+
+# What git leaves in a checkout's git dir while an operation waits for the user, and how
+# to end it.
+_IN_PROGRESS = (
+    ("rebase-merge", "a rebase", "git rebase --continue", "git rebase --abort"),
+    ("rebase-apply", "a rebase or `git am`", "git rebase --continue", "git rebase --abort"),
+    ("MERGE_HEAD", "a merge", "git commit", "git merge --abort"),
+    ("CHERRY_PICK_HEAD", "a cherry-pick", "git cherry-pick --continue", "git cherry-pick --abort"),
+    ("REVERT_HEAD", "a revert", "git revert --continue", "git revert --abort"),
+    ("BISECT_LOG", "a bisect", "git bisect reset", "git bisect reset"),
+)
 
 
 # Every git command the harness runs on a task's tree runs with this configuration on
@@ -265,27 +280,76 @@ class Workspace:
         submit makes a Workspace. Raises ValueError when HEAD names no commit yet."""
         return git.SymbolicReference.dereference_recursive(self.repo, "HEAD")
 
-    def resolve_base(self, base: str | None) -> tuple[str | None, str]:
-        """(branch name or None when detached/a bare commit, commit sha) of the base."""
+    def resolve_base(self, base: str | None) -> tuple[str, str]:
+        """(branch name, commit sha) of the base a task starts from: the branch checked out
+        here, or `base`. An approved task is merged into that branch, so a base that is no
+        branch (a detached HEAD, a tag, a commit) is refused, as is a checkout in the middle
+        of a merge, rebase, cherry-pick, revert or bisect (its HEAD is not what the user
+        will have). RepoError says what to do; nothing is created."""
+        self._refuse_operation_in_progress()
+        branches = [h.name for h in self.repo.heads]
+        listed = ", ".join(branches) or "none"
         if base is None:
             head = self._head_commit()
             if self.repo.head.is_detached:
-                return None, head
+                raise RepoError(
+                    f"HEAD in {self.root} is detached (at {head[:10]}), so an approved task "
+                    "would have no branch to be merged into. Check out a branch first "
+                    "(`git switch BRANCH`), or pass base=BRANCH (`--base BRANCH`) to start "
+                    f"from one (branches: {listed})."
+                )
             return self.repo.active_branch.name, head
+        name = base.removeprefix("refs/heads/")
+        if name in branches:
+            return name, git.SymbolicReference.dereference_recursive(
+                self.repo, f"refs/heads/{name}"
+            )
         try:
-            commit = self.repo.commit(base)
+            commit = self.repo.commit(base).hexsha
         except (git.BadName, ValueError, git.GitCommandError):
-            branches = ", ".join(h.name for h in self.repo.heads) or "none"
             raise RepoError(
-                f"Unknown base {base!r} in {self.root}. Pass a branch, tag or commit that "
-                f"exists (branches: {branches})."
+                f"Unknown base {base!r} in {self.root}. Pass a branch that exists "
+                f"(branches: {listed})."
             ) from None
-        is_branch = base in {h.name for h in self.repo.heads}
-        return (base if is_branch else None), commit.hexsha
+        what = "a tag" if base in {t.name for t in self.repo.tags} else "not a branch"
+        raise RepoError(
+            f"Base {base!r} is {what} (commit {commit[:10]}): an approved task is merged into "
+            f"its base branch, so there would be nothing to merge into. Pass base= a branch "
+            f"(branches: {listed}), or make one there first: `git branch NAME {base}`, then "
+            "base=NAME (`--base NAME`)."
+        )
+
+    def _refuse_operation_in_progress(self) -> None:
+        git_dir = Path(self.repo.git_dir)
+        for marker, what, go_on, abort in _IN_PROGRESS:
+            if (git_dir / marker).exists():
+                raise RepoError(
+                    f"{what.capitalize()} is in progress in {self.root}, so its HEAD is not "
+                    f"settled. Finish it (`{go_on}`) or abort it (`{abort}`), then delegate "
+                    "again."
+                )
+
+    def has_branch(self, branch: str) -> bool:
+        return branch in {h.name for h in self.repo.heads}
+
+    def change_start(self, base_commit: str, base_branch: str | None, head: str | None) -> str:
+        """Where a task's own change starts: the merge base of its base branch's tip and
+        its head commit, as in `git diff BASE...TASK`. Commits made to the base branch
+        since the task started, and brought into the task by an approve, are then not
+        counted as the task's. `base_commit` when the task has no commit of its own yet,
+        the branch is gone, or they share no history."""
+        if head is None or base_branch is None or not self.has_branch(base_branch):
+            return base_commit
+        try:
+            return str(self.repo.git.merge_base(f"refs/heads/{base_branch}", head))
+        except git.GitCommandError:
+            return base_commit
 
     # -- worktree ----------------------------------------------------------------------
     def create(self, task_id: str, slug: str, base: str | None) -> Worktree:
-        base_branch, base_commit = self.resolve_base(base)
+        """A worktree on a new branch at `base` (a branch, tag or commit; default HEAD)."""
+        base_commit = self.repo.commit(base).hexsha if base else self._head_commit()
+        base_branch = base if base is not None and self.has_branch(base) else None
         branch = f"delegate/{task_id}-{slug}"
         path = self.worktree_path(task_id)
         with self.locked():
@@ -425,7 +489,9 @@ class Workspace:
             return str(commit)
 
     def diff(self, worktree: Path, base_commit: str, head: str | None = None) -> str:
-        """The change from base to the worktree (or to `head` when the worktree is gone)."""
+        """The change from `base_commit` to the worktree, its uncommitted files included
+        (or to `head` when the worktree is gone). For a task's own change, pass where it
+        starts (`change_start`)."""
         if head is not None and not worktree.exists():
             return str(self.repo.git.diff(*_DIFF, base_commit, head, "--stat=100", "--patch"))
         staged = self.stage(worktree)
@@ -465,7 +531,7 @@ class Workspace:
                 ) from None
             return True
 
-    def integrate(self, worktree: Path, base_branch: str, strategy: str, message: str) -> str:
+    def integrate(self, worktree: Path, base_branch: str, strategy: str, message: str) -> Merged:
         """Move the base branch to include the task's head (fast-forward to it, or to a
         squash commit of it). The task branch must already contain the base tip."""
         if strategy not in ("merge", "squash"):
@@ -485,10 +551,10 @@ class Workspace:
             checkout = self._checkout_of(base_branch)
             if checkout is None:
                 self.repo.git.update_ref(f"refs/heads/{base_branch}", target, tip)
-                return target
+                return Merged(target, tip)
             self._refuse_dirty_overlap(checkout, tip, target, base_branch)
             git.Repo(checkout).git.merge("--ff-only", "-q", target)
-            return target
+            return Merged(target, tip)
 
     def _checkout_of(self, branch: str) -> Path | None:
         """The working tree where `branch` is checked out, if any."""

@@ -178,3 +178,76 @@ def test_a_malformed_environment_declaration_is_refused_at_submit(
         manager.submit(Outcome("Goal.", checks=("true",)), repo=repo.working_dir)
     assert fake.requests == []
     assert not (Path(repo.git_dir) / "delegate" / "tasks").exists()
+
+
+# -- a base that cannot be merged into is refused at submit, before any model call -----------
+def _nothing_created(repo: git.Repo, fake, branches: set[str]) -> None:  # type: ignore[no-untyped-def]
+    assert fake.requests == []
+    assert not (Path(repo.git_dir) / "delegate").exists()  # no task folder, no worktree
+    assert {h.name for h in repo.heads} == branches
+    assert repo.git.worktree("list", "--porcelain").count("worktree ") == 1
+
+
+def test_detached_head_is_refused_saying_to_check_out_a_branch_or_pass_base(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, fake = make_manager()
+    repo.git.checkout("--detach")
+    with pytest.raises(RepoError, match=r"detached.*git switch BRANCH.*base=BRANCH.*--base BRANCH"):
+        manager.submit(Outcome("x", checks=(CHECK,)), repo=repo.working_dir)
+    _nothing_created(repo, fake, {"main"})
+    # Naming the branch works: the task starts from it and is merged into it.
+    task = manager.submit(Outcome("x", checks=(CHECK,)), repo=repo.working_dir, base="main")
+    assert task.wait(timeout=60) == TaskState.REVIEW and task.base_branch == "main"
+    merged = task.approve()
+    assert repo.heads.main.commit.hexsha == merged and repo.head.is_detached
+
+
+@pytest.mark.parametrize("kind", ["tag", "commit"])
+def test_a_base_that_is_not_a_branch_is_refused_with_what_to_do(
+    repo: git.Repo, make_manager: Factory, kind: str
+) -> None:
+    manager, fake = make_manager()
+    repo.create_tag("v1")
+    base = "v1" if kind == "tag" else repo.head.commit.hexsha[:12]
+    what = "is a tag" if kind == "tag" else "is not a branch"
+    with pytest.raises(RepoError, match=rf"{what}.*nothing to merge into.*git branch NAME {base}"):
+        manager.submit(Outcome("x"), repo=repo.working_dir, base=base)
+    _nothing_created(repo, fake, {"main"})
+
+
+def _stop_in_the_middle_of(repo: git.Repo, operation: str) -> None:
+    """Leave the checkout in a conflicted merge, rebase or cherry-pick."""
+    root = Path(repo.working_dir)
+    repo.git.checkout("-q", "-b", "other")
+    (root / "README.md").write_text("# theirs\n")
+    repo.git.commit("-q", "-am", "theirs")
+    repo.git.checkout("-q", "main")
+    (root / "README.md").write_text("# ours\n")
+    repo.git.commit("-q", "-am", "ours")
+    command = {"merge": ["merge"], "rebase": ["rebase"], "cherry-pick": ["cherry-pick"]}
+    target = "main" if operation == "rebase" else "other"
+    if operation == "rebase":
+        repo.git.checkout("-q", "other")
+    with pytest.raises(git.GitCommandError):
+        repo.git.execute(["git", *command[operation], target])
+
+
+@pytest.mark.parametrize(
+    ("operation", "fix"),
+    [
+        ("merge", "git merge --abort"),
+        ("rebase", "git rebase --abort"),
+        ("cherry-pick", "git cherry-pick --abort"),
+    ],
+)
+def test_a_checkout_in_the_middle_of_an_operation_is_refused(
+    repo: git.Repo, make_manager: Factory, operation: str, fix: str
+) -> None:
+    _stop_in_the_middle_of(repo, operation)
+    manager, fake = make_manager()
+    with pytest.raises(RepoError, match=rf"{operation}.* is in progress.*`{fix}`"):
+        manager.submit(Outcome("x"), repo=repo.working_dir)
+    with pytest.raises(RepoError, match="in progress"):  # even when a branch is named
+        manager.submit(Outcome("x"), repo=repo.working_dir, base="main")
+    _nothing_created(repo, fake, {"main", "other"})

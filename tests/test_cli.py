@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import pytest
 
 from conftest import CHECK, FIX_TURNS, SANDBOX, run_check
 from jupyter_delegate.cli import main
+from jupyter_delegate.journal import Journal
 from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
 
 
@@ -213,3 +215,148 @@ def test_run_refuses_a_malformed_environment_or_timeout_before_starting(
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (Path(repo.git_dir) / "delegate" / "tasks").exists()
+
+
+# -- done is proven; every failure has a way out ----------------------------------------------
+@contextlib.contextmanager
+def serving(turns: list, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMessagesAPI]:  # type: ignore[type-arg]
+    fake = FakeMessagesAPI(load_scenario({"name": "cli", "turns": turns}))
+    with FakeServer(fake) as running:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", running.url)
+        yield fake
+
+
+def test_run_approve_never_merges_failing_work_and_force_does_recording_it(
+    repo: git.Repo, server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = repo.head.commit.hexsha
+    code, text = cli(
+        "run",
+        "x",
+        "--repo",
+        repo.working_dir,
+        "--check",
+        "false",
+        "--sandbox",
+        SANDBOX,
+        "--approve",
+    )
+    task_id = text.split()[1]
+    assert code == 1
+    assert "Review of task" in text and "FAIL false" in text
+    assert "NOT PROVEN: check `false` failed (exit 1)" in text
+    assert "Not merged:" in text and "Nothing was merged" in text
+    assert f"jupyter delegate approve {task_id} --force" in text
+    assert repo.head.commit.hexsha == base
+    assert f"{task_id}  review" in cli("list", "--repo", repo.working_dir)[1]
+
+    assert cli("approve", task_id, "--repo", repo.working_dir) == (1, "")
+    assert "is not proven: check `false` failed" in capsys.readouterr().err
+    assert repo.head.commit.hexsha == base
+
+    code, text = cli("approve", task_id, "--repo", repo.working_dir, "--force")
+    assert code == 0 and "without proof (forced: check `false` failed (exit 1))" in text
+    assert repo.head.commit.hexsha != base
+    assert f"{task_id}  merged (forced)" in cli("list", "--repo", repo.working_dir)[1]
+    shown = cli("show", task_id, "--repo", repo.working_dir)[1]
+    assert "merged (forced)" in shown
+    assert "proof: merged without proof (forced): check `false` failed (exit 1)" in shown
+    record = json.loads(cli("show", task_id, "--repo", repo.working_dir, "--json")[1])
+    assert record["forced"] is True and record["forced_reasons"] == [
+        "check `false` failed (exit 1)"
+    ]
+
+
+def test_show_and_diff_after_the_base_moved_list_the_tasks_change_only(
+    repo: git.Repo, server: FakeServer
+) -> None:
+    _, _, task_id = run_task(repo, "--no-approve")
+    (Path(repo.working_dir) / "user.txt").write_text("mine\n")
+    repo.git.add("-A")
+    repo.git.commit("-q", "-m", "the user's commit")
+    for command in ("show", "diff"):
+        text = cli(command, task_id, "--repo", repo.working_dir)[1]
+        assert "calc.py" in text and "user.txt" not in text
+
+
+def test_a_dropped_connection_fails_the_run_and_resume_yes_approve_merges(
+    repo: git.Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dropped = {**FIX_TURNS[0], "faults": [{"drop": True}, {"drop": True}]}
+    with serving([dropped, *FIX_TURNS[1:]], monkeypatch):
+        code, text, task_id = run_task(repo, "--ask", "Bash", "--no-approve")
+        assert code == 1 and "ended failed" in text
+        assert f"`jupyter delegate resume {task_id}` continues it" in text
+        shown = cli("show", task_id, "--repo", repo.working_dir)[1]
+        assert "failed" in shown and "resume" in shown
+        code, text = cli("resume", task_id, "--repo", repo.working_dir, "--yes", "--approve")
+    assert code == 0, text
+    assert "allowed (--yes)" in text and "Approved: main is now at" in text
+    assert run_check(Path(repo.working_dir)) == 0
+
+
+def test_a_failed_task_is_rejected_from_the_cli(
+    repo: git.Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dropped = {**FIX_TURNS[0], "faults": [{"drop": True}, {"drop": True}]}
+    with serving([dropped], monkeypatch):
+        _, _, task_id = run_task(repo, "--no-approve")
+    code, text = cli("reject", task_id, "--repo", repo.working_dir)
+    assert code == 0 and f"refs/delegate/archive/{task_id}" in text
+    assert repo.git.rev_parse(f"refs/delegate/archive/{task_id}")
+    assert not (Path(repo.git_dir) / "delegate" / "worktrees" / task_id).exists()
+
+
+def test_request_changes_takes_yes_and_a_headless_denial_is_recorded_as_headless(
+    repo: git.Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turns = [
+        *FIX_TURNS,
+        {"tools": [{"bash": {"command": "echo again"}}]},
+        {"tools": [{"finish": {"summary": "ran it again"}}]},
+    ]
+    with serving(turns, monkeypatch):
+        _, text, task_id = run_task(repo, "--ask", "Bash", "--no-approve")
+        assert "denied: nobody to ask" in text
+        code, text = cli(
+            "request-changes", task_id, "Run it again.", "--repo", repo.working_dir, "--yes"
+        )
+    assert code == 0 and "allowed (--yes)" in text and "ran it again" in text
+    permissions = [
+        e.data
+        for e in Journal(_journal(repo, task_id)).events()
+        if e.type == "permission" and e.data.get("decision")
+    ]
+    assert [(p["decision"], p["by"]) for p in permissions] == [
+        ("deny", "headless"),
+        ("deny", "headless"),
+        ("allow", "--yes"),
+    ]
+    events = Journal(_journal(repo, task_id)).events()
+    reasons = [e.data["reason"] for e in events if e.type == "state"]
+    assert "bash denied by headless" in reasons and "bash allowed by --yes" in reasons
+
+
+class _Terminal(io.StringIO):
+    """Typed answers, at what the CLI takes for a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("typed", "merged"), [("y\nn\n", False), ("y\ny\n", True)])
+def test_at_a_terminal_merging_unproven_work_takes_a_second_yes(
+    repo: git.Repo, server: FakeServer, monkeypatch: pytest.MonkeyPatch, typed: str, merged: bool
+) -> None:
+    monkeypatch.setattr(sys, "stdin", _Terminal(typed))
+    base = repo.head.commit.hexsha
+    code, text = cli(
+        "run", "x", "--repo", repo.working_dir, "--check", "false", "--sandbox", SANDBOX
+    )
+    assert code == 1  # its check fails, merged or not
+    state = cli("list", "--repo", repo.working_dir)[1]
+    if merged:
+        assert "merged (forced)" in state and repo.head.commit.hexsha != base
+    else:
+        assert "Kept in review" in text and " review " in state
+        assert repo.head.commit.hexsha == base

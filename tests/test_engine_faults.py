@@ -234,3 +234,85 @@ def test_every_prefix_of_a_journal_resumes_to_a_conversation_the_api_accepts(
             b["type"] == "tool_use" for b in last.data["content"]
         )
     assert mid_step == 6
+
+
+# -- every failure has a way out ----------------------------------------------------------------
+DROPPED_TWICE = [FIX_TURNS[0], {**FIX_TURNS[1], "faults": [{"drop": True}, {"drop": True}]}]
+
+
+def _states(task) -> list[str]:  # type: ignore[no-untyped-def]
+    return [e.data["state"] for e in Journal(task.journal_path).events() if e.type == "state"]
+
+
+def test_a_connection_dropped_twice_fails_transiently_and_resume_reaches_review(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, fake = make_manager([*DROPPED_TWICE, *FIX_TURNS[2:]])
+    task = manager.submit(_outcome(), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.FAILED
+    assert task.transient and "resume it when the connection is back" in task.error
+    failed = [e.data for e in Journal(task.journal_path).events() if e.type == "state"][-1]
+    assert failed["state"] == "failed" and failed["transient"] is True
+    # another process sees the same, and resumes it from the journal
+    again = TaskManager(client=fake.async_client(), sandbox=SANDBOX).get(task.id, repo.working_dir)
+    assert again.state == TaskState.FAILED and again.transient
+    again.resume()
+    assert again.wait(timeout=60) == TaskState.REVIEW
+    assert again.checks_passed and again.proven and not again.transient
+    assert _states(again) == ["queued", "running", "failed", "running", "review"]
+    assert Journal(again.journal_path).verify().ok
+    again.approve()
+    assert again.state == TaskState.MERGED
+
+
+def test_a_failed_task_is_rejected_archiving_its_branch_and_removing_its_worktree(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager(DROPPED_TWICE)
+    base = repo.head.commit.hexsha
+    task = manager.submit(_outcome(), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.FAILED
+    head = git.Repo(task.worktree).head.commit.hexsha
+    task.reject("the API is down today")
+    assert task.state == TaskState.REJECTED
+    assert not task.worktree.exists()
+    assert repo.git.rev_parse(f"refs/delegate/archive/{task.id}") == head
+    assert task.branch not in [h.name for h in repo.heads]
+    assert repo.head.commit.hexsha == base
+    assert _states(task)[-2:] == ["failed", "rejected"]
+
+
+def test_a_failure_that_retrying_cannot_fix_is_refused_by_resume_saying_what_to_do(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    from jupyter_delegate.errors import ReviewError
+
+    manager, fake = make_manager(api_key="the-right-key")
+    manager._client = fake.async_client(api_key="a-wrong-key")
+    task = manager.submit(_outcome(), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.FAILED
+    assert not task.transient and "resume" not in task.error  # it promises no resume
+    with pytest.raises(ReviewError, match=r"cannot resume.*Reject it.*refs/delegate/archive"):
+        task.resume()
+    assert task.state == TaskState.FAILED and len(fake.requests) == 1
+    task.reject()
+    assert task.state == TaskState.REJECTED and not task.worktree.exists()
+
+
+@pytest.mark.parametrize(
+    ("faults", "transient"),
+    [
+        ([{"status": 429, "retry_after": 0}] * 3, True),
+        ([{"status": 529}] * 3, True),
+        ([{"status": 503}] * 3, True),
+        ([{"status": 400}], False),
+    ],
+)
+def test_an_api_error_left_after_the_sdks_retries_is_transient_unless_a_bad_request(
+    repo: git.Repo, make_manager: Factory, faults: list, transient: bool
+) -> None:  # type: ignore[type-arg]
+    manager, _ = make_manager([{**FIX_TURNS[0], "faults": faults}, *FIX_TURNS[1:]])
+    task = manager.submit(_outcome(), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.FAILED
+    assert task.transient is transient
+    assert ("resume the task" in task.error) is transient

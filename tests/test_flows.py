@@ -12,6 +12,7 @@ from conftest import CHECK, FIX_TURNS, FIXED, Factory, commit_all, run_check
 from jupyter_delegate import Budget, Outcome, Task, TaskState, delegate
 from jupyter_delegate.errors import ReviewError
 from jupyter_delegate.journal import Journal
+from jupyter_delegate.manager import TaskManager
 
 
 def submit(manager, repo: git.Repo, **kw):  # type: ignore[no-untyped-def]
@@ -174,8 +175,8 @@ def test_two_tasks_at_once_on_one_repo_both_merge(repo: git.Repo, make_manager: 
             {"tools": [{"finish": {"summary": "wrote " + _name(body)}}]},
         ][min(turn, 1)]
     )
-    first = manager.submit(Outcome("Create a.txt"), repo=repo.working_dir)
-    second = manager.submit(Outcome("Create b.txt"), repo=repo.working_dir)
+    first = manager.submit(Outcome("Create a.txt", ("test -f a.txt",)), repo=repo.working_dir)
+    second = manager.submit(Outcome("Create b.txt", ("test -f b.txt",)), repo=repo.working_dir)
     assert first.wait(timeout=60) == second.wait(timeout=60) == TaskState.REVIEW
     assert first.branch != second.branch and first.worktree != second.worktree
     first.approve()
@@ -255,14 +256,24 @@ def test_base_moved_with_conflict_refuses_and_stays_in_review(
     assert git.Repo(task.worktree).git.status("--porcelain") == ""
 
 
-def test_base_moved_and_checks_fail_after_merge_refuses(repo: git.Repo, in_review: Task) -> None:
+def test_base_moved_and_checks_fail_after_merge_refuses_unless_forced(
+    repo: git.Repo, in_review: Task
+) -> None:
     task = in_review
     test_file = Path(repo.working_dir) / "test_calc.py"
     test_file.write_text(test_file.read_text().replace("5)", "6)"))
     moved = commit_all(repo, "stricter test")
-    with pytest.raises(ReviewError, match="checks fail"):
+    with pytest.raises(ReviewError, match=r"checks fail.*Nothing was merged.*--force"):
         task.approve()
     assert task.state == TaskState.REVIEW and repo.head.commit.hexsha == moved
+    # the task's own change is shown, not the user's stricter test it now contains
+    assert "test_calc.py" not in task.diff() and "calc.py" in task.diff()
+    with pytest.raises(ReviewError, match="not proven"):  # asked again: still refused
+        task.approve()
+    task.approve(force=True)
+    assert task.state == TaskState.MERGED and task.forced
+    assert _merged_events(task)[0]["reasons"] == [f"check `{CHECK}` failed (exit 1)"]
+    assert "test_calc.py" not in task.diff()
 
 
 def test_binary_files_are_named_in_the_diff_not_dumped(
@@ -302,3 +313,118 @@ def test_secrets_in_repo_content_reach_neither_model_history_nor_journal(
     for leak in ("do-not-leak", "AKIAIOSFODNN7EXAMPLE"):
         assert leak not in sent and leak not in journal
     assert "[REDACTED]" in sent and "env=\\n" in str(fake.requests[2].body["messages"][-1])
+
+
+# -- done is proven: approve merges only proven work, unless forced -------------------------
+GIVE_UP = [{"tools": [{"finish": {"summary": "Could not fix it."}}]}]
+
+
+def _merged_events(task: Task) -> list[dict]:  # type: ignore[type-arg]
+    return [e.data for e in Journal(task.journal_path).events() if e.type == "merged"]
+
+
+def test_approve_refuses_failing_checks_saying_why_and_how_to_override(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager(GIVE_UP)
+    base = repo.head.commit.hexsha
+    task = submit(manager, repo)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    assert not task.proven
+    with pytest.raises(ReviewError) as refused:
+        task.approve()
+    message = str(refused.value)
+    assert f"check `{CHECK}` failed (exit 1)" in message
+    assert "Nothing was merged" in message
+    assert "approve(force=True)" in message and f"approve {task.id} --force" in message
+    assert task.state == TaskState.REVIEW and repo.head.commit.hexsha == base
+    assert task.branch in [h.name for h in repo.heads] and task.worktree.exists()
+    assert _merged_events(task) == []
+
+
+def test_force_merges_unproven_work_and_the_journal_records_why(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager(GIVE_UP)
+    task = submit(manager, repo)
+    task.wait(timeout=60)
+    merged = task.approve(force=True)
+    assert task.state == TaskState.MERGED and repo.head.commit.hexsha == merged
+    (event,) = _merged_events(task)
+    assert event["forced"] is True
+    assert event["reasons"] == [f"check `{CHECK}` failed (exit 1)"]
+    assert task.forced and task.to_record()["forced"] is True
+    assert any("merged without proof (forced)" in flag for flag in task.flags)
+    # another process folds the same fact from the journal
+    again = TaskManager().get(task.id, repo.working_dir)
+    assert again.forced and again.forced_reasons == event["reasons"]
+
+
+def test_force_on_proven_work_is_an_ordinary_approve(repo: git.Repo, in_review: Task) -> None:
+    in_review.approve(force=True)
+    (event,) = _merged_events(in_review)
+    assert event["forced"] is False and "reasons" not in event
+    assert not in_review.forced
+
+
+def test_a_task_without_checks_is_not_proven(repo: git.Repo, make_manager: Factory) -> None:
+    manager, _ = make_manager([{"tools": [{"finish": {"summary": "done"}}]}])
+    task = manager.submit(Outcome("Tidy the README."), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    with pytest.raises(ReviewError, match="it has no checks, so nothing proves it works"):
+        task.approve()
+    assert task.state == TaskState.REVIEW
+
+
+def test_a_task_stopped_by_a_budget_is_not_proven_even_if_its_checks_pass(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager()
+    outcome = Outcome("Make add() add.", checks=("true",), budget=Budget(max_steps=1))
+    task = manager.submit(outcome, repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    assert task.checks_passed and not task.proven
+    with pytest.raises(ReviewError, match=r"the step budget \(1 steps\) stopped the agent"):
+        task.approve()
+    task.approve(force=True)
+    assert "step budget" in _merged_events(task)[0]["reasons"][0]
+
+
+def test_after_the_base_moved_the_diff_is_the_tasks_own_change(
+    repo: git.Repo, in_review: Task
+) -> None:
+    from jupyter_delegate.notebook.record import compact_record
+
+    task = in_review
+    root = Path(repo.working_dir)
+    (root / "user.txt").write_text("the user's own work\n")
+    commit_all(repo, "the user's commit, made while the task ran")
+    assert "user.txt" not in task.diff() and "calc.py" in task.diff()
+    task.approve()  # the base is brought in, the checks re-run, then merged
+    assert (root / "user.txt").exists() and (root / "calc.py").read_text() == FIXED
+    diff = task.diff()
+    assert "user.txt" not in diff and "+    return a + b" in diff
+    assert [row["file"] for row in compact_record(task)["diffstat"]] == ["calc.py"]
+
+
+def test_a_protected_file_the_user_committed_to_the_moved_base_survives_the_next_round(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    """The harness undoes the agent's changes to protected files; the user's, brought into
+    the task with the moved base, are not the agent's and stay."""
+    turns = [*FIX_TURNS, {"tools": [{"finish": {"summary": "Nothing more to do."}}]}]
+    manager, _ = make_manager(turns)
+    task = submit(manager, repo)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    root = Path(repo.working_dir)
+    (root / ".gitlab-ci.yml").write_text("test: {script: [make test]}\n")
+    test_file = root / "test_calc.py"
+    test_file.write_text(test_file.read_text().replace("5)", "6)"))
+    commit_all(repo, "the user's CI file, and a stricter test")
+    with pytest.raises(ReviewError, match="not proven"):
+        task.approve()  # the base is brought in; the stricter test fails
+    task.request_changes("Look again.")
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    assert not any(".gitlab-ci.yml" in flag for flag in task.flags)
+    task.approve(force=True)
+    assert (root / ".gitlab-ci.yml").read_text() == "test: {script: [make test]}\n"

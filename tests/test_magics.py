@@ -127,7 +127,15 @@ def test_a_failing_magic_fails_the_cell(shell: tuple, repo: git.Repo) -> None:  
 
 def test_help_is_real() -> None:
     doc = DelegateMagics.delegate.__doc__ or ""
-    for word in ("check: CMD", "scope:", "approve ID", "wait ID|all", "restore", "--new"):
+    for word in (
+        "check: CMD",
+        "scope:",
+        "approve ID",
+        "--force",
+        "wait ID|all",
+        "restore",
+        "--new",
+    ):
         assert word in doc
 
 
@@ -208,3 +216,28 @@ def test_load_ext_restores_the_notebook_the_front_end_named(
         assert rows[task.id] == "review"
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_approve_of_unproven_work_fails_the_cell_and_force_merges_it(
+    shell: tuple,  # type: ignore[type-arg]
+    repo: git.Repo,
+) -> None:
+    from jupyter_delegate.errors import ReviewError
+
+    ip, _ = shell
+    cell(ip, f"--repo {repo.working_dir} --name failing", "Make add() add.\ncheck: false\n")
+    assert magic(ip, "wait failing") == {"failing": "review"}
+    base = repo.head.commit.hexsha
+    result = ip.run_cell("%delegate approve failing")
+    assert isinstance(result.error_in_exec, ReviewError)
+    assert "check `false` failed (exit 1)" in str(result.error_in_exec)
+    assert "%delegate approve" in str(result.error_in_exec) and "--force" in str(
+        result.error_in_exec
+    )
+    assert repo.head.commit.hexsha == base
+    with pytest.raises(MagicUsageError, match="unexpected --forse"):
+        magic(ip, "approve failing --forse")
+    commit = magic(ip, "approve failing --force")
+    task = ip.magics_manager.registry["DelegateMagics"].manager.get("failing")
+    assert task.state == TaskState.MERGED and task.forced and repo.head.commit.hexsha == commit
+    assert [(row["state"], row["forced"]) for row in magic(ip, "list")] == [("merged", True)]

@@ -142,6 +142,43 @@ def test_approve_button_merges_and_shows_the_merged_commit(
     assert view.error.value == "" and not shown(view.review_actions)
 
 
+def test_approve_on_an_unproven_task_asks_to_merge_anyway_and_only_that_merges(
+    repo: git.Repo, make_manager: Factory, views: Callable[..., TaskView]
+) -> None:
+    give_up = [{"tools": [{"finish": {"summary": "Could not fix it."}}], "latency_ms": 300}]
+    manager, _ = make_manager(give_up)
+    view = reviewed(views(start(manager, repo)))
+    base = repo.head.commit.hexsha
+    assert not shown(view.force_box)
+    view.approve_button.click()
+    assert view.task.state == TaskState.REVIEW and repo.head.commit.hexsha == base
+    assert shown(view.force_box) and view.error.value == ""
+    assert "Not proven" in view.force_text.value
+    assert f"check `{CHECK}` failed (exit 1)" in view.force_text.value
+    view.keep_button.click()  # changed their mind: nothing happens
+    assert not shown(view.force_box) and view.task.state == TaskState.REVIEW
+    view.approve_button.click()
+    view.force_button.click()
+    assert view.task.state == TaskState.MERGED and view.task.forced
+    assert repo.head.commit.hexsha == view.task.merged_commit
+    assert "without proof (forced)" in view.status.value
+    assert not shown(view.force_box) and not shown(view.review_actions)
+
+
+def test_failed_task_says_how_to_go_on(
+    repo: git.Repo, make_manager: Factory, views: Callable[..., TaskView]
+) -> None:
+    dropped = {**SLOW_START[0], "faults": [{"drop": True}, {"drop": True}]}
+    manager, _ = make_manager([dropped, *SLOW_START[1:]])
+    view = views(start(manager, repo))
+    assert view.task.wait(timeout=60) == TaskState.FAILED
+    until(lambda: "failed" in view.header.value)
+    assert f"%delegate resume {view.task.id}" in view.status.value
+    view.task.resume()
+    reviewed(view)
+    assert view.task.checks_passed
+
+
 def test_reject_button_with_a_reason_archives(repo: git.Repo, in_review: TaskView) -> None:
     view = in_review
     head = view.task.head_commit
@@ -266,6 +303,8 @@ def test_failed_task_shows_its_error(
     assert view.task.wait(timeout=60) == TaskState.FAILED
     until(lambda: "failed" in view.header.value)
     assert "malformed tool input 3 times in a row" in view.status.value
+    assert f"%delegate reject {view.task.id}" in view.status.value
+    assert "resume" not in view.status.value
     assert len(tool_items(view)) == 3 and all("error" in item for item in tool_items(view))
     assert not shown(view.review) and not shown(view.cancel_button)
 
@@ -342,9 +381,17 @@ def test_board_lists_tasks_and_approving_a_row_merges_it(
         until(lambda: "review" in row.cells["state"].value and row.cells["steps"].value == "2")
         assert row.cells["title"].value == "a" and "Create b.txt" in text_of(board)
         assert shown(row.approve_button) and row.cells["cost"].value.startswith("$")
-        row.approve_button.click()
+        assert not shown(row.force_button)
+        base = repo.head.commit.hexsha
+        row.approve_button.click()  # no checks: not proven, so one click merges nothing
+        assert first.state == TaskState.REVIEW and repo.head.commit.hexsha == base
+        assert "Not proven" in row.error.value and "it has no checks" in row.error.value
+        assert shown(row.force_button)
+        row.force_button.click()  # the second, explicit click
         assert first.state == TaskState.MERGED and "merged" in row.cells["state"].value
-        assert not shown(row.approve_button) and row.error.value == ""
+        assert "forced" in row.cells["state"].value and first.forced
+        assert not shown(row.approve_button) and not shown(row.force_button)
+        assert row.error.value == ""
         assert (Path(repo.working_dir) / "a.txt").exists()
         board.rows[second.id].reject_button.click()
         assert second.state == TaskState.REJECTED

@@ -7,7 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import git
+import pytest
 
+from jupyter_delegate.errors import RepoError
 from jupyter_delegate.workspace import Workspace
 
 
@@ -17,11 +19,14 @@ def _worktrees(repo: git.Repo, n: int) -> tuple[Workspace, list[Path]]:
     return workspace, [workspace.create(f"t{i}", "work", base).path for i in range(n)]
 
 
-def test_base_is_the_branch_or_the_detached_commit(repo: git.Repo) -> None:
+def test_base_is_a_branch_checked_out_or_named(repo: git.Repo) -> None:
     head = repo.head.commit.hexsha
     assert Workspace(repo.working_dir).resolve_base(None) == ("main", head)
+    assert Workspace(repo.working_dir).resolve_base("refs/heads/main") == ("main", head)
     repo.git.checkout("--detach")
-    assert Workspace(repo.working_dir).resolve_base(None) == (None, head)
+    with pytest.raises(RepoError, match="detached"):
+        Workspace(repo.working_dir).resolve_base(None)
+    assert Workspace(repo.working_dir).resolve_base("main") == ("main", head)
 
 
 def test_tasks_commit_side_by_side_while_the_repository_is_busy(repo: git.Repo) -> None:

@@ -46,7 +46,13 @@ class Finished(Exception):
 
 
 class TaskFailed(Exception):
-    """The task cannot go on; the message says why and what to do."""
+    """The task cannot go on; the message says why and what to do. `transient`: the cause
+    can pass by itself (a dropped connection, a rate limit, an overloaded or failing API),
+    so the task may resume from its journal."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class Recorder(Protocol):
@@ -124,17 +130,29 @@ class AgentLoop:
             except anthropic.AuthenticationError as exc:
                 raise TaskFailed(
                     f"The API rejected the key ({exc.status_code}). Set a valid "
-                    "ANTHROPIC_API_KEY and resume the task."
+                    "ANTHROPIC_API_KEY and delegate again; rejecting this task archives "
+                    "its work so far."
                 ) from exc
             except anthropic.APIStatusError as exc:
                 if exc.status_code >= 400 or attempt == 2:
-                    raise TaskFailed(f"The model API failed: {_api_message(exc)}") from exc
+                    transient = _transient(exc.status_code)
+                    then = (
+                        " It may pass: resume the task to continue from its journal."
+                        if transient
+                        else " Trying again will not fix this: reject the task (its work is "
+                        "archived) and delegate again."
+                    )
+                    raise TaskFailed(
+                        f"The model API failed: {_api_message(exc).rstrip('.')}.{then}",
+                        transient=transient,
+                    ) from exc
                 self.emit("notice", {"text": f"stream broke ({_api_message(exc)}); retrying"})
             except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
                 if attempt == 2:
                     raise TaskFailed(
                         f"The connection to the model API failed twice ({exc!r}). The task "
-                        "is kept; resume it when the connection is back."
+                        "is kept; resume it when the connection is back.",
+                        transient=True,
                     ) from exc
                 self.emit("notice", {"text": f"connection dropped ({exc!r}); retrying"})
         raise AssertionError("unreachable")
@@ -259,6 +277,13 @@ def _block(block: Any) -> dict[str, Any]:
         return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
     dumped: dict[str, Any] = block.model_dump(mode="json", exclude_none=True)
     return dumped
+
+
+def _transient(status: int) -> bool:
+    """Whether an API error can pass by itself: a stream that broke off (status 200), a
+    timeout, a conflict, a rate limit or an overloaded or failing server, as opposed to a
+    request the API will refuse again (400, 401, 403, 404, 413)."""
+    return status < 400 or status in (408, 409, 429) or status >= 500
 
 
 def _api_message(exc: Any) -> str:

@@ -6,7 +6,7 @@
     scope: shop/report/, tests/
 
     %delegate Fix the flaky test in tests/test_io.py --repo ../shop
-    %delegate list | board | show ID | approve ID [--squash] | reject ID [--reason R]
+    %delegate list | board | show ID | approve ID [--squash] [--force] | reject ID [--reason R]
     %delegate request-changes ID TEXT | cancel ID | resume ID | wait ID|all [--timeout S]
     %delegate restore [NOTEBOOK]
     %delegate skills [list | show NAME | check [NAME] | trust NAME... | trust --all] [--repo P]
@@ -199,13 +199,18 @@ class DelegateMagics(Magics):
             %delegate GOAL [options]          start a task in one line
             %delegate list | board            the tasks of this notebook
             %delegate show ID                 a task's live view or review
-            %delegate approve ID [--squash]   merge into the base branch
+            %delegate approve ID [--squash] [--force]
+                                              merge into the base branch; only a proven
+                                              task (its checks all passed, no budget
+                                              stopped it) unless --force, which the
+                                              journal records
             %delegate reject ID [--reason R]  archive the branch
             %delegate request-changes ID TEXT [--remember | --remember-everywhere]
                                               the same agent continues; --remember also
                                               keeps TEXT as a preference for this
                                               repository, --remember-everywhere for all
-            %delegate cancel ID | resume ID
+            %delegate cancel ID | resume ID   resume: an interrupted or paused task, or
+                                              one that failed for a transient cause
             %delegate wait ID|all [--timeout S]   block until review or end
             %delegate restore [NOTEBOOK]      re-attach the tasks recorded in a notebook
 
@@ -323,6 +328,7 @@ class DelegateMagics(Magics):
                 "id": t.id,
                 "name": t.name,
                 "state": str(t.state),
+                "forced": t.forced,
                 "cost_usd": t.usage.cost_usd,
                 "title": t.title,
             }
@@ -339,8 +345,15 @@ class DelegateMagics(Magics):
         self._show(self._one(words, "show"))
 
     def _cmd_approve(self, words: list[str]) -> str:
-        task = self._one(words, "approve ID [--squash]")
-        commit = task.approve("squash" if "--squash" in words[1:] else "merge")
+        task = self._one(words, "approve ID [--squash] [--force]")
+        unknown = [word for word in words[1:] if word not in ("--squash", "--force")]
+        if unknown:
+            raise MagicUsageError(
+                f"%delegate approve: unexpected {' '.join(unknown)}. It takes a task id, "
+                "--squash (one commit) and --force (merge even if not proven)."
+            )
+        strategy = "squash" if "--squash" in words[1:] else "merge"
+        commit = task.approve(strategy, force="--force" in words[1:])
         self._refresh(task)
         return commit
 

@@ -86,18 +86,21 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
 
 
-_diffstats: dict[tuple[str, str], list[dict[str, Any]]] = {}
+_diffstats: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
 
 
 def _diffstat(task: Task) -> list[dict[str, Any]]:
+    """The files of the task's own change (from `Task.diff_base`, so commits made to the
+    base branch since the task started are not counted), with lines added and removed."""
     head = task.merged_commit or task.head_commit
     if not head or head == task.base_commit:
         return []
-    key = (task.id, head)
+    start = task.diff_base()
+    key = (task.id, start, head)
     if key not in _diffstats:
         import git
 
-        numstat = git.Repo(task.repo).git.diff("--numstat", task.base_commit, head)
+        numstat = git.Repo(task.repo).git.diff("--numstat", start, head)
         rows = []
         for line in numstat.splitlines():
             added, removed, path = line.split("\t", 2)
@@ -135,7 +138,8 @@ def badge(state: str) -> str:
 
 
 def text_plain(record: dict[str, Any]) -> str:
-    lines = [f"delegate task {record['id']} [{record['state']}] {record['title']}"]
+    state = f"{record['state']} (forced)" if record.get("forced") else record["state"]
+    lines = [f"delegate task {record['id']} [{state}] {record['title']}"]
     lines.append(f"  branch {record['branch']} from {record['base_commit'][:10]}")
     for check in record["checks"]:
         lines.append(f"  {'PASS' if check['passed'] else 'FAIL'} {check['command']}")
@@ -162,7 +166,8 @@ def text_html(record: dict[str, Any]) -> str:
         'padding:6px 10px;font-family:sans-serif;font-size:13px">'
         f"<b>{e(record.get('name') or record['title'])}</b> "
         f"{badge(record['state'])} <code>{e(record['id'])}</code>"
-        f"<div>branch <code>{e(record['branch'])}</code></div>"
+        + (" <b>merged without proof (forced)</b>" if record.get("forced") else "")
+        + f"<div>branch <code>{e(record['branch'])}</code></div>"
         + (f"<div>{e(record['summary'])}</div>" if record["summary"] else "")
         + (f"<ul>{checks}</ul>" if checks else "")
         + (f"<ul>{files}</ul>" if files else "")

@@ -6,7 +6,8 @@ stream, the permission card while the task waits, and in review the summary, che
 per-file diff, flags and the approve / reject / request-changes actions), `LiveLog` (the
 last entries of a task's log, in pages of HTML), `Board` (one row per task, approve or
 reject from the row), and the pure functions that render a task, a check or a diff to
-escaped HTML.
+escaped HTML. Approve on a task that is not proven (the API refuses it) merges nothing: it
+shows why, and a "Merge anyway" button, the second, explicit click that forces it.
 
 Not here: deciding anything (every button calls the `Task` API; the `DelegateError` it
 raises is shown in the view, never raised from a handler), the notebook record output and
@@ -54,7 +55,7 @@ import git
 import ipywidgets as widgets
 
 from ..engine.tools import describe_input as brief
-from ..errors import DelegateError
+from ..errors import DelegateError, NotProven
 from ..policy import PermissionRequest
 from ..task import CheckResult, Task, TaskEvent, TaskState
 from .record import badge
@@ -128,11 +129,22 @@ def status_html(task: Task) -> str:
     state, tid = task.state, esc(task.id)
     if state == S.MERGED:
         commit = esc((task.merged_commit or "")[:10])
-        return f"Merged into <code>{esc(task.base_branch or '')}</code> as <code>{commit}</code>."
+        merged = f"Merged into <code>{esc(task.base_branch or '')}</code> as <code>{commit}</code>"
+        if task.forced:
+            return f"{merged}, without proof (forced): {esc('; '.join(task.forced_reasons))}."
+        return merged + "."
     if state == S.REJECTED:
-        return f"Rejected; the work is archived at <code>refs/delegate/archive/{tid}</code>."
+        if task.archive_ref is None:
+            return "Rejected; it had no work to archive."
+        return f"Rejected; the work is archived at <code>{esc(task.archive_ref)}</code>."
     if state == S.FAILED:
-        return f'<div class="jd-error">Failed: {esc(task.error)}</div>'
+        way_out = (
+            f"The cause may pass: continue with <code>%delegate resume {tid}</code>, or "
+            f"archive its work with <code>%delegate reject {tid}</code>."
+            if task.transient
+            else f"Archive its work with <code>%delegate reject {tid}</code> and delegate again."
+        )
+        return f'<div class="jd-error">Failed: {esc(task.error)}</div>{way_out}'
     if state == S.CANCELLED:
         return "Cancelled; the work so far is archived."
     if state in (S.INTERRUPTED, S.PAUSED):
@@ -297,6 +309,19 @@ def permission_html(request: PermissionRequest, more: int) -> str:
         f"<b>The agent asks to run <code>{esc(request.tool)}</code>{esc(waiting)}</b>"
         f"<pre>{esc(tool_input)}</pre>"
         f'<div class="jd-note">Why it asks: {esc(request.reason)}</div>'
+    )
+
+
+def unproven_html(reasons: str) -> str:
+    """The confirmation an Approve of an unproven task asks for."""
+    if not reasons:
+        return ""
+    return (
+        f'<div class="jd-error"><b>Not proven</b>: {esc(reasons)}. Nothing was merged.</div>'
+        + note_html(
+            "Merge anyway? The journal records that it was merged without proof, and why. "
+            "Or request changes so the agent fixes it."
+        )
     )
 
 
@@ -568,6 +593,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._seen_active = False
         self._review_round = self._built_round = 0
         self._asking: PermissionRequest | None = None
+        self._unproven = ""  # why an approve was refused; "" when not asking to force
         self.files: dict[str, FileDiffView] = {}
 
         self.header = widgets.HTML()
@@ -632,12 +658,22 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             value="",
         )
         self.request_button = button("Request changes", "info", "undo")
+        # Shown when Approve was refused because the task is not proven.
+        self.force_text = widgets.HTML()
+        self.force_button = button("Merge anyway", "danger", "exclamation-triangle")
+        self.keep_button = button("Keep in review")
+        self.force_box = widgets.VBox(
+            (self.force_text, widgets.HBox((self.force_button, self.keep_button)))
+        )
         self.approve_button.on_click(lambda _: self._decide(self._approve))
+        self.force_button.on_click(lambda _: self._decide(self._force))
+        self.keep_button.on_click(lambda _: self._set_unproven(""))
         self.reject_button.on_click(lambda _: self._decide(self._reject))
         self.request_button.on_click(lambda _: self._decide(self._request_changes))
         self.review_actions = widgets.VBox(
             (
                 widgets.HBox((self.approve_button, self.strategy)),
+                self.force_box,
                 widgets.HBox((self.reject_button, self.reject_reason)),
                 widgets.HBox((self.changes_text, self.remember_choice, self.request_button)),
             )
@@ -757,6 +793,10 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         built = self._built_round == self._review_round
         show(self.review, state in SHOWS_REVIEW and built)
         show(self.review_actions, state == S.REVIEW)
+        if state != S.REVIEW:
+            self._unproven = ""
+        self.force_text.value = unproven_html(self._unproven)
+        show(self.force_box, bool(self._unproven))
 
     def _render_permission(self) -> None:
         pending = self._pending() if self.task.state == S.WAITING else []
@@ -797,7 +837,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self.remember.value = False
 
     def _decide(self, action: Callable[[], object]) -> None:
-        actions = (self.approve_button, self.reject_button, self.request_button)
+        actions = (self.approve_button, self.force_button, self.reject_button, self.request_button)
         for b in actions:
             b.disabled = True
         try:
@@ -807,7 +847,22 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 b.disabled = False
 
     def _approve(self) -> None:
-        self.task.approve(self.strategy.value)
+        """Merge a proven task. An unproven one is refused by the API: nothing is merged,
+        and the view asks to confirm (`Merge anyway`)."""
+        try:
+            self.task.approve(self.strategy.value)
+        except NotProven:
+            self._set_unproven("; ".join(self.task.unproven_reasons) or "its checks fail")
+
+    def _force(self) -> None:
+        """The second, explicit click: merge the unproven task anyway (recorded)."""
+        self.task.approve(self.strategy.value, force=True)
+        self._set_unproven("")
+
+    def _set_unproven(self, reasons: str) -> None:
+        with self._lock:
+            self._unproven = reasons
+            self._render_state()
 
     def _reject(self) -> None:
         self.task.reject(self.reject_reason.value.strip() or None)
@@ -827,7 +882,7 @@ def row_cells(task: Task) -> dict[str, str]:
     return {
         "id": f"<code>{esc(task.id)}</code>",
         "title": esc(task.name or task.title),
-        "state": badge(task.state),
+        "state": badge(task.state) + (note_html("forced") if task.forced else ""),
         "steps": str(task.usage.steps),
         "cost": cost_text(task),
     }
@@ -838,20 +893,43 @@ def cells(values: Mapping[str, str]) -> dict[str, widgets.HTML]:
 
 
 class BoardRow(widgets.HBox):  # type: ignore[misc]  # ipywidgets is untyped
-    """One task on the board, with Approve / Reject while it is in review."""
+    """One task on the board, with Approve / Reject while it is in review; Approve on an
+    unproven task asks for a second click on Merge anyway."""
 
     def __init__(self, task: Task) -> None:
         self.task = task
         self._lock = threading.Lock()
+        self._unproven = False
         self.cells = cells(row_cells(task))
         self.approve_button = button("Approve", "success", "check")
+        self.force_button = button("Merge anyway", "danger", "exclamation-triangle")
         self.reject_button = button("Reject", "danger", "times")
         self.error = widgets.HTML()
-        self.approve_button.on_click(lambda _: attempt(self.error, self.task.approve))
+        self.approve_button.on_click(lambda _: attempt(self.error, self._approve))
+        self.force_button.on_click(lambda _: attempt(self.error, self._force))
         self.reject_button.on_click(lambda _: attempt(self.error, self.task.reject))
         super().__init__(
-            children=(*self.cells.values(), self.approve_button, self.reject_button, self.error)
+            children=(
+                *self.cells.values(),
+                self.approve_button,
+                self.force_button,
+                self.reject_button,
+                self.error,
+            )
         )
+        self.refresh()
+
+    def _approve(self) -> None:
+        try:
+            self.task.approve()
+        except NotProven:
+            self._unproven = True
+            self.error.value = unproven_html("; ".join(self.task.unproven_reasons))
+            self.refresh()
+
+    def _force(self) -> None:
+        self.task.approve(force=True)
+        self._unproven = False
         self.refresh()
 
     def refresh(self) -> None:
@@ -859,7 +937,9 @@ class BoardRow(widgets.HBox):  # type: ignore[misc]  # ipywidgets is untyped
             for key, value in row_cells(self.task).items():
                 self.cells[key].value = value
             in_review = self.task.state == S.REVIEW
+            self._unproven = self._unproven and in_review
             show(self.approve_button, in_review)
+            show(self.force_button, self._unproven)
             show(self.reject_button, in_review)
 
     def on_event(self, event: TaskEvent) -> None:

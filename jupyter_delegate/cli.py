@@ -4,6 +4,7 @@
              [--check-timeout S] [--command-timeout S] [--env NAME[=VALUE]]
              [--no-suggested-checks] [--approve | --no-approve]
     list [--repo P] [--json]     show ID     diff ID     approve ID [--squash]
+    checks ID [N]                each check (or the Nth) with its whole output
     reject ID [--reason R]       resume ID     cancel ID
     request-changes ID TEXT [--remember | --remember-everywhere]
     audit verify [ID] [--repo P]
@@ -22,6 +23,11 @@ What the agent knows beyond the outcome (context/):
 The skills and prefs commands take `--repo P`; without it they use the repository the
 current directory is in, or, outside any, the user's own (and bundled) ones only.
 
+Everything printed that the agent could influence (its words, tool inputs, check output,
+file names, summaries, skills from a repository) goes through `printable` first, so it
+cannot act on the terminal; `diff` is printed as it is when its output is not a terminal
+(a patch must stay exact).
+
 Exit codes: 0 done; 1 the task failed or its checks fail (for `skills check`: a skill is
 not loaded); 2 bad input (a DelegateError, whose message says what to do).
 """
@@ -30,17 +36,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .check_output import check_log, failure_tail, printable, whole_output
 from .engine.tools import describe_input
 from .errors import ContextError, DelegateError
 from .outcome import Budget, Outcome
 from .policy import PermissionRequest, Policy
-from .task import Task, TaskEvent, TaskState
+from .task import CheckResult, Task, TaskEvent, TaskState
 
 if TYPE_CHECKING:
     from .context import SkillStatus
@@ -51,7 +59,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 class Printer:
     """Prints a task's events as they happen: the agent's words, each tool call and how it
-    ended. Thread-safe: events arrive on the engine thread."""
+    ended, made `printable`. Thread-safe: events arrive on the engine thread."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
@@ -65,6 +73,9 @@ class Printer:
                 handler(event.data)
             self.out.flush()
 
+    def _write(self, text: str) -> None:
+        self.out.write(printable(text))
+
     def _end_text(self) -> None:
         if self._in_text:
             self.out.write("\n")
@@ -72,15 +83,15 @@ class Printer:
 
     def _on_text(self, data: Any) -> None:
         if not self._in_text:
-            self.out.write("  agent: ")
+            self._write("  agent: ")
             self._in_text = True
-        self.out.write(data["delta"].replace("\n", "\n         "))
+        self._write(data["delta"].replace("\n", "\n         "))
 
     def _on_tool_call(self, data: Any) -> None:
         self._end_text()
         if data["name"] == "finish":
             return
-        self.out.write(f"  > {data['name']} {describe_input(data['input'])}\n")
+        self._write(f"  > {data['name']} {describe_input(data['input'])}\n")
 
     def _on_tool_result(self, data: Any) -> None:
         if data["name"] == "finish":
@@ -88,51 +99,138 @@ class Printer:
         mark = "x" if data.get("is_error") else "ok"
         extra = f" exit {data['exit_code']}" if "exit_code" in data else ""
         seconds = f" {data['duration_s']:.1f}s" if "duration_s" in data else ""
-        self.out.write(f"    {mark}{extra}{seconds}\n")
+        self._write(f"    {mark}{extra}{seconds}\n")
 
     def _on_state(self, data: Any) -> None:
         self._end_text()
         line = f"[{data['state']}] {data.get('reason', '')}"
         if data.get("error"):
             line += f"\n  error: {data['error']}"
-        self.out.write(line + "\n")
+        self._write(line + "\n")
 
     def _on_notice(self, data: Any) -> None:
         self._end_text()
-        self.out.write(f"  note: {data['text']}\n")
+        self._write(f"  note: {data['text']}\n")
 
 
 def print_review(task: Task, out: TextIO) -> None:
+    """The review: changes, checks (a failing one with the last lines of its output),
+    summary, skills, preferences, cost and flags."""
     stat = [line for line in task.diff().splitlines() if "|" in line or "changed" in line]
-    out.write(f"\nReview of task {task.id}: {task.title}\n")
-    out.write(f"  branch {task.branch} from {task.base_commit[:10]}")
-    out.write(f" -> {(task.head_commit or '')[:10]}\n")
-    out.write("  changes:\n" + "".join(f"   {line}\n" for line in stat[-30:]))
+    lines = [
+        "",
+        f"Review of task {task.id}: {task.title}",
+        f"  branch {task.branch} from {task.base_commit[:10]} -> {(task.head_commit or '')[:10]}",
+        "  changes:",
+        *(f"   {line}" for line in stat[-30:]),
+    ]
     from_agents_md = bool(task.check_commands) and not task.outcome.checks
     origin = "offered by AGENTS.md as the outcome named none, " if from_agents_md else ""
-    out.write(f"  checks ({origin}run by the harness):\n")
-    for check in task.checks:
-        mark = "PASS" if check.passed else "FAIL"
-        out.write(f"    {mark} {check.command} (exit {check.exit_code}, {check.duration_s:.1f}s)\n")
+    lines.append(f"  checks ({origin}run by the harness):")
+    for number, check in enumerate(task.checks, 1):
+        lines.append(f"    {check_line(check)}")
+        if not check.passed:
+            lines += failure_lines(task, check)
+            lines.append(f"      all of it: {checks_command(task, number)}")
     if not task.checks:
         offered = task.suggested_checks and not task.use_suggested_checks
         declined = " (AGENTS.md offered some; declined)" if offered else ""
-        out.write(f"    none were given{declined}\n")
-    out.write(f"  summary: {task.summary or '(none)'}\n")
+        lines.append(f"    none were given{declined}")
+    lines.append(f"  summary: {task.summary or '(none)'}")
     loaded = f" ({len(task.skills)} offered)" if task.skills else ""
-    out.write(f"  skills used: {', '.join(task.skills_used) or 'none'}{loaded}\n")
-    out.write("  preferences in force:" + ("" if task.preferences else " none") + "\n")
+    lines.append(f"  skills used: {', '.join(task.skills_used) or 'none'}{loaded}")
+    lines.append("  preferences in force:" + ("" if task.preferences else " none"))
     for preference in task.preferences:
-        out.write(f"    [{preference.get('scope', '?')}] {preference.get('text', '')}\n")
+        lines.append(f"    [{preference.get('scope', '?')}] {preference.get('text', '')}")
     usage = task.usage
-    out.write(
+    lines.append(
         f"  cost: ${usage.cost_usd:.4f} over {usage.steps} steps "
         f"({usage.input_tokens} in, {usage.cache_read_tokens} cached, "
         f"{usage.cache_write_tokens} cache-written, {usage.output_tokens} out); "
-        f"model {', '.join(task.served_models) or task.model}; sandbox {task.sandbox}\n"
+        f"model {', '.join(task.served_models) or task.model}; sandbox {task.sandbox}"
     )
-    for flag in task.flags:
-        out.write(f"  ! {flag}\n")
+    lines += [f"  ! {flag}" for flag in task.flags]
+    out.write(printable("\n".join(lines) + "\n"))
+
+
+def check_line(check: CheckResult) -> str:
+    """`FAIL CMD (exit 1, 1.1s)`."""
+    mark = "PASS" if check.passed else "FAIL"
+    return f"{mark} {check.command} (exit {check.exit_code}, {check.duration_s:.1f}s)"
+
+
+def failure_lines(task: Task, check: CheckResult) -> list[str]:
+    """The last lines of a failing check's output, each behind a `|` so that nothing it
+    printed can pass for a line of the review."""
+    tail = failure_tail(whole_output(check, task.folder))
+    if not tail:
+        return ["      (it printed nothing)"]
+    return [f"      | {line}".rstrip() for line in tail.splitlines()]
+
+
+def checks_command(task: Task, number: int) -> str:
+    """The command that prints a check's whole output (`--repo` when run elsewhere)."""
+    command = f"jupyter delegate checks {task.id} {number}"
+    if not Path.cwd().resolve().is_relative_to(Path(task.repo).resolve()):
+        command += f" --repo {shlex.quote(str(task.repo))}"
+    return command
+
+
+def chosen_checks(task: Task, number: str | None) -> list[tuple[int, CheckResult]]:
+    """The checks `checks ID [N]` shows, numbered from 1: all of them, or the Nth. A bad
+    N raises a DelegateError that names the numbers there are."""
+    count = len(task.checks)
+    if number is None:
+        return list(enumerate(task.checks, 1))
+    if not count:
+        raise DelegateError(
+            f"Task {task.id} has no check results ({no_checks_reason(task)}): there is no "
+            f"check {number}."
+        )
+    which = (
+        "it ran one check, number 1"
+        if count == 1
+        else f"it ran {count} checks, numbered 1 to {count}"
+    )
+    try:
+        at = int(number)
+    except ValueError:
+        raise DelegateError(
+            f"{number!r} is not a check number. Task {task.id}: {which}. Give one of those "
+            "numbers, or none for all of them."
+        ) from None
+    if not 1 <= at <= count:
+        raise DelegateError(
+            f"Task {task.id} has no check {at}: {which}. Give one of those numbers, or none "
+            "for all of them."
+        )
+    return [(at, task.checks[at - 1])]
+
+
+def no_checks_reason(task: Task) -> str:
+    if not task.check_commands:
+        return "none were given"
+    return f"they have not run yet; the task is {task.state}"
+
+
+def checks_text(task: Task, chosen: Sequence[tuple[int, CheckResult]]) -> str:
+    """What `checks ID [N]` prints: each chosen check and its whole output (or, for a
+    task from before check logs, the last 4000 characters kept)."""
+    lines = [f"Task {task.id} ({task.state}): {task.title}"]
+    if not task.checks:
+        lines.append(f"  no check results: {no_checks_reason(task)}.")
+    for number, check in chosen:
+        log = check_log(check, task.folder)
+        output = whole_output(check, task.folder).rstrip("\n")
+        lines += [
+            "",
+            f"check {number} of {len(task.checks)}: {check_line(check)}",
+            f"  its whole output ({log}):"
+            if log is not None
+            else "  its output as the journal keeps it (the last 4000 characters at most):",
+            output or "  (it printed nothing)",
+        ]
+    return printable("\n".join(lines) + "\n")
 
 
 def follow(task: Task, out: TextIO, *, yes: bool = False) -> TaskState:
@@ -150,7 +248,10 @@ def follow(task: Task, out: TextIO, *, yes: bool = False) -> TaskState:
 
 def _permission(request: PermissionRequest, out: TextIO, yes: bool) -> bool:
     out.write(
-        f"  ? {request.tool} {describe_input(request.input)} asks permission ({request.reason})\n"
+        printable(
+            f"  ? {request.tool} {describe_input(request.input)} asks permission "
+            f"({request.reason})\n"
+        )
     )
     if yes:
         out.write("    allowed (--yes)\n")
@@ -165,7 +266,7 @@ def decide(task: Task, choice: bool | None, out: TextIO, *, squash: bool = False
     """After a run: print the review, then approve (`choice` True), keep it in review
     (False), or ask on a terminal (None)."""
     if task.state != TaskState.REVIEW:
-        out.write(f"Task {task.id} ended {task.state}. {task.error}\n")
+        out.write(printable(f"Task {task.id} ended {task.state}. {task.error}\n"))
         return EXIT_FAILED
     print_review(task, out)
     action = {True: "approve", False: "keep"}.get(choice, "keep")  # type: ignore[arg-type]
@@ -217,7 +318,8 @@ def cmd_list(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
     if not found:
         out.write("No tasks yet. Start one with `jupyter delegate run GOAL --check CMD`.\n")
     for task in found:
-        out.write(f"{task.id}  {task.state:<11} ${task.usage.cost_usd:<7.4f} {task.title}\n")
+        line = f"{task.id}  {task.state:<11} ${task.usage.cost_usd:<7.4f} {task.title}\n"
+        out.write(printable(line))
     return EXIT_OK
 
 
@@ -226,16 +328,23 @@ def cmd_show(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
     if args.json:
         out.write(json.dumps(task.to_record(), indent=2) + "\n")
         return EXIT_OK
-    out.write(f"{task.id}  {task.state}  {task.title}\n")
+    out.write(printable(f"{task.id}  {task.state}  {task.title}\n"))
     if task.error:
-        out.write(f"  error: {task.error}\n")
+        out.write(printable(f"  error: {task.error}\n"))
     if task.head_commit or task.state == TaskState.REVIEW:
         print_review(task, out)
     return EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
-    out.write(manager.get(args.id, args.repo).diff())
+    diff = manager.get(args.id, args.repo).diff()
+    out.write(printable(diff) if out.isatty() else diff)  # a patch piped on stays exact
+    return EXIT_OK
+
+
+def cmd_checks(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
+    task = manager.get(args.id, args.repo)
+    out.write(checks_text(task, chosen_checks(task, args.number)))
     return EXIT_OK
 
 
@@ -420,7 +529,7 @@ def cmd_skills_list(args: argparse.Namespace, out: TextIO) -> int:
         out.write(json.dumps(rows, indent=2) + "\n")
         return EXIT_OK
     out.write(_outside_note(repo, "the user's and bundled skills"))
-    out.write("".join(line + "\n" for line in skill_rows(statuses)))
+    out.write(printable("".join(line + "\n" for line in skill_rows(statuses))))
     waiting = [s.name for s in statuses if s.trust in NEEDS_REVIEW]
     if waiting:
         out.write(
@@ -434,7 +543,7 @@ def cmd_skills_show(args: argparse.Namespace, out: TextIO) -> int:
     from .context.skills import find
 
     status = find(_statuses(default_repo(args.repo)), args.name)
-    out.write("".join(line + "\n" for line in skill_card(status)))
+    out.write(printable("".join(line + "\n" for line in skill_card(status))))
     return EXIT_OK
 
 
@@ -447,7 +556,7 @@ def cmd_skills_check(args: argparse.Namespace, out: TextIO) -> int:
         statuses = [find(statuses, args.name)]
     out.write(_outside_note(repo, "the user's and bundled skills"))
     for status in statuses:
-        out.write("".join(line + "\n" for line in skill_check(status)))
+        out.write(printable("".join(line + "\n" for line in skill_check(status))))
     waiting = [s for s in statuses if s.trust in NEEDS_REVIEW]
     if not waiting:
         out.write(f"All {len(statuses)} checked: trusted or bundled.\n")
@@ -466,7 +575,7 @@ def cmd_skills_trust(args: argparse.Namespace, out: TextIO) -> int:
     statuses = _statuses(repo)
     chosen = skills_to_trust(statuses, args.names, args.all)
     for line in trust_lines(statuses, chosen, args.all):
-        out.write(line + "\n")
+        out.write(printable(line + "\n"))
     for status in chosen:
         if status.trust in ("new", "changed"):
             trusted = trust_skill(status.name, repo=repo)
@@ -678,6 +787,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("id")
         if name == "show":
             p.add_argument("--json", action="store_true")
+    checks = command("checks", "print a task's checks, each with its whole output")
+    checks.add_argument("id")
+    checks.add_argument(
+        "number", nargs="?", metavar="N", help="only the Nth check (1 is the first)"
+    )
     appr = command("approve", "merge a task in review into its base branch")
     appr.add_argument("id")
     appr.add_argument("--squash", action="store_true", help="one squashed commit")
@@ -782,6 +896,7 @@ COMMANDS = {
     "list": cmd_list,
     "show": cmd_show,
     "diff": cmd_diff,
+    "checks": cmd_checks,
     "approve": cmd_approve,
     "reject": cmd_reject,
     "request-changes": cmd_request_changes,

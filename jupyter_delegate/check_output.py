@@ -23,6 +23,8 @@ from .task import CheckResult
 
 TAIL_LINES = 15  # lines of a failing check's output shown in a review
 LINE_CHARS = 300  # a longer line is cut to this many characters
+SCAN_CHARS = 100_000  # the tail is chosen from the end of the output this long (a log
+# may hold 2 MB; a pytest summary of a thousand failures is about that long)
 PYTEST_SUMMARY = "short test summary info"
 
 _ESCAPE_SEQUENCE = re.compile(
@@ -53,6 +55,8 @@ def failure_tail(output: str, limit: int = TAIL_LINES) -> str:
     does not fit in the last `limit` lines, its start and its last line are kept instead,
     with a line saying how many were left out: the first failures and the counts say
     more than the end of the last traceback."""
+    if len(output) > SCAN_CHARS:
+        output = output[-SCAN_CHARS:].split("\n", 1)[-1]
     lines = [_cut(line.rstrip()) for line in printable(output).splitlines()]
     while lines and not lines[-1]:
         lines.pop()
@@ -78,28 +82,28 @@ def _cut(line: str) -> str:
 
 def check_log(check: CheckResult, folder: Path | None) -> Path | None:
     """The file holding everything `check` printed, if it is still there. A relative
-    `log` is in the task's `folder`; so is one whose absolute path moved with the
-    repository."""
+    `log` is in the task's `folder`; an absolute one that is gone (the repository moved)
+    is looked for at the same place under the task's folder (named by the task's id)."""
     if not check.log:
         return None
     path = Path(check.log)
     candidates = [path] if path.is_absolute() else []
-    if folder is not None:
-        candidates.append(folder / (path.name if path.is_absolute() else path))
+    if folder is not None and not path.is_absolute():
+        candidates.append(folder / path)
+    elif folder is not None and folder.name in path.parts:
+        at = len(path.parts) - 1 - path.parts[::-1].index(folder.name)
+        candidates.append(folder.joinpath(*path.parts[at + 1 :]))
     return next((c for c in candidates if c.is_file()), None)
 
 
 def whole_output(check: CheckResult, folder: Path | None) -> str:
-    """Everything `check` printed (credentials redacted): its log in the task's `folder`,
-    or, when there is none, the last 4000 characters the journal keeps."""
-    from .journal import redact
-
+    """Everything `check` printed, as its log in the task's `folder` keeps it (redacted
+    when written; for a flood, its head and tail), or, when there is no log, the last
+    4000 characters the journal keeps."""
     log = check_log(check, folder)
     if log is None:
         return check.output_tail
     try:
-        text = log.read_text(encoding="utf-8", errors="replace")
+        return log.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return check.output_tail
-    redacted: str = redact(text)
-    return redacted

@@ -114,8 +114,9 @@ class Printer:
 
 
 def print_review(task: Task, out: TextIO) -> None:
-    """The review: changes, checks (a failing one with the last lines of its output),
-    summary, skills, preferences, cost and flags."""
+    """The review: changes, checks (a failing one with the last lines of its output and
+    the environment problem they show, if any), summary, skills, preferences, cost and
+    flags."""
     stat = [line for line in task.diff().splitlines() if "|" in line or "changed" in line]
     lines = [
         "",
@@ -131,6 +132,7 @@ def print_review(task: Task, out: TextIO) -> None:
         lines.append(f"    {check_line(check)}")
         if not check.passed:
             lines += failure_lines(task, check)
+            lines += [f"      hint: {check.hint}"] if check.hint else []
             lines.append(f"      all of it: {checks_command(task, number)}")
     if not task.checks:
         offered = task.suggested_checks and not task.use_suggested_checks
@@ -225,6 +227,7 @@ def checks_text(task: Task, chosen: Sequence[tuple[int, CheckResult]]) -> str:
         lines += [
             "",
             f"check {number} of {len(task.checks)}: {check_line(check)}",
+            *([f"  hint: {check.hint}"] if check.hint else []),
             f"  its whole output ({log}):"
             if log is not None
             else "  its output as the journal keeps it (the last 4000 characters at most):",

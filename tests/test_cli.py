@@ -235,8 +235,10 @@ def test_run_refuses_a_malformed_environment_or_timeout_before_starting(
     assert not (Path(repo.git_dir) / "delegate" / "tasks").exists()
 
 
-# Prints 40 numbered lines, the first in red, with a bidi override and a carriage return.
-NOISY_CHECK = "printf '\\033[31mred\\033[0m \\342\\200\\256reversed\\r\\n'; seq 2 40; exit 3"
+# Prints 2000 numbered lines (past the journal's 4000 characters), the first in red, with a
+# bidi override and a carriage return.
+NOISY_CHECK = "printf '\\033[31mred\\033[0m \\342\\200\\256reversed\\r\\n'; seq 2 2000; exit 3"
+MISSING_MODULE = "python3 -c 'import humanize_is_not_here'"
 TERMINAL_ACTORS = ("\x1b", "\r", "\u202e", "\u202c", "\x07")
 
 
@@ -250,7 +252,9 @@ def under(lines: list[str], start: str) -> list[str]:
 def test_run_show_and_checks_say_why_a_check_failed(
     repo: git.Repo, no_fix_server: FakeServer
 ) -> None:
-    code, ran, task_id = run_task(repo, "--check", NOISY_CHECK, "--no-approve")
+    code, ran, task_id = run_task(
+        repo, "--check", NOISY_CHECK, "--check", MISSING_MODULE, "--no-approve"
+    )
     assert code == 1
     code, shown = cli("show", task_id, "--repo", repo.working_dir)
     assert code == 0
@@ -261,8 +265,13 @@ def test_run_show_and_checks_say_why_a_check_failed(
         assert unittest_tail[-2:-1] == ["      | FAILED (failures=1)"]
         assert unittest_tail[-1].startswith(f"      all of it: jupyter delegate checks {task_id} 1")
         noisy_tail = under(review, "    FAIL printf ")
-        assert noisy_tail[:-1] == [f"      | {n}" for n in range(26, 41)]  # the last 15 lines
+        assert noisy_tail[:-1] == [f"      | {n}" for n in range(1986, 2001)]  # the last 15
         assert noisy_tail[-1].startswith(f"      all of it: jupyter delegate checks {task_id} 2")
+        missing_tail = under(review, f"    FAIL {MISSING_MODULE} (exit 1, ")
+        assert "      | ModuleNotFoundError: No module named 'humanize_is_not_here'" in missing_tail
+        assert missing_tail[-2].startswith(  # the environment problem the output shows
+            "      hint: `humanize_is_not_here` is not importable in the checks' environment"
+        )
         for actor in TERMINAL_ACTORS:
             assert actor not in text, repr(actor)
     assert "agent: Leaving a note. gnp.ssap" in ran
@@ -270,11 +279,18 @@ def test_run_show_and_checks_say_why_a_check_failed(
 
     code, both = cli("checks", task_id, "--repo", repo.working_dir)
     assert code == 0
-    assert f"check 1 of 2: FAIL {CHECK} (exit 1," in both and "AssertionError: -1 != 5" in both
-    second = both[both.index("check 2 of 2: FAIL printf") :].splitlines()
-    assert second[2:] == ["red reversed", *(str(n) for n in range(2, 41))]  # all of it
+    assert f"check 1 of 3: FAIL {CHECK} (exit 1," in both and "AssertionError: -1 != 5" in both
+    second = both[both.index("check 2 of 3: FAIL printf") : both.index("check 3 of 3")]
+    log = _journal(repo, task_id).parent / "checks" / "1-2.log"
+    assert second.splitlines()[1:] == [  # all of it, from its log
+        f"  its whole output ({log}):",
+        "red reversed",
+        *(str(n) for n in range(2, 2001)),
+        "",
+    ]
+    assert "  hint: `humanize_is_not_here` is not importable" in both
     code, one = cli("checks", task_id, "2", "--repo", repo.working_dir)
-    assert code == 0 and "check 1 of 2" not in one and one.endswith("39\n40\n")
+    assert code == 0 and "check 1 of 3" not in one and one.endswith("1999\n2000\n")
     for actor in TERMINAL_ACTORS:
         assert actor not in both, repr(actor)
 

@@ -162,14 +162,16 @@ def test_the_record_keeps_a_failing_checks_last_lines_within_16_kb(
         {"tools": [{"finish": {"summary": "done"}}]},
     ]
     one = make_manager(turns)[0].submit(
-        Outcome("x", checks=("seq 1 3000; exit 1", "true")), repo=repo.working_dir
+        Outcome("x", checks=("seq 1 3000; exit 1", "true", "python3 -c 'import not_here'")),
+        repo=repo.working_dir,
     )
     one.wait(timeout=60)
     record = compact_record(one)
-    failing, passing = record["checks"]
+    failing, passing, missing = record["checks"]
     assert failing["failure_tail"] == "\n".join(str(n) for n in range(2986, 3001))
     assert not failing["passed"] and failing["exit_code"] == 1
     assert passing["failure_tail"] == "" and passing["passed"]
+    assert failing["hint"] == "" and missing["hint"].startswith("`not_here` is not importable")
     assert "output_tail" not in failing and "log" not in failing  # no path of this machine
     plain, page = bundle(record)["text/plain"], bundle(record)["text/html"]
     assert "    | 3000" in plain and "2986\n" in page

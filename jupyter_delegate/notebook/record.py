@@ -58,7 +58,8 @@ def compact_record(
 
 def _checks(task: Task) -> list[dict[str, Any]]:
     """The checks as the record keeps them: no log path (a path on this machine) and, for
-    a failing one, the last lines of its output instead of its last 4000 characters."""
+    a failing one, the last lines of its output instead of its last 4000 characters, and
+    the environment problem they show (`hint`, "" when none)."""
     try:
         folder: Path | None = task.folder
     except DelegateError:  # a task no manager knows: its journal's tail is all there is
@@ -70,6 +71,7 @@ def _checks(task: Task) -> list[dict[str, Any]]:
             "passed": check.passed,
             "duration_s": check.duration_s,
             "failure_tail": "" if check.passed else failure_tail(whole_output(check, folder)),
+            "hint": check.hint,
         }
         for check in task.checks
     ]
@@ -90,6 +92,7 @@ def _cut(record: dict[str, Any], text: int, tail: int, files: int) -> dict[str, 
             **c,
             "command": _clip(c["command"], item),
             "failure_tail": _last_lines(c["failure_tail"], tail),
+            "hint": _clip(c["hint"], text),
         }
         for c in record["checks"][:count]
     ]
@@ -176,6 +179,7 @@ def text_plain(record: dict[str, Any]) -> str:
     for check in record["checks"]:
         lines.append(f"  {'PASS' if check['passed'] else 'FAIL'} {check['command']}")
         lines += [f"    | {line}" for line in check.get("failure_tail", "").splitlines()]
+        lines += [f"    hint: {check['hint']}"] if check.get("hint") else []
     if record["summary"]:
         lines.append(f"  summary: {record['summary']}")
     usage = record["usage"]
@@ -192,6 +196,7 @@ def text_html(record: dict[str, Any]) -> str:
             if c.get("failure_tail")
             else ""
         )
+        + (f"<div>{e(c['hint'])}</div>" if c.get("hint") else "")
         + "</li>"
         for c in record["checks"]
     )

@@ -86,6 +86,7 @@ CSS = """<style>
 .jd-checks td, .jd-checks th {padding: 1px 8px; text-align: left; vertical-align: top}
 .jd-checks pre.jd-tail {border-left: 3px solid #cf222e; padding: 2px 6px; white-space: pre-wrap;
   max-height: none}
+.jd-hint {color: #9a6700; margin: 2px 0}
 .jd-whole summary {cursor: pointer; color: var(--jp-ui-font-color2, #57606a); font-size: 90%}
 .jd-pass {color: #1a7f37; font-weight: bold}
 .jd-fail {color: #cf222e; font-weight: bold}
@@ -306,8 +307,9 @@ def permission_html(request: PermissionRequest, more: int) -> str:
 
 
 def checks_html(task: Task) -> str:
-    """The checks as a table; under a failing one, the last lines of its output and, folded,
-    all of it (the last `OUTPUT_TAIL` characters; the magic prints the rest)."""
+    """The checks as a table; under a failing one, the last lines of its output, the
+    environment problem they show (if any) and, folded, all of it (the last `OUTPUT_TAIL`
+    characters; the magic prints the rest)."""
     if not task.checks:
         return note_html("No checks were given.")
     folder = task.folder
@@ -336,14 +338,18 @@ def _check_row(task: Task, number: int, check: CheckResult, folder: Path) -> str
     whole = printable(whole_output(check, folder))
     tail = failure_tail(whole)
     if not tail:
-        return row('<span class="jd-fail">FAIL</span>', f"exit {check.exit_code}, no output")
+        hint = f"; {check.hint}" if check.hint else ""
+        return row(
+            '<span class="jd-fail">FAIL</span>', esc(f"exit {check.exit_code}, no output{hint}")
+        )
     everything = (
         f'<details class="jd-whole"><summary>all of its output</summary><pre>{esc(_tail(whole))}'
         f"</pre>{note_html(f'`%delegate checks {task.id} {number}` prints it whole.')}</details>"
     )
+    hint = f'<div class="jd-hint">{esc(check.hint)}</div>' if check.hint else ""
     return row('<span class="jd-fail">FAIL</span>', f"exit {check.exit_code}") + (
         '<tr class="jd-check-output"><td colspan="4">'
-        f'<pre class="jd-tail">{esc(tail)}</pre>{everything}</td></tr>'
+        f'<pre class="jd-tail">{esc(tail)}</pre>{hint}{everything}</td></tr>'
     )
 
 

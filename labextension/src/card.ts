@@ -125,6 +125,7 @@ export function renderCard(doc: Document, card: CardModel, folded = false): HTML
           ' ',
           el(doc, 'span', { class: 'jd-dim' }, c.detail),
           c.tail ? el(doc, 'pre', { class: 'jd-check-tail' }, c.tail) : null,
+          c.hint ? el(doc, 'div', { class: 'jd-check-hint' }, c.hint) : null,
           c.seeAll
             ? el(
                 doc,

@@ -93,9 +93,9 @@ SCREENSHOTS = (
 )
 
 
-def submit(manager: Any, repo: git.Repo, name: str, check: str = CHECK) -> Task:
+def submit(manager: Any, repo: git.Repo, name: str, *checks: str) -> Task:
     task: Task = manager.submit(
-        Outcome("Make add() add.", checks=(check,)), repo=repo.working_dir, name=name
+        Outcome("Make add() add.", checks=checks or (CHECK,)), repo=repo.working_dir, name=name
     )
     return task
 
@@ -107,11 +107,15 @@ FAILING_CHECK = (
 )
 
 
+# Fails with an environment problem the card names (the check's hint).
+MISSING_MODULE = "python3 -c 'import humanize_is_not_here'"
+
+
 def task_records(repo: git.Repo, make_manager: Factory) -> list[dict[str, Any]]:
     """Records of real tasks (the scripted model, real git and checks) in five states."""
     records = []
     in_review = submit(make_manager()[0], repo, "in-review")
-    failing = submit(make_manager()[0], repo, "failing-check", FAILING_CHECK)
+    failing = submit(make_manager()[0], repo, "failing-check", FAILING_CHECK, MISSING_MODULE)
     rejected = submit(make_manager()[0], repo, "rejected-one")
     started = submit(make_manager()[0], repo, "cut-off")
     records.append(compact_record(started, name="cut-off"))  # saved while at work
@@ -296,7 +300,7 @@ def test_browser_cards_without_kernel_and_sidebar_follows_tutorial_to_merged(
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     print(json.dumps(summary, indent=1))  # shown by pytest -rP
     failing = next(c for c in summary["cards"] if c["id"] == records[2]["id"])
-    assert failing["fail"] == 1 and failing["pass"] == 0
+    assert failing["fail"] == 2 and failing["pass"] == 0
     tail = failing["tail"].splitlines()
     assert tail == records[2]["checks"][0]["failure_tail"].splitlines() and len(tail) == 15
     at = tail.index("Traceback (most recent call last):")  # the last 15 lines: the progress
@@ -304,6 +308,7 @@ def test_browser_cards_without_kernel_and_sidebar_follows_tutorial_to_merged(
     assert tail[-1] == "AssertionError: the <b>total</b> is off"  # traceback, as text
     assert not failing["markup"]
     assert failing["seeAll"] == f"all of its output: %delegate checks {records[2]['id']} 1"
+    assert failing["hint"].startswith("`humanize_is_not_here` is not importable")
     assert summary["themes"] == ["light", "dark", "light"]
     assert summary["tutorialStates"][-1] == "merged"
     review = summary["reviewTail"]

@@ -141,6 +141,7 @@ try {
       fail: e.querySelectorAll('.jd-fail').length,
       tail: e.querySelector('.jd-check-tail')?.textContent ?? '',
       seeAll: e.querySelector('.jd-see-all')?.textContent ?? '',
+      hint: e.querySelector('.jd-check-hint')?.textContent ?? '',
       markup: e.querySelectorAll('.jd-check-tail *').length,
       text: e.textContent
     }))

@@ -4,6 +4,7 @@
              [--check-timeout S] [--command-timeout S] [--env NAME[=VALUE]]
              [--no-suggested-checks] [--yes] [--approve | --no-approve]
     list [--repo P] [--json]     show ID     diff ID     approve ID [--squash] [--force]
+    checks ID [N]                each check (or the Nth) with its whole output
     reject ID [--reason R]       resume ID [--yes] [--approve | --no-approve]     cancel ID
     request-changes ID TEXT [--remember | --remember-everywhere] [--yes]
                                  [--approve | --no-approve]
@@ -27,6 +28,11 @@ Only a proven task (it has checks, they all passed, no budget stopped it) is mer
 `approve ID --force` merges an unproven one anyway, and the journal records it; `--approve`
 never does (it prints the review, says why it did not merge, and exits 1).
 
+Everything printed that the agent could influence (its words, tool inputs, check output,
+file names, summaries, skills from a repository) goes through `printable` first, so it
+cannot act on the terminal; `diff` is printed as it is when its output is not a terminal
+(a patch must stay exact).
+
 Exit codes: 0 done; 1 the task failed, its checks fail, or an approve was refused because
 the task is not proven (for `skills check`: a skill is not loaded); 2 bad input (a
 DelegateError, whose message says what to do).
@@ -36,17 +42,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .check_output import check_log, failure_tail, printable, whole_output
 from .engine.tools import describe_input
 from .errors import ContextError, DelegateError, NotProven
 from .outcome import Budget, Outcome
 from .policy import PermissionRequest, Policy
-from .task import Task, TaskEvent, TaskState
+from .task import CheckResult, Task, TaskEvent, TaskState
 
 if TYPE_CHECKING:
     from .context import SkillStatus
@@ -57,7 +65,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 class Printer:
     """Prints a task's events as they happen: the agent's words, each tool call and how it
-    ended. Thread-safe: events arrive on the engine thread."""
+    ended, made `printable`. Thread-safe: events arrive on the engine thread."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
@@ -71,6 +79,9 @@ class Printer:
                 handler(event.data)
             self.out.flush()
 
+    def _write(self, text: str) -> None:
+        self.out.write(printable(text))
+
     def _end_text(self) -> None:
         if self._in_text:
             self.out.write("\n")
@@ -78,15 +89,15 @@ class Printer:
 
     def _on_text(self, data: Any) -> None:
         if not self._in_text:
-            self.out.write("  agent: ")
+            self._write("  agent: ")
             self._in_text = True
-        self.out.write(data["delta"].replace("\n", "\n         "))
+        self._write(data["delta"].replace("\n", "\n         "))
 
     def _on_tool_call(self, data: Any) -> None:
         self._end_text()
         if data["name"] == "finish":
             return
-        self.out.write(f"  > {data['name']} {describe_input(data['input'])}\n")
+        self._write(f"  > {data['name']} {describe_input(data['input'])}\n")
 
     def _on_tool_result(self, data: Any) -> None:
         if data["name"] == "finish":
@@ -94,52 +105,142 @@ class Printer:
         mark = "x" if data.get("is_error") else "ok"
         extra = f" exit {data['exit_code']}" if "exit_code" in data else ""
         seconds = f" {data['duration_s']:.1f}s" if "duration_s" in data else ""
-        self.out.write(f"    {mark}{extra}{seconds}\n")
+        self._write(f"    {mark}{extra}{seconds}\n")
 
     def _on_state(self, data: Any) -> None:
         self._end_text()
         line = f"[{data['state']}] {data.get('reason', '')}"
         if data.get("error"):
             line += f"\n  error: {data['error']}"
-        self.out.write(line + "\n")
+        self._write(line + "\n")
 
     def _on_notice(self, data: Any) -> None:
         self._end_text()
-        self.out.write(f"  note: {data['text']}\n")
+        self._write(f"  note: {data['text']}\n")
 
 
 def print_review(task: Task, out: TextIO) -> None:
+    """The review: changes, checks (a failing one with the last lines of its output and
+    the environment problem they show, if any), summary, skills, preferences, cost and
+    flags."""
     stat = [line for line in task.diff().splitlines() if "|" in line or "changed" in line]
-    out.write(f"\nReview of task {task.id}: {task.title}\n")
-    out.write(f"  branch {task.branch} from {task.base_commit[:10]}")
-    out.write(f" -> {(task.head_commit or '')[:10]}\n")
-    out.write("  changes:\n" + "".join(f"   {line}\n" for line in stat[-30:]))
+    lines = [
+        "",
+        f"Review of task {task.id}: {task.title}",
+        f"  branch {task.branch} from {task.base_commit[:10]} -> {(task.head_commit or '')[:10]}",
+        "  changes:",
+        *(f"   {line}" for line in stat[-30:]),
+    ]
     from_agents_md = bool(task.check_commands) and not task.outcome.checks
     origin = "offered by AGENTS.md as the outcome named none, " if from_agents_md else ""
-    out.write(f"  checks ({origin}run by the harness):\n")
-    for check in task.checks:
-        mark = "PASS" if check.passed else "FAIL"
-        out.write(f"    {mark} {check.command} (exit {check.exit_code}, {check.duration_s:.1f}s)\n")
+    lines.append(f"  checks ({origin}run by the harness):")
+    for number, check in enumerate(task.checks, 1):
+        lines.append(f"    {check_line(check)}")
+        if not check.passed:
+            lines += failure_lines(task, check)
+            lines += [f"      hint: {check.hint}"] if check.hint else []
+            lines.append(f"      all of it: {checks_command(task, number)}")
     if not task.checks:
         offered = task.suggested_checks and not task.use_suggested_checks
         declined = " (AGENTS.md offered some; declined)" if offered else ""
-        out.write(f"    none were given{declined}\n")
-    out.write(f"  summary: {task.summary or '(none)'}\n")
+        lines.append(f"    none were given{declined}")
+    lines.append(f"  summary: {task.summary or '(none)'}")
     loaded = f" ({len(task.skills)} offered)" if task.skills else ""
-    out.write(f"  skills used: {', '.join(task.skills_used) or 'none'}{loaded}\n")
-    out.write("  preferences in force:" + ("" if task.preferences else " none") + "\n")
+    lines.append(f"  skills used: {', '.join(task.skills_used) or 'none'}{loaded}")
+    lines.append("  preferences in force:" + ("" if task.preferences else " none"))
     for preference in task.preferences:
-        out.write(f"    [{preference.get('scope', '?')}] {preference.get('text', '')}\n")
+        lines.append(f"    [{preference.get('scope', '?')}] {preference.get('text', '')}")
     usage = task.usage
-    out.write(
+    lines.append(
         f"  cost: ${usage.cost_usd:.4f} over {usage.steps} steps "
         f"({usage.input_tokens} in, {usage.cache_read_tokens} cached, "
         f"{usage.cache_write_tokens} cache-written, {usage.output_tokens} out); "
-        f"model {', '.join(task.served_models) or task.model}; sandbox {task.sandbox}\n"
+        f"model {', '.join(task.served_models) or task.model}; sandbox {task.sandbox}"
     )
-    out.write(f"  proof: {proof_text(task)}\n")
-    for flag in task.flags:
-        out.write(f"  ! {flag}\n")
+    lines.append(f"  proof: {proof_text(task)}")
+    lines += [f"  ! {flag}" for flag in task.flags]
+    out.write(printable("\n".join(lines) + "\n"))
+
+
+def check_line(check: CheckResult) -> str:
+    """`FAIL CMD (exit 1, 1.1s)`."""
+    mark = "PASS" if check.passed else "FAIL"
+    return f"{mark} {check.command} (exit {check.exit_code}, {check.duration_s:.1f}s)"
+
+
+def failure_lines(task: Task, check: CheckResult) -> list[str]:
+    """The last lines of a failing check's output, each behind a `|` so that nothing it
+    printed can pass for a line of the review."""
+    tail = failure_tail(whole_output(check, task.folder))
+    if not tail:
+        return ["      (it printed nothing)"]
+    return [f"      | {line}".rstrip() for line in tail.splitlines()]
+
+
+def checks_command(task: Task, number: int) -> str:
+    """The command that prints a check's whole output (`--repo` when run elsewhere)."""
+    command = f"jupyter delegate checks {task.id} {number}"
+    if not Path.cwd().resolve().is_relative_to(Path(task.repo).resolve()):
+        command += f" --repo {shlex.quote(str(task.repo))}"
+    return command
+
+
+def chosen_checks(task: Task, number: str | None) -> list[tuple[int, CheckResult]]:
+    """The checks `checks ID [N]` shows, numbered from 1: all of them, or the Nth. A bad
+    N raises a DelegateError that names the numbers there are."""
+    count = len(task.checks)
+    if number is None:
+        return list(enumerate(task.checks, 1))
+    if not count:
+        raise DelegateError(
+            f"Task {task.id} has no check results ({no_checks_reason(task)}): there is no "
+            f"check {number}."
+        )
+    which = (
+        "it ran one check, number 1"
+        if count == 1
+        else f"it ran {count} checks, numbered 1 to {count}"
+    )
+    try:
+        at = int(number)
+    except ValueError:
+        raise DelegateError(
+            f"{number!r} is not a check number. Task {task.id}: {which}. Give one of those "
+            "numbers, or none for all of them."
+        ) from None
+    if not 1 <= at <= count:
+        raise DelegateError(
+            f"Task {task.id} has no check {at}: {which}. Give one of those numbers, or none "
+            "for all of them."
+        )
+    return [(at, task.checks[at - 1])]
+
+
+def no_checks_reason(task: Task) -> str:
+    if not task.check_commands:
+        return "none were given"
+    return f"they have not run yet; the task is {task.state}"
+
+
+def checks_text(task: Task, chosen: Sequence[tuple[int, CheckResult]]) -> str:
+    """What `checks ID [N]` prints: each chosen check and its whole output (or, for a
+    task from before check logs, the last 4000 characters kept)."""
+    lines = [f"Task {task.id} ({task.state}): {task.title}"]
+    if not task.checks:
+        lines.append(f"  no check results: {no_checks_reason(task)}.")
+    for number, check in chosen:
+        log = check_log(check, task.folder)
+        output = whole_output(check, task.folder).rstrip("\n")
+        lines += [
+            "",
+            f"check {number} of {len(task.checks)}: {check_line(check)}",
+            *([f"  hint: {check.hint}"] if check.hint else []),
+            f"  its whole output ({log}):"
+            if log is not None
+            else "  its output as the journal keeps it (the last 4000 characters at most):",
+            output or "  (it printed nothing)",
+        ]
+    return printable("\n".join(lines) + "\n")
 
 
 def proof_text(task: Task) -> str:
@@ -192,7 +293,10 @@ def _permission(request: PermissionRequest, out: TextIO, yes: bool) -> tuple[boo
     """(allow, who decided) for one question: `--yes` allows, a headless run denies, a
     terminal asks the human."""
     out.write(
-        f"  ? {request.tool} {describe_input(request.input)} asks permission ({request.reason})\n"
+        printable(
+            f"  ? {request.tool} {describe_input(request.input)} asks permission "
+            f"({request.reason})\n"
+        )
     )
     if yes:
         out.write("    allowed (--yes)\n")
@@ -209,7 +313,8 @@ def decide(task: Task, choice: bool | None, out: TextIO, *, squash: bool = False
     says why and returns 1, the task still in review; at a terminal, merging one anyway
     takes a second, explicit yes."""
     if task.state != TaskState.REVIEW:
-        out.write(f"Task {task.id} ended {task.state}. {task.error}\n{next_steps(task)}")
+        out.write(printable(f"Task {task.id} ended {task.state}. {task.error}\n"))
+        out.write(next_steps(task))
         return EXIT_FAILED
     print_review(task, out)
     action = {True: "approve", False: "keep"}.get(choice, "keep")  # type: ignore[arg-type]
@@ -272,7 +377,8 @@ def cmd_list(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
         out.write("No tasks yet. Start one with `jupyter delegate run GOAL --check CMD`.\n")
     for task in found:
         state = state_text(task)
-        out.write(f"{task.id}  {state:<15} ${task.usage.cost_usd:<7.4f} {task.title}\n")
+        line = f"{task.id}  {state:<15} ${task.usage.cost_usd:<7.4f} {task.title}\n"
+        out.write(printable(line))
     return EXIT_OK
 
 
@@ -281,16 +387,23 @@ def cmd_show(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
     if args.json:
         out.write(json.dumps(task.to_record(), indent=2) + "\n")
         return EXIT_OK
-    out.write(f"{task.id}  {state_text(task)}  {task.title}\n")
+    out.write(printable(f"{task.id}  {state_text(task)}  {task.title}\n"))
     if task.error and task.state != TaskState.MERGED:
-        out.write(f"  error: {task.error}\n{next_steps(task)}")
+        out.write(printable(f"  error: {task.error}\n") + next_steps(task))
     if task.head_commit or task.state == TaskState.REVIEW:
         print_review(task, out)
     return EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
-    out.write(manager.get(args.id, args.repo).diff())
+    diff = manager.get(args.id, args.repo).diff()
+    out.write(printable(diff) if out.isatty() else diff)  # a patch piped on stays exact
+    return EXIT_OK
+
+
+def cmd_checks(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
+    task = manager.get(args.id, args.repo)
+    out.write(checks_text(task, chosen_checks(task, args.number)))
     return EXIT_OK
 
 
@@ -484,7 +597,7 @@ def cmd_skills_list(args: argparse.Namespace, out: TextIO) -> int:
         out.write(json.dumps(rows, indent=2) + "\n")
         return EXIT_OK
     out.write(_outside_note(repo, "the user's and bundled skills"))
-    out.write("".join(line + "\n" for line in skill_rows(statuses)))
+    out.write(printable("".join(line + "\n" for line in skill_rows(statuses))))
     waiting = [s.name for s in statuses if s.trust in NEEDS_REVIEW]
     if waiting:
         out.write(
@@ -498,7 +611,7 @@ def cmd_skills_show(args: argparse.Namespace, out: TextIO) -> int:
     from .context.skills import find
 
     status = find(_statuses(default_repo(args.repo)), args.name)
-    out.write("".join(line + "\n" for line in skill_card(status)))
+    out.write(printable("".join(line + "\n" for line in skill_card(status))))
     return EXIT_OK
 
 
@@ -511,7 +624,7 @@ def cmd_skills_check(args: argparse.Namespace, out: TextIO) -> int:
         statuses = [find(statuses, args.name)]
     out.write(_outside_note(repo, "the user's and bundled skills"))
     for status in statuses:
-        out.write("".join(line + "\n" for line in skill_check(status)))
+        out.write(printable("".join(line + "\n" for line in skill_check(status))))
     waiting = [s for s in statuses if s.trust in NEEDS_REVIEW]
     if not waiting:
         out.write(f"All {len(statuses)} checked: trusted or bundled.\n")
@@ -530,7 +643,7 @@ def cmd_skills_trust(args: argparse.Namespace, out: TextIO) -> int:
     statuses = _statuses(repo)
     chosen = skills_to_trust(statuses, args.names, args.all)
     for line in trust_lines(statuses, chosen, args.all):
-        out.write(line + "\n")
+        out.write(printable(line + "\n"))
     for status in chosen:
         if status.trust in ("new", "changed"):
             trusted = trust_skill(status.name, repo=repo)
@@ -749,6 +862,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("id")
         if name == "show":
             p.add_argument("--json", action="store_true")
+    checks = command("checks", "print a task's checks, each with its whole output")
+    checks.add_argument("id")
+    checks.add_argument(
+        "number", nargs="?", metavar="N", help="only the Nth check (1 is the first)"
+    )
     appr = command("approve", "merge a task in review into its base branch")
     appr.add_argument("id")
     appr.add_argument("--squash", action="store_true", help="one squashed commit")
@@ -865,6 +983,7 @@ COMMANDS = {
     "list": cmd_list,
     "show": cmd_show,
     "diff": cmd_diff,
+    "checks": cmd_checks,
     "approve": cmd_approve,
     "reject": cmd_reject,
     "request-changes": cmd_request_changes,

@@ -104,9 +104,11 @@ class Usage:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """A check as the harness ran it. `output_tail`: the end of its output; `log`: the
-    file holding its whole output (in the task's folder); `hint`: an environment problem
-    its output shows, named with the fix; `timeout_s`: how long it was allowed."""
+    """A check as the harness ran it. `output_tail`: the last 4000 characters of its
+    output, redacted; `log`: the file holding its whole output, in the task's folder (""
+    in journals older than logs; check_output.whole_output reads either); `hint`: an
+    environment problem its output shows, named with the fix; `timeout_s`: how long it
+    was allowed."""
 
     command: str
     exit_code: int
@@ -258,6 +260,11 @@ class Task:
     @property
     def journal_path(self) -> Path:
         return self._mgr().journal_path(self)
+
+    @property
+    def folder(self) -> Path:
+        """The task's folder: its journal, lock, control inbox and check logs."""
+        return self.journal_path.parent
 
     @property
     def checks_passed(self) -> bool:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import git
 import pytest
@@ -20,12 +21,31 @@ from jupyter_delegate.journal import Journal
 from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
-    fake = FakeMessagesAPI(load_scenario({"name": "cli", "turns": FIX_TURNS}))
+def serve(turns: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
+    fake = FakeMessagesAPI(load_scenario({"name": "cli", "turns": turns}))
     with FakeServer(fake) as running:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", running.url)
         yield running
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
+    yield from serve(FIX_TURNS, monkeypatch)
+
+
+# An agent that leaves add() broken, says things meant for the terminal, and is done.
+NO_FIX_TURNS: list[dict[str, Any]] = [
+    {
+        "text": "Leaving a note.\x1b]0;owned\x07 \u202egnp.ssap\u202c\r\x1b[2K",
+        "tools": [{"write": {"file_path": "NOTES.md", "content": "add() later\n"}}],
+    },
+    {"tools": [{"finish": {"summary": "Left a note.\x1b[2J\x1b[H PASS everything"}}]},
+]
+
+
+@pytest.fixture
+def no_fix_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
+    yield from serve(NO_FIX_TURNS, monkeypatch)
 
 
 def cli(*argv: str) -> tuple[int, str]:
@@ -360,3 +380,103 @@ def test_at_a_terminal_merging_unproven_work_takes_a_second_yes(
     else:
         assert "Kept in review" in text and " review " in state
         assert repo.head.commit.hexsha == base
+
+
+# Prints 2000 numbered lines (past the journal's 4000 characters), the first in red, with a
+# bidi override and a carriage return.
+NOISY_CHECK = "printf '\\033[31mred\\033[0m \\342\\200\\256reversed\\r\\n'; seq 2 2000; exit 3"
+MISSING_MODULE = "python3 -c 'import humanize_is_not_here'"
+TERMINAL_ACTORS = ("\x1b", "\r", "\u202e", "\u202c", "\x07")
+
+
+def under(lines: list[str], start: str) -> list[str]:
+    """The lines after the first one that starts with `start`, to the next check's."""
+    at = next(i for i, line in enumerate(lines) if line.startswith(start)) + 1
+    end = next(i for i in range(at, len(lines)) if not lines[i].startswith("      "))
+    return lines[at:end]
+
+
+def test_run_show_and_checks_say_why_a_check_failed(
+    repo: git.Repo, no_fix_server: FakeServer
+) -> None:
+    code, ran, task_id = run_task(
+        repo, "--check", NOISY_CHECK, "--check", MISSING_MODULE, "--no-approve"
+    )
+    assert code == 1
+    code, shown = cli("show", task_id, "--repo", repo.working_dir)
+    assert code == 0
+    for text in (ran, shown):
+        review = text[text.index("Review of task") :].splitlines()
+        unittest_tail = under(review, f"    FAIL {CHECK} (exit 1, ")
+        assert "      | AssertionError: -1 != 5" in unittest_tail
+        assert unittest_tail[-2:-1] == ["      | FAILED (failures=1)"]
+        assert unittest_tail[-1].startswith(f"      all of it: jupyter delegate checks {task_id} 1")
+        noisy_tail = under(review, "    FAIL printf ")
+        assert noisy_tail[:-1] == [f"      | {n}" for n in range(1986, 2001)]  # the last 15
+        assert noisy_tail[-1].startswith(f"      all of it: jupyter delegate checks {task_id} 2")
+        missing_tail = under(review, f"    FAIL {MISSING_MODULE} (exit 1, ")
+        assert "      | ModuleNotFoundError: No module named 'humanize_is_not_here'" in missing_tail
+        assert missing_tail[-2].startswith(  # the environment problem the output shows
+            "      hint: `humanize_is_not_here` is not importable in the checks' environment"
+        )
+        for actor in TERMINAL_ACTORS:
+            assert actor not in text, repr(actor)
+    assert "agent: Leaving a note. gnp.ssap" in ran
+    assert "summary: Left a note. PASS everything" in shown
+
+    code, both = cli("checks", task_id, "--repo", repo.working_dir)
+    assert code == 0
+    assert f"check 1 of 3: FAIL {CHECK} (exit 1," in both and "AssertionError: -1 != 5" in both
+    second = both[both.index("check 2 of 3: FAIL printf") : both.index("check 3 of 3")]
+    log = _journal(repo, task_id).parent / "checks" / "1-2.log"
+    assert second.splitlines()[1:] == [  # all of it, from its log
+        f"  its whole output ({log}):",
+        "red reversed",
+        *(str(n) for n in range(2, 2001)),
+        "",
+    ]
+    assert "  hint: `humanize_is_not_here` is not importable" in both
+    code, one = cli("checks", task_id, "2", "--repo", repo.working_dir)
+    assert code == 0 and "check 1 of 3" not in one and one.endswith("1999\n2000\n")
+    for actor in TERMINAL_ACTORS:
+        assert actor not in both, repr(actor)
+
+
+def test_checks_refuses_a_bad_task_or_number_saying_what_to_do(
+    repo: git.Repo, no_fix_server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, _, task_id = run_task(repo, "--no-approve")
+    capsys.readouterr()
+    where = ("--repo", repo.working_dir)
+    assert cli("checks", "zzzzzz", *where) == (2, "")
+    assert f"No task 'zzzzzz' in {repo.working_dir}. Known tasks: {task_id}" in (
+        capsys.readouterr().err
+    )
+    for bad in ("2", "0", "-1"):
+        assert cli("checks", task_id, bad, *where) == (2, "")
+        assert capsys.readouterr().err == (
+            f"jupyter delegate checks: Task {task_id} has no check {bad}: it ran one check, "
+            "number 1. Give one of those numbers, or none for all of them.\n"
+        )
+    assert cli("checks", task_id, "first", *where) == (2, "")
+    assert capsys.readouterr().err == (
+        f"jupyter delegate checks: 'first' is not a check number. Task {task_id}: it ran one "
+        "check, number 1. Give one of those numbers, or none for all of them.\n"
+    )
+
+
+def test_checks_of_a_task_without_check_results_says_why(tmp_path: Path) -> None:
+    from jupyter_delegate import Outcome, Task
+    from jupyter_delegate.cli import checks_text, chosen_checks
+    from jupyter_delegate.errors import DelegateError
+
+    task = Task(id="abc123", outcome=Outcome("Tidy up."), repo=tmp_path)
+    assert chosen_checks(task, None) == []
+    assert checks_text(task, []) == (
+        "Task abc123 (queued): Tidy up.\n  no check results: none were given.\n"
+    )
+    with pytest.raises(DelegateError, match=r"no check results \(none were given\): there is"):
+        chosen_checks(task, "1")
+    running = Task(id="abc124", outcome=Outcome("Fix it.", checks=("pytest",)), repo=tmp_path)
+    with pytest.raises(DelegateError, match="they have not run yet; the task is queued"):
+        chosen_checks(running, "1")

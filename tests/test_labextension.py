@@ -82,18 +82,40 @@ def test_extension_is_installed_enabled_and_ok() -> None:
 
 
 # -- the browser test --------------------------------------------------------------------
-def submit(manager: Any, repo: git.Repo, name: str, check: str = CHECK) -> Task:
+SCREENSHOTS = (
+    "records-no-kernel.png",
+    "failing-check-light.png",
+    "failing-check-dark.png",
+    "review-failing-check-light.png",
+    "review-failing-check-dark.png",
+    "tutorial-merged.png",
+    "live-log-open.png",
+)
+
+
+def submit(manager: Any, repo: git.Repo, name: str, *checks: str) -> Task:
     task: Task = manager.submit(
-        Outcome("Make add() add.", checks=(check,)), repo=repo.working_dir, name=name
+        Outcome("Make add() add.", checks=checks or (CHECK,)), repo=repo.working_dir, name=name
     )
     return task
+
+
+# 40 lines of progress, then a traceback whose message holds markup the card must not parse.
+FAILING_CHECK = (
+    "python3 -u -c \"[print(f'checking item {n}') for n in range(40)]; "
+    "assert 2 + 2 == 5, 'the <b>total</b> is off'\""
+)
+
+
+# Fails with an environment problem the card names (the check's hint).
+MISSING_MODULE = "python3 -c 'import humanize_is_not_here'"
 
 
 def task_records(repo: git.Repo, make_manager: Factory) -> list[dict[str, Any]]:
     """Records of real tasks (the scripted model, real git and checks) in five states."""
     records = []
     in_review = submit(make_manager()[0], repo, "in-review")
-    failing = submit(make_manager()[0], repo, "failing-check", "python3 -c 'raise SystemExit(3)'")
+    failing = submit(make_manager()[0], repo, "failing-check", FAILING_CHECK, MISSING_MODULE)
     rejected = submit(make_manager()[0], repo, "rejected-one")
     started = submit(make_manager()[0], repo, "cut-off")
     records.append(compact_record(started, name="cut-off"))  # saved while at work
@@ -140,6 +162,10 @@ os.environ["ANTHROPIC_BASE_URL"] = model_server.url
 """
 
 
+# The live task's check: fails, printing markup the review must show as text.
+REVIEW_CHECK = "python3 -u -c \"print('<i>checked</i>'); raise SystemExit('cart total is off')\""
+
+
 def live_notebook() -> Any:
     """A notebook that runs one slow task of many tool calls with its live view."""
     cells = [
@@ -147,7 +173,8 @@ def live_notebook() -> Any:
         nbformat.v4.new_code_cell("%load_ext jupyter_delegate"),
         nbformat.v4.new_code_cell(
             "%%delegate --repo {repo} --name live-log --max-steps 20 --sandbox none\n"
-            "Read shop/cart.py and say what it does."
+            "Read shop/cart.py and say what it does.\n"
+            f"check: {REVIEW_CHECK}"
         ),
     ]
     nb = nbformat.v4.new_notebook(cells=cells)
@@ -241,7 +268,7 @@ def test_browser_cards_without_kernel_and_sidebar_follows_tutorial_to_merged(
     if not (ROOT / "jupyter_delegate" / "labextension" / "package.json").exists():
         pytest.fail("the extension is not built: run `pip install -e .` with node installed")
     base, root = lab_server
-    for old in ("records-no-kernel.png", "tutorial-merged.png", "live-log-open.png", "failure.png"):
+    for old in (*SCREENSHOTS, "failure.png"):
         (ARTIFACTS / old).unlink(missing_ok=True)
     records = task_records(repo, make_manager)
     nbformat.write(records_notebook(records), root / "records.ipynb")
@@ -258,6 +285,7 @@ def test_browser_cards_without_kernel_and_sidebar_follows_tutorial_to_merged(
         "expected": expected,
         "tutorial": "tutorial.ipynb",
         "live": "live.ipynb",
+        "failing": records[2]["id"],
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     assert NPM is not None
@@ -272,10 +300,20 @@ def test_browser_cards_without_kernel_and_sidebar_follows_tutorial_to_merged(
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     print(json.dumps(summary, indent=1))  # shown by pytest -rP
     failing = next(c for c in summary["cards"] if c["id"] == records[2]["id"])
-    assert failing["fail"] == 1 and failing["pass"] == 0
+    assert failing["fail"] == 2 and failing["pass"] == 0
+    tail = failing["tail"].splitlines()
+    assert tail == records[2]["checks"][0]["failure_tail"].splitlines() and len(tail) == 15
+    at = tail.index("Traceback (most recent call last):")  # the last 15 lines: the progress
+    assert tail[:at] == [f"checking item {n}" for n in range(40 - at, 40)]  # ends, then the
+    assert tail[-1] == "AssertionError: the <b>total</b> is off"  # traceback, as text
+    assert not failing["markup"]
+    assert failing["seeAll"] == f"all of its output: %delegate checks {records[2]['id']} 1"
+    assert failing["hint"].startswith("`humanize_is_not_here` is not importable")
+    assert summary["themes"] == ["light", "dark", "light"]
     assert summary["tutorialStates"][-1] == "merged"
-    assert (ARTIFACTS / "records-no-kernel.png").exists()
-    assert (ARTIFACTS / "tutorial-merged.png").exists()
+    review = summary["reviewTail"]
+    assert review == {"text": "<i>checked</i>\ncart total is off", "markup": 0, "whole": True}
     opened = summary["liveLog"][0]
     assert opened["open"] and len(summary["liveLog"]) >= 3
-    assert (ARTIFACTS / "live-log-open.png").exists()
+    for screenshot in SCREENSHOTS:
+        assert (ARTIFACTS / screenshot).exists(), screenshot

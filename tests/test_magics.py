@@ -18,7 +18,7 @@ from conftest import CHECK, FIX_TURNS, FIXED, Factory
 from jupyter_delegate import TaskState
 from jupyter_delegate.errors import DelegateError, OutcomeError, RepoError
 from jupyter_delegate.notebook.magics import DelegateMagics, MagicUsageError, restore
-from jupyter_delegate.notebook.record import MIME, RECORD_LIMIT, compact_record
+from jupyter_delegate.notebook.record import MIME, RECORD_LIMIT, bundle, compact_record
 
 
 @pytest.fixture
@@ -123,6 +123,67 @@ def test_a_failing_magic_fails_the_cell(shell: tuple, repo: git.Repo) -> None:  
     assert isinstance(result.error_in_exec, DelegateError)
     result = ip.run_cell("%delegate approve nosuchtask")
     assert isinstance(result.error_in_exec, DelegateError)
+
+
+def test_checks_shows_each_check_with_its_whole_output_and_refuses_a_bad_number(
+    shell: tuple,  # type: ignore[type-arg]
+    repo: git.Repo,
+) -> None:
+    ip, _ = shell
+    ip.user_ns["check"] = "seq 1 30; echo '<b>no</b>'; exit 1"
+    cell(ip, f"--repo {repo.working_dir} --name fix", BODY)
+    assert magic(ip, "wait fix") == {"fix": "review"}
+    task = ip.magics_manager.registry["DelegateMagics"].manager.get("fix")
+    shown = magic(ip, "checks fix")
+    text = repr(shown)
+    assert text.startswith(f"Task {task.id} (review): Make add() add.")
+    assert "check 1 of 1: FAIL seq 1 30; echo '<b>no</b>'; exit 1 (exit 1," in text
+    assert text.endswith("\n".join([*(str(n) for n in range(1, 31)), "<b>no</b>"]))
+    page = shown._repr_html_()
+    assert "&lt;b&gt;no&lt;/b&gt;" in page and "<b>no</b>" not in page and ">1\n2\n" in page
+    assert repr(magic(ip, f"checks {task.id} 1")) == text
+    with pytest.raises(DelegateError, match="has no check 2: it ran one check, number 1"):
+        magic(ip, "checks fix 2")
+    with pytest.raises(DelegateError, match="'all' is not a check number"):
+        magic(ip, "checks fix all")
+    with pytest.raises(MagicUsageError, match="which task"):
+        magic(ip, "checks")
+    with pytest.raises(MagicUsageError, match="unexpected '2 3'"):
+        magic(ip, "checks fix 1 2 3")
+
+
+def test_the_record_keeps_a_failing_checks_last_lines_within_16_kb(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    from jupyter_delegate import Outcome
+
+    turns = [
+        {"tools": [{"write": {"file_path": "NOTES.md", "content": "later\n"}}]},
+        {"tools": [{"finish": {"summary": "done"}}]},
+    ]
+    one = make_manager(turns)[0].submit(
+        Outcome("x", checks=("seq 1 3000; exit 1", "true", "python3 -c 'import not_here'")),
+        repo=repo.working_dir,
+    )
+    one.wait(timeout=60)
+    record = compact_record(one)
+    failing, passing, missing = record["checks"]
+    assert failing["failure_tail"] == "\n".join(str(n) for n in range(2986, 3001))
+    assert not failing["passed"] and failing["exit_code"] == 1
+    assert passing["failure_tail"] == "" and passing["passed"]
+    assert failing["hint"] == "" and missing["hint"].startswith("`not_here` is not importable")
+    assert "output_tail" not in failing and "log" not in failing  # no path of this machine
+    plain, page = bundle(record)["text/plain"], bundle(record)["text/html"]
+    assert "    | 3000" in plain and "2986\n" in page
+
+    many = make_manager(turns)[0].submit(
+        Outcome("x", checks=tuple(f"seq {i} 3000; exit 1" for i in range(20))),
+        repo=repo.working_dir,
+    )
+    many.wait(timeout=120)
+    record = compact_record(many)
+    assert len(json.dumps(record)) <= RECORD_LIMIT
+    assert all(c["failure_tail"].endswith("2999\n3000") for c in record["checks"])
 
 
 def test_help_is_real() -> None:

@@ -261,6 +261,42 @@ def test_the_review_names_skills_used_and_preferences_and_shows_a_drifted_skills
     assert "skills trust drifted" in section.body.value
 
 
+NO_FIX_TURNS = [
+    {"tools": [{"write": {"file_path": "NOTES.md", "content": "later\n"}}], "latency_ms": 300},
+    {"tools": [{"finish": {"summary": "Left add() as it was."}}]},
+]
+HTML_CHECK = "printf '<script>alert(1)</script>\\n\\033[31mred\\033[0m\\n'; exit 4"
+TAIL = re.compile(r'<pre class="jd-tail">(.*?)</pre>', re.S)
+WHOLE = re.compile(r'<details class="jd-whole">(.*?)</details>', re.S)
+
+
+def test_the_review_shows_a_failing_checks_last_lines_and_all_of_it_folded(
+    repo: git.Repo, make_manager: Factory, views: Callable[..., TaskView]
+) -> None:
+    manager, _ = make_manager(NO_FIX_TURNS)
+    missing = "python3 -c 'import humanize_is_not_here'"
+    outcome = Outcome("Make add() add.", checks=(CHECK, HTML_CHECK, "true", missing))
+    view = reviewed(views(manager.submit(outcome, repo=repo.working_dir)))
+    review = text_of(view.review)
+    unittest_tail, html_tail, missing_tail = TAIL.findall(review)
+    assert "AssertionError: -1 != 5" in unittest_tail
+    assert unittest_tail.endswith("FAILED (failures=1)")
+    assert html_tail == "&lt;script&gt;alert(1)&lt;/script&gt;\nred"  # escaped, no escapes
+    assert missing_tail.endswith(
+        "ModuleNotFoundError: No module named &#x27;humanize_is_not_here&#x27;"
+    )
+    hints = re.findall(r'<div class="jd-hint">(.*?)</div>', review)
+    assert len(hints) == 1 and hints[0].startswith("`humanize_is_not_here` is not importable")
+    first, second, _ = WHOLE.findall(review)
+    assert "<summary>all of its output</summary>" in first
+    assert "Traceback (most recent call last):" in first  # above the tail, in the fold
+    assert f"`%delegate checks {view.task.id} 1` prints it whole." in first
+    assert f"%delegate checks {view.task.id} 2" in second
+    assert "<script>" not in review and "\x1b" not in review
+    assert review.count('<span class="jd-fail">FAIL</span>') == 3
+    assert review.count('<span class="jd-pass">PASS</span>') == 1
+
+
 def test_approve_with_a_dirty_base_file_shows_the_error_and_stays_in_review(
     repo: git.Repo, in_review: TaskView
 ) -> None:

@@ -6,7 +6,8 @@
     scope: shop/report/, tests/
 
     %delegate Fix the flaky test in tests/test_io.py --repo ../shop
-    %delegate list | board | show ID | approve ID [--squash] [--force] | reject ID [--reason R]
+    %delegate list | board | show ID | checks ID [N] | approve ID [--squash] [--force]
+    %delegate reject ID [--reason R]
     %delegate request-changes ID TEXT | cancel ID | resume ID | wait ID|all [--timeout S]
     %delegate restore [NOTEBOOK]
     %delegate skills [list | show NAME | check [NAME] | trust NAME... | trust --all] [--repo P]
@@ -16,9 +17,9 @@ IDs may also be task names. Magics are sugar: each one is a call on the Python A
 raise a `DelegateError` (the cell fails, so nbclient and papermill see it). Re-running a
 `%%delegate` cell whose task exists re-attaches to it; `--new` starts another agent.
 
-The skills and preferences subcommands return small objects (`SkillList`, `SkillCard`,
-`TrustReport`, `PreferenceList`) that a notebook shows as HTML and a test can read; their
-text is the CLI's (cli.py), so both say the same thing.
+`checks`, the skills and the preferences subcommands return small objects (`CheckOutputs`,
+`SkillList`, `SkillCard`, `TrustReport`, `PreferenceList`) that a notebook shows as HTML
+and a test can read; their text is the CLI's (cli.py), so both say the same thing.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from .. import cli
 from ..errors import DelegateError
 from ..outcome import Budget, Outcome
 from ..policy import Policy
-from ..task import Task, TaskState
+from ..task import CheckResult, Task, TaskState
 from .record import RecordDisplay, read_records
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ SUBCOMMANDS = (
     "list",
     "board",
     "show",
+    "checks",
     "approve",
     "reject",
     "request-changes",
@@ -199,6 +201,8 @@ class DelegateMagics(Magics):
             %delegate GOAL [options]          start a task in one line
             %delegate list | board            the tasks of this notebook
             %delegate show ID                 a task's live view or review
+            %delegate checks ID [N]           each check (or the Nth) with its whole
+                                              output
             %delegate approve ID [--squash] [--force]
                                               merge into the base branch; only a proven
                                               task (its checks all passed, no budget
@@ -343,6 +347,16 @@ class DelegateMagics(Magics):
 
     def _cmd_show(self, words: list[str]) -> None:
         self._show(self._one(words, "show"))
+
+    def _cmd_checks(self, words: list[str]) -> CheckOutputs:
+        task = self._one(words, "checks ID [N]")
+        if len(words) > 2:
+            raise MagicUsageError(
+                f"%delegate checks ID [N]: unexpected {' '.join(words[2:])!r}; give a task "
+                "and, for one check only, its number."
+            )
+        number = words[1] if len(words) > 1 else None
+        return CheckOutputs(task, cli.chosen_checks(task, number))
 
     def _cmd_approve(self, words: list[str]) -> str:
         task = self._one(words, "approve ID [--squash] [--force]")
@@ -523,6 +537,40 @@ def trust_badge(trust: str) -> str:
 
 def _note(text: str) -> str:
     return f"<p><em>{html.escape(text)}</em></p>" if text else ""
+
+
+class CheckOutputs:
+    """A task's checks, each with its whole output (`%delegate checks ID [N]`)."""
+
+    def __init__(self, task: Task, chosen: Sequence[tuple[int, CheckResult]]) -> None:
+        self.task = task
+        self.chosen = list(chosen)
+
+    def __repr__(self) -> str:
+        return cli.checks_text(self.task, self.chosen).rstrip("\n")
+
+    def _repr_html_(self) -> str:
+        from ..check_output import check_log, printable, whole_output
+
+        e = html.escape
+        task, folder = self.task, self.task.folder
+        parts = [f"<p><b>{e(task.title)}</b> <code>{e(task.id)}</code> ({e(str(task.state))})</p>"]
+        if not task.checks:
+            parts.append(_note(f"No check results: {cli.no_checks_reason(task)}."))
+        for number, check in self.chosen:
+            kept = (
+                "its whole output"
+                if check_log(check, folder) is not None
+                else "its output as the journal keeps it (the last 4000 characters at most)"
+            )
+            output = printable(whole_output(check, folder))
+            parts.append(
+                f"<p>check {number} of {len(task.checks)}: <code>{e(cli.check_line(check))}"
+                f"</code><br><small>{kept}</small></p>"
+                f'<pre style="max-height:40em;overflow:auto">{e(output) or "(it printed nothing)"}'
+                "</pre>"
+            )
+        return f'<div class="jd-check-outputs">{"".join(parts)}</div>'
 
 
 class SkillList:
@@ -762,6 +810,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 __all__ = [
+    "CheckOutputs",
     "DelegateMagics",
     "PreferenceList",
     "SkillCard",

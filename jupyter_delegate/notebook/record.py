@@ -2,11 +2,13 @@
 
 Mime `application/vnd.jupyter-delegate.task+json` holds a compact record (outcome, state,
 branch, base and head commits, diffstat, checks, summary, usage and cost, journal head),
-at most 16 KB whatever the length of the run, with `text/html` and `text/plain`
-fallbacks so JupyterLab, Notebook 7 and VS Code show it without an extension. The
-output's `display_id` is updated at every state change; from the engine thread the
-update is published under the kernel parent captured when the task was submitted
-(ipykernel 7 routes output by parent; see NOTES.md).
+at most 16 KB whatever the length of the run (a failing check keeps, as `failure_tail`,
+the last lines of its output that `check_output.failure_tail` chose, fewer when the
+record must shrink; not its whole output, which `%delegate checks ID` prints), with
+`text/html` and `text/plain` fallbacks so JupyterLab, Notebook 7 and VS Code show it
+without an extension. The output's `display_id` is updated at every state change; from
+the engine thread the update is published under the kernel parent captured when the task
+was submitted (ipykernel 7 routes output by parent; see NOTES.md).
 
 Restore reads the records of a saved notebook with nbformat; the kernel never writes the
 .ipynb (the front end owns it).
@@ -22,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..check_output import failure_tail, whole_output
+from ..errors import DelegateError
 from ..task import Task, TaskEvent
 
 MIME = "application/vnd.jupyter-delegate.task+json"
@@ -42,6 +46,7 @@ def compact_record(
     record["version"] = RECORD_VERSION
     record["name"] = name
     record["diffstat"] = _diffstat(task)
+    record["checks"] = _checks(task)
     if notebook_dir is not None:
         record["repo_relative"] = os.path.relpath(task.repo, notebook_dir)
     for limits in ((4000, 1500, 200), (1000, 400, 50), (300, 120, 10), (100, 40, 3)):
@@ -49,6 +54,27 @@ def compact_record(
         if len(json.dumps(fitted)) <= RECORD_LIMIT:
             return fitted
     return _cut(record, 60, 0, 0)
+
+
+def _checks(task: Task) -> list[dict[str, Any]]:
+    """The checks as the record keeps them: no log path (a path on this machine) and, for
+    a failing one, the last lines of its output instead of its last 4000 characters, and
+    the environment problem they show (`hint`, "" when none)."""
+    try:
+        folder: Path | None = task.folder
+    except DelegateError:  # a task no manager knows: its journal's tail is all there is
+        folder = None
+    return [
+        {
+            "command": check.command,
+            "exit_code": check.exit_code,
+            "passed": check.passed,
+            "duration_s": check.duration_s,
+            "failure_tail": "" if check.passed else failure_tail(whole_output(check, folder)),
+            "hint": check.hint,
+        }
+        for check in task.checks
+    ]
 
 
 def _cut(record: dict[str, Any], text: int, tail: int, files: int) -> dict[str, Any]:
@@ -65,7 +91,8 @@ def _cut(record: dict[str, Any], text: int, tail: int, files: int) -> dict[str, 
         {
             **c,
             "command": _clip(c["command"], item),
-            "output_tail": c["output_tail"][-tail:] if tail else "",
+            "failure_tail": _last_lines(c["failure_tail"], tail),
+            "hint": _clip(c["hint"], text),
         }
         for c in record["checks"][:count]
     ]
@@ -84,6 +111,18 @@ def _cut(record: dict[str, Any], text: int, tail: int, files: int) -> dict[str, 
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def _last_lines(text: str, limit: int) -> str:
+    """The last whole lines of `text` within `limit` characters (the last line's end when
+    it alone is longer)."""
+    if len(text) <= limit:
+        return text
+    if limit <= 0:
+        return ""
+    kept = text[-limit:]
+    newline = kept.find("\n")
+    return kept[newline + 1 :] if newline != -1 else "…" + kept[1:]
 
 
 _diffstats: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
@@ -143,6 +182,8 @@ def text_plain(record: dict[str, Any]) -> str:
     lines.append(f"  branch {record['branch']} from {record['base_commit'][:10]}")
     for check in record["checks"]:
         lines.append(f"  {'PASS' if check['passed'] else 'FAIL'} {check['command']}")
+        lines += [f"    | {line}" for line in check.get("failure_tail", "").splitlines()]
+        lines += [f"    hint: {check['hint']}"] if check.get("hint") else []
     if record["summary"]:
         lines.append(f"  summary: {record['summary']}")
     usage = record["usage"]
@@ -153,7 +194,14 @@ def text_plain(record: dict[str, Any]) -> str:
 def text_html(record: dict[str, Any]) -> str:
     e = html.escape
     checks = "".join(
-        f"<li>{'✅' if c['passed'] else '❌'} <code>{e(c['command'])}</code></li>"
+        f"<li>{'✅' if c['passed'] else '❌'} <code>{e(c['command'])}</code>"
+        + (
+            f'<pre style="margin:2px 0;white-space:pre-wrap">{e(c["failure_tail"])}</pre>'
+            if c.get("failure_tail")
+            else ""
+        )
+        + (f"<div>{e(c['hint'])}</div>" if c.get("hint") else "")
+        + "</li>"
         for c in record["checks"]
     )
     files = "".join(

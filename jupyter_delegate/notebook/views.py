@@ -49,11 +49,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import git
 import ipywidgets as widgets
 
+from ..check_output import failure_tail, printable, whole_output
 from ..engine.tools import describe_input as brief
 from ..errors import DelegateError, NotProven
 from ..policy import PermissionRequest
@@ -83,6 +85,10 @@ CSS = """<style>
 .jd-tool pre, .jd-checks pre {max-height: 24em; overflow: auto; margin: 2px 0}
 .jd-error {color: #cf222e; white-space: pre-wrap}
 .jd-checks td, .jd-checks th {padding: 1px 8px; text-align: left; vertical-align: top}
+.jd-checks pre.jd-tail {border-left: 3px solid #cf222e; padding: 2px 6px; white-space: pre-wrap;
+  max-height: none}
+.jd-hint {color: #9a6700; margin: 2px 0}
+.jd-whole summary {cursor: pointer; color: var(--jp-ui-font-color2, #57606a); font-size: 90%}
 .jd-pass {color: #1a7f37; font-weight: bold}
 .jd-fail {color: #cf222e; font-weight: bold}
 .jd-diff {font-family: monospace; font-size: 12px; overflow-x: auto}
@@ -325,29 +331,50 @@ def unproven_html(reasons: str) -> str:
     )
 
 
-def checks_html(checks: Sequence[CheckResult]) -> str:
-    if not checks:
+def checks_html(task: Task) -> str:
+    """The checks as a table; under a failing one, the last lines of its output, the
+    environment problem they show (if any) and, folded, all of it (the last `OUTPUT_TAIL`
+    characters; the magic prints the rest)."""
+    if not task.checks:
         return note_html("No checks were given.")
-    rows = "".join(_check_row(check) for check in checks)
+    folder = task.folder
+    rows = "".join(
+        _check_row(task, number, check, folder) for number, check in enumerate(task.checks, 1)
+    )
     return (
         '<table class="jd-checks"><tr><th>check</th><th>result</th><th>time</th>'
         f"<th>output</th></tr>{rows}</table>"
     )
 
 
-def _check_row(check: CheckResult) -> str:
-    verdict = (
-        '<span class="jd-pass">PASS</span>'
-        if check.passed
-        else ('<span class="jd-fail">FAIL</span>')
+def _check_row(task: Task, number: int, check: CheckResult, folder: Path) -> str:
+    def row(verdict: str, output: str) -> str:
+        return (
+            f"<tr><td><code>{esc(check.command)}</code></td><td>{verdict}</td>"
+            f"<td>{check.duration_s:.1f}s</td><td>{output}</td></tr>"
+        )
+
+    if check.passed:
+        output = (
+            f"<details><summary>exit {check.exit_code}</summary>"
+            f"<pre>{esc(printable(check.output_tail))}</pre></details>"
+        )
+        return row('<span class="jd-pass">PASS</span>', output)
+    whole = printable(whole_output(check, folder))
+    tail = failure_tail(whole)
+    if not tail:
+        hint = f"; {check.hint}" if check.hint else ""
+        return row(
+            '<span class="jd-fail">FAIL</span>', esc(f"exit {check.exit_code}, no output{hint}")
+        )
+    everything = (
+        f'<details class="jd-whole"><summary>all of its output</summary><pre>{esc(_tail(whole))}'
+        f"</pre>{note_html(f'`%delegate checks {task.id} {number}` prints it whole.')}</details>"
     )
-    output = (
-        f"<details><summary>exit {check.exit_code}</summary>"
-        f"<pre>{esc(check.output_tail)}</pre></details>"
-    )
-    return (
-        f"<tr><td><code>{esc(check.command)}</code></td><td>{verdict}</td>"
-        f"<td>{check.duration_s:.1f}s</td><td>{output}</td></tr>"
+    hint = f'<div class="jd-hint">{esc(check.hint)}</div>' if check.hint else ""
+    return row('<span class="jd-fail">FAIL</span>', f"exit {check.exit_code}") + (
+        '<tr class="jd-check-output"><td colspan="4">'
+        f'<pre class="jd-tail">{esc(tail)}</pre>{hint}{everything}</td></tr>'
     )
 
 
@@ -525,7 +552,7 @@ def review_parts(task: Task) -> tuple[list[widgets.Widget], dict[str, FileDiffVi
     }
     parts: list[widgets.Widget] = [
         widgets.HTML(summary_html(task)),
-        widgets.HTML(f"<b>Checks</b> (run by the harness){checks_html(task.checks)}"),
+        widgets.HTML(f"<b>Checks</b> (run by the harness){checks_html(task)}"),
         widgets.HTML(context_html(task)),
         widgets.HTML(flags_html(review_flags(task, views))),
         widgets.HTML(f"<b>Changes</b><pre>{esc(stat)}</pre>" + error_html(problem)),

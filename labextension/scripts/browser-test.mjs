@@ -5,12 +5,14 @@
 //
 // SPEC: { "base": "http://127.0.0.1:PORT", "artifacts": DIR, "chromium": PATH,
 //         "records": "records.ipynb", "expected": { TASK_ID: STATE, ... },
-//         "tutorial": "tutorial.ipynb", "live": "live.ipynb" }
+//         "tutorial": "tutorial.ipynb", "live": "live.ipynb", "failing": TASK_ID }
 // Phase 1 opens the saved notebook of task records with no kernel: the cards show each
-// task's state and the Delegations sidebar lists the tasks. Phase 2 runs the tutorial with
+// task's state (the failing check's card its last lines, screenshot in the light and the
+// dark theme) and the Delegations sidebar lists the tasks. Phase 2 runs the tutorial with
 // a kernel (Run All Cells) and follows the sidebar to `merged`. Phase 3 runs a slow task
 // and opens one of its first tool calls in the live view while it runs: the call must stay
-// open while later steps arrive (only the page of the log that changed is re-sent).
+// open while later steps arrive (only the page of the log that changed is re-sent); its
+// check fails, and the review shows the check's last lines (screenshots, dark and light).
 // Prints a JSON summary on
 // the last line; exits non-zero with the reason on the first failed expectation.
 import { readFileSync, mkdirSync } from 'node:fs';
@@ -76,6 +78,22 @@ async function openSidebar(page) {
   await panel.waitFor({ state: 'visible', timeout: 10000 });
 }
 
+async function setTheme(page, name) {
+  // Settings > Theme > NAME, then wait until the body says the theme is on.
+  const light = !name.includes('Dark');
+  if ((await page.evaluate(() => document.body.dataset.jpThemeLight)) === String(light)) {
+    return;
+  }
+  await page.locator('.lm-MenuBar-item', { hasText: /^Settings$/ }).click();
+  const item = label => page.locator('.lm-Menu-itemLabel', { hasText: new RegExp(`^${label}$`) });
+  await item('Theme').click(); // opens the submenu
+  await item(name).click();
+  await page.waitForFunction(l => document.body.dataset.jpThemeLight === String(l), light, {
+    timeout: 20000
+  });
+  await page.waitForTimeout(500); // the theme's stylesheet settles
+}
+
 async function sidebarTasks(page) {
   return page.$$eval('#jupyter-delegate-sidebar .jd-sidebar-task', items =>
     items.map(i => ({ id: i.dataset.taskId, state: i.dataset.state, text: i.textContent }))
@@ -121,6 +139,10 @@ try {
       badge: e.querySelector('.jd-badge')?.textContent,
       pass: e.querySelectorAll('.jd-pass').length,
       fail: e.querySelectorAll('.jd-fail').length,
+      tail: e.querySelector('.jd-check-tail')?.textContent ?? '',
+      seeAll: e.querySelector('.jd-see-all')?.textContent ?? '',
+      hint: e.querySelector('.jd-check-hint')?.textContent ?? '',
+      markup: e.querySelectorAll('.jd-check-tail *').length,
       text: e.textContent
     }))
   );
@@ -174,6 +196,18 @@ try {
   summary.clickScrolls = inView;
   check(inView.visible && inView.active, `clicking ${last} did not bring its cell: ${JSON.stringify(inView)}`);
   await page.screenshot({ path: join(spec.artifacts, 'records-no-kernel.png') });
+
+  // The failing check's card, in the light theme and the dark one.
+  const failingCard = page.locator(`.jp-Notebook .jd-card[data-task-id="${spec.failing}"]`);
+  summary.themes = [];
+  for (const theme of ['JupyterLab Light', 'JupyterLab Dark', 'JupyterLab Light']) {
+    await setTheme(page, theme);
+    summary.themes.push(await page.evaluate(() => (document.body.dataset.jpThemeLight === 'true' ? 'light' : 'dark')));
+    if (summary.themes.length < 3) {
+      await failingCard.scrollIntoViewIfNeeded();
+      await failingCard.screenshot({ path: join(spec.artifacts, `failing-check-${summary.themes.at(-1)}.png`) });
+    }
+  }
 
   // -- phase 2: the tutorial with a kernel, followed to merged ------------------------
   await page.goto(`${spec.base}/lab/tree/${spec.tutorial}?reset`); // a fresh workspace
@@ -244,6 +278,22 @@ try {
     `the tool call opened while the task ran closed again: ${JSON.stringify(summary.liveLog)}`
   );
   await page.screenshot({ path: join(spec.artifacts, 'live-log-open.png') });
+
+  // The task's check fails: the review under the cell shows its last lines, light and dark.
+  const reviewTail = '.jp-Notebook .jupyter-widgets pre.jd-tail';
+  await page.waitForSelector(reviewTail, { timeout: 120000 });
+  summary.reviewTail = await page.$eval(reviewTail, pre => ({
+    text: pre.textContent,
+    markup: pre.querySelectorAll('*').length,
+    whole: !!pre.closest('td')?.querySelector('details.jd-whole:not([open])')
+  }));
+  const checksTable = page.locator('.jp-Notebook .jupyter-widgets table.jd-checks');
+  for (const theme of ['JupyterLab Dark', 'JupyterLab Light']) {
+    await setTheme(page, theme);
+    await checksTable.scrollIntoViewIfNeeded();
+    const name = theme.includes('Dark') ? 'dark' : 'light';
+    await checksTable.screenshot({ path: join(spec.artifacts, `review-failing-check-${name}.png`) });
+  }
   check(summary.consoleErrors.length === 0, `errors in the page: ${summary.consoleErrors.join(' | ')}`);
   console.log(JSON.stringify(summary));
 } catch (error) {

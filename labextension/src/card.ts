@@ -123,7 +123,18 @@ export function renderCard(doc: Document, card: CardModel, folded = false): HTML
           ' ',
           code(doc, c.command),
           ' ',
-          el(doc, 'span', { class: 'jd-dim' }, c.detail)
+          el(doc, 'span', { class: 'jd-dim' }, c.detail),
+          c.tail ? el(doc, 'pre', { class: 'jd-check-tail' }, c.tail) : null,
+          c.hint ? el(doc, 'div', { class: 'jd-check-hint' }, c.hint) : null,
+          c.seeAll
+            ? el(
+                doc,
+                'div',
+                { class: 'jd-see-all jd-dim' },
+                'all of its output: ',
+                code(doc, c.seeAll)
+              )
+            : null
         )
       );
     }

@@ -12,7 +12,10 @@ export interface CheckRecord {
   exit_code: number;
   passed: boolean;
   duration_s: number;
-  output_tail: string;
+  /** A failing check's last lines that say why (chosen by the kernel); '' when it passed. */
+  failure_tail: string;
+  /** The environment problem a failing check's output shows, with the fix; '' when none. */
+  hint: string;
 }
 
 export interface DiffstatRow {
@@ -107,7 +110,8 @@ export function parseRecord(data: unknown): TaskRecord | null {
             exit_code: num(c.exit_code, -1),
             passed: c.passed === true,
             duration_s: num(c.duration_s),
-            output_tail: str(c.output_tail)
+            failure_tail: str(c.failure_tail),
+            hint: str(c.hint)
           }
         : null
     ),
@@ -154,7 +158,16 @@ export interface CardModel {
   filesTotal: number;
   added: number;
   removed: number;
-  checks: { command: string; passed: boolean; detail: string }[];
+  /** `tail`: a failing check's last lines; `hint`: the environment problem they show;
+   * `seeAll`: the magic that prints all of it. */
+  checks: {
+    command: string;
+    passed: boolean;
+    detail: string;
+    tail: string;
+    hint: string;
+    seeAll: string;
+  }[];
   checksPassed: number;
   summary: string;
   error: string;
@@ -196,10 +209,13 @@ export function cardModel(record: TaskRecord): CardModel {
     filesTotal: record.diffstat_files ?? record.diffstat.length,
     added,
     removed,
-    checks: record.checks.map(c => ({
+    checks: record.checks.map((c, i) => ({
       command: c.command,
       passed: c.passed,
-      detail: c.passed ? `${c.duration_s.toFixed(1)} s` : `exit ${c.exit_code}`
+      detail: c.passed ? `${c.duration_s.toFixed(1)} s` : `exit ${c.exit_code}`,
+      tail: c.passed ? '' : c.failure_tail,
+      hint: c.passed ? '' : c.hint,
+      seeAll: c.passed ? '' : `%delegate checks ${record.id} ${i + 1}`
     })),
     checksPassed,
     summary: record.summary,

@@ -31,6 +31,40 @@ describe('renderCard', () => {
     expect(node.querySelector('.jd-fail')!.textContent).toContain('exit 2');
   });
 
+  it("shows a failing check's last lines, as text, and how to see all of it", () => {
+    const tail = 'E       assert 3 == 5\n<img src=x onerror=alert(1)>\n1 failed, 2 passed in 0.1s';
+    const checks = [
+      {
+        ...merged.checks[0],
+        passed: false,
+        exit_code: 1,
+        failure_tail: tail,
+        hint: '`<b>humanize</b>` is not importable in the checks\' environment'
+      },
+      { ...merged.checks[0], command: 'ruff check .' }
+    ];
+    const node = renderCard(document, cardModel(parseRecord({ ...merged, checks })!));
+    const failing = node.querySelector('.jd-fail')!;
+    expect(failing.querySelector('.jd-check-tail')!.textContent).toBe(tail);
+    expect(failing.querySelector('.jd-check-hint')!.textContent).toBe(
+      "`<b>humanize</b>` is not importable in the checks' environment"
+    );
+    expect(node.querySelector('img')).toBeNull();
+    expect(node.querySelector('b')).toBeNull();
+    expect(failing.querySelector('.jd-see-all')!.textContent).toBe(
+      `all of its output: %delegate checks ${merged.id} 1`
+    );
+    const passing = node.querySelector('.jd-pass')!;
+    expect(passing.querySelector('.jd-check-tail')).toBeNull();
+    expect(passing.querySelector('.jd-see-all')).toBeNull();
+    expect(passing.querySelector('.jd-check-hint')).toBeNull();
+    // a failing check that printed nothing (or an older record): no tail, still the way to all
+    const quiet = [{ ...merged.checks[0], passed: false, exit_code: 1, failure_tail: '' }];
+    const bare = renderCard(document, cardModel(parseRecord({ ...merged, checks: quiet })!));
+    expect(bare.querySelector('.jd-check-tail')).toBeNull();
+    expect(bare.querySelector('.jd-see-all')!.textContent).toContain('%delegate checks');
+  });
+
   it('lists the skills the agent used and the preferences in force', () => {
     const record = {
       ...merged,

@@ -428,18 +428,24 @@ class Workspace:
     # -- the task's tree: staged, guarded, committed by the harness ----------------------
     def stage(self, worktree: Path) -> Staged:
         """Stage everything in the worktree except nested repositories (a folder with its
-        own `.git` that is not a submodule of HEAD), and return the staged tree's changes
+        own `.git`) and submodules (what they hold stays as HEAD records it: the agent
+        cannot move a submodule), and return the staged tree's changes
         against HEAD, read from git's raw NUL-separated output with renames not collapsed:
         the exact paths, modes and blobs a commit would hold."""
         tree_git = pinned_git(worktree)
         with self.worktree_locked(worktree):
             submodules = set(_gitlinks(tree_git, "HEAD"))
             nested = nested_repositories(worktree, submodules)
-            excluded = [f":(exclude,literal,top){path}" for path in nested]
+            # Submodules are never staged either: staging a moved one makes git work in
+            # it, under its own configuration, which the agent can write.
+            kept_out = [*nested, *sorted(submodules)]
+            excluded = [f":(exclude,literal,top){path}" for path in kept_out]
             tree_git.add("-A", "--", ".", *excluded)
             for path in nested:  # an older stage may have recorded it as a gitlink
-                if _staged_gitlink(tree_git, path) and path not in submodules:
+                if _staged_gitlink(tree_git, path):
                     tree_git.update_index("--force-remove", "--", path)
+            for path, (mode, sha) in _entries(tree_git, "HEAD", sorted(submodules)).items():
+                tree_git.update_index("--cacheinfo", f"{mode},{sha},{path}")
             tree = tree_git.write_tree()
             head = tree_git.rev_parse("HEAD")
             raw = tree_git.diff_tree("-r", "-z", "--no-renames", "--raw", f"{head}^{{tree}}", tree)

@@ -317,3 +317,33 @@ def test_credentials_detect_secrets_knows_are_redacted_before_the_model_sees_the
     assert shown.split("\n")[1] == " ".join(planted.values()), shown
     journal = task.journal_path.read_text()
     assert not any(secret in journal for secret in planted)
+
+
+def test_a_submodules_own_git_config_never_runs(
+    user_repo: git.Repo, outside_tmp: Path, make_manager: Factory
+) -> None:
+    lib_dir = outside_tmp / "lib"
+    lib_dir.mkdir()
+    lib = git.Repo.init(lib_dir, initial_branch="main")
+    (lib_dir / "libmod.py").write_text("ANSWER = 42\n")
+    commit_all(lib, "lib")
+    user_repo.git.execute(
+        ["git", "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib_dir), "lib"]
+    )
+    commit_all(user_repo, "a submodule")
+    marker = outside_tmp / "MARK"
+    plant = (
+        f"cd lib && git config filter.x.clean 'touch {marker}-clean; cat' && "
+        f"git config core.fsmonitor 'touch {marker}-fsmonitor; false' && "
+        "printf '* filter=x\\n' > .gitattributes && echo 'ANSWER = 0' > libmod.py && "
+        "git -c user.name=a -c user.email=b commit -qam moved --no-verify && touch libmod.py"
+    )
+    manager, _ = make_manager([bash(plant), {"tools": [CALC_FIX]}, finish()])
+    root = user_repo.working_dir
+    task = manager.submit(Outcome("Fix add.", checks=("true",)), repo=root, sandbox=SANDBOX)
+    assert task.wait(timeout=120) == TaskState.REVIEW, task.error
+    for command in (("show", task.id), ("diff", task.id)):
+        cli(*command, "--repo", root)
+    task.reject("no")
+    assert markers(outside_tmp) == []
+    assert user_repo.git.show("--name-only", "--format=", task.head_commit).split() == ["calc.py"]

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .check_output import check_log, failure_tail, printable, whole_output
 from .engine.tools import describe_input
+from .environment import ran_with
 from .errors import ContextError, DelegateError, NotProven
 from .outcome import Budget, Outcome
 from .policy import PermissionRequest, Policy
@@ -144,6 +145,7 @@ def print_review(task: Task, out: TextIO) -> None:
         offered = task.suggested_checks and not task.use_suggested_checks
         declined = " (AGENTS.md offered some; declined)" if offered else ""
         lines.append(f"    none were given{declined}")
+    lines += [f"    {line}" for line in ran_with(task.check_environment)]
     lines.append(f"  summary: {task.summary or '(none)'}")
     loaded = f" ({len(task.skills)} offered)" if task.skills else ""
     lines.append(f"  skills used: {', '.join(task.skills_used) or 'none'}{loaded}")

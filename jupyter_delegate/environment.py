@@ -129,30 +129,34 @@ class Environment:
     withheld: tuple[str, ...] = ()  # asked for, withheld as credentials
     python_path: tuple[str, ...] = ()  # checkout-relative import roots of editable installs
 
-    def describe(self) -> list[str]:
-        """The review's lines: what the checks ran with."""
-        lines = []
-        if self.items:
-            lines.append("checks ran with: " + ", ".join(str(i) for i in self.items))
-        else:
-            lines.append("checks ran with: the worktree only (no untracked files of yours)")
-        passed = sorted(k for k in self.variables if k not in ("HOME",))
-        lines.append("variables passed: " + (", ".join(passed) or "none"))
-        if self.withheld:
-            lines.append("withheld as credentials: " + ", ".join(self.withheld))
-        if self.not_passed:
-            shown = ", ".join(self.not_passed[:20])
-            more = f" and {len(self.not_passed) - 20} more" if len(self.not_passed) > 20 else ""
-            lines.append(
-                f"not passed: {shown}{more} (pass one with --env NAME or [environment] pass_env)"
-            )
-        return lines
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["items"] = [asdict(i) for i in self.items]
         data["variables"] = sorted(self.variables)  # names only: values stay out of journals
         return data
+
+
+def ran_with(data: Mapping[str, Any]) -> list[str]:
+    """The review's lines on what the checks ran with, from an `Environment.to_dict()`
+    (as the checks event journals it): the environment's items, the variables passed,
+    withheld and not passed (names only)."""
+    if not data:
+        return []
+    items = [f"{i['path']} ({i['how']})" for i in data.get("items", [])]
+    lines = [
+        "checks ran with: "
+        + (", ".join(items) or "the task's files only (no untracked files of yours)")
+    ]
+    passed = sorted(k for k in data.get("variables", []) if k != "HOME")
+    lines.append("variables passed: " + (", ".join(passed) or "none"))
+    if data.get("withheld"):
+        lines.append("withheld as credentials: " + ", ".join(data["withheld"]))
+    not_passed = list(data.get("not_passed", []))
+    if not_passed:
+        shown = ", ".join(not_passed[:12])
+        more = f" and {len(not_passed) - 12} more" if len(not_passed) > 12 else ""
+        lines.append(f"not passed: {shown}{more} (--env NAME or [environment] pass_env)")
+    return lines
 
 
 def read_declared(

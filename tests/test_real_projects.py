@@ -10,6 +10,7 @@ attack pass, for the wrong reason).
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -22,6 +23,9 @@ import pytest
 
 from conftest import SANDBOX, Factory, commit_all
 from jupyter_delegate import Outcome, TaskState
+from jupyter_delegate.cli import main
+from jupyter_delegate.notebook.record import compact_record
+from jupyter_delegate.notebook.views import checks_html
 from jupyter_delegate.sandbox import probe
 
 BROKEN = 'def ordinal(n):\n    return f"{n}th"\n'
@@ -222,6 +226,10 @@ def test_a_venv_inside_the_repo_and_a_generated_version_file_need_no_declaration
     assert check.passed, check.output_tail
     ran_with = task.check_environment["items"]
     assert {"path": ".venv", "kind": "virtualenv", "how": "read-only"} in ran_with
+    assert (
+        "checks ran with: .venv (read-only), src/humanize/_version.py (copied)"
+        in compact_record(task)["ran_with"]
+    )
     assert {"path": "src/humanize/_version.py", "kind": "generated", "how": "copied"} in ran_with
     # nothing of the environment lands in the task's commit
     changed = repo.git.diff("--name-only", task.base_commit, task.head_commit)
@@ -320,6 +328,14 @@ def test_declared_variables_reach_the_check_and_credentials_never_do(
     assert ran_with["withheld"] == ["DEPLOY_TOKEN", "SECOND_TOKEN"]
     assert "DJANGO_SETTINGS_MODULE" in ran_with["not_passed"]
     assert "PYTHONPATH" in ran_with["variables"] and "MODE" in ran_with["variables"]
+    # the review says it, in the terminal and in the notebook
+    out = io.StringIO()
+    assert main(["show", task.id, "--repo", repo.working_dir], out=out) == 0
+    shown = out.getvalue()
+    assert "checks ran with: the task's files only" in shown
+    assert "withheld as credentials: DEPLOY_TOKEN, SECOND_TOKEN" in shown
+    assert "not passed: " in shown and "DJANGO_SETTINGS_MODULE" in shown
+    assert "withheld as credentials: DEPLOY_TOKEN, SECOND_TOKEN" in checks_html(task)
 
 
 def test_a_missing_module_is_named_as_an_environment_problem(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..check_output import failure_tail, whole_output
+from ..environment import ran_with
 from ..errors import DelegateError
 from ..task import Task, TaskEvent
 
@@ -47,6 +48,7 @@ def compact_record(
     record["name"] = name
     record["diffstat"] = _diffstat(task)
     record["checks"] = _checks(task)
+    record["ran_with"] = ran_with(task.check_environment)
     if notebook_dir is not None:
         record["repo_relative"] = os.path.relpath(task.repo, notebook_dir)
     for limits in ((4000, 1500, 200), (1000, 400, 50), (300, 120, 10), (100, 40, 3)):
@@ -96,6 +98,7 @@ def _cut(record: dict[str, Any], text: int, tail: int, files: int) -> dict[str, 
         }
         for c in record["checks"][:count]
     ]
+    cut["ran_with"] = [_clip(line, item) for line in record.get("ran_with", [])[:count]]
     cut["diffstat"] = record["diffstat"][:files]
     cut["flags"] = [_clip(f, item) for f in record["flags"][:count]]
     cut["check_commands"] = [_clip(c, item) for c in record.get("check_commands", [])[:count]]

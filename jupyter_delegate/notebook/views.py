@@ -341,9 +341,12 @@ def checks_html(task: Task) -> str:
     rows = "".join(
         _check_row(task, number, check, folder) for number, check in enumerate(task.checks, 1)
     )
+    from ..environment import ran_with
+
+    environment = "".join(note_html(line) for line in ran_with(task.check_environment))
     return (
         '<table class="jd-checks"><tr><th>check</th><th>result</th><th>time</th>'
-        f"<th>output</th></tr>{rows}</table>"
+        f"<th>output</th></tr>{rows}</table>{environment}"
     )
 
 

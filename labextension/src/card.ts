@@ -139,6 +139,9 @@ export function renderCard(doc: Document, card: CardModel, folded = false): HTML
       );
     }
     body.append(row(doc, 'checks', `${card.checksPassed}/${card.checks.length} passed`), checks);
+    for (const line of card.ranWith) {
+      body.append(el(doc, 'div', { class: 'jd-ran-with jd-dim' }, line));
+    }
   }
   if (card.summary) {
     body.append(el(doc, 'div', { class: 'jd-summary' }, card.summary));

@@ -39,6 +39,8 @@ export interface TaskRecord {
   served_models: string[];
   summary: string;
   checks: CheckRecord[];
+  /** What the checks ran with: the environment's items and variables (kernel's words). */
+  ran_with: string[];
   usage: { cost_usd: number; steps: number };
   flags: string[];
   error: string;
@@ -131,7 +133,8 @@ export function parseRecord(data: unknown): TaskRecord | null {
     diffstat_files: typeof r.diffstat_files === 'number' ? r.diffstat_files : undefined,
     skills_used: list(r.skills_used, s => (typeof s === 'string' ? s : null)),
     preferences: list(r.preferences, p => (typeof p === 'string' ? p : null)),
-    preferences_count: typeof r.preferences_count === 'number' ? r.preferences_count : undefined
+    preferences_count: typeof r.preferences_count === 'number' ? r.preferences_count : undefined,
+    ran_with: list(r.ran_with, w => (typeof w === 'string' ? w : null))
   };
 }
 
@@ -169,6 +172,8 @@ export interface CardModel {
     seeAll: string;
   }[];
   checksPassed: number;
+  /** What the checks ran with (the user's environment), one line each. */
+  ranWith: string[];
   summary: string;
   error: string;
   flags: string[];
@@ -218,6 +223,7 @@ export function cardModel(record: TaskRecord): CardModel {
       seeAll: c.passed ? '' : `%delegate checks ${record.id} ${i + 1}`
     })),
     checksPassed,
+    ranWith: record.ran_with,
     summary: record.summary,
     error: record.error,
     flags: record.flags,

@@ -65,6 +65,20 @@ describe('renderCard', () => {
     expect(bare.querySelector('.jd-see-all')!.textContent).toContain('%delegate checks');
   });
 
+  it('says what the checks ran with, as text', () => {
+    const ranWith = [
+      'checks ran with: .venv (read-only), src/humanize/_version.py (copied)',
+      'variables passed: LANG, PATH, <b>PYTHONPATH</b>',
+      'withheld as credentials: DEPLOY_TOKEN'
+    ];
+    const node = renderCard(document, cardModel(parseRecord({ ...merged, ran_with: ranWith })!));
+    const lines = [...node.querySelectorAll('.jd-ran-with')].map(e => e.textContent);
+    expect(lines).toEqual(ranWith);
+    expect(node.querySelector('b')).toBeNull();
+    // an older record without it shows none
+    expect(renderCard(document, cardModel(parseRecord(merged)!)).querySelector('.jd-ran-with')).toBeNull();
+  });
+
   it('lists the skills the agent used and the preferences in force', () => {
     const record = {
       ...merged,

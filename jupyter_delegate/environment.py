@@ -428,10 +428,10 @@ def _variables(
     for name in list(variables):  # the defaults too: a PATH holding a token is withheld
         if name not in asked and (CREDENTIAL_NAME.search(name) or looks_secret(variables[name])):
             del variables[name]
-    not_passed = sorted(
+    not_passed = sorted(  # HOME always is (an empty one, in the sandbox)
         n
         for n in environ
-        if n not in variables and n not in asked and not CREDENTIAL_NAME.search(n)
+        if n not in variables and n not in asked and n != "HOME" and not CREDENTIAL_NAME.search(n)
     )
     return variables, not_passed, sorted(withheld)
 

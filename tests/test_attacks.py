@@ -82,9 +82,13 @@ def test_a_marker_planted_through_git_config_never_runs_in_any_command(
 ) -> None:
     marker = outside_tmp / "MARK"
     turns = [{"tools": [CALC_FIX]}, bash(planted_repository(marker)), finish()]
+    turns += [bash("touch evil/data.txt elsewhere/x"), finish("again")]  # a second round
     manager, _ = make_manager(turns)
     root = user_repo.working_dir
     task = manager.submit(Outcome("Fix add.", checks=("true",)), repo=root, sandbox=SANDBOX)
+    assert task.wait(timeout=120) == TaskState.REVIEW, task.error
+    assert markers(outside_tmp) == []
+    task.request_changes("Once more.")  # the loop, the guard and the commit run again
     assert task.wait(timeout=120) == TaskState.REVIEW, task.error
     assert markers(outside_tmp) == []
     for command in (("show", task.id), ("diff", task.id), ("list",), ("audit", "verify")):

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EnvironmentConfigError
+from .workspace import pinned_argv, pinned_env
 
 # Passed to every command when set in the user's environment (documented in the README).
 DEFAULT_PASS = (
@@ -286,13 +287,13 @@ def discover(
 
 
 def _git_lines(cwd: Path, *args: str) -> list[str]:
-    """A git listing of the user's checkout (trusted: it is the user's own)."""
+    """A git listing of the user's checkout, with the harness's pinned configuration."""
     done = subprocess.run(
-        ["git", "-c", "core.fsmonitor=false", *args],
+        pinned_argv(*args),
         cwd=cwd,
         capture_output=True,
         check=False,
-        env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+        env=pinned_env(),
     )
     if done.returncode != 0:
         raise EnvironmentConfigError(
@@ -500,6 +501,8 @@ def _venv_home(venv: Path) -> list[Path]:
     return [home.parent if home.name == "bin" else home]
 
 
+# The system folders every command sees, read-only (sandbox.py; a symlink, as /bin is on a
+# merged-usr system, as the same symlink); so never bound again as a toolchain.
 SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 
@@ -616,12 +619,12 @@ def _ignored_in(worktree: Path, paths: list[str]) -> set[str]:
     if not paths:
         return set()
     done = subprocess.run(
-        ["git", "-c", "core.fsmonitor=false", "check-ignore", "-z", "--stdin"],
+        pinned_argv("check-ignore", "-z", "--stdin"),
         cwd=worktree,
         input="\0".join(paths).encode(errors="surrogateescape") + b"\0",
         capture_output=True,
         check=False,
-        env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+        env=pinned_env(),
     )
     if done.returncode not in (0, 1):
         raise EnvironmentConfigError(

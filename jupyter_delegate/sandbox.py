@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .environment import CREDENTIAL_NAME, Environment, bare
+from .environment import CREDENTIAL_NAME, SYSTEM_FOLDERS, Environment, bare
 from .errors import SandboxUnavailable
 
 TIERS = ("auto", "bubblewrap", "none")
@@ -67,10 +67,6 @@ _NAMESPACES = (
     "--unshare-ipc",
     "--unshare-uts",
 )
-# The system folders every command sees, read-only (a symlink, as /bin is on a merged-usr
-# system, is made as the same symlink). Nothing else of the host is there unless named:
-# no /home, /root, /run, /var, /mnt, /srv, /media, no host sockets.
-SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 # Where commands see the repository's git dir (read-only), so `git log` and `git diff`
 # work in a worktree seen at the checkout's path, whose own `.git` would be there.
 GIT_DIR_IN_SANDBOX = Path("/run/delegate/git")
@@ -454,7 +450,7 @@ def _system_view() -> tuple[str, ...]:
     what in /etc only its owner may read hidden (/etc/shadow and the like: a confined
     command may run as the same uid as the owner, root in a container)."""
     args: list[str] = []
-    for folder in SYSTEM_FOLDERS:
+    for folder in SYSTEM_FOLDERS:  # nothing else of the host is there unless named
         path = Path(folder)
         if path.is_symlink():
             args += ["--symlink", os.readlink(path), folder]

@@ -123,11 +123,21 @@ PINNED_ENV = {
 }
 _UNSET_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_EXTERNAL_DIFF", "GIT_ASKPASS")
 _DIFF = ("--no-ext-diff", "--no-textconv", "--ignore-submodules=all")
-_ZERO = "0" * 40
 # Every ref, for `git log`; not `--all`, which takes in each worktree's HEAD, and a
 # worktree being made at that moment has a HEAD that is not an object yet.
 EVERY_REF = ("HEAD", "--branches", "--tags", "--remotes", "--glob=refs/delegate/*")
 _ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_.-]*\s*[=:]\s*(.+?)\s*$")
+
+
+def pinned_argv(*args: str) -> list[str]:
+    """A git command line with PINNED_CONFIG, for what runs git directly (with stdin);
+    run it with `pinned_env()`."""
+    return ["git", *(arg for item in PINNED_CONFIG for arg in ("-c", item)), *args]
+
+
+def pinned_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _UNSET_ENV}
+    return {**env, **PINNED_ENV}
 
 
 def pinned_git(worktree: Path) -> git.Git:
@@ -612,10 +622,11 @@ class Workspace:
 
 def _clone_submodules(source_root: Path, worktree: Path, commit: str) -> list[str]:
     listing = subprocess.run(
-        ["git", "-c", "core.fsmonitor=false", "ls-tree", "-r", "-z", commit],
+        pinned_argv("ls-tree", "-r", "-z", commit),
         cwd=worktree,
         capture_output=True,
         check=True,
+        env=pinned_env(),
     ).stdout.decode(errors="surrogateescape")
     empty: list[str] = []
     for entry in filter(None, listing.split("\0")):
@@ -635,10 +646,11 @@ def _clone_submodules(source_root: Path, worktree: Path, commit: str) -> list[st
         )
         checked_out = cloned.returncode == 0 and (
             subprocess.run(
-                ["git", "-c", "core.fsmonitor=false", "checkout", "-q", "--detach", sha],
+                pinned_argv("checkout", "-q", "--detach", sha),
                 cwd=target,
                 capture_output=True,
                 check=False,
+                env=pinned_env(),
             ).returncode
             == 0
         )

@@ -25,4 +25,5 @@ BENCHMARKS = (
     "journal",
     "check_run",
     "redaction",
+    "git_view",
 )

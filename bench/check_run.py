@@ -66,7 +66,7 @@ def run(size: str = "full") -> dict[str, Any]:
                 tier=tier,
                 seen_at=repo,
                 environment=environment,
-                git_dir=workspace.common_dir,
+                git_view=workspace.git_view(copy),
             )
             found = time.perf_counter()
             result = asyncio.run(sandbox.run("true"))

@@ -777,7 +777,7 @@ class TaskManager:
             tier=context.sandbox_tier,
             seen_at=workspace.root,
             environment=environment,
-            git_dir=workspace.common_dir,
+            git_view=None if context.sandbox_tier == "none" else workspace.git_view(worktree),
             read_only=[p for p in protected if p.exists()],
             hidden=[worktree / f for f in tracked if is_secret(f)],
             extra_env=CACHE_FREE_ENV,

@@ -7,11 +7,12 @@ memory. Two tiers:
 
 - "bubblewrap": an allowlist view. The command sees the system folders (read-only), the
   toolchains and the user's environment that `environment.py` names (read-only), the
-  worktree (writable) at the user's checkout's path, the repository's git dir
-  (read-only, without the harness's own files), and an empty private /tmp and home of
-  bounded size. Not the host root: not the user's checkout, home, other worktrees, other
-  tasks' journals, /run or any host socket. No network, no view of host processes, and
-  only the declared variables.
+  worktree (writable) at the user's checkout's path, a git dir of its own (read-only:
+  its HEAD and index, and the objects reachable from what tasks started from or made; see
+  `GitView`), and an empty private /tmp and home of bounded size. Not the host root: not
+  the user's checkout, home, other worktrees, the repository's own git dir (other
+  branches, stash, reflogs, config), other tasks' journals, /run or any host socket. No
+  network, no view of host processes, and only the declared variables.
 - "none": the explicit opt-out; the same process handling and scrubbed environment, no
   confinement. Callers journal such commands as unsandboxed.
 
@@ -67,9 +68,9 @@ _NAMESPACES = (
     "--unshare-ipc",
     "--unshare-uts",
 )
-# Where commands see the repository's git dir (read-only), so `git log` and `git diff`
-# work in a worktree seen at the checkout's path, whose own `.git` would be there.
+# Where commands see their worktree's git dir and the objects it may read (GitView).
 GIT_DIR_IN_SANDBOX = Path("/run/delegate/git")
+OBJECTS_IN_SANDBOX = Path("/run/delegate/objects")
 _FIXED_ENV = {"GIT_TERMINAL_PROMPT": "0", "PAGER": "cat", "GIT_PAGER": "cat", "NO_COLOR": "1"}
 
 _PROBE_TIMEOUT_S = 10.0
@@ -178,6 +179,20 @@ def _seccomp_filtered() -> bool:
 
 
 @dataclass(frozen=True)
+class GitView:
+    """The git a worktree's commands see, so `git log`, `git diff` and `git status` work
+    there and nothing else of the repository is in reach: `folder` is a git dir of its own
+    (HEAD, a minimal config, refs, and `objects/info/alternates` naming
+    OBJECTS_IN_SANDBOX), seen at GIT_DIR_IN_SANDBOX; `objects` is a store holding only the
+    objects reachable from commits tasks started from or made; `index` is the worktree's
+    own index. All three read-only. workspace.py makes them."""
+
+    folder: Path
+    objects: Path
+    index: Path | None
+
+
+@dataclass(frozen=True)
 class CommandResult:
     command: str
     # The command's exit status; 124 on timeout. A command killed by signal N shows as
@@ -218,8 +233,8 @@ class Sandbox:
 
     The worktree is seen at `seen_at` (the user's checkout: see environment.py), with the
     `environment`'s untracked folders bound read-only beside it, its toolchains read-only,
-    and its variables. `git_dir` (the repository's common dir) is seen read-only at
-    GIT_DIR_IN_SANDBOX, without the harness's own `delegate/` folder, so git works inside.
+    and its variables. `git_view` is the git it sees (read-only), its `.git` file pointing
+    there.
     `read_only`: paths in the worktree bound read-only (protected files); `hidden`: files
     read as empty and folders as empty (secrets such as .env).
     """
@@ -231,7 +246,7 @@ class Sandbox:
         tier: str = "auto",
         seen_at: Path | None = None,
         environment: Environment | None = None,
-        git_dir: Path | None = None,
+        git_view: GitView | None = None,
         read_only: Sequence[Path] = (),
         hidden: Sequence[Path] = (),
         output_limit: int = 30_000,
@@ -244,7 +259,7 @@ class Sandbox:
         self._worktree = Path(worktree).resolve()  # need not exist until the first run
         self._seen_at = Path(seen_at).resolve() if seen_at is not None else self._worktree
         self._environment = environment
-        self._git_dir = Path(git_dir).resolve() if git_dir is not None else None
+        self._git_view = git_view
         self._read_only = tuple(Path(p).resolve() for p in read_only)
         missing = [str(p) for p in self._read_only if not p.exists()]
         if missing:
@@ -304,13 +319,13 @@ class Sandbox:
         disk_before = _disk_used(self._worktree)
         pass_fds: list[int] = []
         try:
+            if self._tier == "bubblewrap" and self._git_view is not None:
+                # The worktree's `.git` as commands see it; bwrap reads it from a pipe.
+                read_end, write_end = os.pipe()
+                with os.fdopen(write_end, "wb") as pipe:  # a few bytes: the pipe holds them
+                    pipe.write(f"gitdir: {GIT_DIR_IN_SANDBOX}\n".encode())
+                pass_fds.append(read_end)
             if self._tier == "bubblewrap":
-                dotgit = self._dotgit()
-                if dotgit is not None:  # bwrap reads the bytes from a pipe it inherits
-                    read_end, write_end = os.pipe()
-                    with os.fdopen(write_end, "wb") as pipe:  # a few bytes: the pipe holds them
-                        pipe.write(dotgit)
-                    pass_fds.append(read_end)
                 argv = self._bwrap_argv(argv, env, environment, pass_fds[0] if pass_fds else None)
             started = time.monotonic()
             exit_code, output, truncated, timed_out = await _execute(
@@ -365,7 +380,7 @@ class Sandbox:
         """bwrap's arguments: the namespaces, then the mounts, each after its parents
         (sorted by the depth of where it lands; the order given breaks ties), then the
         working directory and the environment. `dotgit_fd` holds the worktree's `.git`
-        file as commands see it (see `_dotgit`)."""
+        file as commands see it (pointing at GIT_DIR_IN_SANDBOX)."""
         seen, worktree = self._seen_at, self._worktree
 
         def inside(path: Path) -> Path:  # a worktree path, where commands see it
@@ -388,11 +403,14 @@ class Sandbox:
             if item.how == "read-only" and (checkout / item.path).is_dir():
                 at = seen / item.path
                 mounts.append((at, ["--ro-bind", str(checkout / item.path), str(at)]))
-        if dotgit_fd is not None and self._git_dir is not None:
-            git_dir = GIT_DIR_IN_SANDBOX
-            mounts.append((git_dir, ["--ro-bind", str(self._git_dir), str(git_dir)]))
-            if (self._git_dir / "delegate").is_dir():
-                mounts.append((git_dir / "delegate", ["--tmpfs", str(git_dir / "delegate")]))
+        view = self._git_view
+        if dotgit_fd is not None and view is not None:
+            git_dir, objects = GIT_DIR_IN_SANDBOX, OBJECTS_IN_SANDBOX
+            mounts.append((git_dir, ["--ro-bind", str(view.folder), str(git_dir)]))
+            mounts.append((objects, ["--ro-bind", str(view.objects), str(objects)]))
+            if view.index is not None and view.index.is_file():
+                index = str(git_dir / "index")
+                mounts.append((git_dir / "index", ["--ro-bind", str(view.index), index]))
             dotgit = str(seen / ".git")
             mounts.append((seen / ".git", ["--ro-bind-data", str(dotgit_fd), dotgit]))
         for path in self._read_only:
@@ -408,21 +426,6 @@ class Sandbox:
         for key, value in env.items():
             argv += ["--setenv", key, value]
         return [*argv, "--", *command_argv]
-
-    def _dotgit(self) -> bytes | None:
-        """The worktree's `.git` file as commands see it: pointing at its admin folder
-        in the git dir where commands see that (None when the worktree has no such file
-        inside the git dir, as in a bare folder)."""
-        if self._git_dir is None:
-            return None
-        try:
-            text = (self._worktree / ".git").read_text()
-        except (OSError, UnicodeDecodeError):
-            return None
-        admin = Path(text.removeprefix("gitdir:").strip())
-        if not text.startswith("gitdir:") or not admin.is_relative_to(self._git_dir):
-            return None
-        return f"gitdir: {GIT_DIR_IN_SANDBOX / admin.relative_to(self._git_dir)}\n".encode()
 
 
 def _disk_used(path: Path) -> int:

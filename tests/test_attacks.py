@@ -305,6 +305,53 @@ def test_a_secret_committed_in_the_history_is_redacted(
     assert "DATABASE_URL=[REDACTED]" in task.checks[0].output_tail
 
 
+def test_commands_see_their_own_history_and_no_other_part_of_the_git_dir(
+    user_repo: git.Repo, make_manager: Factory
+) -> None:
+    root = Path(user_repo.working_dir)
+    (root / "notes.txt").write_text("on main\n")
+    commit_all(user_repo, "second commit on main")
+    user_repo.git.switch("-c", "private")
+    (root / "plan.txt").write_text("UNRELEASED-PLAN\n")
+    commit_all(user_repo, "a branch the task does not start from")
+    hidden_branch = user_repo.head.commit.hexsha
+    user_repo.git.switch("main")
+    (root / "calc.py").write_text("STASHED-WORK\n")
+    user_repo.git.stash()
+    stash = user_repo.commit("stash@{0}").hexsha
+    user_repo.git.remote("add", "origin", "https://user:TOKEN-IN-CONFIG@example.com/x.git")
+    turns = [
+        bash(
+            "git log --format=%s; git status --short; echo ---; "
+            f"git cat-file -p {hidden_branch}; git cat-file -p {stash}; "
+            "git cat-file --batch-all-objects --batch-check | wc -l; git branch -a; "
+            "git stash list; git reflog; git config --list; ls /run/delegate/git; "
+            "touch new.txt; git add new.txt; echo add=$?; ls -A /run/delegate"
+        ),
+        finish(),
+    ]
+    manager, fake = make_manager(turns)
+    task = manager.submit(
+        Outcome("Look around.", checks=("true",)), repo=str(root), sandbox=SANDBOX
+    )
+    assert task.wait(timeout=120) == TaskState.REVIEW, task.error
+    shown = fake.requests[1].body["messages"][-1]["content"][0]["content"]
+    seen, _, probes = shown.partition("---")
+    assert "second commit on main" in seen and "init" in seen, shown  # git works
+    assert "a branch the task does not start from" not in shown
+    assert f"fatal: Not a valid object name {hidden_branch}" in probes
+    assert f"fatal: Not a valid object name {stash}" in probes
+    for unseen in ("UNRELEASED-PLAN", "STASHED-WORK", "TOKEN-IN-CONFIG", "private", "origin"):
+        assert unseen not in shown, unseen
+    # Every object the store holds is reachable from the task's base (2 commits, their
+    # trees and blobs): nothing from the branch or the stash.
+    reachable = user_repo.git.rev_list("--objects", "main").splitlines()
+    counted = [line.strip() for line in probes.splitlines() if line.strip().isdigit()]
+    assert counted == [str(len(reachable))], probes
+    assert "add=128" in probes and "Read-only file system" in probes  # no staging, no refs
+    assert probes.rstrip().endswith("git\nobjects"), probes  # no journals, no witnesses
+
+
 def test_credentials_detect_secrets_knows_are_redacted_before_the_model_sees_them(
     user_repo: git.Repo, make_manager: Factory
 ) -> None:

@@ -56,3 +56,8 @@ class JournalError(DelegateError):
 
 class ContextError(DelegateError):
     """A skill, lock file or preference is malformed or cannot be found."""
+
+
+class StaleJournal(JournalError):
+    """Another process appended to the journal since this one last read it: nothing was
+    written. Re-read the task (`Task.refresh()`) and decide again."""

@@ -42,13 +42,12 @@ import os
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import JournalError
+from .errors import JournalError, StaleJournal
 
 GENESIS = "0" * 64
 
@@ -286,7 +285,12 @@ class Verification:
 
 
 class Journal:
-    """Append-only, hash-chained, synced JSONL. Safe to append from several threads."""
+    """Append-only, hash-chained, synced JSONL. Safe to append from several threads.
+
+    One writer: only the process holding the task's lock appends (manager.py), and each
+    append first checks that the file still ends where this object left it, so a second
+    writer is refused (StaleJournal, nothing written) instead of breaking the chain.
+    Readers in any process follow the file with `catch_up`."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -298,9 +302,41 @@ class Journal:
         self._writes = 0  # appends so far; the background sync compares it
         self._synced = 0  # the appends known to be on disk
         self._sync_failed: OSError | None = None  # by the background sync; told once
-        last = deque(self.events(), maxlen=1)
-        if last:
-            self._seq, self._head = last[0].seq, last[0].hash
+        self._size = 0  # where the last event known to this object ends in the file
+        self.catch_up()
+
+    def catch_up(self) -> list[Event]:
+        """The events appended (by any process) since this object last read or wrote the
+        file, in order; a line still being written is left for the next call."""
+        with self._lock:
+            try:
+                with self.path.open("rb") as handle:
+                    handle.seek(self._size)
+                    tail = handle.read()
+            except FileNotFoundError:
+                return []
+            new: list[Event] = []
+            offset = 0
+            for line in tail.splitlines(keepends=True):
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    event = Event(**json.loads(line))
+                except (ValueError, TypeError) as exc:
+                    raise JournalError(
+                        f"{self.path}: an event after seq {self._seq} cannot be read ({exc}). "
+                        "Run `jupyter delegate audit verify` to see what is wrong."
+                    ) from exc
+                if event.prev != self._head or event.seq != self._seq + 1:
+                    raise JournalError(
+                        f"{self.path}: seq {event.seq} does not follow seq {self._seq}: two "
+                        "processes wrote this journal. Run `jupyter delegate audit verify`."
+                    )
+                new.append(event)
+                offset += len(line)
+                self._seq, self._head = event.seq, event.hash
+            self._size += offset
+            return new
 
     @property
     def head(self) -> str:
@@ -386,7 +422,16 @@ class Journal:
             if not lines:
                 return written
             fd = self._descriptor()
-            _write_all(fd, "".join(lines).encode())
+            if os.fstat(fd).st_size != self._size:
+                raise StaleJournal(
+                    f"{self.path}: another process wrote to this task's journal since this "
+                    "one read it (or a crash cut its last line short); nothing was written. "
+                    "Re-read the task (`Task.refresh()`) and decide again; `jupyter delegate "
+                    "audit verify` checks the journal."
+                )
+            payload = "".join(lines).encode()
+            _write_all(fd, payload)
+            self._size += len(payload)
             self._writes += 1
             if sync:
                 os.fdatasync(fd)  # the data and the size: all a reader needs after a crash

@@ -16,17 +16,20 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import secrets
 import sys
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+import time
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import control
 from .audit import witness
 from .context import Watch, add_preference, check_readable, gather
 from .engine.loop import AgentLoop, Finished, TaskFailed
@@ -66,6 +69,8 @@ class Answer:
     allow: bool
     remember: bool = False
     by: str = "human"
+    # The process that gave it, when not this one (control.requester).
+    requester: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -80,6 +85,13 @@ class _Context:
     # Secret values committed in the history (never journaled: kept here, redacted).
     secrets: list[str] = field(default_factory=list, repr=False)
     running: asyncio.Task[None] | None = field(default=None, repr=False)
+    # A round was started (`_start`) and owns the lock until it ends; `idle` is set
+    # when no round runs (after it let the lock go).
+    handed_over: bool = False
+    idle: threading.Event = field(default_factory=lambda: _set(threading.Event()), repr=False)
+    pausing: bool = False  # the running round is being stopped to pause, not to cancel
+    inbox_offset: int = 0  # how far this process, running the task, has read its inbox
+    last_change: float = 0.0  # when the journal last recorded a state change
     pending: dict[str, tuple[PermissionRequest, asyncio.Future[Answer]]] = field(
         default_factory=dict, repr=False
     )
@@ -92,12 +104,19 @@ class TaskManager:
         client: AsyncAnthropic | None = None,
         sandbox: str = "auto",
         ask_timeout_s: float = 600.0,
+        control_timeout_s: float = 120.0,
+        via: str = "python",
     ) -> None:
         """`client`: an AsyncAnthropic to use for every task (the in-process fake, say);
         by default one is made from ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL. `sandbox`:
         "auto" (bubblewrap, or refuse), "bubblewrap", or "none" (explicit opt-out).
-        `ask_timeout_s`: a permission question not answered in time is denied."""
+        `ask_timeout_s`: a permission question not answered in time is denied.
+        `control_timeout_s`: how long a decision about a task another process runs waits
+        for that process to act on it (control.py). `via`: what this process is, as the
+        journal names who decided ("cli", "notebook", "python")."""
         self._client = client
+        self.control_timeout_s = control_timeout_s
+        self.via = via
         self.sandbox = sandbox
         self.ask_timeout_s = ask_timeout_s
         self._tasks: dict[tuple[Path, str], Task] = {}
@@ -105,6 +124,7 @@ class TaskManager:
         self._registry_lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._inboxes: asyncio.Task[None] | None = None
 
     # -- engine thread -------------------------------------------------------------------
     def _engine(self) -> asyncio.AbstractEventLoop:
@@ -213,8 +233,14 @@ class TaskManager:
             self._contexts[id(task)] = context
 
     def _start(self, task: Task, context: _Context) -> None:
+        """Run a round of the task on the engine; it owns the task's lock until it ends."""
+        context.handed_over = True
+        context.idle.clear()
+
         async def launch() -> None:
             context.running = asyncio.current_task()
+            if self._inboxes is None:
+                self._inboxes = asyncio.get_running_loop().create_task(self._serve_inboxes())
             await self._drive(task, context)
 
         self._on_engine(launch())
@@ -223,6 +249,7 @@ class TaskManager:
     async def _drive(self, task: Task, context: _Context) -> None:
         workspace = context.workspace
         try:
+            await asyncio.to_thread(self._close_left_requests, task, context)
             if task.worktree is None or not task.worktree.exists():
                 await asyncio.to_thread(self._create_worktree, task, workspace)
             assert task.worktree is not None
@@ -254,7 +281,11 @@ class TaskManager:
             finished = await loop.run()
             await self._conclude(task, context, sandbox, finished)
         except asyncio.CancelledError:
-            await asyncio.to_thread(self._cancelled, task, context)
+            if context.pausing:
+                context.pausing = False
+                self._set_state(task, S.PAUSED, "paused by the user; resume continues it")
+            else:
+                await asyncio.to_thread(self._cancelled, task, context)
         except TaskFailed as exc:
             self._fail(task, str(exc), transient=exc.transient)
         except DelegateError as exc:
@@ -264,7 +295,9 @@ class TaskManager:
             self._fail(task, f"internal error: {exc!r}. The journal keeps everything so far.")
         finally:
             context.running = None
+            context.handed_over = False
             _unlock(context)
+            context.idle.set()
 
     def _gather_context(self, task: Task, context: _Context) -> None:
         """Read what the agent is told beyond the outcome, once per task (journaled with
@@ -452,6 +485,7 @@ class TaskManager:
                 "by": given.by,
                 "remember": given.remember,
                 "rule": decision.rule,
+                **({"from": dict(given.requester)} if given.requester else {}),
             },
         )
         self._set_state(task, S.RUNNING, f"{tool} {done} by {given.by}")
@@ -465,16 +499,47 @@ class TaskManager:
         return "Denied by the user."
 
     def pending(self, task: Task) -> list[PermissionRequest]:
-        return [request for request, _ in self._context(task).pending.values()]
+        """The task's permission questions waiting for an answer, from whichever process
+        runs it: asked in its journal, not yet decided, while it waits."""
+        context = self._context(task)
+        if context.running is not None:
+            return [request for request, _ in context.pending.values()]
+        self._refresh(task, context)
+        if task.state != S.WAITING:
+            return []
+        asked: dict[str, PermissionRequest] = {}
+        for event in context.journal.events():
+            data = event.data
+            if event.type != "permission" or "request_id" not in data:
+                continue
+            if data.get("status") == "asked":
+                asked[data["request_id"]] = PermissionRequest(
+                    data["request_id"], data["tool"], data.get("input", {}), data["reason"]
+                )
+            elif data.get("decision"):
+                asked.pop(data["request_id"], None)
+        return list(asked.values())
 
     def answer(
         self, task: Task, request_id: str, allow: bool, remember: bool = False, by: str = "human"
     ) -> None:
-        """Answer a pending permission question. `by`: who decided, as journaled ("human";
-        "headless" when nobody could be asked)."""
+        """Answer a pending permission question, whichever process runs the task. `by`:
+        who decided, as journaled ("human"; "headless" when nobody could be asked)."""
         if not isinstance(by, str) or not by.strip():
             raise ReviewError(f"by= names who answered (say 'human'), not {by!r}.")
-        context = self._context(task)
+        args = {"request_id": request_id, "allow": bool(allow), "remember": bool(remember)}
+        self._decide(task, "answer", {**args, "by": by.strip()})
+
+    def _answer(
+        self,
+        task: Task,
+        context: _Context,
+        request_id: str,
+        allow: bool,
+        remember: bool = False,
+        by: str = "human",
+        requester: Mapping[str, Any] | None = None,
+    ) -> None:
         entry = context.pending.get(request_id)
         if entry is None:
             waiting = ", ".join(context.pending) or "none"
@@ -482,15 +547,182 @@ class TaskManager:
                 f"Task {task.id} has no pending question {request_id!r} (pending: {waiting})."
             )
         future = entry[1]
+        answer = Answer(bool(allow), bool(remember), by, requester)
 
         def settle() -> None:
             if not future.done():
-                future.set_result(Answer(bool(allow), bool(remember), by.strip()))
+                future.set_result(answer)
 
         self._engine().call_soon_threadsafe(settle)
         with task._changed:  # return once the engine has taken the answer
             task._changed.wait_for(lambda: request_id not in context.pending, timeout=10)
             task._changed.wait_for(lambda: task.state != S.WAITING or context.pending, 10)
+
+    # -- decisions, from any process (control.py) ------------------------------------------
+    def refresh(self, task: Task) -> Task:
+        """Fold into `task` what other processes journaled since this one last read it."""
+        self._refresh(task, self._context(task))
+        return task
+
+    def _refresh(self, task: Task, context: _Context) -> None:
+        for event in context.journal.catch_up():
+            task.apply(event.type, event.data)
+            task.journal_head = event.hash
+            if event.type == "state":
+                context.last_change = event.ts
+        if not context.pending and context.running is None:
+            with task._changed:
+                task._changed.notify_all()
+
+    def _decide(self, task: Task, action: str, args: Mapping[str, Any]) -> Any:
+        """Carry out a decision about `task` in the one process that may write its journal:
+        here, when this process runs it or nobody does (then under the task's lock);
+        otherwise through the control inbox, in the process that runs it."""
+        context = self._context(task)
+        if not task.state.active:  # a round that just ended lets the lock go first
+            context.idle.wait(timeout=10)
+        if context.lock_fd is not None:  # this process holds the task: it runs it
+            return self._act(task, context, action, args)
+        fd = _try_lock(context.workspace.task_dir(task.id))
+        if fd is None:
+            request = control.post(task.folder, action, args, control.requester(self.via))
+            return self._await(task, context, request)
+        with self._holding(context, fd):
+            return self._act(task, context, action, args, before=task.state)
+
+    @contextlib.contextmanager
+    def _holding(self, context: _Context, fd: int) -> Iterator[None]:
+        """Hold the task's lock (taken as `fd`) for a decision; a round the decision starts
+        takes it over (`_start`) and lets it go when it ends."""
+        context.lock_fd = fd
+        try:
+            yield
+        finally:
+            if context.lock_fd == fd and not context.handed_over:
+                _unlock(context)
+
+    def _act(
+        self,
+        task: Task,
+        context: _Context,
+        action: str,
+        args: Mapping[str, Any],
+        request: control.Request | None = None,
+        before: TaskState | None = None,
+    ) -> Any:
+        """Do `action` holding the task's lock, after reading what others journaled;
+        `request`: it came through the inbox, and its outcome is journaled for the poster.
+        `before`: the state the caller last saw, to say so when it has moved on."""
+        self._refresh(task, context)
+        if request is not None:
+            accepted = {**request.to_dict(), "status": "accepted"}
+            self._record(task, "control", accepted)
+            args = {**args, "requester": request.by} if action == "answer" else args
+        try:
+            result = getattr(self, f"_{action}")(task, context, **args)
+        except DelegateError as exc:
+            error = str(exc)
+            if before is not None and task.state != before:
+                at = datetime.fromtimestamp(context.last_change).strftime("%H:%M")
+                error = (
+                    f"Task {task.id} was {task.state} by another process at {at}; nothing "
+                    f"was done. ({error})"
+                )
+                exc = ReviewError(error)
+            if request is not None:
+                self._settle(task, request, "refused", error=error)
+            raise exc from None
+        if request is not None:
+            self._settle(task, request, "done", result=result)
+        return result
+
+    def _settle(self, task: Task, request: control.Request, status: str, **outcome: Any) -> None:
+        data = {"request_id": request.request_id, "action": request.action, "status": status}
+        self._record(task, "control", {**data, **outcome})
+
+    def _await(self, task: Task, context: _Context, request: control.Request) -> Any:
+        """Wait for the outcome of a request another process acts on. If that process
+        lets the task go (its round ended, it died), act here, under the lock."""
+        deadline = time.monotonic() + self.control_timeout_s
+        delay = 0.01
+        while True:
+            self._refresh(task, context)
+            outcome = control.settled(context.journal.events()).get(request.request_id)
+            if outcome is None:
+                fd = _try_lock(context.workspace.task_dir(task.id))
+                if fd is not None:
+                    with self._holding(context, fd):
+                        self._refresh(task, context)
+                        found = control.settled(context.journal.events())
+                        outcome = found.get(request.request_id)
+                        if outcome is None:
+                            return self._act(task, context, request.action, request.args, request)
+            if outcome is not None:
+                if outcome["status"] == "refused":
+                    raise ReviewError(outcome.get("error") or f"Task {task.id}: refused.")
+                return outcome.get("result")
+            if time.monotonic() > deadline:
+                raise ReviewError(
+                    f"Task {task.id} is run by another process, which has not acted on your "
+                    f"{request.action} (request {request.request_id}) within "
+                    f"{self.control_timeout_s:g} s. It stays in the task's inbox "
+                    f"({task.folder / control.INBOX}) and is acted upon if that process "
+                    "reads it; `jupyter delegate show ID` tells what happened."
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    async def _serve_inboxes(self) -> None:
+        """In the process running tasks: act on what other processes post to their
+        inboxes, within a fraction of a second."""
+        while True:
+            await asyncio.sleep(0.1)
+            with self._registry_lock:
+                held = [(t, c) for t, c in self._known() if c.running is not None]
+            for task, context in held:
+                try:
+                    size = os.stat(task.folder / control.INBOX).st_size
+                except OSError:
+                    continue
+                if size <= context.inbox_offset:
+                    continue
+                requests, context.inbox_offset = control.read(task.folder, context.inbox_offset)
+                for request in requests:
+                    asyncio.get_running_loop().create_task(
+                        asyncio.to_thread(self._serve, task, context, request)
+                    )
+
+    def _serve(self, task: Task, context: _Context, request: control.Request) -> None:
+        if request.request_id in control.settled(context.journal.events()):
+            return
+        with contextlib.suppress(DelegateError):  # refusals are journaled for the poster
+            self._act(task, context, request.action, request.args, request)
+
+    def _close_left_requests(self, task: Task, context: _Context) -> None:
+        """At the start of a round: requests nobody acted on (posted to a process that
+        then stopped) are closed as refused, so nobody waits for them and none is acted
+        upon by surprise later; the review says so."""
+        left = control.unsettled(task.folder, context.journal.events())
+        context.inbox_offset = control.read(task.folder)[1]
+        for request in left:
+            when = datetime.fromtimestamp(request.posted).strftime("%H:%M:%S")
+            self._settle(
+                task,
+                request,
+                "refused",
+                error=f"posted at {when} to a process that stopped before acting on it; "
+                "nothing was done. Decide again now that the task runs.",
+            )
+            who = control.describe(request.by)
+            self._record(
+                task,
+                "flag",
+                {"text": f"a {request.action} from {who} was left unanswered by a process "
+                 "that stopped; closed without acting on it"},
+            )
+
+    def _known(self) -> list[tuple[Task, _Context]]:
+        return [(t, self._contexts[id(t)]) for t in self._tasks.values()]
 
     # -- journal: the one place events are written ------------------------------------------
     def _record(self, task: Task, type_: str, data: Mapping[str, Any], sync: bool = True) -> Event:
@@ -500,12 +732,19 @@ class TaskManager:
         self, task: Task, events: list[tuple[str, Mapping[str, Any]]], sync: bool = True
     ) -> list[Event]:
         context = self._context(task)
+        if context.lock_fd is None:
+            raise ReviewError(
+                f"Task {task.id}: this process does not hold the task, so it may not write "
+                "its journal (an internal error: please report it)."
+            )
         written = context.journal.append_many(events, sync=sync)
         if sync:  # what a human acts upon is witnessed outside the journal (audit.py)
             witness(context.workspace.state_dir, task.id, written[-1])
         for event in written:
             task.apply(event.type, event.data)
             task.journal_head = event.hash
+            if event.type == "state":
+                context.last_change = event.ts
         return written
 
     def _set_state(
@@ -528,28 +767,35 @@ class TaskManager:
             raise TaskNotFound(f"Task {task.id} is not known to this manager.") from None
 
     def get(self, task_id: str, repo: str | os.PathLike[str] | None = None) -> Task:
-        """A task by id, or by name among the tasks this manager knows."""
+        """A task by id, or by name (as given to `delegate(name=...)`, `--name`), in any
+        process: names are read from the journals. An ambiguous name lists the tasks."""
         task_id = task_id.strip()
         workspace = Workspace(repo) if repo is not None else None
         with self._registry_lock:
             known_tasks = list(self._tasks.values())
         for task in known_tasks:
-            if task_id in (task.id, task.name) and (
-                workspace is None or task.repo == workspace.root
-            ):
+            if task_id == task.id and (workspace is None or task.repo == workspace.root):
                 return task
         workspace = workspace or Workspace(".")
-        with self._registry_lock:
-            known = self._tasks.get((workspace.common_dir, task_id))
-        if known is not None:
-            return known
-        if task_id not in workspace.task_ids():
-            ids = ", ".join(workspace.task_ids()[-10:]) or "none yet"
+        ids = workspace.task_ids()
+        if task_id in ids:
+            with self._registry_lock:
+                known = self._tasks.get((workspace.common_dir, task_id))
+            return known if known is not None else self._load(workspace, task_id)
+        named = [i for i in ids if _name_in_journal(workspace.task_dir(i)) == task_id]
+        if len(named) > 1:
+            listed = ", ".join(named)
             raise TaskNotFound(
-                f"No task {task_id!r} in {workspace.root}. Known tasks: {ids}. "
-                "`jupyter delegate list` shows them."
+                f"{len(named)} tasks in {workspace.root} are named {task_id!r}: {listed}. "
+                "Pass one of these ids."
             )
-        return self._load(workspace, task_id)
+        if named:
+            return self.get(named[0], workspace.root)
+        recent = ", ".join(ids[-10:]) or "none yet"
+        raise TaskNotFound(
+            f"No task {task_id!r} in {workspace.root}. Known tasks: {recent}. "
+            "`jupyter delegate list` shows them."
+        )
 
     def tasks(self, repo: str | os.PathLike[str] | None = None) -> list[Task]:
         if repo is None:
@@ -582,8 +828,10 @@ class TaskManager:
         if task.state.active:
             fd = _try_lock(workspace.task_dir(task_id))
             if fd is not None:  # nobody holds it: the process that ran it is gone
-                os.close(fd)
-                self._set_state(task, S.INTERRUPTED, "the process running it stopped")
+                with self._holding(context, fd):
+                    self._refresh(task, context)
+                    if task.state.active:
+                        self._set_state(task, S.INTERRUPTED, "the process running it stopped")
         return task
 
     def journal_path(self, task: Task) -> Path:
@@ -610,7 +858,9 @@ class TaskManager:
     def approve(self, task: Task, strategy: str = "merge", force: bool = False) -> str:
         """Merge a task in review into its base branch. An unproven one (`Task.proven`) is
         refused with NotProven unless `force`; then the journal records the override."""
-        context = self._context(task)
+        return str(self._decide(task, "approve", {"strategy": strategy, "force": bool(force)}))
+
+    def _approve(self, task: Task, context: _Context, strategy: str, force: bool) -> str:
         workspace = context.workspace
         self._require(task, S.REVIEW, "approved")
         if task.base_branch is None:
@@ -670,7 +920,9 @@ class TaskManager:
         )
 
     def reject(self, task: Task, reason: str | None = None) -> None:
-        context = self._context(task)
+        self._decide(task, "reject", {"reason": reason})
+
+    def _reject(self, task: Task, context: _Context, reason: str | None = None) -> None:
         if task.state not in (S.REVIEW, S.INTERRUPTED, S.PAUSED, S.FAILED):
             self._require(task, S.REVIEW, "rejected")
         ref = self._archive(task, context)
@@ -692,13 +944,16 @@ class TaskManager:
             raise ReviewError("Say what should change: request_changes('...') needs feedback.")
         if remember not in (None, "repo", "user"):
             raise ReviewError(f"remember= takes 'repo' or 'user' (or None), not {remember!r}.")
-        context = self._context(task)
+        self._decide(task, "request_changes", {"feedback": feedback, "remember": remember})
+
+    def _request_changes(
+        self, task: Task, context: _Context, feedback: str, remember: str | None = None
+    ) -> None:
         self._require(task, S.REVIEW, "sent back for changes")
         text = f"The reviewer requests changes:\n\n{feedback.strip()}"
         if remember is not None:  # first: a preference it cannot keep changes nothing
             state_dir = context.workspace.state_dir if remember == "repo" else None
             preference = add_preference(feedback, state_dir)
-        self._claim(task, context)
         if remember is not None:
             self._record(task, "preference", preference.to_dict())
         self._record(task, "user", {"content": [{"type": "text", "text": text}]})
@@ -706,7 +961,24 @@ class TaskManager:
         self._start(task, context)
 
     def resume(self, task: Task) -> None:
+        """Run the task again in this process (taking its lock: a task another process
+        runs cannot be resumed here)."""
         context = self._context(task)
+        if context.lock_fd is None:
+            fd = _try_lock(context.workspace.task_dir(task.id))
+            if fd is None:
+                self._refresh(task, context)
+                raise ReviewError(
+                    f"Task {task.id} is {task.state} and being worked on by another process; "
+                    "only a task no process runs can be resumed."
+                )
+            with self._holding(context, fd):
+                self._resume(task, context)
+        else:
+            self._resume(task, context)
+
+    def _resume(self, task: Task, context: _Context) -> None:
+        self._refresh(task, context)
         if task.state == S.FAILED and not task.transient:
             raise ReviewError(
                 f"Task {task.id} failed for a cause that trying again will not fix "
@@ -724,13 +996,15 @@ class TaskManager:
                 f"Task {task.id}'s worktree {task.worktree} is gone, so it cannot resume. "
                 "Reject it (its branch is archived) and delegate again."
             )
-        self._claim(task, context)
         why = "resumed after a transient failure" if task.state == S.FAILED else "resumed"
         self._set_state(task, S.RUNNING, why)
         self._start(task, context)
 
     def cancel(self, task: Task) -> None:
-        context = self._context(task)
+        """Stop the task for good, its work archived (see `reject`)."""
+        self._decide(task, "cancel", {})
+
+    def _cancel(self, task: Task, context: _Context) -> None:
         running = context.running
         if running is not None:
             self._engine().call_soon_threadsafe(running.cancel)
@@ -740,11 +1014,18 @@ class TaskManager:
             return
         self._require(task, S.RUNNING, "cancelled")
 
-    def _claim(self, task: Task, context: _Context) -> None:
-        if context.lock_fd is None:
-            context.lock_fd = _try_lock(context.workspace.task_dir(task.id))
-        if context.lock_fd is None:
-            raise ReviewError(f"Task {task.id} is being worked on by another process.")
+    def pause(self, task: Task) -> None:
+        """Stop the running task where it is, its worktree and journal kept: `resume`
+        continues it (the model turn in flight, if any, is asked again)."""
+        self._decide(task, "pause", {})
+
+    def _pause(self, task: Task, context: _Context) -> None:
+        running = context.running
+        if running is None or not task.state.active:
+            self._require(task, S.RUNNING, "paused")
+            raise ReviewError(f"Task {task.id} is not running in any process; nothing to pause.")
+        context.pausing = True
+        self._engine().call_soon_threadsafe(running.cancel)
 
     def _require(self, task: Task, state: TaskState, verb: str) -> None:
         if task.state != state:
@@ -796,6 +1077,22 @@ def _toolbox(task: Task, sandbox: Sandbox) -> Any:
 def _write_log(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8", errors="replace")
+
+
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
+
+
+def _name_in_journal(task_dir: Path) -> str | None:
+    """The name a task was given, from its journal's first line (its `task` event)."""
+    try:
+        with (task_dir / "journal.jsonl").open(encoding="utf-8") as handle:
+            first = json.loads(handle.readline())
+    except (OSError, ValueError):
+        return None
+    data = first.get("data") if isinstance(first, dict) else None
+    return data.get("name") if isinstance(data, dict) else None
 
 
 def _head(worktree: Path) -> str:

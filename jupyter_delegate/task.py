@@ -52,7 +52,7 @@ TERMINAL = frozenset({S.MERGED, S.REJECTED, S.FAILED, S.CANCELLED})
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED, S.FAILED, S.INTERRUPTED}),
     S.RUNNING: frozenset({S.WAITING, S.REVIEW, S.FAILED, S.CANCELLED, S.INTERRUPTED, S.PAUSED}),
-    S.WAITING: frozenset({S.RUNNING, S.FAILED, S.CANCELLED, S.INTERRUPTED}),
+    S.WAITING: frozenset({S.RUNNING, S.FAILED, S.CANCELLED, S.INTERRUPTED, S.PAUSED}),
     S.REVIEW: frozenset({S.RUNNING, S.MERGED, S.REJECTED}),
     S.INTERRUPTED: frozenset({S.RUNNING, S.CANCELLED, S.REJECTED}),
     S.PAUSED: frozenset({S.RUNNING, S.CANCELLED, S.REJECTED}),
@@ -233,7 +233,17 @@ class Task:
         self._mgr().request_changes(self, feedback, remember)
 
     def cancel(self) -> None:
+        """Stop the task for good; its work is archived as by `reject`."""
         self._mgr().cancel(self)
+
+    def pause(self) -> None:
+        """Stop the running task where it is; `resume` continues it."""
+        self._mgr().pause(self)
+
+    def refresh(self) -> Task:
+        """Read what other processes did to the task (an approve from the CLI, say): every
+        decision does this first, so a stale one is refused, never acted upon."""
+        return self._mgr().refresh(self)
 
     def resume(self) -> None:
         """Continue an interrupted or paused task, or one that failed for a transient cause

@@ -8,8 +8,15 @@
     reject ID [--reason R]       resume ID [--yes] [--approve | --no-approve]     cancel ID
     request-changes ID TEXT [--remember | --remember-everywhere] [--yes]
                                  [--approve | --no-approve]
+    pause ID                     pending [ID] [--json]
+    answer ID [REQUEST] allow|deny [--remember]
     audit verify [ID] [--repo P]
     demo [--dir D]
+
+approve, reject, request-changes, cancel, pause and answer work whichever process runs
+the task (a notebook, another terminal): they go through its control inbox (control.py)
+and wait for that process to act, or act here when no process runs it. A task is named by
+its id or by the name it was given (`--name`), in any process.
 
 What the agent knows beyond the outcome (context/):
 
@@ -41,6 +48,7 @@ DelegateError, whose message says what to do).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -456,6 +464,60 @@ def cmd_cancel(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> i
     return EXIT_OK
 
 
+def cmd_pause(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
+    task = manager.get(args.id, args.repo)
+    task.pause()
+    out.write(f"Pausing task {task.id}; `jupyter delegate resume {task.id}` continues it.\n")
+    return EXIT_OK
+
+
+def cmd_pending(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
+    chosen = [manager.get(args.id, args.repo)] if args.id else manager.tasks(args.repo or ".")
+    questions = [(task, request) for task in chosen for request in task.pending()]
+    if args.json:
+        listed = [{"task": t.id, "name": t.name, **dataclasses.asdict(r)} for t, r in questions]
+        out.write(json.dumps(listed, indent=2) + "\n")
+        return EXIT_OK
+    if not questions:
+        out.write("No questions are waiting.\n")
+    for task, request in questions:
+        what = printable(describe_input(request.input))
+        out.write(
+            f"{task.id}  {request.request_id}  {request.tool}: {what}\n"
+            f"    {printable(request.reason)}\n"
+            f"    answer: jupyter delegate answer {task.id} {request.request_id} allow|deny\n"
+        )
+    return EXIT_OK
+
+
+def cmd_answer(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
+    task = manager.get(args.id, args.repo)
+    *named, decision = args.words
+    if decision not in ("allow", "deny") or len(named) > 1:
+        raise DelegateError(
+            f"answer takes [REQUEST] allow|deny, not {' '.join(args.words)!r}: say "
+            f"`jupyter delegate answer {task.id} allow` or `... {task.id} REQUEST deny`."
+        )
+    if named:
+        request_id = named[0]
+    else:
+        waiting = [r.request_id for r in task.pending()]
+        if len(waiting) != 1:
+            listed = ", ".join(waiting) or "none"
+            raise DelegateError(
+                f"Task {task.id} has {len(waiting)} pending questions ({listed}): name the "
+                f"one you answer, `jupyter delegate answer {task.id} REQUEST {decision}` "
+                "(`jupyter delegate pending` lists them)."
+            )
+        request_id = waiting[0]
+    if args.remember and decision == "deny":
+        raise DelegateError("--remember goes with allow: a denial is not remembered.")
+    task.answer(request_id, decision == "allow", remember=args.remember)
+    done = "Allowed" if decision == "allow" else "Denied"
+    out.write(f"{done} {request_id} of task {task.id}.\n")
+    return EXIT_OK
+
+
 def cmd_audit(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
     from .audit import audit_repo, named_tasks
     from .workspace import Workspace
@@ -858,12 +920,30 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in (
         ("show", "show a task and its review"),
         ("diff", "print a task's diff"),
-        ("cancel", "cancel a running task"),
+        ("cancel", "cancel a task (whichever process runs it); its work is archived"),
+        ("pause", "pause a running task (whichever process runs it); resume continues it"),
     ):
         p = command(name, help_)
         p.add_argument("id")
         if name == "show":
             p.add_argument("--json", action="store_true")
+    pending = command("pending", "list permission questions waiting for an answer")
+    pending.add_argument("id", nargs="?", help="one task (default: every task of the repository)")
+    pending.add_argument("--json", action="store_true", help="machine-readable questions")
+    answer = command("answer", "allow or deny a waiting tool call, whichever process runs the task")
+    answer.add_argument("id")
+    answer.add_argument(
+        "words",
+        nargs="+",
+        metavar="[REQUEST] allow|deny",
+        help="the question's request id (may be left out when the task has one question), "
+        "then allow or deny",
+    )
+    answer.add_argument(
+        "--remember",
+        action="store_true",
+        help="with allow: allow such calls for the rest of the task",
+    )
     checks = command("checks", "print a task's checks, each with its whole output")
     checks.add_argument("id")
     checks.add_argument(
@@ -991,6 +1071,9 @@ COMMANDS = {
     "request-changes": cmd_request_changes,
     "resume": cmd_resume,
     "cancel": cmd_cancel,
+    "pause": cmd_pause,
+    "pending": cmd_pending,
+    "answer": cmd_answer,
     "audit": cmd_audit,
 }
 
@@ -1018,7 +1101,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return CONTEXT_COMMANDS[name](args, out)
         from .manager import get_manager
 
-        return COMMANDS[args.command](args, get_manager(), out)
+        manager = get_manager()
+        manager.via = "cli"
+        return COMMANDS[args.command](args, manager, out)
     except NotProven as exc:  # not bad input: the work is not proven
         sys.stderr.write(f"jupyter delegate {args.command}: {exc}\n")
         return EXIT_FAILED

@@ -717,8 +717,10 @@ class TaskManager:
             self._record(
                 task,
                 "flag",
-                {"text": f"a {request.action} from {who} was left unanswered by a process "
-                 "that stopped; closed without acting on it"},
+                {
+                    "text": f"a {request.action} from {who} was left unanswered by a process "
+                    "that stopped; closed without acting on it"
+                },
             )
 
     def _known(self) -> list[tuple[Task, _Context]]:

@@ -519,10 +519,13 @@ class Workspace:
         if not admin.is_dir() or not link.is_file():
             return
         with self.locked(path):
-            if link.read_text().strip() != f"gitdir: {admin}":
-                link.write_text(f"gitdir: {admin}\n")
-                (admin / "gitdir").write_text(f"{link}\n")
-            self.repo.git.worktree("repair", str(path))
+            try:
+                if link.read_text().strip() != f"gitdir: {admin}":
+                    link.write_text(f"gitdir: {admin}\n")
+                    (admin / "gitdir").write_text(f"{link}\n")
+                self.repo.git.worktree("repair", str(path))
+            except (OSError, git.GitCommandError):
+                return  # removed meanwhile (another process merged or rejected the task)
 
     def committed_secrets(self) -> list[str]:
         """The values in every version of every secret file (`.env*`) ever committed to

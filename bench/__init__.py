@@ -26,4 +26,5 @@ BENCHMARKS = (
     "check_run",
     "redaction",
     "git_view",
+    "control",
 )

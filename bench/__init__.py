@@ -25,4 +25,5 @@ BENCHMARKS = (
     "journal",
     "check_run",
     "redaction",
+    "file_tools",
 )

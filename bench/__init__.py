@@ -27,4 +27,5 @@ BENCHMARKS = (
     "redaction",
     "git_view",
     "control",
+    "file_tools",
 )

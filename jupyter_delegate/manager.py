@@ -46,6 +46,7 @@ from .workspace import Staged, Workspace, leads_outside, max_file_mb, slugify
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
 
+    from .engine.tools import Toolbox
     from .sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -264,21 +265,25 @@ class TaskManager:
             sandbox, _ = await asyncio.to_thread(self._sandbox, task, context, task.worktree)
             context.secrets = await asyncio.to_thread(workspace.committed_secrets)
             client = self._client or client_for(context.endpoint or endpoint_from_env())
-            loop = AgentLoop(
-                client=client,
-                model=task.model,
-                system=task.system_prompt,
-                toolbox=_toolbox(task, sandbox),
-                budget=task.outcome.budget,
-                messages=replay_messages(events),
-                record=lambda type_, data, sync=True: self._record(task, type_, data, sync),
-                emit=task.emit,
-                spent_usd=lambda: task.usage.cost_usd,
-                permit=lambda call: self._permit(task, context, call),
-                before_turn=lambda: self._notice_changes(task, watch),
-                secrets=tuple(context.secrets),
-            )
-            finished = await loop.run()
+            toolbox = _toolbox(task, sandbox)
+            try:
+                loop = AgentLoop(
+                    client=client,
+                    model=task.model,
+                    system=task.system_prompt,
+                    toolbox=toolbox,
+                    budget=task.outcome.budget,
+                    messages=replay_messages(events),
+                    record=lambda type_, data, sync=True: self._record(task, type_, data, sync),
+                    emit=task.emit,
+                    spent_usd=lambda: task.usage.cost_usd,
+                    permit=lambda call: self._permit(task, context, call),
+                    before_turn=lambda: self._notice_changes(task, watch),
+                    secrets=tuple(context.secrets),
+                )
+                finished = await loop.run()
+            finally:
+                toolbox.close()  # the file tools' thread
             await self._conclude(task, context, sandbox, finished)
         except asyncio.CancelledError:
             if context.pausing:
@@ -1069,7 +1074,7 @@ class TaskManager:
         return sandbox, environment
 
 
-def _toolbox(task: Task, sandbox: Sandbox) -> Any:
+def _toolbox(task: Task, sandbox: Sandbox) -> Toolbox:
     from .engine.tools import Toolbox
 
     assert task.worktree is not None

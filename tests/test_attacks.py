@@ -17,7 +17,7 @@ import git
 import pytest
 
 from conftest import SANDBOX, Factory, commit_all
-from jupyter_delegate import Outcome, TaskState
+from jupyter_delegate import Budget, Outcome, TaskState
 from jupyter_delegate.cli import main
 
 CALC_FIX = {"write": {"file_path": "calc.py", "content": "def add(a, b):\n    return a + b\n"}}
@@ -209,6 +209,67 @@ def test_tools_cannot_freeze_the_engine(user_repo: git.Repo, make_manager: Facto
     assert "pipe: not a regular file" in write
     assert "no matches" in redos or "timed out" in redos or "grep:" in redos
     assert found == "calc.py:2:    return a - b"
+
+
+def test_a_file_tool_stuck_on_a_fifo_holds_neither_the_engine_nor_another_task(
+    user_repo: git.Repo, make_manager: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import threading
+    import time
+
+    from jupyter_delegate.engine.tools import Toolbox
+
+    # As if the FIFO appeared after write's check (a background process swapping it in):
+    # the SDK's write then blocks in open() until a reader comes, which none does.
+    monkeypatch.setattr(Toolbox, "_not_a_regular_file", lambda self, tool_input: "")
+    on_pipe = [
+        bash("mkfifo pipe && echo made"),
+        {"tools": [{"write": {"file_path": "pipe", "content": "stuck in open()"}}]},
+        {"tools": [{"read": {"file_path": "pipe"}}]},
+        {"tools": [{"edit": {"file_path": "pipe", "old_string": "a", "new_string": "b"}}]},
+        {"tools": [CALC_FIX]},
+        finish(),
+    ]
+    elsewhere = [{"tools": [CALC_FIX]}, bash("echo fine"), finish()]
+
+    def script(body: dict[str, Any], turn: int) -> dict[str, Any]:
+        turns = on_pipe if "pipe" in str(body["messages"][0]["content"]) else elsewhere
+        return turns[turn]
+
+    manager, _ = make_manager(script)
+    root = user_repo.working_dir
+    outcome = Outcome("Use the pipe.", checks=("true",), budget=Budget(command_timeout_s=12))
+    stuck = manager.submit(outcome, repo=root, sandbox=SANDBOX)
+    results: list[str] = []
+    writing = threading.Event()
+
+    def hear(event: Any) -> None:
+        if event.kind == "tool_call" and event.data["name"] == "write":
+            writing.set()
+        if event.kind == "tool_result":
+            results.append(str(event.data["content"]))
+
+    stuck.subscribe(hear)
+    assert writing.wait(timeout=60)
+    started = time.monotonic()
+    other = manager.submit(Outcome("Fix add.", checks=("true",)), repo=root, sandbox=SANDBOX)
+    try:
+        assert other.wait(timeout=60) == TaskState.REVIEW, other.error
+        assert len(results) == 1, time.monotonic() - started  # bash's: write is still stuck
+        assert stuck.wait(timeout=120) == TaskState.REVIEW, stuck.error
+        _, write, read, edit, fix, _ = results
+        assert write.startswith("write: took longer than 12 s and was abandoned.")
+        assert read == "read: pipe: not a regular file"
+        assert edit == "edit: pipe: not a regular file"
+        assert fix == "wrote 32 bytes to calc.py"  # its next file tool call works
+    finally:  # a reader for the pipe, so the stuck thread ends
+        assert stuck.worktree is not None
+        reader = os.open(stuck.worktree / "pipe", os.O_RDONLY | os.O_NONBLOCK)
+        for thread in threading.enumerate():
+            if thread.name == f"file tools {stuck.worktree.name}":
+                thread.join(timeout=10)
+        os.close(reader)
 
 
 # -- the audit notices loss and forgery at the end of a journal ------------------------------

@@ -90,6 +90,8 @@ class AgentLoop:
         self._tools = self.toolbox.definitions()
         self._steps = 0
         self._started = time.monotonic()
+        # A file tool gets no more than the time budget has left (tools.py).
+        self.toolbox.deadline = self._started + self.budget.max_minutes * 60
         self._malformed_in_a_row = 0
         load_detectors()  # detect-secrets' patterns, before any agent content is redacted
         known = set(secret_values()) | set(self.secrets)

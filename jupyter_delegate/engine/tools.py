@@ -8,29 +8,45 @@ toolset's persistent, unconfined shell. `skill` loads a skill's SKILL.md body or
 its files, as pinned when the task started (progressive disclosure: the system prompt
 holds only names and descriptions). `finish` ends the work; the loop handles it.
 
+The SDK's file tools do their file I/O synchronously, so they do not run on the engine's
+loop (where every task's coroutines run): each Toolbox has a worker, one daemon thread with
+its own asyncio loop, made on the first file-tool call. A call that takes longer than the
+command timeout (or than the time left in the task's budget) is abandoned with its worker,
+whose thread may stay blocked in open() of a FIFO or on a hung mount, and the model is told;
+the next call gets a fresh worker. After `MAX_ABANDONED_WORKERS` the task fails, so stuck
+threads cannot pile up. `grep` is not among them: it is GNU grep in the sandbox. `write` is
+checked for a non-regular file first (the SDK's `read` and `edit` check themselves); the
+check runs on the worker too, as it stats the path.
+
 Dispatch never raises for the model's mistakes: unknown tools and malformed input come
-back as error results (`ToolOutput.malformed`) so the model can correct itself.
+back as error results (`ToolOutput.malformed`) so the model can correct itself. Not here:
+any limit on `bash`'s time beyond the command timeout (the loop checks the time budget
+between model turns).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import json
 import os
 import shlex
 import stat
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ..sandbox import Sandbox
 
 FILE_TOOLS = ("read", "write", "edit", "glob", "grep")
+MAX_ABANDONED_WORKERS = 3  # a round of a task fails when this many file-tool calls got stuck
 _MAX_ERROR = 600
+_T = TypeVar("_T")
 
 BASH_TOOL: dict[str, Any] = {
     "name": "bash",
@@ -109,6 +125,48 @@ def _error(text: str, *, malformed: bool = False) -> ToolOutput:
     return ToolOutput(text[:_MAX_ERROR], is_error=True, malformed=malformed)
 
 
+class _Stuck(Exception):
+    """A call on a worker outlasted its timeout; it was cancelled, and the worker is done."""
+
+
+class _Worker:
+    """One daemon thread running its own asyncio loop, where coroutines that block in
+    synchronous I/O run without blocking the caller's loop. Stopped, its thread ends once
+    the call it is in (if any) returns; a daemon, it never holds the process open."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            if left := asyncio.all_tasks(loop):  # a cancelled call that has not ended yet
+                for task in left:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        finally:
+            loop.close()
+
+    async def run(self, coroutine: Coroutine[Any, Any, _T], timeout_s: float) -> _T:
+        """The coroutine's result, run here and awaited on the caller's loop; `_Stuck`
+        after timeout_s. Cancelled or stuck, the call is cancelled (it stops at its next
+        await, if its thread ever gets there)."""
+        future = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            if future.cancelled():  # ours, not a TimeoutError the call itself raised
+                raise _Stuck from None
+            raise
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
 class Toolbox:
     """The tools of one task, bound to its worktree and sandbox."""
 
@@ -118,15 +176,27 @@ class Toolbox:
         sandbox: Sandbox,
         command_timeout_s: float,
         skills: Sequence[Mapping[str, Any]] = (),
+        deadline: float | None = None,
     ) -> None:
         from anthropic.lib.tools.agent_toolset import AgentToolContext
 
         self.worktree = worktree.resolve()
         self.sandbox = sandbox
         self.command_timeout_s = command_timeout_s
+        # When the task's time budget ends (time.monotonic()); the loop sets it.
+        self.deadline = deadline
         self._context = AgentToolContext(workdir=str(self.worktree))
         self._file_tools: dict[str, Any] = {}  # made on first use: each costs about 0.8 ms
+        self._worker: _Worker | None = None  # where the SDK's file tools run
+        self._abandoned = 0  # workers left behind with a stuck call
         self.skills = {skill["name"]: skill for skill in skills}
+
+    def close(self) -> None:
+        """Stop the file tools' worker (its thread ends when its call, if any, returns).
+        Safe to call twice; a later file-tool call would start a new worker."""
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
 
     def definitions(self) -> list[dict[str, Any]]:
         file_tools = [copy.deepcopy(dict(d)) for d in _file_tool_definitions()]  # shared
@@ -155,10 +225,21 @@ class Toolbox:
 
         if name == "grep":
             return await self._grep(tool_input)
-        if name == "write" and (refusal := self._not_a_regular_file(tool_input)):
-            return _error(refusal)
+        timeout_s = self.command_timeout_s
+        if self.deadline is not None:
+            timeout_s = min(timeout_s, self.deadline - time.monotonic())
+            if timeout_s <= 0:
+                return _error(f"{name}: not run: the task's time budget has run out.")
+        tool = self._file_tool_named(name)
+        worker = self._worker = self._worker or _Worker(f"file tools {self.worktree.name}")
         try:
-            result = await self._file_tool_named(name).call(tool_input)
+            result = await worker.run(self._run_file_tool(name, tool, tool_input), timeout_s)
+        except _Stuck:
+            self._abandon(worker)
+            return self._stuck(name, timeout_s)
+        except asyncio.CancelledError:  # the task was cancelled or stopped
+            self._abandon(worker)
+            raise
         except ToolError as exc:
             return _error(self._relative(str(exc)))
         except (ValueError, TypeError) as exc:
@@ -169,9 +250,49 @@ class Toolbox:
             return ToolOutput(text or "no matches")
         return ToolOutput([dict(block) for block in result])
 
+    async def _run_file_tool(self, name: str, tool: Any, tool_input: dict[str, Any]) -> Any:
+        """One SDK file tool's call, on the worker's loop."""
+        from anthropic.lib.tools import ToolError
+
+        if name == "write" and (refusal := self._not_a_regular_file(tool_input)):
+            raise ToolError(refusal)
+        return await tool.call(tool_input)
+
+    def _abandon(self, worker: _Worker) -> None:
+        """Leave the worker to its call (which may never return); the next call gets a
+        fresh one."""
+        worker.stop()
+        if self._worker is worker:
+            self._worker = None
+        self._abandoned += 1
+
+    def _stuck(self, name: str, timeout_s: float) -> ToolOutput:
+        took = f"{round(timeout_s, 1):g} s"
+        if self._abandoned >= MAX_ABANDONED_WORKERS:
+            from .loop import TaskFailed
+
+            raise TaskFailed(
+                f"The agent's file tools got stuck {self._abandoned} times (the last, "
+                f"`{name}`, was abandoned after {took}); the task stopped so stuck threads "
+                "do not pile up in this process. Something in its worktree blocks whoever "
+                "opens it (a FIFO, a device, a hung mount): see the calls with `jupyter "
+                "delegate show ID`. Its worktree is kept: reject the task to remove it. The "
+                "stuck threads end with the process (restart the kernel)."
+            )
+        if timeout_s < self.command_timeout_s:
+            took += ", the time left in the task's budget"
+        return ToolOutput(
+            f"{name}: took longer than {took} and was abandoned. Something it touches may "
+            "block whoever opens it (a FIFO, a device, a hung mount): look with bash "
+            "(`ls -l`, `stat`), whose commands are killed at their timeout, and use bash "
+            "rather than the file tools for that path.",
+            is_error=True,
+            meta={"timed_out": True},
+        )
+
     def _not_a_regular_file(self, tool_input: dict[str, Any]) -> str:
         """Why `write` must not open its path: an existing path that is not a regular file
-        (a FIFO would block the engine's loop in open(), a device never ends)."""
+        (open() of a FIFO would block until the call is abandoned, a device never ends)."""
         path = tool_input.get("file_path")
         if not isinstance(path, str):
             return ""  # the tool's own validation answers

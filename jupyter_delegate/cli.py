@@ -61,6 +61,7 @@ from .check_output import check_log, failure_tail, printable, whole_output
 from .engine.tools import describe_input
 from .environment import ran_with
 from .errors import ContextError, DelegateError, NotProven
+from .events import StateChanged, ToolResult
 from .outcome import Budget, Outcome
 from .policy import PermissionRequest, Policy
 from .task import CheckResult, Task, TaskEvent, TaskState
@@ -83,9 +84,15 @@ class Printer:
 
     def __call__(self, event: TaskEvent) -> None:
         with self._lock:
-            handler = getattr(self, f"_on_{event.kind}", None)
-            if handler is not None:
-                handler(event.data)
+            match event.journal:
+                case StateChanged() as changed:
+                    self._state(changed)
+                case ToolResult() as result:
+                    self._tool_result(result)
+                case _:  # what is not journaled: the agent's words, calls, notices
+                    handler = getattr(self, f"_on_{event.kind}", None)
+                    if handler is not None:
+                        handler(event.data)
             self.out.flush()
 
     def _write(self, text: str) -> None:
@@ -108,19 +115,19 @@ class Printer:
             return
         self._write(f"  > {data['name']} {describe_input(data['input'])}\n")
 
-    def _on_tool_result(self, data: Any) -> None:
-        if data["name"] == "finish":
+    def _tool_result(self, result: ToolResult) -> None:
+        if result.name == "finish":
             return
-        mark = "x" if data.get("is_error") else "ok"
-        extra = f" exit {data['exit_code']}" if "exit_code" in data else ""
-        seconds = f" {data['duration_s']:.1f}s" if "duration_s" in data else ""
+        mark = "x" if result.is_error else "ok"
+        extra = f" exit {result.exit_code}" if result.exit_code is not None else ""
+        seconds = f" {result.duration_s:.1f}s" if result.duration_s is not None else ""
         self._write(f"    {mark}{extra}{seconds}\n")
 
-    def _on_state(self, data: Any) -> None:
+    def _state(self, changed: StateChanged) -> None:
         self._end_text()
-        line = f"[{data['state']}] {data.get('reason', '')}"
-        if data.get("error"):
-            line += f"\n  error: {data['error']}"
+        line = f"[{changed.state}] {changed.reason}"
+        if changed.error:
+            line += f"\n  error: {changed.error}"
         self._write(line + "\n")
 
     def _on_notice(self, data: Any) -> None:

@@ -13,20 +13,9 @@ human waits on or acts upon (a state change, a permission question, checks, a co
 is appended synced, which syncs all before it too. `append_many` writes several events
 with one write. Secrets are redacted before anything is written (`redact`).
 
-Event types and their data:
-  task         outcome, branch, base_branch, base_commit, model, worktree, sandbox, created
-  state        state, reason, error?, transient? (a failure whose cause can pass: resumable)
-  user         content (blocks sent to the model as a user turn: goal, feedback)
-  assistant    content, model, stop_reason, usage, request_id
-  tool_result  tool_use_id, name, content, is_error, duration_s, sandbox?, exit_code?
-  finish       summary, stopped_by?
-  checks       results (list of CheckResult dicts)
-  commit       commit, trailers
-  merged       commit, onto (the base tip before), strategy, forced, reasons? (why it was
-               unproven, when forced);  rejected  archive_ref, reason
-  permission   tool_use_id, tool, input, reason, status | decision, by (policy, human,
-               headless, --yes, timeout), remember?, rule?
-  flag         text;  notice  text
+What the events are, their data and the journal's format version: events.py (each line's
+`typed` is its `events.JournalEvent`). This module keeps lines as they were written: the
+hash chain is over the data as written.
 
 `replay_messages` rebuilds the exact conversation the model saw from the user, assistant
 and tool_result events: what the model saw is what you can read afterwards.
@@ -44,10 +33,12 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from .errors import JournalError, StaleJournal
+from .events import AssistantTurn, JournalEvent, ToolResult, UserTurn, parse
 
 GENESIS = "0" * 64
 
@@ -262,12 +253,20 @@ def _hash_and_line(seq: int, ts: float, type_: str, data: Any, prev: str) -> tup
 
 @dataclass(frozen=True)
 class Event:
+    """One journal line as written; `typed` is the event it records."""
+
     seq: int
     ts: float
     type: str
     data: dict[str, Any]
     prev: str
     hash: str
+
+    @cached_property
+    def typed(self) -> JournalEvent:
+        """The typed event (events.parse), read once. Raises JournalError when the line
+        lacks a key its type always has."""
+        return parse(self.type, self.data)
 
 
 @dataclass(frozen=True)
@@ -574,24 +573,25 @@ def replay_messages(events: list[Event]) -> list[dict[str, Any]]:
         pending.clear()
 
     for event in events:
-        if event.type == "assistant":
-            settle_pending()
-            messages.append({"role": "assistant", "content": event.data["content"]})
-            for block in event.data["content"]:
-                if block.get("type") == "tool_use":
-                    pending[block["id"]] = block["name"]
-        elif event.type == "tool_result":
-            pending.pop(event.data["tool_use_id"], None)
-            result: dict[str, Any] = {
-                "type": "tool_result",
-                "tool_use_id": event.data["tool_use_id"],
-                "content": event.data["content"],
-            }
-            if event.data.get("is_error"):
-                result["is_error"] = True
-            user_blocks().append(result)
-        elif event.type == "user":
-            settle_pending()
-            user_blocks().extend(event.data["content"])
+        match event.typed:
+            case AssistantTurn(content=content):
+                settle_pending()
+                messages.append({"role": "assistant", "content": content})
+                for block in content:
+                    if block.get("type") == "tool_use":
+                        pending[block["id"]] = block["name"]
+            case ToolResult(tool_use_id=tool_use_id, content=content, is_error=is_error):
+                pending.pop(tool_use_id, None)
+                result: dict[str, Any] = {
+                    "type": "tool_result",
+                    "tool_use_id": tool_use_id,
+                    "content": content,
+                }
+                if is_error:
+                    result["is_error"] = True
+                user_blocks().append(result)
+            case UserTurn(content=content):
+                settle_pending()
+                user_blocks().extend(content)
     settle_pending()
     return messages

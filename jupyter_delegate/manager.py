@@ -37,6 +37,7 @@ from .engine.model import Endpoint, client_for, endpoint_from_env, resolve_model
 from .engine.prompt import first_message, system_prompt
 from .environment import Environment, declared_environment, diagnose, discover, furnish
 from .errors import DelegateError, NotProven, ReviewError, TaskNotFound
+from .events import FORMAT
 from .journal import Event, Journal, redact, replay_messages, secret_values
 from .outcome import Outcome, check_timeout
 from .policy import PermissionRequest, Policy, effective_policy, is_protected, is_secret
@@ -197,6 +198,7 @@ class TaskManager:
         context.lock_fd = _try_lock(workspace.task_dir(task_id))
         self._remember(task, context)
         opening = {
+            "format": FORMAT,
             "outcome": outcome.to_dict(),
             "branch": branch,
             "base_branch": base_branch,
@@ -313,16 +315,16 @@ class TaskManager:
         event = found.to_event()
         checks = task.checks_given(tuple(event["suggested_checks"]))
         event["system"] = system_prompt(task.outcome, found, checks)
-        self._record(task, "context", event)
-        task.emit("context", event)
+        written = self._record(task, "context", event)
+        task.emit("context", event, written.typed)
 
     def _notice_changes(self, task: Task, watch: Watch) -> None:
         changes = watch.changes()
         if changes:
             data = {"changes": changes}
-            self._record(task, "context_changed", data)
+            written = self._record(task, "context_changed", data)
             text = "; ".join(changes) + " (the task keeps the version it started with)"
-            task.emit("notice", {"text": text})
+            task.emit("notice", {"text": text}, written.typed)
 
     def _create_worktree(self, task: Task, workspace: Workspace) -> None:
         slug = task.branch.split("-", 1)[1] if "-" in task.branch else "task"
@@ -436,8 +438,8 @@ class TaskManager:
             "commit": commit,
             "environment": redact(environment.to_dict()),
         }
-        self._record(task, "checks", data)
-        task.emit("checks", data)
+        written = self._record(task, "checks", data)
+        task.emit("checks", data, written.typed)
         return results
 
     def _cancelled(self, task: Task, context: _Context) -> None:
@@ -471,9 +473,9 @@ class TaskManager:
         answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         context.pending[request.request_id] = (request, answer)
         asked = {**base, "request_id": request.request_id, "reason": decision.reason}
-        self._record(task, "permission", {**asked, "status": "asked"})
+        question = self._record(task, "permission", {**asked, "status": "asked"})
         self._set_state(task, S.WAITING, f"{tool} waits for your permission")
-        task.emit("permission", {**asked, "status": "asked"})
+        task.emit("permission", {**asked, "status": "asked"}, question.typed)
         try:
             given = await asyncio.wait_for(answer, self.ask_timeout_s)
         except TimeoutError:
@@ -481,7 +483,7 @@ class TaskManager:
         finally:
             context.pending.pop(request.request_id, None)
         verdict, done = ("allow", "allowed") if given.allow else ("deny", "denied")
-        self._record(
+        decided = self._record(
             task,
             "permission",
             {
@@ -494,7 +496,7 @@ class TaskManager:
             },
         )
         self._set_state(task, S.RUNNING, f"{tool} {done} by {given.by}")
-        task.emit("permission", {**asked, "status": done})
+        task.emit("permission", {**asked, "status": done}, decided.typed)
         if given.allow:
             return None
         if given.by == "timeout":
@@ -571,7 +573,7 @@ class TaskManager:
 
     def _refresh(self, task: Task, context: _Context) -> None:
         for event in context.journal.catch_up():
-            task.apply(event.type, event.data)
+            task.apply(event.typed)
             task.journal_head = event.hash
             if event.type == "state":
                 context.last_change = event.ts
@@ -748,7 +750,7 @@ class TaskManager:
         if sync:  # what a human acts upon is witnessed outside the journal (audit.py)
             witness(context.workspace.state_dir, task.id, written[-1])
         for event in written:
-            task.apply(event.type, event.data)
+            task.apply(event.typed)
             task.journal_head = event.hash
             if event.type == "state":
                 context.last_change = event.ts
@@ -763,8 +765,8 @@ class TaskManager:
             data["error"] = error
         if transient:
             data["transient"] = True
-        self._record(task, "state", data)
-        task.emit("state", data)
+        written = self._record(task, "state", data)
+        task.emit("state", data, written.typed)
 
     # -- finding tasks -----------------------------------------------------------------------
     def _context(self, task: Task) -> _Context:
@@ -823,7 +825,7 @@ class TaskManager:
             _manager=self,
         )
         for event in events:
-            task.apply(event.type, event.data)
+            task.apply(event.typed)
         task.journal_head = journal.head
         # The repository may have moved (a copy on another path): its worktrees are where
         # this repository keeps them, and git's links to them are mended.

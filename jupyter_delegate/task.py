@@ -14,10 +14,32 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from .environment import Declared
 from .errors import IllegalTransition
+from .events import (
+    FORMAT,
+    AssistantTurn,
+    Checks,
+    Commit,
+    ContextChanged,
+    ContextGathered,
+    Control,
+    Finish,
+    Flag,
+    JournalEvent,
+    Merged,
+    Permission,
+    PreferenceRemembered,
+    Rejected,
+    StateChanged,
+    TaskCreated,
+    ToolResult,
+    UnknownEvent,
+    UserTurn,
+    parse,
+)
 from .outcome import Outcome
 from .policy import PermissionRequest, Policy
 
@@ -127,11 +149,105 @@ class CheckResult:
 class TaskEvent:
     """What a subscriber hears. `kind` is one of: state, text, tool_call, tool_result,
     usage, checks, review, notice, permission, context (what the agent was told beyond
-    the outcome). Delivered on the engine thread: keep callbacks short."""
+    the outcome). `journal`: the journal event this one tells of, when there is one (the
+    state, tool_result, checks, context and permission kinds; usage with the model turn;
+    notice with context_changed); text deltas, tool calls as they start, notices and the
+    review have none. Delivered on the engine thread: keep callbacks short."""
 
     task_id: str
     kind: str
     data: Mapping[str, Any]
+    journal: JournalEvent | None = None
+
+
+# -- the task record (`Task.to_record`): typed, its JSON schema checked (notebook/record.py) --
+TaskStateName = Literal[
+    "queued",
+    "running",
+    "waiting",
+    "review",
+    "merged",
+    "rejected",
+    "failed",
+    "cancelled",
+    "interrupted",
+    "paused",
+]
+
+
+class BudgetRecord(TypedDict):
+    max_steps: int
+    max_usd: float
+    max_minutes: float
+    command_timeout_s: float
+    check_timeout_s: float
+
+
+class OutcomeRecord(TypedDict):
+    goal: str
+    checks: list[str]
+    scope: list[str]
+    constraints: list[str]
+    budget: BudgetRecord
+
+
+class UsageRecord(TypedDict):
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    steps: int
+    cost_usd: float
+
+
+class CheckResultRecord(TypedDict):
+    command: str
+    exit_code: int
+    passed: bool
+    duration_s: float
+    output_tail: str
+    log: str
+    hint: str
+    timeout_s: float
+
+
+class RecordFields(TypedDict):
+    """What the task record and the notebook record (notebook/record.py) both hold."""
+
+    id: str
+    title: str
+    name: str | None
+    outcome: OutcomeRecord
+    state: TaskStateName
+    repo: str
+    branch: str
+    base_branch: str | None
+    base_commit: str
+    head_commit: str | None
+    merged_commit: str | None
+    model: str
+    served_models: list[str]
+    sandbox: str
+    summary: str
+    proven: bool
+    usage: UsageRecord
+    flags: list[str]
+    error: str
+    transient: bool
+    forced: bool
+    forced_reasons: list[str]
+    journal_head: str
+    created: str
+    check_commands: list[str]
+    skills_used: list[str]
+    preferences: list[str]  # their texts
+
+
+class TaskRecord(RecordFields):
+    """`Task.to_record()`: what `list --json` prints, and what the notebook record is cut
+    from."""
+
+    checks: list[CheckResultRecord]
 
 
 Subscriber = Callable[[TaskEvent], None]
@@ -326,8 +442,8 @@ class Task:
     def _engine_busy(self) -> bool:
         return self.state in (TaskState.QUEUED, TaskState.RUNNING)
 
-    def emit(self, kind: str, data: Mapping[str, Any]) -> None:
-        event = TaskEvent(self.id, kind, data)
+    def emit(self, kind: str, data: Mapping[str, Any], journal: JournalEvent | None = None) -> None:
+        event = TaskEvent(self.id, kind, data, journal)
         for callback in list(self._subscribers):
             try:
                 callback(event)
@@ -339,85 +455,94 @@ class Task:
             with self._changed:
                 self._changed.notify_all()
 
-    def apply(self, type_: str, data: Mapping[str, Any]) -> None:
-        """Fold one journal event into the task's facts (see journal.py for the types)."""
-        if type_ == "task":
-            self.outcome = Outcome.from_dict(data["outcome"])
-            self.branch, self.base_branch = data["branch"], data.get("base_branch")
-            self.base_commit, self.model = data["base_commit"], data["model"]
-            self.worktree = Path(data["worktree"])
-            self.sandbox, self.created = data.get("sandbox", ""), data.get("created", "")
-            self.policy = Policy.from_dict(data.get("policy", {}))
-            for ignored in self.policy.ignored:
-                self._flag(ignored)
-            self.name = data.get("name")
-            self.use_suggested_checks = data.get("use_suggested_checks", True)
-            self.environment = Declared.from_dict(data.get("environment", {}))
-        elif type_ == "context":
-            self._apply_context(data)
-        elif type_ == "context_changed":
-            self._flag(
-                f"changed while the task ran (it keeps the version it started with): "
-                f"{'; '.join(data['changes'])}"
-            )
-        elif type_ == "preference":
-            self._flag(f"remembered as a preference ({data['scope']}): {data['text']}")
-        elif type_ == "state":
-            self.state = TaskState(data["state"])
-            if data.get("error"):
-                self.error = data["error"]
-            self.transient = bool(data.get("transient"))
-        elif type_ == "assistant":
-            self.usage.add(data.get("usage", {}))
-            served = data.get("model")
-            if served and served not in self.served_models:
-                self.served_models.append(served)
-                if served != self.model:
-                    self._flag(f"served model {served} differs from requested {self.model}")
-        elif type_ == "finish":
-            self.summary = data.get("summary", "")
-            self.stopped_by = data.get("stopped_by") or None
-            if self.stopped_by:
-                self._flag(f"stopped by {self.stopped_by}")
-        elif type_ == "checks":
-            known = {f.name for f in fields(CheckResult)}
-            self.checks = [
-                CheckResult(**{k: v for k, v in c.items() if k in known}) for c in data["results"]
-            ]
-            self.check_environment = dict(data.get("environment", {}))
-        elif type_ == "commit":
-            self.head_commit = data["commit"]
-        elif type_ == "rejected":
-            self.archive_ref = data.get("archive_ref") or None
-        elif type_ == "merged":
-            self.merged_commit = data["commit"]
-            self.merged_onto = data.get("onto")
-            self.forced = bool(data.get("forced"))
-            self.forced_reasons = list(data.get("reasons", []))
-            if self.forced:
-                self._flag(f"merged without proof (forced): {'; '.join(self.forced_reasons)}")
-        elif type_ == "tool_result":
-            if data.get("sandbox") == "none":
-                self._flag("commands ran unsandboxed")
-            skill = data.get("skill")
-            if skill and not data.get("is_error") and skill not in self.skills_used:
-                self.skills_used.append(skill)
-        elif type_ == "permission" and data.get("decision"):
-            verdict = "denied" if data["decision"] == "deny" else "allowed"
-            by = data.get("by", "policy")
-            self._flag(f"{verdict}: {data['tool']} ({data.get('reason', '')}; by {by})")
-            if data.get("remember") and data.get("rule"):
-                self.policy = self.policy.remembering(data["rule"])
-        elif type_ == "flag":
-            self._flag(data["text"])
+    def apply(self, event: JournalEvent | str, data: Mapping[str, Any] | None = None) -> None:
+        """Fold one journal event into the task's facts (events.py says what each holds).
+        `apply(type, data)` parses the line's type and data first."""
+        if isinstance(event, str):
+            event = parse(event, data or {})
+        match event:
+            case TaskCreated():
+                self._apply_task(event)
+            case ContextGathered():
+                self._apply_context(event)
+            case ContextChanged(changes=changes):
+                self._flag(
+                    "changed while the task ran (it keeps the version it started with): "
+                    + "; ".join(changes)
+                )
+            case PreferenceRemembered(scope=scope, text=text):
+                self._flag(f"remembered as a preference ({scope}): {text}")
+            case StateChanged(state=state, error=error, transient=transient):
+                self.state = TaskState(state)
+                if error:
+                    self.error = error
+                self.transient = bool(transient)
+            case AssistantTurn(usage=usage, model=served):
+                self.usage.add(usage)
+                if served and served not in self.served_models:
+                    self.served_models.append(served)
+                    if served != self.model:
+                        self._flag(f"served model {served} differs from requested {self.model}")
+            case Finish(summary=summary, stopped_by=stopped_by):
+                self.summary = summary
+                self.stopped_by = stopped_by or None
+                if self.stopped_by:
+                    self._flag(f"stopped by {self.stopped_by}")
+            case Checks(results=results, environment=environment):
+                known = {f.name for f in fields(CheckResult)}
+                self.checks = [
+                    CheckResult(**{k: v for k, v in c.items() if k in known}) for c in results
+                ]
+                self.check_environment = dict(environment)
+            case Commit(commit=commit):
+                self.head_commit = commit
+            case Rejected(archive_ref=archive_ref):
+                self.archive_ref = archive_ref or None
+            case Merged():
+                self.merged_commit, self.merged_onto = event.commit, event.onto
+                self.forced, self.forced_reasons = bool(event.forced), list(event.reasons)
+                if self.forced:
+                    self._flag(f"merged without proof (forced): {'; '.join(self.forced_reasons)}")
+            case ToolResult(sandbox=sandbox, skill=skill, is_error=is_error):
+                if sandbox == "none":
+                    self._flag("commands ran unsandboxed")
+                if skill and not is_error and skill not in self.skills_used:
+                    self.skills_used.append(skill)
+            case Permission(decision=str(decision)):
+                verdict = "denied" if decision == "deny" else "allowed"
+                self._flag(f"{verdict}: {event.tool} ({event.reason}; by {event.by or 'policy'})")
+                if event.remember and event.rule:
+                    self.policy = self.policy.remembering(event.rule)
+            case Flag(text=text):
+                self._flag(text)
+            case UserTurn() | Permission() | Control() | UnknownEvent():
+                pass  # the conversation (journal.replay_messages); questions; requests
 
-    def _apply_context(self, data: Mapping[str, Any]) -> None:
-        self.system_prompt = data.get("system", "")
-        self.suggested_checks = tuple(data.get("suggested_checks", ()))
-        self.skills = list(data.get("skills", []))
-        self.skills_not_loaded = list(data.get("skills_not_loaded", []))
-        self.preferences = list(data.get("preferences", []))
-        self.agents_md = [item["path"] for item in data.get("agents_md", [])]
+    def _apply_task(self, event: TaskCreated) -> None:
+        self.outcome = Outcome.from_dict(event.outcome)
+        self.branch, self.base_branch = event.branch, event.base_branch
+        self.base_commit, self.model = event.base_commit, event.model
+        self.worktree = Path(event.worktree)
+        self.sandbox, self.created = event.sandbox, event.created
+        self.policy = Policy.from_dict(event.policy)
+        for ignored in self.policy.ignored:
+            self._flag(ignored)
+        self.name = event.name
+        self.use_suggested_checks = event.use_suggested_checks
+        self.environment = Declared.from_dict(event.environment)
+        if event.format > FORMAT:
+            self._flag(
+                f"its journal is of format {event.format}, written by a newer jupyter-delegate "
+                f"(this one reads up to {FORMAT}): what is new in it is not shown"
+            )
+
+    def _apply_context(self, event: ContextGathered) -> None:
+        self.system_prompt = event.system
+        self.suggested_checks = tuple(event.suggested_checks)
+        self.skills = list(event.skills)
+        self.skills_not_loaded = list(event.skills_not_loaded)
+        self.preferences = list(event.preferences)
+        self.agents_md = [item["path"] for item in event.agents_md]
         for skipped in self.skills_not_loaded:
             self._flag(f"skill {skipped['why']}")
         if self.suggested_checks and not self.outcome.checks:
@@ -431,14 +556,14 @@ class Task:
         if text not in self.flags:
             self.flags.append(text)
 
-    def to_record(self) -> dict[str, Any]:
-        """The compact record kept in a notebook output and printed by `list --json`."""
+    def to_record(self) -> TaskRecord:
+        """The task's facts as JSON: printed by `list --json`, the notebook record's base."""
         return {
             "id": self.id,
             "title": self.title,
             "name": self.name,
-            "outcome": self.outcome.to_dict(),
-            "state": str(self.state),
+            "outcome": cast(OutcomeRecord, self.outcome.to_dict()),
+            "state": self.state.value,
             "repo": str(self.repo),
             "branch": self.branch,
             "base_branch": self.base_branch,
@@ -449,9 +574,9 @@ class Task:
             "served_models": list(self.served_models),
             "sandbox": self.sandbox,
             "summary": self.summary,
-            "checks": [c.to_dict() for c in self.checks],
+            "checks": [cast(CheckResultRecord, c.to_dict()) for c in self.checks],
             "proven": self.proven,
-            "usage": self.usage.to_dict(),
+            "usage": cast(UsageRecord, self.usage.to_dict()),
             "flags": list(self.flags),
             "error": self.error,
             "transient": self.transient,

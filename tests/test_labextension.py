@@ -27,7 +27,7 @@ import pytest
 
 from conftest import CHECK, Factory
 from jupyter_delegate import Outcome, Task, TaskState
-from jupyter_delegate.notebook.record import bundle, compact_record
+from jupyter_delegate.notebook.record import bundle, compact_record, record_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 LABEXTENSION = ROOT / "labextension"
@@ -128,6 +128,42 @@ def task_records(repo: git.Repo, make_manager: Factory) -> list[dict[str, Any]]:
     for task in (in_review, failing, rejected, merged):
         records.append(compact_record(task, name=task.name))
     return records
+
+
+# -- the record's contract: its type, its schema, the records the front end is tested on ---
+SCHEMA = LABEXTENSION / "schema" / "notebook-record.schema.json"
+# Records of real tasks, for labextension/tests/record-schema.test.ts. Written anew by
+# `JD_UPDATE_FIXTURES=1 pytest tests/test_labextension.py -k schema`.
+PYTHON_RECORDS = LABEXTENSION / "tests" / "fixtures" / "python-records.json"
+
+
+def test_the_committed_schema_is_the_notebook_records_type() -> None:
+    if os.environ.get("JD_UPDATE_FIXTURES"):
+        SCHEMA.parent.mkdir(exist_ok=True)
+        SCHEMA.write_text(json.dumps(record_schema(), indent=2, ensure_ascii=False) + "\n")
+    assert json.loads(SCHEMA.read_text()) == record_schema(), (
+        "NotebookRecord changed: JD_UPDATE_FIXTURES=1 pytest tests/test_labextension.py -k "
+        "schema writes its schema, then make labextension/src/model.ts read it"
+    )
+
+
+def test_records_of_real_tasks_match_the_schema_the_front_end_is_tested_against(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(record_schema())
+    records = json.loads(json.dumps(task_records(repo, make_manager)))
+    for record in records:
+        validator.validate(record)
+    if os.environ.get("JD_UPDATE_FIXTURES"):
+        PYTHON_RECORDS.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+    fixture = json.loads(PYTHON_RECORDS.read_text())
+    for record in fixture:
+        validator.validate(record)
+    every = set(record_schema()["required"])
+    assert every <= set().union(*fixture), "the fixture no longer shows every field"
+    assert {r["state"] for r in fixture} == {r["state"] for r in records}
 
 
 def records_notebook(records: list[dict[str, Any]]) -> Any:

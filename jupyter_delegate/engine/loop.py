@@ -30,6 +30,7 @@ from .tools import Toolbox
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
 
+    from ..events import JournalEvent
     from ..journal import Event
 
 MAX_TOKENS = 8192
@@ -63,7 +64,15 @@ class Recorder(Protocol):
     def __call__(self, type_: str, data: Mapping[str, Any], sync: bool = True) -> Event: ...
 
 
-Emit = Callable[[str, Mapping[str, Any]], None]
+class Emit(Protocol):
+    """Tells subscribers (`Task.emit`): a kind, its data, and the journal event it tells
+    of, if any."""
+
+    def __call__(
+        self, kind: str, data: Mapping[str, Any], journal: JournalEvent | None = None
+    ) -> None: ...
+
+
 # Asks whether a tool call may run; returns None to run it, or the reason it may not.
 Permit = Callable[[Mapping[str, Any]], Awaitable[str | None]]
 
@@ -179,7 +188,7 @@ class AgentLoop:
         content = redact(content, self._secrets)
         usage = usage_of(self.model, final.usage)
         self._steps += 1
-        self.record(
+        turn = self.record(
             "assistant",
             {
                 "content": content,
@@ -192,7 +201,7 @@ class AgentLoop:
         )
         if content:
             self.messages.append({"role": "assistant", "content": content})
-        self.emit("usage", usage)
+        self.emit("usage", usage, turn.typed)
         return {"content": content, "stop_reason": final.stop_reason}
 
     # -- act -------------------------------------------------------------------------------
@@ -240,8 +249,8 @@ class AgentLoop:
             "is_error": is_error,
             **meta,
         }
-        self.record("tool_result", data, sync=False)
-        self.emit("tool_result", data)
+        written = self.record("tool_result", data, sync=False)
+        self.emit("tool_result", data, written.typed)
         block = {"type": "tool_result", "tool_use_id": call["id"], "content": content}
         if is_error:
             block["is_error"] = True

@@ -20,19 +20,107 @@ import html
 import json
 import os
 import threading
-from collections.abc import Iterator
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from ..check_output import failure_tail, whole_output
 from ..environment import ran_with
 from ..errors import DelegateError
-from ..task import Task, TaskEvent
+from ..task import RecordFields, Task, TaskEvent
 
 MIME = "application/vnd.jupyter-delegate.task+json"
 RECORD_LIMIT = 16_000
 RECORD_VERSION = 1
 _UPDATE_ON = frozenset({"state", "checks", "review"})
+
+
+class CheckRecord(TypedDict):
+    """A check as the notebook record keeps it (see `_checks`)."""
+
+    command: str
+    exit_code: int
+    passed: bool
+    duration_s: float
+    failure_tail: str
+    hint: str
+
+
+class DiffstatRow(TypedDict):
+    file: str
+    added: int | None  # None: a binary file
+    removed: int | None
+
+
+class NotebookRecord(RecordFields):
+    """The record kept in a notebook output (MIME): the task record's facts, its checks as
+    `CheckRecord`s, and what only the notebook shows. Its JSON schema (`record_schema`) is
+    committed at labextension/schema/notebook-record.schema.json, and the front end's
+    parser (labextension/src/model.ts) is tested against it. Cut to RECORD_LIMIT: a list
+    it shortened says how long it was (`diffstat_files`, `preferences_count`)."""
+
+    version: int
+    checks: list[CheckRecord]
+    diffstat: list[DiffstatRow]
+    ran_with: list[str]
+    repo_relative: NotRequired[str]  # the repository, from the notebook's folder
+    diffstat_files: NotRequired[int]
+    preferences_count: NotRequired[int]
+
+
+def record_schema() -> dict[str, Any]:
+    """The JSON schema of `NotebookRecord`, made from its type hints: what
+    labextension/schema/notebook-record.schema.json holds (a test keeps them the same)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "NotebookRecord",
+        "description": "A task record in a notebook output "
+        f"({MIME}), written by jupyter_delegate.notebook.record.compact_record.",
+        **_schema_of(NotebookRecord),
+    }
+
+
+_JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
+
+
+def _schema_of(hint: Any) -> dict[str, Any]:
+    """The JSON schema of a type hint of the records: a TypedDict (no other keys), a
+    literal, str, bool, int, float, None, a union of those, a list, a dict or Any."""
+    if typing.is_typeddict(hint):
+        # Not `__required_keys__`: under `from __future__ import annotations` it misses
+        # NotRequired (Python 3.11).
+        hints = typing.get_type_hints(hint, include_extras=True)
+        optional = {k for k, v in hints.items() if typing.get_origin(v) is NotRequired}
+        return {
+            "type": "object",
+            "properties": {
+                key: _schema_of(typing.get_args(value)[0] if key in optional else value)
+                for key, value in hints.items()
+            },
+            "required": [key for key in hints if key not in optional],
+            "additionalProperties": False,
+        }
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return {"type": "null"}
+    if hint in _JSON_TYPES:
+        return {"type": _JSON_TYPES[hint]}
+    if origin is typing.Literal:
+        return {"type": "string", "enum": list(args)}
+    if origin in (types.UnionType, typing.Union):
+        parts = [_schema_of(arg) for arg in args]
+        if all(part.keys() == {"type"} for part in parts):
+            return {"type": [part["type"] for part in parts]}
+        return {"anyOf": parts}
+    if origin is list:
+        return {"type": "array", "items": _schema_of(args[0])}
+    if origin is dict:
+        return {"type": "object"}
+    if hint is Any:
+        return {}
+    raise TypeError(f"no JSON schema for {hint!r}")
 
 
 def display_id_for(task: Task) -> str:
@@ -41,14 +129,17 @@ def display_id_for(task: Task) -> str:
 
 def compact_record(
     task: Task, *, name: str | None = None, notebook_dir: Path | None = None
-) -> dict[str, Any]:
+) -> NotebookRecord:
     """The record, cut to fit RECORD_LIMIT bytes of JSON."""
-    record = task.to_record()
-    record["version"] = RECORD_VERSION
-    record["name"] = name
-    record["diffstat"] = _diffstat(task)
-    record["checks"] = _checks(task)
-    record["ran_with"] = ran_with(task.check_environment)
+    facts = task.to_record()
+    record: NotebookRecord = {
+        **facts,  # type: ignore[typeddict-item]  # mypy wants the NotRequired keys here too
+        "version": RECORD_VERSION,
+        "name": name,
+        "diffstat": _diffstat(task),
+        "checks": _checks(task),
+        "ran_with": ran_with(task.check_environment),
+    }
     if notebook_dir is not None:
         record["repo_relative"] = os.path.relpath(task.repo, notebook_dir)
     for limits in ((4000, 1500, 200), (1000, 400, 50), (300, 120, 10), (100, 40, 3)):
@@ -58,7 +149,7 @@ def compact_record(
     return _cut(record, 60, 0, 0)
 
 
-def _checks(task: Task) -> list[dict[str, Any]]:
+def _checks(task: Task) -> list[CheckRecord]:
     """The checks as the record keeps them: no log path (a path on this machine) and, for
     a failing one, the last lines of its output instead of its last 4000 characters, and
     the environment problem they show (`hint`, "" when none)."""
@@ -79,15 +170,16 @@ def _checks(task: Task) -> list[dict[str, Any]]:
     ]
 
 
-def _cut(record: dict[str, Any], text: int, tail: int, files: int) -> dict[str, Any]:
+def _cut(record: NotebookRecord, text: int, tail: int, files: int) -> NotebookRecord:
     item, count = min(200, text), (20 if text >= 1000 else 5)  # one line; how many lines
-    cut = dict(record)
+    cut = record.copy()
     cut["summary"] = _clip(record["summary"], text)
     cut["error"] = _clip(record["error"], text)
-    outcome = dict(record["outcome"])
+    outcome = record["outcome"].copy()
     outcome["goal"] = _clip(outcome["goal"], text)
-    for key in ("checks", "scope", "constraints"):
-        outcome[key] = [_clip(line, item) for line in outcome.get(key, [])[:count]]
+    outcome["checks"] = [_clip(line, item) for line in outcome["checks"][:count]]
+    outcome["scope"] = [_clip(line, item) for line in outcome["scope"][:count]]
+    outcome["constraints"] = [_clip(line, item) for line in outcome["constraints"][:count]]
     cut["outcome"] = outcome
     cut["checks"] = [
         {
@@ -98,12 +190,12 @@ def _cut(record: dict[str, Any], text: int, tail: int, files: int) -> dict[str, 
         }
         for c in record["checks"][:count]
     ]
-    cut["ran_with"] = [_clip(line, item) for line in record.get("ran_with", [])[:count]]
+    cut["ran_with"] = [_clip(line, item) for line in record["ran_with"][:count]]
     cut["diffstat"] = record["diffstat"][:files]
     cut["flags"] = [_clip(f, item) for f in record["flags"][:count]]
-    cut["check_commands"] = [_clip(c, item) for c in record.get("check_commands", [])[:count]]
-    cut["skills_used"] = record.get("skills_used", [])[:count]
-    preferences = record.get("preferences", [])
+    cut["check_commands"] = [_clip(c, item) for c in record["check_commands"][:count]]
+    cut["skills_used"] = record["skills_used"][:count]
+    preferences = record["preferences"]
     cut["preferences"] = [_clip(p, item) for p in preferences[:count]]
     if len(preferences) > count:
         cut["preferences_count"] = len(preferences)
@@ -128,10 +220,10 @@ def _last_lines(text: str, limit: int) -> str:
     return kept[newline + 1 :] if newline != -1 else "…" + kept[1:]
 
 
-_diffstats: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+_diffstats: dict[tuple[str, str, str], list[DiffstatRow]] = {}
 
 
-def _diffstat(task: Task) -> list[dict[str, Any]]:
+def _diffstat(task: Task) -> list[DiffstatRow]:
     """The files of the task's own change (from `Task.diff_base`, so commits made to the
     base branch since the task started are not counted), with lines added and removed."""
     head = task.merged_commit or task.head_commit
@@ -143,7 +235,7 @@ def _diffstat(task: Task) -> list[dict[str, Any]]:
         import git
 
         numstat = git.Repo(task.repo).git.diff("--numstat", start, head)
-        rows = []
+        rows: list[DiffstatRow] = []
         for line in numstat.splitlines():
             added, removed, path = line.split("\t", 2)
             rows.append({"file": path, "added": _int(added), "removed": _int(removed)})
@@ -179,7 +271,7 @@ def badge(state: str) -> str:
     )
 
 
-def text_plain(record: dict[str, Any]) -> str:
+def text_plain(record: Mapping[str, Any]) -> str:
     state = f"{record['state']} (forced)" if record.get("forced") else record["state"]
     lines = [f"delegate task {record['id']} [{state}] {record['title']}"]
     lines.append(f"  branch {record['branch']} from {record['base_commit'][:10]}")
@@ -194,7 +286,7 @@ def text_plain(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def text_html(record: dict[str, Any]) -> str:
+def text_html(record: Mapping[str, Any]) -> str:
     e = html.escape
     checks = "".join(
         f"<li>{'✅' if c['passed'] else '❌'} <code>{e(c['command'])}</code>"
@@ -227,7 +319,7 @@ def text_html(record: dict[str, Any]) -> str:
     )
 
 
-def bundle(record: dict[str, Any]) -> dict[str, Any]:
+def bundle(record: Mapping[str, Any]) -> dict[str, Any]:
     return {MIME: record, "text/html": text_html(record), "text/plain": text_plain(record)}
 
 
@@ -246,7 +338,7 @@ class RecordDisplay:
         self._lock = threading.Lock()
         self._unsubscribe = task.subscribe(self._on_event)
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> NotebookRecord:
         return compact_record(self.task, name=self.name, notebook_dir=self.notebook_dir)
 
     def show(self) -> None:

@@ -1,7 +1,10 @@
 /**
  * The task record as the front end reads it, and the plain views of it (card, sidebar
  * list). No JupyterLab import here: this module is the record -> model logic, tested with
- * vitest alone. The record is written by `jupyter_delegate.notebook.record.compact_record`.
+ * vitest alone. The record is written by `jupyter_delegate.notebook.record.compact_record`;
+ * its type there, `NotebookRecord`, has its JSON schema in ../schema/, and
+ * tests/record-schema.test.ts checks `parseRecord` against it and against records Python
+ * made.
  */
 
 export const MIME = 'application/vnd.jupyter-delegate.task+json';
@@ -24,14 +27,16 @@ export interface DiffstatRow {
   removed: number | null;
 }
 
-export interface TaskRecord {
+/** The part of a notebook record the front end reads (Python's `NotebookRecord`). */
+export interface NotebookRecord {
   id: string;
   title: string;
   name: string | null;
   outcome: { goal: string; checks: string[]; scope: string[] };
   state: string;
   branch: string;
-  base_branch: string;
+  /** null: the task started from a detached commit. */
+  base_branch: string | null;
   base_commit: string;
   head_commit: string | null;
   merged_commit: string | null;
@@ -77,7 +82,7 @@ function list<T>(value: unknown, item: (v: any) => T | null): T[] {
  * A record from untrusted notebook data, every field defaulted; null when it is not a
  * task record at all (no id). Rendering never throws on an old or cut record.
  */
-export function parseRecord(data: unknown): TaskRecord | null {
+export function parseRecord(data: unknown): NotebookRecord | null {
   if (!data || typeof data !== 'object' || Array.isArray(data)) {
     return null;
   }
@@ -98,7 +103,7 @@ export function parseRecord(data: unknown): TaskRecord | null {
     },
     state: str(r.state, 'unknown'),
     branch: str(r.branch),
-    base_branch: str(r.base_branch),
+    base_branch: typeof r.base_branch === 'string' ? r.base_branch : null,
     base_commit: str(r.base_commit),
     head_commit: typeof r.head_commit === 'string' ? r.head_commit : null,
     merged_commit: typeof r.merged_commit === 'string' ? r.merged_commit : null,
@@ -187,7 +192,7 @@ export interface CardModel {
   preferencesTotal: number;
 }
 
-export function cardModel(record: TaskRecord): CardModel {
+export function cardModel(record: NotebookRecord): CardModel {
   const added = record.diffstat.reduce((n, d) => n + (d.added ?? 0), 0);
   const removed = record.diffstat.reduce((n, d) => n + (d.removed ?? 0), 0);
   const checksPassed = record.checks.filter(c => c.passed).length;
@@ -202,7 +207,7 @@ export function cardModel(record: TaskRecord): CardModel {
     state: record.state,
     goal: record.outcome.goal || record.title,
     branch: record.branch,
-    baseBranch: record.base_branch,
+    baseBranch: record.base_branch ?? '',
     base: shortCommit(record.base_commit),
     head: shortCommit(record.head_commit),
     merged: shortCommit(record.merged_commit),

@@ -1,11 +1,11 @@
 """`jupyter delegate ...`: the command line, a thin layer over the Python API.
 
-    run GOAL --repo P --check CMD --scope S --base BRANCH --model M --max-usd N --max-steps N
-             [--check-timeout S] [--command-timeout S] [--env NAME[=VALUE]]
-             [--no-suggested-checks] [--yes] [--approve | --no-approve]
+    run GOAL --repo P --check CMD --scope S --constraint TEXT --name NAME --base BRANCH
+             --model M --max-usd N --max-steps N [--check-timeout S] [--command-timeout S]
+             [--env NAME[=VALUE]] [--no-suggested-checks] [--yes] [--approve | --no-approve]
     list [--repo P] [--json]     show ID     diff ID     approve ID [--squash] [--force]
     checks ID [N]                each check (or the Nth) with its whole output
-    reject ID [--reason R]       resume ID [--yes] [--approve | --no-approve]     cancel ID
+    reject ID [REASON...]        resume ID [--yes] [--approve | --no-approve]     cancel ID
     request-changes ID TEXT [--remember | --remember-everywhere] [--yes]
                                  [--approve | --no-approve]
     pause ID                     pending [ID] [--json]
@@ -28,8 +28,10 @@ What the agent knows beyond the outcome (context/):
     prefer TEXT [--repo P]       teach a preference (user-wide; --repo: that repo only)
     prefs [--json]   prefs remove ID
 
-The skills and prefs commands take `--repo P`; without it they use the repository the
-current directory is in, or, outside any, the user's own (and bundled) ones only.
+`run` takes the options `%%delegate` takes, and the decisions on a task the arguments the
+magics take (options.py declares both once). The skills and prefs commands take `--repo P`;
+without it they use the repository the current directory is in, or, outside any, the
+user's own (and bundled) ones only.
 
 Only a proven task (it has checks, they all passed, no budget stopped it) is merged:
 `approve ID --force` merges an unproven one anyway, and the journal records it; `--approve`
@@ -62,12 +64,19 @@ from .engine.tools import describe_input
 from .environment import ran_with
 from .errors import ContextError, DelegateError, NotProven
 from .events import StateChanged, ToolResult
-from .outcome import Budget, Outcome
-from .policy import PermissionRequest, Policy
+from .options import (
+    add_submit_options,
+    add_task_arguments,
+    feedback_of,
+    outcome_from,
+    reason_of,
+    submit_options,
+)
+from .policy import PermissionRequest
 from .task import CheckResult, Task, TaskEvent, TaskState
 
 if TYPE_CHECKING:
-    from .context import SkillStatus
+    from .context import Preference, SkillStatus
     from .manager import TaskManager
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -361,25 +370,7 @@ def decide(task: Task, choice: bool | None, out: TextIO, *, squash: bool = False
 
 # -- commands -----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
-    budget = Budget.from_options(
-        max_steps=args.max_steps,
-        max_usd=args.max_usd,
-        max_minutes=args.max_minutes,
-        command_timeout_s=args.command_timeout,
-        check_timeout_s=args.check_timeout,
-    )
-    outcome = Outcome(args.goal, tuple(args.check), tuple(args.scope), budget=budget)
-    policy = Policy.from_rules(args.allow, args.ask, args.deny, args.mode)
-    task = manager.submit(
-        outcome,
-        repo=args.repo,
-        base=args.base,
-        model=args.model,
-        sandbox=args.sandbox,
-        policy=policy,
-        use_suggested_checks=not args.no_suggested_checks,
-        env=args.env,
-    )
+    task = manager.submit(outcome_from(args, args.goal), **submit_options(args))
     out.write(f"Task {task.id} on {task.branch} (model {task.model})\n")
     follow(task, out, yes=args.yes)
     return decide(task, args.approve, out, squash=args.squash)
@@ -439,7 +430,7 @@ def cmd_approve(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> 
 
 def cmd_reject(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
     task = manager.get(args.id, args.repo)
-    task.reject(args.reason)
+    task.reject(reason_of(args))
     if task.archive_ref:
         out.write(f"Rejected task {task.id}; its work is at {task.archive_ref}.\n")
     else:
@@ -449,7 +440,7 @@ def cmd_reject(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> i
 
 def cmd_request_changes(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
     task = manager.get(args.id, args.repo)
-    task.request_changes(args.text, remember=args.remember)
+    task.request_changes(feedback_of(args), remember=args.remember)
     if args.remember is not None:
         where = "this repository" if args.remember == "repo" else "every repository"
         out.write(f"Remembered as a preference for {where}: `jupyter delegate prefs` lists it.\n")
@@ -717,12 +708,16 @@ def cmd_skills_trust(args: argparse.Namespace, out: TextIO) -> int:
         out.write(printable(line + "\n"))
     for status in chosen:
         if status.trust in ("new", "changed"):
-            trusted = trust_skill(status.name, repo=repo)
-            out.write(
-                f"Trusted {trusted.name} ({trusted.source} skill): {len(trusted.locked)} files "
-                f"recorded in {trusted.lock}.\n"
-            )
+            out.write(trusted_line(trust_skill(status.name, repo=repo)) + "\n")
     return EXIT_OK
+
+
+def trusted_line(status: SkillStatus) -> str:
+    """What trusting a skill recorded, and where."""
+    return (
+        f"Trusted {status.name} ({status.source} skill): {len(status.locked)} files recorded "
+        f"in {status.lock}."
+    )
 
 
 def skills_to_trust(
@@ -784,6 +779,11 @@ def cmd_prefer(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def preference_line(preference: Preference) -> str:
+    """A preference as listed: its id, its scope (user or repo) and its text."""
+    return f"{preference.id}  {preference.scope:<4}  {preference.text}"
+
+
 def preferences_file_of(repo: str | None) -> Path:
     from .context.preferences import preferences_file
     from .workspace import Workspace
@@ -810,7 +810,7 @@ def cmd_prefs(args: argparse.Namespace, out: TextIO) -> int:
             'os.path"` (with --repo P, for one repository only).\n'
         )
     for preference in found:
-        out.write(f"{preference.id}  {preference.scope:<4}  {preference.text}\n")
+        out.write(preference_line(preference) + "\n")
     files = [f"user {preferences_file_of(None)}"]
     if repo is not None:
         files.append(f"repo {preferences_file_of(repo)}")
@@ -826,7 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_: str, repo: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_, description=help_, allow_abbrev=False)
         if repo:
             p.add_argument("--repo", default=".", help="the git repository (default: .)")
         return p
@@ -853,72 +853,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "state an outcome and run an agent on it")
     run.add_argument("goal", help="what must be true when the agent is done")
-    run.add_argument(
-        "--check",
-        action="append",
-        default=[],
-        metavar="CMD",
-        help="a command that must pass (repeatable)",
-    )
-    run.add_argument(
-        "--scope",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="a path the agent is expected to change (repeatable)",
-    )
-    run.add_argument(
-        "--base", help="the branch to start from and merge into (default: the one checked out)"
-    )
-    run.add_argument("--model", help="model id (default: $JUPYTER_DELEGATE_MODEL)")
-    run.add_argument("--max-usd", type=float, help="dollar budget (default 3)")
-    run.add_argument("--max-steps", type=int, help="step budget (default 60)")
-    run.add_argument("--max-minutes", type=float, help="time budget (default 30)")
-    run.add_argument(
-        "--command-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="how long each of the agent's commands may run (default 120)",
-    )
-    run.add_argument(
-        "--check-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="how long each check may run (default 600; a check's own '# timeout=N' wins)",
-    )
-    run.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME[=VALUE]",
-        help="a variable for commands and checks, from your environment or as given "
-        "(repeatable; credentials never pass)",
-    )
-    run.add_argument(
-        "--sandbox",
-        choices=["auto", "bubblewrap", "none"],
-        help="command confinement (default auto: bubblewrap or refuse)",
-    )
+    add_submit_options(run)
     run.add_argument("--squash", action="store_true", help="squash when approving")
-    for kind in ("allow", "ask", "deny"):
-        run.add_argument(
-            f"--{kind}",
-            action="append",
-            default=[],
-            metavar="RULE",
-            help=f"{kind} tool calls matching RULE, e.g. 'Bash(pytest:*)'",
-        )
-    run.add_argument(
-        "--mode",
-        choices=["default", "ask", "plan", "auto"],
-        default="default",
-        help="permission mode (default: sandboxed commands and in-scope edits run)",
-    )
-    run.add_argument(
-        "--no-suggested-checks",
-        action="store_true",
-        help="when no --check is given, do not run the test commands AGENTS.md names",
-    )
     yes_flag(run)
     approve_flags(run)
 
@@ -929,63 +865,18 @@ def build_parser() -> argparse.ArgumentParser:
         ("diff", "print a task's diff"),
         ("cancel", "cancel a task (whichever process runs it); its work is archived"),
         ("pause", "pause a running task (whichever process runs it); resume continues it"),
+        ("pending", "list permission questions waiting for an answer"),
+        ("answer", "allow or deny a waiting tool call, whichever process runs the task"),
+        ("checks", "print a task's checks, each with its whole output"),
+        ("approve", "merge a task in review into its base branch"),
+        ("reject", "archive a task's branch and remove its worktree (also a failed task)"),
     ):
         p = command(name, help_)
-        p.add_argument("id")
-        if name == "show":
+        add_task_arguments(name, p)
+        if name in ("show", "pending"):
             p.add_argument("--json", action="store_true")
-    pending = command("pending", "list permission questions waiting for an answer")
-    pending.add_argument("id", nargs="?", help="one task (default: every task of the repository)")
-    pending.add_argument("--json", action="store_true", help="machine-readable questions")
-    answer = command("answer", "allow or deny a waiting tool call, whichever process runs the task")
-    answer.add_argument("id")
-    answer.add_argument(
-        "words",
-        nargs="+",
-        metavar="[REQUEST] allow|deny",
-        help="the question's request id (may be left out when the task has one question), "
-        "then allow or deny",
-    )
-    answer.add_argument(
-        "--remember",
-        action="store_true",
-        help="with allow: allow such calls for the rest of the task",
-    )
-    checks = command("checks", "print a task's checks, each with its whole output")
-    checks.add_argument("id")
-    checks.add_argument(
-        "number", nargs="?", metavar="N", help="only the Nth check (1 is the first)"
-    )
-    appr = command("approve", "merge a task in review into its base branch")
-    appr.add_argument("id")
-    appr.add_argument("--squash", action="store_true", help="one squashed commit")
-    appr.add_argument(
-        "--force",
-        action="store_true",
-        help="merge even if it is not proven (a check failed, it has none, or a budget "
-        "stopped it); the journal records the override",
-    )
-    rej = command("reject", "archive a task's branch and remove its worktree (also a failed task)")
-    rej.add_argument("id")
-    rej.add_argument("--reason")
     req = command("request-changes", "send feedback; the same agent continues")
-    req.add_argument("id")
-    req.add_argument("text")
-    remember = req.add_mutually_exclusive_group()
-    remember.add_argument(
-        "--remember",
-        dest="remember",
-        action="store_const",
-        const="repo",
-        help="also keep the feedback as a preference for this repository's later tasks",
-    )
-    remember.add_argument(
-        "--remember-everywhere",
-        dest="remember",
-        action="store_const",
-        const="user",
-        help="also keep the feedback as a preference for every repository",
-    )
+    add_task_arguments("request-changes", req)
     yes_flag(req)
     approve_flags(req)
     res = command(
@@ -993,7 +884,7 @@ def build_parser() -> argparse.ArgumentParser:
         "continue an interrupted or paused task, or one that failed for a transient cause, "
         "from its journal",
     )
-    res.add_argument("id")
+    add_task_arguments("resume", res)
     yes_flag(res)
     approve_flags(res)
     audit = command("audit", "verify journals")

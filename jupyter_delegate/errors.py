@@ -2,7 +2,8 @@
 
 Every error a user can meet is a `DelegateError`: its message says what was wrong and
 what to do next. Magics, the CLI and the API all let it propagate (a notebook cell then
-fails, so nbclient and papermill see it); nothing prints an error and carries on.
+fails, so nbclient and papermill see it, and shows it as one red line); nothing prints an
+error and carries on.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ from __future__ import annotations
 
 class DelegateError(Exception):
     """Base class: something the user asked for cannot be done as asked."""
+
+    def _render_traceback_(self) -> list[str]:
+        """How IPython shows it in a notebook: one red line, its name and message, not a
+        traceback (the message says what to do; the cell still fails)."""
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
 
 
 class OutcomeError(DelegateError):

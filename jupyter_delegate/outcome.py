@@ -10,13 +10,17 @@ outcome:
 Free text is the goal; `check:` lines (repeatable) are commands that must pass; `scope:`
 lines (repeatable, comma separated) name the paths the agent is expected to change;
 `constraint:` lines are extra rules stated to the agent. Nothing here runs anything.
+
+`Outcome.in_scope` is the one place a path is matched against the scope: the policy asks
+it before a write, the review to flag a changed file outside the scope.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
 from typing import Any
 
 from .errors import OutcomeError
@@ -139,11 +143,35 @@ class Outcome:
             budget=Budget.from_dict(data.get("budget", {})),
         )
 
+    def in_scope(self, path: str) -> bool:
+        """Whether `path` (relative to the repository root) is one the agent is expected
+        to change: under a scope entry, or any path when the outcome names no scope."""
+        return in_scope(path, self.scope)
+
     @property
     def title(self) -> str:
         """The goal's first line, short enough for a listing."""
         first = self.goal.splitlines()[0]
         return first if len(first) <= 72 else first[:71] + "…"
+
+
+def in_scope(path: str, scope: Sequence[str]) -> bool:
+    """`Outcome.in_scope` for a scope given as its entries (the policy is given those).
+
+    An entry is a gitignore-style pattern anchored at the repository root: a file
+    (`calc.py`), a folder with or without `/` (`docs/`, `docs`), or a glob (`src/*.py`,
+    `src/**`, `**/test_*.py`). Matched case-insensitively, as the policy matches paths
+    (`SRC/A.py` is `src/a.py` on a case-insensitive disk)."""
+    return not scope or bool(_scope_spec(tuple(scope)).match_file(path.lower()))
+
+
+@lru_cache(maxsize=256)
+def _scope_spec(scope: tuple[str, ...]) -> Any:
+    import pathspec
+
+    entries = [s.removeprefix("./") for s in scope]
+    patterns = ["/" + (s if "*" in s else s.rstrip("/")).lower() for s in entries]
+    return pathspec.PathSpec.from_lines("gitignore", patterns)
 
 
 def check_timeout(check: str, default: float) -> float:

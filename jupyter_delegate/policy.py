@@ -30,7 +30,7 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from .errors import DelegateError
 from .home import user_dir
+from .outcome import in_scope
 
 Action = Literal["allow", "ask", "deny"]
 MODES = ("auto", "default", "ask", "plan")  # from loosest to strictest
@@ -358,7 +359,7 @@ class Policy:
             return Decision("allow", "allowed by a rule")
         if tool in WRITE_TOOLS and self.mode == "ask":
             return Decision("ask", "ask mode: every write asks", tool)
-        if tool in WRITE_TOOLS and self.mode == "default" and scope and not in_scope(path, scope):
+        if tool in WRITE_TOOLS and self.mode == "default" and not in_scope(path, scope):
             return Decision("ask", f"{path} is outside the scope ({', '.join(scope)})", None)
         return Decision("allow", f"{self.mode} mode")
 
@@ -420,13 +421,6 @@ class Policy:
 
 def _first(rules: Iterable[Rule], test: Any) -> Rule | None:
     return next((r for r in rules if test(r)), None)
-
-
-def in_scope(path: str, scope: Sequence[str]) -> bool:
-    """Whether `path` is under a scope entry: a file, a folder (with or without `/`), or a
-    glob. The one place scope is matched (the policy and the review both ask here)."""
-    patterns = [s if "*" in s else s.rstrip("/") for s in scope]
-    return bool(_spec(*patterns).match_file(path.lower()))
 
 
 def _section(config: Mapping[str, Any], source: str) -> Mapping[str, Any]:

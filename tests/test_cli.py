@@ -480,3 +480,42 @@ def test_checks_of_a_task_without_check_results_says_why(tmp_path: Path) -> None
     running = Task(id="abc124", outcome=Outcome("Fix it.", checks=("pytest",)), repo=tmp_path)
     with pytest.raises(DelegateError, match="they have not run yet; the task is queued"):
         chosen_checks(running, "1")
+
+
+def test_run_takes_the_magics_name_and_constraints_and_reject_keeps_the_whole_reason(
+    repo: git.Repo, server: FakeServer
+) -> None:
+    rule = "do not add dependencies"
+    code, text, task_id = run_task(
+        repo, "--name", "fix", "--constraint", rule, "--scope", "calc.py", "--no-approve"
+    )
+    assert code == 0, text
+    code, shown = cli("show", "fix", "--repo", repo.working_dir, "--json")
+    record = json.loads(shown)
+    assert code == 0 and record["id"] == task_id and record["name"] == "fix"
+    assert record["outcome"]["constraints"] == [rule]
+    assert record["outcome"]["scope"] == ["calc.py"]
+    code, text = cli("reject", "fix", "too", "big", "--repo", repo.working_dir)
+    assert code == 0 and f"refs/delegate/archive/{task_id}" in text
+    rejected = [e.data for e in Journal(_journal(repo, task_id)).events() if e.type == "rejected"]
+    assert rejected[0]["reason"] == "too big"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["approve", "fix", "--sqash"],
+        ["approve", "fix", "--squ"],  # options are spelled out, as in the magics
+        ["request-changes", "fix", "Add docstrings", "--remmeber"],
+        ["run", "Fix it", "--scop", "src/"],
+    ],
+)
+def test_an_unknown_flag_exits_2_naming_it(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli(*argv)
+    assert exited.value.code == 2
+    assert f"unrecognized arguments: {argv[-1] if argv[0] != 'run' else '--scop src/'}" in (
+        capsys.readouterr().err
+    )

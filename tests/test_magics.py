@@ -94,7 +94,7 @@ def test_line_form_and_interpolation_escapes(shell: tuple, repo: git.Repo) -> No
     [
         ("--repo {repo}", "check: pytest", OutcomeError, "states no goal"),
         ("--repo {repo}", "Do it\ncheck:", OutcomeError, "'check:' has nothing after it"),
-        ("--repo {repo} --bogus", "Do it", MagicUsageError, "unrecognized arguments: --bogus"),
+        ("--repo {repo} --bogus", "Do it", MagicUsageError, "unknown option --bogus"),
         ("--repo {repo} --max-usd lots", "Do it", MagicUsageError, "invalid float value"),
         ("--repo {repo} --max-usd 0", "Do it", OutcomeError, "max_usd must be a positive"),
         ("--repo /no/such/repo", "Do it", RepoError, "does not exist"),
@@ -146,7 +146,7 @@ def test_checks_shows_each_check_with_its_whole_output_and_refuses_a_bad_number(
         magic(ip, "checks fix 2")
     with pytest.raises(DelegateError, match="'all' is not a check number"):
         magic(ip, "checks fix all")
-    with pytest.raises(MagicUsageError, match="which task"):
+    with pytest.raises(MagicUsageError, match="required: ID"):
         magic(ip, "checks")
     with pytest.raises(MagicUsageError, match="unexpected '2 3'"):
         magic(ip, "checks fix 1 2 3")
@@ -296,9 +296,107 @@ def test_approve_of_unproven_work_fails_the_cell_and_force_merges_it(
         result.error_in_exec
     )
     assert repo.head.commit.hexsha == base
-    with pytest.raises(MagicUsageError, match="unexpected --forse"):
+    with pytest.raises(MagicUsageError, match=r"unknown option --forse\. Did you mean --force\?"):
         magic(ip, "approve failing --forse")
     commit = magic(ip, "approve failing --force")
     task = ip.magics_manager.registry["DelegateMagics"].manager.get("failing")
     assert task.state == TaskState.MERGED and task.forced and repo.head.commit.hexsha == commit
     assert [(row["state"], row["forced"]) for row in magic(ip, "list")] == [("merged", True)]
+
+
+# -- strict subcommands: what the magic does not know fails the cell ---------------------------
+def one_red_line(ip: InteractiveShell, source: str) -> tuple[BaseException | None, str]:
+    """Run a cell as a notebook does: the error it failed with, and what it showed."""
+    with capture_output() as captured:
+        result = ip.run_cell(source)
+    return result.error_in_exec, captured.stdout + captured.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "unknown", "valid"),
+    [
+        ("approve fix --sqash", "--sqash", "--squash, --force"),
+        ("reject fix --reson too big", "--reson", "--reason"),
+        ("request-changes fix Rename it --remmeber", "--remmeber", "--remember"),
+        ("cancel fix --force", "--force", "--repo"),
+        ("resume fix --yes", "--yes", "--repo"),
+        ("show fix --json", "--json", "--repo"),
+        ("checks fix --all", "--all", "--repo"),
+        ("wait fix --timout 3", "--timout", "--timeout"),
+        ("prefer Use pathlib --rpo .", "--rpo", "--repo"),
+        ("prefs --jsn", "--jsn", "--repo"),
+        ("Fix the test --repo {repo} --scop src/", "--scop", "--scope, --constraint, --name"),
+        ("--repo {repo} --constrain x\nFix the test", "--constrain", "--constraint"),
+    ],
+)
+def test_each_unknown_magic_flag_fails_the_cell_with_the_valid_options(
+    shell: tuple,  # type: ignore[type-arg]
+    repo: git.Repo,
+    line: str,
+    unknown: str,
+    valid: str,
+) -> None:
+    ip, fake = shell
+    source = line.replace("{repo}", repo.working_dir)
+    error, shown = one_red_line(ip, ("%%delegate " if "\n" in source else "%delegate ") + source)
+    assert isinstance(error, MagicUsageError)
+    assert f"unknown option {unknown}." in str(error) and valid in str(error)
+    red = f"\x1b[0;31mMagicUsageError\x1b[0m: {error}"
+    assert shown.strip().splitlines() == [red]  # one red line, no traceback
+    assert fake.requests == []
+    assert not (Path(repo.git_dir) / "delegate" / "worktrees").exists()
+
+
+def test_a_misspelled_squash_merges_nothing_and_squash_squashes(
+    shell: tuple,  # type: ignore[type-arg]
+    repo: git.Repo,
+) -> None:
+    ip, _ = shell
+    ip.user_ns["check"] = CHECK
+    cell(ip, f"--repo {repo.working_dir} --name fix", BODY)
+    assert magic(ip, "wait fix") == {"fix": "review"}
+    base = repo.head.commit.hexsha
+    with pytest.raises(MagicUsageError, match=r"unknown option --sqash\. Did you mean --squash\?"):
+        magic(ip, "approve fix --sqash")
+    task = ip.magics_manager.registry["DelegateMagics"].manager.get("fix")
+    assert task.state == TaskState.REVIEW and repo.head.commit.hexsha == base
+    commit = magic(ip, "approve fix --squash")
+    assert task.state == TaskState.MERGED and repo.head.commit.hexsha == commit
+    assert [p.hexsha for p in repo.head.commit.parents] == [base]  # one squashed commit
+
+
+def test_reject_keeps_the_whole_reason(shell: tuple, repo: git.Repo) -> None:  # type: ignore[type-arg]
+    from jupyter_delegate.journal import Journal
+
+    ip, _ = shell
+    ip.user_ns["check"] = CHECK
+    for name in ("fix", "other"):
+        cell(ip, f"--repo {repo.working_dir} --name {name} --new", BODY)
+    magic(ip, "wait all")
+    magic(ip, "reject fix too big")
+    magic(ip, "reject other --reason not what I asked")
+    manager = ip.magics_manager.registry["DelegateMagics"].manager
+    for name, reason in (("fix", "too big"), ("other", "not what I asked")):
+        task = manager.get(name)
+        rejected = [e.data for e in Journal(task.journal_path).events() if e.type == "rejected"]
+        assert task.state == TaskState.REJECTED and rejected[0]["reason"] == reason
+
+
+def test_a_misspelled_remember_is_refused_not_sent_as_feedback(
+    shell: tuple,  # type: ignore[type-arg]
+    repo: git.Repo,
+) -> None:
+    from jupyter_delegate import preferences
+
+    ip, fake = shell
+    ip.user_ns["check"] = CHECK
+    cell(ip, f"--repo {repo.working_dir} --name fix", BODY)
+    assert magic(ip, "wait fix") == {"fix": "review"}
+    sent = len(fake.requests)
+    with pytest.raises(
+        MagicUsageError, match=r"unknown option --remmeber\. Did you mean --remember\?"
+    ):
+        magic(ip, "request-changes fix Add docstrings --remmeber")
+    task = ip.magics_manager.registry["DelegateMagics"].manager.get("fix")
+    assert task.state == TaskState.REVIEW and len(fake.requests) == sent
+    assert preferences(repo.working_dir) == []

@@ -131,3 +131,55 @@ def test_realpath_answers_as_os_realpath(tmp_path: Path) -> None:
             expected = None
         assert resolve(root, path) == expected, path
     assert resolve(root, "up/wt/src") == "src" and resolve(root, "escape") is None
+
+
+# -- scope: one rule for the policy and the review ---------------------------------------------
+@pytest.mark.parametrize(
+    ("entry", "path", "inside"),
+    [
+        ("src/*.py", "src/a.py", True),
+        ("src/*.py", "src/sub/a.py", False),
+        ("src/*.py", "src/a.txt", False),
+        ("src/**", "src/sub/a.py", True),
+        ("src/**", "srcx/a.py", False),
+        ("**/x.py", "x.py", True),
+        ("**/x.py", "a/b/x.py", True),
+        ("**/x.py", "a/b/y.py", False),
+        ("docs/", "docs/guide/a.md", True),
+        ("docs", "docs/a.md", True),
+        ("docs/", "docsx/a.md", False),
+        ("docs/", "shop/docs/a.md", False),  # entries start at the repository root
+        ("calc.py", "calc.py", True),
+        ("calc.py", "shop/calc.py", False),
+        ("*.md", "README.md", True),
+        ("*.md", "docs/a.md", False),
+        ("./src", "src/a.py", True),
+        ("Src/", "src/a.py", True),  # case: a case-insensitive disk has one file
+        ("src/*.PY", "SRC/A.py", True),
+        ("src/a.py", "SRC/A.PY", True),
+    ],
+)
+def test_each_scope_form_is_read_the_same_by_the_policy_and_the_review(
+    entry: str, path: str, inside: bool
+) -> None:
+    from types import SimpleNamespace
+
+    from jupyter_delegate.notebook.views import review_flags
+
+    outcome = Outcome("Change what is in scope.", scope=(entry,))
+    asked = Policy().decide("write", {"file_path": path}, scope=outcome.scope)
+    review = review_flags(SimpleNamespace(flags=[], outcome=outcome), [path])  # type: ignore[arg-type]
+    assert outcome.in_scope(path) is inside
+    assert asked.action == ("allow" if inside else "ask"), asked.reason
+    assert review == ([] if inside else [f"outside the scope: {path}"])
+
+
+def test_without_a_scope_every_path_is_in_it() -> None:
+    from types import SimpleNamespace
+
+    from jupyter_delegate.notebook.views import review_flags
+
+    outcome = Outcome("Anything goes.")
+    assert outcome.in_scope("any/where.py")
+    assert Policy().decide("write", {"file_path": "any/where.py"}).action == "allow"
+    assert review_flags(SimpleNamespace(flags=[], outcome=outcome), ["any/where.py"]) == []  # type: ignore[arg-type]

@@ -7,14 +7,16 @@
 
     %delegate Fix the flaky test in tests/test_io.py --repo ../shop
     %delegate list | board | show ID | checks ID [N] | approve ID [--squash] [--force]
-    %delegate reject ID [--reason R]
+    %delegate reject ID [REASON...]
     %delegate request-changes ID TEXT | cancel ID | resume ID | wait ID|all [--timeout S]
     %delegate restore [NOTEBOOK]
     %delegate skills [list | show NAME | check [NAME] | trust NAME... | trust --all] [--repo P]
     %delegate prefer TEXT [--repo P]      %delegate prefs [remove ID] [--repo P]
 
-IDs may also be task names. Magics are sugar: each one is a call on the Python API. Errors
-raise a `DelegateError` (the cell fails, so nbclient and papermill see it). Re-running a
+IDs may also be task names. Magics are sugar: each one is a call on the Python API. The
+options are the command line's (options.py declares them once): a word a subcommand does
+not know is an error that lists the ones it does. Errors raise a `DelegateError` (the cell
+fails, so nbclient and papermill see it; a notebook shows one red line). Re-running a
 `%%delegate` cell whose task exists re-attaches to it; `--new` starts another agent.
 
 `checks`, the skills and the preferences subcommands return small objects (`CheckOutputs`,
@@ -26,45 +28,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import html
 import inspect
 import os
 import shlex
 import string
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from .. import cli
+from .. import cli, options
 from ..errors import DelegateError
-from ..outcome import Budget, Outcome
-from ..policy import Policy
+from ..outcome import Outcome
 from ..task import CheckResult, Task, TaskState
 from .record import RecordDisplay, read_records
 
 if TYPE_CHECKING:
     from ..context import Preference, SkillStatus
-
-SUBCOMMANDS = (
-    "list",
-    "board",
-    "show",
-    "checks",
-    "approve",
-    "reject",
-    "request-changes",
-    "cancel",
-    "resume",
-    "wait",
-    "restore",
-    "skills",
-    "prefer",
-    "prefs",
-    "help",
-)
 
 
 class MagicUsageError(DelegateError):
@@ -72,36 +56,69 @@ class MagicUsageError(DelegateError):
 
 
 class _Parser(argparse.ArgumentParser):
+    """A magic's own argument parser: a mistake raises a `MagicUsageError` (the cell fails
+    with one line naming the word and the options there are) instead of exiting. Options
+    are spelled out: `--scop` is not taken for `--scope`."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog=prog, add_help=False, allow_abbrev=False)
+
     def error(self, message: str) -> Any:  # raise instead of exiting the kernel
-        raise MagicUsageError(f"%delegate: {message}. `%delegate?` shows the usage.")
+        known = options.option_strings(self)
+        hint = ""
+        if message.startswith("unrecognized arguments: "):
+            words = message.split(": ", 1)[1].split()
+            flags = [word for word in words if word.startswith("-")]
+            message = (
+                f"unknown option {', '.join(flags)}" if flags else f"unexpected {' '.join(words)!r}"
+            )
+            bare = {name.lstrip("-"): name for name in known}
+            close = [
+                bare[match]
+                for flag in flags
+                for match in difflib.get_close_matches(flag.lstrip("-"), list(bare), n=1)
+            ]
+            hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        valid = f" Its options: {', '.join(known)}." if known else " It takes no options."
+        raise MagicUsageError(f"{self.prog}: {message}.{hint}{valid} `%delegate?` shows the usage.")
 
 
-def _outcome_parser() -> _Parser:
-    parser = _Parser(prog="%%delegate", add_help=False)
+def _outcome_parser(prog: str) -> _Parser:
+    parser = _Parser(prog)
     parser.add_argument("goal", nargs="*")
     parser.add_argument("--repo", default=".")
-    parser.add_argument("--base")
-    parser.add_argument("--model")
-    parser.add_argument("--max-usd", type=float)
-    parser.add_argument("--max-steps", type=int)
-    parser.add_argument("--max-minutes", type=float)
-    parser.add_argument("--command-timeout", type=float)
-    parser.add_argument("--check-timeout", type=float)
-    parser.add_argument("--env", action="append", default=[])
-    parser.add_argument("--name")
+    options.add_submit_options(parser)
     parser.add_argument("--new", action="store_true")
-    parser.add_argument("--sandbox", choices=["auto", "bubblewrap", "none"])
-    parser.add_argument("--mode", choices=["default", "ask", "plan", "auto"], default="default")
-    parser.add_argument("--check", action="append", default=[])
-    parser.add_argument("--scope", action="append", default=[])
-    parser.add_argument("--no-suggested-checks", action="store_true")
-    for kind in ("allow", "ask", "deny"):
-        parser.add_argument(f"--{kind}", action="append", default=[])
     return parser
 
 
-def _skills_parser() -> _Parser:
-    parser = _Parser(prog="%delegate skills", add_help=False)
+def _task_parser(command: str) -> _Parser:
+    """A decision on a task, with the arguments the command line's takes."""
+    parser = _Parser(f"%delegate {command}")
+    options.add_task_arguments(command, parser)
+    parser.add_argument("--repo")
+    return parser
+
+
+def _no_arguments(command: str) -> _Parser:
+    return _Parser(f"%delegate {command}")
+
+
+def _wait_parser(command: str) -> _Parser:
+    parser = _Parser(f"%delegate {command}")
+    parser.add_argument("ids", nargs="+", metavar="ID|all")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS")
+    return parser
+
+
+def _restore_parser(command: str) -> _Parser:
+    parser = _Parser(f"%delegate {command}")
+    parser.add_argument("notebook", nargs="?")
+    return parser
+
+
+def _skills_parser(command: str) -> _Parser:
+    parser = _Parser(f"%delegate {command}")
     parser.add_argument(
         "action", nargs="?", default="list", choices=["list", "show", "check", "trust"]
     )
@@ -111,12 +128,40 @@ def _skills_parser() -> _Parser:
     return parser
 
 
-def _prefs_parser() -> _Parser:
-    parser = _Parser(prog="%delegate prefs", add_help=False)
+def _prefer_parser(command: str) -> _Parser:
+    parser = _Parser(f"%delegate {command}")
+    parser.add_argument("text", nargs="*")  # none: prefer() says what it needs
+    parser.add_argument("--repo")
+    return parser
+
+
+def _prefs_parser(command: str) -> _Parser:
+    parser = _Parser(f"%delegate {command}")
     parser.add_argument("action", nargs="?", default="list", choices=["list", "remove"])
     parser.add_argument("id", nargs="?")
     parser.add_argument("--repo")
     return parser
+
+
+# Each `%delegate` subcommand and its parser; the decisions on a task share theirs with
+# the command line (options.TASK_ARGUMENTS).
+SUBCOMMANDS: dict[str, Callable[[str], _Parser]] = {
+    "list": _no_arguments,
+    "board": _no_arguments,
+    "show": _task_parser,
+    "checks": _task_parser,
+    "approve": _task_parser,
+    "reject": _task_parser,
+    "request-changes": _task_parser,
+    "cancel": _task_parser,
+    "resume": _task_parser,
+    "wait": _wait_parser,
+    "restore": _restore_parser,
+    "skills": _skills_parser,
+    "prefer": _prefer_parser,
+    "prefs": _prefs_parser,
+    "help": _no_arguments,
+}
 
 
 def split_line(line: str) -> list[str]:
@@ -127,22 +172,6 @@ def split_line(line: str) -> list[str]:
         return shlex.split(line)
     except ValueError:
         return line.split()
-
-
-def pop_option(words: list[str], flag: str) -> tuple[str | None, list[str]]:
-    """`--flag VALUE` (or `--flag=VALUE`) taken out of free text: (value, other words)."""
-    value, rest = None, []
-    it = iter(words)
-    for word in it:
-        if word == flag:
-            value = next(it, None)
-            if value is None:
-                raise MagicUsageError(f"%delegate: {flag} needs a value.")
-        elif word.startswith(flag + "="):
-            value = word.split("=", 1)[1]
-        else:
-            rest.append(word)
-    return value, rest
 
 
 def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
@@ -192,6 +221,11 @@ class DelegateMagics(Magics):
                        [--check-timeout S] [--command-timeout S] [--env NAME[=VALUE]]
                        [--allow RULE] [--ask RULE] [--deny RULE]
                        [--mode default|ask|plan|auto] [--no-suggested-checks]
+                       [--check CMD] [--scope PATH] [--constraint TEXT]
+
+        The options (`jupyter delegate run` takes the same) add to the cell's lines; a
+        `constraint: TEXT` line is a rule stated to the agent. Scope entries are paths
+        from the repository root: a file, a folder, or a glob (`src/*.py`, `**/x.py`).
 
         With no `check:` line, the test commands the repository's AGENTS.md names are
         run as the checks (the review says so); --no-suggested-checks declines them.
@@ -208,7 +242,7 @@ class DelegateMagics(Magics):
                                               task (its checks all passed, no budget
                                               stopped it) unless --force, which the
                                               journal records
-            %delegate reject ID [--reason R]  archive the branch
+            %delegate reject ID [REASON...]   archive the branch (or --reason R)
             %delegate request-changes ID TEXT [--remember | --remember-everywhere]
                                               the same agent continues; --remember also
                                               keeps TEXT as a preference for this
@@ -232,24 +266,21 @@ class DelegateMagics(Magics):
         A repository or user skill is loaded only once trusted; its allowed-tools are
         shown, never granted (your --allow/--ask/--deny rules decide).
 
-        ID is a task id or its --name. A cell whose task exists is re-attached, not
-        started again; --new starts another agent.
+        ID is a task id or its --name (--repo P: a task of that repository). A cell
+        whose task exists is re-attached, not started again; --new starts another agent.
+        A word a subcommand does not know fails the cell and lists the options it takes.
         """
         words = split_line(line)
         if cell is None and words and words[0] in SUBCOMMANDS:
-            return getattr(self, "_cmd_" + words[0].replace("-", "_"))(words[1:])
+            command = words[0]
+            args = SUBCOMMANDS[command](command).parse_intermixed_args(words[1:])
+            return getattr(self, "_cmd_" + command.replace("-", "_"))(args)
         return self._start(words, cell)
 
     # -- starting or re-attaching -----------------------------------------------------------
     def _start(self, words: list[str], cell: str | None) -> None:
-        args = _outcome_parser().parse_args(words)
-        budget = Budget.from_options(
-            max_steps=args.max_steps,
-            max_usd=args.max_usd,
-            max_minutes=args.max_minutes,
-            command_timeout_s=args.command_timeout,
-            check_timeout_s=args.check_timeout,
-        )
+        prog = "%%delegate" if cell is not None else "%delegate"
+        args = _outcome_parser(prog).parse_intermixed_args(words)
         namespace = self.shell.user_ns if self.shell is not None else {}
         if cell is not None:
             if args.goal:
@@ -257,29 +288,11 @@ class DelegateMagics(Magics):
                     f"%%delegate: unexpected words on the magic line: {' '.join(args.goal)}. "
                     "Write the goal in the cell body; options go on the magic line."
                 )
-            outcome = Outcome.from_cell(interpolate(cell, namespace), budget=budget)
-            outcome = Outcome(
-                outcome.goal,
-                outcome.checks + tuple(args.check),
-                outcome.scope + tuple(args.scope),
-                outcome.constraints,
-                budget,
-            )
+            outcome = options.outcome_from(args, Outcome.from_cell(interpolate(cell, namespace)))
         else:
-            goal = interpolate(" ".join(args.goal), namespace)
-            outcome = Outcome(goal, tuple(args.check), tuple(args.scope), budget=budget)
+            outcome = options.outcome_from(args, interpolate(" ".join(args.goal), namespace))
         existing = None if args.new else self._existing(outcome, args.repo, args.name)
-        task = existing or self.manager.submit(
-            outcome,
-            repo=args.repo,
-            base=args.base,
-            model=args.model,
-            sandbox=args.sandbox,
-            policy=Policy.from_rules(args.allow, args.ask, args.deny, args.mode),
-            name=args.name,
-            use_suggested_checks=not args.no_suggested_checks,
-            env=args.env,
-        )
+        task = existing or self.manager.submit(outcome, **options.submit_options(args))
         self._show(task)
 
     def _existing(self, outcome: Outcome, repo: str, name: str | None) -> Task | None:
@@ -311,10 +324,8 @@ class DelegateMagics(Magics):
         record.show()
 
     # -- finding tasks ------------------------------------------------------------------------
-    def _one(self, words: list[str], usage: str) -> Task:
-        if not words:
-            raise MagicUsageError(f"%delegate {usage}: which task? Give its id or name.")
-        return self.manager.get(words[0])
+    def _task(self, args: argparse.Namespace) -> Task:
+        return self.manager.get(args.id, args.repo)
 
     def _refresh(self, task: Task) -> None:
         record = self.records.get(task.id)
@@ -322,11 +333,11 @@ class DelegateMagics(Magics):
             record.refresh()
 
     # -- subcommands ----------------------------------------------------------------------------
-    def _cmd_help(self, words: list[str]) -> None:
+    def _cmd_help(self, args: argparse.Namespace) -> None:
         method: Any = DelegateMagics.delegate
         print(inspect.getdoc(method))
 
-    def _cmd_list(self, words: list[str]) -> list[dict[str, Any]]:
+    def _cmd_list(self, args: argparse.Namespace) -> list[dict[str, Any]]:
         rows = [
             {
                 "id": t.id,
@@ -340,78 +351,46 @@ class DelegateMagics(Magics):
         ]
         return rows
 
-    def _cmd_board(self, words: list[str]) -> Any:
+    def _cmd_board(self, args: argparse.Namespace) -> Any:
         from .views import Board
 
         return Board(self.manager.tasks())
 
-    def _cmd_show(self, words: list[str]) -> None:
-        self._show(self._one(words, "show"))
+    def _cmd_show(self, args: argparse.Namespace) -> None:
+        self._show(self._task(args))
 
-    def _cmd_checks(self, words: list[str]) -> CheckOutputs:
-        task = self._one(words, "checks ID [N]")
-        if len(words) > 2:
-            raise MagicUsageError(
-                f"%delegate checks ID [N]: unexpected {' '.join(words[2:])!r}; give a task "
-                "and, for one check only, its number."
-            )
-        number = words[1] if len(words) > 1 else None
-        return CheckOutputs(task, cli.chosen_checks(task, number))
+    def _cmd_checks(self, args: argparse.Namespace) -> CheckOutputs:
+        task = self._task(args)
+        return CheckOutputs(task, cli.chosen_checks(task, args.number))
 
-    def _cmd_approve(self, words: list[str]) -> str:
-        task = self._one(words, "approve ID [--squash] [--force]")
-        unknown = [word for word in words[1:] if word not in ("--squash", "--force")]
-        if unknown:
-            raise MagicUsageError(
-                f"%delegate approve: unexpected {' '.join(unknown)}. It takes a task id, "
-                "--squash (one commit) and --force (merge even if not proven)."
-            )
-        strategy = "squash" if "--squash" in words[1:] else "merge"
-        commit = task.approve(strategy, force="--force" in words[1:])
+    def _cmd_approve(self, args: argparse.Namespace) -> str:
+        task = self._task(args)
+        commit = task.approve("squash" if args.squash else "merge", force=args.force)
         self._refresh(task)
         return commit
 
-    def _cmd_reject(self, words: list[str]) -> None:
-        task = self._one(words, "reject ID [--reason R]")
-        reason = " ".join(words[2:]) if words[1:2] == ["--reason"] else None
-        task.reject(reason)
+    def _cmd_reject(self, args: argparse.Namespace) -> None:
+        task = self._task(args)
+        task.reject(options.reason_of(args))
         self._refresh(task)
 
-    def _cmd_request_changes(self, words: list[str]) -> None:
-        task = self._one(words, "request-changes ID TEXT [--remember | --remember-everywhere]")
-        flags = {"--remember": "repo", "--remember-everywhere": "user"}
-        chosen = {flags[word] for word in words[1:] if word in flags}
-        if len(chosen) > 1:
-            raise MagicUsageError(
-                "%delegate request-changes: --remember keeps the feedback as a preference "
-                "for this repository, --remember-everywhere for every one; give one of them."
-            )
-        text = " ".join(word for word in words[1:] if word not in flags)
-        task.request_changes(text, remember=next(iter(chosen), None))
+    def _cmd_request_changes(self, args: argparse.Namespace) -> None:
+        self._task(args).request_changes(options.feedback_of(args), remember=args.remember)
 
-    def _cmd_cancel(self, words: list[str]) -> None:
-        self._one(words, "cancel ID").cancel()
+    def _cmd_cancel(self, args: argparse.Namespace) -> None:
+        self._task(args).cancel()
 
-    def _cmd_resume(self, words: list[str]) -> None:
-        task = self._one(words, "resume ID")
+    def _cmd_resume(self, args: argparse.Namespace) -> None:
+        task = self._task(args)
         task.resume()
         self._show(task)
 
-    def _cmd_wait(self, words: list[str]) -> dict[str, str]:
+    def _cmd_wait(self, args: argparse.Namespace) -> dict[str, str]:
         """Block until each task is in review, waiting, or has ended; then publish their
         records from this cell (so nbclient and papermill save the final state)."""
-        timeout = None
-        if "--timeout" in words:
-            at = words.index("--timeout")
-            try:
-                timeout = float(words[at + 1])
-            except (IndexError, ValueError):
-                raise MagicUsageError("%delegate wait: --timeout takes seconds.") from None
-            words = words[:at] + words[at + 2 :]
-        if not words:
-            raise MagicUsageError("%delegate wait: give a task id, a name, or `all`.")
-        chosen = self.manager.tasks() if words[0] == "all" else [self.manager.get(w) for w in words]
-        deadline = None if timeout is None else time.monotonic() + timeout
+        ids: list[str] = args.ids
+        chosen = self.manager.tasks() if ids == ["all"] else [self.manager.get(i) for i in ids]
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
         states = {}
         for task in chosen:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -419,8 +398,8 @@ class DelegateMagics(Magics):
             self._refresh(task)
         return states
 
-    def _cmd_restore(self, words: list[str]) -> list[dict[str, Any]]:
-        path = Path(words[0]) if words else notebook_path(self.shell)
+    def _cmd_restore(self, args: argparse.Namespace) -> list[dict[str, Any]]:
+        path = Path(args.notebook) if args.notebook else notebook_path(self.shell)
         if path is None:
             raise MagicUsageError(
                 "%delegate restore: this kernel does not know its notebook. Give its path: "
@@ -430,11 +409,10 @@ class DelegateMagics(Magics):
         return [{"id": t.id, "name": t.name, "state": str(t.state)} for t in restored]
 
     # -- context: skills and preferences ------------------------------------------------------
-    def _cmd_skills(self, words: list[str]) -> SkillList | SkillCard | TrustReport:
+    def _cmd_skills(self, args: argparse.Namespace) -> SkillList | SkillCard | TrustReport:
         from .. import skills, trust_skill
         from ..context.skills import find
 
-        args = _skills_parser().parse_args(words)
         repo = cli.default_repo(args.repo)
         statuses = skills(repo)
         names: list[str] = args.names
@@ -463,11 +441,11 @@ class DelegateMagics(Magics):
         ]
         return TrustReport(trusted, lines)
 
-    def _cmd_prefer(self, words: list[str]) -> PreferenceList:
+    def _cmd_prefer(self, args: argparse.Namespace) -> PreferenceList:
         from .. import prefer
 
-        repo, text = pop_option(words, "--repo")
-        preference = prefer(" ".join(text), repo=repo)
+        repo = args.repo
+        preference = prefer(" ".join(args.text), repo=repo)
         where = "every repository" if repo is None else "this repository"
         return PreferenceList(
             [preference],
@@ -475,10 +453,9 @@ class DelegateMagics(Magics):
             files=[str(cli.preferences_file_of(repo))],
         )
 
-    def _cmd_prefs(self, words: list[str]) -> PreferenceList:
+    def _cmd_prefs(self, args: argparse.Namespace) -> PreferenceList:
         from .. import forget, preferences
 
-        args = _prefs_parser().parse_args(words)
         repo = cli.default_repo(args.repo)
         heading = "Preferences"
         if args.action == "remove":
@@ -710,11 +687,7 @@ class TrustReport:
 
     @property
     def lines(self) -> list[str]:
-        recorded = [
-            f"Trusted {s.name} ({s.source} skill): {len(s.locked)} files recorded in {s.lock}."
-            for s in self.trusted
-        ]
-        return [*self.notes, *recorded]
+        return [*self.notes, *(cli.trusted_line(s) for s in self.trusted)]
 
     def __repr__(self) -> str:
         return "\n".join(self.lines)
@@ -742,7 +715,7 @@ class PreferenceList:
     def __repr__(self) -> str:
         lines = [self.note] if self.note else []
         lines.append(f"{self.heading}:" + ("" if self.preferences else " none"))
-        lines += [f"{p.id}  {p.scope:<4}  {p.text}" for p in self.preferences]
+        lines += [cli.preference_line(p) for p in self.preferences]
         lines += [f"({path})" for path in self.files]
         return "\n".join(lines)
 

@@ -58,6 +58,7 @@ import ipywidgets as widgets
 from ..check_output import failure_tail, printable, whole_output
 from ..engine.tools import describe_input as brief
 from ..errors import DelegateError, NotProven
+from ..outcome import in_scope
 from ..policy import PermissionRequest
 from ..task import CheckResult, Task, TaskEvent, TaskState
 from .record import badge
@@ -459,15 +460,13 @@ def diff_lines_html(lines: Sequence[str]) -> str:
 
 
 def outside_scope(paths: Iterable[str], scope: Sequence[str]) -> list[str]:
-    """The paths not under any scope entry (a file, or a directory with or without `/`)."""
-    from ..policy import in_scope
-
-    return [p for p in paths if not in_scope(p, scope)] if scope else []
+    """The paths outside the scope (none when it names no scope), by `Outcome.in_scope`."""
+    return [p for p in paths if not in_scope(p, scope)]
 
 
 def review_flags(task: Task, paths: Iterable[str]) -> list[str]:
     flags = list(task.flags)
-    flags += [f"outside the scope: {path}" for path in outside_scope(paths, task.outcome.scope)]
+    flags += [f"outside the scope: {path}" for path in paths if not task.outcome.in_scope(path)]
     return flags
 
 

@@ -1,0 +1,245 @@
+"""The options of the commands, declared once for the command line and the magics.
+
+`jupyter delegate run GOAL ...`, `%%delegate ...` and `%delegate GOAL ...` submit a task
+with the same options (`add_submit_options`), turned into an outcome and a submit call the
+same way (`outcome_from`, `submit_options`). The decisions on a task (`approve ID
+--squash`, `reject ID REASON`, ...) take the same arguments in both (`add_task_arguments`),
+so a word the command does not know is an error in both, never a silent default or a
+piece of free text.
+
+What each side adds stays with it: the command line's `--yes`, `--approve` and `--json`,
+the magic's `--new` and the goal (one argument on the command line, the rest of the line
+or the cell body in a notebook). Nothing here prints or runs anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from .outcome import Budget, Outcome
+from .policy import Policy
+
+SANDBOXES = ("auto", "bubblewrap", "none")
+MODES = ("default", "ask", "plan", "auto")
+
+
+def add_submit_options(parser: argparse.ArgumentParser) -> None:
+    """What a task is given besides its goal: checks, scope, constraints, budget, where it
+    starts, who decides what its agent may do, and its name."""
+    parser.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        metavar="CMD",
+        help="a command that must pass (repeatable)",
+    )
+    parser.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a path the agent is expected to change, from the repository root: a file, a "
+        "folder or a glob such as 'src/*.py' or '**/test_*.py' (repeatable)",
+    )
+    parser.add_argument(
+        "--constraint",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a rule stated to the agent, e.g. 'do not add dependencies' (repeatable)",
+    )
+    parser.add_argument(
+        "--name", help="a name for the task, usable wherever its id is (approve NAME)"
+    )
+    parser.add_argument(
+        "--base", help="the branch to start from and merge into (default: the one checked out)"
+    )
+    parser.add_argument("--model", help="model id (default: $JUPYTER_DELEGATE_MODEL)")
+    parser.add_argument("--max-usd", type=float, help="dollar budget (default 3)")
+    parser.add_argument("--max-steps", type=int, help="step budget (default 60)")
+    parser.add_argument("--max-minutes", type=float, help="time budget (default 30)")
+    parser.add_argument(
+        "--command-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long each of the agent's commands may run (default 120)",
+    )
+    parser.add_argument(
+        "--check-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long each check may run (default 600; a check's own '# timeout=N' wins)",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="a variable for commands and checks, from your environment or as given "
+        "(repeatable; credentials never pass)",
+    )
+    parser.add_argument(
+        "--sandbox",
+        choices=SANDBOXES,
+        help="command confinement (default auto: bubblewrap or refuse)",
+    )
+    for kind in ("allow", "ask", "deny"):
+        parser.add_argument(
+            f"--{kind}",
+            action="append",
+            default=[],
+            metavar="RULE",
+            help=f"{kind} tool calls matching RULE, e.g. 'Bash(pytest:*)'",
+        )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="default",
+        help="permission mode (default: sandboxed commands and in-scope edits run)",
+    )
+    parser.add_argument(
+        "--no-suggested-checks",
+        action="store_true",
+        help="when no --check is given, do not run the test commands AGENTS.md names",
+    )
+
+
+def outcome_from(args: argparse.Namespace, stated: Outcome | str) -> Outcome:
+    """The outcome to submit: the goal (or a cell's whole outcome) with the --check,
+    --scope and --constraint options added, and the budget the options set."""
+    budget = Budget.from_options(
+        max_steps=args.max_steps,
+        max_usd=args.max_usd,
+        max_minutes=args.max_minutes,
+        command_timeout_s=args.command_timeout,
+        check_timeout_s=args.check_timeout,
+    )
+    if isinstance(stated, str):
+        stated = Outcome(stated, budget=budget)
+    return Outcome(
+        stated.goal,
+        stated.checks + tuple(args.check),
+        stated.scope + tuple(args.scope),
+        stated.constraints + tuple(args.constraint),
+        budget,
+    )
+
+
+def submit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of `TaskManager.submit` the options set."""
+    return {
+        "repo": args.repo,
+        "base": args.base,
+        "model": args.model,
+        "sandbox": args.sandbox,
+        "policy": Policy.from_rules(args.allow, args.ask, args.deny, args.mode),
+        "name": args.name,
+        "use_suggested_checks": not args.no_suggested_checks,
+        "env": args.env,
+    }
+
+
+# -- the decisions on a task ------------------------------------------------------------------
+def _task_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="ID", help="the task's id or name")
+
+
+def _checks(parser: argparse.ArgumentParser) -> None:
+    _task_id(parser)
+    parser.add_argument(
+        "number", nargs="?", metavar="N", help="only the Nth check (1 is the first)"
+    )
+
+
+def _approve(parser: argparse.ArgumentParser) -> None:
+    _task_id(parser)
+    parser.add_argument("--squash", action="store_true", help="one squashed commit")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="merge even if it is not proven (a check failed, it has none, or a budget "
+        "stopped it); the journal records the override",
+    )
+
+
+def _reject(parser: argparse.ArgumentParser) -> None:
+    _task_id(parser)
+    parser.add_argument("words", nargs="*", metavar="REASON", help="why (kept in the journal)")
+    parser.add_argument("--reason", nargs="+", default=[], metavar="R", help="why, as an option")
+
+
+def _request_changes(parser: argparse.ArgumentParser) -> None:
+    _task_id(parser)
+    parser.add_argument("text", nargs="+", metavar="TEXT", help="the feedback")
+    remember = parser.add_mutually_exclusive_group()
+    remember.add_argument(
+        "--remember",
+        dest="remember",
+        action="store_const",
+        const="repo",
+        help="also keep the feedback as a preference for this repository's later tasks",
+    )
+    remember.add_argument(
+        "--remember-everywhere",
+        dest="remember",
+        action="store_const",
+        const="user",
+        help="also keep the feedback as a preference for every repository",
+    )
+
+
+def _pending(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", nargs="?", help="one task (default: every task of the repository)")
+
+
+def _answer(parser: argparse.ArgumentParser) -> None:
+    _task_id(parser)
+    parser.add_argument(
+        "words",
+        nargs="+",
+        metavar="[REQUEST] allow|deny",
+        help="the question's request id (may be left out when the task has one question), "
+        "then allow or deny",
+    )
+    parser.add_argument(
+        "--remember",
+        action="store_true",
+        help="with allow: allow such calls for the rest of the task",
+    )
+
+
+TASK_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "show": _task_id,
+    "diff": _task_id,
+    "checks": _checks,
+    "approve": _approve,
+    "reject": _reject,
+    "request-changes": _request_changes,
+    "cancel": _task_id,
+    "pause": _task_id,
+    "pending": _pending,
+    "answer": _answer,
+    "resume": _task_id,
+}
+
+
+def add_task_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """The arguments of a decision on a task (`TASK_ARGUMENTS`), as both sides take them."""
+    TASK_ARGUMENTS[command](parser)
+
+
+def reason_of(args: argparse.Namespace) -> str | None:
+    """A reject's reason: its words, or --reason's (`reject ID too big` keeps "too big")."""
+    return " ".join([*args.words, *args.reason]) or None
+
+
+def feedback_of(args: argparse.Namespace) -> str:
+    """A request-changes' feedback, its words joined (one quoted argument stays as it is)."""
+    return " ".join(args.text)
+
+
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """The options a parser knows, as an error lists them."""
+    return [s for action in parser._actions for s in action.option_strings if s.startswith("--")]

@@ -586,8 +586,7 @@ class TaskManager:
         here, when this process runs it or nobody does (then under the task's lock);
         otherwise through the control inbox, in the process that runs it."""
         context = self._context(task)
-        if not task.state.active:  # a round that just ended lets the lock go first
-            context.idle.wait(timeout=10)
+        self._settle_round(task, context)
         if context.lock_fd is not None:  # this process holds the task: it runs it
             return self._act(task, context, action, args)
         fd = _try_lock(context.workspace.task_dir(task.id))
@@ -596,6 +595,12 @@ class TaskManager:
             return self._await(task, context, request)
         with self._holding(context, fd):
             return self._act(task, context, action, args, before=task.state)
+
+    def _settle_round(self, task: Task, context: _Context) -> None:
+        """A round that just ended (in review, failed, paused) lets the lock go right after
+        its last event: wait for that, so a decision made at once does not find it held."""
+        if not task.state.active:
+            context.idle.wait(timeout=10)
 
     @contextlib.contextmanager
     def _holding(self, context: _Context, fd: int) -> Iterator[None]:
@@ -782,9 +787,13 @@ class TaskManager:
         workspace = Workspace(repo) if repo is not None else None
         with self._registry_lock:
             known_tasks = list(self._tasks.values())
-        for task in known_tasks:
-            if task_id == task.id and (workspace is None or task.repo == workspace.root):
+        here = [t for t in known_tasks if workspace is None or t.repo == workspace.root]
+        for task in here:
+            if task_id == task.id:
                 return task
+        named_here = [t for t in here if t.name == task_id]
+        if len(named_here) == 1 and workspace is None:  # a name given in this process
+            return named_here[0]
         workspace = workspace or Workspace(".")
         ids = workspace.task_ids()
         if task_id in ids:
@@ -973,6 +982,7 @@ class TaskManager:
         """Run the task again in this process (taking its lock: a task another process
         runs cannot be resumed here)."""
         context = self._context(task)
+        self._settle_round(task, context)
         if context.lock_fd is None:
             fd = _try_lock(context.workspace.task_dir(task.id))
             if fd is None:

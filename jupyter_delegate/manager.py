@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
@@ -31,53 +30,32 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import control
 from .audit import witness
-from .context import Watch, add_preference, check_readable, gather
-from .engine.loop import AgentLoop, Finished, TaskFailed
-from .engine.model import Endpoint, client_for, endpoint_from_env, resolve_model
-from .engine.prompt import first_message, system_prompt
-from .environment import Environment, declared_environment, diagnose, discover, furnish
+from .context import add_preference, check_readable
+from .engine.model import Endpoint, endpoint_from_env, resolve_model
+from .engine.prompt import first_message
+from .environment import declared_environment, discover
 from .errors import DelegateError, NotProven, ReviewError, TaskNotFound
 from .events import FORMAT
-from .journal import Event, Journal, redact, replay_messages, secret_values
-from .outcome import Outcome, check_timeout
-from .policy import PermissionRequest, Policy, effective_policy, is_protected, is_secret
-from .task import CheckResult, Task, TaskState, check_transition
-from .workspace import Staged, Workspace, leads_outside, max_file_mb, slugify
+from .journal import Event, Journal, redact
+from .outcome import Outcome
+from .policy import PermissionRequest, Policy, effective_policy
+from .rounds import Answer, RoundOfWork
+from .runner import EngineRunner, Round, Runner
+from .task import Task, TaskState, check_transition
+from .workspace import Workspace, slugify
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
 
-    from .engine.tools import Toolbox
-    from .sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 S = TaskState
-CHECK_TAIL = 4000
-CHECK_OUTPUT_LIMIT = 2_000_000  # a check's whole output kept (head and tail), in its log
-# Commands must not leave caches in the worktree (the harness commits all it holds),
-# and HOME is read-only in the sandbox.
-CACHE_FREE_ENV = {
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "PYTEST_ADDOPTS": "-p no:cacheprovider",
-    "XDG_CACHE_HOME": "/tmp/.cache",
-}
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A human's (or the headless front end's) answer to a permission question."""
-
-    allow: bool
-    remember: bool = False
-    by: str = "human"
-    # The process that gave it, when not this one (control.requester).
-    requester: Mapping[str, Any] | None = None
 
 
 @dataclass
-class _Context:
-    """What the manager keeps for a task it knows."""
+class Context:
+    """What the manager keeps for a task it knows (and a round of it uses)."""
 
     workspace: Workspace
     journal: Journal
@@ -108,6 +86,7 @@ class TaskManager:
         ask_timeout_s: float = 600.0,
         control_timeout_s: float = 120.0,
         via: str = "python",
+        runner: Runner | None = None,
     ) -> None:
         """`client`: an AsyncAnthropic to use for every task (the in-process fake, say);
         by default one is made from ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL. `sandbox`:
@@ -115,18 +94,32 @@ class TaskManager:
         `ask_timeout_s`: a permission question not answered in time is denied.
         `control_timeout_s`: how long a decision about a task another process runs waits
         for that process to act on it (control.py). `via`: what this process is, as the
-        journal names who decided ("cli", "notebook", "python")."""
-        self._client = client
+        journal names who decided ("cli", "notebook", "python"). `runner`: where rounds
+        run (runner.py; default: this process's engine thread)."""
+        self.rounds = RoundOfWork(_Host(self), client, ask_timeout_s)
+        self.runner: Runner = runner or EngineRunner(self)
         self.control_timeout_s = control_timeout_s
         self.via = via
         self.sandbox = sandbox
-        self.ask_timeout_s = ask_timeout_s
         self._tasks: dict[tuple[Path, str], Task] = {}
-        self._contexts: dict[int, _Context] = {}
+        self._contexts: dict[int, Context] = {}
         self._registry_lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._inboxes: asyncio.Task[None] | None = None
+
+    @property
+    def _client(self) -> AsyncAnthropic | None:
+        return self.rounds.client
+
+    @_client.setter
+    def _client(self, client: AsyncAnthropic | None) -> None:
+        self.rounds.client = client
+
+    @property
+    def ask_timeout_s(self) -> float:
+        """How long a permission question waits for an answer before it is denied."""
+        return self.rounds.ask_timeout_s
 
     # -- engine thread -------------------------------------------------------------------
     def _engine(self) -> asyncio.AbstractEventLoop:
@@ -194,7 +187,7 @@ class TaskManager:
         branch = f"delegate/{task_id}-{slugify(outcome.title)}"
         task = Task(id=task_id, outcome=outcome, repo=workspace.root, _manager=self)
         journal = Journal(workspace.task_dir(task_id) / "journal.jsonl")
-        context = _Context(workspace, journal, endpoint, probe_sandbox.tier)
+        context = Context(workspace, journal, endpoint, probe_sandbox.tier)
         context.lock_fd = _try_lock(workspace.task_dir(task_id))
         self._remember(task, context)
         opening = {
@@ -221,7 +214,7 @@ class TaskManager:
                 ("user", goal),
             ],
         )
-        self._start(task, context)
+        self._start(task, context, "submitted")
         return task
 
     def _new_id(self, workspace: Workspace) -> str:
@@ -230,13 +223,29 @@ class TaskManager:
             if not workspace.task_dir(candidate).exists():
                 return candidate
 
-    def _remember(self, task: Task, context: _Context) -> None:
+    def _remember(self, task: Task, context: Context) -> None:
         with self._registry_lock:
             self._tasks[(context.workspace.common_dir, task.id)] = task
             self._contexts[id(task)] = context
 
-    def _start(self, task: Task, context: _Context) -> None:
-        """Run a round of the task on the engine; it owns the task's lock until it ends."""
+    def _start(self, task: Task, context: Context, why: str = "") -> None:
+        """Hand a round of the task to the runner. In this process, the round owns the
+        lock the decision took until it ends; elsewhere, the lock is let go for the
+        runner to take, and this process follows the journal."""
+        work = Round(str(task.repo), task.id, why)
+        if self.runner.in_process:
+            context.handed_over = True
+            context.idle.clear()
+            self.runner.start(work)
+            return
+        _unlock(context)
+        self.runner.start(work)
+        self._on_engine(self._follow(task, context))
+
+    def _launch(self, work: Round) -> None:
+        """Run `work` on the engine (its task known here, its lock held here)."""
+        task = self.get(work.task_id, work.repo)
+        context = self._context(task)
         context.handed_over = True
         context.idle.clear()
 
@@ -244,205 +253,48 @@ class TaskManager:
             context.running = asyncio.current_task()
             if self._inboxes is None:
                 self._inboxes = asyncio.get_running_loop().create_task(self._serve_inboxes())
-            await self._drive(task, context)
+            try:
+                await asyncio.to_thread(self._close_left_requests, task, context)
+                await self.rounds.run(task, context)
+            finally:
+                context.running = None
+                context.handed_over = False
+                _unlock(context)
+                context.idle.set()
 
         self._on_engine(launch())
 
-    # -- the life of a task on the engine ---------------------------------------------------
-    async def _drive(self, task: Task, context: _Context) -> None:
-        workspace = context.workspace
+    def claim(self, work: Round) -> Task:
+        """Take the lock of `work`'s task for a round run here (runner.run_round)."""
+        workspace = Workspace(work.repo)
+        fd = _try_lock(workspace.task_dir(work.task_id))
+        if fd is None:
+            raise ReviewError(f"Task {work.task_id} is being worked on by another process.")
         try:
-            await asyncio.to_thread(self._close_left_requests, task, context)
-            if task.worktree is None or not task.worktree.exists():
-                await asyncio.to_thread(self._create_worktree, task, workspace)
-            assert task.worktree is not None
-            if task.state != S.RUNNING:
-                self._set_state(task, S.RUNNING, "the agent is working")
-            if not task.system_prompt:
-                await asyncio.to_thread(self._gather_context, task, context)
-            events = list(context.journal.events())
-            watch = Watch(
-                task.worktree, next(e.data for e in reversed(events) if e.type == "context")
-            )
-            sandbox, _ = await asyncio.to_thread(self._sandbox, task, context, task.worktree)
-            context.secrets = await asyncio.to_thread(workspace.committed_secrets)
-            client = self._client or client_for(context.endpoint or endpoint_from_env())
-            toolbox = _toolbox(task, sandbox)
-            try:
-                loop = AgentLoop(
-                    client=client,
-                    model=task.model,
-                    system=task.system_prompt,
-                    toolbox=toolbox,
-                    budget=task.outcome.budget,
-                    messages=replay_messages(events),
-                    record=lambda type_, data, sync=True: self._record(task, type_, data, sync),
-                    emit=task.emit,
-                    spent_usd=lambda: task.usage.cost_usd,
-                    permit=lambda call: self._permit(task, context, call),
-                    before_turn=lambda: self._notice_changes(task, watch),
-                    secrets=tuple(context.secrets),
-                )
-                finished = await loop.run()
-            finally:
-                toolbox.close()  # the file tools' thread
-            await self._conclude(task, context, sandbox, finished)
-        except asyncio.CancelledError:
-            if context.pausing:
-                context.pausing = False
-                self._set_state(task, S.PAUSED, "paused by the user; resume continues it")
-            else:
-                await asyncio.to_thread(self._cancelled, task, context)
-        except TaskFailed as exc:
-            self._fail(task, str(exc), transient=exc.transient)
-        except DelegateError as exc:
-            self._fail(task, str(exc))
-        except Exception as exc:  # the engine must survive any one task
-            log.exception("task %s failed", task.id)
-            self._fail(task, f"internal error: {exc!r}. The journal keeps everything so far.")
-        finally:
-            context.running = None
-            context.handed_over = False
-            _unlock(context)
-            context.idle.set()
+            task = self.get(work.task_id, work.repo)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._context(task).lock_fd = fd
+        return task
 
-    def _gather_context(self, task: Task, context: _Context) -> None:
-        """Read what the agent is told beyond the outcome, once per task (journaled with
-        the whole system prompt, so every round and a resume use the same)."""
-        assert task.worktree is not None
-        workspace = context.workspace
-        found = gather(task.worktree, workspace.root, workspace.state_dir, task.outcome.scope)
-        event = found.to_event()
-        checks = task.checks_given(tuple(event["suggested_checks"]))
-        event["system"] = system_prompt(task.outcome, found, checks)
-        written = self._record(task, "context", event)
-        task.emit("context", event, written.typed)
+    def until_round_ends(self, task: Task) -> TaskState:
+        """Wait for the task's round in this process to end; its state then."""
+        self._context(task).idle.wait()
+        return task.state
 
-    def _notice_changes(self, task: Task, watch: Watch) -> None:
-        changes = watch.changes()
-        if changes:
-            data = {"changes": changes}
-            written = self._record(task, "context_changed", data)
-            text = "; ".join(changes) + " (the task keeps the version it started with)"
-            task.emit("notice", {"text": text}, written.typed)
+    async def _follow(self, task: Task, context: Context) -> None:
+        """Follow a round another process runs, from the journal, until it ends."""
+        started = False
+        while True:
+            await asyncio.sleep(0.1)
+            await asyncio.to_thread(self._refresh, task, context)
+            held = _held(context.workspace.task_dir(task.id))
+            started = started or held or not task.state.active
+            if started and not held and not task.state.active:
+                return
 
-    def _create_worktree(self, task: Task, workspace: Workspace) -> None:
-        slug = task.branch.split("-", 1)[1] if "-" in task.branch else "task"
-        workspace.create(task.id, slug, task.base_commit)
-
-    async def _conclude(
-        self, task: Task, context: _Context, sandbox: Sandbox, finished: Finished
-    ) -> None:
-        summary = finished.summary
-        if finished.stopped_by:
-            summary = summary or f"Stopped by {finished.stopped_by} before the agent finished."
-        self._record(task, "finish", {"summary": summary, "stopped_by": finished.stopped_by})
-        assert task.worktree is not None
-        staged = await asyncio.to_thread(context.workspace.stage, task.worktree)
-        revert = await asyncio.to_thread(self._guard, task, context, staged)
-        head = await asyncio.to_thread(
-            context.workspace.commit,
-            task.worktree,
-            f"delegate: {task.title}\n\n{summary}",
-            {
-                "Delegate-Task": task.id,
-                "Delegate-Model": ", ".join(task.served_models) or task.model,
-                "Delegate-Sandbox": sandbox.tier,
-                "Delegate-Journal": context.journal.head,
-            },
-            revert,
-        )
-        self._record(task, "commit", {"commit": head})
-        await self._run_checks(task, context, head)
-        self._set_state(task, S.REVIEW, "ready for review")
-        task.emit("review", task.to_record())
-
-    def _guard(self, task: Task, context: _Context, staged: Staged) -> list[str]:
-        """The commit guard: of exactly what the commit would hold (git's raw changes, no
-        renames collapsed), the paths not to commit, each flagged with why: protected
-        files no explicit rule opens, symlinks leading out of the repository, gitlinks of
-        repositories the base does not have as submodules, files over the size limit;
-        and nested repositories, which were not staged."""
-        workspace, worktree = context.workspace, task.worktree
-        assert worktree is not None
-        limit_mb = max_file_mb(workspace.root)
-        revert: list[str] = []
-        flags: list[str] = []
-        for change in staged.changes:
-            path, why = change.path, ""
-            allowed = task.policy.decide("write", {"file_path": path}).action == "allow"
-            if is_protected(path) and not allowed:
-                why = "a protected file (no rule of yours opens it)"
-            elif change.new_mode == "120000":
-                target = workspace.blob_text(worktree, change.new_sha)
-                if leads_outside(path, target):
-                    why = f"a symlink to {target!r}, outside the repository"
-            elif change.new_mode == "160000" and path not in staged.submodules:
-                why = "a gitlink to a repository the base has no submodule for"
-            elif change.status != "D" and change.new_mode.startswith("100"):
-                size = workspace.blob_size(worktree, change.new_sha)
-                if size > limit_mb * 1024 * 1024:
-                    why = f"{size / 1024 / 1024:.0f} MB, over the {limit_mb:g} MB limit"
-            if why:
-                revert.append(path)
-                flags.append(f"not committed: {path} ({why})")
-        flags += [
-            f"not committed: {path}/ (a git repository of its own inside the task's tree; "
-            "its configuration could run commands in git)"
-            for path in staged.nested
-        ]
-        for text in flags:
-            self._record(task, "flag", {"text": text})
-        return revert
-
-    async def _run_checks(self, task: Task, context: _Context, commit: str) -> list[CheckResult]:
-        """Run the task's checks on `commit`, in a throw-away checkout of it seen at the
-        user's checkout's path, in the user's declared environment: what the checks
-        write is never committed, and what they test is the agent's committed code."""
-        workspace = context.workspace
-        results: list[CheckResult] = []
-        logs = workspace.task_dir(task.id) / "checks"
-        round_ = len(list(logs.glob("*-1.log"))) + 1 if logs.is_dir() else 1
-        if not context.secrets:  # checks at an approve, in another process than the run
-            context.secrets = await asyncio.to_thread(workspace.committed_secrets)
-        with contextlib.ExitStack() as stack:
-            copy = await asyncio.to_thread(
-                stack.enter_context, workspace.check_copy(task.id, commit)
-            )
-            sandbox, environment = await asyncio.to_thread(
-                self._sandbox, task, context, copy, CHECK_OUTPUT_LIMIT
-            )
-            for number, command in enumerate(task.check_commands, start=1):
-                timeout_s = check_timeout(command, task.outcome.budget.check_timeout_s)
-                run = await sandbox.run(command, timeout_s=timeout_s)
-                output = redact(run.output, secret_values() + context.secrets)
-                log = logs / f"{round_}-{number}.log"
-                await asyncio.to_thread(_write_log, log, output)
-                failed = run.exit_code != 0
-                hint = await asyncio.to_thread(diagnose, run, environment) if failed else ""
-                results.append(
-                    CheckResult(
-                        command=command,
-                        exit_code=run.exit_code,
-                        passed=run.exit_code == 0,
-                        duration_s=round(run.duration_s, 3),
-                        output_tail=output[-CHECK_TAIL:],
-                        log=str(log),
-                        hint=hint,
-                        timeout_s=timeout_s,
-                    )
-                )
-            await asyncio.to_thread(stack.close)
-        data: dict[str, Any] = {
-            "results": [r.to_dict() for r in results],
-            "commit": commit,
-            "environment": redact(environment.to_dict()),
-        }
-        written = self._record(task, "checks", data)
-        task.emit("checks", data, written.typed)
-        return results
-
-    def _cancelled(self, task: Task, context: _Context) -> None:
+    def _cancelled(self, task: Task, context: Context) -> None:
         ref = self._archive(task, context)
         reason = f"cancelled by the user; work kept at {ref}" if ref else "cancelled by the user"
         self._set_state(task, S.CANCELLED, reason)
@@ -451,59 +303,6 @@ class TaskManager:
         if task.state.terminal:
             return
         self._set_state(task, S.FAILED, "the task failed", error=error, transient=transient)
-
-    # -- permissions ----------------------------------------------------------------------
-    async def _permit(self, task: Task, context: _Context, call: Mapping[str, Any]) -> str | None:
-        """Ask the task's policy about a tool call; on `ask`, wait for a human."""
-        tool, tool_input = call["name"], call["input"]
-        decision = task.policy.decide(
-            tool, tool_input, worktree=task.worktree, scope=task.outcome.scope
-        )
-        if decision.action == "allow":
-            return None
-        base = {"tool_use_id": call["id"], "tool": tool, "input": tool_input}
-        if decision.action == "deny":
-            self._record(
-                task,
-                "permission",
-                {**base, "decision": "deny", "by": "policy", "reason": decision.reason},
-            )
-            return f"Denied by the user's permission rules ({decision.reason})."
-        request = PermissionRequest(secrets.token_hex(3), tool, tool_input, decision.reason)
-        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        context.pending[request.request_id] = (request, answer)
-        asked = {**base, "request_id": request.request_id, "reason": decision.reason}
-        question = self._record(task, "permission", {**asked, "status": "asked"})
-        self._set_state(task, S.WAITING, f"{tool} waits for your permission")
-        task.emit("permission", {**asked, "status": "asked"}, question.typed)
-        try:
-            given = await asyncio.wait_for(answer, self.ask_timeout_s)
-        except TimeoutError:
-            given = Answer(allow=False, by="timeout")
-        finally:
-            context.pending.pop(request.request_id, None)
-        verdict, done = ("allow", "allowed") if given.allow else ("deny", "denied")
-        decided = self._record(
-            task,
-            "permission",
-            {
-                **asked,
-                "decision": verdict,
-                "by": given.by,
-                "remember": given.remember,
-                "rule": decision.rule,
-                **({"from": dict(given.requester)} if given.requester else {}),
-            },
-        )
-        self._set_state(task, S.RUNNING, f"{tool} {done} by {given.by}")
-        task.emit("permission", {**asked, "status": done}, decided.typed)
-        if given.allow:
-            return None
-        if given.by == "timeout":
-            return f"Denied: nobody answered within {self.ask_timeout_s:g} s."
-        if given.by == "headless":
-            return "Denied: nobody was there to answer (a headless run)."
-        return "Denied by the user."
 
     def pending(self, task: Task) -> list[PermissionRequest]:
         """The task's permission questions waiting for an answer, from whichever process
@@ -540,7 +339,7 @@ class TaskManager:
     def _answer(
         self,
         task: Task,
-        context: _Context,
+        context: Context,
         request_id: str,
         allow: bool,
         remember: bool = False,
@@ -571,13 +370,15 @@ class TaskManager:
         self._refresh(task, self._context(task))
         return task
 
-    def _refresh(self, task: Task, context: _Context) -> None:
-        for event in context.journal.catch_up():
+    def _refresh(self, task: Task, context: Context) -> None:
+        new = context.journal.catch_up()
+        for event in new:
             task.apply(event.typed)
             task.journal_head = event.hash
             if event.type == "state":
                 context.last_change = event.ts
-        if not context.pending and context.running is None:
+                task.emit("state", event.data, event.typed)
+        if new and not context.pending and context.running is None:
             with task._changed:
                 task._changed.notify_all()
 
@@ -596,14 +397,14 @@ class TaskManager:
         with self._holding(context, fd):
             return self._act(task, context, action, args, before=task.state)
 
-    def _settle_round(self, task: Task, context: _Context) -> None:
+    def _settle_round(self, task: Task, context: Context) -> None:
         """A round that just ended (in review, failed, paused) lets the lock go right after
         its last event: wait for that, so a decision made at once does not find it held."""
         if not task.state.active:
             context.idle.wait(timeout=10)
 
     @contextlib.contextmanager
-    def _holding(self, context: _Context, fd: int) -> Iterator[None]:
+    def _holding(self, context: Context, fd: int) -> Iterator[None]:
         """Hold the task's lock (taken as `fd`) for a decision; a round the decision starts
         takes it over (`_start`) and lets it go when it ends."""
         context.lock_fd = fd
@@ -616,7 +417,7 @@ class TaskManager:
     def _act(
         self,
         task: Task,
-        context: _Context,
+        context: Context,
         action: str,
         args: Mapping[str, Any],
         request: control.Request | None = None,
@@ -652,7 +453,7 @@ class TaskManager:
         data = {"request_id": request.request_id, "action": request.action, "status": status}
         self._record(task, "control", {**data, **outcome})
 
-    def _await(self, task: Task, context: _Context, request: control.Request) -> Any:
+    def _await(self, task: Task, context: Context, request: control.Request) -> Any:
         """Wait for the outcome of a request another process acts on. If that process
         lets the task go (its round ended, it died), act here, under the lock."""
         deadline = time.monotonic() + self.control_timeout_s
@@ -704,13 +505,13 @@ class TaskManager:
                         asyncio.to_thread(self._serve, task, context, request)
                     )
 
-    def _serve(self, task: Task, context: _Context, request: control.Request) -> None:
+    def _serve(self, task: Task, context: Context, request: control.Request) -> None:
         if request.request_id in control.settled(context.journal.events()):
             return
         with contextlib.suppress(DelegateError):  # refusals are journaled for the poster
             self._act(task, context, request.action, request.args, request)
 
-    def _close_left_requests(self, task: Task, context: _Context) -> None:
+    def _close_left_requests(self, task: Task, context: Context) -> None:
         """At the start of a round: requests nobody acted on (posted to a process that
         then stopped) are closed as refused, so nobody waits for them and none is acted
         upon by surprise later; the review says so."""
@@ -735,7 +536,7 @@ class TaskManager:
                 },
             )
 
-    def _known(self) -> list[tuple[Task, _Context]]:
+    def _known(self) -> list[tuple[Task, Context]]:
         return [(t, self._contexts[id(t)]) for t in self._tasks.values()]
 
     # -- journal: the one place events are written ------------------------------------------
@@ -774,7 +575,7 @@ class TaskManager:
         task.emit("state", data, written.typed)
 
     # -- finding tasks -----------------------------------------------------------------------
-    def _context(self, task: Task) -> _Context:
+    def _context(self, task: Task) -> Context:
         try:
             return self._contexts[id(task)]
         except KeyError:
@@ -841,7 +642,7 @@ class TaskManager:
         task.worktree = workspace.worktree_path(task_id)
         if task.worktree.exists():
             workspace.repair_worktree(task.worktree)
-        context = _Context(workspace, journal, sandbox_tier=task.sandbox or self.sandbox)
+        context = Context(workspace, journal, sandbox_tier=task.sandbox or self.sandbox)
         self._remember(task, context)
         if task.state.active:
             fd = _try_lock(workspace.task_dir(task_id))
@@ -878,7 +679,7 @@ class TaskManager:
         refused with NotProven unless `force`; then the journal records the override."""
         return str(self._decide(task, "approve", {"strategy": strategy, "force": bool(force)}))
 
-    def _approve(self, task: Task, context: _Context, strategy: str, force: bool) -> str:
+    def _approve(self, task: Task, context: Context, strategy: str, force: bool) -> str:
         workspace = context.workspace
         self._require(task, S.REVIEW, "approved")
         if task.base_branch is None:
@@ -892,7 +693,7 @@ class TaskManager:
         if workspace.bring_base_in(task.worktree, task.base_branch):
             head = _head(task.worktree)
             self._record(task, "commit", {"commit": head, "base_moved": True})
-            results = self._run_sync(self._run_checks(task, context, head))
+            results = self._run_sync(self.rounds.run_checks(task, context, head))
             failing = [r.command for r in results if not r.passed]
             if failing:
                 self._record(task, "flag", {"text": "checks fail after bringing in the base"})
@@ -940,14 +741,14 @@ class TaskManager:
     def reject(self, task: Task, reason: str | None = None) -> None:
         self._decide(task, "reject", {"reason": reason})
 
-    def _reject(self, task: Task, context: _Context, reason: str | None = None) -> None:
+    def _reject(self, task: Task, context: Context, reason: str | None = None) -> None:
         if task.state not in (S.REVIEW, S.INTERRUPTED, S.PAUSED, S.FAILED):
             self._require(task, S.REVIEW, "rejected")
         ref = self._archive(task, context)
         self._record(task, "rejected", {"archive_ref": ref, "reason": reason or ""})
         self._set_state(task, S.REJECTED, reason or "rejected by the reviewer")
 
-    def _archive(self, task: Task, context: _Context) -> str:
+    def _archive(self, task: Task, context: Context) -> str:
         """Keep the task's branch under refs/delegate/archive/<id>, and remove its
         worktree; "" when it has neither (it failed before its worktree was made)."""
         workspace = context.workspace
@@ -965,7 +766,7 @@ class TaskManager:
         self._decide(task, "request_changes", {"feedback": feedback, "remember": remember})
 
     def _request_changes(
-        self, task: Task, context: _Context, feedback: str, remember: str | None = None
+        self, task: Task, context: Context, feedback: str, remember: str | None = None
     ) -> None:
         self._require(task, S.REVIEW, "sent back for changes")
         text = f"The reviewer requests changes:\n\n{feedback.strip()}"
@@ -976,7 +777,7 @@ class TaskManager:
             self._record(task, "preference", preference.to_dict())
         self._record(task, "user", {"content": [{"type": "text", "text": text}]})
         self._set_state(task, S.RUNNING, "changes requested")
-        self._start(task, context)
+        self._start(task, context, "changes requested")
 
     def resume(self, task: Task) -> None:
         """Run the task again in this process (taking its lock: a task another process
@@ -996,7 +797,7 @@ class TaskManager:
         else:
             self._resume(task, context)
 
-    def _resume(self, task: Task, context: _Context) -> None:
+    def _resume(self, task: Task, context: Context) -> None:
         self._refresh(task, context)
         if task.state == S.FAILED and not task.transient:
             raise ReviewError(
@@ -1017,13 +818,13 @@ class TaskManager:
             )
         why = "resumed after a transient failure" if task.state == S.FAILED else "resumed"
         self._set_state(task, S.RUNNING, why)
-        self._start(task, context)
+        self._start(task, context, "resumed")
 
     def cancel(self, task: Task) -> None:
         """Stop the task for good, its work archived (see `reject`)."""
         self._decide(task, "cancel", {})
 
-    def _cancel(self, task: Task, context: _Context) -> None:
+    def _cancel(self, task: Task, context: Context) -> None:
         running = context.running
         if running is not None:
             self._engine().call_soon_threadsafe(running.cancel)
@@ -1038,7 +839,7 @@ class TaskManager:
         continues it (the model turn in flight, if any, is asked again)."""
         self._decide(task, "pause", {})
 
-    def _pause(self, task: Task, context: _Context) -> None:
+    def _pause(self, task: Task, context: Context) -> None:
         running = context.running
         if running is None or not task.state.active:
             self._require(task, S.RUNNING, "paused")
@@ -1052,50 +853,26 @@ class TaskManager:
                 f"Task {task.id} is {task.state}; only a task in {state} can be {verb}."
             )
 
-    def _sandbox(
-        self, task: Task, context: _Context, worktree: Path, output_limit: int = 30_000
-    ) -> tuple[Sandbox, Environment]:
-        """The sandbox for commands in `worktree` (the task's, or a throw-away copy for the
-        checks): seen at the user's checkout's path, in the user's declared environment,
-        its protected files read-only and its secret files hidden."""
-        from .sandbox import Sandbox
 
-        workspace = context.workspace
-        environment = discover(
-            workspace.root, task.environment, python_prefixes=(sys.prefix, sys.base_prefix)
-        )
-        furnished = furnish(environment, worktree, mounts=context.sandbox_tier != "none")
-        for item in set(environment.items) - set(furnished.items):
-            text = f"{item.path} is not git-ignored in the task's tree, so commands lack it"
-            if text not in task.flags:
-                self._record(task, "flag", {"text": text})
-        environment = furnished
-        tracked = workspace.tracked_files(worktree)
-        protected = [worktree / f for f in tracked if is_protected(f) and not is_secret(f)]
-        sandbox = Sandbox(
-            worktree,
-            tier=context.sandbox_tier,
-            seen_at=workspace.root,
-            environment=environment,
-            git_view=None if context.sandbox_tier == "none" else workspace.git_view(worktree),
-            read_only=[p for p in protected if p.exists()],
-            hidden=[worktree / f for f in tracked if is_secret(f)],
-            extra_env=CACHE_FREE_ENV,
-            output_limit=output_limit,
-        )
-        return sandbox, environment
+class _Host:
+    """What a round writes through (rounds.Host): this manager's journaling."""
 
+    def __init__(self, manager: TaskManager) -> None:
+        self._manager = manager
 
-def _toolbox(task: Task, sandbox: Sandbox) -> Toolbox:
-    from .engine.tools import Toolbox
+    def record(self, task: Task, type_: str, data: Mapping[str, Any], sync: bool = True) -> Event:
+        return self._manager._record(task, type_, data, sync)
 
-    assert task.worktree is not None
-    return Toolbox(task.worktree, sandbox, task.outcome.budget.command_timeout_s, task.skills)
+    def set_state(
+        self, task: Task, new: TaskState, reason: str, error: str = "", transient: bool = False
+    ) -> None:
+        self._manager._set_state(task, new, reason, error, transient)
 
+    def fail(self, task: Task, error: str, transient: bool = False) -> None:
+        self._manager._fail(task, error, transient)
 
-def _write_log(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8", errors="replace")
+    def cancelled(self, task: Task, context: Context) -> None:
+        self._manager._cancelled(task, context)
 
 
 def _set(event: threading.Event) -> threading.Event:
@@ -1132,7 +909,16 @@ def _try_lock(task_dir: Path) -> int | None:
     return fd
 
 
-def _unlock(context: _Context) -> None:
+def _held(task_dir: Path) -> bool:
+    """Whether some process holds the task's lock."""
+    fd = _try_lock(task_dir)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def _unlock(context: Context) -> None:
     if context.lock_fd is not None:
         os.close(context.lock_fd)
         context.lock_fd = None

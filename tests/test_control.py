@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -20,6 +21,8 @@ from jupyter_client.manager import start_new_kernel
 from conftest import CHECK, FIX_TURNS, SANDBOX, Factory
 from jupyter_delegate import Outcome, TaskState, control
 from jupyter_delegate.journal import Journal
+from jupyter_delegate.manager import TaskManager
+from jupyter_delegate.runner import Round
 from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
 
 ASK = "Bash"
@@ -321,3 +324,51 @@ def test_a_name_given_in_one_process_resolves_in_another_and_an_ambiguous_one_li
     assert ambiguous.returncode == 2
     assert f"2 tasks in {repo.working_dir} are named 'alpha': " in ambiguous.stderr
     assert first.id in ambiguous.stderr and twin.id in ambiguous.stderr
+
+
+class SubprocessRunner:
+    """A runner that is not this process: each round in a new Python process, from the
+    pickled round description alone (as a Dask worker would get it)."""
+
+    in_process = False
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[str]] = []
+
+    def start(self, work: Round) -> None:
+        code = (
+            "import pickle, sys\n"
+            "from jupyter_delegate.runner import run_round\n"
+            "print(run_round(pickle.loads(bytes.fromhex(sys.argv[1]))))"
+        )
+        self.started.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code, pickle.dumps(work).hex()],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+
+
+def test_a_round_runs_in_another_process_through_the_runner_seam(
+    repo: git.Repo, served: Any
+) -> None:
+    served([*FIX_TURNS, {"tools": [{"finish": {"summary": "docstring added"}}]}])
+    runner = SubprocessRunner()
+    manager = TaskManager(sandbox=SANDBOX, runner=runner)
+    task = manager.submit(Outcome("Make add() add.", checks=(CHECK,)), repo=repo.working_dir)
+    seen: list[str] = []
+    task.subscribe(lambda event: seen.append(str(event.data.get("state"))))
+    assert task.wait(timeout=120) == TaskState.REVIEW, task.error
+    out, err = runner.started[0].communicate(timeout=30)
+    assert out.strip() == "review", err  # the round ran there, and ended there in review
+    assert runner.started[0].pid != os.getpid()
+    assert task.checks and task.checks[0].passed and "running" in seen and "review" in seen
+    task.request_changes("Add a docstring.")  # a second round, in a second process
+    assert task.wait(timeout=120) == TaskState.REVIEW
+    assert runner.started[1].communicate(timeout=30)[0].strip() == "review"
+    assert task.summary == "docstring added"
+    task.approve()  # no process holds it now: this one decides, under the lock
+    assert task.state == TaskState.MERGED
+    audit_ok(repo)

@@ -1,0 +1,379 @@
+"""One round of a task's work: what a runner (runner.py) carries out.
+
+A round creates the task's worktree (first round), gathers what the agent is told
+beyond the outcome (first round), runs the agent loop in the sandbox, asks a human
+through the task's permission questions, commits what the agent made through the commit
+guard, runs the checks on that commit in a throw-away checkout, and leaves the task in
+review; a cancel, a pause or a failure is journaled as the round's end. It writes only
+through its `Host` (the manager: the one place events are written, under the task's
+lock) and reads the task's facts from the `Task` the journal folds into.
+
+What does not live here: deciding (approve, reject, request changes: manager.py), the
+registry and the engine thread (manager.py), where a round runs (runner.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .context import Watch, gather
+from .engine.loop import AgentLoop, Finished, TaskFailed
+from .engine.model import client_for, endpoint_from_env
+from .engine.prompt import system_prompt
+from .environment import Environment, diagnose, discover, furnish
+from .errors import DelegateError
+from .journal import Event, redact, replay_messages, secret_values
+from .outcome import check_timeout
+from .policy import PermissionRequest, is_protected, is_secret
+from .task import CheckResult, Task, TaskState
+from .workspace import Staged, Workspace, leads_outside, max_file_mb
+
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+
+    from .engine.tools import Toolbox
+    from .manager import Context
+    from .sandbox import Sandbox
+
+log = logging.getLogger(__name__)
+S = TaskState
+CHECK_TAIL = 4000
+CHECK_OUTPUT_LIMIT = 2_000_000  # a check's whole output kept (head and tail), in its log
+# Commands must not leave caches in the worktree (the harness commits all it holds),
+# and HOME is read-only in the sandbox.
+CACHE_FREE_ENV = {
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTEST_ADDOPTS": "-p no:cacheprovider",
+    "XDG_CACHE_HOME": "/tmp/.cache",
+}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A human's (or the headless front end's) answer to a permission question."""
+
+    allow: bool
+    remember: bool = False
+    by: str = "human"
+    # The process that gave it, when not this one (control.requester).
+    requester: Mapping[str, Any] | None = None
+
+
+class Host(Protocol):
+    """How a round writes: through the manager, under the task's lock."""
+
+    def record(
+        self, task: Task, type_: str, data: Mapping[str, Any], sync: bool = True
+    ) -> Event: ...
+
+    def set_state(
+        self, task: Task, new: TaskState, reason: str, error: str = "", transient: bool = False
+    ) -> None: ...
+
+    def fail(self, task: Task, error: str, transient: bool = False) -> None: ...
+
+    def cancelled(self, task: Task, context: Context) -> None: ...
+
+
+@dataclass
+class RoundOfWork:
+    """Carries out rounds of tasks for one manager (`run`), and runs checks (`run_checks`,
+    also at an approve after the base moved)."""
+
+    host: Host
+    client: AsyncAnthropic | None = None  # one client for every task (a fake, say)
+    ask_timeout_s: float = 600.0
+
+    async def run(self, task: Task, context: Context) -> None:
+        """One round: worktree, context (first round), agent loop, guarded commit, checks,
+        review; its end journaled whatever happens (cancel, pause, failure)."""
+        workspace = context.workspace
+        try:
+            if task.worktree is None or not task.worktree.exists():
+                await asyncio.to_thread(self._create_worktree, task, workspace)
+            assert task.worktree is not None
+            if task.state != S.RUNNING:
+                self.host.set_state(task, S.RUNNING, "the agent is working")
+            if not task.system_prompt:
+                await asyncio.to_thread(self._gather_context, task, context)
+            events = list(context.journal.events())
+            watch = Watch(
+                task.worktree, next(e.data for e in reversed(events) if e.type == "context")
+            )
+            sandbox, _ = await asyncio.to_thread(self.sandbox, task, context, task.worktree)
+            context.secrets = await asyncio.to_thread(workspace.committed_secrets)
+            client = self.client or client_for(context.endpoint or endpoint_from_env())
+            toolbox = _toolbox(task, sandbox)
+            try:
+                loop = AgentLoop(
+                    client=client,
+                    model=task.model,
+                    system=task.system_prompt,
+                    toolbox=toolbox,
+                    budget=task.outcome.budget,
+                    messages=replay_messages(events),
+                    record=lambda type_, data, sync=True: self.host.record(task, type_, data, sync),
+                    emit=task.emit,
+                    spent_usd=lambda: task.usage.cost_usd,
+                    permit=lambda call: self._permit(task, context, call),
+                    before_turn=lambda: self._notice_changes(task, watch),
+                    secrets=tuple(context.secrets),
+                )
+                finished = await loop.run()
+            finally:
+                toolbox.close()  # the file tools' thread
+            await self._conclude(task, context, sandbox, finished)
+        except asyncio.CancelledError:
+            if context.pausing:
+                context.pausing = False
+                self.host.set_state(task, S.PAUSED, "paused by the user; resume continues it")
+            else:
+                await asyncio.to_thread(self.host.cancelled, task, context)
+        except TaskFailed as exc:
+            self.host.fail(task, str(exc), transient=exc.transient)
+        except DelegateError as exc:
+            self.host.fail(task, str(exc))
+        except Exception as exc:  # the engine must survive any one task
+            log.exception("task %s failed", task.id)
+            self.host.fail(task, f"internal error: {exc!r}. The journal keeps everything so far.")
+
+    def _gather_context(self, task: Task, context: Context) -> None:
+        """Read what the agent is told beyond the outcome, once per task (journaled with
+        the whole system prompt, so every round and a resume use the same)."""
+        assert task.worktree is not None
+        workspace = context.workspace
+        found = gather(task.worktree, workspace.root, workspace.state_dir, task.outcome.scope)
+        event = found.to_event()
+        checks = task.checks_given(tuple(event["suggested_checks"]))
+        event["system"] = system_prompt(task.outcome, found, checks)
+        written = self.host.record(task, "context", event)
+        task.emit("context", event, written.typed)
+
+    def _notice_changes(self, task: Task, watch: Watch) -> None:
+        changes = watch.changes()
+        if changes:
+            data = {"changes": changes}
+            written = self.host.record(task, "context_changed", data)
+            text = "; ".join(changes) + " (the task keeps the version it started with)"
+            task.emit("notice", {"text": text}, written.typed)
+
+    def _create_worktree(self, task: Task, workspace: Workspace) -> None:
+        slug = task.branch.split("-", 1)[1] if "-" in task.branch else "task"
+        workspace.create(task.id, slug, task.base_commit)
+
+    async def _conclude(
+        self, task: Task, context: Context, sandbox: Sandbox, finished: Finished
+    ) -> None:
+        summary = finished.summary
+        if finished.stopped_by:
+            summary = summary or f"Stopped by {finished.stopped_by} before the agent finished."
+        self.host.record(task, "finish", {"summary": summary, "stopped_by": finished.stopped_by})
+        assert task.worktree is not None
+        staged = await asyncio.to_thread(context.workspace.stage, task.worktree)
+        revert = await asyncio.to_thread(self._guard, task, context, staged)
+        head = await asyncio.to_thread(
+            context.workspace.commit,
+            task.worktree,
+            f"delegate: {task.title}\n\n{summary}",
+            {
+                "Delegate-Task": task.id,
+                "Delegate-Model": ", ".join(task.served_models) or task.model,
+                "Delegate-Sandbox": sandbox.tier,
+                "Delegate-Journal": context.journal.head,
+            },
+            revert,
+        )
+        self.host.record(task, "commit", {"commit": head})
+        await self.run_checks(task, context, head)
+        self.host.set_state(task, S.REVIEW, "ready for review")
+        task.emit("review", task.to_record())
+
+    def _guard(self, task: Task, context: Context, staged: Staged) -> list[str]:
+        """The commit guard: of exactly what the commit would hold (git's raw changes, no
+        renames collapsed), the paths not to commit, each flagged with why: protected
+        files no explicit rule opens, symlinks leading out of the repository, gitlinks of
+        repositories the base does not have as submodules, files over the size limit;
+        and nested repositories, which were not staged."""
+        workspace, worktree = context.workspace, task.worktree
+        assert worktree is not None
+        limit_mb = max_file_mb(workspace.root)
+        revert: list[str] = []
+        flags: list[str] = []
+        for change in staged.changes:
+            path, why = change.path, ""
+            allowed = task.policy.decide("write", {"file_path": path}).action == "allow"
+            if is_protected(path) and not allowed:
+                why = "a protected file (no rule of yours opens it)"
+            elif change.new_mode == "120000":
+                target = workspace.blob_text(worktree, change.new_sha)
+                if leads_outside(path, target):
+                    why = f"a symlink to {target!r}, outside the repository"
+            elif change.new_mode == "160000" and path not in staged.submodules:
+                why = "a gitlink to a repository the base has no submodule for"
+            elif change.status != "D" and change.new_mode.startswith("100"):
+                size = workspace.blob_size(worktree, change.new_sha)
+                if size > limit_mb * 1024 * 1024:
+                    why = f"{size / 1024 / 1024:.0f} MB, over the {limit_mb:g} MB limit"
+            if why:
+                revert.append(path)
+                flags.append(f"not committed: {path} ({why})")
+        flags += [
+            f"not committed: {path}/ (a git repository of its own inside the task's tree; "
+            "its configuration could run commands in git)"
+            for path in staged.nested
+        ]
+        for text in flags:
+            self.host.record(task, "flag", {"text": text})
+        return revert
+
+    async def run_checks(self, task: Task, context: Context, commit: str) -> list[CheckResult]:
+        """Run the task's checks on `commit`, in a throw-away checkout of it seen at the
+        user's checkout's path, in the user's declared environment: what the checks
+        write is never committed, and what they test is the agent's committed code."""
+        workspace = context.workspace
+        results: list[CheckResult] = []
+        logs = workspace.task_dir(task.id) / "checks"
+        round_ = len(list(logs.glob("*-1.log"))) + 1 if logs.is_dir() else 1
+        if not context.secrets:  # checks at an approve, in another process than the run
+            context.secrets = await asyncio.to_thread(workspace.committed_secrets)
+        with contextlib.ExitStack() as stack:
+            copy = await asyncio.to_thread(
+                stack.enter_context, workspace.check_copy(task.id, commit)
+            )
+            sandbox, environment = await asyncio.to_thread(
+                self.sandbox, task, context, copy, CHECK_OUTPUT_LIMIT
+            )
+            for number, command in enumerate(task.check_commands, start=1):
+                timeout_s = check_timeout(command, task.outcome.budget.check_timeout_s)
+                run = await sandbox.run(command, timeout_s=timeout_s)
+                output = redact(run.output, secret_values() + context.secrets)
+                log = logs / f"{round_}-{number}.log"
+                await asyncio.to_thread(_write_log, log, output)
+                failed = run.exit_code != 0
+                hint = await asyncio.to_thread(diagnose, run, environment) if failed else ""
+                results.append(
+                    CheckResult(
+                        command=command,
+                        exit_code=run.exit_code,
+                        passed=run.exit_code == 0,
+                        duration_s=round(run.duration_s, 3),
+                        output_tail=output[-CHECK_TAIL:],
+                        log=str(log),
+                        hint=hint,
+                        timeout_s=timeout_s,
+                    )
+                )
+            await asyncio.to_thread(stack.close)
+        data: dict[str, Any] = {
+            "results": [r.to_dict() for r in results],
+            "commit": commit,
+            "environment": redact(environment.to_dict()),
+        }
+        written = self.host.record(task, "checks", data)
+        task.emit("checks", data, written.typed)
+        return results
+
+    async def _permit(self, task: Task, context: Context, call: Mapping[str, Any]) -> str | None:
+        """Ask the task's policy about a tool call; on `ask`, wait for a human."""
+        tool, tool_input = call["name"], call["input"]
+        decision = task.policy.decide(
+            tool, tool_input, worktree=task.worktree, scope=task.outcome.scope
+        )
+        if decision.action == "allow":
+            return None
+        base = {"tool_use_id": call["id"], "tool": tool, "input": tool_input}
+        if decision.action == "deny":
+            self.host.record(
+                task,
+                "permission",
+                {**base, "decision": "deny", "by": "policy", "reason": decision.reason},
+            )
+            return f"Denied by the user's permission rules ({decision.reason})."
+        request = PermissionRequest(secrets.token_hex(3), tool, tool_input, decision.reason)
+        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        context.pending[request.request_id] = (request, answer)
+        asked = {**base, "request_id": request.request_id, "reason": decision.reason}
+        question = self.host.record(task, "permission", {**asked, "status": "asked"})
+        self.host.set_state(task, S.WAITING, f"{tool} waits for your permission")
+        task.emit("permission", {**asked, "status": "asked"}, question.typed)
+        try:
+            given = await asyncio.wait_for(answer, self.ask_timeout_s)
+        except TimeoutError:
+            given = Answer(allow=False, by="timeout")
+        finally:
+            context.pending.pop(request.request_id, None)
+        verdict, done = ("allow", "allowed") if given.allow else ("deny", "denied")
+        decided = self.host.record(
+            task,
+            "permission",
+            {
+                **asked,
+                "decision": verdict,
+                "by": given.by,
+                "remember": given.remember,
+                "rule": decision.rule,
+                **({"from": dict(given.requester)} if given.requester else {}),
+            },
+        )
+        self.host.set_state(task, S.RUNNING, f"{tool} {done} by {given.by}")
+        task.emit("permission", {**asked, "status": done}, decided.typed)
+        if given.allow:
+            return None
+        if given.by == "timeout":
+            return f"Denied: nobody answered within {self.ask_timeout_s:g} s."
+        if given.by == "headless":
+            return "Denied: nobody was there to answer (a headless run)."
+        return "Denied by the user."
+
+    def sandbox(
+        self, task: Task, context: Context, worktree: Path, output_limit: int = 30_000
+    ) -> tuple[Sandbox, Environment]:
+        """The sandbox for commands in `worktree` (the task's, or a throw-away copy for the
+        checks): seen at the user's checkout's path, in the user's declared environment,
+        its protected files read-only and its secret files hidden."""
+        from .sandbox import Sandbox
+
+        workspace = context.workspace
+        environment = discover(
+            workspace.root, task.environment, python_prefixes=(sys.prefix, sys.base_prefix)
+        )
+        furnished = furnish(environment, worktree, mounts=context.sandbox_tier != "none")
+        for item in set(environment.items) - set(furnished.items):
+            text = f"{item.path} is not git-ignored in the task's tree, so commands lack it"
+            if text not in task.flags:
+                self.host.record(task, "flag", {"text": text})
+        environment = furnished
+        tracked = workspace.tracked_files(worktree)
+        protected = [worktree / f for f in tracked if is_protected(f) and not is_secret(f)]
+        sandbox = Sandbox(
+            worktree,
+            tier=context.sandbox_tier,
+            seen_at=workspace.root,
+            environment=environment,
+            git_view=None if context.sandbox_tier == "none" else workspace.git_view(worktree),
+            read_only=[p for p in protected if p.exists()],
+            hidden=[worktree / f for f in tracked if is_secret(f)],
+            extra_env=CACHE_FREE_ENV,
+            output_limit=output_limit,
+        )
+        return sandbox, environment
+
+
+def _toolbox(task: Task, sandbox: Sandbox) -> Toolbox:
+    from .engine.tools import Toolbox
+
+    assert task.worktree is not None
+    return Toolbox(task.worktree, sandbox, task.outcome.budget.command_timeout_s, task.skills)
+
+
+def _write_log(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", errors="replace")

@@ -1,7 +1,15 @@
 """The task manager: registry, engine thread, and every decision a human makes.
 
-Tasks run as coroutines on one engine thread with its own asyncio loop, many at once;
-git work runs in worker threads under the repository's lock so the loop never blocks.
+One writer per journal: only the process holding a task's lock (an flock on
+`tasks/<id>/lock`) writes its journal, through `_record`, the one place events are
+written. A decision (approve, reject, request changes, cancel, pause, answer) runs here
+when this process runs the task, or takes the lock when nobody does; otherwise it is
+posted to the task's control inbox (control.py) and the process running the task acts on
+it. Every decision reads the journal first (`refresh`), so a stale one is refused.
+
+Rounds of work (rounds.py) run where the runner says (runner.py): by default as
+coroutines on one engine thread with its own asyncio loop, many at once; git work runs
+in worker threads under the repository's lock so the loop never blocks.
 `submit` validates everything it can (repo, base, model key, sandbox) before it returns,
 so bad input fails in the caller, at once, with nothing created. A task is known from its
 journal: the manager folds the journal into a `Task` (`Task.apply`), which is how the CLI

@@ -4,6 +4,7 @@ name, bad cells fail the cell with a clear DelegateError, and records are restor
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -400,3 +401,27 @@ def test_a_misspelled_remember_is_refused_not_sent_as_feedback(
     task = ip.magics_manager.registry["DelegateMagics"].manager.get("fix")
     assert task.state == TaskState.REVIEW and len(fake.requests) == sent
     assert preferences(repo.working_dir) == []
+
+
+def test_pause_stops_a_running_task_where_it_is_and_resume_continues_it(
+    make_manager: Factory, repo: git.Repo
+) -> None:
+    ip = InteractiveShell.instance()
+    slow = {"tools": [{"bash": {"command": "sleep 20"}}]}
+    manager, _ = make_manager([slow, *FIX_TURNS])
+    ip.register_magics(DelegateMagics(ip, manager=manager))
+    try:
+        ip.user_ns["check"] = CHECK
+        cell(ip, f"--repo {repo.working_dir} --name fix", BODY)
+        task = manager.get("fix")
+        deadline = time.monotonic() + 30
+        while not task.usage.output_tokens and time.monotonic() < deadline:
+            time.sleep(0.05)  # into the slow command
+        magic(ip, "pause fix")
+        assert magic(ip, "wait fix --timeout 30") == {"fix": "paused"}
+        assert task.worktree is not None and task.worktree.exists()  # nothing archived
+        magic(ip, "resume fix")
+        assert magic(ip, "wait fix --timeout 60") == {"fix": "review"}
+        assert task.checks[0].passed
+    finally:
+        InteractiveShell.clear_instance()

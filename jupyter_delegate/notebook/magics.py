@@ -8,7 +8,8 @@
     %delegate Fix the flaky test in tests/test_io.py --repo ../shop
     %delegate list | board | show ID | checks ID [N] | approve ID [--squash] [--force]
     %delegate reject ID [REASON...]
-    %delegate request-changes ID TEXT | cancel ID | resume ID | wait ID|all [--timeout S]
+    %delegate request-changes ID TEXT | cancel ID | pause ID | resume ID
+    %delegate wait ID|all [--timeout S]
     %delegate restore [NOTEBOOK]
     %delegate skills [list | show NAME | check [NAME] | trust NAME... | trust --all] [--repo P]
     %delegate prefer TEXT [--repo P]      %delegate prefs [remove ID] [--repo P]
@@ -154,6 +155,7 @@ SUBCOMMANDS: dict[str, Callable[[str], _Parser]] = {
     "reject": _task_parser,
     "request-changes": _task_parser,
     "cancel": _task_parser,
+    "pause": _task_parser,
     "resume": _task_parser,
     "wait": _wait_parser,
     "restore": _restore_parser,
@@ -247,8 +249,10 @@ class DelegateMagics(Magics):
                                               the same agent continues; --remember also
                                               keeps TEXT as a preference for this
                                               repository, --remember-everywhere for all
-            %delegate cancel ID | resume ID   resume: an interrupted or paused task, or
-                                              one that failed for a transient cause
+            %delegate cancel ID | pause ID | resume ID
+                                              pause: stop where it is; resume: an
+                                              interrupted or paused task, or one that
+                                              failed for a transient cause
             %delegate wait ID|all [--timeout S]   block until review or end
             %delegate restore [NOTEBOOK]      re-attach the tasks recorded in a notebook
 
@@ -379,6 +383,9 @@ class DelegateMagics(Magics):
 
     def _cmd_cancel(self, args: argparse.Namespace) -> None:
         self._task(args).cancel()
+
+    def _cmd_pause(self, args: argparse.Namespace) -> None:
+        self._task(args).pause()
 
     def _cmd_resume(self, args: argparse.Namespace) -> None:
         task = self._task(args)

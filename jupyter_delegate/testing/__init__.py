@@ -4,7 +4,11 @@ The fake is reached through the real `anthropic` SDK, in process (an `httpx2` mo
 transport) or over loopback (`FakeServer`), so the engine cannot tell it from the real
 API. It answers from a `Scenario` (YAML, JSON, dict or callable), is as strict as the API
 about malformed requests, serves scripted faults (429, 529, broken streams, dropped
-connections) and reports realistic `usage`, prompt caching included.
+connections) and reports realistic `usage`, prompt caching included. For long tasks it
+serves `GET /v1/models` from the scenario, counts tokens deterministically against the
+model's window, compacts server-side, cuts turns at `max_tokens`, signs and checks
+thinking and compaction blocks, refuses, and answers summarising requests (see
+`conversation` and `scenario`).
 
     fake = FakeMessagesAPI(load_scenario("demo"))
     client = fake.async_client()            # in process
@@ -19,14 +23,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .scenario import Scenario, ScenarioError, ToolCall, Turn, load_scenario
+from .conversation import SUMMARY_MARKER
+from .scenario import ModelSpec, Scenario, ScenarioError, ToolCall, Turn, load_scenario
 
 if TYPE_CHECKING:
     from .fake_anthropic import FakeMessagesAPI, FakeServer, RecordedRequest
 
 __all__ = [
+    "SUMMARY_MARKER",
     "FakeMessagesAPI",
     "FakeServer",
+    "ModelSpec",
     "RecordedRequest",
     "Scenario",
     "ScenarioError",

@@ -7,8 +7,11 @@ A request reads the longest prefix the cache already holds, writes the rest up t
 last breakpoint (every block boundary of what it writes becomes a readable prefix),
 and pays full price only for what comes after the breakpoint.
 
-Tokens are estimated as ceil(len(canonical JSON) / 4). The model id seeds the prefix
-hashes: caches are per model. No TTL, no minimum cacheable length, no lookback window.
+Tokens are counted by one deterministic rule (`count_tokens`): a block costs
+ceil(UTF-8 bytes of its canonical JSON / 4) tokens, a string ceil(UTF-8 bytes / 4);
+a prompt costs the sum over its blocks plus `PROMPT_OVERHEAD_TOKENS`, which is exactly
+input + cache creation + cache read in `usage`. The model id seeds the prefix hashes:
+caches are per model. No TTL, no minimum cacheable length, no lookback window.
 """
 
 from __future__ import annotations
@@ -49,9 +52,14 @@ def canonical(value: Any) -> str:
 
 
 def estimate_tokens(value: Any) -> int:
-    """ceil(len(canonical JSON) / 4); strings count as their own text."""
+    """ceil(UTF-8 bytes of the canonical JSON / 4); strings count as their own text."""
     text = value if isinstance(value, str) else canonical(value)
-    return math.ceil(len(text) / 4)
+    return math.ceil(len(text.encode("utf-8")) / 4)
+
+
+def count_tokens(body: dict[str, Any]) -> int:
+    """The prompt's input tokens: its blocks (`prompt_blocks`) plus the overhead."""
+    return sum(estimate_tokens(b.content) for b in prompt_blocks(body)) + PROMPT_OVERHEAD_TOKENS
 
 
 @dataclass(frozen=True)

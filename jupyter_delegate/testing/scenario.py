@@ -3,8 +3,31 @@
 A scenario is a YAML or JSON file, a dict, or a Python callable. Its `turns` are the
 model's answers to the 1st, 2nd, ... request of a conversation; the turn a request gets
 is the number of assistant messages it already holds, so a resumed conversation goes on
-at the right turn. A turn is some text, some tool calls, a stop reason, and optionally
-faults to serve (rate limits, overloads, broken streams) before the answer.
+at the right turn (after a compaction, see `conversation.turn_index`). A turn is some
+text, some tool calls, a stop reason, and optionally faults to serve (rate limits,
+overloads, broken streams) before the answer.
+
+Scenario keys: `name`, `description`, `model` (the id responses report), `latency_ms`,
+`turns`, and `models`: the models `GET /v1/models` lists and `POST /v1/messages`
+accepts, each `{id, max_input_tokens, max_tokens, compaction: bool, thinking: bool}`
+(all but `id` optional; defaults 200000, 64000, true, true). Without `models` the fake
+lists one model (`model`, or claude-sonnet-4-6) and accepts any model id with those
+defaults.
+
+Turn keys:
+- `text`, `tools` (a list of `{tool_name: input}`), `stop_reason`, `served_model`,
+  `latency_ms`, `faults`: as before.
+- `thinking: "text"`: the thinking block's text when the request turns thinking on
+  (`enabled` or `adaptive`); without it such a request gets a deterministic one, and a
+  request without thinking gets none.
+- `compaction: "summary"`: the summary in the `compaction` block when this turn's
+  request triggers server-side compaction, and the answer to a summarising request made
+  while this turn is next; without it the fake writes a deterministic summary.
+- `cut_at_chars: N`: the turn stops at `max_tokens` (stop reason `max_tokens`, output
+  tokens = the request's `max_tokens`), the last tool call's input JSON (as
+  `json.dumps(input, ensure_ascii=False)`) cut after N characters.
+- `refusal: true`: the turn stops with stop reason `refusal` and `stop_details`
+  `{type: refusal}`; its `text`, if any, is what came before the refusal. No tools.
 
 Here: parsing and validating scenarios (`load_scenario`, `ScenarioError`) and the typed
 result (`Scenario`, `Turn`, `ToolCall`, `Fault`). Not here: the wire protocol, which
@@ -24,7 +47,17 @@ from typing import Any, Literal
 import yaml
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-STOP_REASONS = ("end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal")
+# The SDK's BetaStopReason.
+STOP_REASONS = (
+    "end_turn",
+    "tool_use",
+    "max_tokens",
+    "stop_sequence",
+    "pause_turn",
+    "compaction",
+    "refusal",
+    "model_context_window_exceeded",
+)
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -48,8 +81,23 @@ STATUS_OF_ERROR_TYPE = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
-TURN_KEYS = ("text", "tools", "stop_reason", "served_model", "latency_ms", "faults")
-SCENARIO_KEYS = ("name", "description", "model", "latency_ms", "turns")
+TURN_KEYS = (
+    "text",
+    "tools",
+    "stop_reason",
+    "served_model",
+    "latency_ms",
+    "faults",
+    "thinking",
+    "compaction",
+    "cut_at_chars",
+    "refusal",
+)
+SCENARIO_KEYS = ("name", "description", "model", "latency_ms", "turns", "models")
+MODEL_KEYS = ("id", "max_input_tokens", "max_tokens", "compaction", "thinking")
+DEFAULT_MODEL_ID = "claude-sonnet-4-6"
+DEFAULT_MAX_INPUT_TOKENS = 200_000
+DEFAULT_MAX_TOKENS = 64_000
 NO_MORE_TURNS = "(scenario has no more turns)"
 
 
@@ -63,6 +111,17 @@ class ToolCall:
 
     name: str
     input: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the fake serves: its context window, output limit and what it supports."""
+
+    id: str
+    max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    compaction: bool = True
+    thinking: bool = True
 
 
 @dataclass(frozen=True)
@@ -90,6 +149,10 @@ class Turn:
     served_model: str | None = None
     latency_ms: int | None = None
     faults: tuple[Fault, ...] = ()
+    thinking: str | None = None
+    compaction: str | None = None
+    cut_at_chars: int | None = None
+    refusal: bool = False
 
     def __post_init__(self) -> None:
         # Python callers may pass a list, and `{name: input}` mappings as in YAML.
@@ -103,6 +166,10 @@ class Turn:
 
     @property
     def effective_stop_reason(self) -> str:
+        if self.refusal:
+            return "refusal"
+        if self.cut_at_chars is not None:
+            return "max_tokens"
         if self.stop_reason:
             return self.stop_reason
         return "tool_use" if self.tools else "end_turn"
@@ -126,9 +193,21 @@ class Scenario:
     latency_ms: int = 0
     script: ScenarioFunction | None = None
     source: str = "<dict>"
+    models: tuple[ModelSpec, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "turns", tuple(self.turns))
+        object.__setattr__(self, "models", tuple(self.models))
+
+    def listed_models(self) -> tuple[ModelSpec, ...]:
+        """What `GET /v1/models` lists: `models`, or one model with the defaults."""
+        return self.models or (ModelSpec(self.model or DEFAULT_MODEL_ID),)
+
+    def model_spec(self, model_id: str) -> ModelSpec | None:
+        """The model a request names; any id gets the defaults when `models` is unset."""
+        if not self.models:
+            return ModelSpec(model_id)
+        return next((m for m in self.models if m.id == model_id), None)
 
     def turn_for(self, body: dict[str, Any], index: int) -> Turn:
         """The turn answering a request that holds `index` assistant messages."""
@@ -142,6 +221,13 @@ class Scenario:
         if index < len(self.turns):
             return self.turns[index]
         return Turn(text=NO_MORE_TURNS, stop_reason="end_turn")
+
+    def scripted_summary(self, index: int) -> str | None:
+        """The `compaction` text of the turn a summarising request is made before (turn
+        lists only: a scenario function is not called for summarising requests)."""
+        if self.script is None and index < len(self.turns):
+            return self.turns[index].compaction
+        return None
 
 
 ScenarioSource = Scenario | str | Path | Mapping[str, Any] | ScenarioFunction
@@ -217,7 +303,37 @@ def parse_scenario(data: Mapping[str, Any], source: str, *, default_name: str = 
         model=_optional_str(data, "model", _Where(source)),
         latency_ms=_optional_ms(data, _Where(source)) or 0,
         source=source,
+        models=_parse_models(data.get("models"), _Where(source)),
     )
+
+
+def _parse_models(raw: Any, where: _Where) -> tuple[ModelSpec, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise where.fail(f"`models` must be a non-empty list of {{id: ...}}, not {_kind(raw)}")
+    models: list[ModelSpec] = []
+    for n, entry in enumerate(raw, 1):
+        if not isinstance(entry, Mapping):
+            raise where.fail(f"model {n} must be a mapping with `id`, not {_kind(entry)}")
+        unknown = sorted(set(entry) - set(MODEL_KEYS))
+        if unknown:
+            raise where.fail(f"model {n}: unknown key(s) {unknown}; a model has {list(MODEL_KEYS)}")
+        model_id = entry.get("id")
+        if not isinstance(model_id, str) or not model_id:
+            raise where.fail(f"model {n}: `id` must be a non-empty string, not {_kind(model_id)}")
+        if any(m.id == model_id for m in models):
+            raise where.fail(f"model {n}: {model_id!r} is listed twice")
+        limits = {k: entry[k] for k in ("max_input_tokens", "max_tokens") if k in entry}
+        for key, value in limits.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise where.fail(f"model {n} ({model_id}): `{key}` must be an integer >= 1")
+        flags = {k: entry[k] for k in ("compaction", "thinking") if k in entry}
+        for key, value in flags.items():
+            if not isinstance(value, bool):
+                raise where.fail(f"model {n} ({model_id}): `{key}` must be true or false")
+        models.append(ModelSpec(model_id, **limits, **flags))
+    return tuple(models)
 
 
 @dataclass(frozen=True)
@@ -243,11 +359,22 @@ def parse_turn(data: Any, where: _Where) -> Turn:
     if text == "":
         raise where.fail("`text` is empty; leave it out instead (the API rejects empty text)")
     tools = _parse_tools(data.get("tools"), where)
-    if text is None and not tools:
-        raise where.fail("a turn needs `text`, `tools` or both")
+    refusal = data.get("refusal", False)
+    if not isinstance(refusal, bool):
+        raise where.fail(f"`refusal` must be true or false, not {_kind(refusal)}")
+    if text is None and not tools and not refusal:
+        raise where.fail("a turn needs `text`, `tools` or both (or `refusal: true`)")
+    if refusal and tools:
+        raise where.fail("a `refusal` turn has no `tools`: the model stopped before calling any")
     stop_reason = _optional_str(data, "stop_reason", where)
     if stop_reason is not None and stop_reason not in STOP_REASONS:
         raise where.fail(f"`stop_reason` {stop_reason!r} is not one of {list(STOP_REASONS)}")
+    for key in ("thinking", "compaction"):
+        if _optional_str(data, key, where) == "":
+            raise where.fail(f"`{key}` is empty; leave it out for a deterministic one")
+    cut = _cut_at_chars(data.get("cut_at_chars"), tools, where)
+    if (refusal or cut is not None) and stop_reason is not None:
+        raise where.fail("`stop_reason` cannot be combined with `refusal` or `cut_at_chars`")
     return Turn(
         text=text,
         tools=tools,
@@ -255,7 +382,27 @@ def parse_turn(data: Any, where: _Where) -> Turn:
         served_model=_optional_str(data, "served_model", where),
         latency_ms=_optional_ms(data, where),
         faults=tuple(_parse_fault(f, where) for f in _list(data, "faults", where)),
+        thinking=_optional_str(data, "thinking", where),
+        compaction=_optional_str(data, "compaction", where),
+        cut_at_chars=cut,
+        refusal=refusal,
     )
+
+
+def _cut_at_chars(raw: Any, tools: tuple[ToolCall, ...], where: _Where) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise where.fail(f"`cut_at_chars` must be an integer >= 0, not {_kind(raw)}")
+    if not tools:
+        raise where.fail("`cut_at_chars` cuts the last tool call's input: the turn needs `tools`")
+    length = len(json.dumps(dict(tools[-1].input), ensure_ascii=False))
+    if raw >= length:
+        raise where.fail(
+            f"`cut_at_chars` {raw} does not cut the last tool call's input "
+            f"({length} characters of JSON); use a smaller number"
+        )
+    return raw
 
 
 def _parse_tools(raw: Any, where: _Where) -> tuple[ToolCall, ...]:

@@ -5,7 +5,14 @@ and what is wrong, in the API's own `messages.3.content.0: ...` style. A harness
 that the real API would reject (a `tool_use` without its `tool_result`, roles that do
 not alternate, an empty text block, a fifth cache breakpoint) fails in tests too.
 
-Not here: authentication and routing (the fake itself), scenarios, responses.
+Also the shapes of the long-task parameters, against the SDK's types: `thinking`,
+`output_config.effort`, `tool_choice`, `context_management` (its edits need the
+`context-management-2025-06-27` beta, a `compact_20260112` edit the `compact-2026-01-12`
+one) and the top-level `compaction` request (the `compact-2026-09-04` beta); and where
+`thinking`, `redacted_thinking` and `compaction` blocks may stand.
+
+Not here: authentication and routing (the fake itself), scenarios, responses, what a
+model supports and the signed blocks (`conversation`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,18 @@ from typing import Any
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 TOOL_USE_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 MAX_CACHE_BREAKPOINTS = 4
+COMPACT_EDIT = "compact_20260112"
+EDIT_BETAS = {
+    "clear_tool_uses_20250919": "context-management-2025-06-27",
+    "clear_thinking_20251015": "context-management-2025-06-27",
+    COMPACT_EDIT: "compact-2026-01-12",
+}
+COMPACTION_BETA = "compact-2026-09-04"
+THINKING_TYPES = ("enabled", "disabled", "adaptive", "between_tools")
+THINKING_DISPLAYS = ("summarized", "omitted", "updates")
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+TOOL_CHOICES = ("auto", "any", "tool", "none")
+ASSISTANT_ONLY = ("tool_use", "thinking", "redacted_thinking", "compaction")
 # `system` messages (SDK 2.12's BetaSystemMessageParam) are accepted and skipped when
 # checking that user and assistant turns alternate.
 ROLES = ("user", "assistant", "system")
@@ -44,11 +63,17 @@ def invalid(message: str) -> ApiError:
     return ApiError(message)
 
 
-def validate_request(body: Any) -> dict[str, Any]:
-    """`body` if it is a request the real API would accept; else raise `ApiError`."""
+def validate_request(body: Any, betas: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """`body` if it is a request the real API would accept with the `anthropic-beta`
+    features `betas`; else raise `ApiError`."""
     if not isinstance(body, dict):
         raise invalid("The request body is not a JSON object.")
     _check_required(body)
+    _check_thinking(body)
+    _check_output_config(body.get("output_config"))
+    _check_tool_choice(body)
+    _check_context_management(body.get("context_management"), betas)
+    _check_compaction(body, betas)
     _check_tools(body.get("tools"))
     _check_system(body.get("system"))
     _check_messages(body["messages"])
@@ -70,6 +95,102 @@ def _check_required(body: dict[str, Any]) -> None:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid("messages: at least one message is required.")
+
+
+def thinking_on(body: dict[str, Any]) -> bool:
+    """Whether the request asks for thinking blocks (`enabled` or `adaptive`)."""
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def _check_thinking(body: dict[str, Any]) -> None:
+    thinking = body.get("thinking")
+    if thinking is None:
+        return
+    if not isinstance(thinking, dict) or thinking.get("type") not in THINKING_TYPES:
+        raise invalid(f"thinking.type: Input should be one of {', '.join(THINKING_TYPES)}.")
+    if thinking["type"] == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
+            raise invalid("thinking.enabled.budget_tokens: Input should be >= 1024.")
+        if budget >= body["max_tokens"]:
+            raise invalid("`max_tokens` must be greater than `thinking.budget_tokens`.")
+    display = thinking.get("display")
+    if display is not None and display not in THINKING_DISPLAYS:
+        raise invalid(f"thinking.display: Input should be one of {', '.join(THINKING_DISPLAYS)}.")
+    choice = body.get("tool_choice")
+    if thinking_on(body) and isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
+        raise invalid("Thinking may not be enabled when tool_choice forces tool use.")
+
+
+def _check_output_config(config: Any) -> None:
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise invalid("output_config: Input should be an object.")
+    effort = config.get("effort")
+    if effort is not None and effort not in EFFORTS:
+        raise invalid(f"output_config.effort: Input should be one of {', '.join(EFFORTS)}.")
+
+
+def _check_tool_choice(body: dict[str, Any]) -> None:
+    choice = body.get("tool_choice")
+    if choice is None:
+        return
+    if not isinstance(choice, dict) or choice.get("type") not in TOOL_CHOICES:
+        raise invalid(f"tool_choice.type: Input should be one of {', '.join(TOOL_CHOICES)}.")
+    if choice["type"] == "tool" and not isinstance(choice.get("name"), str):
+        raise invalid("tool_choice.tool.name: Field required.")
+
+
+def compact_edit(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The request's `compact_20260112` edit, if any (after `validate_request`)."""
+    config = body.get("context_management") or {}
+    return next((e for e in config.get("edits") or [] if e["type"] == COMPACT_EDIT), None)
+
+
+def _check_context_management(config: Any, betas: frozenset[str]) -> None:
+    if config is None:
+        return
+    edits = config.get("edits", []) if isinstance(config, dict) else None
+    if not isinstance(edits, list):
+        raise invalid("context_management.edits: Input should be a valid list.")
+    for k, edit in enumerate(edits):
+        where = f"context_management.edits.{k}"
+        kind = edit.get("type") if isinstance(edit, dict) else None
+        if kind not in EDIT_BETAS:
+            raise invalid(f"{where}.type: Input should be one of {', '.join(EDIT_BETAS)}.")
+        if EDIT_BETAS[kind] not in betas:
+            raise invalid(
+                f"{where}: the `{kind}` edit requires the `anthropic-beta: "
+                f"{EDIT_BETAS[kind]}` header."
+            )
+        trigger = edit.get("trigger")
+        if trigger is not None and (
+            not isinstance(trigger, dict)
+            or trigger.get("type") != "input_tokens"
+            or isinstance(trigger.get("value"), bool)
+            or not isinstance(trigger.get("value"), int)
+            or trigger["value"] < 1
+        ):
+            raise invalid(
+                f"{where}.trigger: Input should be "
+                "{type: input_tokens, value: a positive integer}."
+            )
+    if sum(1 for e in edits if e["type"] == COMPACT_EDIT) > 1:
+        raise invalid(f"context_management.edits: at most one `{COMPACT_EDIT}` edit.")
+
+
+def _check_compaction(body: dict[str, Any], betas: frozenset[str]) -> None:
+    compaction = body.get("compaction")
+    if compaction is None:
+        return
+    if not isinstance(compaction, dict) or compaction.get("type") != "summarize":
+        raise invalid("compaction.type: Input should be 'summarize'.")
+    if COMPACTION_BETA not in betas:
+        raise invalid(f"compaction: requires the `anthropic-beta: {COMPACTION_BETA}` header.")
+    if body.get("context_management") is not None:
+        raise invalid("compaction: cannot be combined with `context_management`.")
 
 
 def _check_tools(tools: Any) -> None:
@@ -142,8 +263,11 @@ def _check_message(i: int, message: Any, messages: list[Any]) -> None:
         raise invalid(
             f"messages.{i}.role: Input should be 'user', 'assistant' or 'system' (got {role!r})."
         )
-    if i == 0 and role != "user":
-        raise invalid("messages.0.role: the first message must use the `user` role.")
+    if i == 0 and role != "user" and not _opens_with_compaction(message):
+        raise invalid(
+            "messages.0.role: the first message must use the `user` role (or be an "
+            "`assistant` message that starts with a `compaction` block)."
+        )
     previous = _previous_turn(messages, i)
     if role != "system" and previous is not None and messages[previous]["role"] == role:
         raise invalid(
@@ -153,6 +277,17 @@ def _check_message(i: int, message: Any, messages: list[Any]) -> None:
     final_assistant = role == "assistant" and i == len(messages) - 1
     for j, block in enumerate(_blocks(i, message.get("content"), final_assistant)):
         _check_block(i, j, role, block)
+
+
+def _opens_with_compaction(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    return (
+        message.get("role") == "assistant"
+        and isinstance(content, list)
+        and bool(content)
+        and isinstance(content[0], dict)
+        and content[0].get("type") == "compaction"
+    )
 
 
 def _previous_turn(messages: list[Any], i: int) -> int | None:
@@ -188,11 +323,23 @@ def _empty_message(i: int) -> ApiError:
 def _check_block(i: int, j: int, role: str, block: dict[str, Any]) -> None:
     where = f"messages.{i}.content.{j}"
     kind = block["type"]
+    if kind in ASSISTANT_ONLY and role != "assistant":
+        raise invalid(f"{where}: `{kind}` blocks can only be in `assistant` messages.")
     if kind == "text":
         _check_text(block, where)
+    elif kind == "thinking":
+        if not isinstance(block.get("thinking"), str):
+            raise invalid(f"{where}.thinking: Field required.")
+        if not isinstance(block.get("signature"), str):
+            raise invalid(f"{where}.signature: Field required.")
+    elif kind == "redacted_thinking":
+        if not isinstance(block.get("data"), str):
+            raise invalid(f"{where}.data: Field required.")
+    elif kind == "compaction":
+        content = block.get("content")
+        if content is not None and (not isinstance(content, str) or not content):
+            raise invalid(f"{where}.content: a non-empty string or null.")
     elif kind == "tool_use":
-        if role != "assistant":
-            raise invalid(f"{where}: `tool_use` blocks can only be in `assistant` messages.")
         tool_id = block.get("id")
         if not isinstance(tool_id, str) or not TOOL_USE_ID.match(tool_id):
             raise invalid(f"{where}.id: String should match pattern '^[a-zA-Z0-9_-]+$'.")

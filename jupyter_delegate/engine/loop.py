@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..journal import load_detectors, redact, secret_values
 from ..outcome import Budget
+from .catalogue import ModelInfo
 from .model import usage_of
 from .tools import Toolbox
 
@@ -93,6 +94,12 @@ class AgentLoop:
     before_turn: Callable[[], None] = lambda: None
     # Secret values known besides the environment's (those committed in the history).
     secrets: tuple[str, ...] = ()
+    # What the model can do (catalogue.py): its window, output limit, capabilities.
+    model_info: ModelInfo | None = None
+    # How hard the model thinks ("low", "medium", "high", "max"); None: the model's default.
+    effort: str | None = None
+    # Compact the conversation when a request would reach this many input tokens.
+    compact_at: int | None = None
 
     def __post_init__(self) -> None:
         _hold_stream_snapshot_type()

@@ -118,6 +118,12 @@ class Printer:
             self._in_text = True
         self._write(data["delta"].replace("\n", "\n         "))
 
+    def _on_compacted(self, data: Any) -> None:
+        self._end_text()
+        who = "the API" if data["by"] == "server" else "the harness (a summary)"
+        before, after = data["tokens_before"], data["tokens_after"]
+        self._write(f"  ~ conversation compacted by {who}: {before:,} -> {after:,} tokens\n")
+
     def _on_tool_call(self, data: Any) -> None:
         self._end_text()
         if data["name"] == "finish":

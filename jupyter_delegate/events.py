@@ -273,7 +273,7 @@ class Control(_Event):
     """`control`: a request another process posted to the task's control inbox, as the
     lock holder took it: `action` ("answer", "approve", "reject", "request_changes",
     "cancel", "pause") with its `args`, `by` whom (process pid, host, user), and its
-    `status` ("posted", "done", "refused") with its `result` or `error`."""
+    `status` ("accepted", then "done" or "refused") with its `result` or `error`."""
 
     TYPE: ClassVar[str] = "control"
     request_id: str
@@ -283,6 +283,22 @@ class Control(_Event):
     status: str = "posted"
     result: Any = field(default=None, metadata=SOMETIMES)
     error: str | None = field(default=None, metadata=SOMETIMES)
+
+
+@dataclass(frozen=True)
+class Compacted(_Event):
+    """`compacted`: the conversation was made shorter to stay in the model's window.
+    `by` "server" (the API's compaction: its block is in the assistant turn, and the
+    conversation starts there) or "harness" (a summarising turn of the same model:
+    `messages` is the whole new conversation, which replay starts from). Tokens of the
+    conversation before and after; the summarising turn's `usage` (harness only)."""
+
+    TYPE: ClassVar[str] = "compacted"
+    by: str
+    tokens_before: int = 0
+    tokens_after: int = 0
+    messages: list[dict[str, Any]] = field(default_factory=list, metadata=SOMETIMES)
+    usage: dict[str, Any] = field(default_factory=dict, metadata=SOMETIMES)
 
 
 @dataclass(frozen=True)
@@ -313,6 +329,7 @@ JournalEvent = (
     | Permission
     | PreferenceRemembered
     | Control
+    | Compacted
     | UnknownEvent
 )
 
@@ -335,6 +352,7 @@ KNOWN: dict[str, type[_Event]] = {
         Permission,
         PreferenceRemembered,
         Control,
+        Compacted,
     )
 }
 

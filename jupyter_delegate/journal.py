@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import JournalError, StaleJournal
-from .events import AssistantTurn, JournalEvent, ToolResult, UserTurn, parse
+from .events import AssistantTurn, Compacted, JournalEvent, ToolResult, UserTurn, parse
 
 GENESIS = "0" * 64
 
@@ -117,11 +117,28 @@ def redact(value: Any, secrets: list[str] | None = None) -> Any:
 _PLAIN = frozenset({int, float, bool, type(None)})
 
 
+# Content blocks the API signs and wants back byte for byte: redacting them would break
+# the conversation (a 400 at the next turn, or on resume). They hold the model's own
+# reasoning and summaries of what it was shown, which was redacted before it saw it.
+SIGNED_BLOCKS = frozenset({"thinking", "redacted_thinking", "compaction"})
+
+
+def signed(block: Any) -> bool:
+    """Whether `block` is a content block the API signed (see SIGNED_BLOCKS)."""
+    return (
+        type(block) is dict
+        and block.get("type") in SIGNED_BLOCKS
+        and ("signature" in block or "data" in block or "encrypted_content" in block)
+    )
+
+
 def _redact(value: Any, secrets: list[str]) -> Any:
     kind = type(value)  # the exact types first: this walks every event's data
     if kind is str:
         return _redact_text(value, secrets)
     if kind is dict:
+        if signed(value):
+            return value
         return {k: _redact(v, secrets) for k, v in value.items()}
     if kind is list:
         return [_redact(v, secrets) for v in value]
@@ -580,6 +597,11 @@ def replay_messages(events: list[Event]) -> list[dict[str, Any]]:
                 for block in content:
                     if block.get("type") == "tool_use":
                         pending[block["id"]] = block["name"]
+                if content and content[0].get("type") == "compaction":
+                    del messages[:-1]  # the API's compaction: the conversation starts here
+            case Compacted(by="harness", messages=restart):
+                pending.clear()
+                messages[:] = [dict(m) for m in restart]
             case ToolResult(tool_use_id=tool_use_id, content=content, is_error=is_error):
                 pending.pop(tool_use_id, None)
                 result: dict[str, Any] = {

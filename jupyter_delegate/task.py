@@ -23,6 +23,7 @@ from .events import (
     AssistantTurn,
     Checks,
     Commit,
+    Compacted,
     ContextChanged,
     ContextGathered,
     Control,
@@ -255,6 +256,7 @@ Subscriber = Callable[[TaskEvent], None]
 # and the pending permission questions. Waking it for every text delta and tool result
 # made it take the GIL from the engine several times a step.
 WAKES = frozenset({"state", "permission"})
+CUT_FLAG = "output cut at the model's limit "
 
 
 @dataclass
@@ -304,6 +306,9 @@ class Task:
     skills: list[dict[str, Any]] = field(default_factory=list)
     skills_not_loaded: list[dict[str, Any]] = field(default_factory=list)
     skills_used: list[str] = field(default_factory=list)
+    # How often the conversation was compacted, and tool calls cut at the output limit.
+    compactions: int = 0
+    cuts: int = 0
     preferences: list[dict[str, str]] = field(default_factory=list)
     agents_md: list[str] = field(default_factory=list)
     _manager: TaskManager | None = field(default=None, repr=False, compare=False)
@@ -504,6 +509,10 @@ class Task:
                 if self.forced:
                     self._flag(f"merged without proof (forced): {'; '.join(self.forced_reasons)}")
             case ToolResult(sandbox=sandbox, skill=skill, is_error=is_error):
+                if event.extra.get("cut"):
+                    self.flags = [f for f in self.flags if not f.startswith(CUT_FLAG)]
+                    self.cuts += 1
+                    self._flag(f"{CUT_FLAG}{self.cuts} time(s); the cut tool calls were not run")
                 if sandbox == "none":
                     self._flag("commands ran unsandboxed")
                 if skill and not is_error and skill not in self.skills_used:
@@ -515,6 +524,14 @@ class Task:
                     self.policy = self.policy.remembering(event.rule)
             case Flag(text=text):
                 self._flag(text)
+            case Compacted(by=by, tokens_before=before, tokens_after=after, usage=usage):
+                self.compactions += 1
+                if usage:  # the harness's summarising turn
+                    self.usage.add(usage)
+                who = "the API" if by == "server" else "the harness (a summary)"
+                self._flag(
+                    f"compaction {self.compactions} by {who}: {before:,} -> {after:,} tokens"
+                )
             case UserTurn() | Permission() | Control() | UnknownEvent():
                 pass  # the conversation (journal.replay_messages); questions; requests
 

@@ -17,6 +17,7 @@ are redacted before either sees them):
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..journal import load_detectors, redact, secret_values
 from ..outcome import Budget
-from .catalogue import ModelInfo
+from .catalogue import ModelInfo, from_table
 from .model import usage_of
 from .tools import Toolbox
 
@@ -34,8 +35,24 @@ if TYPE_CHECKING:
     from ..events import JournalEvent
     from ..journal import Event
 
-MAX_TOKENS = 8192
 MAX_MALFORMED_IN_A_ROW = 3
+COMPACTION_BETA = "compact-2026-01-12"
+SUMMARY_REQUEST = (
+    "The conversation is about to be shortened. Summarise the work so far for yourself, "
+    "to go on from: what you tried and what you learned, the files you changed and "
+    "why, what is left to do, and anything the outcome requires that you must not forget. "
+    "Do not call tools."
+)
+SUMMARY_HEADING = "Your summary of the work so far (the conversation was shortened):"
+CUT_NOTE = (
+    "Your reply was cut at {tokens} tokens (the output limit). Go on where it stopped, "
+    "in shorter pieces."
+)
+CUT_CALL = (
+    "Not run: your output was cut at {tokens} tokens (the output limit) in the middle of "
+    "this {name} call, so its input is incomplete. Write in smaller pieces: create a file "
+    "with a short `write`, then add to it with `edit`."
+)
 
 
 class Finished(Exception):
@@ -112,6 +129,11 @@ class AgentLoop:
         load_detectors()  # detect-secrets' patterns, before any agent content is redacted
         known = set(secret_values()) | set(self.secrets)
         self._secrets = sorted(known, key=len, reverse=True)
+        self._info = self.model_info or from_table(self.model)
+        # Server-side compaction until the endpoint says it has none (a 400 naming it).
+        self._server_compaction = self._info.compaction
+        self._last_input = 0  # the input tokens of the last request, all of them
+        self._compact_at = self.compact_at or int(self._info.max_input_tokens * 0.6)
 
     async def run(self) -> Finished:
         try:
@@ -123,7 +145,18 @@ class AgentLoop:
     async def step(self) -> None:
         self.check_budget()
         self.before_turn()
+        if not self._server_compaction and self._last_input >= self._compact_at:
+            await self.compact()
         message = await self.query()
+        stop = message["stop_reason"]
+        if stop == "pause_turn":  # the API paused a long turn: ask it to go on
+            return
+        if stop == "refusal":
+            raise TaskFailed(
+                "The model refused to go on with this task (stop reason `refusal`). Read "
+                "its last words in the journal (`jupyter delegate show ID`); reword the "
+                "outcome and delegate again, or reject the task."
+            )
         await self.act(message)
 
     def check_budget(self) -> None:
@@ -142,8 +175,25 @@ class AgentLoop:
         import anthropic
         import httpx2
 
+        compacted = False
         for attempt in (1, 2):
             try:
+                message = await self._stream_turn()
+                if message["stop_reason"] == "model_context_window_exceeded" and not compacted:
+                    compacted = True
+                    await self.compact()
+                    return await self._stream_turn()
+                return message
+            except anthropic.BadRequestError as exc:
+                if _names_compaction(exc) and self._server_compaction:
+                    self._server_compaction = False  # this endpoint has none: ours instead
+                    self.emit("notice", {"text": "the API does not compact here; the harness will"})
+                    return await self._stream_turn()
+                if not _too_long(exc) or compacted:
+                    raise self._api_failure(exc) from exc
+                compacted = True
+                self.emit("notice", {"text": "the conversation is past the window; compacting"})
+                await self.compact()
                 return await self._stream_turn()
             except anthropic.AuthenticationError as exc:
                 raise TaskFailed(
@@ -153,17 +203,7 @@ class AgentLoop:
                 ) from exc
             except anthropic.APIStatusError as exc:
                 if exc.status_code >= 400 or attempt == 2:
-                    transient = _transient(exc.status_code)
-                    then = (
-                        " It may pass: resume the task to continue from its journal."
-                        if transient
-                        else " Trying again will not fix this: reject the task (its work is "
-                        "archived) and delegate again."
-                    )
-                    raise TaskFailed(
-                        f"The model API failed: {_api_message(exc).rstrip('.')}.{then}",
-                        transient=transient,
-                    ) from exc
+                    raise self._api_failure(exc) from exc
                 self.emit("notice", {"text": f"stream broke ({_api_message(exc)}); retrying"})
             except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
                 if attempt == 2:
@@ -175,25 +215,56 @@ class AgentLoop:
                 self.emit("notice", {"text": f"connection dropped ({exc!r}); retrying"})
         raise AssertionError("unreachable")
 
-    async def _stream_turn(self) -> dict[str, Any]:
-        stream_manager = self.client.beta.messages.stream(
-            model=self.model,
-            max_tokens=MAX_TOKENS,
-            system=self.system,
-            messages=self.messages,  # type: ignore[arg-type]
-            tools=self._tools,  # type: ignore[arg-type]
-            cache_control={"type": "ephemeral"},
+    def _api_failure(self, exc: Any) -> TaskFailed:
+        transient = _transient(exc.status_code)
+        then = (
+            " It may pass: resume the task to continue from its journal."
+            if transient
+            else " Trying again will not fix this: reject the task (its work is "
+            "archived) and delegate again."
         )
+        return TaskFailed(
+            f"The model API failed: {_api_message(exc).rstrip('.')}.{then}", transient=transient
+        )
+
+    def _request(self) -> dict[str, Any]:
+        """The turn's request: the catalogue's output limit, adaptive thinking and the
+        effort where the model takes them, and the API's compaction where it has it."""
+        request: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self._info.output_tokens,
+            "system": self.system,
+            "messages": self.messages,
+            "tools": self._tools,
+            "cache_control": {"type": "ephemeral"},
+        }
+        if self._info.thinking:
+            request["thinking"] = {"type": "adaptive", "display": "summarized"}
+        if self.effort:
+            request["output_config"] = {"effort": self.effort}
+        if self._server_compaction:
+            trigger = {"type": "input_tokens", "value": self._compact_at}
+            request["context_management"] = {
+                "edits": [{"type": "compact_20260112", "trigger": trigger}]
+            }
+            request["betas"] = [COMPACTION_BETA]
+        return request
+
+    async def _stream_turn(self) -> dict[str, Any]:
+        stream_manager = self.client.beta.messages.stream(**self._request())
         async with stream_manager as stream:
             async for event in stream:
                 if event.type == "text":
                     self.emit("text", {"delta": event.text})
+                elif event.type == "thinking":
+                    self.emit("thinking", {"delta": event.thinking})
             final = await stream.get_final_message()
             request_id = stream.request_id
         content = [_block(b) for b in final.content]
         content = [b for b in content if not (b["type"] == "text" and not b["text"])]
-        content = redact(content, self._secrets)
+        content = redact(content, self._secrets)  # signed blocks stay as the API sent them
         usage = usage_of(self.model, final.usage)
+        self._last_input = _input_tokens(final.usage)
         self._steps += 1
         turn = self.record(
             "assistant",
@@ -208,12 +279,65 @@ class AgentLoop:
         )
         if content:
             self.messages.append({"role": "assistant", "content": content})
+        if content and content[0]["type"] == "compaction":  # the API compacted: start here
+            del self.messages[:-1]
+            before, after = _compaction_tokens(final.usage)
+            data = {"by": "server", "tokens_before": before, "tokens_after": after}
+            compacted = self.record("compacted", data, sync=False)
+            self.emit("compacted", data, compacted.typed)
         self.emit("usage", usage, turn.typed)
         return {"content": content, "stop_reason": final.stop_reason}
+
+    # -- compaction by the harness ---------------------------------------------------------
+    async def compact(self) -> None:
+        """Make the conversation short, where the API does not: one summarising turn of the
+        same model over it (what was tried, learned and is left, the files touched), then a
+        fresh conversation of the outcome, that summary, and the last results. Journaled
+        whole (`compacted`), so a replay starts from exactly what was sent."""
+        before = self._last_input
+        ask = {"type": "text", "text": SUMMARY_REQUEST}
+        messages = [*self.messages]
+        if messages and messages[-1]["role"] == "user":
+            messages[-1] = {**messages[-1], "content": [*messages[-1]["content"], ask]}
+        else:
+            messages.append({"role": "user", "content": [ask]})
+        request = {**self._request(), "messages": messages, "tool_choice": {"type": "none"}}
+        request.pop("context_management", None)
+        request.pop("betas", None)
+        reply = await self.client.beta.messages.create(**request)
+        summary = "\n".join(b.text for b in reply.content if b.type == "text").strip()
+        usage = usage_of(self.model, reply.usage)
+        goal = _first_text(self.messages)
+        last = _last_results(self.messages)
+        text = f"{goal}\n\n{SUMMARY_HEADING}\n\n{summary}"
+        if last:
+            text += f"\n\nThe results of your last tool calls:\n\n{last}"
+        restart = [
+            {"role": "user", "content": [{"type": "text", "text": redact(text, self._secrets)}]}
+        ]
+        self.messages[:] = restart
+        self._last_input = 0
+        after = _estimate_tokens(restart)
+        data = {
+            "by": "harness",
+            "tokens_before": before,
+            "tokens_after": after,
+            "messages": restart,
+            "usage": usage,
+        }
+        written = self.record("compacted", data)
+        self.emit("compacted", data, written.typed)
 
     # -- act -------------------------------------------------------------------------------
     async def act(self, message: dict[str, Any]) -> None:
         calls = [b for b in message["content"] if b["type"] == "tool_use"]
+        cut = message["stop_reason"] == "max_tokens"
+        if not calls and cut:  # cut in the middle of its words: let it go on
+            note = CUT_NOTE.format(tokens=self._info.output_tokens)
+            content = [{"type": "text", "text": note}]
+            self.record("user", {"content": content, "cut": True}, sync=False)
+            self.messages.append({"role": "user", "content": content})
+            return
         if not calls:
             text = "\n".join(b["text"] for b in message["content"] if b["type"] == "text")
             raise Finished(text.strip())
@@ -221,6 +345,10 @@ class AgentLoop:
         finished: Finished | None = None
         for call in calls:
             self.emit("tool_call", {"id": call["id"], "name": call["name"], "input": call["input"]})
+            if cut and call is calls[-1]:  # its input was cut: never run it
+                note = CUT_CALL.format(tokens=self._info.output_tokens, name=call["name"])
+                results.append(self._result(call, note, is_error=True, cut=True))
+                continue
             if call["name"] == "finish":
                 summary = call["input"].get("summary") if isinstance(call["input"], dict) else None
                 if isinstance(summary, str):
@@ -295,6 +423,65 @@ def _block(block: Any) -> dict[str, Any]:
         return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
     dumped: dict[str, Any] = block.model_dump(mode="json", exclude_none=True)
     return dumped
+
+
+def _input_tokens(usage: Any) -> int:
+    """All the input tokens of a request: fresh, written to the cache and read from it."""
+    return sum(
+        int(getattr(usage, name, 0) or 0)
+        for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+
+
+def _compaction_tokens(usage: Any) -> tuple[int, int]:
+    """(tokens the API compacted, tokens of the conversation after), from the usage's
+    iterations when it has them."""
+    iterations = list(getattr(usage, "iterations", None) or [])
+    if len(iterations) >= 2:
+        return _input_tokens(iterations[0]), _input_tokens(iterations[-1])
+    return 0, _input_tokens(usage)
+
+
+def _estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    """About how many tokens `messages` are: UTF-8 bytes of their JSON over 4."""
+    return len(json.dumps(messages, ensure_ascii=False).encode()) // 4
+
+
+def _first_text(messages: list[dict[str, Any]]) -> str:
+    """The first user message's text: the outcome the agent was given."""
+    for message in messages:
+        if message["role"] == "user":
+            return "\n".join(
+                b.get("text", "") for b in message["content"] if b.get("type") == "text"
+            )
+    return ""
+
+
+def _last_results(messages: list[dict[str, Any]], limit: int = 8000) -> str:
+    """The last user message's tool results, as text, cut to `limit` characters."""
+    if not messages or messages[-1]["role"] != "user":
+        return ""
+    parts = []
+    for block in messages[-1]["content"]:
+        if block.get("type") == "tool_result":
+            content = block.get("content")
+            text = content if isinstance(content, str) else json.dumps(content)[:limit]
+            parts.append(text)
+    joined = "\n---\n".join(parts)
+    return (
+        joined
+        if len(joined) <= limit
+        else joined[: limit // 2] + "\n[...]\n" + joined[-limit // 2 :]
+    )
+
+
+def _too_long(exc: Any) -> bool:
+    return "prompt is too long" in _api_message(exc)
+
+
+def _names_compaction(exc: Any) -> bool:
+    message = _api_message(exc)
+    return "compact" in message and ("beta" in message or "not supported" in message)
 
 
 def _transient(status: int) -> bool:

@@ -79,7 +79,7 @@ OUTPUT_TAIL = 8000  # characters of a tool's output shown in the log
 SHOWS_REVIEW = frozenset({S.REVIEW, S.MERGED, S.REJECTED})
 
 CSS = """<style>
-.jd-header .jd-meta, .jd-note {color: #57606a; font-size: 90%}
+.jd-header .jd-meta, .jd-note, .jd-thinking {color: #57606a; font-size: 90%}
 .jd-badge {color: white; border-radius: 4px; padding: 0 6px; font-size: 90%}
 .jd-text {white-space: pre-wrap; margin: 2px 0; line-height: 1.4}
 .jd-tool summary {cursor: pointer; font-family: monospace}
@@ -167,6 +167,15 @@ def text_html(text: str) -> str:
 
 def note_html(text: str) -> str:
     return f'<div class="jd-note">{esc(text)}</div>'
+
+
+def thinking_html(text: str) -> str:
+    """The model's summarised reasoning, folded (redacted: it is journaled as the API sent
+    it, signed, so it is redacted only where it is shown)."""
+    from ..journal import redact
+
+    shown = esc(redact(_tail(text)))
+    return f'<details class="jd-thinking"><summary>reasoning</summary>{shown}</details>'
 
 
 def error_html(message: str) -> str:
@@ -270,6 +279,9 @@ class LiveLog:
 
     def add_note(self, text: str) -> None:
         self._add(LogEntry("note", note_html(text)))
+
+    def add_thinking(self, text: str) -> None:
+        self._add(LogEntry("note", thinking_html(text)))
 
     def add_call(self, call: Mapping[str, Any]) -> None:
         entry = LogEntry("tool", tool_html(call, None), call)
@@ -617,6 +629,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._closed = False
         self._log = LiveLog()
         self._text: list[str] = []  # the agent's words in the turn being streamed
+        self._thinking: list[str] = []  # its summarised reasoning in that turn
         self._push_at: float | None = None  # when the pending push is due
         self._ended_at: datetime | None = None
         self._seen_active = False
@@ -724,6 +737,8 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 return
             if event.kind == "text":
                 self._text.append(event.data["delta"])
+            elif event.kind == "thinking":
+                self._thinking.append(event.data["delta"])
             else:
                 self._end_text()
                 handler = getattr(self, f"_on_{event.kind}", None)
@@ -734,6 +749,9 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def _end_text(self) -> None:
         """The streamed words end at any other event: they join the log there."""
+        if self._thinking:
+            self._log.add_thinking("".join(self._thinking))
+            self._thinking.clear()
         if self._text:
             self._log.add_text("".join(self._text))
             self._text.clear()
@@ -765,6 +783,11 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def _on_notice(self, data: Mapping[str, Any]) -> None:
         self._log.add_note(data["text"])
+
+    def _on_compacted(self, data: Mapping[str, Any]) -> None:
+        who = "the API" if data["by"] == "server" else "the harness (a summary)"
+        before, after = data["tokens_before"], data["tokens_after"]
+        self._log.add_note(f"conversation compacted by {who}: {before:,} -> {after:,} tokens")
 
     def _on_permission(self, data: Mapping[str, Any]) -> None:
         if data["status"] != "asked":

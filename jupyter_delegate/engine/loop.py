@@ -115,7 +115,8 @@ class AgentLoop:
     model_info: ModelInfo | None = None
     # How hard the model thinks ("low", "medium", "high", "max"); None: the model's default.
     effort: str | None = None
-    # Compact the conversation when a request would reach this many input tokens.
+    # Compact the conversation when a request would reach this many input tokens (None:
+    # 60% of the model's window; 0: never, and a prompt past the window fails the task).
     compact_at: int | None = None
 
     def __post_init__(self) -> None:
@@ -131,9 +132,11 @@ class AgentLoop:
         self._secrets = sorted(known, key=len, reverse=True)
         self._info = self.model_info or from_table(self.model)
         # Server-side compaction until the endpoint says it has none (a 400 naming it).
-        self._server_compaction = self._info.compaction
+        self._compacting = self.compact_at != 0
+        self._server_compaction = self._info.compaction and self._compacting
         self._last_input = 0  # the input tokens of the last request, all of them
-        self._compact_at = self.compact_at or int(self._info.max_input_tokens * 0.6)
+        default = int(self._info.max_input_tokens * 0.6)
+        self._compact_at = default if self.compact_at is None else self.compact_at
 
     async def run(self) -> Finished:
         try:
@@ -145,7 +148,8 @@ class AgentLoop:
     async def step(self) -> None:
         self.check_budget()
         self.before_turn()
-        if not self._server_compaction and self._last_input >= self._compact_at:
+        compact = self._compacting and not self._server_compaction
+        if compact and self._last_input >= self._compact_at:
             await self.compact()
         message = await self.query()
         stop = message["stop_reason"]
@@ -179,7 +183,8 @@ class AgentLoop:
         for attempt in (1, 2):
             try:
                 message = await self._stream_turn()
-                if message["stop_reason"] == "model_context_window_exceeded" and not compacted:
+                exceeded = message["stop_reason"] == "model_context_window_exceeded"
+                if exceeded and self._compacting and not compacted:
                     compacted = True
                     await self.compact()
                     return await self._stream_turn()
@@ -189,7 +194,7 @@ class AgentLoop:
                     self._server_compaction = False  # this endpoint has none: ours instead
                     self.emit("notice", {"text": "the API does not compact here; the harness will"})
                     return await self._stream_turn()
-                if not _too_long(exc) or compacted:
+                if not _too_long(exc) or compacted or not self._compacting:
                     raise self._api_failure(exc) from exc
                 compacted = True
                 self.emit("notice", {"text": "the conversation is past the window; compacting"})
@@ -296,14 +301,14 @@ class AgentLoop:
         whole (`compacted`), so a replay starts from exactly what was sent."""
         before = self._last_input
         ask = {"type": "text", "text": SUMMARY_REQUEST}
-        messages = [*self.messages]
+        messages = _for_summary(self.messages)
         if messages and messages[-1]["role"] == "user":
             messages[-1] = {**messages[-1], "content": [*messages[-1]["content"], ask]}
         else:
             messages.append({"role": "user", "content": [ask]})
         request = {**self._request(), "messages": messages, "tool_choice": {"type": "none"}}
-        request.pop("context_management", None)
-        request.pop("betas", None)
+        for key in ("context_management", "betas", "thinking"):
+            request.pop(key, None)
         reply = await self.client.beta.messages.create(**request)
         summary = "\n".join(b.text for b in reply.content if b.type == "text").strip()
         usage = usage_of(self.model, reply.usage)
@@ -473,6 +478,27 @@ def _last_results(messages: list[dict[str, Any]], limit: int = 8000) -> str:
         if len(joined) <= limit
         else joined[: limit // 2] + "\n[...]\n" + joined[-limit // 2 :]
     )
+
+
+def _for_summary(messages: list[dict[str, Any]], limit: int = 4000) -> list[dict[str, Any]]:
+    """The conversation as the summarising turn sees it: without the reasoning blocks (it
+    runs without thinking), each tool result cut to `limit` characters (head and tail),
+    so that a conversation already past the window fits."""
+    shortened = []
+    for message in messages:
+        content = []
+        for block in message["content"]:
+            if block.get("type") in ("thinking", "redacted_thinking"):
+                continue
+            if block.get("type") == "tool_result":
+                text = block.get("content")
+                text = text if isinstance(text, str) else json.dumps(text)
+                if len(text) > limit:
+                    text = text[: limit // 2] + "\n[...]\n" + text[-limit // 2 :]
+                block = {**block, "content": text}
+            content.append(block)
+        shortened.append({**message, "content": content or [{"type": "text", "text": "..."}]})
+    return shortened
 
 
 def _too_long(exc: Any) -> bool:

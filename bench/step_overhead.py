@@ -99,7 +99,7 @@ def harness_round(repo: Path, steps: int) -> dict[str, Any]:
     if str(state) != "review":
         raise RuntimeError(f"the scripted task ended {state}: {task.error}")
     # The last step raises Finished inside act; its timing is kept too.
-    requests = [r.body for r in fake.requests]
+    requests = [r.body for r in fake.requests if r.kind != "models"]
     return {"steps": clock.steps, "tools": clock.tools, "requests": requests, "wall": wall}
 
 

@@ -68,6 +68,8 @@ def delegate(
     name: str | None = None,
     suggested_checks: bool = True,
     env: Iterable[str] = (),
+    effort: str | None = None,
+    compact_at: str | int | None = None,
     manager: TaskManager | None = None,
 ) -> Task:
     """Start an agent on an outcome; returns the `Task` at once (it runs on the engine
@@ -79,7 +81,13 @@ def delegate(
     `name` a short handle for the notebook and CLI; `suggested_checks=False` declines
     the test commands AGENTS.md offers when `checks` is empty; `env` variables for its
     commands and checks, "NAME" (its value from this environment) or "NAME=VALUE",
-    besides the defaults and `[environment] pass_env` (credentials never pass)."""
+    besides the defaults and `[environment] pass_env` (credentials never pass); `model`
+    the model id (default: $JUPYTER_DELEGATE_MODEL, else `[model] default` of
+    ~/.jupyter/delegate/config.toml, else claude-sonnet-4-6), refused at once when the
+    endpoint does not serve it; `effort` "low", "medium", "high" or "max", one the model
+    takes (default: `[model] effort`, else the model's own); `compact_at` the input tokens
+    (120000) or share of the model's window ("60%") at which the conversation is compacted
+    (default: `[model] compact_at`, else "60%")."""
     from .manager import get_manager
     from .policy import Policy
 
@@ -104,6 +112,8 @@ def delegate(
         name=name,
         use_suggested_checks=suggested_checks,
         env=list(env),
+        effort=effort,
+        compact_at=compact_at,
     )
 
 

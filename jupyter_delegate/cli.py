@@ -2,6 +2,7 @@
 
     run GOAL --repo P --check CMD --scope S --constraint TEXT --name NAME --base BRANCH
              --model M --max-usd N --max-steps N [--check-timeout S] [--command-timeout S]
+             [--effort low|medium|high|max] [--compact-at TOKENS|PERCENT]
              [--env NAME[=VALUE]] [--no-suggested-checks] [--yes] [--approve | --no-approve]
     list [--repo P] [--json]     show ID     diff ID     approve ID [--squash] [--force]
     checks ID [N]                each check (or the Nth) with its whole output
@@ -60,6 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .check_output import check_log, failure_tail, printable, whole_output
+from .engine.model import PRICE_GUESSED
 from .engine.tools import describe_input
 from .environment import ran_with
 from .errors import ContextError, DelegateError, NotProven
@@ -183,12 +185,14 @@ def print_review(task: Task, out: TextIO) -> None:
     for preference in task.preferences:
         lines.append(f"    [{preference.get('scope', '?')}] {preference.get('text', '')}")
     usage = task.usage
+    guessed = f" ({PRICE_GUESSED})" if task.price_guessed else ""
     lines.append(
-        f"  cost: ${usage.cost_usd:.4f} over {usage.steps} steps "
+        f"  cost: ${usage.cost_usd:.4f}{guessed} over {usage.steps} steps "
         f"({usage.input_tokens} in, {usage.cache_read_tokens} cached, "
         f"{usage.cache_write_tokens} cache-written, {usage.output_tokens} out); "
         f"model {', '.join(task.served_models) or task.model}; sandbox {task.sandbox}"
     )
+    lines.append(f"  model: {task.model_text}")
     lines.append(f"  proof: {proof_text(task)}")
     lines += [f"  ! {flag}" for flag in task.flags]
     out.write(printable("\n".join(lines) + "\n"))

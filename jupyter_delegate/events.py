@@ -81,7 +81,11 @@ class _Event:
 class TaskCreated(_Event):
     """`task`, the first line: the outcome and where the work happens. `policy` and
     `environment` are what the user declared (policy.Policy, environment.Declared, as
-    dicts); `created` is ISO time; `format` is the journal's format (absent: 1)."""
+    dicts); `created` is ISO time; `format` is the journal's format (absent: 1).
+    `model_info` is what the model can do and where that was learned
+    (engine.catalogue.ModelInfo, as a dict); `effort` the effort asked for (None: the
+    model's default); `compact_at` the input tokens at which the conversation is
+    compacted. Journals from before the catalogue have none of the three."""
 
     TYPE: ClassVar[str] = "task"
     outcome: dict[str, Any]
@@ -97,6 +101,9 @@ class TaskCreated(_Event):
     environment: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     format: int = field(default=1, metadata=SOMETIMES)
+    model_info: dict[str, Any] | None = field(default=None, metadata=SOMETIMES)
+    effort: str | None = field(default=None, metadata=SOMETIMES)
+    compact_at: int | None = field(default=None, metadata=SOMETIMES)
 
 
 @dataclass(frozen=True)

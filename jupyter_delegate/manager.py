@@ -10,12 +10,13 @@ it. Every decision reads the journal first (`refresh`), so a stale one is refuse
 Rounds of work (rounds.py) run where the runner says (runner.py): by default as
 coroutines on one engine thread with its own asyncio loop, many at once; git work runs
 in worker threads under the repository's lock so the loop never blocks.
-`submit` validates everything it can (repo, base, model key, sandbox) before it returns,
-so bad input fails in the caller, at once, with nothing created. A task is known from its
-journal: the manager folds the journal into a `Task` (`Task.apply`), which is how the CLI
-in another process, or a restored notebook, sees the same task. A task whose journal says
-it was working, but which no live process holds (an flock on its lock file), was cut off:
-it becomes `interrupted`, and `resume` continues it.
+`submit` validates everything it can (repo, base, model key, sandbox, the model id against
+the endpoint's catalogue, effort and compaction point against what the model can do)
+before it returns, so bad input fails in the caller, at once, with nothing created. A
+task is known from its journal: the manager folds the journal into a `Task`
+(`Task.apply`), which is how the CLI in another process, or a restored notebook, sees the
+same task. A task whose journal says it was working, but which no live process holds (an
+flock on its lock file), was cut off: it becomes `interrupted`, and `resume` continues it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import control
 from .audit import witness
 from .context import add_preference, check_readable
-from .engine.model import Endpoint, endpoint_from_env, resolve_model
+from .engine.catalogue import (
+    ModelInfo,
+    check_compact_at,
+    check_effort,
+    describe,
+    resolve_compact_at,
+    resolve_effort,
+)
+from .engine.model import Endpoint, client_for, endpoint_from_env, model_settings, resolve_model
 from .engine.prompt import first_message
 from .environment import declared_environment, discover
 from .errors import DelegateError, NotProven, ReviewError, TaskNotFound
@@ -169,11 +178,17 @@ class TaskManager:
         name: str | None = None,
         use_suggested_checks: bool = True,
         env: Sequence[str] = (),
+        effort: str | None = None,
+        compact_at: str | int | None = None,
     ) -> Task:
         """Start a task. `use_suggested_checks`: when the outcome has no checks, run the
         test commands its AGENTS.md names (shown in the review either way). `env`:
         variables for its commands and checks, `NAME` (from this environment) or
-        `NAME=VALUE`, besides the defaults and `[environment] pass_env`."""
+        `NAME=VALUE`, besides the defaults and `[environment] pass_env`. `effort`: "low",
+        "medium", "high" or "max", one the model takes (default: `[model] effort` of the
+        user's config where the model takes it, else the model's own). `compact_at`: the
+        input tokens (120000) or share of the model's window ("60%") at which the
+        conversation is compacted (default: `[model] compact_at`, else 60%)."""
         from .sandbox import Sandbox
 
         if not isinstance(outcome, Outcome):
@@ -182,7 +197,12 @@ class TaskManager:
             env = [env]
         workspace = Workspace(repo)
         base_branch, base_commit = workspace.resolve_base(base)
-        model_id = resolve_model(model)
+        settings = model_settings()
+        model_id = resolve_model(model, settings)
+        if effort is not None:
+            check_effort(effort)
+        if compact_at is not None:
+            check_compact_at(compact_at)
         policy = effective_policy(policy or Policy(), workspace.root)
         declared = declared_environment(workspace.root, env)
         discover(workspace.root, declared)  # a malformed [environment] fails here, at once
@@ -192,6 +212,14 @@ class TaskManager:
         task_id = self._new_id(workspace)
         worktree = workspace.worktree_path(task_id)
         probe_sandbox = Sandbox(worktree, tier=tier)  # raises SandboxUnavailable with the fix
+        # Last, as it asks the endpoint: an unknown model id fails here, nothing created.
+        info = self._run_sync(self._describe(endpoint, model_id))
+        effort = resolve_effort(effort, info, settings.effort)
+        compact_tokens = resolve_compact_at(
+            compact_at if compact_at is not None else settings.compact_at,
+            info,
+            "compact_at" if compact_at is not None else "[model] compact_at of your config",
+        )
         branch = f"delegate/{task_id}-{slugify(outcome.title)}"
         task = Task(id=task_id, outcome=outcome, repo=workspace.root, _manager=self)
         journal = Journal(workspace.task_dir(task_id) / "journal.jsonl")
@@ -212,6 +240,9 @@ class TaskManager:
             "use_suggested_checks": bool(use_suggested_checks),
             "environment": redact(declared.to_dict()),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model_info": info.to_dict(),
+            "effort": effort,
+            "compact_at": compact_tokens,
         }
         goal = {"content": [{"type": "text", "text": first_message(outcome)}]}
         self._record_many(  # one write, one sync
@@ -224,6 +255,11 @@ class TaskManager:
         )
         self._start(task, context, "submitted")
         return task
+
+    async def _describe(self, endpoint: Endpoint | None, model_id: str) -> ModelInfo:
+        """What the model can do, asked on the engine loop of the client rounds use."""
+        client = self._client or client_for(endpoint or endpoint_from_env())
+        return await describe(client, model_id)
 
     def _new_id(self, workspace: Workspace) -> str:
         while True:  # a task's folder exists from its submit on, journal or not

@@ -18,6 +18,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from .engine.catalogue import LEVELS
 from .outcome import Budget, Outcome
 from .policy import Policy
 
@@ -56,7 +57,24 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base", help="the branch to start from and merge into (default: the one checked out)"
     )
-    parser.add_argument("--model", help="model id (default: $JUPYTER_DELEGATE_MODEL)")
+    parser.add_argument(
+        "--model",
+        help="model id (default: $JUPYTER_DELEGATE_MODEL, else [model] default in "
+        "~/.jupyter/delegate/config.toml, else claude-sonnet-4-6)",
+    )
+    parser.add_argument(
+        "--effort",
+        choices=LEVELS,
+        help="how hard the model thinks, one level it takes (default: [model] effort in "
+        "config.toml, else the model's own)",
+    )
+    parser.add_argument(
+        "--compact-at",
+        metavar="TOKENS|PERCENT",
+        help="compact the conversation when a request reaches this many input tokens, or "
+        "this share of the model's window, e.g. 120000 or 60%% (default: [model] "
+        "compact_at in config.toml, else 60%%)",
+    )
     parser.add_argument("--max-usd", type=float, help="dollar budget (default 3)")
     parser.add_argument("--max-steps", type=int, help="step budget (default 60)")
     parser.add_argument("--max-minutes", type=float, help="time budget (default 30)")
@@ -138,6 +156,8 @@ def submit_options(args: argparse.Namespace) -> dict[str, Any]:
         "name": args.name,
         "use_suggested_checks": not args.no_suggested_checks,
         "env": args.env,
+        "effort": args.effort,
+        "compact_at": args.compact_at,
     }
 
 

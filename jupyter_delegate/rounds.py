@@ -126,6 +126,9 @@ class RoundOfWork:
                     permit=lambda call: self._permit(task, context, call),
                     before_turn=lambda: self._notice_changes(task, watch),
                     secrets=tuple(context.secrets),
+                    model_info=task.model_info,
+                    effort=task.effort,
+                    compact_at=task.compact_at,
                 )
                 finished = await loop.run()
             finally:

@@ -16,6 +16,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
+from .engine.catalogue import ModelInfo, default_compact_at, from_table, limits_text
+from .engine.model import price_guessed
 from .environment import Declared
 from .errors import IllegalTransition
 from .events import (
@@ -228,6 +230,7 @@ class RecordFields(TypedDict):
     merged_commit: str | None
     model: str
     served_models: list[str]
+    price_guessed: bool  # the cost rests on a price guessed from the model family
     sandbox: str
     summary: str
     proven: bool
@@ -273,6 +276,12 @@ class Task:
     head_commit: str | None = None
     worktree: Path | None = None
     model: str = ""
+    # What the model can do (from the catalogue or the built-in table), the effort asked
+    # of it (None: the model's default), and the input tokens at which the conversation is
+    # compacted: from the task event (the table and the default for older journals).
+    model_info: ModelInfo | None = None
+    effort: str | None = None
+    compact_at: int | None = None
     state: TaskState = TaskState.QUEUED
     summary: str = ""
     checks: list[CheckResult] = field(default_factory=list)
@@ -425,6 +434,20 @@ class Task:
         return self.outcome.title
 
     @property
+    def price_guessed(self) -> bool:
+        """Whether the cost rests on a price guessed from the model family (a model id the
+        price table does not name)."""
+        return price_guessed(self.served_models or [self.model])
+
+    @property
+    def model_text(self) -> str:
+        """The model's limits and where they came from, the effort and the compaction point,
+        as the review says them."""
+        if self.model_info is None:
+            return self.model
+        return limits_text(self.model_info, self.effort, self.compact_at)
+
+    @property
     def check_commands(self) -> tuple[str, ...]:
         """What the harness runs: the outcome's checks, or, when it has none, those its
         AGENTS.md offered (unless declined)."""
@@ -547,6 +570,10 @@ class Task:
         self.name = event.name
         self.use_suggested_checks = event.use_suggested_checks
         self.environment = Declared.from_dict(event.environment)
+        info = event.model_info
+        self.model_info = ModelInfo.from_dict(info) if info else from_table(event.model)
+        self.effort = event.effort
+        self.compact_at = event.compact_at or default_compact_at(self.model_info)
         if event.format > FORMAT:
             self._flag(
                 f"its journal is of format {event.format}, written by a newer jupyter-delegate "
@@ -589,6 +616,7 @@ class Task:
             "merged_commit": self.merged_commit,
             "model": self.model,
             "served_models": list(self.served_models),
+            "price_guessed": self.price_guessed,
             "sandbox": self.sandbox,
             "summary": self.summary,
             "checks": [cast(CheckResultRecord, c.to_dict()) for c in self.checks],

@@ -17,6 +17,7 @@ import pytest
 from jupyter_delegate.manager import TaskManager
 from jupyter_delegate.sandbox import probe
 from jupyter_delegate.testing import FakeMessagesAPI, load_scenario
+from jupyter_delegate.testing.fake_anthropic import RecordedRequest
 
 CALC = "def add(a, b):\n    return a - b\n"
 FIXED = "def add(a, b):\n    return a + b\n"
@@ -111,3 +112,9 @@ def marker_alive(marker: str) -> bool:
         except OSError:
             continue
     return False
+
+
+def messages_sent(fake: FakeMessagesAPI) -> list[RecordedRequest]:
+    """The Messages API requests the fake received, in order: not the Models API's (a
+    submit asks it what the model can do first)."""
+    return [request for request in fake.requests if request.kind != "models"]

@@ -16,7 +16,7 @@ from typing import Any
 import git
 import pytest
 
-from conftest import SANDBOX, Factory, commit_all
+from conftest import SANDBOX, Factory, commit_all, messages_sent
 from jupyter_delegate import Budget, Outcome, TaskState
 from jupyter_delegate.cli import main
 
@@ -201,7 +201,7 @@ def test_tools_cannot_freeze_the_engine(user_repo: git.Repo, make_manager: Facto
     assert task.wait(timeout=120) == TaskState.REVIEW, task.error
     results = [
         block
-        for request in fake.requests[2:5]
+        for request in messages_sent(fake)[2:5]
         for block in request.body["messages"][-1]["content"]
         if block["type"] == "tool_result"
     ]
@@ -357,7 +357,7 @@ def test_a_secret_committed_in_the_history_is_redacted(
         Outcome("Look around.", checks=("git show HEAD~1:.env",)), repo=str(root), sandbox=SANDBOX
     )
     assert task.wait(timeout=120) == TaskState.REVIEW, task.error
-    shown = fake.requests[1].body["messages"][-1]["content"][0]["content"]
+    shown = messages_sent(fake)[1].body["messages"][-1]["content"][0]["content"]
     assert "DATABASE_URL=[REDACTED]" in shown, shown  # the agent did read it: git works
     sent = json.dumps([r.body for r in fake.requests])
     assert secret not in sent
@@ -396,7 +396,7 @@ def test_commands_see_their_own_history_and_no_other_part_of_the_git_dir(
         Outcome("Look around.", checks=("true",)), repo=str(root), sandbox=SANDBOX
     )
     assert task.wait(timeout=120) == TaskState.REVIEW, task.error
-    shown = fake.requests[1].body["messages"][-1]["content"][0]["content"]
+    shown = messages_sent(fake)[1].body["messages"][-1]["content"][0]["content"]
     seen, _, probes = shown.partition("---")
     assert "second commit on main" in seen and "init" in seen, shown  # git works
     assert "a branch the task does not start from" not in shown
@@ -425,7 +425,7 @@ def test_credentials_detect_secrets_knows_are_redacted_before_the_model_sees_the
     root = user_repo.working_dir
     task = manager.submit(Outcome("Look.", checks=("true",)), repo=root, sandbox=SANDBOX)
     assert task.wait(timeout=120) == TaskState.REVIEW, task.error
-    shown = fake.requests[1].body["messages"][-1]["content"][0]["content"]
+    shown = messages_sent(fake)[1].body["messages"][-1]["content"][0]["content"]
     assert shown.split("\n")[1] == " ".join(planted.values()), shown
     journal = task.journal_path.read_text()
     assert not any(secret in journal for secret in planted)

@@ -8,7 +8,7 @@ from pathlib import Path
 import git
 import pytest
 
-from conftest import CHECK, FIX_TURNS, Factory
+from conftest import CHECK, FIX_TURNS, Factory, messages_sent
 from jupyter_delegate import Budget, Outcome, TaskState, delegate
 from jupyter_delegate.errors import DelegateError, ModelConfigError, OutcomeError, RepoError
 from jupyter_delegate.manager import TaskManager
@@ -110,7 +110,7 @@ def test_three_malformed_tool_inputs_in_a_row_fail_the_task(
     task = manager.submit(Outcome("x", checks=(CHECK,)), repo=repo.working_dir)
     assert task.wait(timeout=60) == TaskState.FAILED
     assert "malformed tool input 3 times in a row" in task.error
-    second = fake.requests[1].body["messages"][-1]["content"][0]
+    second = messages_sent(fake)[1].body["messages"][-1]["content"][0]
     assert second["is_error"] and "invalid input" in second["content"]
 
 
@@ -125,7 +125,7 @@ def test_malformed_input_goes_back_to_the_model_which_recovers(
     manager, fake = make_manager(turns)
     task = manager.submit(Outcome("x", checks=(CHECK,)), repo=repo.working_dir)
     assert task.wait(timeout=60) == TaskState.REVIEW
-    results = [fake.requests[i].body["messages"][-1]["content"][0] for i in (1, 2)]
+    results = [messages_sent(fake)[i].body["messages"][-1]["content"][0] for i in (1, 2)]
     assert "'command' must be a non-empty string" in results[0]["content"]
     assert "Unknown tool 'nonexistent_tool'" in results[1]["content"]
     assert task.checks_passed
@@ -151,7 +151,7 @@ def test_paths_and_symlinks_escaping_the_worktree_are_refused(
     manager, fake = make_manager(turns)
     task = manager.submit(Outcome("x"), repo=repo.working_dir)
     assert task.wait(timeout=60) == TaskState.REVIEW
-    results = [fake.requests[i].body["messages"][-1]["content"][0] for i in range(1, 6)]
+    results = [messages_sent(fake)[i].body["messages"][-1]["content"][0] for i in range(1, 6)]
     assert all(r.get("is_error") for r in results), results
     assert all("top secret" not in str(r["content"]) for r in results)
     assert secret.read_text() == "top secret"

@@ -11,7 +11,7 @@ from typing import Any
 import git
 import pytest
 
-from conftest import CHECK, FIX_TURNS, Factory, commit_all
+from conftest import CHECK, FIX_TURNS, Factory, commit_all, messages_sent
 from jupyter_delegate import Outcome, TaskState, forget, prefer, preferences, skills, trust_skill
 from jupyter_delegate.context import read_preferences
 from jupyter_delegate.context.conventions import discover, named_test_commands, read_conventions
@@ -341,7 +341,7 @@ def test_only_names_and_descriptions_are_sent_until_the_skill_tool_loads_a_body(
     repo_with_skill(repo)
     _, fake, task = run_task(make_manager, repo, SKILL_TURNS)
     assert task.wait(timeout=60) == TaskState.REVIEW
-    first, second, third = fake.requests[0], fake.requests[1], fake.requests[2]
+    first, second, third = messages_sent(fake)[0], messages_sent(fake)[1], messages_sent(fake)[2]
     system = system_of(first)
     assert "- fix-calc: Does a thing. Use when a thing is needed." in system
     assert "- test-first: " in system and "- careful-refactor: " in system
@@ -352,7 +352,7 @@ def test_only_names_and_descriptions_are_sent_until_the_skill_tool_loads_a_body(
     assert "STEP ONE: read calc.py" in json.dumps(third.body["messages"][-1])
     assert "description: Does a thing" not in json.dumps(second.body["messages"][-1])
     # the system prompt is the same bytes on every turn (the cache holds it)
-    assert all(system_of(r) == system for r in fake.requests)
+    assert all(system_of(r) == system for r in messages_sent(fake))
     assert task.skills_used == ["fix-calc"]
     assert task.to_record()["skills_used"] == ["fix-calc"]
     skill_results = [r for r in journal_events(task, "tool_result") if r.get("skill")]
@@ -367,8 +367,8 @@ def test_an_untrusted_or_drifted_repo_skill_is_not_offered_and_the_task_says_why
     commit_all(repo, "skill changed without review")
     _, fake, task = run_task(make_manager, repo, FIX_TURNS)
     assert task.wait(timeout=60) == TaskState.REVIEW
-    assert "fix-calc" not in system_of(fake.requests[0])
-    skill_tool = next(t for t in fake.requests[0].body["tools"] if t["name"] == "skill")
+    assert "fix-calc" not in system_of(messages_sent(fake)[0])
+    skill_tool = next(t for t in messages_sent(fake)[0].body["tools"] if t["name"] == "skill")
     assert "fix-calc" not in skill_tool["input_schema"]["properties"]["name"]["enum"]
     [skipped] = task.skills_not_loaded
     assert skipped["trust"] == "changed" and skipped["changed"] == ["references/steps.md"]
@@ -401,7 +401,7 @@ def test_a_skill_changed_mid_run_is_reported_and_the_task_keeps_its_version(
         "skill fix-calc: scripts/x.sh added",
     ]
     assert notices and "keeps the version it started with" in notices[0]
-    loaded = json.dumps(fake.requests[2].body["messages"][-1])
+    loaded = json.dumps(messages_sent(fake)[2].body["messages"][-1])
     assert "BODY OF fix-calc" in loaded and "EVIL" not in loaded
     assert any("changed while the task ran" in f for f in task.flags)
 
@@ -418,9 +418,8 @@ def test_agents_md_changed_mid_run_is_reported(repo: git.Repo, make_manager: Fac
     task.subscribe(edit)
     assert task.wait(timeout=60) == TaskState.REVIEW
     assert journal_events(task, "context_changed") == [{"changes": ["AGENTS.md changed"]}]
-    assert all(
-        "Use tabs." in system_of(r) and "Use spaces" not in system_of(r) for r in fake.requests
-    )
+    systems = [system_of(r) for r in messages_sent(fake)]
+    assert all("Use tabs." in system and "Use spaces" not in system for system in systems)
 
 
 def test_agents_md_checks_are_offered_when_the_outcome_has_none(
@@ -433,7 +432,7 @@ def test_agents_md_checks_are_offered_when_the_outcome_has_none(
     assert task.check_commands == (CHECK,)
     assert [c.command for c in task.checks] == [CHECK] and task.checks_passed
     assert any("checks offered by AGENTS.md, used" in f and CHECK in f for f in task.flags)
-    assert f"- `{CHECK}`" in system_of(fake.requests[0])
+    assert f"- `{CHECK}`" in system_of(messages_sent(fake)[0])
 
     _, _, declined = run_task(make_manager, repo, FIX_TURNS, checks=(), use_suggested_checks=False)
     assert declined.wait(timeout=60) == TaskState.REVIEW
@@ -518,7 +517,7 @@ def test_preferences_are_added_used_in_the_prompt_listed_in_the_record_and_remov
 
     _, fake, task = run_task(make_manager, repo, FIX_TURNS)
     assert task.wait(timeout=60) == TaskState.REVIEW
-    system = system_of(fake.requests[0])
+    system = system_of(messages_sent(fake)[0])
     assert "- Use pathlib, not os.path." in system and "- Name tests after the behaviour" in system
     assert task.to_record()["preferences"] == [everywhere.text, here.text]
 
@@ -527,7 +526,7 @@ def test_preferences_are_added_used_in_the_prompt_listed_in_the_record_and_remov
     assert preferences(repo.working_dir) == []
     _, fake, later = run_task(make_manager, repo, FIX_TURNS)
     assert later.wait(timeout=60) == TaskState.REVIEW
-    assert "pathlib" not in system_of(fake.requests[0])
+    assert "pathlib" not in system_of(messages_sent(fake)[0])
     with pytest.raises(ContextError, match=r"No preference 'abcdef'\. Known ids: none"):
         forget("abcdef")
 
@@ -574,10 +573,10 @@ def test_request_changes_can_remember_the_feedback_as_a_preference(
     assert journal_events(task, "preference")[0]["scope"] == "repo"
     assert any("remembered as a preference (repo)" in f for f in task.flags)
     # the running task keeps its prompt; the next task is told
-    assert system_of(fake.requests[-1]) == system_of(fake.requests[0])
+    assert system_of(messages_sent(fake)[-1]) == system_of(messages_sent(fake)[0])
     _, fake2, later = run_task(make_manager, repo, FIX_TURNS)
     assert later.wait(timeout=60) == TaskState.REVIEW
-    assert "- Always add a docstring" in system_of(fake2.requests[0])
+    assert "- Always add a docstring" in system_of(messages_sent(fake2)[0])
 
 
 def test_the_context_survives_a_restart_byte_for_byte(

@@ -16,7 +16,7 @@ from pathlib import Path
 import git
 import pytest
 
-from conftest import CHECK, FIX_TURNS, SANDBOX, Factory, marker_alive
+from conftest import CHECK, FIX_TURNS, SANDBOX, Factory, marker_alive, messages_sent
 from jupyter_delegate import Budget, Outcome, TaskState
 from jupyter_delegate.journal import Journal
 from jupyter_delegate.manager import TaskManager
@@ -37,7 +37,7 @@ def test_retryable_api_errors_are_retried_by_the_sdk(
     manager, fake = make_manager(turns)
     task = manager.submit(_outcome(), repo=repo.working_dir)
     assert task.wait(timeout=60) == TaskState.REVIEW
-    assert [r.status for r in fake.requests[:2]] == [faults[0]["status"], 200]
+    assert [r.status for r in messages_sent(fake)[:2]] == [faults[0]["status"], 200]
     assert task.usage.steps == 5
 
 
@@ -49,7 +49,7 @@ def test_broken_stream_is_retried_once_from_the_journal(
     manager, fake = make_manager(turns)
     task = manager.submit(_outcome(), repo=repo.working_dir)
     assert task.wait(timeout=60) == TaskState.REVIEW
-    retried = [r.body["messages"] for r in fake.requests if r.turn == 1]
+    retried = [r.body["messages"] for r in messages_sent(fake) if r.turn == 1]
     assert len(retried) >= 2 and retried[0] == retried[-1]
     assert task.checks_passed
     # the broken turn left nothing half-written in the journal
@@ -74,7 +74,7 @@ def test_auth_error_fails_at_once_saying_what_to_do(repo: git.Repo, make_manager
     task = manager.submit(_outcome(), repo=repo.working_dir)
     assert task.wait(timeout=60) == TaskState.FAILED
     assert "ANTHROPIC_API_KEY" in task.error
-    assert len(fake.requests) == 1  # not retried
+    assert len(messages_sent(fake)) == 1  # not retried
 
 
 def test_cancel_during_a_long_command_leaves_no_process(
@@ -101,7 +101,7 @@ def test_command_timeout_kills_and_reports(repo: git.Repo, make_manager: Factory
     )
     task = manager.submit(_outcome(), repo=repo.working_dir)
     assert task.wait(timeout=30) == TaskState.REVIEW
-    result = fake.requests[1].body["messages"][-1]["content"][0]
+    result = messages_sent(fake)[1].body["messages"][-1]["content"][0]
     assert result["is_error"] and "timed out after 0.3 s" in result["content"]
 
 
@@ -112,7 +112,7 @@ def test_huge_and_non_utf8_output_is_cut_and_survives(
     manager, fake = make_manager([{"tools": [{"bash": {"command": command}}]}, FIX_TURNS[-1]])
     task = manager.submit(_outcome(), repo=repo.working_dir)
     assert task.wait(timeout=60) == TaskState.REVIEW
-    content = fake.requests[1].body["messages"][-1]["content"][0]["content"]
+    content = messages_sent(fake)[1].body["messages"][-1]["content"][0]["content"]
     assert len(content) < 40_000 and "tail-end" in content and "\ufffd" in content
     assert "cut" in content
     assert Journal(task.journal_path).verify().ok
@@ -159,7 +159,7 @@ def test_killed_process_leaves_an_interrupted_task_that_resumes_to_review(
         task.resume()
         assert task.wait(timeout=60) == TaskState.REVIEW
     assert task.checks_passed
-    settled = fake.requests[1].body["messages"][-1]["content"][0]
+    settled = messages_sent(fake)[1].body["messages"][-1]["content"][0]
     assert settled["is_error"] and "interrupted" in settled["content"]
     states = [e.data["state"] for e in Journal(task.journal_path).events() if e.type == "state"]
     assert states == ["queued", "running", "interrupted", "running", "review"]
@@ -172,7 +172,7 @@ def test_dollar_budget_counts_across_rounds(repo: git.Repo, make_manager: Factor
     manager, fake = make_manager()
     task = manager.submit(_outcome(budget=Budget(max_usd=0.000001)), repo=repo.working_dir)
     assert task.wait(timeout=60) == TaskState.REVIEW
-    assert len(fake.requests) == 1 and "dollar budget" in task.summary
+    assert len(messages_sent(fake)) == 1 and "dollar budget" in task.summary
 
 
 def test_steps_are_synced_in_the_background_and_human_facing_events_at_once(
@@ -223,7 +223,7 @@ def test_every_prefix_of_a_journal_resumes_to_a_conversation_the_api_accepts(
     assert task.wait(timeout=60) == TaskState.REVIEW
     events = list(Journal(task.journal_path).events())
     first = next(i for i, e in enumerate(events) if e.type == "user") + 1
-    shape = {k: fake.requests[0].body[k] for k in ("model", "max_tokens", "system", "tools")}
+    shape = {k: messages_sent(fake)[0].body[k] for k in ("model", "max_tokens", "system", "tools")}
     mid_step = 0  # cuts right after a turn whose tool results were lost
     for end in range(first, len(events) + 1):
         messages = replay_messages(events[:end])
@@ -294,7 +294,7 @@ def test_a_failure_that_retrying_cannot_fix_is_refused_by_resume_saying_what_to_
     assert not task.transient and "resume" not in task.error  # it promises no resume
     with pytest.raises(ReviewError, match=r"cannot resume.*Reject it.*refs/delegate/archive"):
         task.resume()
-    assert task.state == TaskState.FAILED and len(fake.requests) == 1
+    assert task.state == TaskState.FAILED and len(messages_sent(fake)) == 1
     task.reject()
     assert task.state == TaskState.REJECTED and not task.worktree.exists()
 

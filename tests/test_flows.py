@@ -8,7 +8,7 @@ from pathlib import Path
 import git
 import pytest
 
-from conftest import CHECK, FIX_TURNS, FIXED, Factory, commit_all, run_check
+from conftest import CHECK, FIX_TURNS, FIXED, Factory, commit_all, messages_sent, run_check
 from jupyter_delegate import Budget, Outcome, Task, TaskState, delegate
 from jupyter_delegate.errors import ReviewError
 from jupyter_delegate.journal import Journal
@@ -51,7 +51,7 @@ def test_delegation_reaches_review_with_proven_checks_then_approve_merges(
     assert f"Delegate-Task: {task.id}" in head.message
     assert "Delegate-Journal: " in head.message and "Delegate-Model: " in head.message
     # the first request carried the outcome, the tools and the cache breakpoint
-    first = fake.requests[0].body
+    first = messages_sent(fake)[0].body
     assert "Make add() add." in first["system"] and CHECK in first["system"]
     assert {t["name"] for t in first["tools"]} == {
         "read",
@@ -116,7 +116,7 @@ def test_request_changes_continues_the_same_conversation(
     assert task.wait(timeout=60) == TaskState.REVIEW
     assert task.summary == "Also wrote NOTES.md."
     assert "NOTES.md" in task.diff()
-    resumed = fake.requests[5].body["messages"]
+    resumed = messages_sent(fake)[5].body["messages"]
     assert len([m for m in resumed if m["role"] == "assistant"]) == 5
     last = resumed[-1]["content"]
     assert last[0]["type"] == "tool_result"  # finish's result first, then the feedback
@@ -152,7 +152,7 @@ def test_step_budget_stops_the_agent_and_goes_to_review(
     outcome = Outcome("Make add() add.", checks=(CHECK,), budget=Budget(max_steps=2))
     task = manager.submit(outcome, repo=repo.working_dir)
     assert task.wait(timeout=60) == TaskState.REVIEW
-    assert len(fake.requests) == 2
+    assert len(messages_sent(fake)) == 2
     assert "step budget" in task.summary
     assert any("step budget" in f for f in task.flags)
     assert not task.checks_passed
@@ -312,7 +312,7 @@ def test_secrets_in_repo_content_reach_neither_model_history_nor_journal(
     journal = task.journal_path.read_text()
     for leak in ("do-not-leak", "AKIAIOSFODNN7EXAMPLE"):
         assert leak not in sent and leak not in journal
-    assert "[REDACTED]" in sent and "env=\\n" in str(fake.requests[2].body["messages"][-1])
+    assert "[REDACTED]" in sent and "env=\\n" in str(messages_sent(fake)[2].body["messages"][-1])
 
 
 # -- done is proven: approve merges only proven work, unless forced -------------------------

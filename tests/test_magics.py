@@ -15,7 +15,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from conftest import CHECK, FIX_TURNS, FIXED, Factory
+from conftest import CHECK, FIX_TURNS, FIXED, Factory, messages_sent
 from jupyter_delegate import TaskState
 from jupyter_delegate.errors import DelegateError, OutcomeError, RepoError
 from jupyter_delegate.notebook.magics import DelegateMagics, MagicUsageError, restore
@@ -70,10 +70,10 @@ def test_rerunning_the_cell_reattaches_and_new_starts_another(
     line = f"--repo {repo.working_dir} --name fix"
     cell(ip, line, BODY)
     magic(ip, "wait all")
-    requests = len(fake.requests)
+    requests = len(messages_sent(fake))
     cell(ip, line, BODY)  # "Run All" again
     manager = ip.magics_manager.registry["DelegateMagics"].manager
-    assert len(manager.tasks()) == 1 and len(fake.requests) == requests
+    assert len(manager.tasks()) == 1 and len(messages_sent(fake)) == requests
     cell(ip, line + " --new", BODY)
     assert len(manager.tasks()) == 2
 
@@ -393,13 +393,13 @@ def test_a_misspelled_remember_is_refused_not_sent_as_feedback(
     ip.user_ns["check"] = CHECK
     cell(ip, f"--repo {repo.working_dir} --name fix", BODY)
     assert magic(ip, "wait fix") == {"fix": "review"}
-    sent = len(fake.requests)
+    sent = len(messages_sent(fake))
     with pytest.raises(
         MagicUsageError, match=r"unknown option --remmeber\. Did you mean --remember\?"
     ):
         magic(ip, "request-changes fix Add docstrings --remmeber")
     task = ip.magics_manager.registry["DelegateMagics"].manager.get("fix")
-    assert task.state == TaskState.REVIEW and len(fake.requests) == sent
+    assert task.state == TaskState.REVIEW and len(messages_sent(fake)) == sent
     assert preferences(repo.working_dir) == []
 
 

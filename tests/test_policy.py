@@ -8,7 +8,7 @@ from pathlib import Path
 import git
 import pytest
 
-from conftest import CHECK, FIX_TURNS, SANDBOX, Factory
+from conftest import CHECK, FIX_TURNS, SANDBOX, Factory, messages_sent
 from jupyter_delegate import Outcome, TaskState
 from jupyter_delegate.errors import ReviewError
 from jupyter_delegate.manager import TaskManager
@@ -46,7 +46,7 @@ def test_ask_answered_deny_returns_a_denial_to_the_model(
     task.wait(timeout=30)
     task.answer(task.pending()[0].request_id, False)
     assert task.wait(timeout=30) in (TaskState.WAITING, TaskState.REVIEW)
-    result = fake.requests[1].body["messages"][-1]["content"][0]
+    result = messages_sent(fake)[1].body["messages"][-1]["content"][0]
     assert result["is_error"] and result["content"] == "Denied by the user."
     assert any(f.startswith("denied: bash") and "by human" in f for f in task.flags)
     with pytest.raises(ReviewError, match="no pending question 'nope'"):
@@ -61,7 +61,7 @@ def test_ask_never_answered_is_denied_after_the_timeout(repo: git.Repo) -> None:
     task = manager.submit(Outcome("Fix"), repo=repo.working_dir, policy=policy)
     while task.state != TaskState.REVIEW and time.monotonic() - started < 30:
         time.sleep(0.05)
-    result = fake.requests[1].body["messages"][-1]["content"][0]
+    result = messages_sent(fake)[1].body["messages"][-1]["content"][0]
     assert "nobody answered within 0.3 s" in result["content"]
 
 
@@ -71,7 +71,7 @@ def test_deny_rule_refuses_without_asking(repo: git.Repo, make_manager: Factory)
     task = manager.submit(Outcome("Fix", checks=(CHECK,)), repo=repo.working_dir, policy=policy)
     assert task.wait(timeout=30) == TaskState.REVIEW
     assert not task.checks_passed  # the edit never happened
-    result = fake.requests[3].body["messages"][-1]["content"][0]
+    result = messages_sent(fake)[3].body["messages"][-1]["content"][0]
     expected = "Denied by the user's permission rules (rule edit(calc.py) matches calc.py)"
     assert expected in result["content"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import git
 import pytest
 
-from conftest import SANDBOX, Factory, commit_all
+from conftest import SANDBOX, Factory, commit_all, messages_sent
 from jupyter_delegate import Outcome, TaskState
 from jupyter_delegate.cli import main
 from jupyter_delegate.notebook.record import compact_record
@@ -372,7 +372,7 @@ def test_the_agent_sees_its_worktree_at_the_checkout_path_and_nothing_of_the_che
     _task, fake = run_task(make_manager, repo, turns, checks=["true"], tier="auto")
     results = [
         block
-        for request in fake.requests[2:4]
+        for request in messages_sent(fake)[2:4]
         for block in request.body["messages"][-1]["content"]
         if block["type"] == "tool_result"
     ]

@@ -10,7 +10,7 @@ from pathlib import Path
 import git
 import pytest
 
-from conftest import CHECK, FIX_TURNS, Factory, commit_all, marker_alive
+from conftest import CHECK, FIX_TURNS, Factory, commit_all, marker_alive, messages_sent
 from jupyter_delegate import Outcome, TaskState
 from jupyter_delegate.audit import audit_task
 from jupyter_delegate.journal import Journal
@@ -220,7 +220,7 @@ def test_a_hostile_repository_changes_nothing_it_must_not(
     assert changed == "", changed  # nothing protected reached the commit
     assert "not committed: .github/workflows/x.yml (a protected file" in " ".join(task.flags)
     assert sum(f.startswith("denied:") for f in task.flags) >= 6
-    curl = fake.requests[-1].body["messages"][-1]["content"][0]["content"]
+    curl = messages_sent(fake)[-1].body["messages"][-1]["content"][0]["content"]
     assert "Denied" in curl and "curl" in curl  # the repo's own deny rule held
     hooks = Path(hostile.git_dir) / "hooks"
     assert not (hooks / "pre-commit").exists() and not (hooks / "post-checkout").exists()
@@ -235,7 +235,7 @@ def test_commands_see_no_credentials_in_their_environment(
     manager, fake = make_manager([{"tools": [{"bash": {"command": command}}]}, FIX_TURNS[-1]])
     task = manager.submit(Outcome("x"), repo=repo.working_dir)
     task.wait(timeout=60)
-    output = fake.requests[1].body["messages"][-1]["content"][0]["content"]
+    output = messages_sent(fake)[1].body["messages"][-1]["content"][0]["content"]
     assert "key=\n" in output
     assert "kkkkkkkk" not in output and "ssssssss" not in output
     assert "[REDACTED]" not in output  # scrubbed, not merely redacted
@@ -268,7 +268,7 @@ def test_no_unix_socket_of_the_host_is_reachable(
     task.wait(timeout=60)
     for listener in listeners:
         listener.close()
-    output = fake.requests[1].body["messages"][-1]["content"][0]["content"]
+    output = messages_sent(fake)[1].body["messages"][-1]["content"][0]["content"]
     assert "CONNECTED" not in output and output.count("\nrefused ") == 2
 
 

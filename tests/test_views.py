@@ -23,7 +23,7 @@ import git
 import ipywidgets as widgets
 import pytest
 
-from conftest import CHECK, FIX_TURNS, Factory, marker_alive
+from conftest import CHECK, FIX_TURNS, Factory, marker_alive, messages_sent
 from jupyter_delegate import Outcome, Task, TaskState
 from jupyter_delegate.manager import TaskManager
 from jupyter_delegate.notebook.views import (
@@ -205,7 +205,7 @@ def test_request_changes_continues_the_same_agent_to_a_second_review(
     assert view.task.state == TaskState.REVIEW and shown(view.review)
     assert {"calc.py", "NOTES.md"} <= set(view.files)
     assert len(tool_items(view)) == 5  # the same log goes on
-    assert len(fake.requests) == 7
+    assert len(messages_sent(fake)) == 7
 
 
 def test_request_changes_can_be_remembered_as_a_preference_from_the_review(
@@ -391,7 +391,7 @@ def test_permission_card_deny_gives_the_agent_a_denial(
     reviewed(view)
     (item,) = tool_items(view)
     assert "denied" in item and "Denied by the user." in item
-    result = fake.requests[1].body["messages"][-1]["content"][0]
+    result = messages_sent(fake)[1].body["messages"][-1]["content"][0]
     assert result["is_error"] and result["content"] == "Denied by the user."
 
 

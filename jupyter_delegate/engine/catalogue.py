@@ -4,14 +4,22 @@ When a task is submitted the harness asks the endpoint's Models API
 (`client.beta.models.retrieve`) for the model's limits and capabilities: its context
 window (`max_input_tokens`), its output limit (`max_tokens`), and whether it compacts
 server-side, thinks adaptively and takes an effort level. The answer is cached per
-process, endpoint and model, and journaled in the task's opening event, so every round
-and a resume use the same. An id the catalogue does not know fails the submit, listing
-the ids it does know. Where the catalogue cannot be reached (an endpoint without it, a
-proxy), the built-in table below answers, conservatively, and the review says so.
+client (the process has one per endpoint, model.client_for) and model, and journaled in
+the task's opening event, so every round and a resume use the same. An id the catalogue
+does not know fails the submit, listing the ids it does know. Where the catalogue cannot
+be reached (an endpoint without it, a proxy), the built-in table below answers,
+conservatively, and the review says so.
+
+Also what a task asks of the model besides its id, checked against what the model can
+do before anything is created: its effort (`resolve_effort`) and when its conversation is
+compacted (`resolve_compact_at`). Where their defaults come from (the user's config) is
+model.py's; what the loop does with them is loop.py's.
 """
 
 from __future__ import annotations
 
+import re
+import weakref
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +34,12 @@ if TYPE_CHECKING:
 OUTPUT_CAP = 32_000
 FROM_API = "the Models API"
 FROM_TABLE = "the built-in table"
+# How long the catalogue may take to answer before the table does.
+CATALOGUE_TIMEOUT_S = 20.0
+LEVELS = ("low", "medium", "high", "max")
+# Compaction starts at this share of the window unless the task says otherwise: early
+# enough that the turn that crosses it, and the compaction itself, still fit.
+DEFAULT_COMPACT_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -61,11 +75,10 @@ class ModelInfo:
         )
 
 
-_LEVELS = ("low", "medium", "high", "max")
 # Conservative where unsure: the window every current model has without a beta header.
 _TABLE: dict[str, tuple[int, int, bool, bool, tuple[str, ...]]] = {
-    "opus": (200_000, 64_000, True, True, _LEVELS),
-    "sonnet": (200_000, 64_000, True, True, _LEVELS),
+    "opus": (200_000, 64_000, True, True, LEVELS),
+    "sonnet": (200_000, 64_000, True, True, LEVELS),
     "haiku": (200_000, 64_000, False, False, ()),
 }
 
@@ -77,31 +90,37 @@ def from_table(model: str) -> ModelInfo:
     return ModelInfo(model, window, output, compaction, thinking, effort, FROM_TABLE)
 
 
-_cache: dict[tuple[str, str], ModelInfo] = {}
+# Per client, so that two endpoints (or two fakes with different catalogues) never share
+# an answer; a client gone takes its answers with it.
+_cache: weakref.WeakKeyDictionary[AsyncAnthropic, dict[str, ModelInfo]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def describe(client: AsyncAnthropic, model: str) -> ModelInfo:
     """What `model` can do, from the endpoint's catalogue (cached), or the table when the
-    catalogue cannot be reached. Raises ModelConfigError for an id the catalogue lacks."""
+    catalogue cannot be reached. Raises ModelConfigError for an id the catalogue lacks.
+    A table answer given because the endpoint did not answer at all (a dropped
+    connection, a timeout, a server error) is not cached: the next task asks again."""
     import anthropic
 
-    key = (str(client.base_url), model)
-    if key in _cache:
-        return _cache[key]
+    known = _cache.setdefault(client, {})
+    if model in known:
+        return known[model]
     try:
-        found = await client.beta.models.retrieve(model)
+        found = await client.beta.models.retrieve(model, timeout=CATALOGUE_TIMEOUT_S)
     except anthropic.NotFoundError:
-        known = await _known_ids(client)
-        if known is None:  # no catalogue here at all
-            return _cache.setdefault(key, from_table(model))
-        listed = ", ".join(known) or "none"
+        listed = await _known_ids(client)
+        if listed is None:  # no catalogue here at all
+            return known.setdefault(model, from_table(model))
         raise ModelConfigError(
-            f"Unknown model {model!r}: the endpoint serves {listed}. Pass one of them "
-            "(model=..., --model, or JUPYTER_DELEGATE_MODEL)."
+            f"Unknown model {model!r}: the endpoint serves {', '.join(listed) or 'none'}. "
+            "Pass one of them (model=..., --model, JUPYTER_DELEGATE_MODEL, or `[model] "
+            "default` in ~/.jupyter/delegate/config.toml)."
         ) from None
     except (TimeoutError, anthropic.APIConnectionError, anthropic.APIStatusError):
-        return _cache.setdefault(key, from_table(model))
-    return _cache.setdefault(key, _info(model, found))
+        return from_table(model)
+    return known.setdefault(model, _info(model, found))
 
 
 async def _known_ids(client: AsyncAnthropic) -> list[str] | None:
@@ -109,9 +128,95 @@ async def _known_ids(client: AsyncAnthropic) -> list[str] | None:
     import anthropic
 
     try:
-        return [m.id async for m in client.beta.models.list(limit=100)]
-    except (anthropic.APIConnectionError, anthropic.APIStatusError):
+        page = client.beta.models.list(limit=100, timeout=CATALOGUE_TIMEOUT_S)
+        return [m.id async for m in page]
+    except (TimeoutError, anthropic.APIConnectionError, anthropic.APIStatusError):
         return None
+
+
+# -- what a task asks of the model ---------------------------------------------------------
+def check_effort(effort: Any, where: str = "effort") -> str:
+    """`effort` if it is an effort level at all (whichever model), else ModelConfigError."""
+    if effort not in LEVELS:
+        raise ModelConfigError(
+            f"{where} must be one of {', '.join(LEVELS)}, not {effort!r}. Example: "
+            "--effort high (effort='high' in Python)."
+        )
+    return str(effort)
+
+
+def resolve_effort(effort: str | None, info: ModelInfo, default: str | None = None) -> str | None:
+    """The effort a task asks for: `effort`, refused unless the model takes it; else the
+    configured `default` where the model takes it; else None (the model's own default)."""
+    if effort is None:
+        return default if default in info.effort else None
+    check_effort(effort)
+    if effort not in info.effort:
+        takes = f"takes {', '.join(info.effort)}" if info.effort else "takes no effort setting"
+        raise ModelConfigError(
+            f"Model {info.id} {takes} (as {info.source} says), so effort {effort!r} cannot "
+            "be used. Pick one it takes, leave effort out, or choose another model."
+        )
+    return effort
+
+
+_TOKENS = re.compile(r"^\s*(\d[\d_]*)\s*$")
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def check_compact_at(value: Any, where: str = "compact_at") -> str | int:
+    """`value` if it reads as TOKENS (120000) or PERCENT of the window ("60%"), whatever
+    the model; else ModelConfigError."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (_TOKENS.match(value) or _PERCENT.match(value)):
+        return value
+    raise ModelConfigError(
+        f"{where} is a number of input tokens (120000) or a share of the model's window "
+        f"('60%'), not {value!r}."
+    )
+
+
+def default_compact_at(info: ModelInfo) -> int:
+    """Where compaction starts when the task does not say: DEFAULT_COMPACT_SHARE of the
+    window."""
+    return int(info.max_input_tokens * DEFAULT_COMPACT_SHARE)
+
+
+def resolve_compact_at(value: str | int | None, info: ModelInfo, where: str = "compact_at") -> int:
+    """The input tokens at which the task's conversation is compacted: `value` as tokens
+    or as a percentage of the model's window, which it must be above 0 and below; None:
+    `default_compact_at`."""
+    if value is None:
+        return default_compact_at(info)
+    check_compact_at(value, where)
+    window = info.max_input_tokens
+    percent = _PERCENT.match(value) if isinstance(value, str) else None
+    if percent:
+        tokens = int(window * float(percent.group(1)) / 100)
+    else:
+        tokens = int(str(value).strip().replace("_", ""))
+    if not 0 < tokens < window:
+        raise ModelConfigError(
+            f"{where} {value!r} is {tokens} tokens; it must be above 0 and below the window "
+            f"of {info.id}, {window} input tokens (as {info.source} says). Example: "
+            f"--compact-at {default_compact_at(info)} or --compact-at 60%."
+        )
+    return tokens
+
+
+def limits_text(info: ModelInfo, effort: str | None, compact_at: int | None) -> str:
+    """What the review says of the model: its limits and where they came from, the effort
+    and when the conversation is compacted."""
+    parts = [
+        f"window {info.max_input_tokens:,} tokens",
+        f"output {info.max_tokens:,} ({info.output_tokens:,} a turn)",
+    ]
+    if compact_at is not None:
+        how = "server-side" if info.compaction else "by the harness"
+        parts.append(f"compacted at {compact_at:,} ({how})")
+    parts.append(f"effort {effort}" if effort else "effort: the model's default")
+    return f"{info.id}: {', '.join(parts)}; limits from {info.source}"
 
 
 def _info(model: str, found: Any) -> ModelInfo:
@@ -128,7 +233,7 @@ def _info(model: str, found: Any) -> ModelInfo:
     effort_capability = getattr(capabilities, "effort", None)
     levels = tuple(
         level
-        for level in _LEVELS
+        for level in LEVELS
         if getattr(getattr(effort_capability, level, None), "supported", False)
     )
     thinking = supported("thinking")

@@ -1,5 +1,10 @@
 """The model side: which model, which endpoint, which client, and what a turn costs.
 
+Which model, and what a task asks of it by default, are settings: the call's (`model=`,
+`--model`, `effort`, `compact_at`), else `JUPYTER_DELEGATE_MODEL` (the model only), else
+the `[model]` table of the user's `config.toml` (`default`, `effort`, `compact_at`), else
+`DEFAULT_MODEL` and the model's own defaults (`model_settings`).
+
 One `AsyncAnthropic` per (base URL, key) per event loop, shared by every task on it.
 Offline (tests, demo, tutorials) the endpoint is the scripted fake Messages API, over
 loopback (`ANTHROPIC_BASE_URL`) or in-process (a client passed to the manager): the
@@ -11,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -44,17 +49,63 @@ CACHE_WRITE_MULTIPLIER = 1.25
 CACHE_READ_MULTIPLIER = 0.1
 
 
-def resolve_model(model: str | None) -> str:
-    chosen = model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
-    if not isinstance(chosen, str) or not chosen.strip() or " " in chosen.strip():
+@dataclass(frozen=True)
+class ModelSettings:
+    """The `[model]` table of the user's config.toml: the default model, and the effort and
+    compaction point a task asks for when it does not say (None: not set there)."""
+
+    default: str | None = None
+    effort: str | None = None
+    compact_at: str | int | None = None
+
+
+def model_settings() -> ModelSettings:
+    """The user's `[model]` settings, checked (a malformed one fails here, naming the file)."""
+    from ..home import user_dir
+    from ..policy import read_toml
+    from .catalogue import check_compact_at, check_effort
+
+    path = user_dir() / "config.toml"
+    table = read_toml(path).get("model", {})
+    if not isinstance(table, Mapping):
+        raise ModelConfigError(f"{path}: [model] must be a table (default, effort, compact_at).")
+    unknown = sorted(set(table) - {"default", "effort", "compact_at"})
+    if unknown:
         raise ModelConfigError(
-            f"{chosen!r} is not a model id. Pass model='claude-sonnet-4-6' (or set {MODEL_ENV})."
+            f"{path}: [model] has {', '.join(unknown)}; it takes default, effort and compact_at."
+        )
+    default = table.get("default")
+    if default is not None and (not isinstance(default, str) or not _is_model_id(default)):
+        raise ModelConfigError(f"{path}: [model] default must be a model id, not {default!r}.")
+    effort = table.get("effort")
+    if effort is not None:
+        check_effort(effort, f"{path}: [model] effort")
+    compact_at = table.get("compact_at")
+    if compact_at is not None:
+        check_compact_at(compact_at, f"{path}: [model] compact_at")
+    return ModelSettings(default.strip() if default else None, effort, compact_at)
+
+
+def resolve_model(model: str | None, settings: ModelSettings | None = None) -> str:
+    """The model id a task uses: `model`, else $JUPYTER_DELEGATE_MODEL, else `[model]
+    default` of the user's config, else DEFAULT_MODEL."""
+    settings = settings or ModelSettings()
+    chosen = model or os.environ.get(MODEL_ENV) or settings.default or DEFAULT_MODEL
+    if not isinstance(chosen, str) or not _is_model_id(chosen):
+        raise ModelConfigError(
+            f"{chosen!r} is not a model id. Pass model='{DEFAULT_MODEL}' (or set {MODEL_ENV}, "
+            "or `[model] default` in ~/.jupyter/delegate/config.toml)."
         )
     return chosen.strip()
 
 
+def _is_model_id(text: str) -> bool:
+    return bool(text.strip()) and " " not in text.strip()
+
+
 def price_of(model: str) -> tuple[tuple[float, float], bool]:
-    """((input, output) $/MTok, exact?) for a model id; dated ids use their alias' price."""
+    """((input, output) $/MTok, exact?) for a model id; dated ids use their alias' price.
+    Not exact: guessed from the model's family (or, with none named, the dearest price)."""
     for name, price in PRICES.items():
         if model == name or model.startswith(name + "-"):
             return price, True
@@ -62,6 +113,14 @@ def price_of(model: str) -> tuple[tuple[float, float], bool]:
         if family in model:
             return price, False
     return max(PRICES.values()), False
+
+
+def price_guessed(models: Iterable[str]) -> bool:
+    """Whether the cost of turns served by `models` rests on a guessed price."""
+    return any(not price_of(model)[1] for model in models)
+
+
+PRICE_GUESSED = "price guessed from the model family"
 
 
 def cost_usd(model: str, usage: Mapping[str, int]) -> float:

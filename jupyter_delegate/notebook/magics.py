@@ -224,6 +224,7 @@ class DelegateMagics(Magics):
                        [--allow RULE] [--ask RULE] [--deny RULE]
                        [--mode default|ask|plan|auto] [--no-suggested-checks]
                        [--check CMD] [--scope PATH] [--constraint TEXT]
+                       [--effort low|medium|high|max] [--compact-at TOKENS|PERCENT]
 
         The options (`jupyter delegate run` takes the same) add to the cell's lines; a
         `constraint: TEXT` line is a rule stated to the agent. Scope entries are paths

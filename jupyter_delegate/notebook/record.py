@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from ..check_output import failure_tail, whole_output
+from ..engine.model import PRICE_GUESSED
 from ..environment import ran_with
 from ..errors import DelegateError
 from ..task import RecordFields, Task, TaskEvent
@@ -282,7 +283,7 @@ def text_plain(record: Mapping[str, Any]) -> str:
     if record["summary"]:
         lines.append(f"  summary: {record['summary']}")
     usage = record["usage"]
-    lines.append(f"  ${usage['cost_usd']:.4f}, {usage['steps']} steps")
+    lines.append(f"  {cost_of(record)}, {usage['steps']} steps")
     return "\n".join(lines)
 
 
@@ -314,9 +315,15 @@ def text_html(record: Mapping[str, Any]) -> str:
         + (f"<div>{e(record['summary'])}</div>" if record["summary"] else "")
         + (f"<ul>{checks}</ul>" if checks else "")
         + (f"<ul>{files}</ul>" if files else "")
-        + f"<div>${usage['cost_usd']:.4f} · {usage['steps']} steps · "
+        + f"<div>{e(cost_of(record))} · {usage['steps']} steps · "
         f"{e(', '.join(record['served_models']) or record['model'])}</div></div>"
     )
+
+
+def cost_of(record: Mapping[str, Any]) -> str:
+    """The record's cost, marked when its price was guessed from the model family."""
+    guessed = f" ({PRICE_GUESSED})" if record.get("price_guessed") else ""
+    return f"${record['usage']['cost_usd']:.4f}{guessed}"
 
 
 def bundle(record: Mapping[str, Any]) -> dict[str, Any]:

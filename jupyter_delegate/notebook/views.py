@@ -56,6 +56,7 @@ import git
 import ipywidgets as widgets
 
 from ..check_output import failure_tail, printable, whole_output
+from ..engine.model import PRICE_GUESSED
 from ..engine.tools import describe_input as brief
 from ..errors import DelegateError, NotProven
 from ..outcome import in_scope
@@ -104,8 +105,13 @@ esc = html.escape
 
 
 # -- rendering: pure functions of a task, an event or a diff ------------------------------
-def cost_text(task: Task) -> str:
-    return f"${task.usage.cost_usd:.4f}"
+def cost_text(task: Task, short: bool = False) -> str:
+    """The task's cost, marked when it rests on a price guessed from the model family
+    (`short`: by a leading ~, where there is no room for words)."""
+    cost = f"${task.usage.cost_usd:.4f}"
+    if not task.price_guessed:
+        return cost
+    return f"~{cost}" if short else f"{cost} ({PRICE_GUESSED})"
 
 
 def elapsed_text(seconds: float) -> str:
@@ -510,6 +516,11 @@ class FileDiffView(LazySection):
 
 
 # -- context: skills, preferences, AGENTS.md ---------------------------------------------------
+def model_html(task: Task) -> str:
+    """The model's limits and where they came from, the effort and the compaction point."""
+    return f"<b>Model</b><div>{esc(task.model_text)}</div>"
+
+
 def context_html(task: Task) -> str:
     """What the agent was told beyond the outcome, for the review."""
     rows = []
@@ -568,6 +579,7 @@ def review_parts(task: Task) -> tuple[list[widgets.Widget], dict[str, FileDiffVi
         widgets.HTML(summary_html(task)),
         widgets.HTML(f"<b>Checks</b> (run by the harness){checks_html(task)}"),
         widgets.HTML(context_html(task)),
+        widgets.HTML(model_html(task)),
         widgets.HTML(flags_html(review_flags(task, views))),
         widgets.HTML(f"<b>Changes</b><pre>{esc(stat)}</pre>" + error_html(problem)),
         *views.values(),
@@ -936,7 +948,7 @@ def row_cells(task: Task) -> dict[str, str]:
         "title": esc(task.name or task.title),
         "state": badge(task.state) + (note_html("forced") if task.forced else ""),
         "steps": str(task.usage.steps),
-        "cost": cost_text(task),
+        "cost": cost_text(task, short=True),
     }
 
 

@@ -171,13 +171,12 @@ class FakeMessagesAPI:
         """The response to one HTTP request; records it in `requests`."""
         lowered = {key.lower(): value for key, value in headers.items()}
         body = _json_object(raw)
-        turn, kind = -1, "turn"
+        turn, kind = -1, ("models" if method == "GET" else "turn")  # even when refused
         try:
             path, _, query = target.partition("?")
             self._check_route(method, path)
             self._check_auth(lowered)
             if method == "GET":
-                kind = "models"
                 answer = self._models(path, parse_qs(query))
             else:
                 request = validate_request(body, betas_of(lowered))

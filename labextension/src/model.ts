@@ -42,6 +42,8 @@ export interface NotebookRecord {
   merged_commit: string | null;
   model: string;
   served_models: string[];
+  /** The cost rests on a price guessed from the model family (false in older records). */
+  price_guessed: boolean;
   summary: string;
   checks: CheckRecord[];
   /** What the checks ran with: the environment's items and variables (kernel's words). */
@@ -109,6 +111,7 @@ export function parseRecord(data: unknown): NotebookRecord | null {
     merged_commit: typeof r.merged_commit === 'string' ? r.merged_commit : null,
     model: str(r.model),
     served_models: list(r.served_models, m => (typeof m === 'string' ? m : null)),
+    price_guessed: r.price_guessed === true,
     summary: str(r.summary),
     checks: list(r.checks, c =>
       c && typeof c === 'object'
@@ -150,6 +153,9 @@ export function shortCommit(commit: string | null | undefined): string {
 export function formatCost(usd: number): string {
   return `$${usd.toFixed(usd < 1 ? 4 : 2)}`;
 }
+
+/** What the kernel's review says of a cost whose price was guessed (engine/model.py). */
+export const PRICE_GUESSED = 'price guessed from the model family';
 
 /** What the card shows, every string ready to display. */
 export interface CardModel {
@@ -197,7 +203,8 @@ export function cardModel(record: NotebookRecord): CardModel {
   const removed = record.diffstat.reduce((n, d) => n + (d.removed ?? 0), 0);
   const checksPassed = record.checks.filter(c => c.passed).length;
   const label = record.name || record.title || record.id;
-  const cost = formatCost(record.usage.cost_usd);
+  const cost =
+    formatCost(record.usage.cost_usd) + (record.price_guessed ? ` (${PRICE_GUESSED})` : '');
   const servedModel = record.served_models.join(', ') || record.model;
   const checks =
     record.checks.length > 0 ? `, checks ${checksPassed}/${record.checks.length} passed` : '';

@@ -72,6 +72,16 @@ describe('cardModel', () => {
     expect(card.files[0]).toEqual({ file: 'logo.png', added: 'bin', removed: '' });
   });
 
+  it('marks a cost whose price was guessed from the model family', () => {
+    const record = parseRecord(
+      withState('review', { price_guessed: true, served_models: ['claude-sonnet-9'] })
+    )!;
+    const card = cardModel(record);
+    expect(card.cost).toBe('$0.0144 (price guessed from the model family)');
+    expect(card.servedModel).toBe('claude-sonnet-9');
+    expect(cardModel(parseRecord(merged)!).cost).toBe('$0.0144');
+  });
+
   it('reports a failed check with its exit code', () => {
     const checks = [{ ...merged.checks[0], passed: false, exit_code: 1 }];
     const card = cardModel(parseRecord(withState('review', { checks }))!);

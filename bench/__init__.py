@@ -28,4 +28,5 @@ BENCHMARKS = (
     "git_view",
     "control",
     "file_tools",
+    "long_task",
 )

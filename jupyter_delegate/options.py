@@ -70,10 +70,11 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--compact-at",
-        metavar="TOKENS|PERCENT",
+        metavar="TOKENS|PERCENT|off",
         help="compact the conversation when a request reaches this many input tokens, or "
         "this share of the model's window, e.g. 120000 or 60%% (default: [model] "
-        "compact_at in config.toml, else 60%%)",
+        "compact_at in config.toml, else 60%%); off: never (a long task then fails at "
+        "the window)",
     )
     parser.add_argument("--max-usd", type=float, help="dollar budget (default 3)")
     parser.add_argument("--max-steps", type=int, help="step budget (default 60)")

@@ -573,7 +573,9 @@ class Task:
         info = event.model_info
         self.model_info = ModelInfo.from_dict(info) if info else from_table(event.model)
         self.effort = event.effort
-        self.compact_at = event.compact_at or default_compact_at(self.model_info)
+        self.compact_at = (
+            default_compact_at(self.model_info) if event.compact_at is None else event.compact_at
+        )
         if event.format > FORMAT:
             self._flag(
                 f"its journal is of format {event.format}, written by a newer jupyter-delegate "

@@ -30,6 +30,7 @@ EXPECTED = {
     "journal": ("append_us_p50", "append_us_p99", "append_background_us_p50", "replay_ms_p50"),
     "check_run": ("ours_ms_p50", "copy_ms_p50", "raw_git_ms_p50", "bare_ms_p50"),
     "redaction": ("own_patterns_us_per_4kb", "with_detectors_us_per_4kb", "ratio"),
+    "long_task": ("window", "cached_share", "reached_review"),
     "control": ("round_trip_ms_p50", "round_trip_ms_p95", "local_ms_p50", "tasks"),
     "git_view": ("first_view_ms_p50", "next_view_ms_p50", "worktree_add_ms_p50", "ratio_next"),
     "file_tools": ("worker_read_us_p50", "bare_read_us_p50", "ratio"),

@@ -100,11 +100,6 @@ def test_the_catalogues_limits_are_journaled_and_kept_by_the_task_and_a_reload(
     assert [r.kind for r in fake.requests].count("models") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loop.py still sends MAX_TOKENS and no trigger: the loop's half of issue 15 "
-    "(items 2 and 3) makes this pass; then remove this mark",
-)
 def test_the_catalogues_limits_reach_the_requests(repo: git.Repo) -> None:
     manager, fake = catalogue(SMALL)
     task = submit(manager, repo, compact_at="50%")

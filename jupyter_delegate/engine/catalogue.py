@@ -165,15 +165,17 @@ _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 
 def check_compact_at(value: Any, where: str = "compact_at") -> str | int:
-    """`value` if it reads as TOKENS (120000) or PERCENT of the window ("60%"), whatever
-    the model; else ModelConfigError."""
+    """`value` if it reads as TOKENS (120000), PERCENT of the window ("60%") or "off" (0:
+    never compact), whatever the model; else ModelConfigError."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
+    if value == "off":
+        return 0
     if isinstance(value, str) and (_TOKENS.match(value) or _PERCENT.match(value)):
         return value
     raise ModelConfigError(
-        f"{where} is a number of input tokens (120000) or a share of the model's window "
-        f"('60%'), not {value!r}."
+        f"{where} is a number of input tokens (120000), a share of the model's window "
+        f"('60%') or 'off', not {value!r}."
     )
 
 
@@ -189,6 +191,8 @@ def resolve_compact_at(value: str | int | None, info: ModelInfo, where: str = "c
     `default_compact_at`."""
     if value is None:
         return default_compact_at(info)
+    if check_compact_at(value, where) == 0:
+        return 0  # never: a prompt past the window then fails the task
     check_compact_at(value, where)
     window = info.max_input_tokens
     percent = _PERCENT.match(value) if isinstance(value, str) else None
@@ -212,7 +216,9 @@ def limits_text(info: ModelInfo, effort: str | None, compact_at: int | None) -> 
         f"window {info.max_input_tokens:,} tokens",
         f"output {info.max_tokens:,} ({info.output_tokens:,} a turn)",
     ]
-    if compact_at is not None:
+    if compact_at == 0:
+        parts.append("never compacted")
+    elif compact_at is not None:
         how = "server-side" if info.compaction else "by the harness"
         parts.append(f"compacted at {compact_at:,} ({how})")
     parts.append(f"effort {effort}" if effort else "effort: the model's default")

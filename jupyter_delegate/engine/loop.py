@@ -43,6 +43,7 @@ SUMMARY_REQUEST = (
     "why, what is left to do, and anything the outcome requires that you must not forget. "
     "Do not call tools."
 )
+SUMMARY_TOKENS = 4096  # a summary is short; and a request not streamed must be
 SUMMARY_HEADING = "Your summary of the work so far (the conversation was shortened):"
 CUT_NOTE = (
     "Your reply was cut at {tokens} tokens (the output limit). Go on where it stopped, "
@@ -307,6 +308,7 @@ class AgentLoop:
         else:
             messages.append({"role": "user", "content": [ask]})
         request = {**self._request(), "messages": messages, "tool_choice": {"type": "none"}}
+        request["max_tokens"] = min(SUMMARY_TOKENS, self._info.output_tokens)
         for key in ("context_management", "betas", "thinking"):
             request.pop(key, None)
         reply = await self.client.beta.messages.create(**request)

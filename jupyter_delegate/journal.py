@@ -591,6 +591,11 @@ def replay_messages(events: list[Event]) -> list[dict[str, Any]]:
 
     for event in events:
         match event.typed:
+            case AssistantTurn(content=content) if event.typed.extra.get("continues"):
+                messages[-1] = {**messages[-1], "content": [*messages[-1]["content"], *content]}
+                for block in content:
+                    if block.get("type") == "tool_use":
+                        pending[block["id"]] = block["name"]
             case AssistantTurn(content=content):
                 settle_pending()
                 messages.append({"role": "assistant", "content": content})

@@ -243,3 +243,22 @@ def test_a_task_killed_just_after_a_compaction_resumes_from_it(repo: git.Repo, s
     assert task.checks[0].passed
     first = next(r.body for r in fresh.requests if r.kind == "turn")
     assert first["messages"][0]["content"][0]["type"] == "compaction"  # from there on
+
+
+def test_a_paused_turn_goes_on_without_a_word_from_the_harness(repo: git.Repo) -> None:
+    turns = [{"text": "Looking.", "stop_reason": "pause_turn"}, *FIX_TURNS]
+    fake = FakeMessagesAPI(load_scenario(scenario(turns, thinking=False)))
+    task = manager_for(fake).submit(Outcome("Fix add.", checks=(CHECK,)), repo=repo.working_dir)
+    assert task.wait(timeout=90) == TaskState.REVIEW, task.error
+    second = turns_sent(fake)[1]["messages"]
+    assert second[-1]["role"] == "assistant"  # sent back as it was: the API goes on
+    assert second[-1]["content"] == [{"type": "text", "text": "Looking."}]
+
+
+def test_the_live_view_folds_the_reasoning_and_redacts_what_it_shows() -> None:
+    from jupyter_delegate.notebook.views import thinking_html
+
+    key = "sk-ant-api03-" + "Q" * 40
+    shown = thinking_html(f"I will not print {key} <b>here</b>.")
+    assert shown.startswith('<details class="jd-thinking"><summary>reasoning</summary>')
+    assert key not in shown and "[REDACTED]" in shown and "&lt;b&gt;" in shown

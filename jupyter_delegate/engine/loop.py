@@ -272,18 +272,20 @@ class AgentLoop:
         usage = usage_of(self.model, final.usage)
         self._last_input = _input_tokens(final.usage)
         self._steps += 1
-        turn = self.record(
-            "assistant",
-            {
-                "content": content,
-                "model": final.model,
-                "stop_reason": final.stop_reason,
-                "usage": usage,
-                "request_id": request_id,
-            },
-            sync=False,
-        )
-        if content:
+        # After a paused turn (`pause_turn`) the reply goes on with that same turn.
+        continues = bool(self.messages) and self.messages[-1]["role"] == "assistant"
+        data = {
+            "content": content,
+            "model": final.model,
+            "stop_reason": final.stop_reason,
+            "usage": usage,
+            "request_id": request_id,
+        }
+        turn = self.record("assistant", {**data, "continues": True} if continues else data, False)
+        if content and continues:
+            last = self.messages[-1]
+            self.messages[-1] = {**last, "content": [*last["content"], *content]}
+        elif content:
             self.messages.append({"role": "assistant", "content": content})
         if content and content[0]["type"] == "compaction":  # the API compacted: start here
             del self.messages[:-1]

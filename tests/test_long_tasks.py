@@ -262,3 +262,26 @@ def test_the_live_view_folds_the_reasoning_and_redacts_what_it_shows() -> None:
     shown = thinking_html(f"I will not print {key} <b>here</b>.")
     assert shown.startswith('<details class="jd-thinking"><summary>reasoning</summary>')
     assert key not in shown and "[REDACTED]" in shown and "&lt;b&gt;" in shown
+
+
+def test_a_compaction_is_paid_for_beside_the_message() -> None:
+    from anthropic.types.beta import BetaUsage
+
+    from jupyter_delegate.engine.model import usage_of
+
+    figures = {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    raw = BetaUsage.model_validate(
+        {
+            "input_tokens": 3_000,
+            "output_tokens": 200,
+            **figures,
+            "iterations": [
+                {"type": "compaction", "input_tokens": 90_000, "output_tokens": 1_500, **figures},
+                {"type": "message", "input_tokens": 3_000, "output_tokens": 200, **figures},
+            ],
+        }
+    )
+    usage = usage_of(MODEL, raw)
+    assert (usage["input_tokens"], usage["output_tokens"]) == (93_000, 1_700)
+    plain = usage_of(MODEL, BetaUsage.model_validate({"input_tokens": 3_000, "output_tokens": 200}))
+    assert usage["cost_usd"] > plain["cost_usd"] * 20

@@ -270,7 +270,7 @@ class AgentLoop:
         content = [b for b in content if not (b["type"] == "text" and not b["text"])]
         content = redact(content, self._secrets)  # signed blocks stay as the API sent them
         usage = usage_of(self.model, final.usage)
-        self._last_input = _input_tokens(final.usage)
+        before, self._last_input = self._last_input, _input_tokens(final.usage)
         self._steps += 1
         # After a paused turn (`pause_turn`) the reply goes on with that same turn.
         continues = bool(self.messages) and self.messages[-1]["role"] == "assistant"
@@ -289,8 +289,9 @@ class AgentLoop:
             self.messages.append({"role": "assistant", "content": content})
         if content and content[0]["type"] == "compaction":  # the API compacted: start here
             del self.messages[:-1]
-            before, after = _compaction_tokens(final.usage)
-            data = {"by": "server", "tokens_before": before, "tokens_after": after}
+            # Before: the conversation at the last request (the compaction's own usage is
+            # its summarising, not the size it closed); after: this request's.
+            data = {"by": "server", "tokens_before": before, "tokens_after": self._last_input}
             compacted = self.record("compacted", data, sync=False)
             self.emit("compacted", data, compacted.typed)
         self.emit("usage", usage, turn.typed)
@@ -440,15 +441,6 @@ def _input_tokens(usage: Any) -> int:
         int(getattr(usage, name, 0) or 0)
         for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
     )
-
-
-def _compaction_tokens(usage: Any) -> tuple[int, int]:
-    """(tokens the API compacted, tokens of the conversation after), from the usage's
-    iterations when it has them."""
-    iterations = list(getattr(usage, "iterations", None) or [])
-    if len(iterations) >= 2:
-        return _input_tokens(iterations[0]), _input_tokens(iterations[-1])
-    return 0, _input_tokens(usage)
 
 
 def _estimate_tokens(messages: list[dict[str, Any]]) -> int:

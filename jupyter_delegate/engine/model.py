@@ -135,12 +135,21 @@ def cost_usd(model: str, usage: Mapping[str, int]) -> float:
 
 
 def usage_of(model: str, raw: Any) -> dict[str, Any]:
-    """Our usage dict from an SDK `usage` object, with its cost."""
+    """Our usage dict from an SDK `usage` object, with its cost. A turn in which the API
+    compacted the conversation lists the compaction's own sampling in `iterations`, which
+    the top-level figures leave out (the SDK's BetaIterationsUsage): it is added, so the
+    compaction is paid for too."""
+    compactions = [
+        part for part in getattr(raw, "iterations", None) or [] if part.type == "compaction"
+    ]
     usage = {
-        "input_tokens": int(getattr(raw, "input_tokens", 0) or 0),
-        "output_tokens": int(getattr(raw, "output_tokens", 0) or 0),
-        "cache_read_tokens": int(getattr(raw, "cache_read_input_tokens", 0) or 0),
-        "cache_write_tokens": int(getattr(raw, "cache_creation_input_tokens", 0) or 0),
+        name: sum(int(getattr(part, field, 0) or 0) for part in [raw, *compactions])
+        for name, field in (
+            ("input_tokens", "input_tokens"),
+            ("output_tokens", "output_tokens"),
+            ("cache_read_tokens", "cache_read_input_tokens"),
+            ("cache_write_tokens", "cache_creation_input_tokens"),
+        )
     }
     return {**usage, "cost_usd": cost_usd(model, usage)}
 

@@ -220,16 +220,10 @@ def parse_env_options(options: Iterable[str]) -> dict[str, str | None]:
 
 
 def _table(config: Mapping[str, Any], source: str) -> Mapping[str, Any]:
-    table = config.get("environment", {})
-    if not isinstance(table, Mapping):
-        raise EnvironmentConfigError(f"{source}: [environment] must be a table.")
-    unknown = sorted(set(table) - {"include", "exclude", "pass_env"})
-    if unknown:
-        raise EnvironmentConfigError(
-            f"{source}: unknown key(s) in [environment]: {', '.join(unknown)}; "
-            "known: include, exclude, pass_env."
-        )
-    return table
+    from .policy import config_table
+
+    keys = ("include", "exclude", "pass_env")
+    return config_table(config, "environment", keys, source, EnvironmentConfigError)
 
 
 def _strings(table: Mapping[str, Any], key: str, source: str) -> list[str]:

@@ -30,7 +30,7 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -444,6 +444,25 @@ def read_toml(path: Path) -> dict[str, Any]:
         return {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path} is not valid TOML ({exc}); fix or remove it.") from None
+
+
+def config_table(
+    config: Mapping[str, Any],
+    name: str,
+    keys: Sequence[str],
+    source: str,
+    error: type[DelegateError] = PolicyError,
+) -> Mapping[str, Any]:
+    """The `[name]` table of a config file read from `source`, checked to be a table
+    holding only `keys` (`error` says what is wrong and what it takes)."""
+    table = config.get(name, {})
+    known = ", ".join(keys)
+    if not isinstance(table, Mapping):
+        raise error(f"{source}: [{name}] must be a table (of {known}).")
+    unknown = sorted(set(table) - set(keys))
+    if unknown:
+        raise error(f"{source}: unknown key(s) in [{name}]: {', '.join(unknown)}; known: {known}.")
+    return table
 
 
 def effective_policy(call: Policy, repo_root: Path) -> Policy:

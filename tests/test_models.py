@@ -220,7 +220,7 @@ def test_model_settings_come_from_the_call_the_environment_then_the_config(
     [
         ('[model]\neffort = "hard"\n', ModelConfigError, "[model] effort must be one of low"),
         ("[model]\ncompact_at = true\n", ModelConfigError, "[model] compact_at is a number"),
-        ('[model]\nmodle = "x"\n', ModelConfigError, "[model] has modle; it takes default"),
+        ('[model]\nmodle = "x"\n', ModelConfigError, "in [model]: modle; known: default"),
         ('[model]\ndefault = ""\n', ModelConfigError, "[model] default must be a model id"),
         ("[model\n", PolicyError, "is not valid TOML"),
     ],

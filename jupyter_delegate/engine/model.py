@@ -62,18 +62,12 @@ class ModelSettings:
 def model_settings() -> ModelSettings:
     """The user's `[model]` settings, checked (a malformed one fails here, naming the file)."""
     from ..home import user_dir
-    from ..policy import read_toml
+    from ..policy import config_table, read_toml
     from .catalogue import check_compact_at, check_effort
 
     path = user_dir() / "config.toml"
-    table = read_toml(path).get("model", {})
-    if not isinstance(table, Mapping):
-        raise ModelConfigError(f"{path}: [model] must be a table (default, effort, compact_at).")
-    unknown = sorted(set(table) - {"default", "effort", "compact_at"})
-    if unknown:
-        raise ModelConfigError(
-            f"{path}: [model] has {', '.join(unknown)}; it takes default, effort and compact_at."
-        )
+    keys = ("default", "effort", "compact_at")
+    table = config_table(read_toml(path), "model", keys, str(path), ModelConfigError)
     default = table.get("default")
     if default is not None and (not isinstance(default, str) or not _is_model_id(default)):
         raise ModelConfigError(f"{path}: [model] default must be a model id, not {default!r}.")

@@ -229,7 +229,7 @@ def _head(text: str) -> str:
 
 def earlier_html(hidden: Mapping[str, int]) -> str:
     """The line that stands for the log entries no longer shown."""
-    words = {"tool": "tool call", "text": "message", "note": "note"}
+    words = {"tool": "tool call", "text": "message", "thinking": "thought", "note": "note"}
     counts = [
         f"{n} earlier {word}{'s' if n != 1 else ''}"
         for kind, word in words.items()
@@ -245,7 +245,7 @@ def earlier_html(hidden: Mapping[str, int]) -> str:
 class LogEntry:
     """One entry of the live log: the agent's words, a tool call, or a note."""
 
-    kind: str  # "text", "tool" or "note"
+    kind: str  # "text", "tool", "thinking" or "note"
     html: str
     call: Mapping[str, Any] | None = None
 
@@ -287,7 +287,7 @@ class LiveLog:
         self._add(LogEntry("note", note_html(text)))
 
     def add_thinking(self, text: str) -> None:
-        self._add(LogEntry("note", thinking_html(text)))
+        self._add(LogEntry("thinking", thinking_html(text)))
 
     def add_call(self, call: Mapping[str, Any]) -> None:
         entry = LogEntry("tool", tool_html(call, None), call)

@@ -289,8 +289,11 @@ def proof_text(task: Task) -> str:
 
 
 def state_text(task: Task) -> str:
-    """The state as listed: `merged (forced)` for work merged without proof."""
-    return f"{task.state} (forced)" if task.forced else str(task.state)
+    """The state as listed: `merged (forced)` for work merged without proof, and a task in
+    review with its verdict (`review (checks fail)`, `review (proven)`)."""
+    if task.forced:
+        return f"{task.state} (forced)"
+    return f"{task.state} ({task.verdict})" if task.verdict else str(task.state)
 
 
 def next_steps(task: Task) -> str:
@@ -395,7 +398,7 @@ def cmd_list(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
         out.write("No tasks yet. Start one with `jupyter delegate run GOAL --check CMD`.\n")
     for task in found:
         state = state_text(task)
-        line = f"{task.id}  {state:<15} ${task.usage.cost_usd:<7.4f} {task.title}\n"
+        line = f"{task.id}  {state:<26} ${task.usage.cost_usd:<7.4f} {task.title}\n"
         out.write(printable(line))
     return EXIT_OK
 

@@ -725,11 +725,25 @@ class TaskManager:
 
     def _approve(self, task: Task, context: Context, strategy: str, force: bool) -> str:
         workspace = context.workspace
+        if task.state == S.MERGED:
+            raise ReviewError(
+                f"Task {task.id} is already merged into {task.base_branch} as "
+                f"{(task.merged_commit or '')[:10]}; there is nothing more to approve."
+            )
         self._require(task, S.REVIEW, "approved")
         if task.base_branch is None:
             raise ReviewError(
                 f"Task {task.id} started from a detached commit, so there is no branch to "
                 f"merge into. Merge its branch {task.branch} by hand."
+            )
+        head = task.head_commit or task.base_commit
+        start = workspace.change_start(task.base_commit, task.base_branch, task.head_commit)
+        if not workspace.changes(start, head):
+            raise ReviewError(
+                f"Task {task.id} has no changes: its head {head[:10]} does not differ from "
+                f"{task.base_branch}, so there is nothing to merge. Nothing was merged; reject "
+                f"it (`%delegate reject {task.id}`, `jupyter delegate reject {task.id}`), or "
+                "request changes so the agent does the work."
             )
         if not task.proven and not force:
             raise self._not_proven(task, task.unproven_reasons)

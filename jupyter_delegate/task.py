@@ -178,6 +178,10 @@ TaskStateName = Literal[
 ]
 
 
+# What a task in review amounts to (`Task.verdict`): the face of `proven`.
+Verdict = Literal["proven", "checks fail", "stopped by budget", "no checks", "no changes"]
+
+
 class BudgetRecord(TypedDict):
     max_steps: int
     max_usd: float
@@ -234,6 +238,7 @@ class RecordFields(TypedDict):
     sandbox: str
     summary: str
     proven: bool
+    verdict: Verdict | None  # None unless the task is in review
     usage: UsageRecord
     flags: list[str]
     error: str
@@ -430,6 +435,24 @@ class Task:
         return reasons
 
     @property
+    def verdict(self) -> Verdict | None:
+        """What a task in review amounts to, in one phrase shown beside its state: "no
+        changes" (nothing to merge), "checks fail", "stopped by budget", "no checks", or
+        "proven". None in any other state. "No changes" is read from the journal (no commit
+        of its own); `approve` also asks git whether the head differs from its base."""
+        if self.state != TaskState.REVIEW:
+            return None
+        if self.head_commit in (None, self.base_commit):
+            return "no changes"
+        if not self.checks_passed:
+            return "checks fail"
+        if self.stopped_by:
+            return "stopped by budget"
+        if not self.checks:
+            return "no checks"
+        return "proven"
+
+    @property
     def title(self) -> str:
         return self.outcome.title
 
@@ -623,6 +646,7 @@ class Task:
             "summary": self.summary,
             "checks": [cast(CheckResultRecord, c.to_dict()) for c in self.checks],
             "proven": self.proven,
+            "verdict": self.verdict,
             "usage": cast(UsageRecord, self.usage.to_dict()),
             "flags": list(self.flags),
             "error": self.error,

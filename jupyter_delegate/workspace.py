@@ -359,6 +359,11 @@ class Workspace:
         except git.GitCommandError:
             return base_commit
 
+    def changes(self, start: str, head: str) -> bool:
+        """Whether `head`'s tree differs from `start`'s (a task with commits that undo each
+        other has none)."""
+        return bool(self.repo.git.diff("--name-only", start, head))
+
     # -- worktree ----------------------------------------------------------------------
     def create(self, task_id: str, slug: str, base: str | None) -> Worktree:
         """A worktree on a new branch at `base` (a branch, tag or commit; default HEAD)."""

@@ -268,7 +268,8 @@ def test_run_approve_never_merges_failing_work_and_force_does_recording_it(
     assert "Not merged:" in text and "Nothing was merged" in text
     assert f"jupyter delegate approve {task_id} --force" in text
     assert repo.head.commit.hexsha == base
-    assert f"{task_id}  review" in cli("list", "--repo", repo.working_dir)[1]
+    assert f"{task_id}  review (checks fail)" in cli("list", "--repo", repo.working_dir)[1]
+    assert f"{task_id}  review (checks fail)" in cli("show", task_id, "--repo", repo.working_dir)[1]
 
     assert cli("approve", task_id, "--repo", repo.working_dir) == (1, "")
     assert "is not proven: check `false` failed" in capsys.readouterr().err

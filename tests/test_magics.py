@@ -425,3 +425,118 @@ def test_pause_stops_a_running_task_where_it_is_and_resume_continues_it(
         assert task.checks[0].passed
     finally:
         InteractiveShell.clear_instance()
+
+
+# -- the verdict: what a task in review amounts to, everywhere a state is shown ------------------
+NO_CHANGE_TURNS = [{"tools": [{"finish": {"summary": "Nothing needed changing."}}]}]
+
+
+@pytest.mark.parametrize(
+    ("turns", "checks", "max_steps", "verdict"),
+    [
+        (FIX_TURNS, (CHECK,), 60, "proven"),
+        (FIX_TURNS, ("false",), 60, "checks fail"),
+        (FIX_TURNS, (CHECK,), 4, "stopped by budget"),
+        (FIX_TURNS, (), 60, "no checks"),
+        (NO_CHANGE_TURNS, ("true",), 60, "no changes"),
+    ],
+)
+def test_each_verdict_is_shown_by_cli_record_view_and_board(
+    repo: git.Repo,
+    make_manager: Factory,
+    turns: list[dict[str, Any]],
+    checks: tuple[str, ...],
+    max_steps: int,
+    verdict: str,
+) -> None:
+    from jupyter_delegate import Budget, Outcome, cli
+    from jupyter_delegate.notebook.record import text_html, text_plain
+    from jupyter_delegate.notebook.views import BoardRow, header_html
+
+    manager, _ = make_manager(turns)
+    outcome = Outcome("Make add() add.", checks=checks, budget=Budget(max_steps=max_steps))
+    task = manager.submit(outcome, repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    assert task.verdict == verdict
+    assert cli.state_text(task) == f"review ({verdict})"
+    record = compact_record(task)
+    assert record["verdict"] == verdict
+    assert f"[review · {verdict}]" in text_plain(record)
+    assert f"review · {verdict}</span>" in text_html(record)
+    assert f"review · {verdict}</span>" in header_html(task, "fix", None)
+    row = BoardRow(task)
+    approve = row.approve_button
+    offered = approve.layout.display != "none"
+    if verdict == "proven":
+        assert offered and approve.description == "Approve"
+    elif verdict == "no changes":
+        assert not offered  # nothing to merge: Reject only
+    else:
+        assert offered and approve.description == "Approve anyway…"
+        approve.click()  # asks: nothing merged, Merge anyway offered
+        assert task.state == TaskState.REVIEW and "Not proven" in row.error.value
+        assert row.force_button.layout.display != "none" and approve.layout.display == "none"
+    assert row.reject_button.layout.display != "none"
+    row.close()
+
+
+def test_approving_a_task_with_no_changes_is_refused_even_forced(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    from jupyter_delegate import Outcome
+    from jupyter_delegate.errors import ReviewError
+
+    manager, _ = make_manager(NO_CHANGE_TURNS)
+    task = manager.submit(Outcome("Make add() add.", checks=("true",)), repo=repo.working_dir)
+    task.wait(timeout=60)
+    base = repo.head.commit.hexsha
+    for force in (False, True):
+        with pytest.raises(ReviewError, match="nothing to merge") as refused:
+            task.approve(force=force)
+        assert "reject it" in str(refused.value) and "Nothing was merged" in str(refused.value)
+    assert task.state == TaskState.REVIEW and repo.head.commit.hexsha == base
+    task.reject()
+    assert task.state == TaskState.REJECTED
+
+
+def test_list_restore_and_wait_show_tables_not_dicts(
+    shell: tuple,  # type: ignore[type-arg]
+    repo: git.Repo,
+) -> None:
+    ip, _ = shell
+    ip.user_ns["check"] = CHECK
+    cell(ip, f"--repo {repo.working_dir} --name fix", BODY)
+    for line in ("wait fix", "list"):
+        with capture_output() as captured:
+            ip.run_cell(f"%delegate {line}")
+        text = captured.stdout.replace("Out[0]:", "").strip().splitlines()
+        assert text[0].split() == ["id", "name", "state", "cost", "title"]
+        assert text[1].split()[1:4] == ["fix", "review", "(proven)"] and "{" not in captured.stdout
+    listed = magic(ip, "list")
+    assert "<table" in listed._repr_html_() and "review · proven" in listed._repr_html_()
+
+
+@pytest.mark.parametrize(
+    ("source", "kind", "says"),
+    [
+        ("%delegate Fix it --repo {repo} --max-usd two", MagicUsageError, "invalid float value"),
+        ("%delegate Fix it --repo {repo}/missing", RepoError, "missing"),
+        ("%delegate approve fix", DelegateError, "already merged"),
+    ],
+)
+def test_mistakes_show_one_red_line(
+    shell: tuple,  # type: ignore[type-arg]
+    repo: git.Repo,
+    source: str,
+    kind: type[BaseException],
+    says: str,
+) -> None:
+    ip, _ = shell
+    ip.user_ns["check"] = CHECK
+    cell(ip, f"--repo {repo.working_dir} --name fix", BODY)
+    magic(ip, "wait fix")
+    magic(ip, "approve fix")
+    error, shown = one_red_line(ip, source.replace("{repo}", repo.working_dir))
+    assert isinstance(error, kind) and says in str(error)
+    red = f"\x1b[0;31m{type(error).__name__}\x1b[0m: {error}"
+    assert shown.strip().splitlines() == [red]  # one red line, no traceback

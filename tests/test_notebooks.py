@@ -159,8 +159,9 @@ def test_killed_kernel_then_new_kernel_restores_and_resumes(
     )
     run(notebook, tmp_path)
     restored = notebook.cells[1].outputs[0]["data"]["text/plain"]
-    assert "'state': 'interrupted'" in restored
-    assert notebook.cells[3].outputs[0]["data"]["text/plain"] == "{'slow': 'review'}"
+    assert " slow  interrupted " in restored and "{" not in restored
+    waited = notebook.cells[3].outputs[0]["data"]["text/plain"]
+    assert " slow  review (proven) " in waited and "{" not in waited
     assert records(notebook)[-1]["state"] == "review"
 
 
@@ -202,8 +203,33 @@ def test_two_tasks_at_once_in_one_notebook(
             "%delegate approve one",
         )
         run(notebook, tmp_path)
-    assert (
-        notebook.cells[3].outputs[0]["data"]["text/plain"] == "{'one': 'review', 'two': 'review'}"
-    )
+    waited = notebook.cells[3].outputs[0]["data"]["text/plain"].splitlines()
+    assert [line.split()[1:4] for line in waited[1:]] == [
+        ["one", "review", "(proven)"],
+        ["two", "review", "(proven)"],
+    ]
     states = {r["name"]: r["state"] for r in records(notebook)}
     assert states == {"one": "merged", "two": "review"}
+
+
+def test_decisions_from_python_in_a_later_cell_update_the_saved_record(
+    repo: git.Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeMessagesAPI(load_scenario({"name": "two", "turns": FIX_TURNS}))
+    with FakeServer(fake) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        notebook = new_notebook(
+            "%load_ext jupyter_delegate",
+            delegate_cell("one"),
+            delegate_cell("two", "Make add() add, again."),
+            "%delegate wait all --timeout 90",
+            "import jupyter_delegate as jd\njd.get_task('one', 'proj').approve()",
+            "jd.get_task('two', 'proj').reject('not needed')",
+        )
+        run(notebook, tmp_path)
+    saved = records(notebook)
+    assert len(saved) == 2  # updated in place, never a second record
+    assert {r["name"]: r["state"] for r in saved} == {"one": "merged", "two": "rejected"}
+    waited = shown(notebook.cells[3])  # a table, not a dict
+    assert waited.splitlines()[0].split() == ["id", "name", "state", "cost", "title"]
+    assert "review (proven)" in waited and "{" not in waited

@@ -151,9 +151,13 @@ def test_approve_button_merges_and_shows_the_merged_commit(
 def test_approve_on_an_unproven_task_asks_to_merge_anyway_and_only_that_merges(
     repo: git.Repo, make_manager: Factory, views: Callable[..., TaskView]
 ) -> None:
-    give_up = [{"tools": [{"finish": {"summary": "Could not fix it."}}], "latency_ms": 300}]
+    give_up = [
+        {"tools": [{"bash": {"command": "echo tried > notes.txt"}}]},
+        {"tools": [{"finish": {"summary": "Could not fix it."}}], "latency_ms": 300},
+    ]
     manager, _ = make_manager(give_up)
     view = reviewed(views(start(manager, repo)))
+    assert "review · checks fail" in view.header.value
     base = repo.head.commit.hexsha
     assert not shown(view.force_box)
     view.approve_button.click()

@@ -342,19 +342,8 @@ class DelegateMagics(Magics):
         method: Any = DelegateMagics.delegate
         print(inspect.getdoc(method))
 
-    def _cmd_list(self, args: argparse.Namespace) -> list[dict[str, Any]]:
-        rows = [
-            {
-                "id": t.id,
-                "name": t.name,
-                "state": str(t.state),
-                "forced": t.forced,
-                "cost_usd": t.usage.cost_usd,
-                "title": t.title,
-            }
-            for t in self.manager.tasks()
-        ]
-        return rows
+    def _cmd_list(self, args: argparse.Namespace) -> TaskTable:
+        return TaskTable(self.manager.tasks(), empty="No tasks yet.")
 
     def _cmd_board(self, args: argparse.Namespace) -> Any:
         from .views import Board
@@ -393,28 +382,26 @@ class DelegateMagics(Magics):
         task.resume()
         self._show(task)
 
-    def _cmd_wait(self, args: argparse.Namespace) -> dict[str, str]:
+    def _cmd_wait(self, args: argparse.Namespace) -> WaitResult:
         """Block until each task is in review, waiting, or has ended; then publish their
         records from this cell (so nbclient and papermill save the final state)."""
         ids: list[str] = args.ids
         chosen = self.manager.tasks() if ids == ["all"] else [self.manager.get(i) for i in ids]
         deadline = None if args.timeout is None else time.monotonic() + args.timeout
-        states = {}
         for task in chosen:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            states[task.name or task.id] = str(task.wait(left))
+            task.wait(left)
             self._refresh(task)
-        return states
+        return WaitResult(chosen)
 
-    def _cmd_restore(self, args: argparse.Namespace) -> list[dict[str, Any]]:
+    def _cmd_restore(self, args: argparse.Namespace) -> TaskTable:
         path = Path(args.notebook) if args.notebook else notebook_path(self.shell)
         if path is None:
             raise MagicUsageError(
                 "%delegate restore: this kernel does not know its notebook. Give its path: "
                 "%delegate restore my-notebook.ipynb"
             )
-        restored = restore(self.manager, path)
-        return [{"id": t.id, "name": t.name, "state": str(t.state)} for t in restored]
+        return TaskTable(restore(self.manager, path), empty=f"No task records in {path}.")
 
     # -- context: skills and preferences ------------------------------------------------------
     def _cmd_skills(self, args: argparse.Namespace) -> SkillList | SkillCard | TrustReport:
@@ -522,6 +509,97 @@ def trust_badge(trust: str) -> str:
 
 def _note(text: str) -> str:
     return f"<p><em>{html.escape(text)}</em></p>" if text else ""
+
+
+def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """`rows` hold HTML already escaped."""
+    head = "".join(f"<th {_CELL}>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td {_CELL}>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table {_TABLE}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class TaskTable(list[dict[str, Any]]):
+    """Tasks as a table (`%delegate list`, `%delegate restore`): a notebook shows the
+    table; the value is still a list of rows (id, name, state, verdict, forced, cost_usd,
+    title) a cell can read."""
+
+    HEADER = ("id", "name", "state", "cost", "title")
+
+    def __init__(self, tasks: Sequence[Task], empty: str = "No tasks.") -> None:
+        super().__init__(
+            {
+                "id": t.id,
+                "name": t.name,
+                "state": str(t.state),
+                "verdict": t.verdict,
+                "forced": t.forced,
+                "cost_usd": t.usage.cost_usd,
+                "title": t.title,
+            }
+            for t in tasks
+        )
+        self.tasks = list(tasks)
+        self.empty = empty
+
+    def _cells(self, task: Task) -> list[str]:
+        return [task.id, task.name or "", cli.state_text(task), _cost(task), task.title]
+
+    def __repr__(self) -> str:
+        if not self.tasks:
+            return self.empty
+        return _text_table(self.HEADER, [self._cells(t) for t in self.tasks])
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        from .record import badge
+
+        if not self.tasks:
+            return _note(self.empty)
+        rows = [
+            [
+                f"<code>{html.escape(t.id)}</code>",
+                html.escape(t.name or ""),
+                badge(t.state, t.verdict) + (" (forced)" if t.forced else ""),
+                html.escape(_cost(t)),
+                html.escape(t.title),
+            ]
+            for t in self.tasks
+        ]
+        return f'<div class="jd-task-table">{_html_table(self.HEADER, rows)}</div>'
+
+
+class WaitResult(dict[str, str]):
+    """What `%delegate wait` waited for: each task's name (or id) and its state now, shown
+    as a table."""
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        super().__init__((t.name or t.id, str(t.state)) for t in tasks)
+        self.table = TaskTable(tasks, empty="No tasks to wait for.")
+
+    def __repr__(self) -> str:
+        return repr(self.table)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        return self.table._repr_html_()
+
+
+def _cost(task: Task) -> str:
+    from .views import cost_text  # ipywidgets: imported when a table is shown
+
+    return cost_text(task, short=True)
 
 
 class CheckOutputs:
@@ -797,7 +875,9 @@ __all__ = [
     "SkillCard",
     "SkillList",
     "TaskState",
+    "TaskTable",
     "TrustReport",
+    "WaitResult",
     "load_ipython_extension",
     "notebook_path",
     "restore",

@@ -8,7 +8,8 @@ record must shrink; not its whole output, which `%delegate checks ID` prints), w
 `text/html` and `text/plain` fallbacks so JupyterLab, Notebook 7 and VS Code show it
 without an extension. The output's `display_id` is updated at every state change; from
 the engine thread the update is published under the kernel parent captured when the task
-was submitted (ipykernel 7 routes output by parent; see NOTES.md).
+was submitted (ipykernel 7 routes output by parent; see NOTES.md), and from the kernel's
+main thread (a decision made from Python in a later cell) under the running cell's.
 
 Restore reads the records of a saved notebook with nbformat; the kernel never writes the
 .ipynb (the front end owns it).
@@ -263,17 +264,35 @@ STATE_COLOURS = {
 }
 
 
-def badge(state: str) -> str:
-    """A state as a coloured badge (HTML)."""
-    colour = STATE_COLOURS.get(str(state), "#6b7280")
+# A task in review takes its verdict's colour (task.Verdict): only a proven one is green.
+VERDICT_COLOURS = {
+    "proven": "#15803d",
+    "checks fail": "#b91c1c",
+    "stopped by budget": "#b45309",
+    "no checks": "#b45309",
+    "no changes": "#4b5563",
+}
+
+
+def state_label(state: str, verdict: str | None = None, forced: bool = False) -> str:
+    """The state as every view says it: `review · checks fail`, `merged (forced)`."""
+    if forced:
+        return f"{state} (forced)"
+    return f"{state} · {verdict}" if verdict else str(state)
+
+
+def badge(state: str, verdict: str | None = None) -> str:
+    """A state, with a task in review's verdict, as a coloured badge (HTML)."""
+    colour = VERDICT_COLOURS.get(verdict or "") or STATE_COLOURS.get(str(state), "#6b7280")
+    slug = f" jd-verdict-{verdict.replace(' ', '-')}" if verdict else ""
     return (
-        f'<span class="jd-badge" style="background:{colour};color:white;border-radius:4px;'
-        f'padding:0 6px">{html.escape(str(state))}</span>'
+        f'<span class="jd-badge{slug}" style="background:{colour};color:white;'
+        f'border-radius:4px;padding:0 6px">{html.escape(state_label(state, verdict))}</span>'
     )
 
 
 def text_plain(record: Mapping[str, Any]) -> str:
-    state = f"{record['state']} (forced)" if record.get("forced") else record["state"]
+    state = state_label(record["state"], record.get("verdict"), bool(record.get("forced")))
     lines = [f"delegate task {record['id']} [{state}] {record['title']}"]
     lines.append(f"  branch {record['branch']} from {record['base_commit'][:10]}")
     for check in record["checks"]:
@@ -309,7 +328,7 @@ def text_html(record: Mapping[str, Any]) -> str:
         '<div class="jupyter-delegate-record" style="border:1px solid #ddd;border-radius:6px;'
         'padding:6px 10px;font-family:sans-serif;font-size:13px">'
         f"<b>{e(record.get('name') or record['title'])}</b> "
-        f"{badge(record['state'])} <code>{e(record['id'])}</code>"
+        f"{badge(record['state'], record.get('verdict'))} <code>{e(record['id'])}</code>"
         + (" <b>merged without proof (forced)</b>" if record.get("forced") else "")
         + f"<div>branch <code>{e(record['branch'])}</code></div>"
         + (f"<div>{e(record['summary'])}</div>" if record["summary"] else "")
@@ -363,10 +382,15 @@ class RecordDisplay:
             update(bundle(self.record()), raw=True, display_id=display_id_for(self.task))
 
     def _on_event(self, event: TaskEvent) -> None:
+        """Publish the record again. A decision made from Python (`task.approve()` in a
+        later cell) is heard on the kernel's main thread: published from the running cell,
+        as a magic would, since nbclient and papermill drop output of a cell that has
+        finished. The engine thread's events go out under the submitting cell's parent."""
         if event.kind not in _UPDATE_ON:
             return
         publisher: Any = getattr(self._shell, "display_pub", None)
-        if self._parent is None or not hasattr(publisher, "set_thread_parent"):
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main or self._parent is None or not hasattr(publisher, "set_thread_parent"):
             self.refresh()
             return
         token = publisher.set_thread_parent(self._parent)

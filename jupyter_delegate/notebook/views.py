@@ -132,7 +132,7 @@ def header_html(task: Task, name: str, elapsed_s: float | None) -> str:
     ]
     return (
         f'<div class="jd-header"><code>{esc(task.id)}</code> <b>{esc(name)}</b> '
-        f"{badge(task.state)} "
+        f"{badge(task.state, task.verdict)} "
         f'<span class="jd-meta">{esc(" · ".join(f for f in facts if f))}</span></div>'
     )
 
@@ -939,14 +939,14 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
 
 # -- the board -------------------------------------------------------------------------------
-COLUMNS = (("id", "7em"), ("title", "22em"), ("state", "8em"), ("steps", "5em"), ("cost", "7em"))
+COLUMNS = (("id", "7em"), ("title", "22em"), ("state", "14em"), ("steps", "5em"), ("cost", "7em"))
 
 
 def row_cells(task: Task) -> dict[str, str]:
     return {
         "id": f"<code>{esc(task.id)}</code>",
         "title": esc(task.name or task.title),
-        "state": badge(task.state) + (note_html("forced") if task.forced else ""),
+        "state": badge(task.state, task.verdict) + (note_html("forced") if task.forced else ""),
         "steps": str(task.usage.steps),
         "cost": cost_text(task, short=True),
     }
@@ -957,8 +957,10 @@ def cells(values: Mapping[str, str]) -> dict[str, widgets.HTML]:
 
 
 class BoardRow(widgets.HBox):  # type: ignore[misc]  # ipywidgets is untyped
-    """One task on the board, with Approve / Reject while it is in review; Approve on an
-    unproven task asks for a second click on Merge anyway."""
+    """One task on the board, with Approve / Reject while it is in review. A row that is
+    not proven never offers a plain Approve: its button says "Approve anyway…", and a
+    click shows why it is not proven and a second button, Merge anyway. A row with no
+    changes offers no approve at all (there is nothing to merge), only Reject."""
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -1001,8 +1003,12 @@ class BoardRow(widgets.HBox):  # type: ignore[misc]  # ipywidgets is untyped
             for key, value in row_cells(self.task).items():
                 self.cells[key].value = value
             in_review = self.task.state == S.REVIEW
+            verdict = self.task.verdict
+            proven = verdict == "proven"
             self._unproven = self._unproven and in_review
-            show(self.approve_button, in_review)
+            self.approve_button.description = "Approve" if proven else "Approve anyway…"
+            self.approve_button.button_style = "success" if proven else "warning"
+            show(self.approve_button, in_review and verdict != "no changes" and not self._unproven)
             show(self.force_button, self._unproven)
             show(self.reject_button, in_review)
 

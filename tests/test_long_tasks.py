@@ -285,3 +285,15 @@ def test_a_compaction_is_paid_for_beside_the_message() -> None:
     assert (usage["input_tokens"], usage["output_tokens"]) == (93_000, 1_700)
     plain = usage_of(MODEL, BetaUsage.model_validate({"input_tokens": 3_000, "output_tokens": 200}))
     assert usage["cost_usd"] > plain["cost_usd"] * 20
+
+
+def test_the_reasoning_leads_the_entry_it_came_before_and_takes_no_place_of_its_own() -> None:
+    from jupyter_delegate.notebook.views import LiveLog
+
+    log = LiveLog()
+    log.add_thinking("First I read the file.")
+    log.add_call({"id": "t1", "name": "read", "input": {"file_path": "calc.py"}})
+    log.add_result({"tool_use_id": "t1", "content": "def add(a, b): ...", "is_error": False})
+    shown = log.html()
+    assert shown.index("First I read the file.") < shown.index("read calc.py")
+    assert shown.count('class="jd-tool"') == 1 and "earlier" not in shown

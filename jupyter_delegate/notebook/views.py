@@ -229,7 +229,7 @@ def _head(text: str) -> str:
 
 def earlier_html(hidden: Mapping[str, int]) -> str:
     """The line that stands for the log entries no longer shown."""
-    words = {"tool": "tool call", "text": "message", "thinking": "thought", "note": "note"}
+    words = {"tool": "tool call", "text": "message", "note": "note"}
     counts = [
         f"{n} earlier {word}{'s' if n != 1 else ''}"
         for kind, word in words.items()
@@ -243,11 +243,13 @@ def earlier_html(hidden: Mapping[str, int]) -> str:
 
 @dataclass
 class LogEntry:
-    """One entry of the live log: the agent's words, a tool call, or a note."""
+    """One entry of the live log: the agent's words, a tool call, or a note; `lead`: the
+    model's reasoning before it, folded."""
 
-    kind: str  # "text", "tool", "thinking" or "note"
+    kind: str  # "text", "tool" or "note"
     html: str
     call: Mapping[str, Any] | None = None
+    lead: str = ""
 
 
 def page_html(entries: Sequence[LogEntry]) -> str:
@@ -257,10 +259,10 @@ def page_html(entries: Sequence[LogEntry]) -> str:
     shown: list[str] = []
     size = 0
     for entry in reversed(entries):
-        size += len(entry.html)
+        size += len(entry.lead) + len(entry.html)
         if shown and size > LOG_CHARS:
             break
-        shown.append(entry.html)
+        shown.append(entry.lead + entry.html)
     hidden = Counter(entry.kind for entry in entries[: len(entries) - len(shown)])
     return earlier_html(hidden) + "".join(reversed(shown))
 
@@ -279,6 +281,7 @@ class LiveLog:
         self._first_page = 0  # the number of the oldest page kept
         self._dropped: Counter[str] = Counter()  # entries no longer kept, by kind
         self._calls: dict[str, LogEntry] = {}  # tool calls waiting for their result
+        self._thought = ""  # reasoning waiting for the entry it leads to
 
     def add_text(self, text: str) -> None:
         self._add(LogEntry("text", text_html(_tail(text))))
@@ -287,7 +290,9 @@ class LiveLog:
         self._add(LogEntry("note", note_html(text)))
 
     def add_thinking(self, text: str) -> None:
-        self._add(LogEntry("thinking", thinking_html(text)))
+        """The model's reasoning: folded at the head of the entry that follows it (it
+        takes no place of its own in the log)."""
+        self._thought += thinking_html(text)
 
     def add_call(self, call: Mapping[str, Any]) -> None:
         entry = LogEntry("tool", tool_html(call, None), call)
@@ -300,6 +305,7 @@ class LiveLog:
             entry.html = tool_html(entry.call, result)
 
     def _add(self, entry: LogEntry) -> None:
+        entry.lead, self._thought = self._thought, ""
         if not self._pages or len(self._pages[-1]) == PAGE_ENTRIES:
             self._pages.append([])
             if len(self._pages) > LOG_PAGES:

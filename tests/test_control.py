@@ -274,8 +274,8 @@ def test_two_processes_racing_to_approve_merge_each_task_once(
     repo: git.Repo, make_manager: Factory
 ) -> None:
     rounds = 50
-    turns = [{"tools": [{"finish": {"summary": "nothing to change"}}]}] * rounds
-    manager, _ = make_manager(turns)
+    note = {"write": {"file_path": "NOTES.md", "content": "looked\n"}}
+    manager, _ = make_manager([{"tools": [note]}, {"tools": [{"finish": {"summary": "a note"}}]}])
     ids = []
     for n in range(rounds):
         task = manager.submit(Outcome(f"Look {n}.", checks=("true",)), repo=repo.working_dir)

@@ -736,6 +736,8 @@ class TaskManager:
                 f"Task {task.id} started from a detached commit, so there is no branch to "
                 f"merge into. Merge its branch {task.branch} by hand."
             )
+        if not task.proven and not force:  # why it is not proven comes first
+            raise self._not_proven(task, task.unproven_reasons)
         head = task.head_commit or task.base_commit
         start = workspace.change_start(task.base_commit, task.base_branch, task.head_commit)
         if not workspace.changes(start, head):
@@ -745,8 +747,6 @@ class TaskManager:
                 f"it (`%delegate reject {task.id}`, `jupyter delegate reject {task.id}`), or "
                 "request changes so the agent does the work."
             )
-        if not task.proven and not force:
-            raise self._not_proven(task, task.unproven_reasons)
         assert task.worktree is not None
         if workspace.bring_base_in(task.worktree, task.base_branch):
             head = _head(task.worktree)

@@ -316,7 +316,8 @@ def test_secrets_in_repo_content_reach_neither_model_history_nor_journal(
 
 
 # -- done is proven: approve merges only proven work, unless forced -------------------------
-GIVE_UP = [{"tools": [{"finish": {"summary": "Could not fix it."}}]}]
+NOTE = {"write": {"file_path": "NOTES.md", "content": "what I tried\n"}}
+GIVE_UP = [{"tools": [NOTE]}, {"tools": [{"finish": {"summary": "Could not fix it."}}]}]
 
 
 def _merged_events(task: Task) -> list[dict]:  # type: ignore[type-arg]
@@ -379,7 +380,7 @@ def test_a_task_without_checks_is_not_proven(repo: git.Repo, make_manager: Facto
 def test_a_task_stopped_by_a_budget_is_not_proven_even_if_its_checks_pass(
     repo: git.Repo, make_manager: Factory
 ) -> None:
-    manager, _ = make_manager()
+    manager, _ = make_manager([{"tools": [NOTE]}, *FIX_TURNS])  # one step: a change
     outcome = Outcome("Make add() add.", checks=("true",), budget=Budget(max_steps=1))
     task = manager.submit(outcome, repo=repo.working_dir)
     assert task.wait(timeout=60) == TaskState.REVIEW

@@ -49,6 +49,7 @@ export function renderCard(doc: Document, card: CardModel, folded = false): HTML
     el(doc, 'span', { class: 'jd-fold' }, folded ? '▸' : '▾'),
     el(doc, 'span', { class: 'jd-label' }, card.label),
     badge(doc, card.state),
+    card.verdict ? el(doc, 'span', { class: 'jd-verdict' }, card.verdict) : null,
     el(doc, 'span', { class: 'jd-cost' }, card.cost),
     card.checks.length
       ? el(

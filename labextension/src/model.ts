@@ -44,6 +44,9 @@ export interface NotebookRecord {
   served_models: string[];
   /** The cost rests on a price guessed from the model family (false in older records). */
   price_guessed: boolean;
+  /** In review: "proven", "checks fail", "stopped by budget", "no checks" or "no changes"
+   * (null outside review and in older records). */
+  verdict: string | null;
   summary: string;
   checks: CheckRecord[];
   /** What the checks ran with: the environment's items and variables (kernel's words). */
@@ -112,6 +115,7 @@ export function parseRecord(data: unknown): NotebookRecord | null {
     model: str(r.model),
     served_models: list(r.served_models, m => (typeof m === 'string' ? m : null)),
     price_guessed: r.price_guessed === true,
+    verdict: typeof r.verdict === 'string' ? r.verdict : null,
     summary: str(r.summary),
     checks: list(r.checks, c =>
       c && typeof c === 'object'
@@ -162,6 +166,8 @@ export interface CardModel {
   id: string;
   label: string;
   state: string;
+  /** Why a task in review is not proven, when it is not ("checks fail"); "" otherwise. */
+  verdict: string;
   goal: string;
   branch: string;
   baseBranch: string;
@@ -212,6 +218,10 @@ export function cardModel(record: NotebookRecord): CardModel {
     id: record.id,
     label,
     state: record.state,
+    verdict:
+      record.state === 'review' && record.verdict && record.verdict !== 'proven'
+        ? record.verdict
+        : '',
     goal: record.outcome.goal || record.title,
     branch: record.branch,
     baseBranch: record.base_branch ?? '',

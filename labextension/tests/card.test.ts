@@ -24,6 +24,18 @@ describe('renderCard', () => {
     expect(node.classList.contains('jd-folded')).toBe(false);
   });
 
+  it('says beside the badge why a task in review is not proven, and nothing when it is', () => {
+    const failing = { ...merged, state: 'review', verdict: 'checks fail' };
+    const node = renderCard(document, cardModel(parseRecord(failing)!));
+    expect(node.querySelector('.jd-badge')!.textContent).toBe('review');
+    expect(node.querySelector('.jd-verdict')!.textContent).toBe('checks fail');
+    const proven = { ...merged, state: 'review', verdict: 'proven' };
+    expect(renderCard(document, cardModel(parseRecord(proven)!)).querySelector('.jd-verdict'))
+      .toBeNull();
+    expect(renderCard(document, cardModel(parseRecord(merged)!)).querySelector('.jd-verdict'))
+      .toBeNull();
+  });
+
   it('marks a failing check FAIL', () => {
     const checks = [{ ...merged.checks[0], passed: false, exit_code: 2 }];
     const node = renderCard(document, cardModel(parseRecord({ ...merged, checks })!));

@@ -25,7 +25,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,6 @@ from .errors import ReviewError
 
 ACTIONS = ("answer", "approve", "reject", "request_changes", "cancel", "pause")
 INBOX = "inbox.jsonl"
-FINISHED = ("done", "refused")
 
 
 @dataclass(frozen=True)
@@ -103,18 +102,3 @@ def read(folder: Path, offset: int = 0) -> tuple[list[Request], int]:
         if request.action in ACTIONS and isinstance(request.args, dict):
             found.append(request)
     return found, offset
-
-
-def settled(events: Iterable[Any]) -> dict[str, Mapping[str, Any]]:
-    """The data of each request's outcome event (`done` or `refused`), by request id."""
-    return {
-        e.data["request_id"]: e.data
-        for e in events
-        if e.type == "control" and e.data.get("status") in FINISHED
-    }
-
-
-def unsettled(folder: Path, events: Iterable[Any]) -> list[Request]:
-    """Requests in the inbox with no outcome in the journal yet, oldest first."""
-    done = settled(events)
-    return [r for r in read(folder)[0] if r.request_id not in done]

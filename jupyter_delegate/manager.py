@@ -504,14 +504,13 @@ class TaskManager:
         delay = 0.01
         while True:
             self._refresh(task, context)
-            outcome = control.settled(context.journal.events()).get(request.request_id)
+            outcome = task.control_outcomes.get(request.request_id)
             if outcome is None:
                 fd = _try_lock(context.workspace.task_dir(task.id))
                 if fd is not None:
                     with self._holding(context, fd):
                         self._refresh(task, context)
-                        found = control.settled(context.journal.events())
-                        outcome = found.get(request.request_id)
+                        outcome = task.control_outcomes.get(request.request_id)
                         if outcome is None:
                             return self._act(task, context, request.action, request.args, request)
             if outcome is not None:
@@ -550,7 +549,7 @@ class TaskManager:
                     )
 
     def _serve(self, task: Task, context: Context, request: control.Request) -> None:
-        if request.request_id in control.settled(context.journal.events()):
+        if request.request_id in task.control_outcomes:
             return
         with contextlib.suppress(DelegateError):  # refusals are journaled for the poster
             self._act(task, context, request.action, request.args, request)
@@ -559,7 +558,9 @@ class TaskManager:
         """At the start of a round: requests nobody acted on (posted to a process that
         then stopped) are closed as refused, so nobody waits for them and none is acted
         upon by surprise later; the review says so."""
-        left = control.unsettled(task.folder, context.journal.events())
+        left = [
+            r for r in control.read(task.folder)[0] if r.request_id not in task.control_outcomes
+        ]
         context.inbox_offset = control.read(task.folder)[1]
         for request in left:
             when = datetime.fromtimestamp(request.posted).strftime("%H:%M:%S")

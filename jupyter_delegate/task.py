@@ -320,6 +320,8 @@ class Task:
     skills: list[dict[str, Any]] = field(default_factory=list)
     skills_not_loaded: list[dict[str, Any]] = field(default_factory=list)
     skills_used: list[str] = field(default_factory=list)
+    # The outcome of each control request (control.py) the journal settled, by its id.
+    control_outcomes: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     # How often the conversation was compacted, and tool calls cut at the output limit.
     compactions: int = 0
     cuts: int = 0
@@ -578,6 +580,8 @@ class Task:
                 self._flag(
                     f"compaction {self.compactions} by {who}: {before:,} -> {after:,} tokens"
                 )
+            case Control(request_id=request_id, status="done" | "refused"):
+                self.control_outcomes[request_id] = event.to_data()
             case UserTurn() | Permission() | Control() | UnknownEvent():
                 pass  # the conversation (journal.replay_messages); questions; requests
 

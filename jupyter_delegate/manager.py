@@ -294,11 +294,13 @@ class TaskManager:
         context.idle.clear()
 
         async def launch() -> None:
-            context.running = asyncio.current_task()
             if self._inboxes is None:
                 self._inboxes = asyncio.get_running_loop().create_task(self._serve_inboxes())
             try:
+                # Before the inbox is served (which needs `running`): a left request must
+                # be closed, not acted upon, and a pause must find the round's own guard.
                 await asyncio.to_thread(self._close_left_requests, task, context)
+                context.running = asyncio.current_task()
                 await self.rounds.run(task, context)
             finally:
                 context.running = None
@@ -883,8 +885,17 @@ class TaskManager:
         """Stop the task for good, its work archived (see `reject`)."""
         self._decide(task, "cancel", {})
 
+    def _round_of(self, context: Context) -> asyncio.Task[None] | None:
+        """The round running the task here; one handed over but not begun yet (closing
+        left requests) is waited for, so a cancel or pause is not lost in between."""
+        deadline = time.monotonic() + 10
+        while context.running is None and context.handed_over and time.monotonic() < deadline:
+            if context.idle.wait(0.01):
+                break
+        return context.running
+
     def _cancel(self, task: Task, context: Context) -> None:
-        running = context.running
+        running = self._round_of(context)
         if running is not None:
             self._engine().call_soon_threadsafe(running.cancel)
             return
@@ -899,7 +910,7 @@ class TaskManager:
         self._decide(task, "pause", {})
 
     def _pause(self, task: Task, context: Context) -> None:
-        running = context.running
+        running = self._round_of(context)
         if running is None or not task.state.active:
             self._require(task, S.RUNNING, "paused")
             raise ReviewError(f"Task {task.id} is not running in any process; nothing to pause.")

@@ -235,6 +235,13 @@ def test_requests_left_by_a_process_that_stopped_are_closed_when_the_task_runs_a
     repo: git.Repo, make_manager: Factory
 ) -> None:
     manager, _ = make_manager([*FIX_TURNS, {"tools": [{"finish": {"summary": "again"}}]}])
+    close = manager._close_left_requests
+
+    def slow_close(*args: Any) -> None:  # the inbox server gets every chance to race it
+        time.sleep(0.5)
+        close(*args)
+
+    manager._close_left_requests = slow_close  # type: ignore[method-assign]
     task = manager.submit(Outcome("Make add() add.", checks=(CHECK,)), repo=repo.working_dir)
     assert task.wait(timeout=90) == TaskState.REVIEW
     # A poster that died before it could act (nobody held the task): its request stays.

@@ -13,6 +13,7 @@ from typing import Any
 
 import git
 import pytest
+from browser import lab_server, node_modules  # noqa: F401 (fixtures of the browser tests)
 
 from jupyter_delegate.manager import TaskManager
 from jupyter_delegate.sandbox import probe

@@ -12,51 +12,28 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import git
 import nbformat
 import pytest
+from browser import (
+    ARTIFACTS,
+    CHROMIUM,
+    LABEXTENSION,
+    NPM,
+    ROOT,
+    needs_chromium,
+    needs_node,
+    npm,
+)
 
 from conftest import CHECK, Factory
 from jupyter_delegate import Outcome, Task, TaskState
 from jupyter_delegate.notebook.record import bundle, compact_record, record_schema
-
-ROOT = Path(__file__).resolve().parent.parent
-LABEXTENSION = ROOT / "labextension"
-ARTIFACTS = LABEXTENSION / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-NPM = shutil.which("npm")
-
-needs_node = pytest.mark.skipif(
-    shutil.which("node") is None or NPM is None,
-    reason="node and npm are not installed: the front end cannot be tested (CI has both)",
-)
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="/usr/bin/chromium is missing (apt-get install -y chromium; CI installs it)",
-)
-
-
-def npm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    assert NPM is not None
-    return subprocess.run(
-        [NPM, *args], cwd=LABEXTENSION, capture_output=True, text=True, timeout=timeout
-    )
-
-
-@pytest.fixture(scope="module")
-def node_modules() -> None:
-    if not (LABEXTENSION / "node_modules" / ".package-lock.json").exists():
-        done = npm("ci", "--no-audit", "--no-fund")
-        assert done.returncode == 0, done.stdout + done.stderr
 
 
 @needs_node
@@ -220,75 +197,6 @@ def live_notebook() -> Any:
         "language": "python",
     }
     return nb
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def lab_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """JupyterLab on 127.0.0.1, token disabled, rooted in a temp dir, its own settings."""
-    root = tmp_path / "root"
-    root.mkdir()
-    settings = tmp_path / "lab-settings"
-    apputils = settings / "@jupyterlab" / "apputils-extension"
-    apputils.mkdir(parents=True)
-    (apputils / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
-    env.update(
-        JUPYTERLAB_SETTINGS_DIR=str(settings),
-        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"),
-        JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
-        JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
-    )
-    port = free_port()
-    log = (tmp_path / "lab.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--allow-root",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={port}",
-            "--ServerApp.port_retries=0",
-            "--IdentityProvider.token=",
-            "--ServerApp.password=",
-            f"--ServerApp.root_dir={root}",
-            "--LabApp.news_url=",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/status", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        "JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()
-                    ) from None
-                time.sleep(0.3)
-        yield base, root
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
 
 
 @needs_node

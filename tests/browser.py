@@ -26,6 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LABEXTENSION = ROOT / "labextension"
 ARTIFACTS = LABEXTENSION / "test-artifacts"
+BUILT = ROOT / "jupyter_delegate" / "labextension"  # the extension built by npm
 CHROMIUM = Path("/usr/bin/chromium")
 NPM = shutil.which("npm")
 
@@ -79,9 +80,16 @@ def jupyter_server(tmp_path: Path, app: str = "jupyterlab") -> Iterator[tuple[st
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    # The extension as built in this checkout (first on the labextensions path), whichever
+    # copy `pip install` put in the environment.
+    data = tmp_path / "jupyter-data"
+    (data / "labextensions").mkdir(parents=True)
+    (data / "labextensions" / "jupyter-delegate").symlink_to(BUILT)
     env.update(
         JUPYTERLAB_SETTINGS_DIR=str(settings),
         JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"),
+        JUPYTER_DATA_DIR=str(data),
+        JUPYTER_PREFER_ENV_PATH="0",  # the data dir above first
         JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
         JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
     )

@@ -34,7 +34,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -303,11 +303,19 @@ class Sandbox:
         """Where commands see the worktree (their working directory)."""
         return self._seen_at if self._tier == "bubblewrap" else self._worktree
 
-    async def run(self, command: str, *, timeout_s: float = 120.0) -> CommandResult:
+    async def run(
+        self,
+        command: str,
+        *,
+        timeout_s: float = 120.0,
+        on_output: Callable[[bytes], None] | None = None,
+    ) -> CommandResult:
         """Run `command` with bash; never raises for the command's own failures.
 
         On timeout the process group is killed and the result says so (exit code 124).
         If the calling task is cancelled, the group is killed and CancelledError raised.
+        `on_output` hears each piece of the output as it is read, on the caller's loop
+        (the result still holds it all, head and tail): keep it short.
         """
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
@@ -329,7 +337,7 @@ class Sandbox:
                 argv = self._bwrap_argv(argv, env, environment, pass_fds[0] if pass_fds else None)
             started = time.monotonic()
             exit_code, output, truncated, timed_out = await _execute(
-                argv, self._worktree, env, timeout_s, self._output_limit, pass_fds
+                argv, self._worktree, env, timeout_s, self._output_limit, pass_fds, on_output
             )
         finally:
             for fd in pass_fds:
@@ -487,6 +495,7 @@ async def _execute(
     timeout_s: float,
     limit: int,
     pass_fds: Sequence[int] = (),
+    on_output: Callable[[bytes], None] | None = None,
 ) -> tuple[int, str, bool, bool]:
     """Run argv in its own session; return (exit code, output, truncated, timed out)."""
     spawn = asyncio.ensure_future(
@@ -512,7 +521,7 @@ async def _execute(
         raise
     assert proc.stdout is not None
     capture = _HeadTail(limit)
-    reader = asyncio.create_task(capture.drain(proc.stdout))
+    reader = asyncio.create_task(capture.drain(proc.stdout, on_output))
     timed_out = False
     try:
         try:
@@ -583,8 +592,12 @@ class _HeadTail:
         self._tail = bytearray()
         self._total = 0
 
-    async def drain(self, stream: asyncio.StreamReader) -> None:
+    async def drain(
+        self, stream: asyncio.StreamReader, on_output: Callable[[bytes], None] | None = None
+    ) -> None:
         while chunk := await stream.read(_READ_CHUNK):
+            if on_output is not None:
+                on_output(chunk)
             self._total += len(chunk)
             room = self._half - len(self._head)
             if room > 0:

@@ -151,6 +151,7 @@ class CheckResult:
 @dataclass(frozen=True)
 class TaskEvent:
     """What a subscriber hears. `kind` is one of: state, text, tool_call, tool_result,
+    tool_output (the last lines of a command still running, throttled; never journaled),
     usage, checks, review, notice, permission, context (what the agent was told beyond
     the outcome). `journal`: the journal event this one tells of, when there is one (the
     state, tool_result, checks, context and permission kinds; usage with the model turn;

@@ -27,7 +27,8 @@ from ..journal import load_detectors, redact, secret_values
 from ..outcome import Budget
 from .catalogue import ModelInfo, from_table
 from .model import usage_of
-from .tools import Toolbox
+from .output_tail import OutputTail
+from .tools import Toolbox, ToolOutput
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -374,7 +375,7 @@ class AgentLoop:
             elif (refusal := await self.permit(local := self.toolbox.local(call))) is not None:
                 output_text, is_error, malformed, meta = refusal, True, False, {"denied": True}
             else:
-                output = await self.toolbox.call(call["name"], local["input"])
+                output = await self._run_tool(call["id"], call["name"], local["input"])
                 output_text, is_error = output.content, output.is_error  # type: ignore[assignment]
                 malformed, meta = output.malformed, dict(output.meta)
             results.append(self._result(call, output_text, is_error=is_error, **meta))
@@ -382,6 +383,21 @@ class AgentLoop:
         self.messages.append({"role": "user", "content": results})
         if finished is not None:
             raise finished
+
+    async def _run_tool(self, call_id: str, name: str, tool_input: Any) -> ToolOutput:
+        """Run a tool call; a command's output is told as it runs (`tool_output`, the last
+        lines, redacted, throttled: a live event, never journaled)."""
+        if name != "bash":
+            return await self.toolbox.call(name, tool_input)
+
+        def tell(text: str) -> None:
+            self.emit("tool_output", {"tool_use_id": call_id, "tail": redact(text, self._secrets)})
+
+        tail = OutputTail(tell)
+        try:
+            return await self.toolbox.call(name, tool_input, on_output=tail.feed)
+        finally:
+            tail.close()
 
     def _result(
         self, call: Mapping[str, Any], content: Any, *, is_error: bool = False, **meta: Any

@@ -117,6 +117,13 @@ def price_guessed(models: Iterable[str]) -> bool:
 PRICE_GUESSED = "price guessed from the model family"
 
 
+def usd_text(cost_usd: float) -> str:
+    """A cost as every view says it ($0.0312, $12.50): the live view, the board, the
+    record's fallbacks, and, in TypeScript, the card and the sidebar (`formatCost` in
+    labextension/src/model.ts, the same rule)."""
+    return f"${cost_usd:.{4 if cost_usd < 1 else 2}f}"
+
+
 def cost_usd(model: str, usage: Mapping[str, int]) -> float:
     (inp, out), _ = price_of(model)
     dollars = (

@@ -208,11 +208,15 @@ class Toolbox:
             self._file_tools[name] = _file_tool_makers()[name](self._context)
         return self._file_tools[name]
 
-    async def call(self, name: str, tool_input: object) -> ToolOutput:
+    async def call(
+        self, name: str, tool_input: object, on_output: Callable[[bytes], None] | None = None
+    ) -> ToolOutput:
+        """Run one tool call. `on_output` hears a command's output as it is read (bash
+        only; see `Sandbox.run`)."""
         if not isinstance(tool_input, dict):
             return _error(f"{name}: input must be a JSON object.", malformed=True)
         if name == "bash":
-            return await self._bash(tool_input)
+            return await self._bash(tool_input, on_output)
         if name in FILE_TOOLS:
             return await self._file_tool(name, tool_input)
         if name == "skill" and self.skills:
@@ -334,7 +338,9 @@ class Toolbox:
         kept = [line for line in lines if not _in_secret(line)]
         return ToolOutput("\n".join(kept) or "no matches")
 
-    async def _bash(self, tool_input: dict[str, Any]) -> ToolOutput:
+    async def _bash(
+        self, tool_input: dict[str, Any], on_output: Callable[[bytes], None] | None = None
+    ) -> ToolOutput:
         command = tool_input.get("command")
         if not isinstance(command, str) or not command.strip():
             return _error("bash: 'command' must be a non-empty string.", malformed=True)
@@ -345,7 +351,7 @@ class Toolbox:
                 return _error("bash: 'timeout_ms' must be a positive integer.", malformed=True)
             timeout_s = min(timeout_s, timeout_ms / 1000)
         started = time.monotonic()
-        result = await self.sandbox.run(command, timeout_s=timeout_s)
+        result = await self.sandbox.run(command, timeout_s=timeout_s, on_output=on_output)
         if result.over_quota_mb:
             from .loop import TaskFailed
 

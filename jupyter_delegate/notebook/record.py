@@ -6,7 +6,9 @@ at most 16 KB whatever the length of the run (a failing check keeps, as `failure
 the last lines of its output that `check_output.failure_tail` chose, fewer when the
 record must shrink; not its whole output, which `%delegate checks ID` prints), with
 `text/html` and `text/plain` fallbacks so JupyterLab, Notebook 7 and VS Code show it
-without an extension. The output's `display_id` is updated at every state change; from
+without an extension. The output's `display_id` is updated at every state change, and
+as the task spends (its usage: at most every `REPUBLISH_S`, the last figure always), so
+the card and the sidebar show the cost the live view shows; from
 the engine thread the update is published under the kernel parent captured when the task
 was submitted (ipykernel 7 routes output by parent; see NOTES.md), and from the kernel's
 main thread (a decision made from Python in a later cell) under the running cell's.
@@ -17,10 +19,12 @@ Restore reads the records of a saved notebook with nbformat; the kernel never wr
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import os
 import threading
+import time
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from ..check_output import failure_tail, whole_output
-from ..engine.model import PRICE_GUESSED
+from ..engine.model import PRICE_GUESSED, usd_text
 from ..environment import ran_with
 from ..errors import DelegateError
 from ..task import RecordFields, Task, TaskEvent
@@ -37,6 +41,7 @@ MIME = "application/vnd.jupyter-delegate.task+json"
 RECORD_LIMIT = 16_000
 RECORD_VERSION = 1
 _UPDATE_ON = frozenset({"state", "checks", "review"})
+REPUBLISH_S = 2.0  # the most often a task's spending republishes its record
 
 
 class CheckRecord(TypedDict):
@@ -342,7 +347,7 @@ def text_html(record: Mapping[str, Any]) -> str:
 def cost_of(record: Mapping[str, Any]) -> str:
     """The record's cost, marked when its price was guessed from the model family."""
     guessed = f" ({PRICE_GUESSED})" if record.get("price_guessed") else ""
-    return f"${record['usage']['cost_usd']:.4f}{guessed}"
+    return f"{usd_text(record['usage']['cost_usd'])}{guessed}"
 
 
 def bundle(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -362,6 +367,10 @@ class RecordDisplay:
             shell.get_parent() if shell is not None and hasattr(shell, "get_parent") else None
         )
         self._lock = threading.Lock()
+        self._published_at = float("-inf")  # time.monotonic() of the last publication
+        self._published_usage: tuple[int, float] | None = None  # (steps, cost) it showed
+        self._spend_due = False  # a publication of the spending is scheduled
+        self._closed = False
         self._unsubscribe = task.subscribe(self._on_event)
 
     def record(self) -> NotebookRecord:
@@ -379,15 +388,48 @@ class RecordDisplay:
 
         update: Any = ipython_display.update_display
         with self._lock:
-            update(bundle(self.record()), raw=True, display_id=display_id_for(self.task))
+            record = self.record()
+            self._published_at = time.monotonic()
+            self._published_usage = (record["usage"]["steps"], record["usage"]["cost_usd"])
+            update(bundle(record), raw=True, display_id=display_id_for(self.task))
+
+    def _on_spending(self) -> None:
+        """The task spent (a model turn's usage): publish now if the last publication is
+        `REPUBLISH_S` old, else once it is (what it spent by then)."""
+        if self._spend_due:
+            return
+        wait = self._published_at + REPUBLISH_S - time.monotonic()
+        if wait <= 0:
+            self._publish()
+            return
+        self._spend_due = True
+        try:
+            asyncio.get_running_loop().call_later(wait, self._publish_spending)
+        except RuntimeError:  # not on the engine's loop (a test feeding events)
+            timer = threading.Timer(wait, self._publish_spending)
+            timer.daemon = True
+            timer.start()
+
+    def _publish_spending(self) -> None:
+        self._spend_due = False
+        if self._closed:
+            return
+        usage = self.task.usage
+        if (usage.steps, round(usage.cost_usd, 6)) != self._published_usage:
+            self._publish()
 
     def _on_event(self, event: TaskEvent) -> None:
         """Publish the record again. A decision made from Python (`task.approve()` in a
         later cell) is heard on the kernel's main thread: published from the running cell,
         as a magic would, since nbclient and papermill drop output of a cell that has
         finished. The engine thread's events go out under the submitting cell's parent."""
-        if event.kind not in _UPDATE_ON:
-            return
+        if event.kind == "usage":
+            self._on_spending()
+        elif event.kind in _UPDATE_ON:
+            self._publish()
+
+    def _publish(self) -> None:
+        """Publish the record from the thread's cell (see `_on_event`)."""
         publisher: Any = getattr(self._shell, "display_pub", None)
         on_main = threading.current_thread() is threading.main_thread()
         if on_main or self._parent is None or not hasattr(publisher, "set_thread_parent"):
@@ -400,6 +442,7 @@ class RecordDisplay:
             publisher.reset_thread_parent(token)
 
     def close(self) -> None:
+        self._closed = True
         self._unsubscribe()
 
 

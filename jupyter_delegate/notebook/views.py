@@ -1,9 +1,10 @@
 """The widgets of a delegated task: the live view under a `%%delegate` cell, the review in
 place, and a board of many tasks (ipywidgets 8).
 
-Here: `TaskView` (a header with state and cost, the agent's words and tool calls as they
-stream, the permission card while the task waits, and in review the summary, checks,
-per-file diff, flags and the approve / reject / request-changes actions), `LiveLog` (the
+Here: `TaskView` (a header with state and cost, the live line below it that ticks in the
+browser with what the task does now and a running command's last lines (`live.py`), the
+agent's words and tool calls as they stream, the permission card while the task waits,
+and in review the summary, checks, per-file diff, flags and the approve / reject / request-changes actions), `LiveLog` (the
 last entries of a task's log, in pages of HTML), `Board` (one row per task, approve or
 reject from the row), and the pure functions that render a task, a check or a diff to
 escaped HTML. Approve on a task that is not proven (the API refuses it) merges nothing: it
@@ -56,12 +57,13 @@ import git
 import ipywidgets as widgets
 
 from ..check_output import failure_tail, printable, whole_output
-from ..engine.model import PRICE_GUESSED
+from ..engine.model import PRICE_GUESSED, usd_text
 from ..engine.tools import describe_input as brief
 from ..errors import DelegateError, NotProven
 from ..outcome import in_scope
 from ..policy import PermissionRequest
 from ..task import CheckResult, Task, TaskEvent, TaskState
+from .live import Activity, LiveStatus
 from .record import badge
 
 S = TaskState
@@ -108,21 +110,17 @@ esc = html.escape
 def cost_text(task: Task, short: bool = False) -> str:
     """The task's cost, marked when it rests on a price guessed from the model family
     (`short`: by a leading ~, where there is no room for words)."""
-    cost = f"${task.usage.cost_usd:.4f}"
+    cost = usd_text(task.usage.cost_usd)
     if not task.price_guessed:
         return cost
     return f"~{cost}" if short else f"{cost} ({PRICE_GUESSED})"
 
 
-def elapsed_text(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
-
-
-def header_html(task: Task, name: str, elapsed_s: float | None) -> str:
+def header_html(task: Task, name: str) -> str:
+    """The task's name, state and spending. How long it has run, and what it does now,
+    are on the live line below (`live.LiveStatus`), which ticks in the browser."""
     usage = task.usage
     facts = [
-        elapsed_text(elapsed_s) if elapsed_s is not None else "",
         f"{usage.steps} steps",
         f"{usage.input_tokens} in / {usage.cache_read_tokens} cached / "
         f"{usage.output_tokens} out tokens",
@@ -657,6 +655,8 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.files: dict[str, FileDiffView] = {}
 
         self.header = widgets.HTML()
+        self._activity = Activity()  # what the task does now (the live line)
+        self.live = LiveStatus()  # the live line: elapsed time, activity, output tail
         self.status = widgets.HTML()
         self.context_box = widgets.VBox(skills_not_loaded(task))
         self.live_earlier = widgets.HTML()  # the line counting the pages no longer kept
@@ -674,6 +674,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             children=(
                 widgets.HTML(CSS),
                 self.header,
+                self.live,
                 self.status,
                 self.context_box,
                 self.log_box,
@@ -753,6 +754,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         with self._lock:
             if self._closed:
                 return
+            self._activity.on_event(event.kind, event.data, time.time())
             if event.kind == "text":
                 self._text.append(event.data["delta"])
             elif event.kind == "thinking":
@@ -830,7 +832,8 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             slot.layout.order = str(number)  # a reused slot moves below the newer pages
             slot.value = page
         self.live_text.value = text_html(_tail("".join(self._text))) if self._text else ""
-        self.header.value = header_html(self.task, self.name, self._elapsed_s())
+        self.header.value = header_html(self.task, self.name)
+        self._render_activity()
 
     @property
     def live_log_html(self) -> str:
@@ -839,16 +842,23 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             pages = sorted(self.live_pages, key=lambda slot: int(slot.layout.order or -1))
             return "".join((self.live_earlier.value, *(slot.value for slot in pages)))
 
-    def _elapsed_s(self) -> float | None:
+    def _render_activity(self) -> None:
+        """The live line's facts (it redraws itself every second from them): when the
+        task started and stopped, what it does now, and a running command's last lines."""
+        live = self.live
         try:
-            created = datetime.fromisoformat(self.task.created)
+            started = datetime.fromisoformat(self.task.created).timestamp()
         except ValueError:
-            return None
-        if self.task.state.active:
-            return (datetime.now(UTC) - created).total_seconds()
-        if self._ended_at is None:
-            return None  # it stopped before this view saw it run: when is not known
-        return (self._ended_at - created).total_seconds()
+            started = 0.0  # not known: the line hides
+        ended = 0.0
+        if not self.task.state.active:
+            # it stopped before this view saw it run: when is not known
+            ended = self._ended_at.timestamp() if self._ended_at is not None else 0.0
+            started = started if ended else 0.0
+        live.state = str(self.task.state)
+        live.started_at, live.ended_at = started, ended
+        live.activity = self._activity.as_dict()
+        live.tail = self._activity.tail
 
     def _render_state(self) -> None:
         state = self.task.state

@@ -1,0 +1,84 @@
+// The live line of a task's view (jupyter_delegate/notebook/live.py, LiveStatus): how
+// long the task has run and what it does now, redrawn every second from the kernel's
+// facts (epoch times and the current activity), so the clock ticks with no message from
+// the kernel. Built with textContent only. The words are those of live.py's status_line.
+
+function duration(seconds) {
+  const total = Math.max(0, Math.floor(seconds));
+  const minutes = Math.floor(total / 60);
+  const secs = total % 60;
+  return minutes ? `${minutes}m ${String(secs).padStart(2, '0')}s` : `${secs}s`;
+}
+
+function since(seconds) {
+  return seconds < 60 ? `${Math.max(0, Math.floor(seconds))} s` : duration(seconds);
+}
+
+function span(className, text) {
+  const node = document.createElement('span');
+  node.className = className;
+  node.textContent = text;
+  return node;
+}
+
+function render({ model, el }) {
+  const root = document.createElement('div');
+  root.className = 'jd-live';
+  const line = document.createElement('div');
+  line.className = 'jd-live-line';
+  const tail = document.createElement('pre');
+  tail.className = 'jd-live-tail';
+  root.append(line, tail);
+  el.append(root);
+
+  function draw() {
+    const started = model.get('started_at');
+    const ended = model.get('ended_at');
+    const activity = model.get('activity') || {};
+    const now = Date.now() / 1000;
+    line.textContent = '';
+    root.dataset.kind = ended ? '' : activity.kind || '';
+    root.style.display = started ? '' : 'none';
+    if (started && ended) {
+      line.append(span('jd-live-clock', `took ${duration(ended - started)}`));
+    } else if (started) {
+      line.append(span('jd-live-clock', duration(now - started)));
+      if (activity.kind) {
+        line.append(' · ');
+        const what = document.createElement('span');
+        what.className = 'jd-live-now';
+        if (activity.kind === 'model') {
+          what.append(span('jd-live-pulse', ''));
+        }
+        const verb = activity.kind === 'model' ? `the model is ${activity.verb}` : activity.verb;
+        what.append(`now: ${verb}`);
+        if (activity.subject) {
+          what.append(' ');
+          const code = document.createElement('code');
+          code.textContent = activity.subject;
+          what.append(code);
+        }
+        what.append(span('jd-live-since', ` (${since(now - (activity.since || now))})`));
+        line.append(what);
+      }
+    }
+    const text = ended ? '' : model.get('tail') || '';
+    tail.textContent = text;
+    tail.style.display = text ? '' : 'none';
+  }
+
+  draw();
+  const timer = setInterval(draw, 1000);
+  const redraw = () => draw();
+  for (const name of ['started_at', 'ended_at', 'activity', 'tail', 'state']) {
+    model.on(`change:${name}`, redraw);
+  }
+  return () => {
+    clearInterval(timer);
+    for (const name of ['started_at', 'ended_at', 'activity', 'tail', 'state']) {
+      model.off(`change:${name}`, redraw);
+    }
+  };
+}
+
+export default { render };

@@ -132,9 +132,7 @@ def duration_text(seconds: float) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-def status_line(
-    started_at: float, ended_at: float, activity: Mapping[str, Any], now: float
-) -> str:
+def status_line(started_at: float, ended_at: float, activity: Mapping[str, Any], now: float) -> str:
     """The line live.js draws at `now`, as text: "2m 05s · now: running `pytest -q` (4 s)";
     "took 2m 05s" once the task stopped; "" when its start is not known."""
     if not started_at:

@@ -4,11 +4,12 @@ place, and a board of many tasks (ipywidgets 8).
 Here: `TaskView` (a header with state and cost, the live line below it that ticks in the
 browser with what the task does now and a running command's last lines (`live.py`), the
 agent's words and tool calls as they stream, the permission card while the task waits,
-and in review the summary, checks, per-file diff, flags and the approve / reject / request-changes actions), `LiveLog` (the
-last entries of a task's log, in pages of HTML), `Board` (one row per task, approve or
-reject from the row), and the pure functions that render a task, a check or a diff to
-escaped HTML. Approve on a task that is not proven (the API refuses it) merges nothing: it
-shows why, and a "Merge anyway" button, the second, explicit click that forces it.
+and in review the summary, checks, per-file diff, flags and the approve / reject /
+request-changes actions), `LiveLog` (the last entries of a task's log, in pages of HTML),
+`Board` (one row per task, approve or reject from the row), and the pure functions that
+render a task, a check or a diff to escaped HTML. Approve on a task that is not proven
+(the API refuses it) merges nothing: it shows why, and a "Merge anyway" button, the
+second, explicit click that forces it.
 
 Not here: deciding anything (every button calls the `Task` API; the `DelegateError` it
 raises is shown in the view, never raised from a handler), the notebook record output and

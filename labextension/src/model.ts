@@ -154,6 +154,8 @@ export function shortCommit(commit: string | null | undefined): string {
   return commit ? commit.slice(0, 10) : '';
 }
 
+/** A cost as every view says it ($0.0312, $12.50): the same rule as the kernel's
+ * `jupyter_delegate.engine.model.usd_text` (the live view, the board). */
 export function formatCost(usd: number): string {
   return `$${usd.toFixed(usd < 1 ? 4 : 2)}`;
 }
@@ -298,7 +300,8 @@ export function sidebarModel(cells: OutputLike[][]): SidebarModel {
         id: record.id,
         label: record.name || record.title || record.id,
         state: record.state,
-        cost: formatCost(record.usage.cost_usd),
+        // marked as the board marks it when the price was guessed from the model family
+        cost: (record.price_guessed ? '~' : '') + formatCost(record.usage.cost_usd),
         costUsd: record.usage.cost_usd,
         cellIndex
       });

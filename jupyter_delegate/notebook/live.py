@@ -40,7 +40,7 @@ VERBS = {
 }
 
 
-class LiveStatus(anywidget.AnyWidget):  # type: ignore[misc]  # anywidget is untyped
+class LiveStatus(anywidget.AnyWidget):
     """The live line under a task's header (see the module docstring). `activity` is
     `{"kind": "model" | "tool" | "waiting" | "", "verb", "subject", "since"}`; `tail` the
     last lines of the running command's output ("" when none)."""

@@ -1,0 +1,233 @@
+"""Live is live (issue 16, item 4 and 5): a running command's last lines reach the view
+before the command ends, the live line names what the task does now and since when, the
+notebook record is republished as the task spends (not only at state changes), and every
+view formats a cost the same way.
+
+Real tasks (scripted fake model, real git, real sandbox); the views' trait state is what
+a front end would be sent. The browser half is tests/test_browser_live.py."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import git
+import pytest
+
+from conftest import CHECK, Factory
+from jupyter_delegate import Outcome, Task, TaskState
+from jupyter_delegate.engine.model import usd_text
+from jupyter_delegate.engine.output_tail import TAIL_BYTES, TAIL_LINES, OutputTail
+from jupyter_delegate.notebook import record as record_module
+from jupyter_delegate.notebook.live import Activity, status_line
+from jupyter_delegate.notebook.record import REPUBLISH_S, RecordDisplay, cost_of
+from jupyter_delegate.notebook.views import TaskView, cost_text
+from jupyter_delegate.task import TaskEvent
+
+# A command of about 6 s that prints a line every half second.
+SLOW_COMMAND = "for n in $(seq 1 12); do echo counted line $n; sleep 0.5; done"
+COSTS = Path(__file__).parents[1] / "labextension" / "tests" / "fixtures" / "costs.json"
+
+
+def until(predicate: Callable[[], object], timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def heard() -> Iterator[Callable[[Task], list[tuple[float, TaskEvent]]]]:
+    """Subscribe to a task: every event it tells, with when it was heard."""
+    unsubscribes: list[Callable[[], None]] = []
+
+    def listen(task: Task) -> list[tuple[float, TaskEvent]]:
+        events: list[tuple[float, TaskEvent]] = []
+        unsubscribes.append(task.subscribe(lambda e: events.append((time.monotonic(), e))))
+        return events
+
+    yield listen
+    for unsubscribe in unsubscribes:
+        unsubscribe()
+
+
+def slow_command_task(make_manager: Factory, repo: git.Repo) -> Task:
+    manager, _ = make_manager(
+        [
+            {"tools": [{"bash": {"command": SLOW_COMMAND}}], "latency_ms": 300},
+            {"tools": [{"finish": {"summary": "Counted."}}]},
+        ]
+    )
+    return manager.submit(Outcome("Count to twelve.", checks=(CHECK,)), repo=repo.working_dir)
+
+
+# -- a running command's output, live ------------------------------------------------------
+def test_a_running_commands_last_lines_are_told_before_it_ends_and_never_journaled(
+    repo: git.Repo, make_manager: Factory, heard: Callable[[Task], list[tuple[float, TaskEvent]]]
+) -> None:
+    task = slow_command_task(make_manager, repo)
+    events = heard(task)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    told = [(at, e) for at, e in events if e.kind == "tool_output"]
+    result_at = next(at for at, e in events if e.kind == "tool_result" and e.data["name"] == "bash")
+    early = [e.data["tail"] for at, e in told if at < result_at - 2]
+    assert any("counted line 3" in tail for tail in early), [e.data for _, e in told]
+    assert not any("counted line 12" in tail for tail in early)
+    # Throttled: about one telling per half second of a 6 s command, not one per line.
+    assert 4 <= len(told) <= 12 + 2, len(told)
+    last = told[-1][1].data["tail"]
+    assert last.splitlines()[-1].startswith("counted line 1")  # whole lines, newest last
+    journal = [json.loads(line) for line in task.journal_path.read_text().splitlines()]
+    assert "tool_output" not in {line["type"] for line in journal}
+    result = next(line["data"] for line in journal if line["type"] == "tool_result")
+    assert "counted line 1\n" in result["content"] and "counted line 12" in result["content"]
+
+
+def test_the_live_line_names_the_running_command_and_shows_its_tail(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    task = slow_command_task(make_manager, repo)
+    view = TaskView(task)
+    try:
+        until(lambda: "counted line 2" in view.live.tail, what="the command's output")
+        assert view.live.activity["kind"] == "tool"
+        assert view.live.activity["subject"] == SLOW_COMMAND
+        line = status_line(
+            view.live.started_at, view.live.ended_at, view.live.activity, time.time()
+        )
+        assert f"now: running `{SLOW_COMMAND}` (" in line, line
+        assert task.state == TaskState.RUNNING  # seen while the command runs
+        assert task.wait(timeout=60) == TaskState.REVIEW
+        until(lambda: view.live.ended_at > 0, what="the live line to stop")
+        assert view.live.tail == "" and view.live.activity["kind"] == ""
+        assert status_line(view.live.started_at, view.live.ended_at, {}, time.time()).startswith(
+            "took "
+        )
+    finally:
+        view.close()
+
+
+# -- what the task does now ------------------------------------------------------------------
+def test_activity_follows_the_model_the_tools_and_a_permission_wait() -> None:
+    activity = Activity()
+    activity.on_event("state", {"state": "running"}, 100.0)
+    assert (activity.kind, activity.verb, activity.since) == ("model", "working", 100.0)
+    activity.on_event("thinking", {"delta": "hm"}, 101.0)
+    activity.on_event("text", {"delta": "I will"}, 102.0)
+    # one model turn: its time runs on from its start while it thinks, then writes
+    assert (activity.kind, activity.verb, activity.since) == ("model", "writing", 100.0)
+    call = {"id": "t1", "name": "bash", "input": {"command": "pytest -q\n"}}
+    activity.on_event("tool_call", call, 103.0)
+    assert (activity.kind, activity.verb, activity.subject) == ("tool", "running", "pytest -q")
+    activity.on_event("state", {"state": "waiting"}, 104.0)
+    assert (activity.kind, activity.since) == ("waiting", 104.0)
+    now = 104.0 + 75
+    line = status_line(40.0, 0.0, activity.as_dict(), now)
+    assert line == "2m 19s · now: waiting for your permission (1m 15s)"
+    activity.on_event("state", {"state": "running"}, 180.0)  # allowed: the call runs
+    assert (activity.kind, activity.subject, activity.since) == ("tool", "pytest -q", 180.0)
+    activity.on_event("tool_output", {"tool_use_id": "t1", "tail": "1 passed"}, 181.0)
+    assert status_line(40.0, 0.0, activity.as_dict(), 184.5) == (
+        "2m 24s · now: running `pytest -q` (4 s)"
+    )
+    assert activity.tail == "1 passed"
+    activity.on_event("tool_result", {"tool_use_id": "t1", "name": "bash"}, 185.0)
+    assert (activity.kind, activity.verb, activity.tail) == ("model", "working", "")
+    assert status_line(40.0, 0.0, activity.as_dict(), 188.0).endswith(
+        "now: the model is working (3 s)"
+    )
+    activity.on_event("state", {"state": "review"}, 190.0)
+    assert activity.kind == "" and status_line(40.0, 190.0, activity.as_dict(), 500) == (
+        "took 2m 30s"
+    )
+
+
+# -- the output tail ---------------------------------------------------------------------------
+def test_output_tail_keeps_the_last_whole_lines_of_a_flood_and_tells_it_throttled() -> None:
+    told: list[str] = []
+    tail = OutputTail(told.append, every_s=3600)
+    for n in range(100_000):
+        tail.feed(f"line {n}\n".encode())
+    assert tail.told == 1  # the first piece; the rest waits for the interval
+    shown = tail.text().splitlines()
+    assert len(shown) == TAIL_LINES and shown[-1] == "line 99999" and shown[0] == "line 99980"
+    assert len(tail.text()) < TAIL_BYTES
+    progress = OutputTail(told.append)
+    progress.feed(b"downloading 10%\rdownloading 55%\rdownloading 100%\ndone\n")
+    assert progress.text() == "downloading 100%\ndone"
+    cut = OutputTail(told.append)
+    cut.feed(b"x" * (3 * TAIL_BYTES) + b"\nlast\n")  # its first line was cut: not shown
+    assert cut.text() == "last"
+
+
+# -- the record, republished as the task spends ----------------------------------------------
+def test_the_record_is_republished_as_the_task_spends_at_most_every_two_seconds(
+    repo: git.Repo, make_manager: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[tuple[float, dict[str, Any]]] = []
+
+    def update(bundle: dict[str, Any], **_: Any) -> None:
+        published.append((time.monotonic(), bundle[record_module.MIME]))
+
+    import IPython.display
+
+    monkeypatch.setattr(IPython.display, "update_display", update)
+    turns = [
+        {"text": f"step {n}", "tools": [{"read": {"file_path": "calc.py"}}], "latency_ms": 600}
+        for n in range(9)
+    ]
+    manager, _ = make_manager([*turns, {"tools": [{"finish": {"summary": "Read it."}}]}])
+    task = manager.submit(Outcome("Read calc.py.", checks=(CHECK,)), repo=repo.working_dir)
+    display = RecordDisplay(task)
+    try:
+        assert task.wait(timeout=60) == TaskState.REVIEW
+    finally:
+        display.close()
+    # what the task had spent while it ran (the state change to running was at $0)
+    # (the checks' publication, while it still runs, repeats the last figure: left out)
+    running: list[tuple[float, dict[str, Any]]] = []
+    for at, r in published:
+        spent = r["usage"]["cost_usd"]
+        if (
+            r["state"] == "running"
+            and spent
+            and spent not in {x["usage"]["cost_usd"] for _, x in running}
+        ):
+            running.append((at, r))
+    costs = [r["usage"]["cost_usd"] for _, r in running]
+    assert len(running) >= 2, costs  # about 6 s of spending: published as it went
+    assert costs == sorted(costs), costs
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(running)]
+    assert all(gap >= REPUBLISH_S - 0.05 for gap in gaps), gaps
+    final = published[-1][1]
+    assert final["state"] == "review" and final["usage"]["cost_usd"] == task.usage.cost_usd
+
+
+# -- one cost figure ---------------------------------------------------------------------------
+def test_costs_are_written_by_the_rule_the_front_end_shares() -> None:
+    """labextension/tests/fixtures/costs.json is read by the vitest suite too
+    (formatCost): the card and the sidebar write a cost as the kernel does."""
+    pairs = json.loads(COSTS.read_text())
+    assert len(pairs) >= 5
+    for usd, text in pairs:
+        assert usd_text(usd) == text, (usd, text)
+
+
+def test_the_view_and_the_record_show_the_same_cost(repo: git.Repo, make_manager: Factory) -> None:
+    manager, _ = make_manager()
+    task = manager.submit(Outcome("Make add() add.", checks=(CHECK,)), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    view = TaskView(task)
+    try:
+        record = record_module.compact_record(task)
+        assert task.usage.cost_usd > 0
+        assert cost_text(task) in view.header.value
+        assert cost_of(record) == cost_text(task)
+        assert cost_of(record) in record_module.text_html(record)
+    finally:
+        view.close()

@@ -688,6 +688,8 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.cancel_button.on_click(lambda _: attempt(self.error, self.task.cancel))
         with self._lock:
             self._unsubscribe = task.subscribe(self._on_event)
+            # what it does now, as far as its state tells (a view made after it started)
+            self._activity.on_event("state", {"state": task.state}, time.time())
             if task.state in SHOWS_REVIEW:
                 self._review_round = 1
             self._render_state()

@@ -28,5 +28,6 @@ BENCHMARKS = (
     "git_view",
     "control",
     "file_tools",
+    "live_output",
     "long_task",
 )

@@ -34,6 +34,7 @@ EXPECTED = {
     "control": ("round_trip_ms_p50", "round_trip_ms_p95", "local_ms_p50", "tasks"),
     "git_view": ("first_view_ms_p50", "next_view_ms_p50", "worktree_add_ms_p50", "ratio_next"),
     "file_tools": ("worker_read_us_p50", "bare_read_us_p50", "ratio"),
+    "live_output": ("flood_told_ms_p50", "flood_bare_ms_p50", "flood_tellings_p50"),
 }
 # Harness time minus bare time, step by step: below zero when a tiny run is noisy.
 DIFFERENCES = {"added_ms_p50", "added_ms_p95", "added_us_p50"}

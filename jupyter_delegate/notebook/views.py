@@ -690,6 +690,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self._unsubscribe = task.subscribe(self._on_event)
             # what it does now, as far as its state tells (a view made after it started)
             self._activity.on_event("state", {"state": task.state}, time.time())
+            self._on_context({})  # a context event told before it subscribed
             if task.state in SHOWS_REVIEW:
                 self._review_round = 1
             self._render_state()

@@ -25,7 +25,9 @@ The review, which runs git, is built on its own thread once per review round.
 Cost in the kernel (bench/RESULTS.md, kernel responsiveness): every trait set is a comm
 message the engine thread serialises, and every new widget is three comm opens (itself,
 its layout, its style). So the live part of a view is a fixed set of widgets: the header,
-the log and the text being streamed. The log is the last `LOG_PAGES` pages of
+the live line (its clock ticks in the browser: time passing costs no message; a running
+command's last lines come at most twice a second, engine/output_tail.py), the log and the
+text being streamed. The log is the last `LOG_PAGES` pages of
 `PAGE_ENTRIES` entries, one HTML widget each, made once and reused in turn (earlier
 entries are counted in one line above them; a page is at most `LOG_CHARS` of HTML, the
 most one message carries).

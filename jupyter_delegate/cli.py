@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .check_output import check_log, failure_tail, printable, whole_output
-from .engine.model import PRICE_GUESSED
+from .engine.model import PRICE_GUESSED, usd_text
 from .engine.tools import describe_input
 from .environment import ran_with
 from .errors import ContextError, DelegateError, NotProven
@@ -187,7 +187,7 @@ def print_review(task: Task, out: TextIO) -> None:
     usage = task.usage
     guessed = f" ({PRICE_GUESSED})" if task.price_guessed else ""
     lines.append(
-        f"  cost: ${usage.cost_usd:.4f}{guessed} over {usage.steps} steps "
+        f"  cost: {usd_text(usage.cost_usd)}{guessed} over {usage.steps} steps "
         f"({usage.input_tokens} in, {usage.cache_read_tokens} cached, "
         f"{usage.cache_write_tokens} cache-written, {usage.output_tokens} out); "
         f"model {', '.join(task.served_models) or task.model}; sandbox {task.sandbox}"

@@ -44,6 +44,7 @@ SCREENSHOTS = (
     "live-running-light.png",
     "live-running-dark.png",
     "live-review-costs.png",
+    "live-review-header.png",
 )
 
 

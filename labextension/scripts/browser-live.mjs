@@ -137,6 +137,8 @@ try {
   summary.reviewLine = await page.$eval(LIVE, n => n.textContent);
   await page.locator('.jp-Notebook .jd-card').scrollIntoViewIfNeeded();
   await page.screenshot({ path: join(spec.artifacts, 'live-review-costs.png') });
+  await page.locator('.jp-Notebook .jupyter-widgets .jd-header').scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(spec.artifacts, 'live-review-header.png') });
 } catch (error) {
   await page.screenshot({ path: join(spec.artifacts, 'live-failure.png') }).catch(() => undefined);
   summary.trace = await page.evaluate(() => window.__jdLive).catch(() => undefined);

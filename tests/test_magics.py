@@ -463,7 +463,7 @@ def test_each_verdict_is_shown_by_cli_record_view_and_board(
     assert record["verdict"] == verdict
     assert f"[review · {verdict}]" in text_plain(record)
     assert f"review · {verdict}</span>" in text_html(record)
-    assert f"review · {verdict}</span>" in header_html(task, "fix", None)
+    assert f"review · {verdict}</span>" in header_html(task, "fix")
     row = BoardRow(task)
     approve = row.approve_button
     offered = approve.layout.display != "none"

@@ -28,9 +28,24 @@ export async function dismissKernelDialog(page, wait = 20000) {
   }
 }
 
+export async function acceptKernel(page) {
+  // On a loaded machine JupyterLab can ask which kernel to start for a notebook that names
+  // one (it did not find it running in time): take the one it offers, the notebook's own.
+  const dialog = page.locator('.jp-Dialog');
+  if (!(await dialog.isVisible().catch(() => false))) {
+    return;
+  }
+  const select = dialog.locator('button', { hasText: /^Select$/ });
+  if (await select.count()) {
+    await select.first().click();
+    await dialog.waitFor({ state: 'detached', timeout: 10000 }).catch(() => undefined);
+  }
+}
+
 export async function runAll(page) {
   // Run All Cells once the kernel is idle; on a loaded machine a click made while the
   // kernel is still connecting can run nothing, so it is made again until a cell starts.
+  // A kernel dialog met on the way is answered with the notebook's kernel.
   const idle = () => {
     const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
     return status && status.getAttribute('data-status') === 'idle';
@@ -40,7 +55,13 @@ export async function runAll(page) {
       /\[(\*|\d+)\]/.test(p.textContent || '')
     );
   for (let attempt = 0; attempt < 3; attempt++) {
-    await page.waitForFunction(idle, null, { timeout: 60000 }).catch(() => undefined);
+    for (let waited = 0; waited < 60000; waited += 500) {
+      await acceptKernel(page);
+      if (await page.evaluate(idle)) {
+        break;
+      }
+      await page.waitForTimeout(500);
+    }
     await page.locator('.lm-MenuBar-item', { hasText: /^Run$/ }).click();
     await page.getByRole('menuitem', { name: 'Run All Cells', exact: true }).click();
     if (await page.waitForFunction(started, null, { timeout: 20000 }).then(() => true, () => false)) {

@@ -1,0 +1,164 @@
+"""Review rounds: line comments the agent receives as in a pull-request review, each
+request-changes a round with its own diff, and the reviewer's own edits committed as them
+("fix it yourself"), all rebuilt from the journal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import git
+import pytest
+
+from conftest import CHECK, FIX_TURNS, FIXED, Factory, messages_sent
+from jupyter_delegate import LineComment, Outcome, ReviewRound, TaskState
+from jupyter_delegate.errors import ReviewError, UsageError
+from jupyter_delegate.journal import Journal
+
+SUB = "\n\ndef sub(a, b):\n    return a - b\n"
+ROUND_TWO = [
+    *FIX_TURNS,
+    {"tools": [{"write": {"file_path": "calc.py", "content": FIXED + SUB}}]},
+    {"tools": [{"finish": {"summary": "Added sub()."}}]},
+]
+# An agent that leaves add() broken (its check fails), then, sent back, adds a docstring.
+NO_FIX = [
+    {"tools": [{"write": {"file_path": "NOTES.md", "content": "add() later\n"}}]},
+    {"tools": [{"finish": {"summary": "Left a note."}}]},
+    {"tools": [{"write": {"file_path": "NOTES.md", "content": "add() fixed by you\n"}}]},
+    {"tools": [{"finish": {"summary": "Noted your fix."}}]},
+]
+
+
+def submit(manager, repo: git.Repo):  # type: ignore[no-untyped-def]
+    outcome = Outcome("Make add() add.", checks=(CHECK,))
+    return manager.submit(outcome, repo=repo.working_dir)
+
+
+def feedback_received(fake, needle: str) -> str:  # type: ignore[no-untyped-def]
+    """The text of the user turn carrying `needle`, as the fake model first received it
+    (in the request body)."""
+    sent = [r for r in messages_sent(fake) if needle in json.dumps(r.body)]
+    content = sent[0].body["messages"][-1]["content"]
+    return "\n".join(block.get("text", "") for block in content if block["type"] == "text")
+
+
+def test_line_comments_reach_the_agent_anchored_with_the_quoted_lines(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, fake = make_manager(ROUND_TWO)
+    task = submit(manager, repo)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    first_head = task.head_commit
+    task.request_changes(
+        "Add a sub() too.",
+        comments=[
+            LineComment("calc.py", 2, "Good; keep this line as it is."),
+            {
+                "path": "calc.py",
+                "line": 1,
+                "end_line": 2,
+                "body": "Old version, for reference.",
+                "side": "old",
+            },
+        ],
+    )
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    # What the model received after the first round, from the request body itself.
+    text = feedback_received(fake, "Add a sub() too.")
+    assert "Add a sub() too." in text
+    assert "calc.py:2\n>     return a + b\nGood; keep this line as it is." in text
+    assert "calc.py:1-2 (old side" in text and ">     return a - b" in text
+
+    rounds = task.review_rounds()
+    assert [r.number for r in rounds] == [1, 2]
+    assert rounds[0] == ReviewRound(1, "", (), task.base_commit, first_head)
+    assert rounds[1].feedback == "Add a sub() too." and rounds[1].base == first_head
+    assert rounds[1].comments[0] == LineComment("calc.py", 2, "Good; keep this line as it is.")
+    assert rounds[1].comments[1].side == "old" and rounds[1].head == task.head_commit
+    # The second round's own diff: only what it changed.
+    since = task.diff(since=rounds[1].base)
+    assert "+def sub(a, b):" in since and "+    return a + b" not in since
+    assert "+    return a + b" in task.diff()
+    # Rebuilt from the journal by another manager (another process, a restored notebook).
+    other, _ = make_manager()
+    again = other.get(task.id, repo.working_dir)
+    assert again is not task and again.review_rounds() == rounds
+    assert Journal(task.journal_path).verify().ok
+
+
+def test_a_comment_on_a_line_or_file_that_is_not_there_is_refused_and_nothing_is_lost(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, fake = make_manager()
+    task = submit(manager, repo)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    before = len(messages_sent(fake))
+    with pytest.raises(UsageError, match=r"calc\.py has 2 lines in the new version"):
+        task.request_changes("x", comments=[LineComment("calc.py", 9, "here?")])
+    with pytest.raises(UsageError, match="not in the new version"):
+        task.request_changes(comments=[{"path": "nope.py", "line": 1, "body": "?"}])
+    with pytest.raises(UsageError, match="lacks body"):
+        task.request_changes(comments=[{"path": "calc.py", "line": 1}])
+    with pytest.raises(UsageError, match="line number from 1"):
+        LineComment("calc.py", 0, "x")
+    with pytest.raises(ReviewError, match="needs feedback or line comments"):
+        task.request_changes()
+    assert task.state == TaskState.REVIEW and len(messages_sent(fake)) == before
+    assert len(task.review_rounds()) == 1
+    assert not [e for e in Journal(task.journal_path).events() if e.type == "changes_requested"]
+
+
+def test_the_reviewers_own_edit_is_committed_as_them_checks_rerun_and_the_agent_told(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, fake = make_manager(NO_FIX)
+    task = submit(manager, repo)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    assert task.verdict == "checks fail"
+    with pytest.raises(ReviewError, match="Nothing changed"):
+        task.commit_edits()
+    path = task.worktree_file("calc.py")
+    assert path == task.worktree / "calc.py"
+    path.write_text(FIXED)
+
+    commit = task.commit_edits("Fix add() myself")
+
+    made = repo.commit(commit)
+    assert (made.author.name, made.author.email) == ("Test User", "t@example.com")
+    assert "Delegate-Edit: human" in made.message and task.branch in repo.git.branch(
+        "--contains", commit
+    )
+    assert task.head_commit == commit and task.state == TaskState.REVIEW
+    assert task.checks_passed and task.verdict == "proven"
+    assert [(e["commit"], e["files"], e["message"]) for e in task.human_edits] == [
+        (commit, ["calc.py"], "Fix add() myself")
+    ]
+    edits = [e.data for e in Journal(task.journal_path).events() if e.type == "human_edit"]
+    assert edits and edits[0]["commit"] == commit and edits[0]["files"] == ["calc.py"]
+    assert task.review_rounds()[-1].head == commit
+
+    task.request_changes("Note my fix in NOTES.md.")
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    text = feedback_received(fake, "Note my fix in NOTES.md.")
+    assert "The reviewer edited the code themselves" in text and "in: calc.py" in text
+    assert "+    return a + b" in text and commit[:10] in text
+    assert task.review_rounds()[1].base == commit  # round 2 starts from the edited head
+    assert "return a + b" not in task.diff(since=task.review_rounds()[1].base)
+    other, _ = make_manager()
+    assert other.get(task.id, repo.working_dir).human_edits == task.human_edits
+    assert Journal(task.journal_path).verify().ok
+
+
+def test_worktree_file_refuses_paths_leading_out(repo: git.Repo, make_manager: Factory) -> None:
+    manager, _ = make_manager()
+    task = submit(manager, repo)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    assert task.worktree is not None
+    (task.worktree / "out").symlink_to("/etc")
+    for bad in ("../x", "/etc/passwd", ".git/config", "out/passwd", ""):
+        with pytest.raises(UsageError):
+            task.worktree_file(bad)
+    assert task.worktree_file("new/file.py") == Path(task.worktree) / "new/file.py"
+    with pytest.raises(ReviewError, match="not a commit"):
+        task.diff(since="no-such-commit")

@@ -4,16 +4,22 @@ request-changes a round with its own diff, and the reviewer's own edits committe
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import git
 import pytest
 
-from conftest import CHECK, FIX_TURNS, FIXED, Factory, messages_sent
+from conftest import CHECK, FIX_TURNS, FIXED, SANDBOX, Factory, messages_sent
 from jupyter_delegate import LineComment, Outcome, ReviewRound, TaskState
+from jupyter_delegate.cli import main
 from jupyter_delegate.errors import ReviewError, UsageError
 from jupyter_delegate.journal import Journal
+from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
 
 SUB = "\n\ndef sub(a, b):\n    return a - b\n"
 ROUND_TWO = [
@@ -162,3 +168,82 @@ def test_worktree_file_refuses_paths_leading_out(repo: git.Repo, make_manager: F
     assert task.worktree_file("new/file.py") == Path(task.worktree) / "new/file.py"
     with pytest.raises(ReviewError, match="not a commit"):
         task.diff(since="no-such-commit")
+
+
+# -- the command line -------------------------------------------------------------------------
+@contextlib.contextmanager
+def serving(turns: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    fake = FakeMessagesAPI(load_scenario({"name": "cli", "turns": turns}))
+    with FakeServer(fake) as running:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", running.url)
+        yield fake
+
+
+def cli(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+def test_cli_comments_edits_and_the_diff_since_the_last_review(
+    repo: git.Repo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    at = ("--repo", repo.working_dir)
+    with serving(ROUND_TWO, monkeypatch) as fake:
+        code, text = cli(
+            "run", "Make add() add.", *at, "--check", CHECK, "--sandbox", SANDBOX, "--no-approve"
+        )
+        task_id = text.split()[1]
+        capsys.readouterr()
+        # Bad input: one line saying what to do, exit 2, the task still in review.
+        for argv, said in (
+            (("--comment", "calc.py=why?"), "write FILE:LINE=TEXT"),
+            (("--comment", "calc.py:9=why?"), "calc.py has 2 lines"),
+            (("--comment", "nope.py:1=why?"), "not in the new version"),
+            ((), "needs feedback or line comments"),
+        ):
+            assert cli("request-changes", task_id, *argv, *at, "--no-approve") == (2, "")
+            err = capsys.readouterr().err
+            assert said in err and len(err.strip().splitlines()) == 1
+        assert cli("diff", task_id, "--since-review", *at)[0] == 2
+        assert "first round of review" in capsys.readouterr().err
+        assert cli("commit-edits", task_id, *at)[0] == 2
+        assert "Nothing changed" in capsys.readouterr().err
+        assert cli("edit", task_id, "../outside", *at)[0] == 2
+        assert "`..`" in capsys.readouterr().err
+        assert "changes_requested" not in Path(_journal(repo, task_id)).read_text()
+
+        # Fix it yourself: the path to edit, your commit, the checks again.
+        code, printed = cli("edit", task_id, "README.md", *at)
+        readme = Path(printed.strip())
+        assert code == 0 and readme.read_text() == "# proj\n"
+        readme.write_text("# proj\n\nAdds numbers.\n")
+        code, text = cli("commit-edits", task_id, "-m", "Say what it does", *at)
+        assert code == 0 and "(README.md)" in text and "proven" in text
+
+        code, text = cli(
+            "request-changes",
+            task_id,
+            "Add a sub() too.",
+            "--comment",
+            "calc.py:2=Keep this line.",
+            *at,
+            "--no-approve",
+        )
+        assert code == 0
+        sent = [r for r in messages_sent(fake) if "Add a sub() too." in json.dumps(r.body)]
+        received = json.dumps(sent[0].body["messages"][-1])
+        assert "calc.py:2\\n>     return a + b\\nKeep this line." in received
+        assert "in: README.md" in received and "+Adds numbers." in received
+
+    code, since = cli("diff", task_id, "--since-review", *at)
+    assert code == 0 and "+def sub(a, b):" in since and "+    return a + b" not in since
+    assert "README.md" not in since  # the reviewer's edit was in the round before
+    shown = cli("show", task_id, *at)[1]
+    assert "round 2 of review (changes requested 1 time)" in shown
+    assert "human edit " in shown and "README.md (Say what it does)" in shown
+    assert cli("audit", "verify", task_id, *at)[0] == 0
+
+
+def _journal(repo: git.Repo, task_id: str) -> Path:
+    return Path(repo.git_dir) / "delegate" / "tasks" / task_id / "journal.jsonl"

@@ -247,3 +247,27 @@ def test_cli_comments_edits_and_the_diff_since_the_last_review(
 
 def _journal(repo: git.Repo, task_id: str) -> Path:
     return Path(repo.git_dir) / "delegate" / "tasks" / task_id / "journal.jsonl"
+
+
+def test_edits_left_uncommitted_at_request_changes_are_the_reviewers_not_the_agents(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, fake = make_manager(NO_FIX)
+    task = submit(manager, repo)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    task.worktree_file("calc.py").write_text(FIXED + "# checked\n")
+    # The comment is on the code as the reviewer sees it, their edit included.
+    task.request_changes(comments=[LineComment("calc.py", 3, "Drop this comment later.")])
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    (edit,) = task.human_edits
+    made = repo.commit(edit["commit"])
+    assert made.author.name == "Test User" and edit["files"] == ["calc.py"]
+    text = feedback_received(fake, "Drop this comment later.")
+    assert "calc.py:3\n> # checked\nDrop this comment later." in text
+    assert "The reviewer edited the code themselves" in text
+    assert task.review_rounds()[1].base == edit["commit"]
+    agent_commit = repo.commit(task.head_commit)
+    assert agent_commit.parents[0].hexsha == edit["commit"]
+    assert "Delegate-Model" in agent_commit.message and "calc.py" not in task.diff(
+        since=edit["commit"]
+    )

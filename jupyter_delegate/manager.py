@@ -2,10 +2,10 @@
 
 One writer per journal: only the process holding a task's lock (an flock on
 `tasks/<id>/lock`) writes its journal, through `_record`, the one place events are
-written. A decision (approve, reject, request changes, cancel, pause, answer) runs here
-when this process runs the task, or takes the lock when nobody does; otherwise it is
-posted to the task's control inbox (control.py) and the process running the task acts on
-it. Every decision reads the journal first (`refresh`), so a stale one is refused.
+written. A decision (approve, reject, request changes, commit the reviewer's edits,
+cancel, pause, answer) runs here when this process runs the task, or takes the lock when
+nobody does; otherwise it is posted to the task's control inbox (control.py) and the
+process running the task acts on it. Every decision reads the journal first (`refresh`), so a stale one is refused.
 
 Rounds of work (rounds.py) run where the runner says (runner.py): by default as
 coroutines on one engine thread with its own asyncio loop, many at once; git work runs

@@ -15,7 +15,7 @@ import git
 import pytest
 
 from conftest import CHECK, FIX_TURNS, FIXED, SANDBOX, Factory, messages_sent
-from jupyter_delegate import LineComment, Outcome, ReviewRound, TaskState
+from jupyter_delegate import LineComment, Outcome, ReviewRound, Task, TaskState
 from jupyter_delegate.cli import main
 from jupyter_delegate.errors import ReviewError, UsageError
 from jupyter_delegate.journal import Journal
@@ -271,3 +271,31 @@ def test_edits_left_uncommitted_at_request_changes_are_the_reviewers_not_the_age
     assert "Delegate-Model" in agent_commit.message and "calc.py" not in task.diff(
         since=edit["commit"]
     )
+
+
+def test_rounds_of_a_journal_from_before_rounds_start_at_each_request_for_changes() -> None:
+    outcome = Outcome("Make add() add.", checks=(CHECK,))
+    task = Task(id="old", outcome=outcome, repo=Path("/nowhere"))
+    opening = {
+        "outcome": outcome.to_dict(),
+        "branch": "delegate/old-x",
+        "base_commit": "b" * 40,
+        "model": "claude-sonnet-4-6",
+        "worktree": "/nowhere/wt",
+    }
+    for type_, data in (
+        ("task", opening),
+        ("state", {"state": "running", "reason": "the agent is working"}),
+        ("commit", {"commit": "1" * 40}),
+        ("state", {"state": "review", "reason": "ready for review"}),
+        ("user", {"content": [{"type": "text", "text": "The reviewer requests changes: x"}]}),
+        ("state", {"state": "running", "reason": "changes requested"}),
+        ("commit", {"commit": "2" * 40}),
+        ("state", {"state": "review", "reason": "ready for review"}),
+    ):
+        task.apply(type_, data)
+    assert task.review_rounds() == [
+        ReviewRound(1, "", (), "b" * 40, "1" * 40),
+        ReviewRound(2, "", (), "1" * 40, "2" * 40),
+    ]
+    assert task.review_round == 2 and task.last_review_base() == "1" * 40

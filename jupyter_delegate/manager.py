@@ -5,7 +5,8 @@ One writer per journal: only the process holding a task's lock (an flock on
 written. A decision (approve, reject, request changes, commit the reviewer's edits,
 cancel, pause, answer) runs here when this process runs the task, or takes the lock when
 nobody does; otherwise it is posted to the task's control inbox (control.py) and the
-process running the task acts on it. Every decision reads the journal first (`refresh`), so a stale one is refused.
+process running the task acts on it. Every decision reads the journal first (`refresh`),
+so a stale one is refused.
 
 Rounds of work (rounds.py) run where the runner says (runner.py): by default as
 coroutines on one engine thread with its own asyncio loop, many at once; git work runs
@@ -952,6 +953,9 @@ class TaskManager:
             commit = reviewed if comment.side == "new" else round_base
             text = workspace.file_at(worktree, commit, comment.path)
             quoted.append((comment, quote(comment, text, commit)))
+        if remember is not None:  # first: a preference it cannot keep changes nothing
+            state_dir = context.workspace.state_dir if remember == "repo" else None
+            preference = add_preference(feedback, state_dir)
         if staged.changes:
             reviewed = self._commit_human_edit(task, context, worktree, staged, "")
         number = task.review_round
@@ -961,9 +965,6 @@ class TaskManager:
             first = str(edits[0]["commit"])
             edits_diff = workspace.commit_diff(worktree, f"{first}^", reviewed)
         text = feedback_text(feedback, quoted, edits, edits_diff)
-        if remember is not None:  # first: a preference it cannot keep changes nothing
-            state_dir = context.workspace.state_dir if remember == "repo" else None
-            preference = add_preference(feedback, state_dir)
         if remember is not None:
             self._record(task, "preference", preference.to_dict())
         requested: dict[str, Any] = {

@@ -299,3 +299,42 @@ def test_rounds_of_a_journal_from_before_rounds_start_at_each_request_for_change
         ReviewRound(2, "", (), "1" * 40, "2" * 40),
     ]
     assert task.review_round == 2 and task.last_review_base() == "1" * 40
+
+
+# -- the magics -------------------------------------------------------------------------------
+def test_magics_comment_and_commit_edits_and_the_record_names_round_and_edit(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from jupyter_delegate.notebook.magics import DelegateMagics
+    from jupyter_delegate.notebook.record import compact_record
+
+    ip = InteractiveShell.instance()
+    manager, fake = make_manager(ROUND_TWO)
+    ip.register_magics(DelegateMagics(ip, manager=manager))
+    try:
+        with capture_output():
+            ip.run_cell_magic(
+                "delegate",
+                f"--repo {repo.working_dir} --name fix",
+                f"Make add() add.\ncheck: {CHECK}\n",
+            )
+        task = manager.get("fix")
+        assert task.wait(timeout=60) == TaskState.REVIEW
+        with pytest.raises(UsageError, match="write FILE:LINE=TEXT"):
+            ip.run_line_magic("delegate", "request-changes fix --comment calc.py")
+        task.worktree_file("README.md").write_text("# proj\n\nAdds.\n")
+        commit = ip.run_line_magic("delegate", "commit-edits fix -m 'Say what it does'")
+        assert task.human_edits[0]["commit"] == commit
+        ip.run_line_magic("delegate", "request-changes fix --comment 'calc.py:2=Keep it.'")
+        assert task.wait(timeout=60) == TaskState.REVIEW
+        assert "calc.py:2\n>     return a + b\nKeep it." in feedback_received(fake, "Keep it.")
+        record = compact_record(task)
+        assert record["review_round"] == 2
+        assert record["human_edits"] == [
+            {"commit": commit, "files": ["README.md"], "message": "Say what it does"}
+        ]
+    finally:
+        InteractiveShell.clear_instance()

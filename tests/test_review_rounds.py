@@ -326,9 +326,10 @@ def test_magics_comment_and_commit_edits_and_the_record_names_round_and_edit(
         with pytest.raises(UsageError, match="write FILE:LINE=TEXT"):
             ip.run_line_magic("delegate", "request-changes fix --comment calc.py")
         task.worktree_file("README.md").write_text("# proj\n\nAdds.\n")
-        commit = ip.run_line_magic("delegate", "commit-edits fix -m 'Say what it does'")
-        assert task.human_edits[0]["commit"] == commit
-        ip.run_line_magic("delegate", "request-changes fix --comment 'calc.py:2=Keep it.'")
+        with capture_output():
+            commit = ip.run_line_magic("delegate", "commit-edits fix -m 'Say what it does'")
+            assert task.human_edits[0]["commit"] == commit
+            ip.run_line_magic("delegate", "request-changes fix --comment 'calc.py:2=Keep it.'")
         assert task.wait(timeout=60) == TaskState.REVIEW
         assert "calc.py:2\n>     return a + b\nKeep it." in feedback_received(fake, "Keep it.")
         record = compact_record(task)

@@ -67,3 +67,8 @@ class ContextError(DelegateError):
 class StaleJournal(JournalError):
     """Another process appended to the journal since this one last read it: nothing was
     written. Re-read the task (`Task.refresh()`) and decide again."""
+
+
+class UsageError(DelegateError):
+    """An argument is malformed (a line comment without a line, say): the message says
+    which and how to write it."""

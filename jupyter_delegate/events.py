@@ -109,13 +109,15 @@ class TaskCreated(_Event):
 @dataclass(frozen=True)
 class StateChanged(_Event):
     """`state`: the task's new state (task.TaskState's value) and why; `error` when it
-    failed, `transient` when that failure's cause can pass (it may resume)."""
+    failed, `transient` when that failure's cause can pass (it may resume); `head`, on
+    reaching review, the task's head commit reviewed (absent in older journals)."""
 
     TYPE: ClassVar[str] = "state"
     state: str
     reason: str = ""
     error: str = field(default="", metadata=SOMETIMES)
     transient: bool = field(default=False, metadata=SOMETIMES)
+    head: str | None = field(default=None, metadata=SOMETIMES)
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,36 @@ class Rejected(_Event):
 
 
 @dataclass(frozen=True)
+class ChangesRequested(_Event):
+    """`changes_requested`: the reviewer sent the task back, starting the next round of
+    review: their `feedback`, their line `comments` (review.LineComment dicts, about the
+    code of `reviewed`, the head they reviewed), and the reviewer's own edits the agent was
+    told of (`human_edits`, their commits). The agent's message follows as a `user`
+    event. Journals from before rounds have none (the round starts at the state change)."""
+
+    TYPE: ClassVar[str] = "changes_requested"
+    feedback: str = ""
+    comments: list[dict[str, Any]] = field(default_factory=list)
+    reviewed: str | None = None
+    human_edits: list[str] = field(default_factory=list, metadata=SOMETIMES)
+
+
+@dataclass(frozen=True)
+class HumanEdit(_Event):
+    """`human_edit`: the reviewer's own edits in the task's worktree, committed by the
+    harness to the task's branch as the reviewer (`author`, from their git identity):
+    the `commit`, the `files` it changed and its `message`, at `at` (ISO time). The
+    checks then run again on it (a `checks` event)."""
+
+    TYPE: ClassVar[str] = "human_edit"
+    commit: str
+    files: list[str] = field(default_factory=list)
+    message: str = ""
+    author: str = ""
+    at: str = ""
+
+
+@dataclass(frozen=True)
 class Flag(_Event):
     """`flag`: something the reviewer should know (a file not committed, say)."""
 
@@ -279,7 +311,7 @@ class PreferenceRemembered(_Event):
 class Control(_Event):
     """`control`: a request another process posted to the task's control inbox, as the
     lock holder took it: `action` ("answer", "approve", "reject", "request_changes",
-    "cancel", "pause") with its `args`, `by` whom (process pid, host, user), and its
+    "commit_edits", "cancel", "pause") with its `args`, `by` whom (process pid, host, user), and its
     `status` ("accepted", then "done" or "refused") with its `result` or `error`."""
 
     TYPE: ClassVar[str] = "control"
@@ -330,6 +362,8 @@ JournalEvent = (
     | Commit
     | Merged
     | Rejected
+    | ChangesRequested
+    | HumanEdit
     | Flag
     | ContextGathered
     | ContextChanged
@@ -353,6 +387,8 @@ KNOWN: dict[str, type[_Event]] = {
         Commit,
         Merged,
         Rejected,
+        ChangesRequested,
+        HumanEdit,
         Flag,
         ContextGathered,
         ContextChanged,

@@ -10,8 +10,8 @@ Running and deciding are the manager's job; `Task` methods forward to it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 from .engine.catalogue import ModelInfo, default_compact_at, from_table, limits_text
 from .engine.model import price_guessed
 from .environment import Declared
-from .errors import IllegalTransition
+from .errors import IllegalTransition, ReviewError
 from .events import (
     FORMAT,
     AssistantTurn,
+    ChangesRequested,
     Checks,
     Commit,
     Compacted,
@@ -31,6 +32,7 @@ from .events import (
     Control,
     Finish,
     Flag,
+    HumanEdit,
     JournalEvent,
     Merged,
     Permission,
@@ -45,6 +47,7 @@ from .events import (
 )
 from .outcome import Outcome
 from .policy import PermissionRequest, Policy
+from .review import LineComment, ReviewRound
 
 if TYPE_CHECKING:
     from .manager import TaskManager
@@ -328,6 +331,11 @@ class Task:
     cuts: int = 0
     preferences: list[dict[str, str]] = field(default_factory=list)
     agents_md: list[str] = field(default_factory=list)
+    # The reviewer's own commits on the task's branch (`commit_edits`): {"commit", "files",
+    # "message", "at", "round"} each, from the journal's human_edit events.
+    human_edits: list[dict[str, Any]] = field(default_factory=list)
+    # The rounds of review so far (`review_rounds`), folded from the journal.
+    _rounds: list[ReviewRound] = field(default_factory=list, repr=False)
     _manager: TaskManager | None = field(default=None, repr=False, compare=False)
     _subscribers: list[Subscriber] = field(default_factory=list, repr=False, compare=False)
     _changed: threading.Condition = field(
@@ -335,11 +343,65 @@ class Task:
     )
 
     # -- what users do -------------------------------------------------------------
-    def diff(self) -> str:
+    def diff(self, since: str | None = None) -> str:
         """The task's own change, new files included, binary files named: from where it
         meets its base branch (`git diff BASE...TASK`), so commits made to the base since
-        the task started are not shown as the task's."""
-        return self._mgr().diff(self)
+        the task started are not shown as the task's. `since`: a commit (a round's `base`,
+        say): the change from there to the task's head instead ("changes since the last
+        review")."""
+        return self._mgr().diff(self, since)
+
+    def review_rounds(self) -> list[ReviewRound]:
+        """The rounds of review, first to current (see `ReviewRound`), from the journal:
+        the same in every process, and after a restore."""
+        return list(self._rounds)
+
+    def last_review_base(self) -> str:
+        """Where "the changes since the last review" start: the head reviewed before the
+        current round. ReviewError in the first round (there was no review before)."""
+        if len(self._rounds) < 2:
+            raise ReviewError(
+                f"Task {self.id} is in its first round of review: there is no earlier review "
+                "to compare with. Its whole change is its diff without --since-review."
+            )
+        return self._rounds[-1].base
+
+    @property
+    def review_round(self) -> int:
+        """The number of the current round of review (1 before any request-changes)."""
+        return len(self._rounds) or 1
+
+    @property
+    def review_notes(self) -> list[str]:
+        """The rounds of review and the reviewer's own edits, a line each, as `show` and
+        the notebook record say them; none in a first round without edits."""
+        notes = []
+        if len(self._rounds) > 1:
+            times = len(self._rounds) - 1
+            notes.append(
+                f"round {len(self._rounds)} of review (changes requested {times} "
+                f"time{'s' if times > 1 else ''})"
+            )
+        for edit in self.human_edits:
+            files = ", ".join(edit["files"])
+            notes.append(
+                f"human edit {str(edit['commit'])[:10]} in round {edit.get('round', 1)}: "
+                f"{files} ({edit['message']})"
+            )
+        return notes
+
+    def worktree_file(self, path: str) -> Path:
+        """The absolute path of `path` (repository relative) in the task's worktree, to
+        edit it yourself (then `commit_edits`). Paths leading out of the worktree (`..`,
+        a symlink out) and into `.git` are refused."""
+        return self._mgr().worktree_file(self, path)
+
+    def commit_edits(self, message: str = "") -> str:
+        """Commit your own edits in the task's worktree to its branch, as you (your git
+        identity), journaled as a human edit; the checks run again and the task stays in
+        review with their verdict. Returns the commit. Refused unless the task is in
+        review and something changed."""
+        return self._mgr().commit_edits(self, message)
 
     def diff_base(self) -> str:
         """The commit the task's own change is counted from (see `diff`)."""
@@ -365,10 +427,19 @@ class Task:
         (a task in review, interrupted, paused or failed)."""
         self._mgr().reject(self, reason)
 
-    def request_changes(self, feedback: str, remember: str | None = None) -> None:
-        """Send feedback; the same agent continues from where it stopped. `remember`
-        ("repo" or "user") also keeps the feedback as a preference for later tasks."""
-        self._mgr().request_changes(self, feedback, remember)
+    def request_changes(
+        self,
+        feedback: str = "",
+        remember: str | None = None,
+        comments: Sequence[LineComment | Mapping[str, Any]] = (),
+    ) -> None:
+        """Send feedback and line comments (`LineComment`s or their dicts); the same agent
+        continues from where it stopped, in the next round of review. It receives the
+        feedback, each comment anchored `path:line` with the lines quoted, as in a pull
+        request review, and the edits you committed since its last round
+        (`commit_edits`). `remember` ("repo" or "user") also keeps the feedback as a
+        preference for later tasks."""
+        self._mgr().request_changes(self, feedback, remember, comments)
 
     def cancel(self) -> None:
         """Stop the task for good; its work is archived as by `reject`."""
@@ -527,6 +598,7 @@ class Task:
             case PreferenceRemembered(scope=scope, text=text):
                 self._flag(f"remembered as a preference ({scope}): {text}")
             case StateChanged(state=state, error=error, transient=transient):
+                self._apply_round(event)
                 self.state = TaskState(state)
                 if error:
                     self.error = error
@@ -550,6 +622,18 @@ class Task:
                 self.check_environment = dict(environment)
             case Commit(commit=commit):
                 self.head_commit = commit
+            case ChangesRequested():
+                reviewed = event.reviewed or self._reviewed_head()
+                comments = tuple(LineComment.from_dict(c) for c in event.comments)
+                number = len(self._rounds) + 1
+                self._rounds.append(ReviewRound(number, event.feedback, comments, reviewed, None))
+            case HumanEdit(commit=commit):
+                edit = {"commit": commit, "files": list(event.files), "message": event.message}
+                # `round`: the round of review it was made in.
+                self.human_edits.append(edit | {"at": event.at, "round": len(self._rounds)})
+                self.head_commit = commit
+                if self._rounds:
+                    self._rounds[-1] = replace(self._rounds[-1], head=commit)
             case Rejected(archive_ref=archive_ref):
                 self.archive_ref = archive_ref or None
             case Merged():
@@ -591,6 +675,7 @@ class Task:
         self.branch, self.base_branch = event.branch, event.base_branch
         self.base_commit, self.model = event.base_commit, event.model
         self.worktree = Path(event.worktree)
+        self._rounds = [ReviewRound(1, "", (), event.base_commit, None)]
         self.sandbox, self.created = event.sandbox, event.created
         self.policy = Policy.from_dict(event.policy)
         for ignored in self.policy.ignored:
@@ -609,6 +694,27 @@ class Task:
                 f"its journal is of format {event.format}, written by a newer jupyter-delegate "
                 f"(this one reads up to {FORMAT}): what is new in it is not shown"
             )
+
+    def _apply_round(self, event: StateChanged) -> None:
+        """Rounds of review at state changes: reaching review sets the round's head; a
+        task sent back from review without a changes_requested event (a journal from
+        before rounds) starts the next round here."""
+        if event.state == TaskState.REVIEW and self._rounds:
+            head = event.head or self.head_commit
+            self._rounds[-1] = replace(self._rounds[-1], head=head)
+        elif (
+            event.state == TaskState.RUNNING
+            and self.state == TaskState.REVIEW
+            and self._rounds
+            and self._rounds[-1].head is not None
+        ):
+            number = len(self._rounds) + 1
+            self._rounds.append(ReviewRound(number, "", (), self._reviewed_head(), None))
+
+    def _reviewed_head(self) -> str:
+        """The head of the round under review (the task's base before any)."""
+        last = self._rounds[-1] if self._rounds else None
+        return (last.head if last else None) or self.head_commit or self.base_commit
 
     def _apply_context(self, event: ContextGathered) -> None:
         self.system_prompt = event.system

@@ -10,7 +10,7 @@
     request-changes ID TEXT [--remember | --remember-everywhere] [--yes]
                                  [--approve | --no-approve]
     pause ID                     pending [ID] [--json]
-    answer ID [REQUEST] allow|deny [--remember]
+    answer ID [REQUEST] allow|deny [--remember | --rule RULE] [--reason TEXT]
     audit verify [ID] [--repo P]
     demo [--dir D]
 
@@ -498,6 +498,9 @@ def cmd_pending(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> 
             f"    {printable(request.reason)}\n"
             f"    answer: jupyter delegate answer {task.id} {request.request_id} allow|deny\n"
         )
+        if request.rules:
+            rules = printable(", ".join(request.rules))
+            out.write(f"    allow for the rest of the task with --remember (grants {rules})\n")
     return EXIT_OK
 
 
@@ -521,9 +524,15 @@ def cmd_answer(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> i
                 "(`jupyter delegate pending` lists them)."
             )
         request_id = waiting[0]
-    if args.remember and decision == "deny":
-        raise DelegateError("--remember goes with allow: a denial is not remembered.")
-    task.answer(request_id, decision == "allow", remember=args.remember)
+    if (args.remember or args.rule) and decision == "deny":
+        raise DelegateError("--remember and --rule go with allow: a denial is not remembered.")
+    task.answer(
+        request_id,
+        decision == "allow",
+        remember=args.remember,
+        rule=args.rule or None,
+        reason=args.reason,
+    )
     done = "Allowed" if decision == "allow" else "Denied"
     out.write(f"{done} {request_id} of task {task.id}.\n")
     return EXIT_OK

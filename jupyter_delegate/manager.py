@@ -50,12 +50,13 @@ from .engine.catalogue import (
 )
 from .engine.model import Endpoint, client_for, endpoint_from_env, model_settings, resolve_model
 from .engine.prompt import first_message
+from .engine.tools import describe_input
 from .environment import declared_environment, discover
 from .errors import DelegateError, NotProven, ReviewError, TaskNotFound
 from .events import FORMAT
 from .journal import Event, Journal, redact
 from .outcome import Outcome
-from .policy import PermissionRequest, Policy, effective_policy
+from .policy import PermissionRequest, Policy, Rule, effective_policy
 from .rounds import Answer, RoundOfWork
 from .runner import EngineRunner, Round, Runner
 from .task import Task, TaskState, check_transition
@@ -366,21 +367,43 @@ class TaskManager:
                 continue
             if data.get("status") == "asked":
                 asked[data["request_id"]] = PermissionRequest(
-                    data["request_id"], data["tool"], data.get("input", {}), data["reason"]
+                    data["request_id"],
+                    data["tool"],
+                    data.get("input", {}),
+                    data["reason"],
+                    tuple(data.get("rules") or ()),
                 )
             elif data.get("decision"):
                 asked.pop(data["request_id"], None)
         return list(asked.values())
 
     def answer(
-        self, task: Task, request_id: str, allow: bool, remember: bool = False, by: str = "human"
+        self,
+        task: Task,
+        request_id: str,
+        allow: bool,
+        remember: bool = False,
+        by: str = "human",
+        rule: str | Sequence[str] | None = None,
+        reason: str | None = None,
     ) -> None:
         """Answer a pending permission question, whichever process runs the task. `by`:
-        who decided, as journaled ("human"; "headless" when nobody could be asked)."""
+        who decided, as journaled ("human"; "headless" when nobody could be asked);
+        `rule`, `reason`: see `Task.answer`."""
         if not isinstance(by, str) or not by.strip():
             raise ReviewError(f"by= names who answered (say 'human'), not {by!r}.")
+        rules = [rule] if isinstance(rule, str) else list(rule or [])
+        for text in rules:
+            Rule.parse(text)  # a malformed rule is refused here, in the asking process
+        if rules and not allow:
+            raise ReviewError("rule= goes with allow: a denial grants no rule.")
+        if reason is not None and not isinstance(reason, str):
+            raise ReviewError(f"reason= is the words the agent receives, not {reason!r}.")
         args = {"request_id": request_id, "allow": bool(allow), "remember": bool(remember)}
-        self._decide(task, "answer", {**args, "by": by.strip()})
+        extra: dict[str, Any] = {"rules": rules} if rules else {}
+        if reason and reason.strip():
+            extra["reason"] = reason.strip()
+        self._decide(task, "answer", {**args, "by": by.strip(), **extra})
 
     def _answer(
         self,
@@ -391,6 +414,8 @@ class TaskManager:
         remember: bool = False,
         by: str = "human",
         requester: Mapping[str, Any] | None = None,
+        rules: Sequence[str] = (),
+        reason: str = "",
     ) -> None:
         entry = context.pending.get(request_id)
         if entry is None:
@@ -398,8 +423,9 @@ class TaskManager:
             raise ReviewError(
                 f"Task {task.id} has no pending question {request_id!r} (pending: {waiting})."
             )
-        future = entry[1]
-        answer = Answer(bool(allow), bool(remember), by, requester)
+        request, future = entry
+        granted = _granted(request, bool(allow), bool(remember), rules)
+        answer = Answer(bool(allow), bool(remember), by, requester, granted, reason)
 
         def settle() -> None:
             if not future.done():
@@ -1005,3 +1031,27 @@ def get_manager() -> TaskManager:
         if _default is None:
             _default = TaskManager()
         return _default
+
+
+def _granted(
+    request: PermissionRequest, allow: bool, remember: bool, rules: Sequence[str]
+) -> tuple[str, ...]:
+    """The rules an answer grants for the rest of the task: those given (each must match
+    the call), else with `remember` those the question showed."""
+    if not allow:
+        return ()
+    for rule in rules:
+        if not request.covers(rule):
+            raise ReviewError(
+                f"The rule {rule} does not match the call it would answer ({request.tool}: "
+                f"{describe_input(request.input)}); the question offers "
+                f"{', '.join(request.rules) or 'no rule'}."
+            )
+    if rules:
+        return tuple(str(Rule.parse(rule)) for rule in rules)
+    if remember and not request.rules:
+        raise ReviewError(
+            f"This {request.tool} call cannot be allowed for the task by a rule (nothing "
+            "names it: a command that does not parse, say); allow it once."
+        )
+    return request.rules if remember else ()

@@ -92,6 +92,7 @@ class Printer:
         self.out = out
         self._lock = threading.Lock()
         self._in_text = False
+        self._text_key: tuple[Any, ...] | None = None
 
     def __call__(self, event: TaskEvent) -> None:
         with self._lock:
@@ -115,6 +116,10 @@ class Printer:
             self._in_text = False
 
     def _on_text(self, data: Any) -> None:
+        key = (data.get("message"), data.get("block"))
+        if self._in_text and key != self._text_key:
+            self._end_text()  # a new message: its own line
+        self._text_key = key
         if not self._in_text:
             self._write("  agent: ")
             self._in_text = True

@@ -71,6 +71,10 @@ T = TypeVar("T")
 S = TaskState
 
 
+# How the reviewer's feedback opens the message the agent receives (views.py finds rounds by it).
+FEEDBACK_PREFIX = "The reviewer requests changes:\n\n"
+
+
 @dataclass
 class Context:
     """What the manager keeps for a task it knows (and a round of it uses)."""
@@ -856,13 +860,14 @@ class TaskManager:
         self, task: Task, context: Context, feedback: str, remember: str | None = None
     ) -> None:
         self._require(task, S.REVIEW, "sent back for changes")
-        text = f"The reviewer requests changes:\n\n{feedback.strip()}"
+        text = f"{FEEDBACK_PREFIX}{feedback.strip()}"
         if remember is not None:  # first: a preference it cannot keep changes nothing
             state_dir = context.workspace.state_dir if remember == "repo" else None
             preference = add_preference(feedback, state_dir)
         if remember is not None:
             self._record(task, "preference", preference.to_dict())
-        self._record(task, "user", {"content": [{"type": "text", "text": text}]})
+        written = self._record(task, "user", {"content": [{"type": "text", "text": text}]})
+        task.emit("feedback", {"text": feedback.strip()}, written.typed)  # views: a new round
         self._set_state(task, S.RUNNING, "changes requested")
         self._start(task, context, "changes requested")
 

@@ -108,7 +108,7 @@ CSS = """<style>
   padding-top: 2px; font-weight: bold; color: var(--jp-ui-font-color1, #1f2328)}
 .jd-feedback {border-left: 3px solid var(--jp-brand-color1, #0969da); padding: 2px 8px;
   white-space: pre-wrap; margin: 2px 0}
-.jd-log-summary {color: var(--jp-ui-font-color2, #57606a)}
+.jd-log-summary, .jd-ask .jd-note, .jd-log-note {color: var(--jp-ui-font-color2, #57606a)}
 </style>"""
 
 esc = html.escape
@@ -181,8 +181,8 @@ def text_html(text: str) -> str:
     return f'<div class="jd-text">{esc(text)}</div>'
 
 
-def note_html(text: str) -> str:
-    return f'<div class="jd-note">{esc(text)}</div>'
+def note_html(text: str, css: str = "") -> str:
+    return f'<div class="jd-note{" " + css if css else ""}">{esc(text)}</div>'
 
 
 def thinking_html(text: str) -> str:
@@ -250,7 +250,7 @@ def journal_entries(lines: Iterable[Mapping[str, Any]]) -> list[LogEntry]:
                 log.add_round(round_, text.removeprefix(FEEDBACK_PREFIX))
         elif kind == "permission" and data.get("decision") and data.get("by") != "policy":
             done = "allowed" if data["decision"] == "allow" else "denied"
-            log.add_note(permission_note({**data, "status": done}))
+            log.add_note(permission_note({**data, "status": done}), "jd-log-note")
         elif kind == "compacted":
             who = "the API" if data.get("by") == "server" else "the harness (a summary)"
             log.add_note(f"conversation compacted by {who}")
@@ -390,8 +390,8 @@ class LiveLog:
     def add_text(self, text: str) -> None:
         self._add(LogEntry("text", text_html(_tail(text))))
 
-    def add_note(self, text: str) -> None:
-        self._add(LogEntry("note", note_html(text)))
+    def add_note(self, text: str, css: str = "") -> None:
+        self._add(LogEntry("note", note_html(text, css)))
 
     def add_round(self, number: int, feedback: str) -> None:
         """A divider where a round of review starts again, with the feedback that began it."""
@@ -1017,7 +1017,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def _on_permission(self, data: Mapping[str, Any]) -> None:
         if data["status"] != "asked":
-            self._log.add_note(permission_note(data))
+            self._log.add_note(permission_note(data), "jd-log-note")
         self._render_permission()
 
     def _on_feedback(self, data: Mapping[str, Any]) -> None:

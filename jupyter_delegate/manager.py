@@ -403,6 +403,8 @@ class TaskManager:
             raise ReviewError("rule= goes with allow: a denial grants no rule.")
         if reason is not None and not isinstance(reason, str):
             raise ReviewError(f"reason= is the words the agent receives, not {reason!r}.")
+        if reason and reason.strip() and allow:
+            raise ReviewError("reason= goes with a denial: an allowed call runs, told nothing.")
         args = {"request_id": request_id, "allow": bool(allow), "remember": bool(remember)}
         extra: dict[str, Any] = {"rules": rules} if rules else {}
         if reason and reason.strip():

@@ -144,6 +144,8 @@ def test_a_rule_that_does_not_match_the_call_is_refused_and_nothing_is_answered(
         task.answer(request.request_id, True, rule="bash(rm:*)")
     with pytest.raises(DelegateError, match="goes with allow"):
         task.answer(request.request_id, False, rule="bash(python3:*)")
+    with pytest.raises(DelegateError, match="goes with a denial"):
+        task.answer(request.request_id, True, reason="fine")
     assert task.state == TaskState.WAITING
     task.answer(request.request_id, True, rule="Bash(python3:*)")
     until(lambda: "$ ls" in view.permission_text.value, what="the next question")

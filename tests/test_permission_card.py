@@ -243,3 +243,18 @@ def test_show_earlier_renders_the_entries_the_log_no_longer_keeps_from_the_journ
     earlier = view.earlier_box.value
     assert "nothing-01-" in earlier and "nothing-04-" in earlier
     assert "nothing-16-" not in earlier  # still shown below: not twice
+
+
+def test_a_view_made_after_the_task_ran_reads_its_log_from_the_journal(
+    repo: git.Repo, make_manager: Factory, views: Callable[..., TaskView]
+) -> None:
+    manager, _ = make_manager(SLOW_START)
+    task = reviewed(views(start(manager, repo))).task
+    late = views(task)  # as `%delegate restore` or a second display makes it
+    assert "not followed by this view" in late.log_summary.value
+    late.log_toggle.value = True
+    assert shown(late.log_box) and shown(late.earlier_button)
+    late.earlier_button.click()
+    earlier = late.earlier_box.value
+    assert "Running the test first." in earlier and "The operator is wrong." in earlier
+    assert earlier.count('class="jd-tool"') == 4

@@ -331,9 +331,13 @@ def earlier_html(hidden: Mapping[str, int]) -> str:
     return note_html(f"… {listed} not shown here; “show earlier” reads them from the journal.")
 
 
-def log_summary_html(log: LiveLog, rounds: int) -> str:
+def log_summary_html(log: LiveLog, rounds: int, task: Task) -> str:
     """The folded log in one line: how much the agent did, over how many rounds."""
     counts = log.counts()
+    if not counts:  # the task ran before this view was made: its journal has the steps
+        steps = f"{task.usage.steps} steps, not followed by this view"
+        return f'<span class="jd-log-summary"><b>Agent log</b>: {esc(steps)}</span>'
+
     calls, texts = counts.get("tool", 0), counts.get("text", 0)
     parts = [
         f"{calls} tool call{'s' if calls != 1 else ''}",
@@ -1047,7 +1051,8 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         the value it has already sends nothing: of the log, only the pages that changed
         are sent, and the tool calls opened in the others stay open."""
         self.live_earlier.value = self._log.earlier()
-        show(self.earlier_button, bool(self.live_earlier.value))
+        unfollowed = not self._log.counts() and self.task.usage.steps > 0  # ran before this view
+        show(self.earlier_button, bool(self.live_earlier.value) or unfollowed)
         for number, page in self._log.pages():
             slot = self.live_pages[number % LOG_PAGES]
             slot.layout.order = str(number)  # a reused slot moves below the newer pages
@@ -1099,7 +1104,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             show(self.log_bar, folded)
             show(self.log_box, not folded or self.log_toggle.value)
             if folded:
-                self.log_summary.value = log_summary_html(self._log, self._round)
+                self.log_summary.value = log_summary_html(self._log, self._round, self.task)
             self.log_toggle.description = (
                 "hide the agent log" if self.log_toggle.value else "show the agent log"
             )

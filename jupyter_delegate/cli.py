@@ -13,7 +13,7 @@
     edit ID [FILE]               the path of the task's worktree (or a file in it)
     commit-edits ID [-m MESSAGE] your edits there, committed to the task as you; checks rerun
     pause ID                     pending [ID] [--json]
-    answer ID [REQUEST] allow|deny [--remember]
+    answer ID [REQUEST] allow|deny [--remember | --rule RULE] [--reason TEXT]
     audit verify [ID] [--repo P]
     demo [--dir D]
 
@@ -96,6 +96,7 @@ class Printer:
         self.out = out
         self._lock = threading.Lock()
         self._in_text = False
+        self._text_key: tuple[Any, ...] | None = None
 
     def __call__(self, event: TaskEvent) -> None:
         with self._lock:
@@ -119,6 +120,10 @@ class Printer:
             self._in_text = False
 
     def _on_text(self, data: Any) -> None:
+        key = (data.get("message"), data.get("block"))
+        if self._in_text and key != self._text_key:
+            self._end_text()  # a new message: its own line
+        self._text_key = key
         if not self._in_text:
             self._write("  agent: ")
             self._in_text = True
@@ -527,6 +532,9 @@ def cmd_pending(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> 
             f"    {printable(request.reason)}\n"
             f"    answer: jupyter delegate answer {task.id} {request.request_id} allow|deny\n"
         )
+        if request.rules:
+            rules = printable(", ".join(request.rules))
+            out.write(f"    allow for the rest of the task with --remember (grants {rules})\n")
     return EXIT_OK
 
 
@@ -550,9 +558,15 @@ def cmd_answer(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> i
                 "(`jupyter delegate pending` lists them)."
             )
         request_id = waiting[0]
-    if args.remember and decision == "deny":
-        raise DelegateError("--remember goes with allow: a denial is not remembered.")
-    task.answer(request_id, decision == "allow", remember=args.remember)
+    if (args.remember or args.rule) and decision == "deny":
+        raise DelegateError("--remember and --rule go with allow: a denial is not remembered.")
+    task.answer(
+        request_id,
+        decision == "allow",
+        remember=args.remember,
+        rule=args.rule or None,
+        reason=args.reason,
+    )
     done = "Allowed" if decision == "allow" else "Denied"
     out.write(f"{done} {request_id} of task {task.id}.\n")
     return EXIT_OK

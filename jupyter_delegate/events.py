@@ -281,8 +281,11 @@ class ContextChanged(_Event):
 class Permission(_Event):
     """`permission`: a tool call the policy did not simply allow. Asked of a human:
     `request_id`, `reason` and `status` "asked". Decided: `decision` ("allow", "deny"),
-    `by` (policy, human, headless, --yes, timeout), and for a human's answer `remember`
-    and the `rule` that asked (None when none did)."""
+    `by` (policy, human, headless, --yes, timeout), and for a human's answer `remember`,
+    the `rule` that asked (None when none did), the rules `granted` for the rest of the
+    task (policy.rules_for; journals before them granted `rule` itself) and the
+    `message` the human gave the agent with the answer. Asked: the `rules` "allow for this
+    task" would grant."""
 
     TYPE: ClassVar[str] = "permission"
     tool_use_id: str
@@ -295,6 +298,9 @@ class Permission(_Event):
     by: str | None = field(default=None, metadata=SOMETIMES)
     remember: bool | None = field(default=None, metadata=SOMETIMES)
     rule: str | None = field(default=None, metadata=SOMETIMES)
+    rules: list[str] | None = field(default=None, metadata=SOMETIMES)
+    granted: list[str] | None = field(default=None, metadata=SOMETIMES)
+    message: str | None = field(default=None, metadata=SOMETIMES)
 
 
 @dataclass(frozen=True)

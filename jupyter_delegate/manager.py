@@ -51,12 +51,13 @@ from .engine.catalogue import (
 )
 from .engine.model import Endpoint, client_for, endpoint_from_env, model_settings, resolve_model
 from .engine.prompt import first_message
+from .engine.tools import describe_input
 from .environment import declared_environment, discover
 from .errors import DelegateError, NotProven, ReviewError, TaskNotFound, UsageError
 from .events import FORMAT
 from .journal import Event, Journal, redact
 from .outcome import Outcome
-from .policy import PermissionRequest, Policy, effective_policy
+from .policy import PermissionRequest, Policy, Rule, effective_policy
 from .review import LineComment, comments_of, feedback_text, quote
 from .rounds import Answer, RoundOfWork
 from .runner import EngineRunner, Round, Runner
@@ -70,6 +71,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 S = TaskState
+
+
+# How the reviewer's feedback opens the message the agent receives (views.py finds rounds by it).
 
 
 @dataclass
@@ -368,21 +372,45 @@ class TaskManager:
                 continue
             if data.get("status") == "asked":
                 asked[data["request_id"]] = PermissionRequest(
-                    data["request_id"], data["tool"], data.get("input", {}), data["reason"]
+                    data["request_id"],
+                    data["tool"],
+                    data.get("input", {}),
+                    data["reason"],
+                    tuple(data.get("rules") or ()),
                 )
             elif data.get("decision"):
                 asked.pop(data["request_id"], None)
         return list(asked.values())
 
     def answer(
-        self, task: Task, request_id: str, allow: bool, remember: bool = False, by: str = "human"
+        self,
+        task: Task,
+        request_id: str,
+        allow: bool,
+        remember: bool = False,
+        by: str = "human",
+        rule: str | Sequence[str] | None = None,
+        reason: str | None = None,
     ) -> None:
         """Answer a pending permission question, whichever process runs the task. `by`:
-        who decided, as journaled ("human"; "headless" when nobody could be asked)."""
+        who decided, as journaled ("human"; "headless" when nobody could be asked);
+        `rule`, `reason`: see `Task.answer`."""
         if not isinstance(by, str) or not by.strip():
             raise ReviewError(f"by= names who answered (say 'human'), not {by!r}.")
+        rules = [rule] if isinstance(rule, str) else list(rule or [])
+        for text in rules:
+            Rule.parse(text)  # a malformed rule is refused here, in the asking process
+        if rules and not allow:
+            raise ReviewError("rule= goes with allow: a denial grants no rule.")
+        if reason is not None and not isinstance(reason, str):
+            raise ReviewError(f"reason= is the words the agent receives, not {reason!r}.")
+        if reason and reason.strip() and allow:
+            raise ReviewError("reason= goes with a denial: an allowed call runs, told nothing.")
         args = {"request_id": request_id, "allow": bool(allow), "remember": bool(remember)}
-        self._decide(task, "answer", {**args, "by": by.strip()})
+        extra: dict[str, Any] = {"rules": rules} if rules else {}
+        if reason and reason.strip():
+            extra["reason"] = reason.strip()
+        self._decide(task, "answer", {**args, "by": by.strip(), **extra})
 
     def _answer(
         self,
@@ -393,6 +421,8 @@ class TaskManager:
         remember: bool = False,
         by: str = "human",
         requester: Mapping[str, Any] | None = None,
+        rules: Sequence[str] = (),
+        reason: str = "",
     ) -> None:
         entry = context.pending.get(request_id)
         if entry is None:
@@ -400,8 +430,9 @@ class TaskManager:
             raise ReviewError(
                 f"Task {task.id} has no pending question {request_id!r} (pending: {waiting})."
             )
-        future = entry[1]
-        answer = Answer(bool(allow), bool(remember), by, requester)
+        request, future = entry
+        granted = _granted(request, bool(allow), bool(remember), rules)
+        answer = Answer(bool(allow), bool(remember), by, requester, granted, reason)
 
         def settle() -> None:
             if not future.done():
@@ -975,7 +1006,8 @@ class TaskManager:
         if edits:
             requested["human_edits"] = [e["commit"] for e in edits]
         self._record(task, "changes_requested", requested)
-        self._record(task, "user", {"content": [{"type": "text", "text": text}]})
+        written = self._record(task, "user", {"content": [{"type": "text", "text": text}]})
+        task.emit("feedback", {"text": feedback.strip()}, written.typed)  # views: a new round
         self._set_state(task, S.RUNNING, "changes requested")
         self._start(task, context, "changes requested")
 
@@ -1144,3 +1176,27 @@ def get_manager() -> TaskManager:
         if _default is None:
             _default = TaskManager()
         return _default
+
+
+def _granted(
+    request: PermissionRequest, allow: bool, remember: bool, rules: Sequence[str]
+) -> tuple[str, ...]:
+    """The rules an answer grants for the rest of the task: those given (each must match
+    the call), else with `remember` those the question showed."""
+    if not allow:
+        return ()
+    for rule in rules:
+        if not request.covers(rule):
+            raise ReviewError(
+                f"The rule {rule} does not match the call it would answer ({request.tool}: "
+                f"{describe_input(request.input)}); the question offers "
+                f"{', '.join(request.rules) or 'no rule'}."
+            )
+    if rules:
+        return tuple(str(Rule.parse(rule)) for rule in rules)
+    if remember and not request.rules:
+        raise ReviewError(
+            f"This {request.tool} call cannot be allowed for the task by a rule (nothing "
+            "names it: a command that does not parse, say); allow it once."
+        )
+    return request.rules if remember else ()

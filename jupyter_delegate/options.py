@@ -259,7 +259,19 @@ def _answer(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--remember",
         action="store_true",
-        help="with allow: allow such calls for the rest of the task",
+        help="with allow: also allow what the question shows (the command's prefix, "
+        "bash(pytest:*), or the file) for the rest of the task",
+    )
+    parser.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="with allow: grant this rule for the rest of the task instead, e.g. "
+        "'bash(pytest:*)' (it must match the call; repeatable)",
+    )
+    parser.add_argument(
+        "--reason", default=None, help="with deny: what the agent is told, e.g. 'use the venv'"
     )
 
 

@@ -10,8 +10,9 @@ A compound command (`&&`, `||`, `;`, `|`, `$(...)`, backticks, `bash -c`, `sh -c
 `env X=1 cmd`) is split into its parts: it is allowed only if every part is, and denied
 or asked if any part is.
 
-Evaluation: deny rules, then protected files, then the mode's hard limits, then ask rules,
-then allow rules, then the mode's default:
+Evaluation: deny rules, then protected files, then the mode's hard limits, then ask rules
+(unless the user granted the call for the task), then allow rules, then the mode's
+default:
 
     default  sandboxed commands and in-scope edits are allowed; out-of-scope edits ask
     ask      every write and command asks (allow rules still let calls through)
@@ -22,6 +23,12 @@ Rules come from the user's config (`config.toml` in the user's folder, see home.
 call, and the repository's `.jupyter-delegate.toml`. A repository can only tighten: its
 allow rules are ignored (and reported), and it can only choose a stricter mode. Nothing
 else in a repository (AGENTS.md, a skill's `allowed-tools`) adds a permission.
+
+A question answered "allow for this task" grants the rule it showed (`rules_for`): for a
+command, its prefix (`Bash(pytest:*)`, `Bash(git status:*)`, one rule per command of a
+compound line); for a file tool, that file (`Edit(docs/notes.md)`). A granted rule lets
+through what it matches even where an ask rule would ask (the user was asked and said
+yes), never what a deny rule, a protected file or plan mode refuses.
 """
 
 from __future__ import annotations
@@ -234,6 +241,86 @@ def _unwrap(words: list[str]) -> list[str]:
     return words[i:]
 
 
+# Commands whose second word names what they do (`git status`, `npm test`): their prefix
+# is two words, so allowing `git status` does not allow `git push`.
+_SUBCOMMANDS = frozenset(
+    {
+        "git",
+        "npm",
+        "pnpm",
+        "yarn",
+        "cargo",
+        "go",
+        "uv",
+        "pip",
+        "pip3",
+        "poetry",
+        "hatch",
+        "make",
+        "docker",
+        "podman",
+        "kubectl",
+        "conda",
+        "mamba",
+        "pixi",
+        "dotnet",
+        "gradle",
+        "mvn",
+        "bundle",
+        "rake",
+        "jupyter",
+        "apt",
+        "apt-get",
+        "brew",
+        "gh",
+        "npx",
+        "just",
+    }
+)
+_PYTHONS = re.compile(r"^python(\d+(\.\d+)?)?$")
+
+
+def command_prefix(words: Sequence[str]) -> list[str]:
+    """The words that say which program a simple command runs, and what it is asked to do:
+    `pytest -q tests` is `pytest`; `git commit -m x` is `git commit`; `python -m pytest -q`
+    is `python -m pytest`."""
+    if not words:
+        return []
+    if _PYTHONS.match(words[0]) and len(words) > 2 and words[1] == "-m":
+        return list(words[:3])
+    if words[0] in _SUBCOMMANDS and len(words) > 1 and not words[1].startswith("-"):
+        return list(words[:2])
+    return list(words[:1])
+
+
+def _glob_escape(path: str) -> str:
+    """`path` as a gitignore pattern matching just that path."""
+    escaped = re.sub(r"([*?\[\]\\])", r"\\\1", path)
+    return "\\" + escaped if escaped.startswith(("!", "#")) else escaped
+
+
+def rules_for(tool: str, tool_input: Mapping[str, Any], worktree: Path | None = None) -> list[str]:
+    """The rules "allow for this task" grants for this call, as shown to the user: each
+    command's prefix for `bash` (`bash(pytest:*)`), the file for a file tool
+    (`edit(docs/a.md)`); none when the call cannot be named so (a command that does not
+    parse, a path outside the worktree, another tool)."""
+    tool = tool.lower()
+    if tool == "bash":
+        parts = split_command(str(tool_input.get("command", "")))
+        rules: list[str] = []
+        for words in parts or []:
+            prefix = command_prefix(words)
+            rule = f"bash({shlex.join(prefix)}:*)"
+            if prefix and rule not in rules:
+                rules.append(rule)
+        return rules
+    if tool in FILE_TOOLS:
+        raw = next((str(tool_input[k]) for k in _PATH_KEYS if tool_input.get(k)), None)
+        path = resolve(worktree, raw) if raw else None
+        return [f"{tool}({_glob_escape(path)})"] if path and path != "." else []
+    return []
+
+
 # -- rules ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Rule:
@@ -287,6 +374,7 @@ class Policy:
     deny: tuple[Rule, ...] = ()
     mode: str = "default"
     ignored: tuple[str, ...] = ()  # what a repository tried and was not granted
+    granted: tuple[Rule, ...] = ()  # what the user allowed for this task when asked
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -330,11 +418,17 @@ class Policy:
                 return Decision("deny", f"rule {rule} matches `{shlex.join(words)}`", str(rule))
         if self.mode == "plan":
             return Decision("deny", "plan mode is read only")
+        granted = [
+            w for w in words_list if _first(self.granted, lambda r, w=w: r.matches_command(w))
+        ]
         for words in words_list if self.mode != "auto" else []:
+            if words in granted:
+                continue
             if rule := _first(self.ask, lambda r, w=words: r.matches_command(w)):
                 return Decision("ask", f"rule {rule} matches `{shlex.join(words)}`", str(rule))
         allowed = parts is not None and all(
-            _first(self.allow, lambda r, w=words: r.matches_command(w)) for words in parts
+            words in granted or _first(self.allow, lambda r, w=words: r.matches_command(w))
+            for words in parts
         )
         if allowed:
             return Decision("allow", "every part is allowed by a rule")
@@ -352,6 +446,8 @@ class Policy:
             return Decision("deny", f"{path} may hold secrets")
         if tool in WRITE_TOOLS and self.mode == "plan":
             return Decision("deny", "plan mode is read only")
+        if granted := _first(self.granted, lambda r: r.matches_path(tool, path)):
+            return Decision("allow", f"you allowed {granted} for this task")
         asking = _first(self.ask, lambda r: r.matches_path(tool, path))
         if asking and self.mode != "auto":
             return Decision("ask", f"rule {asking} matches {path}", str(asking))
@@ -369,8 +465,15 @@ class Policy:
         return Decision("allow", "not a guarded tool")
 
     # -- changing ---------------------------------------------------------------------------
+    def granting(self, rules: Iterable[str]) -> Policy:
+        """This policy with `rules` granted for the task: they let through what they match
+        where an ask rule or the mode would ask (deny rules, protected files and plan mode
+        still refuse)."""
+        return replace(self, granted=(*self.granted, *_parse_rules(list(rules))))
+
     def remembering(self, rule: str) -> Policy:
-        """This policy with the ask rule `rule` turned into an allow rule."""
+        """This policy with the ask rule `rule` turned into an allow rule (how a journal
+        written before `granting` replays "remember")."""
         parsed = Rule.parse(rule)
         return replace(
             self, allow=(*self.allow, parsed), ask=tuple(r for r in self.ask if r != parsed)
@@ -402,11 +505,13 @@ class Policy:
             (*self.deny, *other.deny),
             other.mode if other.mode != "default" else self.mode,
             (*self.ignored, *other.ignored),
+            (*self.granted, *other.granted),
         )
 
     def to_dict(self) -> dict[str, Any]:
         rules = {k: [str(r) for r in getattr(self, k)] for k in ("allow", "ask", "deny")}
-        return {**rules, "mode": self.mode, "ignored": list(self.ignored)}
+        granted = {"granted": [str(r) for r in self.granted]} if self.granted else {}
+        return {**rules, "mode": self.mode, "ignored": list(self.ignored), **granted}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
@@ -416,7 +521,8 @@ class Policy:
             data.get("deny", ()),
             data.get("mode", "default"),
         )
-        return replace(policy, ignored=tuple(data.get("ignored", ())))
+        granted = _parse_rules(data.get("granted", ()))
+        return replace(policy, ignored=tuple(data.get("ignored", ())), granted=granted)
 
 
 def _first(rules: Iterable[Rule], test: Any) -> Rule | None:
@@ -481,9 +587,24 @@ def effective_policy(call: Policy, repo_root: Path) -> Policy:
 
 @dataclass(frozen=True)
 class PermissionRequest:
-    """A tool call waiting for a human: answer with `task.answer(request_id, allow)`."""
+    """A tool call waiting for a human: answer with `task.answer(request_id, allow)`.
+    `rules`: what "allow for this task" grants (`task.answer(..., remember=True)`), as
+    shown to the user (`rules_for`)."""
 
     request_id: str
     tool: str
     input: Mapping[str, Any] = field(default_factory=dict)
     reason: str = ""
+    rules: tuple[str, ...] = ()
+
+    def covers(self, rule: str) -> bool:
+        """Whether `rule` matches this call (a command: any of its parts)."""
+        parsed = Rule.parse(rule)
+        if str(parsed) in self.rules:
+            return True
+        tool = self.tool.lower()
+        if tool == "bash":
+            parts = split_command(str(self.input.get("command", ""))) or []
+            return any(parsed.matches_command(words) for words in parts)
+        raw = next((str(self.input[k]) for k in _PATH_KEYS if self.input.get(k)), None)
+        return raw is not None and parsed.matches_path(tool, raw.removeprefix("./"))

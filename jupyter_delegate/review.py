@@ -151,6 +151,11 @@ def quote(comment: LineComment, text: str | None, commit: str) -> str:
     return "\n".join(lines[comment.line - 1 : comment.last_line])
 
 
+# How a request for changes starts, as the agent and the journal see it (the log finds a
+# new round by it).
+FEEDBACK_PREFIX = "The reviewer requests changes:\n\n"
+
+
 def feedback_text(
     feedback: str,
     comments: Sequence[tuple[LineComment, str]],
@@ -159,7 +164,7 @@ def feedback_text(
 ) -> str:
     """A request-changes as the agent receives it: the feedback, each comment with its
     anchor and quoted lines, and the reviewer's own edits (commits, files, diff)."""
-    parts = ["The reviewer requests changes:"]
+    parts = [FEEDBACK_PREFIX.rstrip()]
     if feedback.strip():
         parts.append(feedback.strip())
     if comments:

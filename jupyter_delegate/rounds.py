@@ -32,7 +32,7 @@ from .environment import Environment, diagnose, discover, furnish
 from .errors import DelegateError
 from .journal import Event, redact, replay_messages, secret_values
 from .outcome import check_timeout
-from .policy import PermissionRequest, is_protected, is_secret
+from .policy import PermissionRequest, is_protected, is_secret, rules_for
 from .task import CheckResult, Task, TaskState
 from .workspace import Staged, Workspace, leads_outside, max_file_mb
 
@@ -65,6 +65,8 @@ class Answer:
     by: str = "human"
     # The process that gave it, when not this one (control.requester).
     requester: Mapping[str, Any] | None = None
+    granted: tuple[str, ...] = ()  # the rules allowed for the rest of the task
+    message: str = ""  # the human's words to the agent with the answer
 
 
 class Host(Protocol):
@@ -300,13 +302,15 @@ class RoundOfWork:
                 {**base, "decision": "deny", "by": "policy", "reason": decision.reason},
             )
             return f"Denied by the user's permission rules ({decision.reason})."
-        request = PermissionRequest(secrets.token_hex(3), tool, tool_input, decision.reason)
+        rules = tuple(rules_for(tool, tool_input, task.worktree))
+        request = PermissionRequest(secrets.token_hex(3), tool, tool_input, decision.reason, rules)
         answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         context.pending[request.request_id] = (request, answer)
         asked = {**base, "request_id": request.request_id, "reason": decision.reason}
-        question = self.host.record(task, "permission", {**asked, "status": "asked"})
+        asked_data = {**asked, "rules": list(rules)}
+        question = self.host.record(task, "permission", {**asked_data, "status": "asked"})
         self.host.set_state(task, S.WAITING, f"{tool} waits for your permission")
-        task.emit("permission", {**asked, "status": "asked"}, question.typed)
+        task.emit("permission", {**asked_data, "status": "asked"}, question.typed)
         try:
             given = await asyncio.wait_for(answer, self.ask_timeout_s)
         except TimeoutError:
@@ -323,17 +327,22 @@ class RoundOfWork:
                 "by": given.by,
                 "remember": given.remember,
                 "rule": decision.rule,
+                "granted": list(given.granted),
+                **({"message": given.message} if given.message else {}),
                 **({"from": dict(given.requester)} if given.requester else {}),
             },
         )
         self.host.set_state(task, S.RUNNING, f"{tool} {done} by {given.by}")
-        task.emit("permission", {**asked, "status": done}, decided.typed)
+        told = {"by": given.by, "granted": list(given.granted), "message": given.message}
+        task.emit("permission", {**asked, "status": done, **told}, decided.typed)
         if given.allow:
             return None
         if given.by == "timeout":
             return f"Denied: nobody answered within {self.ask_timeout_s:g} s."
         if given.by == "headless":
             return "Denied: nobody was there to answer (a headless run)."
+        if given.message:
+            return f"Denied by the user, who says: {given.message}"
         return "Denied by the user."
 
     def sandbox(

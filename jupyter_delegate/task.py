@@ -464,12 +464,22 @@ class Task:
         return self._mgr().pending(self)
 
     def answer(
-        self, request_id: str, allow: bool, remember: bool = False, by: str = "human"
+        self,
+        request_id: str,
+        allow: bool,
+        remember: bool = False,
+        by: str = "human",
+        *,
+        rule: str | Sequence[str] | None = None,
+        reason: str | None = None,
     ) -> None:
-        """Allow or deny a waiting tool call; `remember` turns the rule that asked into an
-        allow rule for the rest of the task. `by` is who decided, as the journal records
-        it ("human"; "headless" for a denial with nobody to ask)."""
-        self._mgr().answer(self, request_id, allow, remember, by=by)
+        """Allow or deny a waiting tool call. `remember`: also allow, for the rest of the
+        task, what the question showed (`PermissionRequest.rules`: the command's prefix,
+        `bash(pytest:*)`, or the file); `rule`: grant this rule (or these) instead, each of
+        which must match the call. `reason`: words the agent receives with a denial. `by`
+        is who decided, as the journal records it ("human"; "headless" for a denial with
+        nobody to ask)."""
+        self._mgr().answer(self, request_id, allow, remember, by=by, rule=rule, reason=reason)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(TaskEvent)` for every event; returns a function that unsubscribes."""
@@ -653,8 +663,10 @@ class Task:
             case Permission(decision=str(decision)):
                 verdict = "denied" if decision == "deny" else "allowed"
                 self._flag(f"{verdict}: {event.tool} ({event.reason}; by {event.by or 'policy'})")
-                if event.remember and event.rule:
-                    self.policy = self.policy.remembering(event.rule)
+                if event.granted:
+                    self.policy = self.policy.granting(event.granted)
+                elif event.remember and event.rule and event.granted is None:
+                    self.policy = self.policy.remembering(event.rule)  # an older journal
             case Flag(text=text):
                 self._flag(text)
             case Compacted(by=by, tokens_before=before, tokens_after=after, usage=usage):

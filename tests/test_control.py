@@ -180,6 +180,7 @@ def test_a_question_asked_in_a_kernel_is_answered_from_the_cli(
     assert [(q["task"], q["tool"]) for q in questions] == [(task_id, "bash")], listed.stdout
     text = cli("pending", task_id, "--repo", repo.working_dir).stdout
     assert questions[0]["request_id"] in text and CHECK in text
+    assert "--remember (grants bash(python3 -m unittest:*))" in text
     answered = cli("answer", "fix", "allow", "--remember", "--repo", repo.working_dir)
     assert answered.returncode == 0, answered.stdout + answered.stderr
     assert kernel.run("print(t.wait(timeout=90))").strip() == "review"
@@ -190,6 +191,7 @@ def test_a_question_asked_in_a_kernel_is_answered_from_the_cli(
         if e.type == "permission" and e.data.get("decision")
     ]
     assert decided[0]["decision"] == "allow" and decided[0]["by"] == "human"
+    assert decided[0]["granted"] == ["bash(python3 -m unittest:*)"]  # the rule shown, no more
     who = decided[0]["from"]
     assert who["via"] == "cli" and who["pid"] != int(kernel.run("import os; print(os.getpid())"))
     assert {"host", "user"} <= set(who)

@@ -373,21 +373,27 @@ def asked(view: TaskView) -> None:
     until(lambda: shown(view.permission) and not view.allow_button.disabled, what="the card")
 
 
-def test_permission_card_allow_lets_the_command_run_and_remember_stops_asking(
+def test_permission_card_allow_lets_the_command_run_and_the_prefix_stops_asking(
     repo: git.Repo, make_manager: Factory, views: Callable[..., TaskView]
 ) -> None:
     manager, _ = make_manager(SLOW_START)
     view = views(start(manager, repo, policy=Policy.from_rules(ask=["Bash"])))
     asked(view)
     assert view.task.state == TaskState.WAITING and "waiting" in view.header.value
-    assert CHECK in view.permission_text.value and "rule bash" in view.permission_text.value
-    view.remember.value = True
-    view.allow_button.click()
-    reviewed(view)  # the second bash call was not asked: "remember" allowed it
+    card = view.permission_text.value
+    assert f"$ {CHECK}" in card and "rule bash" in card
+    assert "<code>bash(python3 -m unittest:*)</code>" in card
+    assert shown(view.allow_rule_button)
+    assert view.allow_rule_button.description == "Allow this prefix for the task"
+    view.allow_rule_button.click()
+    reviewed(view)  # the second bash call was not asked: its prefix was allowed
     assert not shown(view.permission)
     items = tool_items(view)
     assert "exit 1" in items[0] and "exit 0" in items[3]
-    assert "bash: allowed" in text_of(view.log_box)
+    view.log_toggle.value = True
+    assert "you allowed bash python3 -m unittest -q test_calc, and bash(python3 -m " in (
+        text_of(view.log_box)
+    )
 
 
 def test_permission_card_deny_gives_the_agent_a_denial(

@@ -259,10 +259,15 @@ class AgentLoop:
 
     async def _stream_turn(self) -> dict[str, Any]:
         stream_manager = self.client.beta.messages.stream(**self._request())
+        message_id, block = "", 0  # which message and block the words belong to
         async with stream_manager as stream:
             async for event in stream:
-                if event.type == "text":
-                    self.emit("text", {"delta": event.text})
+                if event.type == "message_start":
+                    message_id = event.message.id
+                elif event.type == "content_block_start":
+                    block = event.index
+                elif event.type == "text":
+                    self.emit("text", {"delta": event.text, "message": message_id, "block": block})
                 elif event.type == "thinking":
                     self.emit("thinking", {"delta": event.thinking})
             final = await stream.get_final_message()

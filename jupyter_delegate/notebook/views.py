@@ -65,6 +65,7 @@ from ..engine.tools import describe_input as brief
 from ..errors import DelegateError, NotProven
 from ..outcome import in_scope
 from ..policy import PermissionRequest
+from ..review import FEEDBACK_PREFIX
 from ..task import CheckResult, Task, TaskEvent, TaskState
 from .live import Activity, LiveStatus
 from .record import badge
@@ -104,6 +105,15 @@ CSS = """<style>
 .jd-del {background: #ffebe9; color: #82071e}
 .jd-hunk {background: #ddf4ff; color: #0550ae}
 .jd-file {color: #57606a; font-weight: bold}
+.jd-ask pre.jd-command {font-size: 13px; padding: 4px 8px; white-space: pre-wrap;
+  background: var(--jp-layout-color2, #f6f8fa); color: var(--jp-content-font-color1, #1f2328)}
+.jd-ask .jd-diff, .jd-ask pre {max-height: 20em; overflow: auto; margin: 4px 0}
+.jd-grant code {font-weight: bold}
+.jd-round {border-top: 2px solid var(--jp-border-color1, #d0d7de); margin: 10px 0 2px;
+  padding-top: 2px; font-weight: bold; color: var(--jp-ui-font-color1, #1f2328)}
+.jd-feedback {border-left: 3px solid var(--jp-brand-color1, #0969da); padding: 2px 8px;
+  white-space: pre-wrap; margin: 2px 0}
+.jd-log-summary, .jd-ask .jd-note, .jd-log-note {color: var(--jp-ui-font-color2, #57606a)}
 </style>"""
 
 esc = html.escape
@@ -172,8 +182,8 @@ def text_html(text: str) -> str:
     return f'<div class="jd-text">{esc(text)}</div>'
 
 
-def note_html(text: str) -> str:
-    return f'<div class="jd-note">{esc(text)}</div>'
+def note_html(text: str, css: str = "") -> str:
+    return f'<div class="jd-note{" " + css if css else ""}">{esc(text)}</div>'
 
 
 def thinking_html(text: str) -> str:
@@ -183,6 +193,86 @@ def thinking_html(text: str) -> str:
 
     shown = esc(redact(_tail(text)))
     return f'<details class="jd-thinking"><summary>reasoning</summary>{shown}</details>'
+
+
+def round_html(number: int, feedback: str) -> str:
+    """The divider of a new round of work, and the reviewer's feedback that began it."""
+    said = (
+        f'<div class="jd-feedback"><b>Your feedback</b>\n{esc(feedback)}</div>' if feedback else ""
+    )
+    return f'<div class="jd-round">round {number}</div>{said}'
+
+
+def permission_note(data: Mapping[str, Any]) -> str:
+    """What became of a permission question, for the log: who allowed or denied which
+    call, what it granted for the task, and what the agent was told."""
+    call = f"{data['tool']} {brief(data.get('input', {}))}".strip()
+    status, by = data["status"], data.get("by", "human")
+    who = {"human": "you", "timeout": "nobody answered in time:", "headless": "nobody to ask:"}
+    if by in ("timeout", "headless"):
+        return f"{who[by]} {call} {status}"
+    text = f"{who.get(by, by)} {'allowed' if status == 'allowed' else 'denied'} {call}"
+    if granted := data.get("granted"):
+        text += f", and {' and '.join(granted)} for the rest of the task"
+    elif status == "allowed":
+        text += " once"
+    if message := data.get("message"):
+        text += f"; the agent is told: {message}"
+    return text
+
+
+EARLIER_SHOWN = 40  # entries "show earlier" renders at most
+
+
+def journal_entries(lines: Iterable[Mapping[str, Any]]) -> list[LogEntry]:
+    """The entries of the live log, rebuilt from the task's journal lines (`type`, `data`):
+    the agent's words and reasoning, its tool calls with their results, the permission
+    answers, the rounds and the compactions (notices, which are not journaled, are not)."""
+    log = LiveLog(max_pages=None)
+    round_ = 1
+    for line in lines:
+        kind, data = line.get("type"), line.get("data") or {}
+        if kind == "assistant":
+            for block in data.get("content", []):
+                if block.get("type") == "text" and block.get("text"):
+                    log.add_text(block["text"])
+                elif block.get("type") == "thinking" and block.get("thinking"):
+                    log.add_thinking(block["thinking"])
+                elif block.get("type") == "tool_use" and block.get("name") != "finish":
+                    log.add_call(block)
+        elif kind == "tool_result":
+            log.add_result(data)
+        elif kind == "user":
+            text = "".join(
+                b.get("text", "") for b in data.get("content", []) if isinstance(b, dict)
+            )
+            if text.startswith(FEEDBACK_PREFIX):
+                round_ += 1
+                log.add_round(round_, text.removeprefix(FEEDBACK_PREFIX))
+        elif kind == "permission" and data.get("decision") and data.get("by") != "policy":
+            done = "allowed" if data["decision"] == "allow" else "denied"
+            log.add_note(permission_note({**data, "status": done}), "jd-log-note")
+        elif kind == "compacted":
+            who = "the API" if data.get("by") == "server" else "the harness (a summary)"
+            log.add_note(f"conversation compacted by {who}")
+    return log.entries()
+
+
+def earlier_entries_html(entries: Sequence[LogEntry], before: int, task_id: str) -> str:
+    """The entries the live log no longer shows, `entries[:before]`: the last
+    `EARLIER_SHOWN` of them, each bounded as in the live log, after a line counting the
+    rest."""
+    earlier = list(entries[: max(0, before)])
+    shown = earlier[-EARLIER_SHOWN:]
+    if not shown:
+        return note_html("Nothing earlier in the journal.")
+    rest = len(earlier) - len(shown)
+    more = (
+        note_html(f"… {rest} earlier still: `jupyter delegate show {task_id}` prints them all.")
+        if rest
+        else ""
+    )
+    return more + "".join(entry.lead + entry.html for entry in shown)
 
 
 def error_html(message: str) -> str:
@@ -230,7 +320,7 @@ def _head(text: str) -> str:
 
 def earlier_html(hidden: Mapping[str, int]) -> str:
     """The line that stands for the log entries no longer shown."""
-    words = {"tool": "tool call", "text": "message", "note": "note"}
+    words = {"tool": "tool call", "text": "message", "note": "note", "round": "round"}
     counts = [
         f"{n} earlier {word}{'s' if n != 1 else ''}"
         for kind, word in words.items()
@@ -239,7 +329,24 @@ def earlier_html(hidden: Mapping[str, int]) -> str:
     if not counts:
         return ""
     listed = ", ".join(counts[:-1]) + (" and " if len(counts) > 1 else "") + counts[-1]
-    return note_html(f"… {listed} not shown here; the task's journal keeps every step.")
+    return note_html(f"… {listed} not shown here; “show earlier” reads them from the journal.")
+
+
+def log_summary_html(log: LiveLog, rounds: int, task: Task) -> str:
+    """The folded log in one line: how much the agent did, over how many rounds."""
+    counts = log.counts()
+    if not counts:  # the task ran before this view was made: its journal has the steps
+        steps = f"{task.usage.steps} steps, not followed by this view"
+        return f'<span class="jd-log-summary"><b>Agent log</b>: {esc(steps)}</span>'
+
+    calls, texts = counts.get("tool", 0), counts.get("text", 0)
+    parts = [
+        f"{calls} tool call{'s' if calls != 1 else ''}",
+        f"{texts} message{'s' if texts != 1 else ''}",
+    ]
+    if rounds > 1:
+        parts.append(f"{rounds} rounds")
+    return f'<span class="jd-log-summary"><b>Agent log</b>: {esc(", ".join(parts))}</span>'
 
 
 @dataclass
@@ -247,7 +354,7 @@ class LogEntry:
     """One entry of the live log: the agent's words, a tool call, or a note; `lead`: the
     model's reasoning before it, folded."""
 
-    kind: str  # "text", "tool" or "note"
+    kind: str  # "text", "tool", "note" or "round" (a divider and the feedback that began it)
     html: str
     call: Mapping[str, Any] | None = None
     lead: str = ""
@@ -277,7 +384,8 @@ class LiveLog:
     own entries only: adding an entry or a result changes one page's HTML and no other
     (a view sends only that page). Pure: no widgets, no lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_pages: int | None = LOG_PAGES) -> None:
+        self._max_pages = max_pages  # None: keep every page (a log rebuilt from a journal)
         self._pages: deque[list[LogEntry]] = deque()  # the pages kept, oldest first
         self._first_page = 0  # the number of the oldest page kept
         self._dropped: Counter[str] = Counter()  # entries no longer kept, by kind
@@ -287,8 +395,24 @@ class LiveLog:
     def add_text(self, text: str) -> None:
         self._add(LogEntry("text", text_html(_tail(text))))
 
-    def add_note(self, text: str) -> None:
-        self._add(LogEntry("note", note_html(text)))
+    def add_note(self, text: str, css: str = "") -> None:
+        self._add(LogEntry("note", note_html(text, css)))
+
+    def add_round(self, number: int, feedback: str) -> None:
+        """A divider where a round of review starts again, with the feedback that began it."""
+        self._add(LogEntry("round", round_html(number, feedback)))
+
+    def kept(self) -> int:
+        """How many entries the kept pages hold."""
+        return sum(len(page) for page in self._pages)
+
+    def counts(self) -> Counter[str]:
+        """How many entries of each kind the log has had, kept or not."""
+        return Counter(entry.kind for entry in self.entries()) + self._dropped
+
+    def entries(self) -> list[LogEntry]:
+        """The entries kept, oldest first."""
+        return [entry for page in self._pages for entry in page]
 
     def add_thinking(self, text: str) -> None:
         """The model's reasoning: folded at the head of the entry that follows it (it
@@ -309,7 +433,7 @@ class LiveLog:
         entry.lead, self._thought = self._thought, ""
         if not self._pages or len(self._pages[-1]) == PAGE_ENTRIES:
             self._pages.append([])
-            if len(self._pages) > LOG_PAGES:
+            if self._max_pages is not None and len(self._pages) > self._max_pages:
                 self._drop(self._pages.popleft())
         self._pages[-1].append(entry)
 
@@ -334,14 +458,66 @@ class LiveLog:
         return self.earlier() + "".join(page for _, page in self.pages())
 
 
+WRITE_HEAD = 20  # lines of a file the agent asks to write, shown on the permission card
+EDIT_LINES = 60  # lines of an edit's diff shown on the permission card
+
+
 def permission_html(request: PermissionRequest, more: int) -> str:
-    tool_input = json.dumps(request.input, indent=2, ensure_ascii=False)
+    """The question, in the user's words: a command as a command, an edit as a small diff,
+    a write as the new file's head; why it asks; and the rule "allow for this task" adds."""
     waiting = f" ({more} more after this one)" if more else ""
+    tool = request.tool.lower()
+    tool_input = request.input if isinstance(request.input, Mapping) else {}
+    path = str(tool_input.get("file_path") or tool_input.get("path") or "")
+    if tool == "bash" and isinstance(tool_input.get("command"), str):
+        asks = "The agent asks to run a command"
+        body = f'<pre class="jd-command">$ {esc(tool_input["command"])}</pre>'
+    elif tool == "edit" and path:
+        asks = f"The agent asks to edit <code>{esc(path)}</code>"
+        body = edit_diff_html(tool_input)
+    elif tool == "write" and path:
+        asks = f"The agent asks to write <code>{esc(path)}</code>"
+        body = file_head_html(str(tool_input.get("content", "")))
+    else:
+        asks = f"The agent asks to use <code>{esc(request.tool)}</code>"
+        dumped = json.dumps(request.input, indent=2, ensure_ascii=False)
+        body = f"<pre>{esc(_head(dumped))}</pre>"
+    if request.rules:
+        what = "this prefix" if tool == "bash" else "this file"
+        rules = " and ".join(f"<code>{esc(rule)}</code>" for rule in request.rules)
+        grant = f"“Allow {what} for the task” adds {rules}: such calls run without asking."
+    else:
+        grant = "This call can only be allowed once."
     return (
-        f"<b>The agent asks to run <code>{esc(request.tool)}</code>{esc(waiting)}</b>"
-        f"<pre>{esc(tool_input)}</pre>"
+        f'<div class="jd-ask"><b>{asks}</b>{esc(waiting)}{body}'
         f'<div class="jd-note">Why it asks: {esc(request.reason)}</div>'
+        f'<div class="jd-note jd-grant">{grant}</div></div>'
     )
+
+
+def edit_diff_html(tool_input: Mapping[str, Any]) -> str:
+    """An edit's `old_string` -> `new_string` as a small unified diff (escaped)."""
+    import difflib
+
+    old, new = str(tool_input.get("old_string", "")), str(tool_input.get("new_string", ""))
+    lines = list(
+        difflib.unified_diff(old.splitlines(), new.splitlines(), "before", "after", lineterm="")
+    )[2:]  # the ---/+++ header names nothing the card does not say
+    shown = lines[:EDIT_LINES]
+    body = "".join(f'<div class="{_line_class(line)}">{esc(line) or " "}</div>' for line in shown)
+    if len(lines) > len(shown):
+        body += note_html(f"… {len(lines) - len(shown)} more lines of the diff")
+    every = note_html("every occurrence") if tool_input.get("replace_all") else ""
+    return f'<div class="jd-diff">{body}</div>{every}'
+
+
+def file_head_html(content: str) -> str:
+    """The first lines of a file the agent asks to write."""
+    lines = content.splitlines()
+    head = "\n".join(lines[:WRITE_HEAD])
+    more = f"… {len(lines) - WRITE_HEAD} more lines" if len(lines) > WRITE_HEAD else ""
+    size = f"{len(lines)} line{'s' if len(lines) != 1 else ''}"
+    return f"<pre>{esc(head)}</pre>" + note_html(more or size)
 
 
 def unproven_html(reasons: str) -> str:
@@ -654,6 +830,10 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._seen_active = False
         self._review_round = self._built_round = 0
         self._asking: PermissionRequest | None = None
+        self._text_key: tuple[Any, ...] | None = None  # the message and block being streamed
+        self._round = 1  # the round of work the log is in (a request for changes starts one)
+        self._round_marked = False  # this round's divider is in the log
+        self._last_state: TaskState | None = None
         self._unproven = ""  # why an approve was refused; "" when not asking to force
         self.files: dict[str, FileDiffView] = {}
 
@@ -668,7 +848,23 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.live_pages = tuple(widgets.HTML() for _ in range(LOG_PAGES))
         self.live_text = widgets.HTML()  # the words being streamed, below the log
         pages = widgets.VBox(self.live_pages)  # its own flex column: `order` sorts the pages
-        self.log_box = widgets.VBox((self.live_earlier, pages, self.live_text))
+        # "show earlier": the entries the log no longer keeps, read from the journal.
+        self.earlier_box = widgets.HTML()
+        self.earlier_button = button("show earlier", "", "angle-double-up")
+        self.earlier_button.layout.width = "auto"
+        self.earlier_button.on_click(lambda _: self._on_show_earlier())
+        for order, above in enumerate((self.earlier_box, self.live_earlier, self.earlier_button)):
+            above.layout.order = str(order - 3)  # above the pages, after them in `children`
+        self.log_box = widgets.VBox(
+            (self.live_earlier, pages, self.live_text, self.earlier_box, self.earlier_button)
+        )
+        # The log folds into one line when the review opens; the toggle unfolds it.
+        self.log_summary = widgets.HTML()
+        self.log_toggle = widgets.ToggleButton(False, description="show the agent log")
+        self.log_toggle.layout.width = "auto"
+        self.log_toggle.observe(lambda _: self._render_fold(), names="value")
+        self.log_bar = widgets.HBox((self.log_summary, self.log_toggle))
+        self.agent_log = widgets.VBox((self.log_bar, self.log_box))
         self.cancel_button = button("Cancel", "warning", "stop")
         self.permission = self._permission_card()
         self.review = self._review_section()
@@ -680,7 +876,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 self.live,
                 self.status,
                 self.context_box,
-                self.log_box,
+                self.agent_log,
                 self.cancel_button,
                 self.permission,
                 self.review,
@@ -700,13 +896,25 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self._build_review(1)  # here, at once: a view made for a finished task
 
     def _permission_card(self) -> widgets.VBox:
+        """The question: what the agent asks, in the user's words (`permission_html`), and
+        Allow once / Allow this prefix (or file) for the task / Deny, with a reason the
+        agent receives."""
         self.permission_text = widgets.HTML()
-        self.allow_button = button("Allow", "success", "check")
+        self.allow_button = button("Allow once", "success", "check")
+        self.allow_rule_button = button("Allow this prefix for the task", "info", "check-circle")
         self.deny_button = button("Deny", "danger", "times")
-        self.remember = widgets.Checkbox(False, description="remember for this task", indent=False)
+        self.deny_reason = widgets.Text(
+            placeholder="why (optional; the agent is told)", layout={"width": "22em"}
+        )
+        for b in (self.allow_button, self.allow_rule_button, self.deny_button):
+            b.layout.width = "auto"
         self.allow_button.on_click(lambda _: self._answer(True))
+        self.allow_rule_button.on_click(lambda _: self._answer(True, remember=True))
         self.deny_button.on_click(lambda _: self._answer(False))
-        actions = widgets.HBox((self.allow_button, self.deny_button, self.remember))
+        actions = widgets.HBox(
+            (self.allow_button, self.allow_rule_button, self.deny_button, self.deny_reason),
+            layout={"flex_flow": "row wrap"},
+        )
         return widgets.VBox((self.permission_text, actions))
 
     def _review_section(self) -> widgets.VBox:
@@ -762,6 +970,10 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 return
             self._activity.on_event(event.kind, event.data, time.time())
             if event.kind == "text":
+                key = (event.data.get("message"), event.data.get("block"))
+                if self._text and key != self._text_key:
+                    self._end_text()  # a new message (or block) is a new entry
+                self._text_key = key
                 self._text.append(event.data["delta"])
             elif event.kind == "thinking":
                 self._thinking.append(event.data["delta"])
@@ -817,10 +1029,24 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def _on_permission(self, data: Mapping[str, Any]) -> None:
         if data["status"] != "asked":
-            self._on_notice({"text": f"{data['tool']}: {data['status']}"})
+            self._log.add_note(permission_note(data), "jd-log-note")
         self._render_permission()
 
+    def _on_feedback(self, data: Mapping[str, Any]) -> None:
+        """Changes were requested: a new round, its divider and the feedback in the log."""
+        self._round += 1
+        self._round_marked = True
+        self._log.add_round(self._round, data.get("text", ""))
+
     def _on_state(self, data: Mapping[str, Any]) -> None:
+        state = TaskState(data["state"])
+        if state == S.RUNNING and self._last_state == S.REVIEW and not self._round_marked:
+            self._round += 1  # changes requested by a process that told no feedback here
+            self._log.add_round(self._round, "")
+        if state == S.REVIEW:
+            self._round_marked = False
+            self.log_toggle.value = False  # the log folds when the review opens
+        self._last_state = state
         if data["state"] == S.REVIEW:
             self._review_round += 1
             round_ = self._review_round
@@ -833,6 +1059,8 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         the value it has already sends nothing: of the log, only the pages that changed
         are sent, and the tool calls opened in the others stay open."""
         self.live_earlier.value = self._log.earlier()
+        unfollowed = not self._log.counts() and self.task.usage.steps > 0  # ran before this view
+        show(self.earlier_button, bool(self.live_earlier.value) or unfollowed)
         for number, page in self._log.pages():
             slot = self.live_pages[number % LOG_PAGES]
             slot.layout.order = str(number)  # a reused slot moves below the newer pages
@@ -873,6 +1101,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         elif self._seen_active and self._ended_at is None:
             self._ended_at = datetime.now(UTC)
         self._render_live()
+        self._render_fold()
         self.status.value = status_html(self.task)
         show(self.cancel_button, state.active)
         self._render_permission()
@@ -884,13 +1113,31 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.force_text.value = unproven_html(self._unproven)
         show(self.force_box, bool(self._unproven))
 
+    def _render_fold(self) -> None:
+        """Folded to one line while the review shows (unless the user unfolds it)."""
+        with self._lock:
+            folded = self.task.state in SHOWS_REVIEW
+            show(self.log_bar, folded)
+            show(self.log_box, not folded or self.log_toggle.value)
+            if folded:
+                self.log_summary.value = log_summary_html(self._log, self._round, self.task)
+            self.log_toggle.description = (
+                "hide the agent log" if self.log_toggle.value else "show the agent log"
+            )
+
     def _render_permission(self) -> None:
         pending = self._pending() if self.task.state == S.WAITING else []
         self._asking = pending[0] if pending else None
         show(self.permission, self._asking is not None)
         if self._asking is not None:
-            self.permission_text.value = permission_html(self._asking, len(pending) - 1)
-            self.allow_button.disabled = self.deny_button.disabled = False
+            request = self._asking
+            self.permission_text.value = permission_html(request, len(pending) - 1)
+            what = "prefix" if request.tool.lower() == "bash" else "file"
+            self.allow_rule_button.description = f"Allow this {what} for the task"
+            self.allow_rule_button.tooltip = ", ".join(request.rules)
+            show(self.allow_rule_button, bool(request.rules))
+            for b in (self.allow_button, self.allow_rule_button, self.deny_button):
+                b.disabled = False
 
     def _pending(self) -> list[PermissionRequest]:
         try:
@@ -913,14 +1160,46 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self._render_state()
 
     # -- what the user does (main thread; never under the lock) ------------------------
-    def _answer(self, allow: bool) -> None:
+    def _answer(self, allow: bool, remember: bool = False) -> None:
+        """Allow once, allow what the card shows for the task (`remember`: exactly its
+        rules), or deny with the reason typed beside Deny."""
         request = self._asking
         if request is None:
             return
-        remember = self.remember.value
-        if attempt(self.error, lambda: self.task.answer(request.request_id, allow, remember)):
-            self.allow_button.disabled = self.deny_button.disabled = True
-            self.remember.value = False
+        reason = None if allow else self.deny_reason.value.strip() or None
+        buttons = (self.allow_button, self.allow_rule_button, self.deny_button)
+
+        def answer() -> None:
+            self.task.answer(
+                request.request_id,
+                allow,
+                rule=list(request.rules) if remember else None,
+                reason=reason,
+            )
+
+        if attempt(self.error, answer):
+            for b in buttons:
+                b.disabled = True
+            self.deny_reason.value = ""
+
+    def _on_show_earlier(self) -> None:
+        attempt(self.error, self._show_earlier)
+
+    def _show_earlier(self) -> None:
+        """Render the entries the live log no longer keeps, read from the journal (the
+        last `EARLIER_SHOWN` of them). On the main thread: it reads a file, never the
+        engine's."""
+        lines = []
+        with open(self.task.journal_path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    lines.append(json.loads(line))
+                except ValueError:
+                    break  # a line still being written
+        entries = journal_entries(lines)
+        with self._lock:
+            before = len(entries) - self._log.kept()
+        self.earlier_box.value = earlier_entries_html(entries, before, self.task.id)
 
     def _decide(self, action: Callable[[], object]) -> None:
         actions = (self.approve_button, self.force_button, self.reject_button, self.request_button)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import DelegateError
 from .outcome import Budget, Outcome
+from .review import LineComment, ReviewRound
 from .task import CheckResult, Task, TaskEvent, TaskState, Usage
 
 if TYPE_CHECKING:
@@ -33,7 +34,9 @@ __all__ = [
     "Budget",
     "CheckResult",
     "DelegateError",
+    "LineComment",
     "Outcome",
+    "ReviewRound",
     "Task",
     "TaskEvent",
     "TaskState",

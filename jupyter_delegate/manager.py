@@ -51,11 +51,12 @@ from .engine.catalogue import (
 from .engine.model import Endpoint, client_for, endpoint_from_env, model_settings, resolve_model
 from .engine.prompt import first_message
 from .environment import declared_environment, discover
-from .errors import DelegateError, NotProven, ReviewError, TaskNotFound
+from .errors import DelegateError, NotProven, ReviewError, TaskNotFound, UsageError
 from .events import FORMAT
 from .journal import Event, Journal, redact
 from .outcome import Outcome
 from .policy import PermissionRequest, Policy, effective_policy
+from .review import LineComment, comments_of, feedback_text, quote
 from .rounds import Answer, RoundOfWork
 from .runner import EngineRunner, Round, Runner
 from .task import Task, TaskState, check_transition
@@ -618,6 +619,8 @@ class TaskManager:
             data["error"] = error
         if transient:
             data["transient"] = True
+        if new == S.REVIEW and task.head_commit:
+            data["head"] = task.head_commit  # the head this round of review is about
         written = self._record(task, "state", data)
         task.emit("state", data, written.typed)
 
@@ -704,12 +707,90 @@ class TaskManager:
         return self._context(task).journal.path
 
     # -- what humans do ----------------------------------------------------------------------
-    def diff(self, task: Task) -> str:
-        """The task's own change (`git diff BASE...TASK`; see `Task.diff`)."""
+    def diff(self, task: Task, since: str | None = None) -> str:
+        """The task's own change (`git diff BASE...TASK`; see `Task.diff`), or from the
+        commit `since` to the task's head."""
         context = self._context(task)
         assert task.worktree is not None
         head = task.merged_commit or task.head_commit
-        return context.workspace.diff(task.worktree, self.diff_base(task), head)
+        if since is None:
+            start = self.diff_base(task)
+        else:
+            start = context.workspace.resolve_commit(task.worktree, str(since))
+        return context.workspace.diff(task.worktree, start, head)
+
+    def worktree_file(self, task: Task, path: str) -> Path:
+        """`path` (repository relative) in the task's worktree; see `Task.worktree_file`."""
+        worktree = self._worktree_of(task, "edit its files")
+        given = str(path).strip() if isinstance(path, (str, os.PathLike)) else ""
+        if not given or os.path.isabs(given):
+            raise UsageError(
+                f"Name a file of task {task.id} relative to the repository root (calc.py, "
+                f"src/app.py), not {path!r}."
+            )
+        parts = Path(given).parts
+        if ".." in parts or ".git" in parts:
+            raise UsageError(
+                f"{given!r} is not a file of task {task.id}'s worktree: paths with `..` or "
+                "`.git` are refused. Name the file relative to the repository root."
+            )
+        root = worktree.resolve()
+        target = root / given
+        if not target.resolve().is_relative_to(root):
+            raise UsageError(
+                f"{given!r} leads outside task {task.id}'s worktree (a symlink out); only "
+                "files inside it can be edited there."
+            )
+        return target
+
+    def _worktree_of(self, task: Task, doing: str) -> Path:
+        if task.worktree is None or not task.worktree.exists():
+            raise ReviewError(
+                f"Task {task.id} is {task.state} and has no worktree, so you cannot {doing}. "
+                "Only a task that is still open (in review, say) has one."
+            )
+        return task.worktree
+
+    def commit_edits(self, task: Task, message: str = "") -> str:
+        """Commit the reviewer's own edits in the task's worktree; see `Task.commit_edits`."""
+        if not isinstance(message, str):
+            raise UsageError(f"commit_edits(message=) takes a text, not {message!r}.")
+        return str(self._decide(task, "commit_edits", {"message": message}))
+
+    def _commit_edits(self, task: Task, context: Context, message: str = "") -> str:
+        self._require(task, S.REVIEW, "given your own edits")
+        worktree = self._worktree_of(task, "commit your edits")
+        workspace = context.workspace
+        identity = workspace.user_identity()
+        if identity is None:
+            raise ReviewError(
+                "Your edits are committed as you, and git does not know who you are: run "
+                "`git config user.name 'Your Name'` and `git config user.email you@example.com` "
+                "in the repository, then commit the edits again. Nothing was committed."
+            )
+        staged = workspace.stage(worktree)
+        files = sorted({change.path for change in staged.changes})
+        if not files:
+            raise ReviewError(
+                f"Nothing changed in task {task.id}'s worktree ({worktree}), so there is "
+                f"nothing to commit. Edit its files there first (`jupyter delegate edit "
+                f"{task.id} FILE` prints a file's path)."
+            )
+        shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        text = message.strip() or f"Reviewer's edits to {shown}"
+        trailers = {
+            "Delegate-Task": task.id,
+            "Delegate-Edit": "human",
+            "Delegate-Journal": context.journal.head,
+        }
+        head = workspace.commit(worktree, text, trailers, identity=identity)
+        author = f"{identity['GIT_AUTHOR_NAME']} <{identity['GIT_AUTHOR_EMAIL']}>"
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        edit = {"commit": head, "files": files, "message": text, "author": author, "at": at}
+        self._record(task, "human_edit", edit)
+        self._run_sync(self.rounds.run_checks(task, context, head))
+        task.emit("review", task.to_record())
+        return head
 
     def diff_base(self, task: Task) -> str:
         """Where the task's own change starts: the base tip it was merged onto, or where
@@ -819,23 +900,66 @@ class TaskManager:
             return ""
         return workspace.archive(task.id, task.branch, task.worktree)
 
-    def request_changes(self, task: Task, feedback: str, remember: str | None = None) -> None:
-        if not isinstance(feedback, str) or not feedback.strip():
-            raise ReviewError("Say what should change: request_changes('...') needs feedback.")
+    def request_changes(
+        self,
+        task: Task,
+        feedback: str = "",
+        remember: str | None = None,
+        comments: Sequence[LineComment | Mapping[str, Any]] = (),
+    ) -> None:
+        if not isinstance(feedback, str):
+            raise ReviewError(f"request_changes() takes the feedback as a text, not {feedback!r}.")
+        checked = comments_of(comments)
+        if not feedback.strip() and not checked:
+            raise ReviewError(
+                "Say what should change: request_changes('...') needs feedback or line "
+                "comments (comments=[LineComment('calc.py', 2, 'why subtract?')])."
+            )
         if remember not in (None, "repo", "user"):
             raise ReviewError(f"remember= takes 'repo' or 'user' (or None), not {remember!r}.")
-        self._decide(task, "request_changes", {"feedback": feedback, "remember": remember})
+        if remember is not None and not feedback.strip():
+            raise ReviewError("remember= keeps the feedback as a preference: give feedback.")
+        args = {"feedback": feedback, "remember": remember}
+        self._decide(task, "request_changes", {**args, "comments": [c.to_dict() for c in checked]})
 
     def _request_changes(
-        self, task: Task, context: Context, feedback: str, remember: str | None = None
+        self,
+        task: Task,
+        context: Context,
+        feedback: str,
+        remember: str | None = None,
+        comments: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self._require(task, S.REVIEW, "sent back for changes")
-        text = f"The reviewer requests changes:\n\n{feedback.strip()}"
+        worktree = self._worktree_of(task, "request changes")
+        workspace = context.workspace
+        reviewed = task.head_commit or task.base_commit
+        round_base = task.review_rounds()[-1].base
+        quoted = []
+        for comment in comments_of(comments):  # each line read before anything is written
+            commit = reviewed if comment.side == "new" else round_base
+            text = workspace.file_at(worktree, commit, comment.path)
+            quoted.append((comment, quote(comment, text, commit)))
+        number = task.review_round
+        edits = [e for e in task.human_edits if e.get("round") == number]
+        edits_diff = ""
+        if edits:
+            first = str(edits[0]["commit"])
+            edits_diff = workspace.commit_diff(worktree, f"{first}^", reviewed)
+        text = feedback_text(feedback, quoted, edits, edits_diff)
         if remember is not None:  # first: a preference it cannot keep changes nothing
             state_dir = context.workspace.state_dir if remember == "repo" else None
             preference = add_preference(feedback, state_dir)
         if remember is not None:
             self._record(task, "preference", preference.to_dict())
+        requested: dict[str, Any] = {
+            "feedback": feedback.strip(),
+            "comments": [comment.to_dict() for comment, _ in quoted],
+            "reviewed": reviewed,
+        }
+        if edits:
+            requested["human_edits"] = [e["commit"] for e in edits]
+        self._record(task, "changes_requested", requested)
         self._record(task, "user", {"content": [{"type": "text", "text": text}]})
         self._set_state(task, S.RUNNING, "changes requested")
         self._start(task, context, "changes requested")

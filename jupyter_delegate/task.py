@@ -331,7 +331,7 @@ class Task:
     preferences: list[dict[str, str]] = field(default_factory=list)
     agents_md: list[str] = field(default_factory=list)
     # The reviewer's own commits on the task's branch (`commit_edits`): {"commit", "files",
-    # "message", "at"} each, from the journal's human_edit events.
+    # "message", "at", "round"} each, from the journal's human_edit events.
     human_edits: list[dict[str, Any]] = field(default_factory=list)
     # The rounds of review so far (`review_rounds`), folded from the journal.
     _rounds: list[ReviewRound] = field(default_factory=list, repr=False)
@@ -598,10 +598,9 @@ class Task:
                 number = len(self._rounds) + 1
                 self._rounds.append(ReviewRound(number, event.feedback, comments, reviewed, None))
             case HumanEdit(commit=commit):
-                self.human_edits.append(
-                    {"commit": commit, "files": list(event.files), "message": event.message}
-                    | {"at": event.at}
-                )
+                edit = {"commit": commit, "files": list(event.files), "message": event.message}
+                # `round`: the round of review it was made in.
+                self.human_edits.append(edit | {"at": event.at, "round": len(self._rounds)})
                 self.head_commit = commit
                 if self._rounds:
                     self._rounds[-1] = replace(self._rounds[-1], head=commit)

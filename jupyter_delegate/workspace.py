@@ -589,10 +589,12 @@ class Workspace:
         message: str,
         trailers: Mapping[str, str],
         revert: Sequence[str] = (),
+        identity: Mapping[str, str] | None = None,
     ) -> str:
         """Commit what `stage` staged (the harness commits, never the agent), with the
         paths in `revert` put back as HEAD has them, in the commit and in the worktree.
-        Returns the new head; with nothing to commit, the head as it is."""
+        `identity`: the author and committer (`user_identity`; default: the repository's
+        configured user). Returns the new head; with nothing to commit, the head as it is."""
         tree_git = pinned_git(worktree)
         with self.worktree_locked(worktree):
             head = tree_git.rev_parse("HEAD")
@@ -609,7 +611,8 @@ class Workspace:
             else:
                 text = message.rstrip() + "\n\n"
                 text += "".join(f"{k}: {v}\n" for k, v in trailers.items())
-                commit = tree_git.commit_tree(tree, "-p", head, "-m", text, env=self._identity())
+                env = dict(identity) if identity is not None else self._identity()
+                commit = tree_git.commit_tree(tree, "-p", head, "-m", text, env=env)
                 tree_git.update_ref("-m", "delegate: commit", "HEAD", commit, head)
             for path in revert:  # the worktree agrees with the commit again
                 target = worktree / path
@@ -629,6 +632,46 @@ class Workspace:
         return str(
             pinned_git(worktree).diff(*_DIFF, base_commit, staged.tree, "--stat=100", "--patch")
         )
+
+    def commit_diff(self, worktree: Path, start: str, end: str) -> str:
+        """The change between two commits of the task's tree (nothing uncommitted)."""
+        return str(pinned_git(worktree).diff(*_DIFF, start, end, "--stat=100", "--patch"))
+
+    def file_at(self, worktree: Path, commit: str, path: str) -> str | None:
+        """The text of `path` as `commit` has it; None when it has no such file."""
+        try:
+            data = pinned_git(worktree).cat_file("blob", f"{commit}:{path}", stdout_as_string=False)
+        except git.GitCommandError:
+            return None
+        return bytes(data).decode("utf-8", errors="replace")
+
+    def resolve_commit(self, worktree: Path | None, rev: str) -> str:
+        """The commit `rev` names, or ReviewError when it names none."""
+        runner = pinned_git(worktree) if worktree is not None and worktree.exists() else None
+        try:
+            if runner is not None:
+                return str(runner.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}"))
+            return str(self.repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}"))
+        except git.GitCommandError:
+            raise ReviewError(
+                f"{rev!r} is not a commit of this repository: give one a review round names "
+                "(`Task.review_rounds()`), or leave it out for the task's whole change."
+            ) from None
+
+    def user_identity(self) -> dict[str, str] | None:
+        """The user's git identity (user.name, user.email of the repository's
+        configuration, read by GitPython: no git program runs) as author and committer,
+        or None when it has none."""
+        reader = self.repo.config_reader()
+        if not (reader.has_option("user", "name") and reader.has_option("user", "email")):
+            return None
+        name, email = str(reader.get_value("user", "name")), str(reader.get_value("user", "email"))
+        return {
+            "GIT_AUTHOR_NAME": name,
+            "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+        }
 
     def tracked_files(self, worktree: Path) -> list[str]:
         listing = pinned_git(worktree).ls_files("-z")

@@ -75,6 +75,7 @@ class ChangedFile:
             "added": self.added,
             "removed": self.removed,
             "page": page,
+            "cut": max(0, self.lines - PAGE_LINES),  # lines of its patch not sent
         }
 
 
@@ -128,7 +129,7 @@ def pages(files: Sequence[ChangedFile]) -> list[list[ChangedFile]]:
 
 
 # -- the widget --------------------------------------------------------------------------------
-class ReviewView(anywidget.AnyWidget):  # type: ignore[misc]  # anywidget is untyped
+class ReviewView(anywidget.AnyWidget):
     """The review of `task`: in review, its bar offers Approve, Request changes and Reject;
     merged or rejected, it shows what was decided, read-only."""
 
@@ -265,9 +266,7 @@ class ReviewView(anywidget.AnyWidget):  # type: ignore[misc]  # anywidget is unt
 
     def _on_msg(self, _widget: Any, content: Mapping[str, Any], _buffers: Any) -> None:
         action = str(content.get("action", ""))
-        handler: Callable[[Mapping[str, Any]], str] | None = getattr(
-            self, f"_do_{action}", None
-        )
+        handler: Callable[[Mapping[str, Any]], str] | None = getattr(self, f"_do_{action}", None)
         if handler is None:
             self.feedback = {"action": action, "text": f"Unknown action {action!r}", "error": True}
             return

@@ -137,6 +137,7 @@ class ReviewView(anywidget.AnyWidget):
     _css = t.Unicode(_static("review.css", "")).tag(sync=True)
 
     task_id = t.Unicode("").tag(sync=True)
+    name = t.Unicode("").tag(sync=True)  # the task's name, or its title
     state = t.Unicode("").tag(sync=True)
     verdict = t.Unicode("").tag(sync=True)  # Task.verdict, "" outside review
     reasons = t.List(t.Unicode()).tag(sync=True)  # why it is not proven
@@ -153,6 +154,7 @@ class ReviewView(anywidget.AnyWidget):
     page_files = t.List(t.Unicode()).tag(sync=True)  # the paths of this page, in order
     diff_error = t.Unicode("").tag(sync=True)
     since = t.Unicode("").tag(sync=True)  # "" all changes, else the commit the diff is from
+    shown_since = t.Unicode("").tag(sync=True)  # the `since` of the diff the pages are of
     diff_style = t.Unicode("line-by-line").tag(sync=True)  # or "side-by-side"
     viewed = t.List(t.Unicode()).tag(sync=True)  # paths ticked "viewed"
     # rounds and comments
@@ -166,7 +168,7 @@ class ReviewView(anywidget.AnyWidget):
     decision = t.Unicode("").tag(sync=True)  # what was decided, as a sentence
 
     def __init__(self, task: Task, **kwargs: Any) -> None:
-        super().__init__(task_id=task.id, **kwargs)
+        super().__init__(task_id=task.id, name=task.name or task.title, **kwargs)
         self.task = task
         self._lock = threading.Lock()
         self._files: list[ChangedFile] = []
@@ -221,20 +223,25 @@ class ReviewView(anywidget.AnyWidget):
         }
 
     def _load_diff(self) -> None:
-        """Read the diff (all changes, or since `self.since`) and show its first page."""
+        """Read the diff (all changes, or since `self.since`) and show its first page;
+        a diff read for a `since` changed meanwhile is dropped (its newer read shows)."""
+        since = self.since
         try:
-            text = self.task.diff(since=self.since or None)
+            text = self.task.diff(since=since or None)
             problem = ""
-        except (DelegateError, OSError, Exception) as exc:  # git errors too
+        except Exception as exc:  # git's errors too: one line where the diff would be
             text, problem = "", f"The diff cannot be shown: {exc}"
         files = changed_files(text)
         with self._lock:
+            if since != self.since:
+                return
             self._files, self._pages = files, pages(files)
             self.diff_error = problem
             self.files = [f.to_dict(n) for n, page in enumerate(self._pages) for f in page]
             self.page_count = len(self._pages)
             self._count()
             self._show_page(0)
+            self.shown_since = since  # last: the front end knows the pages are this diff's
 
     def _show_page(self, number: int) -> None:
         number = max(0, min(number, len(self._pages) - 1))

@@ -132,6 +132,10 @@ function render({ model, el }) {
   function updateBar() {
     const v = model.get('verdict');
     const state = model.get('state');
+    root.dataset.state = state;
+    root.dataset.verdict = v || '';
+    root.dataset.taskId = model.get('task_id');
+    root.dataset.name = model.get('name');
     verdict.textContent = v || state;
     verdict.className = `jdr-verdict jdr-v-${(v || state).replace(/ /g, '-')}`;
     verdict.title = VERDICT_NOTE[v] || '';
@@ -217,6 +221,7 @@ function render({ model, el }) {
         status,
         h('span', { class: 'jdr-plus' }, ` +${f.added}`), h('span', { class: 'jdr-minus' }, ` \u2212${f.removed}`),
         f.page !== page ? h('span', { class: 'jdr-note' }, ` (page ${f.page + 1})`) : null,
+        f.cut ? h('span', { class: 'jdr-note' }, ` (${f.cut} more lines not shown: Whole file shows it)`) : null,
         f.status === 'deleted' || f.status === 'binary' ? null
           : [button('Whole file', 'jdr-link jdr-whole-button', () => send('whole_file', { path: f.path })),
             inReview() ? button('Edit', 'jdr-link jdr-edit-button', () => send('edit', { path: f.path })) : null]);
@@ -247,6 +252,7 @@ function render({ model, el }) {
   // -- the diff, and the comments beside its lines ------------------------------------------------
   function updateDiff() {
     const text = model.get('page_diff');
+    diff.dataset.since = model.get('shown_since');
     diffError.textContent = model.get('diff_error') || '';
     if (!text) {
       diff.replaceChildren(h('div', { class: 'jdr-note' }, model.get('since') ? 'No changes since the last review.' : 'No changes.'));
@@ -411,7 +417,7 @@ function render({ model, el }) {
   model.on('change:draft_comments', showRoundComments);
   model.on('change:rounds', showRoundComments);
   for (const name of ['files', 'viewed', 'page_count', 'worktree']) model.on(`change:${name}`, updateFiles);
-  for (const name of ['page_diff', 'diff_style', 'diff_error']) model.on(`change:${name}`, updateDiff);
+  for (const name of ['page_diff', 'diff_style', 'diff_error', 'shown_since']) model.on(`change:${name}`, updateDiff);
   // after a decision, its panels close
   model.on('change:state', () => { panel = ''; updateBar(); });
   return () => root.remove();

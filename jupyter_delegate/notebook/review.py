@@ -256,8 +256,8 @@ class ReviewView(anywidget.AnyWidget):
             return
         if event.kind == "state":
             self._read_task()
-            if event.data.get("state") == S.REVIEW:
-                self.since = ""
+            if event.data.get("state") == S.REVIEW:  # a new round: last round's words go
+                self.since, self.asking, self.feedback = "", "", {}
                 threading.Thread(target=self._load_diff, daemon=True).start()
         elif event.kind in ("checks", "usage"):
             self._read_task()

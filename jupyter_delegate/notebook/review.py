@@ -144,6 +144,7 @@ class ReviewView(anywidget.AnyWidget):
     summary = t.Unicode("").tag(sync=True)
     counts = t.Dict().tag(sync=True)  # files, added, removed, checks_passed/failed, cost
     checks = t.List(t.Dict()).tag(sync=True)  # command, passed, exit_code, duration_s, tail
+    show_checks = t.Bool(True).tag(sync=True)  # False where the checks are shown in full
     worktree = t.Unicode("").tag(sync=True)
     base_branch = t.Unicode("").tag(sync=True)
     # the diff: every file named, one page of patch text at a time

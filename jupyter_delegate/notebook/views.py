@@ -2,12 +2,14 @@
 place, and a board of many tasks (ipywidgets 8).
 
 Here: `TaskView` (a header with state and cost, the agent's words and tool calls as they
-stream, the permission card while the task waits, and in review the summary, checks,
-per-file diff, flags and the approve / reject / request-changes actions), `LiveLog` (the
+stream, the permission card while the task waits, and in review the `ReviewView` of
+review.py (the bar with the verdict and the approve / request-changes / reject actions,
+the diff, line comments, rounds) above the checks, context and flags), `LiveLog` (the
 last entries of a task's log, in pages of HTML), `Board` (one row per task, approve or
 reject from the row), and the pure functions that render a task, a check or a diff to
 escaped HTML. Approve on a task that is not proven (the API refuses it) merges nothing: it
-shows why, and a "Merge anyway" button, the second, explicit click that forces it.
+shows why, and a "Merge anyway" button, the second, explicit click that forces it (in the
+ReviewView's bar, and on the board's rows).
 
 Not here: deciding anything (every button calls the `Task` API; the `DelegateError` it
 raises is shown in the view, never raised from a handler), the notebook record output and
@@ -50,7 +52,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import git
 import ipywidgets as widgets
@@ -63,6 +65,9 @@ from ..outcome import in_scope
 from ..policy import PermissionRequest
 from ..task import CheckResult, Task, TaskEvent, TaskState
 from .record import badge
+
+if TYPE_CHECKING:
+    from .review import ReviewView
 
 S = TaskState
 log = logging.getLogger(__name__)
@@ -653,8 +658,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._seen_active = False
         self._review_round = self._built_round = 0
         self._asking: PermissionRequest | None = None
-        self._unproven = ""  # why an approve was refused; "" when not asking to force
-        self.files: dict[str, FileDiffView] = {}
+        self.review_view: ReviewView | None = None  # made when the task reaches review
 
         self.header = widgets.HTML()
         self.status = widgets.HTML()
@@ -703,48 +707,19 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         return widgets.VBox((self.permission_text, actions))
 
     def _review_section(self) -> widgets.VBox:
+        """The review: `ReviewView` (its bar with the verdict, counts and actions, the
+        diff with line comments, rounds and your edits), made when the task first reaches
+        review, above what the agent was told and the checks in full (`review_content`)."""
         self.review_content = widgets.VBox()
-        self.approve_button = button("Approve", "success", "check")
-        self.strategy = widgets.Dropdown(options=["merge", "squash"], value="merge")
-        self.reject_button = button("Reject", "danger", "times")
-        self.reject_reason = widgets.Text(placeholder="reason (optional)")
-        self.changes_text = widgets.Textarea(placeholder="What should change?")
-        self.remember_choice = widgets.Dropdown(
-            options=[
-                ("don't remember it", ""),
-                ("remember as a preference for this repository", "repo"),
-                ("remember as a preference everywhere", "user"),
-            ],
-            value="",
-        )
-        self.request_button = button("Request changes", "info", "undo")
-        # Shown when Approve was refused because the task is not proven.
-        self.force_text = widgets.HTML()
-        self.force_button = button("Merge anyway", "danger", "exclamation-triangle")
-        self.keep_button = button("Keep in review")
-        self.force_box = widgets.VBox(
-            (self.force_text, widgets.HBox((self.force_button, self.keep_button)))
-        )
-        self.approve_button.on_click(lambda _: self._decide(self._approve))
-        self.force_button.on_click(lambda _: self._decide(self._force))
-        self.keep_button.on_click(lambda _: self._set_unproven(""))
-        self.reject_button.on_click(lambda _: self._decide(self._reject))
-        self.request_button.on_click(lambda _: self._decide(self._request_changes))
-        self.review_actions = widgets.VBox(
-            (
-                widgets.HBox((self.approve_button, self.strategy)),
-                self.force_box,
-                widgets.HBox((self.reject_button, self.reject_reason)),
-                widgets.HBox((self.changes_text, self.remember_choice, self.request_button)),
-            )
-        )
-        return widgets.VBox((self.review_content, self.review_actions))
+        return widgets.VBox((self.review_content,))
 
     def close(self) -> None:
         """Stop following the task and close every widget of the view."""
         with self._lock:
             self._closed = True
             self._unsubscribe()
+            if self.review_view is not None:
+                self.review_view.close()
             close_tree(self)
 
     # -- events (engine thread) ----------------------------------------------------------
@@ -862,11 +837,6 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._render_permission()
         built = self._built_round == self._review_round
         show(self.review, state in SHOWS_REVIEW and built)
-        show(self.review_actions, state == S.REVIEW)
-        if state != S.REVIEW:
-            self._unproven = ""
-        self.force_text.value = unproven_html(self._unproven)
-        show(self.force_box, bool(self._unproven))
 
     def _render_permission(self) -> None:
         pending = self._pending() if self.task.state == S.WAITING else []
@@ -883,16 +853,30 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             return []
 
     def _build_review(self, round_: int) -> None:
-        parts, files = review_parts(self.task)  # git runs here, outside the lock
+        from .review import ReviewView
+
+        # git runs here, outside the lock; the ReviewView follows later rounds itself
+        review_view = self.review_view or ReviewView(self.task, show_checks=False)
+        paths = [f["path"] for f in review_view.files]
+        parts = [
+            widgets.HTML(f"<b>Checks</b> (run by the harness){checks_html(self.task)}"),
+            widgets.HTML(context_html(self.task)),
+            widgets.HTML(model_html(self.task)),
+            widgets.HTML(flags_html(review_flags(self.task, paths))),
+        ]
         with self._lock:
             if self._closed or round_ != self._review_round:
                 for part in parts:
                     close_tree(part)
+                if review_view is not self.review_view:
+                    review_view.close()
                 return
             for old in self.review_content.children:
                 close_tree(old)
             self.review_content.children = tuple(parts)
-            self.files = files
+            if self.review_view is None:
+                self.review_view = review_view
+                self.review.children = (review_view, self.review_content)
             self._built_round = round_
             self._render_state()
 
@@ -905,43 +889,6 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if attempt(self.error, lambda: self.task.answer(request.request_id, allow, remember)):
             self.allow_button.disabled = self.deny_button.disabled = True
             self.remember.value = False
-
-    def _decide(self, action: Callable[[], object]) -> None:
-        actions = (self.approve_button, self.force_button, self.reject_button, self.request_button)
-        for b in actions:
-            b.disabled = True
-        try:
-            attempt(self.error, action)
-        finally:
-            for b in actions:
-                b.disabled = False
-
-    def _approve(self) -> None:
-        """Merge a proven task. An unproven one is refused by the API: nothing is merged,
-        and the view asks to confirm (`Merge anyway`)."""
-        try:
-            self.task.approve(self.strategy.value)
-        except NotProven:
-            self._set_unproven("; ".join(self.task.unproven_reasons) or "its checks fail")
-
-    def _force(self) -> None:
-        """The second, explicit click: merge the unproven task anyway (recorded)."""
-        self.task.approve(self.strategy.value, force=True)
-        self._set_unproven("")
-
-    def _set_unproven(self, reasons: str) -> None:
-        with self._lock:
-            self._unproven = reasons
-            self._render_state()
-
-    def _reject(self) -> None:
-        self.task.reject(self.reject_reason.value.strip() or None)
-
-    def _request_changes(self) -> None:
-        remember = self.remember_choice.value or None
-        self.task.request_changes(self.changes_text.value, remember=remember)
-        self.changes_text.value = ""
-        self.remember_choice.value = ""
 
 
 # -- the board -------------------------------------------------------------------------------

@@ -179,6 +179,7 @@ function render({ model, el }) {
       h('td', { class: c.passed ? 'jdr-pass' : 'jdr-fail' }, c.passed ? 'PASS' : 'FAIL'),
       h('td', {}, `exit ${c.exit_code}, ${Number(c.duration_s).toFixed(1)}s`),
       h('td', {}, c.passed ? '' : h('pre', { class: 'jdr-tail' }, c.tail.split('\n').slice(-12).join('\n')))));
+    checks.style.display = model.get('show_checks') ? '' : 'none';
     checks.replaceChildren(rows.length
       ? h('table', {}, h('tr', {}, h('th', {}, 'check (run by the harness)'), h('th', {}, 'result'), h('th', {}, ''), h('th', {}, '')), rows)
       : h('span', { class: 'jdr-note' }, 'No checks were given.'));

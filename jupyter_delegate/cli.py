@@ -4,11 +4,14 @@
              --model M --max-usd N --max-steps N [--check-timeout S] [--command-timeout S]
              [--effort low|medium|high|max] [--compact-at TOKENS|PERCENT]
              [--env NAME[=VALUE]] [--no-suggested-checks] [--yes] [--approve | --no-approve]
-    list [--repo P] [--json]     show ID     diff ID     approve ID [--squash] [--force]
+    list [--repo P] [--json]     show ID     diff ID [--since-review]
+    approve ID [--squash] [--force]
     checks ID [N]                each check (or the Nth) with its whole output
     reject ID [REASON...]        resume ID [--yes] [--approve | --no-approve]     cancel ID
-    request-changes ID TEXT [--remember | --remember-everywhere] [--yes]
-                                 [--approve | --no-approve]
+    request-changes ID [TEXT] [--comment FILE:LINE[-END]=TEXT]... [--remember |
+                                 --remember-everywhere] [--yes] [--approve | --no-approve]
+    edit ID [FILE]               the path of the task's worktree (or a file in it)
+    commit-edits ID [-m MESSAGE] your edits there, committed to the task as you; checks rerun
     pause ID                     pending [ID] [--json]
     answer ID [REQUEST] allow|deny [--remember]
     audit verify [ID] [--repo P]
@@ -69,6 +72,7 @@ from .events import StateChanged, ToolResult
 from .options import (
     add_submit_options,
     add_task_arguments,
+    comments_of,
     feedback_of,
     outcome_from,
     reason_of,
@@ -193,6 +197,7 @@ def print_review(task: Task, out: TextIO) -> None:
         f"model {', '.join(task.served_models) or task.model}; sandbox {task.sandbox}"
     )
     lines.append(f"  model: {task.model_text}")
+    lines += [f"  {note}" for note in task.review_notes]
     lines.append(f"  proof: {proof_text(task)}")
     lines += [f"  ! {flag}" for flag in task.flags]
     out.write(printable("\n".join(lines) + "\n"))
@@ -417,7 +422,8 @@ def cmd_show(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
 
 
 def cmd_diff(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
-    diff = manager.get(args.id, args.repo).diff()
+    task = manager.get(args.id, args.repo)
+    diff = task.diff(since=task.last_review_base() if args.since_review else None)
     out.write(printable(diff) if out.isatty() else diff)  # a patch piped on stays exact
     return EXIT_OK
 
@@ -451,9 +457,32 @@ def cmd_reject(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> i
     return EXIT_OK
 
 
+def cmd_edit(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
+    task = manager.get(args.id, args.repo)
+    path = task.worktree_file(args.file or ".")
+    out.write(f"{path}\n")
+    if not path.exists():
+        sys.stderr.write(f"({args.file} does not exist yet: writing it there creates it)\n")
+    return EXIT_OK
+
+
+def cmd_commit_edits(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
+    task = manager.get(args.id, args.repo)
+    commit = task.commit_edits(args.message)
+    files = ", ".join(task.human_edits[-1]["files"]) if task.human_edits else ""
+    out.write(
+        printable(
+            f"Committed your edits to task {task.id} as {commit[:10]} ({files}); the checks "
+            f"ran again: {task.verdict or task.state}.\n"
+        )
+    )
+    return EXIT_OK
+
+
 def cmd_request_changes(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
     task = manager.get(args.id, args.repo)
-    task.request_changes(feedback_of(args), remember=args.remember)
+    comments = comments_of(args)
+    task.request_changes(feedback_of(args), remember=args.remember, comments=comments)
     if args.remember is not None:
         where = "this repository" if args.remember == "repo" else "every repository"
         out.write(f"Remembered as a preference for {where}: `jupyter delegate prefs` lists it.\n")
@@ -888,6 +917,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_task_arguments(name, p)
         if name in ("show", "pending"):
             p.add_argument("--json", action="store_true")
+    edit = command("edit", "print the path of a task's worktree (or of a file in it) to edit")
+    add_task_arguments("edit", edit)
+    commit_edits = command(
+        "commit-edits", "commit your edits in a task's worktree to its branch, as you"
+    )
+    add_task_arguments("commit-edits", commit_edits)
     req = command("request-changes", "send feedback; the same agent continues")
     add_task_arguments("request-changes", req)
     yes_flag(req)
@@ -980,6 +1015,8 @@ COMMANDS = {
     "approve": cmd_approve,
     "reject": cmd_reject,
     "request-changes": cmd_request_changes,
+    "edit": cmd_edit,
+    "commit-edits": cmd_commit_edits,
     "resume": cmd_resume,
     "cancel": cmd_cancel,
     "pause": cmd_pause,

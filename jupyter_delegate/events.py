@@ -311,7 +311,7 @@ class PreferenceRemembered(_Event):
 class Control(_Event):
     """`control`: a request another process posted to the task's control inbox, as the
     lock holder took it: `action` ("answer", "approve", "reject", "request_changes",
-    "cancel", "pause") with its `args`, `by` whom (process pid, host, user), and its
+    "commit_edits", "cancel", "pause") with its `args`, `by` whom (process pid, host, user), and its
     `status` ("accepted", then "done" or "refused") with its `result` or `error`."""
 
     TYPE: ClassVar[str] = "control"

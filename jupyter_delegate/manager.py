@@ -2,10 +2,11 @@
 
 One writer per journal: only the process holding a task's lock (an flock on
 `tasks/<id>/lock`) writes its journal, through `_record`, the one place events are
-written. A decision (approve, reject, request changes, cancel, pause, answer) runs here
-when this process runs the task, or takes the lock when nobody does; otherwise it is
-posted to the task's control inbox (control.py) and the process running the task acts on
-it. Every decision reads the journal first (`refresh`), so a stale one is refused.
+written. A decision (approve, reject, request changes, commit the reviewer's edits,
+cancel, pause, answer) runs here when this process runs the task, or takes the lock when
+nobody does; otherwise it is posted to the task's control inbox (control.py) and the
+process running the task acts on it. Every decision reads the journal first (`refresh`),
+so a stale one is refused.
 
 Rounds of work (rounds.py) run where the runner says (runner.py): by default as
 coroutines on one engine thread with its own asyncio loop, many at once; git work runs
@@ -60,7 +61,7 @@ from .review import LineComment, comments_of, feedback_text, quote
 from .rounds import Answer, RoundOfWork
 from .runner import EngineRunner, Round, Runner
 from .task import Task, TaskState, check_transition
-from .workspace import Workspace, slugify
+from .workspace import Staged, Workspace, slugify
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -760,22 +761,32 @@ class TaskManager:
     def _commit_edits(self, task: Task, context: Context, message: str = "") -> str:
         self._require(task, S.REVIEW, "given your own edits")
         worktree = self._worktree_of(task, "commit your edits")
+        staged = context.workspace.stage(worktree)
+        if not staged.changes:
+            raise ReviewError(
+                f"Nothing changed in task {task.id}'s worktree ({worktree}), so there is "
+                f"nothing to commit. Edit its files there first (`jupyter delegate edit "
+                f"{task.id} FILE` prints a file's path)."
+            )
+        head = self._commit_human_edit(task, context, worktree, staged, message)
+        self._run_sync(self.rounds.run_checks(task, context, head))
+        task.emit("review", task.to_record())
+        return head
+
+    def _commit_human_edit(
+        self, task: Task, context: Context, worktree: Path, staged: Staged, message: str
+    ) -> str:
+        """Commit what the reviewer changed in the worktree (`staged`) as them, and
+        journal it as a human edit; returns the commit."""
         workspace = context.workspace
         identity = workspace.user_identity()
         if identity is None:
             raise ReviewError(
                 "Your edits are committed as you, and git does not know who you are: run "
                 "`git config user.name 'Your Name'` and `git config user.email you@example.com` "
-                "in the repository, then commit the edits again. Nothing was committed."
+                "in the repository, then try again. Nothing was committed."
             )
-        staged = workspace.stage(worktree)
         files = sorted({change.path for change in staged.changes})
-        if not files:
-            raise ReviewError(
-                f"Nothing changed in task {task.id}'s worktree ({worktree}), so there is "
-                f"nothing to commit. Edit its files there first (`jupyter delegate edit "
-                f"{task.id} FILE` prints a file's path)."
-            )
         shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
         text = message.strip() or f"Reviewer's edits to {shown}"
         trailers = {
@@ -788,8 +799,6 @@ class TaskManager:
         at = datetime.now(UTC).isoformat(timespec="seconds")
         edit = {"commit": head, "files": files, "message": text, "author": author, "at": at}
         self._record(task, "human_edit", edit)
-        self._run_sync(self.rounds.run_checks(task, context, head))
-        task.emit("review", task.to_record())
         return head
 
     def diff_base(self, task: Task) -> str:
@@ -933,13 +942,22 @@ class TaskManager:
         self._require(task, S.REVIEW, "sent back for changes")
         worktree = self._worktree_of(task, "request changes")
         workspace = context.workspace
-        reviewed = task.head_commit or task.base_commit
+        # Edits the reviewer left uncommitted are theirs (the agent's work is all
+        # committed): the diff they reviewed shows them, and they are committed as theirs
+        # below, not left for the agent's round to commit as its own.
+        staged = workspace.stage(worktree)
+        reviewed = staged.tree if staged.changes else (task.head_commit or task.base_commit)
         round_base = task.review_rounds()[-1].base
         quoted = []
         for comment in comments_of(comments):  # each line read before anything is written
             commit = reviewed if comment.side == "new" else round_base
             text = workspace.file_at(worktree, commit, comment.path)
             quoted.append((comment, quote(comment, text, commit)))
+        if remember is not None:  # first: a preference it cannot keep changes nothing
+            state_dir = context.workspace.state_dir if remember == "repo" else None
+            preference = add_preference(feedback, state_dir)
+        if staged.changes:
+            reviewed = self._commit_human_edit(task, context, worktree, staged, "")
         number = task.review_round
         edits = [e for e in task.human_edits if e.get("round") == number]
         edits_diff = ""
@@ -947,9 +965,6 @@ class TaskManager:
             first = str(edits[0]["commit"])
             edits_diff = workspace.commit_diff(worktree, f"{first}^", reviewed)
         text = feedback_text(feedback, quoted, edits, edits_diff)
-        if remember is not None:  # first: a preference it cannot keep changes nothing
-            state_dir = context.workspace.state_dir if remember == "repo" else None
-            preference = add_preference(feedback, state_dir)
         if remember is not None:
             self._record(task, "preference", preference.to_dict())
         requested: dict[str, Any] = {

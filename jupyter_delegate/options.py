@@ -15,12 +15,15 @@ or the cell body in a notebook). Nothing here prints or runs anything.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from typing import Any
 
 from .engine.catalogue import LEVELS
+from .errors import UsageError
 from .outcome import Budget, Outcome
 from .policy import Policy
+from .review import LineComment
 
 SANDBOXES = ("auto", "bubblewrap", "none")
 MODES = ("default", "ask", "plan", "auto")
@@ -191,9 +194,38 @@ def _reject(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", nargs="+", default=[], metavar="R", help="why, as an option")
 
 
+def _diff(parser: argparse.ArgumentParser) -> None:
+    _task_id(parser)
+    parser.add_argument(
+        "--since-review",
+        action="store_true",
+        help="only the changes since the last review (the current round's own)",
+    )
+
+
+def _edit(parser: argparse.ArgumentParser) -> None:
+    _task_id(parser)
+    parser.add_argument("file", nargs="?", metavar="FILE", help="a file, from the repository root")
+
+
+def _commit_edits(parser: argparse.ArgumentParser) -> None:
+    _task_id(parser)
+    parser.add_argument("-m", "--message", default="", help="the commit message")
+
+
 def _request_changes(parser: argparse.ArgumentParser) -> None:
     _task_id(parser)
-    parser.add_argument("text", nargs="+", metavar="TEXT", help="the feedback")
+    parser.add_argument(
+        "text", nargs="*", metavar="TEXT", help="the feedback (may be left out with --comment)"
+    )
+    parser.add_argument(
+        "--comment",
+        action="append",
+        default=[],
+        metavar="FILE:LINE[-END]=TEXT",
+        help="a comment on lines of the reviewed code, e.g. 'calc.py:2=why subtract?' "
+        "(repeatable); the agent receives it with the lines quoted",
+    )
     remember = parser.add_mutually_exclusive_group()
     remember.add_argument(
         "--remember",
@@ -233,7 +265,9 @@ def _answer(parser: argparse.ArgumentParser) -> None:
 
 TASK_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "show": _task_id,
-    "diff": _task_id,
+    "diff": _diff,
+    "edit": _edit,
+    "commit-edits": _commit_edits,
     "checks": _checks,
     "approve": _approve,
     "reject": _reject,
@@ -259,6 +293,31 @@ def reason_of(args: argparse.Namespace) -> str | None:
 def feedback_of(args: argparse.Namespace) -> str:
     """A request-changes' feedback, its words joined (one quoted argument stays as it is)."""
     return " ".join(args.text)
+
+
+_COMMENT = re.compile(r"(?P<path>[^=]+?):(?P<line>\d+)(?:-(?P<end>\d+))?=(?P<body>.*)", re.DOTALL)
+
+
+def comments_of(args: argparse.Namespace) -> list[LineComment]:
+    """A request-changes' line comments, from its `--comment FILE:LINE[-END]=TEXT`s."""
+    comments = []
+    for given in args.comment:
+        match = _COMMENT.fullmatch(given.strip())
+        if match is None:
+            raise UsageError(
+                f"--comment {given!r}: write FILE:LINE=TEXT or FILE:LINE-END=TEXT, e.g. "
+                "--comment 'calc.py:2=why subtract?'."
+            )
+        end = match["end"]
+        comments.append(
+            LineComment(
+                match["path"].strip(),
+                int(match["line"]),
+                match["body"],
+                end_line=int(end) if end is not None else None,
+            )
+        )
+    return comments
 
 
 def option_strings(parser: argparse.ArgumentParser) -> list[str]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 from .engine.catalogue import ModelInfo, default_compact_at, from_table, limits_text
 from .engine.model import price_guessed
 from .environment import Declared
-from .errors import IllegalTransition
+from .errors import IllegalTransition, ReviewError
 from .events import (
     FORMAT,
     AssistantTurn,
@@ -355,10 +355,39 @@ class Task:
         the same in every process, and after a restore."""
         return list(self._rounds)
 
+    def last_review_base(self) -> str:
+        """Where "the changes since the last review" start: the head reviewed before the
+        current round. ReviewError in the first round (there was no review before)."""
+        if len(self._rounds) < 2:
+            raise ReviewError(
+                f"Task {self.id} is in its first round of review: there is no earlier review "
+                "to compare with. Its whole change is its diff without --since-review."
+            )
+        return self._rounds[-1].base
+
     @property
     def review_round(self) -> int:
         """The number of the current round of review (1 before any request-changes)."""
         return len(self._rounds) or 1
+
+    @property
+    def review_notes(self) -> list[str]:
+        """The rounds of review and the reviewer's own edits, a line each, as `show` and
+        the notebook record say them; none in a first round without edits."""
+        notes = []
+        if len(self._rounds) > 1:
+            times = len(self._rounds) - 1
+            notes.append(
+                f"round {len(self._rounds)} of review (changes requested {times} "
+                f"time{'s' if times > 1 else ''})"
+            )
+        for edit in self.human_edits:
+            files = ", ".join(edit["files"])
+            notes.append(
+                f"human edit {str(edit['commit'])[:10]} in round {edit.get('round', 1)}: "
+                f"{files} ({edit['message']})"
+            )
+        return notes
 
     def worktree_file(self, path: str) -> Path:
         """The absolute path of `path` (repository relative) in the task's worktree, to

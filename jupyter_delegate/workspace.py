@@ -659,13 +659,17 @@ class Workspace:
             ) from None
 
     def user_identity(self) -> dict[str, str] | None:
-        """The user's git identity (user.name, user.email of the repository's
-        configuration, read by GitPython: no git program runs) as author and committer,
-        or None when it has none."""
-        reader = self.repo.config_reader()
-        if not (reader.has_option("user", "name") and reader.has_option("user", "email")):
+        """The user's git identity (user.name, user.email as git reads them for the user's
+        checkout: its configuration and the user's, never the task's tree) as author and
+        committer, or None when it has none."""
+        runner = pinned_git(self.root)
+        try:
+            name = str(runner.config("--get", "user.name")).strip()
+            email = str(runner.config("--get", "user.email")).strip()
+        except git.GitCommandError:
             return None
-        name, email = str(reader.get_value("user", "name")), str(reader.get_value("user", "email"))
+        if not name or not email:
+            return None
         return {
             "GIT_AUTHOR_NAME": name,
             "GIT_AUTHOR_EMAIL": email,

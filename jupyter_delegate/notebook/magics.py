@@ -154,6 +154,7 @@ SUBCOMMANDS: dict[str, Callable[[str], _Parser]] = {
     "approve": _task_parser,
     "reject": _task_parser,
     "request-changes": _task_parser,
+    "commit-edits": _task_parser,
     "cancel": _task_parser,
     "pause": _task_parser,
     "resume": _task_parser,
@@ -247,9 +248,15 @@ class DelegateMagics(Magics):
                                               journal records
             %delegate reject ID [REASON...]   archive the branch (or --reason R)
             %delegate request-changes ID TEXT [--remember | --remember-everywhere]
+                      [--comment FILE:LINE[-END]=TEXT]...
                                               the same agent continues; --remember also
                                               keeps TEXT as a preference for this
-                                              repository, --remember-everywhere for all
+                                              repository, --remember-everywhere for all;
+                                              --comment: on lines of the code, quoted
+            %delegate commit-edits ID [-m MESSAGE]
+                                              your edits in the task's worktree (`edit ID
+                                              FILE` on the command line prints a path),
+                                              committed as you; the checks run again
             %delegate cancel ID | pause ID | resume ID
                                               pause: stop where it is; resume: an
                                               interrupted or paused task, or one that
@@ -369,7 +376,16 @@ class DelegateMagics(Magics):
         self._refresh(task)
 
     def _cmd_request_changes(self, args: argparse.Namespace) -> None:
-        self._task(args).request_changes(options.feedback_of(args), remember=args.remember)
+        comments = options.comments_of(args)
+        self._task(args).request_changes(
+            options.feedback_of(args), remember=args.remember, comments=comments
+        )
+
+    def _cmd_commit_edits(self, args: argparse.Namespace) -> str:
+        task = self._task(args)
+        commit = task.commit_edits(args.message)
+        self._refresh(task)
+        return commit
 
     def _cmd_cancel(self, args: argparse.Namespace) -> None:
         self._task(args).cancel()

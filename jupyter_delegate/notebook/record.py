@@ -56,6 +56,14 @@ class DiffstatRow(TypedDict):
     removed: int | None
 
 
+class HumanEditRecord(TypedDict):
+    """A commit of the reviewer's own edits (`Task.human_edits`)."""
+
+    commit: str
+    files: list[str]
+    message: str
+
+
 class NotebookRecord(RecordFields):
     """The record kept in a notebook output (MIME): the task record's facts, its checks as
     `CheckRecord`s, and what only the notebook shows. Its JSON schema (`record_schema`) is
@@ -70,6 +78,8 @@ class NotebookRecord(RecordFields):
     repo_relative: NotRequired[str]  # the repository, from the notebook's folder
     diffstat_files: NotRequired[int]
     preferences_count: NotRequired[int]
+    review_round: NotRequired[int]  # from round 2 on: the round of review it is in
+    human_edits: NotRequired[list[HumanEditRecord]]  # the reviewer's own commits, if any
 
 
 def record_schema() -> dict[str, Any]:
@@ -144,6 +154,13 @@ def compact_record(
     }
     if notebook_dir is not None:
         record["repo_relative"] = os.path.relpath(task.repo, notebook_dir)
+    if task.review_round > 1:
+        record["review_round"] = task.review_round
+    if task.human_edits:
+        record["human_edits"] = [
+            {"commit": e["commit"], "files": e["files"][:20], "message": e["message"][:200]}
+            for e in task.human_edits[-10:]
+        ]
     for limits in ((4000, 1500, 200), (1000, 400, 50), (300, 120, 10), (100, 40, 3)):
         fitted = _cut(record, *limits)
         if len(json.dumps(fitted)) <= RECORD_LIMIT:

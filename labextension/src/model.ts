@@ -60,6 +60,16 @@ export interface NotebookRecord {
   skills_used: string[];
   preferences: string[];
   preferences_count?: number;
+  /** From round 2 of review on: the round the task is in (absent in round 1). */
+  review_round?: number;
+  /** The reviewer's own commits on the task's branch ("fix it yourself"). */
+  human_edits?: HumanEditRecord[];
+}
+
+export interface HumanEditRecord {
+  commit: string;
+  files: string[];
+  message: string;
 }
 
 /** States in which the agent is at work (or about to be, or waiting on a permission). */
@@ -146,6 +156,18 @@ export function parseRecord(data: unknown): NotebookRecord | null {
     skills_used: list(r.skills_used, s => (typeof s === 'string' ? s : null)),
     preferences: list(r.preferences, p => (typeof p === 'string' ? p : null)),
     preferences_count: typeof r.preferences_count === 'number' ? r.preferences_count : undefined,
+    review_round: typeof r.review_round === 'number' ? r.review_round : undefined,
+    human_edits: Array.isArray(r.human_edits)
+      ? list(r.human_edits, e =>
+          e && typeof e === 'object' && typeof e.commit === 'string'
+            ? {
+                commit: e.commit,
+                files: list(e.files, f => (typeof f === 'string' ? f : null)),
+                message: str(e.message)
+              }
+            : null
+        )
+      : undefined,
     ran_with: list(r.ran_with, w => (typeof w === 'string' ? w : null))
   };
 }

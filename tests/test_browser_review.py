@@ -2,7 +2,8 @@
 failing checks -> Approve asks "merge anyway?" -> Merge anyway merges; a line comment ->
 Request changes -> the fake model receives the anchor and the quoted line -> round 2's
 "changes since the last review" shows only its change; the dark theme's added lines are
-readable (contrast >= 4.5:1). Screenshots in labextension/test-artifacts/.
+readable (contrast >= 4.5:1); your own edit, saved and committed from the widget, is marked
+yours. Screenshots in labextension/test-artifacts/.
 
 The fake model is served from this process (FakeServer on loopback): the kernel's tasks
 talk to it, and what it received is asserted here."""
@@ -129,6 +130,10 @@ def check_summary(summary: dict[str, Any], fake: FakeMessagesAPI) -> None:
     assert "def sub(a, b):" in added and "return a + b" not in added
     assert summary["sinceFiles"] == ["calc.py"] and summary["highlighted"] > 0
     assert summary["lightContrast"]["ratio"] >= 4.5
+    # fix it yourself: saved in the worktree, committed as the reviewer, marked so
+    assert summary["humanEdit"].startswith("your edit") and "My own touch" in summary["humanEdit"]
+    assert "(calc.py)" in summary["humanEdit"]
+    assert summary["afterEdit"].startswith("Your edits are committed as")
 
 
 @needs_node

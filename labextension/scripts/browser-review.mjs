@@ -8,6 +8,7 @@
 //    with feedback; round 2 comes; "Changes since the last review" shows only its change,
 //    and the comment stands beside its line in "All changes".
 // 3. the dark theme: the added lines' text has a contrast of at least 4.5:1.
+// 4. fixing: Edit calc.py in the widget, Save, Commit my edits: the commit is marked yours.
 // Prints a JSON summary as its last line.
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
@@ -141,6 +142,22 @@ try {
     await setTheme(page, 'JupyterLab Light');
   }
   summary.lightContrast = await contrastOf(fixing.locator('.d2h-ins .d2h-code-line-ctn').first());
+
+  // -- 4. fix it yourself: Edit, Save, Commit my edits; the commit is marked yours ----------------
+  await fixing.locator('.jdr-edit-button').first().click();
+  const editor = fixing.locator('textarea.jdr-editor');
+  await editor.waitFor({ timeout: 30000 });
+  await editor.fill((await editor.inputValue()) + '# checked by hand\n');
+  await fixing.locator('.jdr-save').click();
+  await page.waitForFunction(() => document.querySelector('.jdr[data-name="fixing"] .jdr-feedback').textContent.startsWith('Saved'), null, { timeout: 30000 });
+  await fixing.locator('.jdr-commit-message').fill('My own touch');
+  await fixing.locator('.jdr-commit').click();
+  await fixing.locator('.jdr-human').waitFor({ timeout: 60000 });
+  await page.waitForFunction(() => !document.querySelector('.jdr[data-name="fixing"] .jdr-feedback').textContent.endsWith('\u2026'), null, { timeout: 60000 });
+  summary.humanEdit = (await fixing.locator('.jdr-human').first().textContent()).trim();
+  summary.afterEdit = (await fixing.locator('.jdr-feedback').textContent()).trim();
+  await fixing.locator('.jdr-human').first().scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(spec.artifacts, `${prefix}-human-edit-light.png`) });
   check(summary.failingVerdict === 'checks fail', `verdict: ${summary.failingVerdict}`);
 } catch (error) {
   await page.screenshot({ path: join(spec.artifacts, `${prefix}-failure.png`) }).catch(() => undefined);

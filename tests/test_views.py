@@ -27,7 +27,6 @@ from conftest import CHECK, FIX_TURNS, Factory, marker_alive, messages_sent
 from jupyter_delegate import Outcome, Task, TaskState
 from jupyter_delegate.manager import TaskManager
 from jupyter_delegate.notebook.views import (
-    EAGER_LINES,
     FLUSH_S,
     INPUT_HEAD,
     LOG_CHARS,
@@ -109,6 +108,19 @@ def reviewed(view: TaskView) -> TaskView:
     return view
 
 
+def act(view: TaskView, **content: Any) -> None:
+    """A click in the review's bar: the message its front end sends; wait for the action."""
+    review = view.review_view
+    assert review is not None
+    review._handle_custom_msg(content, [])
+    until(lambda: review.busy == "", what=f"{content['action']} to finish")
+
+
+def review_files(view: TaskView) -> dict[str, dict[str, Any]]:
+    assert view.review_view is not None
+    return {f["path"]: f for f in view.review_view.files}
+
+
 @pytest.fixture
 def in_review(repo: git.Repo, make_manager: Factory, views: Callable[..., TaskView]) -> TaskView:
     manager, _ = make_manager(SLOW_START)
@@ -126,26 +138,28 @@ def test_live_view_streams_text_and_tool_calls_then_shows_the_review(in_review: 
     assert CHECK in items[0] and "exit 1" in items[0] and "calc.py" in items[1]
     assert "Running the test first." in text_of(view.log_box)
     assert not shown(view.cancel_button) and not shown(view.permission)
-    review = text_of(view.review)
-    assert "PASS" in review and CHECK in review and "add() subtracted; it now adds." in review
-    assert "calc.py  +1 −1" in view.files["calc.py"].titles
-    body = view.files["calc.py"].body.value
-    assert '<div class="jd-add">+    return a + b</div>' in body
-    assert '<div class="jd-del">-    return a - b</div>' in body
-    assert shown(view.review_actions)
+    review = text_of(view.review_content)
+    assert "PASS" in review and CHECK in review
+    rv = view.review_view
+    assert rv is not None and rv.summary == "add() subtracted; it now adds."
+    assert rv.state == "review" and rv.verdict == "proven" and not rv.show_checks
+    calc = review_files(view)["calc.py"]
+    assert (calc["added"], calc["removed"]) == (1, 1)
+    assert "+    return a + b" in rv.page_diff and "-    return a - b" in rv.page_diff
 
 
 def test_approve_button_merges_and_shows_the_merged_commit(
     repo: git.Repo, in_review: TaskView
 ) -> None:
     view = in_review
-    view.strategy.value = "squash"
-    view.approve_button.click()
+    act(view, action="approve", strategy="squash")
     assert view.task.state == TaskState.MERGED
     assert repo.head.commit.hexsha == view.task.merged_commit
     assert len(repo.head.commit.parents) == 1  # squashed
-    assert "merged" in view.header.value and view.task.merged_commit[:10] in view.status.value
-    assert view.error.value == "" and not shown(view.review_actions)
+    until(lambda: "merged" in view.header.value)
+    assert view.task.merged_commit[:10] in view.status.value
+    assert view.review_view is not None and view.review_view.state == "merged"
+    assert view.review_view.decision.startswith("Merged into main as")
 
 
 def test_approve_on_an_unproven_task_asks_to_merge_anyway_and_only_that_merges(
@@ -159,20 +173,20 @@ def test_approve_on_an_unproven_task_asks_to_merge_anyway_and_only_that_merges(
     view = reviewed(views(start(manager, repo)))
     assert "review · checks fail" in view.header.value
     base = repo.head.commit.hexsha
-    assert not shown(view.force_box)
-    view.approve_button.click()
+    rv = view.review_view
+    assert rv is not None and rv.asking == ""
+    act(view, action="approve")
     assert view.task.state == TaskState.REVIEW and repo.head.commit.hexsha == base
-    assert shown(view.force_box) and view.error.value == ""
-    assert "Not proven" in view.force_text.value
-    assert f"check `{CHECK}` failed (exit 1)" in view.force_text.value
-    view.keep_button.click()  # changed their mind: nothing happens
-    assert not shown(view.force_box) and view.task.state == TaskState.REVIEW
-    view.approve_button.click()
-    view.force_button.click()
+    assert rv.asking == "force" and not rv.feedback
+    assert f"check `{CHECK}` failed (exit 1)" in rv.reasons
+    act(view, action="keep")  # changed their mind: nothing happens
+    assert rv.asking == "" and view.task.state == TaskState.REVIEW
+    act(view, action="approve")
+    act(view, action="force")
     assert view.task.state == TaskState.MERGED and view.task.forced
     assert repo.head.commit.hexsha == view.task.merged_commit
-    assert "without proof (forced)" in view.status.value
-    assert not shown(view.force_box) and not shown(view.review_actions)
+    until(lambda: "without proof (forced)" in view.status.value)
+    assert rv.asking == "" and rv.state == "merged"
 
 
 def test_failed_task_says_how_to_go_on(
@@ -192,12 +206,12 @@ def test_failed_task_says_how_to_go_on(
 def test_reject_button_with_a_reason_archives(repo: git.Repo, in_review: TaskView) -> None:
     view = in_review
     head = view.task.head_commit
-    view.reject_reason.value = "not like this"
-    view.reject_button.click()
+    act(view, action="reject", reason="not like this")
     assert view.task.state == TaskState.REJECTED
     assert repo.git.rev_parse(f"refs/delegate/archive/{view.task.id}") == head
-    assert "rejected" in view.header.value and "refs/delegate/archive/" in view.status.value
-    assert not shown(view.review_actions)
+    until(lambda: "rejected" in view.header.value)
+    assert "refs/delegate/archive/" in view.status.value
+    assert view.review_view is not None and view.review_view.decision == "Rejected: not like this."
 
 
 def test_request_changes_continues_the_same_agent_to_a_second_review(
@@ -205,15 +219,17 @@ def test_request_changes_continues_the_same_agent_to_a_second_review(
 ) -> None:
     manager, fake = make_manager(MORE_TURNS)
     view = reviewed(views(start(manager, repo)))
-    view.request_button.click()  # no feedback: refused, shown, still in review
-    assert "Say what should change" in view.error.value
+    rv = view.review_view
+    assert rv is not None
+    act(view, action="request_changes", feedback="")  # nothing said: refused, shown
+    assert rv.feedback["error"] and "Say what should change" in rv.feedback["text"]
     assert view.task.state == TaskState.REVIEW
-    view.changes_text.value = "Please leave a note in NOTES.md."
-    view.request_button.click()
-    assert view.error.value == "" and view.changes_text.value == ""
-    until(lambda: "Also wrote NOTES.md." in text_of(view.review_content), what="round 2")
-    assert view.task.state == TaskState.REVIEW and shown(view.review)
-    assert {"calc.py", "NOTES.md"} <= set(view.files)
+    act(view, action="request_changes", feedback="Please leave a note in NOTES.md.")
+    assert not rv.feedback["error"]
+    until(lambda: rv.summary == "Also wrote NOTES.md." and rv.state == "review", what="round 2")
+    until(lambda: shown(view.review), what="round 2's review")
+    assert view.task.state == TaskState.REVIEW
+    until(lambda: {"calc.py", "NOTES.md"} <= set(review_files(view)), what="round 2's diff")
     assert tool_calls_logged(view) == 5  # the same log goes on
     assert len(messages_sent(fake)) == 7
 
@@ -225,13 +241,12 @@ def test_request_changes_can_be_remembered_as_a_preference_from_the_review(
 
     manager, _ = make_manager(MORE_TURNS)
     view = reviewed(views(start(manager, repo)))
-    labels = [label for label, _ in view.remember_choice.options]
-    assert "remember as a preference for this repository" in labels
-    view.changes_text.value = "Leave a note in NOTES.md about what you fixed."
-    view.remember_choice.value = "repo"
-    view.request_button.click()
-    assert view.error.value == "" and view.remember_choice.value == ""
-    until(lambda: "Also wrote NOTES.md." in text_of(view.review_content), what="round 2")
+    feedback = "Leave a note in NOTES.md about what you fixed."
+    act(view, action="request_changes", feedback=feedback, remember="repo")
+    rv = view.review_view
+    assert rv is not None and not rv.feedback["error"]
+    until(lambda: rv.summary == "Also wrote NOTES.md." and rv.state == "review", what="round 2")
+    until(lambda: "remembered" in text_of(view.review_content), what="round 2's review")
     assert [p.text for p in preferences(repo.working_dir)] == [
         "Leave a note in NOTES.md about what you fixed."
     ]
@@ -313,11 +328,11 @@ def test_approve_with_a_dirty_base_file_shows_the_error_and_stays_in_review(
     view = in_review
     calc = Path(repo.working_dir) / "calc.py"
     calc.write_text("# my own work\n" + calc.read_text())
-    view.approve_button.click()  # must not raise
-    assert "uncommitted changes in files this task changes: calc.py" in view.error.value
-    assert 'class="jd-error"' in view.error.value
-    assert view.task.state == TaskState.REVIEW
-    assert shown(view.review_actions) and not view.approve_button.disabled
+    act(view, action="approve")  # must not raise
+    rv = view.review_view
+    assert rv is not None and rv.feedback["error"]
+    assert "uncommitted changes in files this task changes: calc.py" in rv.feedback["text"]
+    assert view.task.state == TaskState.REVIEW and rv.busy == "" and rv.state == "review"
     assert calc.read_text().startswith("# my own work")
 
 
@@ -358,14 +373,15 @@ def test_failed_task_shows_its_error(
 def test_view_of_a_restored_merged_task_renders_merged(
     repo: git.Repo, in_review: TaskView, views: Callable[..., TaskView]
 ) -> None:
-    in_review.approve_button.click()
+    act(in_review, action="approve")
     task = in_review.task
     restored = TaskManager().get(task.id, repo.working_dir)  # a fresh process's view of it
     view = views(restored, name="fix add")
     assert "merged" in view.header.value and "fix add" in view.header.value
     assert task.merged_commit is not None and task.merged_commit[:10] in view.status.value
-    assert shown(view.review) and not shown(view.review_actions)
-    assert "calc.py" in view.files and "PASS" in text_of(view.review)
+    assert shown(view.review) and view.review_view is not None
+    assert view.review_view.state == "merged" and "calc.py" in review_files(view)
+    assert "PASS" in text_of(view.review_content)
 
 
 # -- permission ------------------------------------------------------------------------------
@@ -782,10 +798,10 @@ def test_a_page_of_the_live_log_changes_only_with_its_own_entries() -> None:
 
 
 # -- diff rendering --------------------------------------------------------------------------
-def test_large_file_diffs_render_only_when_opened_and_scope_is_flagged(
+def test_a_large_file_is_in_the_review_diff_and_out_of_scope_files_are_flagged(
     repo: git.Repo, make_manager: Factory, views: Callable[..., TaskView]
 ) -> None:
-    big = "".join(f"line {i}\n" for i in range(EAGER_LINES + 50))
+    big = "".join(f"line {i}\n" for i in range(450))
     turns = [
         FIX_TURNS[2],
         # written by a command: the default mode asks before out-of-scope edits by the
@@ -803,14 +819,11 @@ def test_large_file_diffs_render_only_when_opened_and_scope_is_flagged(
     ]
     manager, _ = make_manager(turns)
     view = reviewed(views(start(manager, repo, scope=("calc.py",))))
-    large = view.files["data/big.txt"]
-    assert large.selected_index is None and large.body.value == ""
-    assert f"+{EAGER_LINES + 50} −0" in large.titles[0]
-    large.selected_index = 0  # the reviewer opens it
-    assert "line 449" in large.body.value
-    assert view.files["calc.py"].selected_index == 0
-    assert "outside the scope: data/big.txt" in text_of(view.review)
-    assert "outside the scope: calc.py" not in text_of(view.review)
+    large = review_files(view)["data/big.txt"]
+    assert (large["added"], large["removed"]) == (450, 0)
+    assert view.review_view is not None and "+line 449" in view.review_view.page_diff
+    assert "outside the scope: data/big.txt" in text_of(view.review_content)
+    assert "outside the scope: calc.py" not in text_of(view.review_content)
 
 
 def test_split_diff_names_files_counts_lines_and_keeps_the_stat() -> None:

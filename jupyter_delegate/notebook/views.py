@@ -4,12 +4,13 @@ place, and a board of many tasks (ipywidgets 8).
 Here: `TaskView` (a header with state and cost, the live line below it that ticks in the
 browser with what the task does now and a running command's last lines (`live.py`), the
 agent's words and tool calls as they stream, the permission card while the task waits,
-and in review the summary, checks, per-file diff, flags and the approve / reject /
-request-changes actions), `LiveLog` (the last entries of a task's log, in pages of HTML),
+and in review the `ReviewView` of review.py (the bar with the verdict and the approve /
+request-changes / reject actions, the diff, line comments, rounds) above the checks,
+context and flags), `LiveLog` (the last entries of a task's log, in pages of HTML),
 `Board` (one row per task, approve or reject from the row), and the pure functions that
 render a task, a check or a diff to escaped HTML. Approve on a task that is not proven
 (the API refuses it) merges nothing: it shows why, and a "Merge anyway" button, the
-second, explicit click that forces it.
+second, explicit click that forces it (in the ReviewView's bar, and on the board's rows).
 
 Not here: deciding anything (every button calls the `Task` API; the `DelegateError` it
 raises is shown in the view, never raised from a handler), the notebook record output and
@@ -54,9 +55,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import git
 import ipywidgets as widgets
 
 from ..check_output import failure_tail, printable, whole_output
@@ -70,6 +70,9 @@ from ..task import CheckResult, Task, TaskEvent, TaskState
 from .live import Activity, LiveStatus
 from .record import badge
 
+if TYPE_CHECKING:
+    from .review import ReviewView
+
 S = TaskState
 log = logging.getLogger(__name__)
 FLUSH_S = 0.1  # the most often a live view's changes are pushed to the front end
@@ -79,8 +82,6 @@ LOG_PAGES = LOG_ENTRIES // PAGE_ENTRIES  # pages kept, the newest one maybe not 
 LOG_CHARS = 16_000  # a page shows its newest entries that fit in this much HTML: the most
 # one message sends, and room for the words before the largest tool call (about 12,000)
 INPUT_HEAD = 4000  # characters of a tool call's input shown in the log
-EAGER_FILES = 10  # files of a diff rendered (and open) at once; later ones render on open
-EAGER_LINES = 400  # a file with more lines than this renders only when opened
 MAX_DIFF_LINES = 5000  # lines of one file rendered at all; the rest is named
 OUTPUT_TAIL = 8000  # characters of a tool's output shown in the log
 SHOWS_REVIEW = frozenset({S.REVIEW, S.MERGED, S.REJECTED})
@@ -101,9 +102,9 @@ CSS = """<style>
 .jd-fail {color: #cf222e; font-weight: bold}
 .jd-diff {font-family: monospace; font-size: 12px; overflow-x: auto}
 .jd-diff div {white-space: pre; min-height: 1.2em; line-height: 1.35}
-.jd-add {background: #e6ffec; color: #116329}
-.jd-del {background: #ffebe9; color: #82071e}
-.jd-hunk {background: #ddf4ff; color: #0550ae}
+.jd-add {background: rgba(46, 160, 67, 0.18); color: var(--jp-content-font-color1, #1f2328)}
+.jd-del {background: rgba(248, 81, 73, 0.18); color: var(--jp-content-font-color1, #1f2328)}
+.jd-hunk {background: rgba(84, 174, 255, 0.15); color: var(--jp-content-font-color2, #0550ae)}
 .jd-file {color: #57606a; font-weight: bold}
 .jd-ask pre.jd-command {font-size: 13px; padding: 4px 8px; white-space: pre-wrap;
   background: var(--jp-layout-color2, #f6f8fa); color: var(--jp-content-font-color1, #1f2328)}
@@ -690,14 +691,6 @@ class LazySection(widgets.Accordion):  # type: ignore[misc]  # ipywidgets is unt
                 self.body.value = error_html(f"Cannot show this: {exc}")
 
 
-class FileDiffView(LazySection):
-    """One file of a diff, collapsible; its lines are rendered when it is first opened."""
-
-    def __init__(self, file: FileDiff, *, open_now: bool) -> None:
-        self.file = file
-        super().__init__(file.title, lambda: diff_lines_html(file.lines), open_now=open_now)
-
-
 # -- context: skills, preferences, AGENTS.md ---------------------------------------------------
 def model_html(task: Task) -> str:
     """The model's limits and where they came from, the effort and the compaction point."""
@@ -745,29 +738,6 @@ def skills_not_loaded(task: Task) -> list[LazySection]:
         title = f"skill {skipped['name']} ({skipped['source']}) not loaded, {what}"
         sections.append(LazySection(title, functools.partial(skill_drift_html, task, skipped)))
     return sections
-
-
-def review_parts(task: Task) -> tuple[list[widgets.Widget], dict[str, FileDiffView]]:
-    """The review's widgets (summary, checks, flags, diffstat, files). Runs git."""
-    try:
-        stat, files = split_diff(task.diff())
-        problem = ""
-    except (DelegateError, git.GitError, OSError) as exc:
-        stat, files, problem = "", [], f"The diff cannot be shown: {exc}"
-    views = {
-        f.path: FileDiffView(f, open_now=i < EAGER_FILES and len(f.lines) <= EAGER_LINES)
-        for i, f in enumerate(files)
-    }
-    parts: list[widgets.Widget] = [
-        widgets.HTML(summary_html(task)),
-        widgets.HTML(f"<b>Checks</b> (run by the harness){checks_html(task)}"),
-        widgets.HTML(context_html(task)),
-        widgets.HTML(model_html(task)),
-        widgets.HTML(flags_html(review_flags(task, views))),
-        widgets.HTML(f"<b>Changes</b><pre>{esc(stat)}</pre>" + error_html(problem)),
-        *views.values(),
-    ]
-    return parts, views
 
 
 # -- widget plumbing -------------------------------------------------------------------------
@@ -834,8 +804,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._round = 1  # the round of work the log is in (a request for changes starts one)
         self._round_marked = False  # this round's divider is in the log
         self._last_state: TaskState | None = None
-        self._unproven = ""  # why an approve was refused; "" when not asking to force
-        self.files: dict[str, FileDiffView] = {}
+        self.review_view: ReviewView | None = None  # made when the task reaches review
 
         self.header = widgets.HTML()
         self._activity = Activity()  # what the task does now (the live line)
@@ -918,48 +887,19 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         return widgets.VBox((self.permission_text, actions))
 
     def _review_section(self) -> widgets.VBox:
+        """The review: `ReviewView` (its bar with the verdict, counts and actions, the
+        diff with line comments, rounds and your edits), made when the task first reaches
+        review, above what the agent was told and the checks in full (`review_content`)."""
         self.review_content = widgets.VBox()
-        self.approve_button = button("Approve", "success", "check")
-        self.strategy = widgets.Dropdown(options=["merge", "squash"], value="merge")
-        self.reject_button = button("Reject", "danger", "times")
-        self.reject_reason = widgets.Text(placeholder="reason (optional)")
-        self.changes_text = widgets.Textarea(placeholder="What should change?")
-        self.remember_choice = widgets.Dropdown(
-            options=[
-                ("don't remember it", ""),
-                ("remember as a preference for this repository", "repo"),
-                ("remember as a preference everywhere", "user"),
-            ],
-            value="",
-        )
-        self.request_button = button("Request changes", "info", "undo")
-        # Shown when Approve was refused because the task is not proven.
-        self.force_text = widgets.HTML()
-        self.force_button = button("Merge anyway", "danger", "exclamation-triangle")
-        self.keep_button = button("Keep in review")
-        self.force_box = widgets.VBox(
-            (self.force_text, widgets.HBox((self.force_button, self.keep_button)))
-        )
-        self.approve_button.on_click(lambda _: self._decide(self._approve))
-        self.force_button.on_click(lambda _: self._decide(self._force))
-        self.keep_button.on_click(lambda _: self._set_unproven(""))
-        self.reject_button.on_click(lambda _: self._decide(self._reject))
-        self.request_button.on_click(lambda _: self._decide(self._request_changes))
-        self.review_actions = widgets.VBox(
-            (
-                widgets.HBox((self.approve_button, self.strategy)),
-                self.force_box,
-                widgets.HBox((self.reject_button, self.reject_reason)),
-                widgets.HBox((self.changes_text, self.remember_choice, self.request_button)),
-            )
-        )
-        return widgets.VBox((self.review_content, self.review_actions))
+        return widgets.VBox((self.review_content,))
 
     def close(self) -> None:
         """Stop following the task and close every widget of the view."""
         with self._lock:
             self._closed = True
             self._unsubscribe()
+            if self.review_view is not None:
+                self.review_view.close()
             close_tree(self)
 
     # -- events (engine thread) ----------------------------------------------------------
@@ -1107,11 +1047,6 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._render_permission()
         built = self._built_round == self._review_round
         show(self.review, state in SHOWS_REVIEW and built)
-        show(self.review_actions, state == S.REVIEW)
-        if state != S.REVIEW:
-            self._unproven = ""
-        self.force_text.value = unproven_html(self._unproven)
-        show(self.force_box, bool(self._unproven))
 
     def _render_fold(self) -> None:
         """Folded to one line while the review shows (unless the user unfolds it)."""
@@ -1146,16 +1081,30 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             return []
 
     def _build_review(self, round_: int) -> None:
-        parts, files = review_parts(self.task)  # git runs here, outside the lock
+        from .review import ReviewView
+
+        # git runs here, outside the lock; the ReviewView follows later rounds itself
+        review_view = self.review_view or ReviewView(self.task, show_checks=False)
+        paths = [f["path"] for f in review_view.files]
+        parts = [
+            widgets.HTML(f"<b>Checks</b> (run by the harness){checks_html(self.task)}"),
+            widgets.HTML(context_html(self.task)),
+            widgets.HTML(model_html(self.task)),
+            widgets.HTML(flags_html(review_flags(self.task, paths))),
+        ]
         with self._lock:
             if self._closed or round_ != self._review_round:
                 for part in parts:
                     close_tree(part)
+                if review_view is not self.review_view:
+                    review_view.close()
                 return
             for old in self.review_content.children:
                 close_tree(old)
             self.review_content.children = tuple(parts)
-            self.files = files
+            if self.review_view is None:
+                self.review_view = review_view
+                self.review.children = (review_view, self.review_content)
             self._built_round = round_
             self._render_state()
 
@@ -1200,43 +1149,6 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         with self._lock:
             before = len(entries) - self._log.kept()
         self.earlier_box.value = earlier_entries_html(entries, before, self.task.id)
-
-    def _decide(self, action: Callable[[], object]) -> None:
-        actions = (self.approve_button, self.force_button, self.reject_button, self.request_button)
-        for b in actions:
-            b.disabled = True
-        try:
-            attempt(self.error, action)
-        finally:
-            for b in actions:
-                b.disabled = False
-
-    def _approve(self) -> None:
-        """Merge a proven task. An unproven one is refused by the API: nothing is merged,
-        and the view asks to confirm (`Merge anyway`)."""
-        try:
-            self.task.approve(self.strategy.value)
-        except NotProven:
-            self._set_unproven("; ".join(self.task.unproven_reasons) or "its checks fail")
-
-    def _force(self) -> None:
-        """The second, explicit click: merge the unproven task anyway (recorded)."""
-        self.task.approve(self.strategy.value, force=True)
-        self._set_unproven("")
-
-    def _set_unproven(self, reasons: str) -> None:
-        with self._lock:
-            self._unproven = reasons
-            self._render_state()
-
-    def _reject(self) -> None:
-        self.task.reject(self.reject_reason.value.strip() or None)
-
-    def _request_changes(self) -> None:
-        remember = self.remember_choice.value or None
-        self.task.request_changes(self.changes_text.value, remember=remember)
-        self.changes_text.value = ""
-        self.remember_choice.value = ""
 
 
 # -- the board -------------------------------------------------------------------------------

@@ -190,9 +190,12 @@ def test_request_changes_shows_the_feedback_and_a_round_divider_then_the_new_wor
     view = reviewed(views(start(manager, repo)))
     assert not shown(view.log_box) and shown(view.log_bar)  # folded under the review
     assert "Agent log" in view.log_summary.value and "4 tool calls" in view.log_summary.value
-    view.changes_text.value = "Leave a note in NOTES.md, <please>."
-    view.request_button.click()
-    until(lambda: "Also wrote NOTES.md." in text_of(view.review_content), what="round 2")
+    assert view.review_view is not None  # the review's Request changes, as its bar sends it
+    view.review_view._handle_custom_msg(
+        {"action": "request_changes", "feedback": "Leave a note in NOTES.md, <please>."}, []
+    )
+    review = view.review_view
+    until(lambda: review.summary == "Also wrote NOTES.md.", what="round 2 in review")
     view.log_toggle.value = True
     assert shown(view.log_box)
     log = view.live_log_html

@@ -46,7 +46,7 @@ from .. import cli, options
 from ..errors import DelegateError
 from ..outcome import Outcome
 from ..task import CheckResult, Task, TaskState
-from .record import RecordDisplay, read_records
+from .record import RecordDisplay, read_records, recorded_cells
 
 if TYPE_CHECKING:
     from ..context import Preference, SkillStatus
@@ -401,7 +401,7 @@ class DelegateMagics(Magics):
                 "%delegate restore: this kernel does not know its notebook. Give its path: "
                 "%delegate restore my-notebook.ipynb"
             )
-        return TaskTable(restore(self.manager, path), empty=f"No task records in {path}.")
+        return TaskTable(self.reattach(path), empty=f"No task records in {path}.")
 
     # -- context: skills and preferences ------------------------------------------------------
     def _cmd_skills(self, args: argparse.Namespace) -> SkillList | SkillCard | TrustReport:
@@ -469,6 +469,24 @@ class DelegateMagics(Magics):
         if repo is not None:
             files.append(str(cli.preferences_file_of(repo)))
         return PreferenceList(preferences(repo), heading=heading, files=files, note=_outside(repo))
+
+    def reattach(self, path: str | os.PathLike[str]) -> list[Task]:
+        """Re-attach the tasks recorded in the notebook at `path` and publish each one's
+        record as it is now (a task its dead kernel left running is now interrupted): an
+        update of the record already in the notebook, in the cell that holds it, never a
+        second record. Later changes (a resume) update that record too."""
+        notebook = Path(path)
+        tasks = restore(self.manager, notebook)
+        cells = recorded_cells(notebook)
+        for task in tasks:
+            record = self.records.get(task.id)
+            if record is None:
+                record = RecordDisplay(
+                    task, name=task.name, notebook_dir=notebook.parent, cell_id=cells.get(task.id)
+                )
+                self.records[task.id] = record
+            record.refresh()
+        return tasks
 
     def _notebook_dir(self) -> Path | None:
         path = notebook_path(self.shell)
@@ -865,7 +883,7 @@ def load_ipython_extension(ipython: Any) -> None:
     path = notebook_path(ipython)
     if path is not None and path.is_file():
         with contextlib.suppress(DelegateError):  # no usable records: nothing to restore
-            restore(magics.manager, path)
+            magics.reattach(path)
 
 
 __all__ = [

@@ -144,3 +144,27 @@ def test_lab_restart_mid_task_shows_interrupted_and_resume_reaches_review_in_the
         "restart-resumed-review-dark",
     ):
         assert (ARTIFACTS / f"{name}.png").exists(), name
+
+
+@needs_node
+@needs_chromium
+@pytest.mark.timeout(600)
+def test_notebook7_restart_resume_and_saved_records(
+    tmp_path: Path, repo: git.Repo, make_manager: Factory, node_modules: None
+) -> None:
+    if not (ROOT / "jupyter_delegate" / "labextension" / "package.json").exists():
+        pytest.fail("the extension is not built: cd labextension && npm run build")
+    summary, saved = run_restart_flow("notebook", tmp_path, repo, make_manager)
+    assert summary["brokenAfterRestart"] == 0 and summary["staleHidden"] >= 1
+    assert summary["interrupted"]["state"] == "interrupted" and summary["interrupted"]["resume"]
+    assert summary["review"]["state"] == "review"
+    assert summary["brokenAfterResume"] == 0 and len(summary["cardsInNotebook"]) == 1
+    assert summary["delegateCell"] == [
+        "%%delegate --repo shop",
+        "Fix the totals:",
+        "check: pytest -q",
+    ]
+    assert [c["state"] for c in summary["savedCards"]] == ["review"]
+    check_saved(saved)
+    for name in ("nb7-restart-interrupted", "nb7-restart-resumed-review-light"):
+        assert (ARTIFACTS / f"{name}.png").exists(), name

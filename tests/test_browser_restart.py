@@ -80,13 +80,13 @@ def run_restart_flow(
     app: str, tmp_path: Path, repo: git.Repo, make_manager: Factory
 ) -> tuple[dict[str, Any], Path]:
     shop = make_demo_repo(tmp_path / "shop")
-    with FakeServer(FakeMessagesAPI({"name": "restart", "turns": TURNS}, latency_ms=1500)) as model:
-        with jupyter_server(tmp_path, app) as (base, root):
-            nbformat.write(restart_notebook(model.url, Path(shop)), root / "restart.ipynb")
-            nbformat.write(saved_records_notebook(repo, make_manager), root / "records.ipynb")
-            spec = {"base": base, "app": app, "notebook": "restart.ipynb", "saved": "records.ipynb"}
-            summary = run_script("browser-restart.mjs", spec, tmp_path, timeout=500)
-            return summary, root / "restart.ipynb"
+    fake = FakeMessagesAPI({"name": "restart", "turns": TURNS}, latency_ms=1500)
+    with FakeServer(fake) as model, jupyter_server(tmp_path, app) as (base, root):
+        nbformat.write(restart_notebook(model.url, Path(shop)), root / "restart.ipynb")
+        nbformat.write(saved_records_notebook(repo, make_manager), root / "records.ipynb")
+        spec = {"base": base, "app": app, "notebook": "restart.ipynb", "saved": "records.ipynb"}
+        summary = run_script("browser-restart.mjs", spec, tmp_path, timeout=500)
+        return summary, root / "restart.ipynb"
 
 
 def check_saved(path: Path) -> None:

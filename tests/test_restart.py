@@ -138,6 +138,57 @@ def test_new_kernel_shows_interrupted_in_the_old_record_and_resume_updates_it(
         km.shutdown_kernel(now=True)
 
 
+def test_new_kernel_asks_the_front_end_for_the_records_it_shows(
+    repo: git.Repo, model: FakeMessagesAPI, tmp_path: Path
+) -> None:
+    """A notebook not saved since its task started (or one the kernel cannot name): the
+    kernel asks our front end on a comm, and the records it answers are re-attached."""
+    cell = f"%%delegate --repo {repo.working_dir} --name unsaved --sandbox {SANDBOX}\n"
+    cell += f"Make add() add.\ncheck: {CHECK}"
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        execute(kc, "%load_ext jupyter_delegate", "cell-load")
+        started = execute(kc, cell, "cell-task")
+        deadline = time.monotonic() + 30
+        while not marker_alive(model.marker) and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.1)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    (shown,) = records_in(started, "display_data")
+
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        loaded = execute(kc, "%load_ext jupyter_delegate", "cell-load")
+        assert records_in(loaded, "update_display_data") == []  # no notebook file to read
+        (opened,) = [m for m in loaded if m["msg_type"] == "comm_open"]
+        assert opened["content"]["target_name"] == "jupyter_delegate.records"
+        answer = {
+            "comm_id": opened["content"]["comm_id"],
+            "data": {
+                "records": [
+                    {"id": shown["id"], "repo": shown["repo"], "repo_relative": "", "cell_id": "c"}
+                ]
+            },
+        }
+        request = kc.session.msg("comm_msg", answer)
+        kc.shell_channel.send(request)
+        deadline, heard = time.monotonic() + 30, []
+        while time.monotonic() < deadline and not heard:
+            message = kc.get_iopub_msg(timeout=30)
+            if message["msg_type"] == "update_display_data":
+                heard = records_in([message], "update_display_data")
+        assert [(r["id"], r["state"]) for r in heard] == [(shown["id"], "interrupted")]
+        # Shown again from another cell: the record the front end named is updated, not
+        # shown twice.
+        again = execute(kc, "%delegate show unsaved", "cell-other")
+        assert records_in(again, "display_data") == []
+        assert records_in(again, "update_display_data")[-1]["id"] == shown["id"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 def test_saved_live_views_leave_one_short_line_and_nbconvert_html_shows_the_card(
     repo: git.Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -125,9 +125,7 @@ try {
   summary.beforeRestart = await cardState();
   check(summary.beforeRestart.state === 'running', `not running: ${JSON.stringify(summary.beforeRestart)}`);
   check(summary.beforeRestart.folded, 'the card beside a live view is not folded');
-  // Saved first: the new kernel reads the task records from the notebook file (the kernel
-  // cannot ask the front end for them yet).
-  await save();
+  // Not saved first: the new kernel asks the front end for the records it shows.
   await menu('Kernel', 'Restart Kernel');
   const dialog = page.locator('.jp-Dialog');
   await dialog.waitFor({ timeout: 10000 });

@@ -7,6 +7,9 @@
  *   forgets display ids with the kernel), so `%load_ext jupyter_delegate` (which publishes
  *   the recorded tasks' states) and `%delegate resume ID` from any cell update the record
  *   where it is, and the saved notebook keeps one record per task.
+ * - The records the notebook shows, told to the kernel: `%load_ext jupyter_delegate` opens
+ *   the `jupyter_delegate.records` comm, and the answer (each task record's id, repository
+ *   and cell) lets a restarted kernel re-attach tasks of a notebook not saved since.
  * - Resume from the card: the card of an interrupted or paused task has a Resume button
  *   (mime.ts) that asks, by a `jd-resume` DOM event, to run `%delegate resume ID` as the
  *   card's own cell: its live view takes the place of the stale one, its record updates
@@ -75,6 +78,52 @@ function followRecords(panel: NotebookPanel): void {
       applyRecord(panel, data);
     }
   });
+}
+
+/** The comm on which the kernel asks for the records the notebook shows (magics.py). */
+export const RECORDS_COMM = 'jupyter_delegate.records';
+
+/** Each task the notebook shows a record of, once: its id, repository and cell. */
+export function shownRecords(panel: NotebookPanel): Record<string, unknown>[] {
+  const found = new Map<string, Record<string, unknown>>();
+  const model = panel.content.model;
+  for (let i = 0; model && i < model.cells.length; i++) {
+    const cell = model.cells.get(i);
+    if (cell.type !== 'code') {
+      continue;
+    }
+    const outputs = (cell as ICodeCellModel).outputs;
+    for (let j = 0; j < outputs.length; j++) {
+      const record = (outputs.get(j).data as any)?.[MIME];
+      const id = recordId(outputs.get(j).data);
+      if (id && !found.has(id)) {
+        found.set(id, {
+          id,
+          repo: typeof record.repo === 'string' ? record.repo : '',
+          repo_relative: typeof record.repo_relative === 'string' ? record.repo_relative : '',
+          cell_id: cell.id
+        });
+      }
+    }
+  }
+  return [...found.values()];
+}
+
+function answerRecordRequests(panel: NotebookPanel): void {
+  const registered = new WeakSet<object>();
+  const register = () => {
+    const kernel = panel.sessionContext.session?.kernel;
+    if (!kernel || registered.has(kernel)) {
+      return;
+    }
+    registered.add(kernel);
+    kernel.registerCommTarget(RECORDS_COMM, comm => {
+      comm.send({ records: shownRecords(panel) } as any);
+    });
+  };
+  panel.sessionContext.kernelChanged.connect(register);
+  void panel.sessionContext.ready.then(register);
+  register();
 }
 
 /** Run `%delegate resume ID` as the cell holding the card; its live view replaces the
@@ -178,6 +227,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   activate: (_app: JupyterFrontEnd, tracker: INotebookTracker) => {
     tracker.widgetAdded.connect((_, panel) => {
       followRecords(panel);
+      answerRecordRequests(panel);
       listenForResume(panel);
       followCellMagic(panel);
     });

@@ -15,6 +15,7 @@ import { Widget } from '@lumino/widgets';
 
 import { liveWidgetBeside, renderCard } from './card';
 import { MIME, cardModel, parseRecord } from './model';
+import { RESUMABLE, hideStaleViews } from './stale';
 
 /** The event a card's Resume button dispatches (bubbling, cancelable) with the task's id
  * and a `done(error)` callback; the notebook plugin (restart.ts) handles it. */
@@ -126,30 +127,6 @@ export class TaskRecordRenderer extends Widget implements IRenderMime.IRenderer 
     });
     bar.append(button, note);
     return bar;
-  }
-}
-
-/** States a Resume continues. */
-export const RESUMABLE = new Set(['interrupted', 'paused']);
-
-/**
- * Hide each live view in `area` whose kernel is gone (its widgets disconnected, or "Error
- * displaying widget"), and show it again once it is live (a resumed task's new view).
- */
-export function hideStaleViews(area: Element, own: Element): void {
-  for (const child of Array.from(area.querySelectorAll('.jp-OutputArea-child'))) {
-    if (child === own || child.contains(own)) {
-      continue;
-    }
-    const views = child.querySelectorAll('.jupyter-widgets');
-    if (!views.length) {
-      continue;
-    }
-    const text = (child.textContent || '').trim();
-    const stale =
-      child.querySelector('.jupyter-widgets-disconnected') !== null ||
-      text.includes('Error displaying widget');
-    child.classList.toggle('jd-stale-view', stale);
   }
 }
 

@@ -482,7 +482,11 @@ class DelegateMagics(Magics):
         second record. Later changes (a resume) update that record too."""
         notebook = Path(path)
         tasks = restore(self.manager, notebook)
-        self._publish_restored(tasks, recorded_cells(notebook), notebook.parent)
+        own = notebook_path(self.shell)
+        # The cells of another notebook's records are no cells of this one.
+        mine = own is not None and own.resolve() == notebook.resolve()
+        cells = recorded_cells(notebook) if mine else {}
+        self._publish_restored(tasks, cells, notebook.parent)
         return tasks
 
     def ask_front_end(self) -> None:

@@ -383,7 +383,6 @@ class RecordDisplay:
 
         self.task, self.name, self.notebook_dir = task, name, notebook_dir
         self.cell_id = cell_id
-        self.shown = False
         shell = get_ipython()
         self._shell = shell
         self._parent = (
@@ -401,12 +400,13 @@ class RecordDisplay:
         from IPython import display as ipython_display
 
         here = running_cell_id(self._shell)
-        if (self.shown or self.cell_id is not None) and here != self.cell_id:
+        # Without cell ids (nbclient, papermill, a terminal) every show is a display.
+        if here is not None and self.cell_id is not None and here != self.cell_id:
             self.refresh()
             return
         show: Any = ipython_display.display
         show(bundle(self.record()), raw=True, display_id=display_id_for(self.task))
-        self.shown, self.cell_id = True, here
+        self.cell_id = here
 
     def refresh(self) -> None:
         """Publish the current record from the calling thread's cell."""

@@ -36,7 +36,7 @@ import os
 import shlex
 import string
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,10 +46,15 @@ from .. import cli, options
 from ..errors import DelegateError
 from ..outcome import Outcome
 from ..task import CheckResult, Task, TaskState
-from .record import RecordDisplay, read_records
+from .record import RecordDisplay, read_records, recorded_cells
 
 if TYPE_CHECKING:
     from ..context import Preference, SkillStatus
+
+
+# The comm on which the kernel asks our front end for the task records a notebook shows
+# (labextension/src/restart.ts answers).
+RECORDS_COMM = "jupyter_delegate.records"
 
 
 class MagicUsageError(DelegateError):
@@ -417,7 +422,7 @@ class DelegateMagics(Magics):
                 "%delegate restore: this kernel does not know its notebook. Give its path: "
                 "%delegate restore my-notebook.ipynb"
             )
-        return TaskTable(restore(self.manager, path), empty=f"No task records in {path}.")
+        return TaskTable(self.reattach(path), empty=f"No task records in {path}.")
 
     # -- context: skills and preferences ------------------------------------------------------
     def _cmd_skills(self, args: argparse.Namespace) -> SkillList | SkillCard | TrustReport:
@@ -485,6 +490,50 @@ class DelegateMagics(Magics):
         if repo is not None:
             files.append(str(cli.preferences_file_of(repo)))
         return PreferenceList(preferences(repo), heading=heading, files=files, note=_outside(repo))
+
+    def reattach(self, path: str | os.PathLike[str]) -> list[Task]:
+        """Re-attach the tasks recorded in the notebook at `path` and publish each one's
+        record as it is now (a task its dead kernel left running is now interrupted): an
+        update of the record already in the notebook, in the cell that holds it, never a
+        second record. Later changes (a resume) update that record too."""
+        notebook = Path(path)
+        tasks = restore(self.manager, notebook)
+        own = notebook_path(self.shell)
+        # The cells of another notebook's records are no cells of this one.
+        mine = own is not None and own.resolve() == notebook.resolve()
+        cells = recorded_cells(notebook) if mine else {}
+        self._publish_restored(tasks, cells, notebook.parent)
+        return tasks
+
+    def ask_front_end(self) -> None:
+        """Ask the notebook's front end for the task records it shows (our extension
+        answers on the RECORDS_COMM comm): what it shows may not be saved yet, after a
+        restart or in a notebook the kernel cannot name. Its answer re-attaches them as
+        `reattach` does. Without our front end nobody answers, and nothing happens."""
+        from comm import create_comm
+
+        channel = create_comm(target_name=RECORDS_COMM, data={})
+        channel.on_msg(self._on_front_end_records)
+
+    def _on_front_end_records(self, message: Mapping[str, Any]) -> None:
+        shown = message["content"]["data"].get("records") or []
+        records = [r for r in shown if isinstance(r, dict) and isinstance(r.get("id"), str)]
+        folder = self._notebook_dir() or Path.cwd()
+        tasks = restore_records(self.manager, records, folder)
+        cells = {r["id"]: r.get("cell_id") for r in records}
+        self._publish_restored(tasks, cells, folder)
+
+    def _publish_restored(
+        self, tasks: Sequence[Task], cells: Mapping[str, str | None], folder: Path
+    ) -> None:
+        for task in tasks:
+            record = self.records.get(task.id)
+            if record is None:
+                record = RecordDisplay(
+                    task, name=task.name, notebook_dir=folder, cell_id=cells.get(task.id)
+                )
+                self.records[task.id] = record
+            record.refresh()
 
     def _notebook_dir(self) -> Path | None:
         path = notebook_path(self.shell)
@@ -854,9 +903,15 @@ def restore(manager: Any, path: str | os.PathLike[str]) -> list[Task]:
     notebook = Path(path)
     if not notebook.is_file():
         raise MagicUsageError(f"{notebook} is not a notebook file; nothing was restored.")
+    return restore_records(manager, read_records(notebook), notebook.parent)
+
+
+def restore_records(manager: Any, records: Iterable[Mapping[str, Any]], folder: Path) -> list[Task]:
+    """The tasks of these records (`id`, `repo`, `repo_relative`), found by `manager`; a
+    record whose repository or journal is nowhere to be found is left out."""
     found: dict[str, Task] = {}
-    for record in read_records(notebook):
-        for candidate in _repo_candidates(record, notebook.parent):
+    for record in records:
+        for candidate in _repo_candidates(record, folder):
             try:
                 found[record["id"]] = manager.get(record["id"], candidate)
                 break
@@ -881,7 +936,8 @@ def load_ipython_extension(ipython: Any) -> None:
     path = notebook_path(ipython)
     if path is not None and path.is_file():
         with contextlib.suppress(DelegateError):  # no usable records: nothing to restore
-            restore(magics.manager, path)
+            magics.reattach(path)
+    magics.ask_front_end()
 
 
 __all__ = [
@@ -897,4 +953,5 @@ __all__ = [
     "load_ipython_extension",
     "notebook_path",
     "restore",
+    "restore_records",
 ]

@@ -13,6 +13,14 @@ the engine thread the update is published under the kernel parent captured when 
 was submitted (ipykernel 7 routes output by parent; see NOTES.md), and from the kernel's
 main thread (a decision made from Python in a later cell) under the running cell's.
 
+One task, one record: the kernel remembers the cell that holds a task's record (the
+`cellId` JupyterLab and Notebook 7 send with each execution, or the cell of a saved
+notebook's record), and a record shown again from another cell (`%delegate resume ID`,
+`show ID`) updates that one instead of adding a second. A kernel restarted or started anew
+cannot reach an old output by its display_id (the front end forgets display ids with the
+kernel): it publishes updates all the same, and our front end applies a record it hears to
+every output of the same task (labextension/src/sync.ts).
+
 Restore reads the records of a saved notebook with nbformat; the kernel never writes the
 .ipynb (the front end owns it).
 """
@@ -371,13 +379,32 @@ def bundle(record: Mapping[str, Any]) -> dict[str, Any]:
     return {MIME: record, "text/html": text_html(record), "text/plain": text_plain(record)}
 
 
-class RecordDisplay:
-    """One task's record output: shown once, then updated in place by display_id."""
+def running_cell_id(shell: Any) -> str | None:
+    """The notebook cell whose execution is running (the `cellId` the front end sends in
+    the request's metadata; None from nbclient, the terminal and tests)."""
+    parent = shell.get_parent() if shell is not None and hasattr(shell, "get_parent") else None
+    metadata = (parent or {}).get("metadata") or {}
+    cell = metadata.get("cellId")
+    return cell if isinstance(cell, str) and cell else None
 
-    def __init__(self, task: Task, *, name: str | None = None, notebook_dir: Path | None = None):
+
+class RecordDisplay:
+    """One task's record output: shown once, then updated in place by display_id.
+
+    `cell_id` is the cell that holds the output (None: not known, or not shown yet)."""
+
+    def __init__(
+        self,
+        task: Task,
+        *,
+        name: str | None = None,
+        notebook_dir: Path | None = None,
+        cell_id: str | None = None,
+    ):
         from IPython.core.getipython import get_ipython
 
         self.task, self.name, self.notebook_dir = task, name, notebook_dir
+        self.cell_id = cell_id
         shell = get_ipython()
         self._shell = shell
         self._parent = (
@@ -394,10 +421,18 @@ class RecordDisplay:
         return compact_record(self.task, name=self.name, notebook_dir=self.notebook_dir)
 
     def show(self) -> None:
+        """Show the record in the running cell, unless another cell holds it already:
+        then that one is updated (one record per task in a notebook)."""
         from IPython import display as ipython_display
 
+        here = running_cell_id(self._shell)
+        # Without cell ids (nbclient, papermill, a terminal) every show is a display.
+        if here is not None and self.cell_id is not None and here != self.cell_id:
+            self.refresh()
+            return
         show: Any = ipython_display.display
         show(bundle(self.record()), raw=True, display_id=display_id_for(self.task))
+        self.cell_id = here
 
     def refresh(self) -> None:
         """Publish the current record from the calling thread's cell."""
@@ -465,6 +500,20 @@ class RecordDisplay:
 
 def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Every task record in a saved notebook, newest output of each task last."""
+    for record, _cell in _records_and_cells(path):
+        yield record
+
+
+def recorded_cells(path: str | os.PathLike[str]) -> dict[str, str | None]:
+    """The cell (its id; None in notebooks before nbformat 4.5) holding each task's first
+    record in a saved notebook: the one its later records update."""
+    cells: dict[str, str | None] = {}
+    for record, cell in _records_and_cells(path):
+        cells.setdefault(record["id"], cell)
+    return cells
+
+
+def _records_and_cells(path: str | os.PathLike[str]) -> Iterator[tuple[dict[str, Any], str | None]]:
     import nbformat
 
     reader: Any = nbformat.read
@@ -473,4 +522,4 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
         for output in cell.get("outputs", []):
             record = output.get("data", {}).get(MIME)
             if isinstance(record, dict) and record.get("id"):
-                yield dict(record)
+                yield dict(record), cell.get("id")

@@ -864,6 +864,11 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if self._review_round == 1:
             self._build_review(1)  # here, at once: a view made for a finished task
 
+    def __repr__(self) -> str:
+        # What a notebook saved without widget state, or nbconvert's HTML, shows in the
+        # view's place: one line; the task record beside it tells the task's state.
+        return f"Live view of delegated task {self.task.id} (shown while its kernel runs)"
+
     def _permission_card(self) -> widgets.VBox:
         """The question: what the agent asks, in the user's words (`permission_html`), and
         Allow once / Allow this prefix (or file) for the task / Deny, with a reason the
@@ -1240,6 +1245,10 @@ class Board(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             children=(widgets.HTML(CSS), widgets.HBox(tuple(titles.values())), *self.rows.values())
         )
         self._unsubscribes = [row.task.subscribe(row.on_event) for row in self.rows.values()]
+
+    def __repr__(self) -> str:
+        # The text a notebook saved without widget state shows (and nbconvert's HTML).
+        return f"Board of {len(self.rows)} delegated tasks (live while its kernel runs)"
 
     def close(self) -> None:
         """Stop following the tasks and close every widget of the board."""

@@ -11,10 +11,17 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { renderSidebar } from './card';
+import restartPlugin from './restart';
 import { OutputLike, SidebarModel, sidebarModel } from './model';
 
+// A notebook cell (left) handing its work to an agent on a branch (right): not the
+// table of contents' list of lines.
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" viewBox="0 0 24 24">
-<path class="jp-icon3" fill="#616161" d="M4 4h10v2H4zm0 5h16v2H4zm0 5h16v2H4zm0 5h10v2H4zm14-1l4-3-4-3z"/>
+<g fill="none"><g class="jp-icon3" stroke="#616161" stroke-width="2" stroke-linecap="round" stroke-linejoin="round">
+<rect x="2.5" y="5" width="8" height="14" rx="1.5"/>
+<path d="M10.5 12h5"/><path d="M13.5 9l3 3-3 3"/>
+<circle cx="19.5" cy="6" r="2"/><circle cx="19.5" cy="18" r="2"/><path d="M19.5 8v8"/>
+</g></g>
 </svg>`;
 
 export const delegationsIcon = new LabIcon({ name: 'jupyter-delegate:delegations', svgstr: ICON_SVG });
@@ -127,4 +134,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, restartPlugin];

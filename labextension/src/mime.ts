@@ -3,6 +3,11 @@
  * a card, rendered without a kernel and, declared safe, in untrusted notebooks too. Where
  * the live task view (an ipywidgets output) is shown in the same output area, the card
  * folds to one line; a click on its header unfolds or folds it.
+ *
+ * A live view whose kernel is gone (restarted: its widgets disconnected; or a reopened
+ * notebook: "Error displaying widget") is hidden, and the card beside it unfolds. The card
+ * of an interrupted or paused task offers Resume, which the notebook plugin (restart.ts)
+ * runs as the card's cell.
  */
 
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
@@ -10,12 +15,18 @@ import { Widget } from '@lumino/widgets';
 
 import { liveWidgetBeside, renderCard } from './card';
 import { MIME, cardModel, parseRecord } from './model';
+import { RESUMABLE, hideStaleViews } from './stale';
+
+/** The event a card's Resume button dispatches (bubbling, cancelable) with the task's id
+ * and a `done(error)` callback; the notebook plugin (restart.ts) handles it. */
+export const RESUME_EVENT = 'jd-resume';
 
 export class TaskRecordRenderer extends Widget implements IRenderMime.IRenderer {
   private data: unknown = null;
   private userFolded: boolean | null = null; // the user's choice wins over the detection
   private widgetBeside = false;
   private observer: MutationObserver | null = null;
+  private resumeNote = ''; // what the last Resume said ('' none yet)
 
   constructor() {
     super();
@@ -32,7 +43,12 @@ export class TaskRecordRenderer extends Widget implements IRenderMime.IRenderer 
     const area = this.node.closest('.jp-OutputArea');
     if (area && typeof MutationObserver !== 'undefined') {
       this.observer = new MutationObserver(() => this.detect(area));
-      this.observer.observe(area, { childList: true, subtree: true });
+      this.observer.observe(area, {
+        childList: true,
+        subtree: true,
+        attributes: true,
+        attributeFilter: ['class']
+      });
       this.detect(area);
     }
   }
@@ -49,7 +65,11 @@ export class TaskRecordRenderer extends Widget implements IRenderMime.IRenderer 
 
   private detect(area: Element): void {
     const own = this.node.closest('.jp-OutputArea-child') ?? this.node;
-    const beside = liveWidgetBeside(area, own);
+    hideStaleViews(area, own);
+    const beside = Array.from(area.querySelectorAll('.jp-OutputArea-child')).some(
+      child =>
+        child !== own && !child.classList.contains('jd-stale-view') && liveWidgetBeside(child, own)
+    );
     if (beside !== this.widgetBeside) {
       this.widgetBeside = beside;
       this.render();
@@ -69,7 +89,44 @@ export class TaskRecordRenderer extends Widget implements IRenderMime.IRenderer 
       this.userFolded = !folded;
       this.render();
     });
+    if (RESUMABLE.has(record.state)) {
+      card.querySelector('.jd-card-header')?.after(this.resumeBar(record.id));
+    }
     this.node.append(card);
+  }
+
+  private resumeBar(id: string): HTMLElement {
+    const bar = document.createElement('div');
+    bar.className = 'jd-resume-bar';
+    const button = document.createElement('button');
+    button.className = 'jp-Button jp-mod-styled jp-mod-accept jd-resume';
+    button.textContent = 'Resume';
+    button.title = `Resume task ${id} in this notebook's kernel`;
+    const note = document.createElement('span');
+    note.className = 'jd-resume-note';
+    note.textContent =
+      this.resumeNote ||
+      'The kernel that ran this task stopped. Resume continues it from its journal.';
+    button.addEventListener('click', event => {
+      event.stopPropagation();
+      button.disabled = true;
+      note.textContent = 'resuming…';
+      const done = (error: string) => {
+        this.resumeNote = error ? `Resume failed: ${error}` : '';
+        note.textContent = this.resumeNote || 'resumed';
+        button.disabled = false;
+      };
+      const asked = new CustomEvent(RESUME_EVENT, {
+        bubbles: true,
+        cancelable: true,
+        detail: { id, done }
+      });
+      if (this.node.dispatchEvent(asked)) {
+        done(`no notebook here to run it in: run \`%delegate resume ${id}\` in a cell`);
+      }
+    });
+    bar.append(button, note);
+    return bar;
   }
 }
 

@@ -1,0 +1,237 @@
+/**
+ * Views that survive the kernel, in the notebook (JupyterLab 4 and Notebook 7):
+ *
+ * - One truth per task: a task record the kernel publishes (a new display or a display_id
+ *   update) is applied to every output of the notebook holding a record of the same task.
+ *   A restarted or new kernel cannot reach an old output by its display_id (the front end
+ *   forgets display ids with the kernel), so `%load_ext jupyter_delegate` (which publishes
+ *   the recorded tasks' states) and `%delegate resume ID` from any cell update the record
+ *   where it is, and the saved notebook keeps one record per task.
+ * - The records the notebook shows, told to the kernel: `%load_ext jupyter_delegate` opens
+ *   the `jupyter_delegate.records` comm, and the answer (each task record's id, repository
+ *   and cell) lets a restarted kernel re-attach tasks of a notebook not saved since.
+ * - Resume from the card: the card of an interrupted or paused task has a Resume button
+ *   (mime.ts) that asks, by a `jd-resume` DOM event, to run `%delegate resume ID` as the
+ *   card's own cell: its live view takes the place of the stale one, its record updates
+ *   the card.
+ * - The `%%delegate` cell is edited as plain text, not Python: no Python highlighting or
+ *   auto-indent in the outcome's lines.
+ *
+ * Not here: hiding the stale live view and unfolding the card beside it (mime.ts, from
+ * the output area's DOM), the card itself (card.ts).
+ */
+
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import type { Cell, ICodeCellModel } from '@jupyterlab/cells';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import type { KernelMessage } from '@jupyterlab/services';
+
+import { RESUME_EVENT } from './mime';
+import { MIME, WIDGET_MIME } from './model';
+
+export const CELL_MAGIC = '%%delegate';
+const PLAIN = 'text/plain';
+
+function recordId(data: unknown): string | null {
+  const record = (data as Record<string, any> | null)?.[MIME];
+  return record && typeof record === 'object' && typeof record.id === 'string'
+    ? record.id
+    : null;
+}
+
+/** Apply `data` (a bundle holding a task record) to every output of that task. */
+export function applyRecord(panel: NotebookPanel, data: Record<string, unknown>): number {
+  const id = recordId(data);
+  const model = panel.content.model;
+  if (!id || !model) {
+    return 0;
+  }
+  const wanted = JSON.stringify(data);
+  let applied = 0;
+  for (let i = 0; i < model.cells.length; i++) {
+    const cell = model.cells.get(i);
+    if (cell.type !== 'code') {
+      continue;
+    }
+    const outputs = (cell as ICodeCellModel).outputs;
+    for (let j = 0; j < outputs.length; j++) {
+      const output = outputs.get(j);
+      if (recordId(output.data) !== id || JSON.stringify(output.data) === wanted) {
+        continue;
+      }
+      const json = output.toJSON() as any;
+      outputs.set(j, { ...json, data: data as any });
+      applied++;
+    }
+  }
+  return applied;
+}
+
+function followRecords(panel: NotebookPanel): void {
+  panel.sessionContext.iopubMessage.connect((_, msg) => {
+    const kind = msg.header.msg_type;
+    if (kind !== 'display_data' && kind !== 'update_display_data' && kind !== 'execute_result') {
+      return;
+    }
+    const data = (msg.content as any).data;
+    if (data && recordId(data)) {
+      applyRecord(panel, data);
+    }
+  });
+}
+
+/** The comm on which the kernel asks for the records the notebook shows (magics.py). */
+export const RECORDS_COMM = 'jupyter_delegate.records';
+
+/** Each task the notebook shows a record of, once: its id, repository and cell. */
+export function shownRecords(panel: NotebookPanel): Record<string, unknown>[] {
+  const found = new Map<string, Record<string, unknown>>();
+  const model = panel.content.model;
+  for (let i = 0; model && i < model.cells.length; i++) {
+    const cell = model.cells.get(i);
+    if (cell.type !== 'code') {
+      continue;
+    }
+    const outputs = (cell as ICodeCellModel).outputs;
+    for (let j = 0; j < outputs.length; j++) {
+      const record = (outputs.get(j).data as any)?.[MIME];
+      const id = recordId(outputs.get(j).data);
+      if (id && !found.has(id)) {
+        found.set(id, {
+          id,
+          repo: typeof record.repo === 'string' ? record.repo : '',
+          repo_relative: typeof record.repo_relative === 'string' ? record.repo_relative : '',
+          cell_id: cell.id
+        });
+      }
+    }
+  }
+  return [...found.values()];
+}
+
+function answerRecordRequests(panel: NotebookPanel): void {
+  const registered = new WeakSet<object>();
+  const register = () => {
+    const kernel = panel.sessionContext.session?.kernel;
+    if (!kernel || registered.has(kernel)) {
+      return;
+    }
+    registered.add(kernel);
+    kernel.registerCommTarget(RECORDS_COMM, comm => {
+      comm.send({ records: shownRecords(panel) } as any);
+    });
+  };
+  panel.sessionContext.kernelChanged.connect(register);
+  void panel.sessionContext.ready.then(register);
+  register();
+}
+
+/** Run `%delegate resume ID` as the cell holding the card; its live view replaces the
+ * cell's stale one. */
+async function resume(panel: NotebookPanel, cell: Cell, id: string): Promise<void> {
+  const kernel = panel.sessionContext.session?.kernel;
+  if (!kernel) {
+    throw new Error('no kernel: start one, then Resume');
+  }
+  const outputs = (cell.model as ICodeCellModel).outputs;
+  const code = `%load_ext jupyter_delegate\n%delegate resume ${id}`;
+  const future = kernel.requestExecute(
+    { code, silent: false, store_history: false, stop_on_error: true },
+    false, // kept: the record's later display updates come to it
+    { cellId: cell.model.id }
+  );
+  let error = '';
+  future.onIOPub = (msg: KernelMessage.IIOPubMessage) => {
+    const kind = msg.header.msg_type;
+    if (kind === 'error') {
+      error = (msg.content as any).evalue;
+      return;
+    }
+    if (kind !== 'display_data') {
+      return;
+    }
+    const data = (msg.content as any).data ?? {};
+    if (!(WIDGET_MIME in data)) {
+      return; // the record: applied by followRecords
+    }
+    const view = { output_type: 'display_data', data, metadata: {} } as any;
+    for (let j = 0; j < outputs.length; j++) {
+      if (WIDGET_MIME in (outputs.get(j).data ?? {})) {
+        outputs.set(j, view);
+        return;
+      }
+    }
+    outputs.add(view);
+  };
+  await future.done;
+  if (error) {
+    throw new Error(error);
+  }
+}
+
+function listenForResume(panel: NotebookPanel): void {
+  panel.node.addEventListener(RESUME_EVENT, event => {
+    const detail = (event as CustomEvent<{ id: string; done: (error: string) => void }>)
+      .detail;
+    const cell = panel.content.widgets.find(c => c.node.contains(event.target as Node));
+    if (!cell || !detail?.id) {
+      return;
+    }
+    event.preventDefault();
+    resume(panel, cell, detail.id).then(
+      () => detail.done(''),
+      (e: Error) => detail.done(e.message || String(e))
+    );
+  });
+}
+
+/** Plain text for `%%delegate` cells, the notebook's language for the others. */
+function followCellMagic(panel: NotebookPanel): void {
+  const notebook = panel.content;
+  const watched = new WeakSet<object>();
+  const apply = (cell: Cell) => {
+    if (cell.model.type !== 'code') {
+      return;
+    }
+    const delegate = cell.model.sharedModel.getSource().startsWith(CELL_MAGIC);
+    const wanted = delegate ? PLAIN : notebook.codeMimetype;
+    if (cell.model.mimeType !== wanted) {
+      cell.model.mimeType = wanted;
+    }
+  };
+  const watch = () => {
+    for (const cell of notebook.widgets) {
+      if (!watched.has(cell.model)) {
+        watched.add(cell.model);
+        cell.model.sharedModel.changed.connect(() => apply(cell));
+        cell.model.mimeTypeChanged.connect(() => apply(cell));
+      }
+      apply(cell);
+    }
+  };
+  notebook.model?.cells.changed.connect(watch);
+  notebook.modelChanged.connect(() => {
+    notebook.model?.cells.changed.connect(watch);
+    watch();
+  });
+  void panel.context.ready.then(watch);
+  watch();
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-delegate:restart',
+  description:
+    'Task records kept true across kernel restarts, Resume from the card, and the %%delegate cell edited as plain text.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  activate: (_app: JupyterFrontEnd, tracker: INotebookTracker) => {
+    tracker.widgetAdded.connect((_, panel) => {
+      followRecords(panel);
+      answerRecordRequests(panel);
+      listenForResume(panel);
+      followCellMagic(panel);
+    });
+  }
+};
+
+export default plugin;

@@ -70,6 +70,11 @@ def test_tutorial_runs_offline_to_merged(tmp_path: Path) -> None:
     assert saved[0]["checks"][0]["passed"] and saved[0]["merged_commit"]
     outputs = "".join(str(o.get("text", "")) for c in notebook.cells for o in c.get("outputs", []))
     assert "exit code after the merge: 0" in outputs and "ok (" in outputs
+    # The line comment started round 2; its own diff is the range check alone.
+    assert "round 2 after: ['shop/cart.py:11']" in outputs
+    since = outputs.split("round 2 after:", 1)[1]
+    assert "+    if not 0 <= percent <= 100:" in since and "/ 10\n" not in since
+    assert saved[0].get("review_round") == 2
 
 
 def shown(cell: Any) -> str:

@@ -348,11 +348,19 @@ def test_cancel_button_during_a_long_command_ends_cancelled(
     # command to end (asyncio's subprocess start, bubblewrap tier): cancel once it runs.
     until(lambda: marker_alive(marker), what="the command to run")
     assert shown(view.cancel_button) and "running" in view.header.value
+    view.cancel_button.click()  # asks first: nothing stops yet
+    assert shown(view.cancel_box) and not shown(view.cancel_button)
+    assert f"refs/delegate/archive/{view.task.id}" in view.cancel_text.value
+    view.cancel_keep.click()
+    assert not shown(view.cancel_box) and shown(view.cancel_button)
+    time.sleep(0.5)
+    assert view.task.state == TaskState.RUNNING and marker_alive(marker)
     view.cancel_button.click()
+    view.cancel_confirm.click()
     assert view.task.wait(timeout=20) == TaskState.CANCELLED
     until(lambda: "cancelled" in view.header.value)
     assert "Cancelled" in view.status.value and not shown(view.cancel_button)
-    assert not marker_alive(marker)
+    assert not shown(view.cancel_box) and not marker_alive(marker)
 
 
 def test_failed_task_shows_its_error(

@@ -135,7 +135,7 @@ def header_html(task: Task, name: str) -> str:
     are on the live line below (`live.LiveStatus`), which ticks in the browser."""
     usage = task.usage
     facts = [
-        f"{usage.steps} steps",
+        f"{usage.steps} step" + ("" if usage.steps == 1 else "s"),
         f"{usage.input_tokens} in / {usage.cache_read_tokens} cached / "
         f"{usage.output_tokens} out tokens",
         cost_text(task),
@@ -805,6 +805,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._round_marked = False  # this round's divider is in the log
         self._last_state: TaskState | None = None
         self.review_view: ReviewView | None = None  # made when the task reaches review
+        self._asking_cancel = False  # Cancel was clicked: the view asks to confirm
 
         self.header = widgets.HTML()
         self._activity = Activity()  # what the task does now (the live line)
@@ -834,7 +835,13 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.log_toggle.observe(lambda _: self._render_fold(), names="value")
         self.log_bar = widgets.HBox((self.log_summary, self.log_toggle))
         self.agent_log = widgets.VBox((self.log_bar, self.log_box))
-        self.cancel_button = button("Cancel", "warning", "stop")
+        self.cancel_button = button("Cancel…", "warning", "stop")
+        # Cancel asks first: the task stops for good (pause keeps it resumable).
+        self.cancel_text = widgets.HTML()
+        self.cancel_confirm = button("Yes, cancel it", "danger", "stop")
+        self.cancel_keep = button("Keep it running")
+        self.cancel_box = widgets.HBox((self.cancel_text, self.cancel_confirm, self.cancel_keep))
+        show(self.cancel_box, False)
         self.permission = self._permission_card()
         self.review = self._review_section()
         self.error = widgets.HTML()
@@ -847,12 +854,15 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 self.context_box,
                 self.agent_log,
                 self.cancel_button,
+                self.cancel_box,
                 self.permission,
                 self.review,
                 self.error,
             )
         )
-        self.cancel_button.on_click(lambda _: attempt(self.error, self.task.cancel))
+        self.cancel_button.on_click(lambda _: self._ask_cancel(True))
+        self.cancel_keep.on_click(lambda _: self._ask_cancel(False))
+        self.cancel_confirm.on_click(lambda _: self._cancel())
         with self._lock:
             self._unsubscribe = task.subscribe(self._on_event)
             # what it does now, as far as its state tells (a view made after it started)
@@ -1048,10 +1058,24 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._render_live()
         self._render_fold()
         self.status.value = status_html(self.task)
-        show(self.cancel_button, state.active)
+        show(self.cancel_button, state.active and not self._asking_cancel)
+        show(self.cancel_box, state.active and self._asking_cancel)
         self._render_permission()
         built = self._built_round == self._review_round
         show(self.review, state in SHOWS_REVIEW and built)
+
+    def _ask_cancel(self, asking: bool) -> None:
+        with self._lock:
+            self._asking_cancel = asking
+            self.cancel_text.value = (
+                f"<b>Cancel task {esc(self.task.id)}?</b> The agent stops for good; its work "
+                f"so far is kept under <code>refs/delegate/archive/{esc(self.task.id)}</code>."
+            )
+            self._render_state()
+
+    def _cancel(self) -> None:
+        self._ask_cancel(False)
+        attempt(self.error, self.task.cancel)
 
     def _render_fold(self) -> None:
         """Folded to one line while the review shows (unless the user unfolds it)."""

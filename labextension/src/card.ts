@@ -215,10 +215,12 @@ export function renderSidebar(
         class: 'jd-sidebar-task',
         'data-task-id': task.id,
         'data-state': task.state,
+        'data-verdict': task.verdict,
         title: `Go to the cell of ${task.label}`
       },
       el(doc, 'span', { class: 'jd-label' }, task.label),
       badge(doc, task.state),
+      task.verdict ? el(doc, 'span', { class: 'jd-verdict' }, task.verdict) : null,
       el(doc, 'span', { class: 'jd-cost' }, task.cost)
     );
     item.addEventListener('click', () => onSelect(task.cellIndex));

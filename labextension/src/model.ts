@@ -228,6 +228,14 @@ export interface CardModel {
   preferencesTotal: number;
 }
 
+/** Why a task in review is not proven ("checks fail", "no changes"...), "" when it is, or
+ * when it is not in review: what the card and the sidebar show beside the badge. */
+export function unprovenVerdict(record: NotebookRecord): string {
+  return record.state === 'review' && record.verdict && record.verdict !== 'proven'
+    ? record.verdict
+    : '';
+}
+
 export function cardModel(record: NotebookRecord): CardModel {
   const added = record.diffstat.reduce((n, d) => n + (d.added ?? 0), 0);
   const removed = record.diffstat.reduce((n, d) => n + (d.removed ?? 0), 0);
@@ -242,10 +250,7 @@ export function cardModel(record: NotebookRecord): CardModel {
     id: record.id,
     label,
     state: record.state,
-    verdict:
-      record.state === 'review' && record.verdict && record.verdict !== 'proven'
-        ? record.verdict
-        : '',
+    verdict: unprovenVerdict(record),
     goal: record.outcome.goal || record.title,
     branch: record.branch,
     baseBranch: record.base_branch ?? '',
@@ -293,6 +298,8 @@ export interface SidebarTask {
   id: string;
   label: string;
   state: string;
+  /** As on the card: why a task in review is not proven; "" otherwise. */
+  verdict: string;
   cost: string;
   costUsd: number;
   cellIndex: number;
@@ -322,6 +329,7 @@ export function sidebarModel(cells: OutputLike[][]): SidebarModel {
         id: record.id,
         label: record.name || record.title || record.id,
         state: record.state,
+        verdict: unprovenVerdict(record),
         // marked as the board marks it when the price was guessed from the model family
         cost: (record.price_guessed ? '~' : '') + formatCost(record.usage.cost_usd),
         costUsd: record.usage.cost_usd,

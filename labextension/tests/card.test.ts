@@ -169,6 +169,24 @@ describe('renderSidebar', () => {
     expect(onSelect).toHaveBeenCalledWith(2);
   });
 
+  it('says beside the badge why a task in review is not proven, as the card does', () => {
+    const rec = (id: string, state: string, verdict: string) => ({
+      data: { [MIME]: { ...merged, id, name: `task-${id}`, state, verdict } }
+    });
+    const model = sidebarModel([
+      [rec('a', 'review', 'checks fail')],
+      [rec('b', 'review', 'proven')],
+      [rec('c', 'merged', 'checks fail')]
+    ]);
+    const items = [...renderSidebar(document, model, () => undefined).querySelectorAll<HTMLElement>('.jd-sidebar-task')];
+    expect(items.map(i => i.querySelector('.jd-verdict')?.textContent ?? '')).toEqual([
+      'checks fail',
+      '',
+      ''
+    ]);
+    expect(items[0].dataset.verdict).toBe('checks fail');
+  });
+
   it('says so when the notebook has no task', () => {
     const node = renderSidebar(document, sidebarModel([[]]), () => undefined);
     expect(node.querySelector('.jd-empty')!.textContent).toContain('No delegated tasks');

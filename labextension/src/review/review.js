@@ -142,7 +142,7 @@ function render({ model, el }) {
     const c = model.get('counts') || {};
     const checkText = c.checks_passed || c.checks_failed
       ? ` \u00b7 checks ${c.checks_passed} passed, ${c.checks_failed} failed` : ' \u00b7 no checks';
-    counts.textContent = `${c.files || 0} files +${c.added || 0} \u2212${c.removed || 0}${checkText} \u00b7 ${c.cost || ''}`;
+    counts.textContent = `${c.files || 0} ${c.files === 1 ? 'file' : 'files'} +${c.added || 0} \u2212${c.removed || 0}${checkText} \u00b7 ${c.cost || ''}`;
     const busy = model.get('busy');
     for (const b of bar.querySelectorAll('button')) b.disabled = Boolean(busy);
     actions.style.display = inReview() ? '' : 'none';

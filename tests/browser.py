@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,6 +137,17 @@ def jupyter_server(tmp_path: Path, app: str = "jupyterlab") -> Iterator[tuple[st
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+def kernel_notebook(cells: list[Any]) -> Any:
+    """A notebook of `cells` that names the Python 3 kernel (opened, it starts one)."""
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    return notebook
 
 
 def run_script(script: str, spec: dict[str, Any], tmp_path: Path, timeout: float = 400) -> Any:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,12 @@ def messages_sent(fake: FakeMessagesAPI) -> list[RecordedRequest]:
     """The Messages API requests the fake received, in order: not the Models API's (a
     submit asks it what the model can do first)."""
     return [request for request in fake.requests if request.kind != "models"]
+
+
+def until(predicate: Callable[[], object], timeout: float = 60, what: str = "") -> None:
+    """Wait for `predicate` to hold (polling every 20 ms); fail saying `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.02)

@@ -14,7 +14,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from browser import ARTIFACTS, BUILT, needs_chromium, needs_node, run_script
+from browser import ARTIFACTS, BUILT, kernel_notebook, needs_chromium, needs_node, run_script
 
 # About 7 s: four lines, a silent spell (no output, so no event: the clock must tick on
 # its own), then the last lines.
@@ -58,10 +58,7 @@ def clock_notebook() -> Any:
             "check: python3 -c 'print(5)'"
         ),
     ]
-    nb = nbformat.v4.new_notebook(cells=cells)
-    python = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["kernelspec"] = python
-    return nb
+    return kernel_notebook(cells)
 
 
 @needs_node

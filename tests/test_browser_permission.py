@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from browser import ARTIFACTS, BUILT, needs_chromium, needs_node, run_script
+from browser import ARTIFACTS, BUILT, kernel_notebook, needs_chromium, needs_node, run_script
 
 SETUP = """\
 import os
@@ -43,13 +43,7 @@ def permission_notebook() -> nbformat.NotebookNode:
             "check: true"
         ),
     ]
-    nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    return nb
+    return kernel_notebook(cells)
 
 
 @needs_node

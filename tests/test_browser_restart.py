@@ -15,7 +15,15 @@ from typing import Any
 import git
 import nbformat
 import pytest
-from browser import ARTIFACTS, ROOT, jupyter_server, needs_chromium, needs_node, run_script
+from browser import (
+    ARTIFACTS,
+    ROOT,
+    jupyter_server,
+    kernel_notebook,
+    needs_chromium,
+    needs_node,
+    run_script,
+)
 
 from conftest import Factory
 from jupyter_delegate import Outcome, TaskState
@@ -43,13 +51,7 @@ def restart_notebook(url: str, repo: Path) -> Any:
             "check: python3 -c 'print(1)'"
         ),
     ]
-    notebook = nbformat.v4.new_notebook(cells=cells)
-    notebook.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    return notebook
+    return kernel_notebook(cells)
 
 
 def saved_records_notebook(repo: git.Repo, make_manager: Factory) -> Any:

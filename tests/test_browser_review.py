@@ -17,7 +17,15 @@ from typing import Any
 
 import nbformat
 import pytest
-from browser import ARTIFACTS, ROOT, jupyter_server, needs_chromium, needs_node, run_script
+from browser import (
+    ARTIFACTS,
+    ROOT,
+    jupyter_server,
+    kernel_notebook,
+    needs_chromium,
+    needs_node,
+    run_script,
+)
 
 from conftest import CALC, CHECK, FIX_TURNS, FIXED, TEST, commit_all
 from jupyter_delegate.testing import FakeMessagesAPI, FakeServer
@@ -69,13 +77,7 @@ def review_notebook(urls: dict[str, str], repos: dict[str, Path]) -> Any:
     for name, repo in repos.items():
         code = SHOW.format(url=urls[name], repo=str(repo), check=CHECK, name=name)
         cells.append(nbformat.v4.new_code_cell(code))
-    nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    return nb
+    return kernel_notebook(cells)
 
 
 def run_review(tmp_path: Path, app: str, prefix: str) -> tuple[dict[str, Any], FakeMessagesAPI]:

@@ -26,6 +26,7 @@ from browser import (
     LABEXTENSION,
     NPM,
     ROOT,
+    kernel_notebook,
     needs_chromium,
     needs_node,
     npm,
@@ -190,13 +191,7 @@ def live_notebook() -> Any:
             f"check: {REVIEW_CHECK}"
         ),
     ]
-    nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    return nb
+    return kernel_notebook(cells)
 
 
 @needs_node

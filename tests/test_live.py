@@ -18,7 +18,7 @@ from typing import Any
 import git
 import pytest
 
-from conftest import CHECK, Factory
+from conftest import CHECK, Factory, until
 from jupyter_delegate import Outcome, Task, TaskState
 from jupyter_delegate.engine.model import usd_text
 from jupyter_delegate.engine.output_tail import TAIL_BYTES, TAIL_LINES, OutputTail
@@ -31,14 +31,6 @@ from jupyter_delegate.task import TaskEvent
 # A command of about 6 s that prints a line every half second.
 SLOW_COMMAND = "for n in $(seq 1 12); do echo counted line $n; sleep 0.5; done"
 COSTS = Path(__file__).parents[1] / "labextension" / "tests" / "fixtures" / "costs.json"
-
-
-def until(predicate: Callable[[], object], timeout: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from typing import Any
 import git
 import pytest
 
-from conftest import CHECK, FIX_TURNS, FIXED, Factory, messages_sent
+from conftest import CHECK, FIX_TURNS, FIXED, Factory, messages_sent, until
 from jupyter_delegate import Outcome, Task, TaskState
 from jupyter_delegate.notebook.review import PAGE_LINES, ReviewView
 
@@ -42,16 +42,6 @@ ROUND_TWO = [
     {"tools": [{"write": {"file_path": "calc.py", "content": FIXED + SUB}}]},
     {"tools": [{"finish": {"summary": "Added sub()."}}]},
 ]
-
-
-def until(predicate: Callable[[], object], timeout: float = 60, what: str = "") -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

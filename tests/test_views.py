@@ -23,7 +23,7 @@ import git
 import ipywidgets as widgets
 import pytest
 
-from conftest import CHECK, FIX_TURNS, Factory, marker_alive, messages_sent
+from conftest import CHECK, FIX_TURNS, Factory, marker_alive, messages_sent, until
 from jupyter_delegate import Outcome, Task, TaskState
 from jupyter_delegate.manager import TaskManager
 from jupyter_delegate.notebook.views import (
@@ -49,14 +49,6 @@ MORE_TURNS = [
     {"tools": [{"write": {"file_path": "NOTES.md", "content": "add() fixed\n"}}]},
     {"tools": [{"finish": {"summary": "Also wrote NOTES.md."}}]},
 ]
-
-
-def until(predicate: Callable[[], object], timeout: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 def text_of(widget: widgets.Widget) -> str:

@@ -514,18 +514,25 @@ def test_unknown_bundled_name_lists_the_bundled_scenarios() -> None:
 def test_demo_scenario_edit_fixes_the_demo_repo(tmp_path: Path) -> None:
     scenario = load_scenario("demo")
     calls = [call for turn in scenario.turns for call in turn.tools]
-    assert [c.name for c in calls] == ["bash", "read", "edit", "bash", "finish"]
+    # the fix, then a second round (tutorial 01's line comment): a range check
+    names = ["bash", "read", "edit", "bash", "finish", "edit", "bash", "finish"]
+    assert [c.name for c in calls] == names
     assert calls[0].input["command"] == CHECK == calls[3].input["command"]
+    assert calls[6].input["command"] == CHECK
     assert calls[4].input["summary"].count(". ") >= 1
 
     repo = make_demo_repo(tmp_path / "shop")
     assert _check(repo) != 0
-    edit = calls[2].input
-    cart = repo / edit["file_path"]
-    source = cart.read_text()
-    assert source.count(edit["old_string"]) == 1
-    cart.write_text(source.replace(edit["old_string"], edit["new_string"]))
-    assert _check(repo) == 0
+    for at in (2, 5):  # each round's edit applies once, to the code the round before left
+        edit = calls[at].input
+        cart = repo / edit["file_path"]
+        source = cart.read_text()
+        assert source.count(edit["old_string"]) == 1
+        cart.write_text(source.replace(edit["old_string"], edit["new_string"]))
+        assert _check(repo) == 0
+    probe = "from shop.cart import apply_discount; apply_discount(100, 150)"
+    refused = subprocess.run(["python3", "-c", probe], cwd=repo, capture_output=True, text=True)
+    assert "ValueError: percent must be between 0 and 100, not 150" in refused.stderr
 
 
 def _check(repo: Path) -> int:

@@ -1038,6 +1038,12 @@ class TaskManager:
                 f"{task.id}`: its work is archived under refs/delegate/archive/{task.id}) "
                 "and delegate again."
             )
+        if task.handed_off:
+            raise ReviewError(
+                f"Task {task.id} was handed off to {task.handed_off}, so it continues where "
+                "that bundle is received (`jupyter delegate resume --from FILE`), not here. "
+                f"Reject it here (`jupyter delegate reject {task.id}`) if it is not wanted."
+            )
         if task.state not in (S.INTERRUPTED, S.PAUSED, S.FAILED):
             raise ReviewError(
                 f"Task {task.id} is {task.state}; only a task interrupted, paused, or failed "
@@ -1051,6 +1057,25 @@ class TaskManager:
         why = "resumed after a transient failure" if task.state == S.FAILED else "resumed"
         self._set_state(task, S.RUNNING, why)
         self._start(task, context, "resumed")
+
+    def handoff(self, task: Task, path: str | os.PathLike[str]) -> Path:
+        """Write the task to a bundle file for another clone (see `Task.handoff`)."""
+        from .handoff import handoff
+
+        return handoff(self, task, path)
+
+    def receive(
+        self,
+        path: str | os.PathLike[str],
+        repo: str | os.PathLike[str] = ".",
+        review_only: bool = False,
+    ) -> Task:
+        """Receive a task handed off elsewhere (a bundle file `Task.handoff` wrote) into
+        `repo`, after verifying its journal and branch, and continue it here; with
+        `review_only`, just restore it (handoff.py)."""
+        from .handoff import receive
+
+        return receive(self, path, repo, review_only)
 
     def cancel(self, task: Task) -> None:
         """Stop the task for good, its work archived (see `reject`)."""

@@ -91,6 +91,8 @@ def handoff(manager: TaskManager, task: Task, path: str | os.PathLike[str]) -> P
         raise HandoffError(f"{target.parent} does not exist: give -o a file in a folder that does.")
     context = manager._context(task)
     manager._settle_round(task, context)
+    manager._refresh(task, context)
+    _check_movable(task)  # a task this process runs is refused here, by its state
     fd = _try_lock(context.workspace.task_dir(task.id))
     if fd is None:
         manager._refresh(task, context)

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,28 @@ def nothing_received(repo: git.Repo, task_id: str) -> None:
     assert not (state / "tasks" / task_id / "journal.jsonl").exists()
     assert not [h for h in repo.heads if h.name.startswith(f"delegate/{task_id}")]
     assert not (state / "worktrees" / task_id).exists()
+
+
+def test_pause_stops_at_the_next_step_boundary_and_resume_goes_on(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, fake = make_manager([{"tools": [{"bash": {"command": "sleep 3"}}]}, *FIX_TURNS])
+    task = submit(manager, repo)
+    calls: list[str] = []
+    task.subscribe(lambda e: calls.append(e.data["name"]) if e.kind == "tool_call" else None)
+    until(lambda: calls, what="the agent's first command")
+    time.sleep(1)  # into it
+    task.pause()  # while the command runs: it finishes, and the task stops after it
+    assert task.wait(timeout=30) == TaskState.PAUSED
+    events = events_of(task.journal_path)
+    result = next(e.data for e in events if e.type == "tool_result")
+    assert result["exit_code"] == 0 and not result["is_error"], result  # not killed
+    assert events[-1].data["reason"].startswith("paused by the user at a step boundary")
+    assert len(messages_sent(fake)) == 1  # no model turn after the boundary
+    task.resume()
+    assert task.wait(timeout=90) == TaskState.REVIEW and task.checks_passed
+    told = messages_sent(fake)[1].body["messages"][-1]["content"][0]
+    assert told["type"] == "tool_result" and not told.get("is_error"), told
 
 
 def test_a_paused_task_moves_to_another_clone_and_reaches_review_there(

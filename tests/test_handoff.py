@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -214,6 +215,13 @@ def test_a_tampered_bundle_is_refused_naming_what_failed(
     assert "branch head mismatch" in out.stderr and (task.head_commit or "")[:10] in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     nothing_received(other, task.id)
+    # Another task of the same id here (its journal is not this one's): refused.
+    folder = Path(other.git_dir) / "delegate" / "tasks" / task.id
+    folder.mkdir(parents=True)
+    (folder / "journal.jsonl").write_text("".join(lines))
+    with pytest.raises(HandoffError, match=f"A task {task.id} already exists .* it is not the"):
+        receiver.receive(bundle, other.working_dir)
+    shutil.rmtree(folder)
     assert receiver.receive(bundle, other.working_dir, review_only=True).state == TaskState.REVIEW
 
 

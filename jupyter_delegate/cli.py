@@ -311,6 +311,12 @@ def state_text(task: Task) -> str:
 def next_steps(task: Task) -> str:
     """What a user can do with a task that stopped without reaching review."""
     tid = task.id
+    if task.handed_off:
+        return (
+            f"Handed off to {task.handed_off}: it continues where that file is received "
+            f"(`jupyter delegate resume --from FILE`); `jupyter delegate reject {tid}` "
+            "archives its work here.\n"
+        )
     if task.state == TaskState.FAILED and task.transient:
         return (
             f"The cause may pass: `jupyter delegate resume {tid}` continues it from its "
@@ -423,6 +429,8 @@ def cmd_show(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
     out.write(printable(f"{task.id}  {state_text(task)}  {task.title}\n"))
     if task.error and task.state != TaskState.MERGED:
         out.write(printable(f"  error: {task.error}\n") + next_steps(task))
+    elif task.handed_off:
+        out.write(printable(next_steps(task)))
     if task.head_commit or task.state == TaskState.REVIEW:
         print_review(task, out)
     return EXIT_OK

@@ -143,6 +143,8 @@ def test_a_paused_task_moves_to_another_clone_and_reaches_review_there(
     assert manifest["head"] == moved_out.data["head"] != task.base_commit
     with pytest.raises(DelegateError, match=r"was handed off to .*task\.delegate"):
         task.refresh().resume()
+    shown = cli("show", task.id, "--repo", repo.working_dir)
+    assert f"Handed off to {bundle}: it continues where that file is received" in shown.stdout
 
     served(FIX_TURNS)  # the other machine's model answers from the check after the edit on
     out = cli("resume", "--from", str(bundle), "--repo", other.working_dir, "--no-approve")

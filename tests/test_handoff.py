@@ -260,3 +260,33 @@ def test_a_running_task_cannot_be_handed_off(
     assert task.wait(timeout=30) == TaskState.CANCELLED
     with pytest.raises(HandoffError, match="it is finished, so it cannot be handed off"):
         task.handoff(tmp_path / "task.delegate")
+
+
+def test_the_magics_hand_off_and_receive_for_review(
+    repo: git.Repo, make_manager: Factory, tmp_path: Path
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from jupyter_delegate.notebook.magics import DelegateMagics
+
+    other = clone(repo, tmp_path / "other")
+    task = in_review(make_manager, repo)
+    ip = InteractiveShell.instance()
+    ip.register_magics(DelegateMagics(ip, manager=TaskManager(sandbox="none")))
+    bundle = tmp_path / "task.delegate"
+    try:
+        with capture_output() as captured:
+            ip.run_line_magic(
+                "delegate", f"handoff {task.id} -o {bundle} --repo {repo.working_dir}"
+            )
+            ip.run_line_magic(
+                "delegate", f"resume --from {bundle} --repo {other.working_dir} --review-only"
+            )
+        assert f"Handed off to {bundle}" in captured.stdout
+        there = TaskManager(sandbox="none").get(task.id, other.working_dir)
+        assert there.state == TaskState.REVIEW and "+    return a + b" in there.diff()
+        with pytest.raises(DelegateError, match="Give one of the two"):
+            ip.run_line_magic("delegate", f"resume {task.id} --from {bundle}")
+    finally:
+        InteractiveShell.clear_instance()

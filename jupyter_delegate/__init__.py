@@ -47,6 +47,7 @@ __all__ = [
     "load_ipython_extension",
     "prefer",
     "preferences",
+    "receive",
     "skills",
     "tasks",
     "trust_skill",
@@ -131,6 +132,15 @@ def get_task(task_id: str, repo: str | os.PathLike[str] | None = None) -> Task:
     from .manager import get_manager
 
     return get_manager().get(task_id, repo)
+
+
+def receive(path: Repo, repo: Repo = ".", *, review_only: bool = False) -> Task:
+    """Receive a task handed off elsewhere (the file `Task.handoff` wrote) into `repo`,
+    after verifying its journal and branch, and continue it here; with `review_only`,
+    just restore it. Raises a DelegateError naming what failed, nothing changed."""
+    from .manager import get_manager
+
+    return get_manager().receive(path, repo, review_only)
 
 
 def prefer(text: str, *, repo: Repo | None = None) -> Preference:

@@ -13,6 +13,8 @@
     edit ID [FILE]               the path of the task's worktree (or a file in it)
     commit-edits ID [-m MESSAGE] your edits there, committed to the task as you; checks rerun
     pause ID                     pending [ID] [--json]
+    handoff ID -o FILE           a task no process runs, in one file for another clone
+    resume --from FILE [--review-only]   receive it there (journal and branch verified)
     answer ID [REQUEST] allow|deny [--remember | --rule RULE] [--reason TEXT]
     audit verify [ID] [--repo P]
     demo [--dir D]
@@ -309,6 +311,12 @@ def state_text(task: Task) -> str:
 def next_steps(task: Task) -> str:
     """What a user can do with a task that stopped without reaching review."""
     tid = task.id
+    if task.handed_off:
+        return (
+            f"Handed off to {task.handed_off}: it continues where that file is received "
+            f"(`jupyter delegate resume --from FILE`); `jupyter delegate reject {tid}` "
+            "archives its work here.\n"
+        )
     if task.state == TaskState.FAILED and task.transient:
         return (
             f"The cause may pass: `jupyter delegate resume {tid}` continues it from its "
@@ -421,6 +429,8 @@ def cmd_show(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
     out.write(printable(f"{task.id}  {state_text(task)}  {task.title}\n"))
     if task.error and task.state != TaskState.MERGED:
         out.write(printable(f"  error: {task.error}\n") + next_steps(task))
+    elif task.handed_off:
+        out.write(printable(next_steps(task)))
     if task.head_commit or task.state == TaskState.REVIEW:
         print_review(task, out)
     return EXIT_OK
@@ -496,10 +506,55 @@ def cmd_request_changes(args: argparse.Namespace, manager: TaskManager, out: Tex
 
 
 def cmd_resume(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
+    if args.from_file is not None:
+        return resume_from(args, manager, out)
+    if args.review_only:
+        raise DelegateError("--review-only goes with --from FILE (a task handed off elsewhere).")
+    if args.id is None:
+        raise DelegateError(
+            "Which task? `jupyter delegate resume ID`, or `resume --from FILE` for one handed "
+            "off elsewhere."
+        )
     task = manager.get(args.id, args.repo)
     task.resume()
     follow(task, out, yes=args.yes)
     return decide(task, args.approve, out)
+
+
+def resume_from(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
+    """`resume --from FILE`: receive a handed-off task here, then follow it like resume."""
+    if args.id is not None:
+        raise DelegateError(
+            f"Give the task's id or --from FILE, not both: the bundle names its task "
+            f"(`jupyter delegate resume --from {args.from_file}`)."
+        )
+    task = manager.receive(args.from_file, args.repo, review_only=args.review_only)
+    out.write(
+        printable(
+            f"Received task {task.id} from {args.from_file} into {task.repo} ({task.state}); "
+            f"branch {task.branch}.\n"
+        )
+    )
+    if task.state.active:
+        follow(task, out, yes=args.yes)
+        return decide(task, args.approve, out)
+    if task.state == TaskState.REVIEW:
+        print_review(task, out)
+    else:
+        out.write(next_steps(task))
+    return EXIT_OK
+
+
+def cmd_handoff(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
+    task = manager.get(args.id, args.repo)
+    written = task.handoff(args.output)
+    out.write(
+        printable(
+            f"Handed off task {task.id} ({task.state}) to {written}. On the other machine, in "
+            f"a clone of the repository: `jupyter delegate resume --from {written.name}`.\n"
+        )
+    )
+    return EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
@@ -949,6 +1004,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_task_arguments("resume", res)
     yes_flag(res)
     approve_flags(res)
+    handoff = command(
+        "handoff",
+        "write a task no process runs (paused, interrupted, in review) to one bundle file, "
+        "for `resume --from FILE` in another clone",
+    )
+    add_task_arguments("handoff", handoff)
     audit = command("audit", "verify journals")
     audit.add_argument("action", choices=["verify"])
     audit.add_argument("id", nargs="?", help="one task (default: all of the repository's)")
@@ -1032,6 +1093,7 @@ COMMANDS = {
     "edit": cmd_edit,
     "commit-edits": cmd_commit_edits,
     "resume": cmd_resume,
+    "handoff": cmd_handoff,
     "cancel": cmd_cancel,
     "pause": cmd_pause,
     "pending": cmd_pending,

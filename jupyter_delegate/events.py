@@ -347,6 +347,22 @@ class Compacted(_Event):
 
 
 @dataclass(frozen=True)
+class Handoff(_Event):
+    """`handoff`: the task moved between machines or clones (handoff.py). `direction`
+    "out" (a bundle was written: `file`, and the `head` commit it holds) or "in" (a
+    bundle was received here); `source` and `target` are {host, path} of the two clones
+    (the target of an "out" is the file), `at` ISO time."""
+
+    TYPE: ClassVar[str] = "handoff"
+    direction: str
+    file: str = ""
+    head: str = ""
+    source: dict[str, Any] = field(default_factory=dict)
+    target: dict[str, Any] = field(default_factory=dict)
+    at: str = ""
+
+
+@dataclass(frozen=True)
 class UnknownEvent:
     """A line whose type this version does not know (a newer writer's): kept as read."""
 
@@ -377,6 +393,7 @@ JournalEvent = (
     | PreferenceRemembered
     | Control
     | Compacted
+    | Handoff
     | UnknownEvent
 )
 
@@ -402,6 +419,7 @@ KNOWN: dict[str, type[_Event]] = {
         PreferenceRemembered,
         Control,
         Compacted,
+        Handoff,
     )
 }
 

@@ -93,6 +93,9 @@ class Context:
     handed_over: bool = False
     idle: threading.Event = field(default_factory=lambda: _set(threading.Event()), repr=False)
     pausing: bool = False  # the running round is being stopped to pause, not to cancel
+    # A tool call of the agent is running (allowed, not yet finished): a pause lets the
+    # step end (its results journaled) and stops before the next model turn.
+    tool_running: bool = False
     inbox_offset: int = 0  # how far this process, running the task, has read its inbox
     last_change: float = 0.0  # when the journal last recorded a state change
     pending: dict[str, tuple[PermissionRequest, asyncio.Future[Answer]]] = field(
@@ -1038,6 +1041,12 @@ class TaskManager:
                 f"{task.id}`: its work is archived under refs/delegate/archive/{task.id}) "
                 "and delegate again."
             )
+        if task.handed_off:
+            raise ReviewError(
+                f"Task {task.id} was handed off to {task.handed_off}, so it continues where "
+                "that bundle is received (`jupyter delegate resume --from FILE`), not here. "
+                f"Reject it here (`jupyter delegate reject {task.id}`) if it is not wanted."
+            )
         if task.state not in (S.INTERRUPTED, S.PAUSED, S.FAILED):
             raise ReviewError(
                 f"Task {task.id} is {task.state}; only a task interrupted, paused, or failed "
@@ -1051,6 +1060,25 @@ class TaskManager:
         why = "resumed after a transient failure" if task.state == S.FAILED else "resumed"
         self._set_state(task, S.RUNNING, why)
         self._start(task, context, "resumed")
+
+    def handoff(self, task: Task, path: str | os.PathLike[str]) -> Path:
+        """Write the task to a bundle file for another clone (see `Task.handoff`)."""
+        from .handoff import handoff
+
+        return handoff(self, task, path)
+
+    def receive(
+        self,
+        path: str | os.PathLike[str],
+        repo: str | os.PathLike[str] = ".",
+        review_only: bool = False,
+    ) -> Task:
+        """Receive a task handed off elsewhere (a bundle file `Task.handoff` wrote) into
+        `repo`, after verifying its journal and branch, and continue it here; with
+        `review_only`, just restore it (handoff.py)."""
+        from .handoff import receive
+
+        return receive(self, path, repo, review_only)
 
     def cancel(self, task: Task) -> None:
         """Stop the task for good, its work archived (see `reject`)."""
@@ -1076,8 +1104,12 @@ class TaskManager:
         self._require(task, S.RUNNING, "cancelled")
 
     def pause(self, task: Task) -> None:
-        """Stop the running task where it is, its worktree and journal kept: `resume`
-        continues it (the model turn in flight, if any, is asked again)."""
+        """Stop the running task at the next step boundary, its worktree and journal kept:
+        `resume` continues it, in this process or another. The agent's tool calls that run
+        finish first (a command up to its timeout), their results journaled, and the task
+        stops before the next model turn; a model turn in flight, or a permission question
+        waiting, is stopped at once (nothing of it ran: the turn is asked again at resume).
+        Returns once the pause is ordered; `wait` tells when it is paused."""
         self._decide(task, "pause", {})
 
     def _pause(self, task: Task, context: Context) -> None:
@@ -1086,7 +1118,8 @@ class TaskManager:
             self._require(task, S.RUNNING, "paused")
             raise ReviewError(f"Task {task.id} is not running in any process; nothing to pause.")
         context.pausing = True
-        self._engine().call_soon_threadsafe(running.cancel)
+        if not context.tool_running:  # else the round stops itself at the step's end
+            self._engine().call_soon_threadsafe(running.cancel)
 
     def _require(self, task: Task, state: TaskState, verb: str) -> None:
         if task.state != state:

@@ -275,6 +275,33 @@ def _answer(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _resume(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", nargs="?", metavar="ID", help="the task's id or name")
+    parser.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="receive a task handed off elsewhere (`handoff ID -o FILE`) into this repository, "
+        "after verifying its journal and branch, and continue it here",
+    )
+    parser.add_argument(
+        "--review-only",
+        action="store_true",
+        help="with --from: restore the task here without running it",
+    )
+
+
+def _handoff(parser: argparse.ArgumentParser) -> None:
+    _task_id(parser)
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="the bundle file to write (the task's branch, journal and record)",
+    )
+
+
 TASK_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "show": _task_id,
     "diff": _diff,
@@ -288,7 +315,8 @@ TASK_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "pause": _task_id,
     "pending": _pending,
     "answer": _answer,
-    "resume": _task_id,
+    "resume": _resume,
+    "handoff": _handoff,
 }
 
 

@@ -4,7 +4,8 @@ A round creates the task's worktree (first round), gathers what the agent is tol
 beyond the outcome (first round), runs the agent loop in the sandbox, asks a human
 through the task's permission questions, commits what the agent made through the commit
 guard, runs the checks on that commit in a throw-away checkout, and leaves the task in
-review; a cancel, a pause or a failure is journaled as the round's end. It writes only
+review; a cancel, a pause or a failure is journaled as the round's end (a pause at the
+next step boundary: tool calls running finish first). It writes only
 through its `Host` (the manager: the one place events are written, under the task's
 lock) and reads the task's facts from the `Task` the journal folds into.
 
@@ -54,6 +55,11 @@ CACHE_FREE_ENV = {
     "PYTEST_ADDOPTS": "-p no:cacheprovider",
     "XDG_CACHE_HOME": "/tmp/.cache",
 }
+
+
+class PausedHere(Exception):
+    """A pause ordered while the agent's tool calls ran: the round stops at the step
+    boundary, before the next model turn."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +131,8 @@ class RoundOfWork:
                     record=lambda type_, data, sync=True: self.host.record(task, type_, data, sync),
                     emit=task.emit,
                     spent_usd=lambda: task.usage.cost_usd,
-                    permit=lambda call: self._permit(task, context, call),
-                    before_turn=lambda: self._notice_changes(task, watch),
+                    permit=lambda call: self._permit_step(task, context, call),
+                    before_turn=lambda: self._before_turn(task, context, watch),
                     secrets=tuple(context.secrets),
                     model_info=task.model_info,
                     effort=task.effort,
@@ -135,7 +141,13 @@ class RoundOfWork:
                 finished = await loop.run()
             finally:
                 toolbox.close()  # the file tools' thread
+            context.tool_running = False  # a pause now stops the checks at once
             await self._conclude(task, context, sandbox, finished)
+        except PausedHere:
+            context.pausing = False
+            self.host.set_state(
+                task, S.PAUSED, "paused by the user at a step boundary; resume continues it"
+            )
         except asyncio.CancelledError:
             if context.pausing:
                 context.pausing = False
@@ -149,6 +161,25 @@ class RoundOfWork:
         except Exception as exc:  # the engine must survive any one task
             log.exception("task %s failed", task.id)
             self.host.fail(task, f"internal error: {exc!r}. The journal keeps everything so far.")
+        finally:
+            context.tool_running = context.pausing = False
+
+    def _before_turn(self, task: Task, context: Context, watch: Watch) -> None:
+        """A step boundary: the last step's results are journaled. A pause ordered while
+        they ran stops the round here."""
+        context.tool_running = False
+        if context.pausing:
+            raise PausedHere
+        self._notice_changes(task, watch)
+
+    async def _permit_step(
+        self, task: Task, context: Context, call: Mapping[str, Any]
+    ) -> str | None:
+        """`_permit`, noting whether the call then runs (a pause lets it finish)."""
+        context.tool_running = False
+        refusal = await self._permit(task, context, call)
+        context.tool_running = refusal is None
+        return refusal
 
     def _gather_context(self, task: Task, context: Context) -> None:
         """Read what the agent is told beyond the outcome, once per task (journaled with

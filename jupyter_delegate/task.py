@@ -32,6 +32,7 @@ from .events import (
     Control,
     Finish,
     Flag,
+    Handoff,
     HumanEdit,
     JournalEvent,
     Merged,
@@ -334,6 +335,9 @@ class Task:
     # The reviewer's own commits on the task's branch (`commit_edits`): {"commit", "files",
     # "message", "at", "round"} each, from the journal's human_edit events.
     human_edits: list[dict[str, Any]] = field(default_factory=list)
+    # Where the task was handed off to (the bundle file; `handoff`), while it is not
+    # received back: a task handed off continues where its bundle is received.
+    handed_off: str = ""
     # The rounds of review so far (`review_rounds`), folded from the journal.
     _rounds: list[ReviewRound] = field(default_factory=list, repr=False)
     _manager: TaskManager | None = field(default=None, repr=False, compare=False)
@@ -448,6 +452,14 @@ class Task:
     def pause(self) -> None:
         """Stop the running task where it is; `resume` continues it."""
         self._mgr().pause(self)
+
+    def handoff(self, path: str | Path) -> Path:
+        """Write the task to one bundle file (its branch as a git bundle, its journal, its
+        record) for another machine or clone of the repository to continue
+        (`TaskManager.receive`, `jupyter delegate resume --from FILE`). Only a task no
+        process runs (paused, interrupted, in review, failed for a transient cause);
+        returns the file written, and the journal records the move."""
+        return self._mgr().handoff(self, path)
 
     def refresh(self) -> Task:
         """Read what other processes did to the task (an approve from the CLI, say): every
@@ -669,6 +681,11 @@ class Task:
                     self.policy = self.policy.remembering(event.rule)  # an older journal
             case Flag(text=text):
                 self._flag(text)
+            case Handoff(direction=direction, file=file, source=source):
+                self.handed_off = file if direction == "out" else ""
+                if direction == "in":
+                    where = f"{source.get('host', '?')}:{source.get('path', '?')}"
+                    self._flag(f"handed off from {where} on {event.at}")
             case Compacted(by=by, tokens_before=before, tokens_after=after, usage=usage):
                 self.compactions += 1
                 if usage:  # the harness's summarising turn

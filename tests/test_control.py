@@ -203,13 +203,19 @@ def test_a_question_asked_in_a_kernel_is_answered_from_the_cli(
 def test_cancel_and_pause_from_the_cli_stop_a_task_the_kernel_runs(
     repo: git.Repo, served: Any, kernel: Any
 ) -> None:
-    served([{"tools": [{"bash": {"command": SLOW}}]}] * 2 + FIX_TURNS)
+    served(
+        [{"tools": [{"bash": {"command": "sleep 4"}}]}, {"tools": [{"bash": {"command": SLOW}}]}]
+    )
     kernel = kernel()
     task_id = submit_in(kernel, repo)
-    time.sleep(1.5)  # into the slow command
+    time.sleep(1.5)  # into the first command
     paused = cli("pause", task_id, "--repo", repo.working_dir)
     assert paused.returncode == 0, paused.stderr
     assert kernel.run("print(t.wait(timeout=30))").strip() == "paused"
+    # At the step boundary: the command ran to its end, its result journaled.
+    journal = Path(kernel.run("print(t.journal_path)").strip())
+    results = [e.data for e in Journal(journal).events() if e.type == "tool_result"]
+    assert [r.get("exit_code") for r in results] == [0], results
     kernel.run("t.resume()")
     time.sleep(1.5)
     cancelled = cli("cancel", "fix", "--repo", repo.working_dir)

@@ -403,11 +403,11 @@ def test_a_misspelled_remember_is_refused_not_sent_as_feedback(
     assert preferences(repo.working_dir) == []
 
 
-def test_pause_stops_a_running_task_where_it_is_and_resume_continues_it(
+def test_pause_stops_a_running_task_at_the_step_boundary_and_resume_continues_it(
     make_manager: Factory, repo: git.Repo
 ) -> None:
     ip = InteractiveShell.instance()
-    slow = {"tools": [{"bash": {"command": "sleep 20"}}]}
+    slow = {"tools": [{"bash": {"command": "sleep 4"}}]}  # it ends, then the task pauses
     manager, _ = make_manager([slow, *FIX_TURNS])
     ip.register_magics(DelegateMagics(ip, manager=manager))
     try:

@@ -9,6 +9,7 @@
     %delegate list | board | show ID | checks ID [N] | approve ID [--squash] [--force]
     %delegate reject ID [REASON...]
     %delegate request-changes ID TEXT | cancel ID | pause ID | resume ID
+    %delegate handoff ID -o FILE | resume --from FILE [--review-only]
     %delegate wait ID|all [--timeout S]
     %delegate restore [NOTEBOOK]
     %delegate skills [list | show NAME | check [NAME] | trust NAME... | trust --all] [--repo P]
@@ -163,6 +164,7 @@ SUBCOMMANDS: dict[str, Callable[[str], _Parser]] = {
     "cancel": _task_parser,
     "pause": _task_parser,
     "resume": _task_parser,
+    "handoff": _task_parser,
     "wait": _wait_parser,
     "restore": _restore_parser,
     "skills": _skills_parser,
@@ -399,9 +401,22 @@ class DelegateMagics(Magics):
         self._task(args).pause()
 
     def _cmd_resume(self, args: argparse.Namespace) -> None:
-        task = self._task(args)
-        task.resume()
+        if args.from_file is not None and args.id is None:
+            repo = args.repo or "."
+            task = self.manager.receive(args.from_file, repo, review_only=args.review_only)
+        elif args.id is None or args.from_file is not None or args.review_only:
+            raise MagicUsageError(
+                "%delegate resume ID continues a task here; %delegate resume --from FILE "
+                "[--review-only] receives one handed off elsewhere. Give one of the two."
+            )
+        else:
+            task = self._task(args)
+            task.resume()
         self._show(task)
+
+    def _cmd_handoff(self, args: argparse.Namespace) -> None:
+        written = self._task(args).handoff(args.output)
+        print(f"Handed off to {written}: `jupyter delegate resume --from FILE` in another clone.")
 
     def _cmd_wait(self, args: argparse.Namespace) -> WaitResult:
         """Block until each task is in review, waiting, or has ended; then publish their

@@ -19,8 +19,10 @@ from typing import Any
 
 import git
 import pytest
+from jupyter_server.auth.identity import IdentityProvider, User
 from test_control import Kernel, audit_ok, cli, kernel, served, submit_in  # noqa: F401
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.web import RequestHandler
 
 from conftest import CALC, CHECK, FIX_TURNS, TEST, Factory, commit_all
 from jupyter_delegate import Outcome, TaskState
@@ -54,10 +56,20 @@ def inside(roots: Path) -> git.Repo:
     return make_repo(roots / "team" / "shop")
 
 
+class Alice(IdentityProvider):
+    """The token's user is alice (by default each token request is a new anonymous user)."""
+
+    def generate_anonymous_user(self, handler: RequestHandler) -> User:
+        return User(username="alice", name="Alice")
+
+
 @pytest.fixture
 def jp_server_config(roots: Path) -> dict[str, Any]:
     return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_delegate": True}},
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_delegate": True},
+            "identity_provider_class": Alice,
+        },
         "DelegateServer": {"roots": [str(roots)]},
     }
 
@@ -188,6 +200,7 @@ async def test_a_question_of_a_task_in_a_kernel_answered_and_its_review_approved
     running = kernel()
     task_id = submit_in(running, inside, ask="Bash")
     me = json.loads((await jp_fetch("api", "me")).body)["identity"]["username"]
+    assert me == "alice"
 
     task = await until_state(jp_fetch, task_id, "waiting")
     (question,) = task["pending"]

@@ -131,7 +131,7 @@ class Board:
 
     def summary(self, task: Task) -> dict[str, Any]:
         """The task as listed: its compact record, its questions, why it is unproven."""
-        record: dict[str, Any] = dict(compact_record(task))
+        record: dict[str, Any] = dict(compact_record(task, name=task.name))
         record["pending"] = [dataclasses.asdict(r) for r in task.pending()]
         record["unproven_reasons"] = task.unproven_reasons if task.state == "review" else []
         record["needs_you"] = task.state in (TaskState.WAITING, TaskState.REVIEW)

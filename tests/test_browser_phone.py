@@ -35,7 +35,8 @@ from jupyter_delegate.testing import FakeMessagesAPI, FakeServer
 from jupyter_delegate.testing.demo_repo import make_demo_repo
 
 repo = make_demo_repo(Path.cwd() / "shop")  # under the server's root: the page shows it
-NOTES = "# Notes\\n\\nThe cart is short.\\n"
+LONG = "A line far wider than a phone: " + "total, discount, tax; " * 8
+NOTES = "# Notes\\n\\nThe cart is short.\\n" + LONG + "\\n"
 turns = [
     {"text": "Counting the cart's lines.", "tools": [{"bash": {"command": "wc -l shop/cart.py"}}]},
     {"tools": [{"write": {"file_path": "NOTES.md", "content": NOTES}}]},
@@ -83,7 +84,7 @@ def test_phone_page_answers_a_question_of_a_kernel_task_then_approves_its_review
     assert "$ wc -l shop/cart.py" in summary["question"]
     assert summary["after"][0][:2] == ["phone", "merged"]
     shop = git.Repo(root / "shop")
-    assert (root / "shop" / "NOTES.md").read_text() == "# Notes\n\nThe cart is short.\n"
+    assert (root / "shop" / "NOTES.md").read_text().startswith("# Notes\n\nThe cart is short.\n")
     assert shop.active_branch.name == "main"
     done = subprocess.run(
         [

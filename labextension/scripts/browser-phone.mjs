@@ -66,11 +66,15 @@ try {
   summary.review = (await review.textContent()).trim();
   check(summary.review.includes('Wrote NOTES.md'), `no summary: ${summary.review}`);
   check(summary.review.includes('PASS'), `no passing check: ${summary.review}`);
+  check(!summary.review.includes('Allowed'), `a note of the question stays: ${summary.review}`);
   await review.locator('details.diff-box summary').tap();
   const diff = review.locator('pre.diff');
   await diff.locator('span.add').first().waitFor({ timeout: 20000 });
   summary.diff = (await diff.textContent()).slice(0, 400);
   check(summary.diff.includes('+The cart is short.'), `the diff: ${summary.diff}`);
+  const long = diff.locator('span.add', { hasText: 'A line far wider than a phone' });
+  summary.longLineHeight = (await long.boundingBox()).height;
+  check(summary.longLineHeight > 40, 'the long line of the diff is not wrapped');
   const widths = await phone.evaluate(() => ({
     page: document.documentElement.scrollWidth,
     diff: document.querySelector('pre.diff').scrollWidth,

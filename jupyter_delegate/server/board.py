@@ -85,6 +85,9 @@ class Board:
     def __init__(self, roots: Iterable[str | os.PathLike[str]], manager: TaskManager) -> None:
         self.roots = [Path(root).expanduser().resolve() for root in roots]
         self.manager = manager
+        # Each task's summary as of its journal's head: a poll that finds nothing new
+        # runs no git.
+        self._summaries: dict[tuple[Path, str], tuple[str, dict[str, Any]]] = {}
 
     def workspaces(self) -> list[Workspace]:
         """A workspace per repository under the roots that delegate has used."""
@@ -109,7 +112,12 @@ class Board:
                     task = self._task(workspace, task_id)
                 except DelegateError:  # a journal with no task event: `audit` tells
                     continue
-                listed.append((task, self.summary(task)))
+                key = (workspace.root, task.id)
+                head, summary = self._summaries.get(key, ("", {}))
+                if head != task.journal_head or not summary:
+                    summary = self.summary(task)
+                    self._summaries[key] = (task.journal_head, summary)
+                listed.append((task, summary))
         listed.sort(key=lambda pair: pair[0].created, reverse=True)
         listed.sort(key=lambda pair: NEEDS_YOU.get(pair[0].state, 9))
         return [summary for _, summary in listed]

@@ -90,6 +90,8 @@ try {
   // Approve: it merges, and leaves the tasks that need you.
   await review.getByRole('button', { name: 'Approve' }).tap();
   await phone.locator('.empty', { hasText: 'Nothing needs you.' }).waitFor({ timeout: 60000 });
+  summary.others = (await phone.locator('.others').textContent()).trim();
+  check(summary.others === 'Other tasks: 1 merged.', `after the approve: ${summary.others}`);
   const listed = await phone.evaluate(async () => (await fetch('api/tasks')).json());
   summary.after = listed.tasks.map(t => [t.name, t.state, t.decisions]);
   check(listed.tasks[0].state === 'merged', `not merged: ${JSON.stringify(summary.after)}`);

@@ -24,9 +24,10 @@ from test_control import Kernel, audit_ok, cli, kernel, served, submit_in  # noq
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.web import RequestHandler
 
-from conftest import CALC, CHECK, FIX_TURNS, TEST, Factory, commit_all
+from conftest import CALC, CHECK, FIX_TURNS, TEST, Factory, commit_all, until
 from jupyter_delegate import Outcome, TaskState
 from jupyter_delegate.journal import Journal
+from jupyter_delegate.policy import Policy
 from jupyter_delegate.server.board import find_repos
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -276,3 +277,32 @@ def test_the_server_extension_is_enabled_on_install_like_the_labextension() -> N
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split("\n")[:2] == ["[{'module': 'jupyter_delegate.server'}]", "False"]
+
+
+async def test_a_denial_with_a_reason_from_the_api_reaches_the_agent(
+    jp_fetch: Fetch, inside: git.Repo, make_manager: Factory
+) -> None:
+    manager, fake = make_manager()  # runs the task here, on its engine thread, holding it
+    policy = Policy.from_rules(ask=["Bash"])
+    task = manager.submit(
+        Outcome("Make add() add.", checks=(CHECK,)), repo=inside.working_dir, policy=policy
+    )
+    until(lambda: task.state == TaskState.WAITING, what="the first question")
+    question = (await until_state(jp_fetch, task.id, "waiting"))["pending"][0]
+    allow_with_reason = {"request_id": question["request_id"], "allow": True, "reason": "why"}
+    status, refused = await api(jp_fetch, task.id, "answer", body=allow_with_reason)
+    assert status == 400 and "goes with a denial" in refused["error"]
+    deny = {"request_id": question["request_id"], "allow": False, "reason": "run no tests yet"}
+    status, denied = await api(jp_fetch, task.id, "answer", body=deny, request_timeout=60)
+    assert status == 200, denied
+    task = await until_state(jp_fetch, task.id, "waiting", "review")
+    assert "denied bash by alice via the Jupyter server" in task["decisions"]
+    told = [
+        block
+        for request in fake.requests
+        for message in (request.body or {}).get("messages", [])
+        if isinstance(message.get("content"), list)
+        for block in message["content"]
+        if block.get("type") == "tool_result"
+    ]
+    assert any("run no tests yet" in json.dumps(block) for block in told), told

@@ -306,3 +306,24 @@ async def test_a_denial_with_a_reason_from_the_api_reaches_the_agent(
         if block.get("type") == "tool_result"
     ]
     assert any("run no tests yet" in json.dumps(block) for block in told), told
+
+
+async def test_changes_requested_from_the_api_to_a_task_nobody_runs_start_its_next_round(
+    jp_fetch: Fetch,
+    inside: git.Repo,
+    make_manager: Factory,
+    served: Any,  # noqa: F811
+) -> None:
+    task_id = review_task(make_manager, inside)  # its round over: no process holds it
+    again = {"tools": [{"finish": {"summary": "Looked again; nothing else to change."}}]}
+    served([*FIX_TURNS, again])  # the fake answers by the turns in the conversation
+    status, empty = await api(jp_fetch, task_id, "request-changes", body={"feedback": " "})
+    assert status == 409 and "Say what should change" in empty["error"]
+    body = {"feedback": "Look again.", "comments": [{"path": "calc.py", "line": 2, "body": "ok?"}]}
+    status, sent = await api(jp_fetch, task_id, "request-changes", body=body)
+    assert status == 200, sent
+    task = await until_state(jp_fetch, task_id, "review")
+    assert task["summary"] == "Looked again; nothing else to change."
+    assert task["review_round"] == 2
+    assert "sent back for changes by alice via the Jupyter server" in task["decisions"]
+    audit_ok(inside)

@@ -196,7 +196,7 @@ class Board:
         comments = body.get("comments", [])
         if not isinstance(comments, list) or not all(isinstance(c, dict) for c in comments):
             raise UsageError(
-                '`comments` is a list of {"path": ..., "line": N, "text": ...}, not '
+                '`comments` is a list of {"path": ..., "line": N, "body": ...}, not '
                 f"{comments!r}."
             )
         task.request_changes(_text(body, "feedback"), comments=comments)

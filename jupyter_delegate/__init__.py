@@ -207,6 +207,11 @@ def _folders(repo: Repo) -> tuple[Any, Any]:
     return Path(found.working_dir).resolve(), Path(found.common_dir).resolve() / "delegate"
 
 
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension (server/): the REST API and the phone page."""
+    return [{"module": "jupyter_delegate.server"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext jupyter_delegate`: registers the %delegate magics."""
     from .notebook.magics import load_ipython_extension as load

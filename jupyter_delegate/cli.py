@@ -433,6 +433,8 @@ def cmd_show(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
         out.write(printable(next_steps(task)))
     if task.head_commit or task.state == TaskState.REVIEW:
         print_review(task, out)
+    if task.decisions:
+        out.write(printable("  decided: " + "\n           ".join(task.decisions) + "\n"))
     return EXIT_OK
 
 

@@ -4,7 +4,8 @@ Only the process holding a task's lock writes its journal (manager.py). Any othe
 process that wants something of the task (answer a permission question, approve,
 reject, request changes, cancel, pause) posts a request: one JSON line appended to the
 task's `inbox.jsonl`, `{request_id, action, args, by, posted}`, where `by` says who asked
-(process id, host, user, and through what: the CLI, a notebook, Python). The lock holder
+(process id, host, user, and through what: the CLI, a notebook, Python, the Jupyter
+server; for the server also `server_user`, the user it authenticated). The lock holder
 reads new lines within a fraction of a second, journals the request as a `control`
 event (`status: accepted`), acts exactly as if its own user had asked, and journals the
 outcome (`status: done` with `result`, or `refused` with `error`). The requester follows
@@ -50,19 +51,33 @@ class Request:
         return {**asdict(self), "args": dict(self.args), "by": dict(self.by)}
 
 
-def requester(via: str) -> dict[str, Any]:
-    """Who is asking: this process, its host and user, and `via` (cli, notebook, python)."""
+VIAS = {"cli": "the CLI", "notebook": "a notebook", "server": "the Jupyter server"}
+
+
+def requester(via: str, **extra: Any) -> dict[str, Any]:
+    """Who is asking: this process, its host and user, and `via` (cli, notebook, python,
+    server); `extra` adds what the process knows beyond that (the Jupyter server:
+    `server_user`, the user it authenticated)."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid())
-    return {"pid": os.getpid(), "host": socket.gethostname(), "user": user, "via": via}
+    return {**extra, "pid": os.getpid(), "host": socket.gethostname(), "user": user, "via": via}
 
 
 def describe(by: Mapping[str, Any]) -> str:
-    """`by` in a few words: "the CLI (pid 4242 on host, user ada)"."""
-    via = {"cli": "the CLI", "notebook": "a notebook"}.get(str(by.get("via")), "Python")
+    """`by` in a few words: "the CLI (pid 4242 on host, user ada)"; through the server,
+    "the Jupyter server (user alice; pid 4242 on host)"."""
+    via = VIAS.get(str(by.get("via")), "Python")
+    if by.get("server_user"):
+        return f"{via} (user {by['server_user']}; pid {by.get('pid')} on {by.get('host')})"
     return f"{via} (pid {by.get('pid')} on {by.get('host')}, user {by.get('user')})"
+
+
+def who(by: Mapping[str, Any]) -> str:
+    """`by` as a review names it: "alice via the Jupyter server", "ada via the CLI"."""
+    name = by.get("server_user") or by.get("user") or "someone"
+    return f"{name} via {VIAS.get(str(by.get('via')), 'Python')}"
 
 
 def post(folder: Path, action: str, args: Mapping[str, Any], by: Mapping[str, Any]) -> Request:

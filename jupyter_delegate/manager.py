@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import fcntl
 import json
 import logging
@@ -70,6 +71,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Whom decisions made in this context are for, besides this process (`acting_for`).
+_ACTING_FOR: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "jupyter_delegate_acting_for", default=None
+)
 S = TaskState
 
 
@@ -470,14 +475,30 @@ class TaskManager:
         otherwise through the control inbox, in the process that runs it."""
         context = self._context(task)
         self._settle_round(task, context)
+        by = self.requester()
         if context.lock_fd is not None:  # this process holds the task: it runs it
-            return self._act(task, context, action, args)
+            return self._act(task, context, action, args, by=by)
         fd = _try_lock(context.workspace.task_dir(task.id))
         if fd is None:
-            request = control.post(task.folder, action, args, control.requester(self.via))
+            request = control.post(task.folder, action, args, by)
             return self._await(task, context, request)
         with self._holding(context, fd):
-            return self._act(task, context, action, args, before=task.state)
+            return self._act(task, context, action, args, before=task.state, by=by)
+
+    def requester(self) -> dict[str, Any]:
+        """Who decides from here: this process (`via`), and whom it acts for (`acting_for`)."""
+        return control.requester(self.via, **(_ACTING_FOR.get() or {}))
+
+    @contextlib.contextmanager
+    def acting_for(self, **who: Any) -> Iterator[None]:
+        """Decisions made inside (in this thread or coroutine) name `who` besides this
+        process: the Jupyter server passes the user it authenticated,
+        `acting_for(server_user="alice")`, and the journal names them."""
+        token = _ACTING_FOR.set(dict(who))
+        try:
+            yield
+        finally:
+            _ACTING_FOR.reset(token)
 
     def _settle_round(self, task: Task, context: Context) -> None:
         """A round that just ended (in review, failed, paused) lets the lock go right after
@@ -504,15 +525,20 @@ class TaskManager:
         args: Mapping[str, Any],
         request: control.Request | None = None,
         before: TaskState | None = None,
+        by: Mapping[str, Any] | None = None,
     ) -> Any:
         """Do `action` holding the task's lock, after reading what others journaled;
         `request`: it came through the inbox, and its outcome is journaled for the poster.
-        `before`: the state the caller last saw, to say so when it has moved on."""
+        `before`: the state the caller last saw, to say so when it has moved on. `by`: who
+        decided here (control.requester), journaled with a decision that did something
+        (an answer: in its permission event)."""
         self._refresh(task, context)
         if request is not None:
             accepted = {**request.to_dict(), "status": "accepted"}
             self._record(task, "control", accepted)
-            args = {**args, "requester": request.by} if action == "answer" else args
+            by = request.by
+        if action == "answer" and by is not None:
+            args = {**args, "requester": dict(by)}
         try:
             result = getattr(self, f"_{action}")(task, context, **args)
         except DelegateError as exc:
@@ -529,6 +555,11 @@ class TaskManager:
             raise exc from None
         if request is not None:
             self._settle(task, request, "done", result=result)
+        elif by is not None and action != "answer" and context.lock_fd is not None:
+            decided = {"request_id": secrets.token_hex(4), "action": action, "args": dict(args)}
+            if result is not None:
+                decided["result"] = result
+            self._record(task, "control", {**decided, "by": dict(by), "status": "done"})
         return result
 
     def _settle(self, task: Task, request: control.Request, status: str, **outcome: Any) -> None:

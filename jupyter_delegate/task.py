@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
+from . import control
 from .engine.catalogue import ModelInfo, default_compact_at, from_table, limits_text
 from .engine.model import price_guessed
 from .environment import Declared
@@ -255,6 +256,7 @@ class RecordFields(TypedDict):
     check_commands: list[str]
     skills_used: list[str]
     preferences: list[str]  # their texts
+    decisions: list[str]  # who decided what: "approved by alice via the Jupyter server"
 
 
 class TaskRecord(RecordFields):
@@ -270,6 +272,15 @@ Subscriber = Callable[[TaskEvent], None]
 # made it take the GIL from the engine several times a step.
 WAKES = frozenset({"state", "permission"})
 CUT_FLAG = "output cut at the model's limit "
+# A decision as the review names it (`Task.decisions`).
+DECIDED = {
+    "approve": "approved",
+    "reject": "rejected",
+    "request_changes": "sent back for changes",
+    "commit_edits": "edits committed",
+    "cancel": "cancelled",
+    "pause": "paused",
+}
 
 
 @dataclass
@@ -327,6 +338,10 @@ class Task:
     skills_used: list[str] = field(default_factory=list)
     # The outcome of each control request (control.py) the journal settled, by its id.
     control_outcomes: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    # Who decided what, in the review's words ("approved by alice via the Jupyter
+    # server"): from the control events and the answers' `from` (control.who).
+    decisions: list[str] = field(default_factory=list)
+    _requested_by: dict[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
     # How often the conversation was compacted, and tool calls cut at the output limit.
     compactions: int = 0
     cuts: int = 0
@@ -674,6 +689,9 @@ class Task:
                     self.skills_used.append(skill)
             case Permission(decision=str(decision)):
                 verdict = "denied" if decision == "deny" else "allowed"
+                source = event.extra.get("from")
+                if isinstance(source, Mapping):
+                    self.decisions.append(f"{verdict} {event.tool} by {control.who(source)}")
                 self._flag(f"{verdict}: {event.tool} ({event.reason}; by {event.by or 'policy'})")
                 if event.granted:
                     self.policy = self.policy.granting(event.granted)
@@ -694,8 +712,14 @@ class Task:
                 self._flag(
                     f"compaction {self.compactions} by {who}: {before:,} -> {after:,} tokens"
                 )
-            case Control(request_id=request_id, status="done" | "refused"):
+            case Control(request_id=request_id, status="accepted", by=asker):
+                self._requested_by[request_id] = asker
+            case Control(request_id=request_id, status="done" | "refused", action=action):
                 self.control_outcomes[request_id] = event.to_data()
+                decider = event.by or self._requested_by.pop(request_id, {})
+                if event.status == "done" and decider and action != "answer":  # answers: above
+                    verb = DECIDED.get(action, action)
+                    self.decisions.append(f"{verb} by {control.who(decider)}")
             case UserTurn() | Permission() | Control() | UnknownEvent():
                 pass  # the conversation (journal.replay_messages); questions; requests
 
@@ -798,4 +822,5 @@ class Task:
             "check_commands": list(self.check_commands),
             "skills_used": list(self.skills_used),
             "preferences": [p["text"] for p in self.preferences],
+            "decisions": list(self.decisions),
         }

@@ -257,7 +257,13 @@ def test_requests_left_by_a_process_that_stopped_are_closed_when_the_task_runs_a
     task.request_changes("One more look.")
     assert task.wait(timeout=90) == TaskState.REVIEW
     events = list(Journal(task.journal_path).events())
-    closed = [e.data for e in events if e.type == "control"]
+    controls = [e.data for e in events if e.type == "control"]
+    closed = [c for c in controls if c["request_id"] == left.request_id]
+    # The request for changes, made here under the lock, is journaled with who made it.
+    decided = [c for c in controls if c["request_id"] != left.request_id]
+    assert [(c["action"], c["status"], c["by"]["via"]) for c in decided] == [
+        ("request_changes", "done", "python")
+    ]
     assert closed == [
         {
             "request_id": left.request_id,

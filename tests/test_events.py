@@ -144,7 +144,7 @@ def test_a_line_lacking_a_key_its_type_always_has_is_named() -> None:
         parse("checks", {"commit": "abc"})
 
 
-def test_a_control_request_round_trips_and_changes_no_fact() -> None:
+def test_a_control_request_round_trips_and_changes_no_fact_but_who_decided() -> None:
     posted = {
         "request_id": "r1",
         "action": "approve",
@@ -160,7 +160,10 @@ def test_a_control_request_round_trips_and_changes_no_fact() -> None:
     task = Task(id="t", outcome=Outcome("x"), repo=Path("."))
     before = task.to_record()
     task.apply(parse("control", done))
-    assert task.to_record() == before
+    after = task.to_record()
+    assert after.pop("decisions") == ["approved by ada via Python"]
+    assert before.pop("decisions") == []
+    assert after == before
 
 
 def test_subscribers_hear_the_journal_event_with_the_live_one(

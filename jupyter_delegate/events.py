@@ -347,6 +347,20 @@ class Compacted(_Event):
 
 
 @dataclass(frozen=True)
+class NotifyFailed(_Event):
+    """`notify_failed`: a notification of the task's `event` ("question", "review",
+    "failed", "interrupted") could not be delivered to `target` (a webhook named by its
+    host and format, never its URL; or the command) after `attempts`, and the last
+    `error` (notify.py)."""
+
+    TYPE: ClassVar[str] = "notify_failed"
+    event: str
+    target: str
+    error: str = ""
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
 class UnknownEvent:
     """A line whose type this version does not know (a newer writer's): kept as read."""
 
@@ -377,6 +391,7 @@ JournalEvent = (
     | PreferenceRemembered
     | Control
     | Compacted
+    | NotifyFailed
     | UnknownEvent
 )
 
@@ -402,6 +417,7 @@ KNOWN: dict[str, type[_Event]] = {
         PreferenceRemembered,
         Control,
         Compacted,
+        NotifyFailed,
     )
 }
 

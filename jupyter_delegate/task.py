@@ -35,6 +35,7 @@ from .events import (
     HumanEdit,
     JournalEvent,
     Merged,
+    NotifyFailed,
     Permission,
     PreferenceRemembered,
     Rejected,
@@ -334,6 +335,9 @@ class Task:
     # The reviewer's own commits on the task's branch (`commit_edits`): {"commit", "files",
     # "message", "at", "round"} each, from the journal's human_edit events.
     human_edits: list[dict[str, Any]] = field(default_factory=list)
+    # The permission questions asked and not yet decided, by request id (what the notebook
+    # record and the notifications show of a waiting task).
+    asked: dict[str, PermissionRequest] = field(default_factory=dict, repr=False)
     # The rounds of review so far (`review_rounds`), folded from the journal.
     _rounds: list[ReviewRound] = field(default_factory=list, repr=False)
     _manager: TaskManager | None = field(default=None, repr=False, compare=False)
@@ -660,7 +664,17 @@ class Task:
                     self._flag("commands ran unsandboxed")
                 if skill and not is_error and skill not in self.skills_used:
                     self.skills_used.append(skill)
+            case Permission(request_id=str(request_id), status="asked"):
+                self.asked[request_id] = PermissionRequest(
+                    request_id,
+                    event.tool,
+                    event.input or {},
+                    event.reason,
+                    tuple(event.rules or ()),
+                )
             case Permission(decision=str(decision)):
+                if event.request_id:
+                    self.asked.pop(event.request_id, None)
                 verdict = "denied" if decision == "deny" else "allowed"
                 self._flag(f"{verdict}: {event.tool} ({event.reason}; by {event.by or 'policy'})")
                 if event.granted:
@@ -677,6 +691,8 @@ class Task:
                 self._flag(
                     f"compaction {self.compactions} by {who}: {before:,} -> {after:,} tokens"
                 )
+            case NotifyFailed(event=what, target=target, error=error):
+                self._flag(f"a notification ({what}) did not reach {target}: {error}")
             case Control(request_id=request_id, status="done" | "refused"):
                 self.control_outcomes[request_id] = event.to_data()
             case UserTurn() | Permission() | Control() | UnknownEvent():

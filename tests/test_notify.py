@@ -17,8 +17,8 @@ from typing import Any
 
 import git
 import pytest
-from conftest import Factory, until
 
+from conftest import Factory, until
 from jupyter_delegate.errors import NotifyConfigError
 from jupyter_delegate.home import user_dir
 from jupyter_delegate.notify import Notifier, notify_settings

@@ -34,6 +34,8 @@ export interface NotebookRecord {
   name: string | null;
   outcome: { goal: string; checks: string[]; scope: string[] };
   state: string;
+  /** The repository's path on the kernel's machine. */
+  repo: string;
   branch: string;
   /** null: the task started from a detached commit. */
   base_branch: string | null;
@@ -64,6 +66,16 @@ export interface NotebookRecord {
   review_round?: number;
   /** The reviewer's own commits on the task's branch ("fix it yourself"). */
   human_edits?: HumanEditRecord[];
+  /** While it waits: the permission question it asks (absent otherwise). */
+  question?: QuestionRecord;
+}
+
+export interface QuestionRecord {
+  request_id: string;
+  tool: string;
+  /** The command, path or pattern asked about. */
+  command: string;
+  reason: string;
 }
 
 export interface HumanEditRecord {
@@ -117,6 +129,7 @@ export function parseRecord(data: unknown): NotebookRecord | null {
       scope: list(outcome.scope, s => (typeof s === 'string' ? s : null))
     },
     state: str(r.state, 'unknown'),
+    repo: str(r.repo),
     branch: str(r.branch),
     base_branch: typeof r.base_branch === 'string' ? r.base_branch : null,
     base_commit: str(r.base_commit),
@@ -168,7 +181,16 @@ export function parseRecord(data: unknown): NotebookRecord | null {
             : null
         )
       : undefined,
-    ran_with: list(r.ran_with, w => (typeof w === 'string' ? w : null))
+    ran_with: list(r.ran_with, w => (typeof w === 'string' ? w : null)),
+    question:
+      r.question && typeof r.question === 'object' && typeof r.question.request_id === 'string'
+        ? {
+            request_id: r.question.request_id,
+            tool: str(r.question.tool),
+            command: str(r.question.command),
+            reason: str(r.question.reason)
+          }
+        : undefined
   };
 }
 

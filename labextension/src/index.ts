@@ -72,7 +72,11 @@ export class DelegationsPanel extends Widget {
       return;
     }
     this.needsYou = count;
-    this.title.dataset = count ? { needsYou: String(count) } : {};
+    // The shell keeps the tab's `data-id` in the same dataset: keep the rest of it. Keys
+    // become attributes as written (`data-needs-you`).
+    const rest = { ...(this.title.dataset as Record<string, string>) };
+    delete rest['needs-you'];
+    this.title.dataset = count ? { ...rest, 'needs-you': String(count) } : rest;
     this.title.caption = count ? `Delegations · ${count} need you` : 'Delegations';
     this.last = '';
     this.schedule();

@@ -69,10 +69,12 @@ def test_browser_notification_allow_lets_the_task_go_on_and_the_webhook_hears_it
     summary = run_script("browser-notify.mjs", {"base": base, "notebook": "notify.ipynb"}, tmp_path)
     assert summary["question"].startswith("ask-me asks to run bash: ls -la shop")
     assert summary["actions"] == ["Allow", "Deny", "Open"]
-    assert summary["bellWaiting"] == "🔔 1" and summary["badgeWaiting"] == "1"
+    assert summary["bellWaiting"] == "1" and summary["badgeWaiting"] == "1"
+    assert summary["bellIcon"] == 1
     assert summary["review"].startswith("ask-me is ready for review (no changes)")
     assert summary["reviewActions"] == ["Open", "Approve"]
     assert summary["stateAfterAllow"] == "review"
+    assert summary["bellReview"] == "1"  # in review, it still needs you
     until(lambda: len(receiver.posts) == 2, 30, "the review's POST")
     questions = [body for _, body in receiver.posts if body["event"] == "question"]
     assert len(questions) == 1

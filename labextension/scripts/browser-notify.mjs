@@ -20,6 +20,19 @@ const toast = text => page.locator('.Toastify__toast', { hasText: text });
 const buttons = locator =>
   locator.locator('.jp-toast-buttonBar button').evaluateAll(b => b.map(e => e.textContent.trim()).filter(Boolean));
 
+// The theme's stylesheet applied (not only the body's flag): the notebook's background.
+async function themed(light) {
+  await page.waitForFunction(
+    l => {
+      const bg = getComputedStyle(document.querySelector('.jp-Notebook')).backgroundColor;
+      const sum = (bg.match(/\d+/g) || []).slice(0, 3).reduce((n, v) => n + Number(v), 0);
+      return l ? sum > 600 : sum < 300;
+    },
+    light,
+    { timeout: 20000 }
+  );
+}
+
 const browser = await launch(spec);
 const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
 try {
@@ -32,6 +45,7 @@ try {
     await dialog.waitFor({ state: 'detached', timeout: 10000 });
   }
   await setTheme(page, 'JupyterLab Light');
+  await themed(true);
   await openSidebar(page);
   await runAll(page);
 
@@ -43,6 +57,7 @@ try {
   const bell = page.locator('#jupyter-delegate-sidebar .jd-bell');
   await bell.waitFor({ timeout: 10000 });
   summary.bellWaiting = (await bell.textContent()).trim();
+  summary.bellIcon = await bell.locator('svg').count();
   summary.badgeWaiting = await page
     .locator('.jp-SideBar [data-id="jupyter-delegate-sidebar"]')
     .getAttribute('data-needs-you');
@@ -51,6 +66,7 @@ try {
   summary.taskId = tasks[0].id;
   await page.screenshot({ path: join(spec.artifacts, 'notify-question-light.png') });
   await setTheme(page, 'JupyterLab Dark');
+  await themed(false);
   await page.screenshot({ path: join(spec.artifacts, 'notify-question-dark.png') });
 
   // Allow: the task goes on to review, whose notification follows.
@@ -69,6 +85,7 @@ try {
   summary.bellReview = (await bell.textContent()).trim();
   await page.screenshot({ path: join(spec.artifacts, 'notify-review-dark.png') });
   await setTheme(page, 'JupyterLab Light');
+  await themed(true);
   await page.screenshot({ path: join(spec.artifacts, 'notify-review-light.png') });
   check(summary.consoleErrors.length === 0, `errors in the page: ${summary.consoleErrors.join(' | ')}`);
   console.log(JSON.stringify(summary));

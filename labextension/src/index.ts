@@ -9,7 +9,7 @@
 
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
-import { LabIcon } from '@jupyterlab/ui-components';
+import { LabIcon, bellIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { renderSidebar } from './card';
@@ -130,7 +130,10 @@ export class DelegationsPanel extends Widget {
       const bell = document.createElement('span');
       bell.className = 'jd-bell';
       bell.title = `${this.needsYou} task(s) in the open notebooks need you (waiting or in review)`;
-      bell.textContent = `🔔 ${this.needsYou}`;
+      bell.append(
+        bellIcon.element({ tag: 'span', className: 'jd-bell-icon' }),
+        String(this.needsYou)
+      );
       title.append(' ', bell);
     }
     this.node.textContent = '';

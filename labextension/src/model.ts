@@ -373,3 +373,50 @@ export function sidebarModel(cells: OutputLike[][]): SidebarModel {
 export function hasWidgetSibling(outputs: OutputLike[]): boolean {
   return outputs.some(o => !!o.data && WIDGET_MIME in o.data);
 }
+
+// -- notices (notify.ts): which records notify, what they say, how many need you ----------
+
+/** States a JupyterLab notification tells of. */
+export const NOTIFYING_STATES = new Set(['waiting', 'review', 'failed', 'interrupted']);
+
+/** States in which a task needs you: the bell counts them. */
+export const NEEDS_YOU = new Set(['waiting', 'review']);
+
+/** The last record of each task in a notebook's cells, with the index of its cell. */
+export function lastRecords(cells: OutputLike[][]): Map<string, [NotebookRecord, number]> {
+  const found = new Map<string, [NotebookRecord, number]>();
+  cells.forEach((outputs, index) => {
+    for (const output of outputs) {
+      const record = parseRecord(output.data?.[MIME]);
+      if (record) {
+        found.set(record.id, [record, index]);
+      }
+    }
+  });
+  return found;
+}
+
+/** What a record is notified as: one key per state (and question); '' when nothing. */
+export function noticeKey(record: NotebookRecord): string {
+  if (!NOTIFYING_STATES.has(record.state)) {
+    return '';
+  }
+  return [record.state, record.question?.request_id ?? '', record.verdict ?? ''].join('|');
+}
+
+/** The notification's message for a record (JupyterLab cuts it at 140 characters). */
+export function noticeMessage(record: NotebookRecord): string {
+  const label = record.name || record.title || record.id;
+  switch (record.state) {
+    case 'waiting':
+      return record.question
+        ? `${label} asks to run ${record.question.tool}: ${record.question.command}`
+        : `${label} waits for your answer`;
+    case 'review':
+      return `${label} is ready for review (${record.verdict ?? 'no verdict'})`;
+    case 'failed':
+      return `${label} failed: ${record.error || 'see its card'}`;
+    default:
+      return `${label} was interrupted: Resume continues it`;
+  }
+}

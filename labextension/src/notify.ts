@@ -20,57 +20,22 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { MIME, NotebookRecord, OutputLike, parseRecord } from './model';
+import {
+  NEEDS_YOU,
+  NotebookRecord,
+  OutputLike,
+  lastRecords,
+  noticeKey,
+  noticeMessage
+} from './model';
 
-/** What a record's state notifies of, as the notification's kind. */
+/** The notification's kind for each state that notifies (model.ts NOTIFYING_STATES). */
 const NOTIFYING: Record<string, Notification.TypeOptions> = {
   waiting: 'warning',
   review: 'info',
   failed: 'error',
   interrupted: 'warning'
 };
-
-/** States in which a task needs you: the bell counts them. */
-export const NEEDS_YOU = new Set(['waiting', 'review']);
-
-/** The last record of each task in a notebook's cells, with the index of its cell. */
-export function lastRecords(cells: OutputLike[][]): Map<string, [NotebookRecord, number]> {
-  const found = new Map<string, [NotebookRecord, number]>();
-  cells.forEach((outputs, index) => {
-    for (const output of outputs) {
-      const record = parseRecord(output.data?.[MIME]);
-      if (record) {
-        found.set(record.id, [record, index]);
-      }
-    }
-  });
-  return found;
-}
-
-/** What a record is notified as: one key per state (and question); '' when nothing. */
-export function noticeKey(record: NotebookRecord): string {
-  if (!(record.state in NOTIFYING)) {
-    return '';
-  }
-  return [record.state, record.question?.request_id ?? '', record.verdict ?? ''].join('|');
-}
-
-/** The notification's message for a record (JupyterLab cuts it at 140 characters). */
-export function noticeMessage(record: NotebookRecord): string {
-  const label = record.name || record.title || record.id;
-  switch (record.state) {
-    case 'waiting':
-      return record.question
-        ? `${label} asks to run ${record.question.tool}: ${record.question.command}`
-        : `${label} waits for your answer`;
-    case 'review':
-      return `${label} is ready for review (${record.verdict ?? 'no verdict'})`;
-    case 'failed':
-      return `${label} failed: ${record.error || 'see its card'}`;
-    default:
-      return `${label} was interrupted: Resume continues it`;
-  }
-}
 
 type Cells = (panel: NotebookPanel) => OutputLike[][];
 

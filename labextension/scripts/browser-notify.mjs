@@ -71,7 +71,7 @@ try {
 
   // Allow: the task goes on to review, whose notification follows. The answer goes to the
   // server's API; where the server has no such route (404), the kernel answers.
-  const answered = page.waitForResponse(r => /\/delegate\/api\/tasks\/[^/]+\/answer$/.test(r.url()));
+  const answered = page.waitForResponse(r => /\/delegate\/api\/tasks\/[^/]+\/answer\b/.test(r.url()));
   await asked.getByRole('button', { name: 'Allow' }).click();
   summary.answerStatus = (await answered).status();
   const review = toast('is ready for review');

@@ -72,3 +72,8 @@ class StaleJournal(JournalError):
 class UsageError(DelegateError):
     """An argument is malformed (a line comment without a line, say): the message says
     which and how to write it."""
+
+
+class NotifyConfigError(DelegateError):
+    """The `[notify]` table of the user's config is malformed: the message says where and
+    what it takes."""

@@ -362,6 +362,19 @@ class Handoff(_Event):
     at: str = ""
 
 
+class NotifyFailed(_Event):
+    """`notify_failed`: a notification of the task's `event` ("question", "review",
+    "failed", "interrupted") could not be delivered to `target` (a webhook named by its
+    host and format, never its URL; or the command) after `attempts`, and the last
+    `error` (notify.py)."""
+
+    TYPE: ClassVar[str] = "notify_failed"
+    event: str
+    target: str
+    error: str = ""
+    attempts: int = 1
+
+
 @dataclass(frozen=True)
 class UnknownEvent:
     """A line whose type this version does not know (a newer writer's): kept as read."""
@@ -394,6 +407,7 @@ JournalEvent = (
     | Control
     | Compacted
     | Handoff
+    | NotifyFailed
     | UnknownEvent
 )
 
@@ -420,6 +434,7 @@ KNOWN: dict[str, type[_Event]] = {
         Control,
         Compacted,
         Handoff,
+        NotifyFailed,
     )
 }
 

@@ -57,6 +57,7 @@ from .environment import declared_environment, discover
 from .errors import DelegateError, NotProven, ReviewError, TaskNotFound, UsageError
 from .events import FORMAT
 from .journal import Event, Journal, redact
+from .notify import EVENTS, Notice, Notifier, Question, notify_settings
 from .outcome import Outcome
 from .policy import PermissionRequest, Policy, Rule, effective_policy
 from .review import LineComment, comments_of, feedback_text, quote
@@ -129,6 +130,8 @@ class TaskManager:
         run (runner.py; default: this process's engine thread)."""
         self.rounds = RoundOfWork(_Host(self), client, ask_timeout_s)
         self.runner: Runner = runner or EngineRunner(self)
+        # Tells the user, away from the notebook, that a task needs them (notify.py).
+        self.notifier = Notifier()
         self.control_timeout_s = control_timeout_s
         self.via = via
         self.sandbox = sandbox
@@ -220,6 +223,7 @@ class TaskManager:
         policy = effective_policy(policy or Policy(), workspace.root)
         declared = declared_environment(workspace.root, env)
         discover(workspace.root, declared)  # a malformed [environment] fails here, at once
+        notify_settings()  # and a malformed [notify]
         check_readable(workspace.root, workspace.state_dir)
         endpoint = None if self._client is not None else endpoint_from_env()
         tier = sandbox or self.sandbox
@@ -689,6 +693,56 @@ class TaskManager:
             data["head"] = task.head_commit  # the head this round of review is about
         written = self._record(task, "state", data)
         task.emit("state", data, written.typed)
+        if new.value in EVENTS:
+            self._notify(task, new, reason)
+
+    def _notify(self, task: Task, new: TaskState, reason: str) -> None:
+        """Tell the user, away from the notebook, that the task needs them: it waits for
+        an answer, is in review, failed or was interrupted (notify.py). Sent off-thread;
+        a delivery that fails for good is journaled (`_notify_failed`)."""
+        question = None
+        if new == S.WAITING and task.asked:
+            asked = list(task.asked.values())[-1]
+            what = describe_input(asked.input)
+            question = Question(asked.request_id, asked.tool, what, asked.reason)
+        notice = Notice(
+            EVENTS[new.value],
+            task.id,
+            task.title,
+            str(task.repo),
+            new.value,
+            name=task.name,
+            verdict=task.verdict,
+            question=question,
+            error=task.error if new == S.FAILED else "",
+            reason=reason,
+        )
+        secrets = self._context(task).secrets
+        try:
+            self.notifier.send(notice, lambda failed: self._notify_failed(task, failed), secrets)
+        except Exception:  # a notification must never stop the task
+            log.exception("task %s: notification not sent", task.id)
+
+    def _notify_failed(self, task: Task, failed: Mapping[str, Any]) -> None:
+        """Journal a notification that could not be delivered (on the delivery's thread):
+        here when this process holds the task, else under its lock when nobody does; when
+        another process holds it, only the log says so."""
+        context = self._context(task)
+        for _ in range(3):
+            try:
+                if context.lock_fd is not None:
+                    self._record(task, "notify_failed", failed)
+                    return
+                fd = _try_lock(context.workspace.task_dir(task.id))
+                if fd is None:
+                    break
+                with self._holding(context, fd):
+                    self._refresh(task, context)
+                    self._record(task, "notify_failed", failed)
+                return
+            except DelegateError:  # the lock moved meanwhile (a round ended): again
+                time.sleep(0.05)
+        log.warning("task %s: notification not delivered: %s", task.id, dict(failed))
 
     # -- finding tasks -----------------------------------------------------------------------
     def _context(self, task: Task) -> Context:

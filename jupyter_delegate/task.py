@@ -37,6 +37,7 @@ from .events import (
     HumanEdit,
     JournalEvent,
     Merged,
+    NotifyFailed,
     Permission,
     PreferenceRemembered,
     Rejected,
@@ -353,6 +354,9 @@ class Task:
     # Where the task was handed off to (the bundle file; `handoff`), while it is not
     # received back: a task handed off continues where its bundle is received.
     handed_off: str = ""
+    # The permission questions asked and not yet decided, by request id (what the notebook
+    # record and the notifications show of a waiting task).
+    asked: dict[str, PermissionRequest] = field(default_factory=dict, repr=False)
     # The rounds of review so far (`review_rounds`), folded from the journal.
     _rounds: list[ReviewRound] = field(default_factory=list, repr=False)
     _manager: TaskManager | None = field(default=None, repr=False, compare=False)
@@ -687,7 +691,17 @@ class Task:
                     self._flag("commands ran unsandboxed")
                 if skill and not is_error and skill not in self.skills_used:
                     self.skills_used.append(skill)
+            case Permission(request_id=str(request_id), status="asked"):
+                self.asked[request_id] = PermissionRequest(
+                    request_id,
+                    event.tool,
+                    event.input or {},
+                    event.reason,
+                    tuple(event.rules or ()),
+                )
             case Permission(decision=str(decision)):
+                if event.request_id:
+                    self.asked.pop(event.request_id, None)
                 verdict = "denied" if decision == "deny" else "allowed"
                 source = event.extra.get("from")
                 if isinstance(source, Mapping):
@@ -712,6 +726,8 @@ class Task:
                 self._flag(
                     f"compaction {self.compactions} by {who}: {before:,} -> {after:,} tokens"
                 )
+            case NotifyFailed(event=what, target=target, error=error):
+                self._flag(f"a notification ({what}) did not reach {target}: {error}")
             case Control(request_id=request_id, status="accepted", by=asker):
                 self._requested_by[request_id] = asker
             case Control(request_id=request_id, status="done" | "refused", action=action):

@@ -41,6 +41,7 @@ from typing import Any, NotRequired, TypedDict
 
 from ..check_output import failure_tail, whole_output
 from ..engine.model import PRICE_GUESSED, usd_text
+from ..engine.tools import describe_input
 from ..environment import ran_with
 from ..errors import DelegateError
 from ..task import RecordFields, Task, TaskEvent
@@ -77,6 +78,16 @@ class HumanEditRecord(TypedDict):
     message: str
 
 
+class QuestionRecord(TypedDict):
+    """The permission question a waiting task asks (the latest, when several): what the
+    JupyterLab notification offers to allow or deny."""
+
+    request_id: str
+    tool: str
+    command: str  # the command, path or pattern asked about
+    reason: str
+
+
 class NotebookRecord(RecordFields):
     """The record kept in a notebook output (MIME): the task record's facts, its checks as
     `CheckRecord`s, and what only the notebook shows. Its JSON schema (`record_schema`) is
@@ -93,6 +104,7 @@ class NotebookRecord(RecordFields):
     preferences_count: NotRequired[int]
     review_round: NotRequired[int]  # from round 2 on: the round of review it is in
     human_edits: NotRequired[list[HumanEditRecord]]  # the reviewer's own commits, if any
+    question: NotRequired[QuestionRecord]  # while it waits: the question it asks
 
 
 def record_schema() -> dict[str, Any]:
@@ -174,6 +186,14 @@ def compact_record(
             {"commit": e["commit"], "files": e["files"][:20], "message": e["message"][:200]}
             for e in task.human_edits[-10:]
         ]
+    if task.state == "waiting" and task.asked:
+        asked = list(task.asked.values())[-1]
+        record["question"] = {
+            "request_id": asked.request_id,
+            "tool": asked.tool,
+            "command": _clip(describe_input(asked.input), 200),
+            "reason": _clip(asked.reason, 200),
+        }
     for limits in ((4000, 1500, 200), (1000, 400, 50), (300, 120, 10), (100, 40, 3)):
         fitted = _cut(record, *limits)
         if len(json.dumps(fitted)) <= RECORD_LIMIT:

@@ -1,16 +1,19 @@
 /**
  * The "Delegations" sidebar: every task of the active notebook (read from its task
  * records), with state badges and cost, the counts of running tasks and of tasks awaiting
- * review. A click scrolls to the task's cell. It follows the records as they change.
+ * review, and a bell counting the tasks that need you in every open notebook (also a badge
+ * on its tab; notify.ts, which also shows JupyterLab notifications). A click scrolls to
+ * the task's cell. It follows the records as they change.
  * JupyterLab 4 and Notebook 7 (whose notebook page has a left panel too).
  */
 
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
-import { LabIcon } from '@jupyterlab/ui-components';
+import { LabIcon, bellIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { renderSidebar } from './card';
+import { TaskNotifier } from './notify';
 import restartPlugin from './restart';
 import { OutputLike, SidebarModel, sidebarModel } from './model';
 
@@ -50,6 +53,7 @@ export class DelegationsPanel extends Widget {
   private panel: NotebookPanel | null = null;
   private pending = 0;
   private last = '';
+  private needsYou = 0;
 
   constructor(tracker: INotebookTracker) {
     super();
@@ -59,6 +63,23 @@ export class DelegationsPanel extends Widget {
     this.title.caption = 'Delegations';
     tracker.currentChanged.connect((_, panel) => this.follow(panel), this);
     this.follow(tracker.currentWidget);
+  }
+
+  /** The bell: how many tasks of the open notebooks need you (waiting, in review), on
+   * the sidebar's tab (a badge) and in its header. */
+  setNeedsYou(count: number): void {
+    if (count === this.needsYou) {
+      return;
+    }
+    this.needsYou = count;
+    // The shell keeps the tab's `data-id` in the same dataset: keep the rest of it. Keys
+    // become attributes as written (`data-needs-you`).
+    const rest = { ...(this.title.dataset as Record<string, string>) };
+    delete rest['needs-you'];
+    this.title.dataset = count ? { ...rest, 'needs-you': String(count) } : rest;
+    this.title.caption = count ? `Delegations · ${count} need you` : 'Delegations';
+    this.last = '';
+    this.schedule();
   }
 
   private follow(panel: NotebookPanel | null): void {
@@ -97,7 +118,7 @@ export class DelegationsPanel extends Widget {
     const model: SidebarModel = this.panel
       ? sidebarModel(cellOutputs(this.panel))
       : { tasks: [], running: 0, review: 0, totalCost: '$0.0000' };
-    const key = JSON.stringify([this.panel?.id, model]);
+    const key = JSON.stringify([this.panel?.id, model, this.needsYou]);
     if (key === this.last) {
       return;
     }
@@ -105,6 +126,16 @@ export class DelegationsPanel extends Widget {
     const title = document.createElement('h3');
     title.className = 'jd-sidebar-title';
     title.textContent = this.panel ? `Delegations · ${this.panel.title.label}` : 'Delegations';
+    if (this.needsYou) {
+      const bell = document.createElement('span');
+      bell.className = 'jd-bell';
+      bell.title = `${this.needsYou} task(s) in the open notebooks need you (waiting or in review)`;
+      bell.append(
+        bellIcon.element({ tag: 'span', className: 'jd-bell-icon' }),
+        String(this.needsYou)
+      );
+      title.append(' ', bell);
+    }
     this.node.textContent = '';
     this.node.append(title, renderSidebar(document, model, index => this.goTo(index)));
   }
@@ -125,12 +156,15 @@ export class DelegationsPanel extends Widget {
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-delegate:sidebar',
-  description: 'The Delegations sidebar: the tasks of the active notebook.',
+  description:
+    'The Delegations sidebar (the tasks of the active notebook, the bell of those needing you) and notifications when a task asks, reaches review, fails or is interrupted.',
   autoStart: true,
   requires: [INotebookTracker],
   activate: (app: JupyterFrontEnd, tracker: INotebookTracker) => {
     const panel = new DelegationsPanel(tracker);
     app.shell.add(panel, 'left', { rank: 650 });
+    const notifier = new TaskNotifier(app, tracker, cellOutputs);
+    notifier.onCount = count => panel.setNeedsYou(count);
   }
 };
 

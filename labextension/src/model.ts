@@ -34,6 +34,8 @@ export interface NotebookRecord {
   name: string | null;
   outcome: { goal: string; checks: string[]; scope: string[] };
   state: string;
+  /** The repository's path on the kernel's machine. */
+  repo: string;
   branch: string;
   /** null: the task started from a detached commit. */
   base_branch: string | null;
@@ -64,6 +66,16 @@ export interface NotebookRecord {
   review_round?: number;
   /** The reviewer's own commits on the task's branch ("fix it yourself"). */
   human_edits?: HumanEditRecord[];
+  /** While it waits: the permission question it asks (absent otherwise). */
+  question?: QuestionRecord;
+}
+
+export interface QuestionRecord {
+  request_id: string;
+  tool: string;
+  /** The command, path or pattern asked about. */
+  command: string;
+  reason: string;
 }
 
 export interface HumanEditRecord {
@@ -117,6 +129,7 @@ export function parseRecord(data: unknown): NotebookRecord | null {
       scope: list(outcome.scope, s => (typeof s === 'string' ? s : null))
     },
     state: str(r.state, 'unknown'),
+    repo: str(r.repo),
     branch: str(r.branch),
     base_branch: typeof r.base_branch === 'string' ? r.base_branch : null,
     base_commit: str(r.base_commit),
@@ -168,7 +181,16 @@ export function parseRecord(data: unknown): NotebookRecord | null {
             : null
         )
       : undefined,
-    ran_with: list(r.ran_with, w => (typeof w === 'string' ? w : null))
+    ran_with: list(r.ran_with, w => (typeof w === 'string' ? w : null)),
+    question:
+      r.question && typeof r.question === 'object' && typeof r.question.request_id === 'string'
+        ? {
+            request_id: r.question.request_id,
+            tool: str(r.question.tool),
+            command: str(r.question.command),
+            reason: str(r.question.reason)
+          }
+        : undefined
   };
 }
 
@@ -350,4 +372,51 @@ export function sidebarModel(cells: OutputLike[][]): SidebarModel {
 /** True when the outputs beside a record include a widget view (the live task view). */
 export function hasWidgetSibling(outputs: OutputLike[]): boolean {
   return outputs.some(o => !!o.data && WIDGET_MIME in o.data);
+}
+
+// -- notices (notify.ts): which records notify, what they say, how many need you ----------
+
+/** States a JupyterLab notification tells of. */
+export const NOTIFYING_STATES = new Set(['waiting', 'review', 'failed', 'interrupted']);
+
+/** States in which a task needs you: the bell counts them. */
+export const NEEDS_YOU = new Set(['waiting', 'review']);
+
+/** The last record of each task in a notebook's cells, with the index of its cell. */
+export function lastRecords(cells: OutputLike[][]): Map<string, [NotebookRecord, number]> {
+  const found = new Map<string, [NotebookRecord, number]>();
+  cells.forEach((outputs, index) => {
+    for (const output of outputs) {
+      const record = parseRecord(output.data?.[MIME]);
+      if (record) {
+        found.set(record.id, [record, index]);
+      }
+    }
+  });
+  return found;
+}
+
+/** What a record is notified as: one key per state (and question); '' when nothing. */
+export function noticeKey(record: NotebookRecord): string {
+  if (!NOTIFYING_STATES.has(record.state)) {
+    return '';
+  }
+  return [record.state, record.question?.request_id ?? '', record.verdict ?? ''].join('|');
+}
+
+/** The notification's message for a record (JupyterLab cuts it at 140 characters). */
+export function noticeMessage(record: NotebookRecord): string {
+  const label = record.name || record.title || record.id;
+  switch (record.state) {
+    case 'waiting':
+      return record.question
+        ? `${label} asks to run ${record.question.tool}: ${record.question.command}`
+        : `${label} waits for your answer`;
+    case 'review':
+      return `${label} is ready for review (${record.verdict ?? 'no verdict'})`;
+    case 'failed':
+      return `${label} failed: ${record.error || 'see its card'}`;
+    default:
+      return `${label} was interrupted: Resume continues it`;
+  }
 }

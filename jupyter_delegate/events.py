@@ -362,6 +362,7 @@ class Handoff(_Event):
     at: str = ""
 
 
+@dataclass(frozen=True)
 class NotifyFailed(_Event):
     """`notify_failed`: a notification of the task's `event` ("question", "review",
     "failed", "interrupted") could not be delivered to `target` (a webhook named by its

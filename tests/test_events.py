@@ -4,6 +4,7 @@ keys and types are kept, and subscribers hear the journal event with the live on
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from jupyter_delegate.cli import main
 from jupyter_delegate.errors import JournalError
 from jupyter_delegate.events import (
     FORMAT,
+    KNOWN,
     Checks,
     Control,
     Finish,
@@ -183,3 +185,12 @@ def test_subscribers_hear_the_journal_event_with_the_live_one(
     assert isinstance(kinds["checks"].journal, Checks)
     assert kinds["checks"].journal.results[0]["passed"] is True
     assert all(e.journal is None for e in heard if e.kind in ("text", "tool_call", "review"))
+
+
+def test_every_known_type_parses_its_fields_and_writes_them_back() -> None:
+    # A class that lost its @dataclass (a merge did that once) parses every line as empty.
+    for type_, cls in KNOWN.items():
+        assert dataclasses.is_dataclass(cls), f"{cls.__name__} is not a dataclass"
+        assert type_ == cls.TYPE
+    data = {"event": "review", "target": "webhook h (json)", "error": "HTTP 500", "attempts": 4}
+    assert parse("notify_failed", data).to_data() == data

@@ -153,6 +153,9 @@ export function renderCard(doc: Document, card: CardModel, folded = false): HTML
   for (const flag of card.flags) {
     body.append(el(doc, 'div', { class: 'jd-flag' }, flag));
   }
+  for (const decision of card.decisions) {
+    body.append(el(doc, 'div', { class: 'jd-decision jd-dim' }, decision));
+  }
   if (card.skillsUsed) {
     body.append(row(doc, 'skills used', card.skillsUsed));
   }

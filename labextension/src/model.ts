@@ -55,6 +55,8 @@ export interface NotebookRecord {
   ran_with: string[];
   usage: { cost_usd: number; steps: number };
   flags: string[];
+  /** Who decided what: "approved by alice via the Jupyter server" (older records: none). */
+  decisions: string[];
   error: string;
   journal_head: string | null;
   diffstat: DiffstatRow[];
@@ -154,6 +156,7 @@ export function parseRecord(data: unknown): NotebookRecord | null {
     ),
     usage: { cost_usd: num(usage.cost_usd), steps: num(usage.steps) },
     flags: list(r.flags, f => (typeof f === 'string' ? f : null)),
+    decisions: list(r.decisions, d => (typeof d === 'string' ? d : null)),
     error: str(r.error),
     journal_head: typeof r.journal_head === 'string' ? r.journal_head : null,
     diffstat: list(r.diffstat, d =>
@@ -240,6 +243,7 @@ export interface CardModel {
   summary: string;
   error: string;
   flags: string[];
+  decisions: string[];
   cost: string;
   steps: number;
   servedModel: string;
@@ -300,6 +304,7 @@ export function cardModel(record: NotebookRecord): CardModel {
     summary: record.summary,
     error: record.error,
     flags: record.flags,
+    decisions: record.decisions,
     cost,
     steps: record.usage.steps,
     servedModel,

@@ -36,6 +36,15 @@ describe('renderCard', () => {
       .toBeNull();
   });
 
+  it('names who decided, as text', () => {
+    const decisions = ['allowed bash by alice via the Jupyter server', 'approved by <b>bob</b> via cli'];
+    const node = renderCard(document, cardModel(parseRecord({ ...merged, decisions })!));
+    const shown = [...node.querySelectorAll('.jd-decision')];
+    expect(shown.map(d => d.textContent)).toEqual(decisions);
+    expect(node.querySelectorAll('.jd-decision *').length).toBe(0);
+    expect(renderCard(document, cardModel(parseRecord(merged)!)).querySelector('.jd-decision')).toBeNull();
+  });
+
   it('marks a failing check FAIL', () => {
     const checks = [{ ...merged.checks[0], passed: false, exit_code: 2 }];
     const node = renderCard(document, cardModel(parseRecord({ ...merged, checks })!));

@@ -46,7 +46,9 @@ try {
   await setTheme(page, 'JupyterLab Dark');
   await cardBox.screenshot({ path: join(spec.artifacts, 'permission-card-dark.png') });
 
-  await page.getByRole('button', { name: 'Allow this prefix for the task' }).click();
+  // The card's own buttons (a notification toast offers Allow and Deny too, outside it).
+  const notebook = page.locator('.jp-Notebook');
+  await notebook.getByRole('button', { name: 'Allow this prefix for the task' }).click();
 
   // The same prefix runs unasked; a different command asks: the second card.
   await command.filter({ hasText: '$ wc -l shop/cart.py' }).waitFor({ timeout: 120000 });
@@ -72,10 +74,10 @@ try {
 
   // Deny with a reason the agent receives.
   await page.locator(`${view} input[placeholder^="why"]`).fill('count lines with the read tool');
-  await page.getByRole('button', { name: 'Deny' }).click();
+  await notebook.getByRole('button', { name: 'Deny' }).click();
 
   // The review opens: the log folds to one line, and unfolds on a click.
-  const toggle = page.getByRole('button', { name: 'show the agent log' });
+  const toggle = notebook.getByRole('button', { name: 'show the agent log' });
   await toggle.waitFor({ timeout: 120000 });
   summary.folded = (await page.locator(`${view} .jd-log-summary`).textContent()).trim();
   await page.locator(`${view} .jd-log-summary`).scrollIntoViewIfNeeded();

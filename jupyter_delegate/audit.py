@@ -210,6 +210,28 @@ def audit_repo(
     return [audit_task(workspace, task_id, records, witnessed) for task_id in task_ids]
 
 
+def audit_plan(workspace: Workspace, plan_id: str) -> AuditResult:
+    """A plan's journal (plan.py): its hash chain, and each subtask's task it names."""
+    from .plan import plan_folder
+
+    path = plan_folder(workspace, plan_id) / "journal.jsonl"
+    result = AuditResult(f"plan {plan_id}")
+    if not path.exists():
+        result.problems.append(f"the plan's journal is missing ({path})")
+        return result
+    journal = Journal(path)
+    verification = journal.verify()
+    result.events, result.head = verification.events, verification.head
+    if not verification.ok:
+        result.problems.append(str(verification))
+    known = set(workspace.task_ids())
+    for event in journal.events():
+        task = event.data.get("task") if event.type == "started" else None
+        if task and task not in known:
+            result.problems.append(f"it started task {task}, whose journal is missing")
+    return result
+
+
 def named_tasks(workspace: Workspace) -> list[str]:
     """Every task the repository knows of: by its journal, its witnesses, or a commit's
     `Delegate-Task` trailer in any ref (so a deleted task folder is still named)."""

@@ -630,18 +630,24 @@ def cmd_answer(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> i
 
 
 def cmd_audit(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
-    from .audit import audit_repo, named_tasks
+    from .audit import audit_plan, audit_repo, named_tasks
+    from .plan import is_plan_id
+    from .plan import plan_ids as listed_plans
     from .workspace import Workspace
 
     workspace = Workspace(args.repo)
     known = named_tasks(workspace)
-    if args.id and args.id not in known:
+    plan_ids = [args.id] if args.id and is_plan_id(args.id) else []
+    if args.id and args.id not in known and not plan_ids:
         raise DelegateError(f"No journal for task {args.id} in {workspace.root}.")
-    ids = [args.id] if args.id else known
+    if not args.id:
+        plan_ids = listed_plans(workspace)
+    ids = [] if plan_ids and args.id else [args.id] if args.id else known
     results = audit_repo(workspace, ids, [Path(nb) for nb in args.notebook])
+    results += [audit_plan(workspace, plan_id) for plan_id in plan_ids]
     for result in results:
         out.write(f"{result.task_id}: audit verify: {result}\n")
-    if not ids:
+    if not results:
         out.write("No journals to verify.\n")
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 

@@ -77,3 +77,15 @@ class UsageError(DelegateError):
 class NotifyConfigError(DelegateError):
     """The `[notify]` table of the user's config is malformed: the message says where and
     what it takes."""
+
+
+class PlanError(DelegateError):
+    """A plan that cannot be run or integrated as written: what is wrong, and the fix."""
+
+
+class MergeConflict(ReviewError):
+    """Commits that cannot be merged without a human: both changed the same lines."""
+
+    def __init__(self, files: list[str]) -> None:
+        super().__init__(f"they conflict in {', '.join(files) or 'some files'}")
+        self.files = files

@@ -104,6 +104,9 @@ class TaskCreated(_Event):
     model_info: dict[str, Any] | None = field(default=None, metadata=SOMETIMES)
     effort: str | None = field(default=None, metadata=SOMETIMES)
     compact_at: int | None = field(default=None, metadata=SOMETIMES)
+    # The plan or attempt group the task is part of: {"kind": "plan", "id", "name"} or
+    # {"kind": "attempts", "id", "index", "of"} (plan.py, attempts.py).
+    group: dict[str, Any] | None = field(default=None, metadata=SOMETIMES)
 
 
 @dataclass(frozen=True)
@@ -377,6 +380,15 @@ class NotifyFailed(_Event):
 
 
 @dataclass(frozen=True)
+class PlanProposed(_Event):
+    """`plan_proposed`: the plan a planner task proposed (the `propose_plan` tool's input,
+    checked by the harness; plan.py)."""
+
+    TYPE: ClassVar[str] = "plan_proposed"
+    plan: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class UnknownEvent:
     """A line whose type this version does not know (a newer writer's): kept as read."""
 
@@ -436,6 +448,7 @@ KNOWN: dict[str, type[_Event]] = {
         Compacted,
         Handoff,
         NotifyFailed,
+        PlanProposed,
     )
 }
 

@@ -69,6 +69,8 @@ from .workspace import Staged, Workspace, slugify
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
 
+    from .plan import Plan
+
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,6 +143,7 @@ class TaskManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._inboxes: asyncio.Task[None] | None = None
+        self._plans: dict[tuple[Path, str], Plan] = {}
 
     @property
     def _client(self) -> AsyncAnthropic | None:
@@ -197,6 +200,7 @@ class TaskManager:
         env: Sequence[str] = (),
         effort: str | None = None,
         compact_at: str | int | None = None,
+        group: Mapping[str, Any] | None = None,
     ) -> Task:
         """Start a task. `use_suggested_checks`: when the outcome has no checks, run the
         test commands its AGENTS.md names (shown in the review either way). `env`:
@@ -205,7 +209,8 @@ class TaskManager:
         "medium", "high" or "max", one the model takes (default: `[model] effort` of the
         user's config where the model takes it, else the model's own). `compact_at`: the
         input tokens (120000) or share of the model's window ("60%") at which the
-        conversation is compacted (default: `[model] compact_at`, else 60%)."""
+        conversation is compacted (default: `[model] compact_at`, else 60%). `group`: the
+        plan or attempt group the task is part of (plan.py, attempts.py), journaled."""
         from .sandbox import Sandbox
 
         if not isinstance(outcome, Outcome):
@@ -262,7 +267,10 @@ class TaskManager:
             "effort": effort,
             "compact_at": compact_tokens,
         }
-        goal = {"content": [{"type": "text", "text": first_message(outcome)}]}
+        if group:
+            opening["group"] = dict(group)
+        planning = bool(group and group.get("role") == "planner")
+        goal = {"content": [{"type": "text", "text": first_message(outcome, planning)}]}
         self._record_many(  # one write, one sync
             task,
             [
@@ -785,6 +793,18 @@ class TaskManager:
             f"No task {task_id!r} in {workspace.root}. Known tasks: {recent}. "
             "`jupyter delegate list` shows them."
         )
+
+    def plan(self, plan_id: str, repo: str | os.PathLike[str] | None = None) -> Plan:
+        """A plan (plan.py) by id: the one this process knows, else read from its journal."""
+        from .plan import Plan
+
+        workspace = Workspace(repo if repo is not None else ".")
+        key = (workspace.common_dir, plan_id.strip())
+        with self._registry_lock:
+            known = self._plans.get(key)
+            if known is None:
+                known = self._plans[key] = Plan(workspace, plan_id.strip(), self)
+        return known.refresh()
 
     def tasks(self, repo: str | os.PathLike[str] | None = None) -> list[Task]:
         if repo is None:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -189,7 +189,7 @@ class RoundOfWork:
         found = gather(task.worktree, workspace.root, workspace.state_dir, task.outcome.scope)
         event = found.to_event()
         checks = task.checks_given(tuple(event["suggested_checks"]))
-        event["system"] = system_prompt(task.outcome, found, checks)
+        event["system"] = system_prompt(task.outcome, found, checks, planning=task.planning)
         written = self.host.record(task, "context", event)
         task.emit("context", event, written.typed)
 
@@ -414,9 +414,87 @@ def _toolbox(task: Task, sandbox: Sandbox) -> Toolbox:
     from .engine.tools import Toolbox
 
     assert task.worktree is not None
-    return Toolbox(task.worktree, sandbox, task.outcome.budget.command_timeout_s, task.skills)
+    check_plan = None
+    if task.planning:
+        from .plan import check_proposal
+
+        budget = dict((task.group or {}).get("budget") or {})
+        root = sandbox.seen_at
+
+        def check_plan(proposal: Any) -> str | None:
+            return check_proposal(proposal, root, budget)
+
+    return Toolbox(
+        task.worktree,
+        sandbox,
+        task.outcome.budget.command_timeout_s,
+        task.skills,
+        check_plan=check_plan,
+    )
 
 
 def _write_log(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8", errors="replace")
+
+
+async def run_checks_at(
+    workspace: Workspace,
+    commit: str,
+    commands: Sequence[str],
+    tier: str,
+    name: str,
+    logs: Path,
+    env: Sequence[str] = (),
+    check_timeout_s: float = 600.0,
+) -> list[CheckResult]:
+    """Run `commands` on `commit` as a task's checks run (a throw-away checkout of it seen
+    at the user's checkout's path, in the sandbox `tier`, in the repository's declared
+    environment with `env`), for work that is no one task's: a plan's integration.
+    Each check's whole output goes to `logs/N.log`."""
+    from .environment import declared_environment
+    from .sandbox import Sandbox
+
+    results: list[CheckResult] = []
+    secrets_ = await asyncio.to_thread(workspace.committed_secrets)
+    with contextlib.ExitStack() as stack:
+        copy = await asyncio.to_thread(stack.enter_context, workspace.check_copy(name, commit))
+        declared = declared_environment(workspace.root, env)
+        environment = discover(
+            workspace.root, declared, python_prefixes=(sys.prefix, sys.base_prefix)
+        )
+        environment = furnish(environment, copy, mounts=tier != "none")
+        tracked = workspace.tracked_files(copy)
+        sandbox = Sandbox(
+            copy,
+            tier=tier,
+            seen_at=workspace.root,
+            environment=environment,
+            git_view=None if tier == "none" else workspace.git_view(copy),
+            read_only=[copy / f for f in tracked if is_protected(f) and not is_secret(f)],
+            hidden=[copy / f for f in tracked if is_secret(f)],
+            extra_env=CACHE_FREE_ENV,
+            output_limit=CHECK_OUTPUT_LIMIT,
+        )
+        for number, command in enumerate(commands, start=1):
+            timeout_s = check_timeout(command, check_timeout_s)
+            run = await sandbox.run(command, timeout_s=timeout_s)
+            output = redact(run.output, secret_values() + secrets_)
+            log = logs / f"{number}.log"
+            await asyncio.to_thread(_write_log, log, output)
+            failed = run.exit_code != 0
+            hint = await asyncio.to_thread(diagnose, run, environment) if failed else ""
+            results.append(
+                CheckResult(
+                    command=command,
+                    exit_code=run.exit_code,
+                    passed=not failed,
+                    duration_s=round(run.duration_s, 3),
+                    output_tail=output[-CHECK_TAIL:],
+                    log=str(log),
+                    hint=hint,
+                    timeout_s=timeout_s,
+                )
+            )
+        await asyncio.to_thread(stack.close)
+    return results

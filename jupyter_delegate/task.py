@@ -39,6 +39,7 @@ from .events import (
     Merged,
     NotifyFailed,
     Permission,
+    PlanProposed,
     PreferenceRemembered,
     Rejected,
     StateChanged,
@@ -265,6 +266,9 @@ class TaskRecord(RecordFields):
     from."""
 
     checks: list[CheckResultRecord]
+    # The plan ({"kind": "plan", "id", "name"}) or attempt group ({"kind": "attempts",
+    # "id", "index", "of"}) the task is part of.
+    group: dict[str, Any] | None
 
 
 Subscriber = Callable[[TaskEvent], None]
@@ -354,6 +358,11 @@ class Task:
     # Where the task was handed off to (the bundle file; `handoff`), while it is not
     # received back: a task handed off continues where its bundle is received.
     handed_off: str = ""
+    # The plan or attempt group the task is part of ({"kind": "plan", "id", "name"} or
+    # {"kind": "attempts", "id", "index", "of"}), None for a task of its own.
+    group: dict[str, Any] | None = None
+    # A planner task's proposal (the `propose_plan` input the harness accepted; plan.py).
+    proposed_plan: dict[str, Any] | None = None
     # The permission questions asked and not yet decided, by request id (what the notebook
     # record and the notifications show of a waiting task).
     asked: dict[str, PermissionRequest] = field(default_factory=dict, repr=False)
@@ -364,6 +373,11 @@ class Task:
     _changed: threading.Condition = field(
         default_factory=threading.Condition, repr=False, compare=False
     )
+
+    @property
+    def planning(self) -> bool:
+        """The task is a plan's planner (plan.py): it proposes a plan, it changes nothing."""
+        return bool(self.group and self.group.get("role") == "planner")
 
     # -- what users do -------------------------------------------------------------
     def diff(self, since: str | None = None) -> str:
@@ -442,8 +456,14 @@ class Task:
     def approve(self, strategy: str = "merge", force: bool = False) -> str:
         """Merge the task's branch into its base branch; returns the new base commit.
         Only a proven task is merged (see `proven`); `force=True` merges an unproven one
-        anyway, and the journal records that override and why it was needed."""
-        return self._mgr().approve(self, strategy, force=force)
+        anyway, and the journal records that override and why it was needed. Keeping one
+        of several attempts (attempts.py) archives the others."""
+        merged = self._mgr().approve(self, strategy, force=force)
+        if self.group and self.group.get("kind") == "attempts":
+            from .attempts import archive_others
+
+            archive_others(self)
+        return merged
 
     def reject(self, reason: str | None = None) -> None:
         """Archive the branch under refs/delegate/archive/<id> and remove the worktree
@@ -726,6 +746,8 @@ class Task:
                 self._flag(
                     f"compaction {self.compactions} by {who}: {before:,} -> {after:,} tokens"
                 )
+            case PlanProposed(plan=plan):
+                self.proposed_plan = dict(plan)
             case NotifyFailed(event=what, target=target, error=error):
                 self._flag(f"a notification ({what}) did not reach {target}: {error}")
             case Control(request_id=request_id, status="accepted", by=asker):
@@ -758,6 +780,7 @@ class Task:
         self.compact_at = (
             default_compact_at(self.model_info) if event.compact_at is None else event.compact_at
         )
+        self.group = dict(event.group) if event.group else None
         if event.format > FORMAT:
             self._flag(
                 f"its journal is of format {event.format}, written by a newer jupyter-delegate "
@@ -839,4 +862,5 @@ class Task:
             "skills_used": list(self.skills_used),
             "preferences": [p["text"] for p in self.preferences],
             "decisions": list(self.decisions),
+            "group": dict(self.group) if self.group else None,
         }

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import git
 
-from .errors import RepoError, ReviewError
+from .errors import MergeConflict, RepoError, ReviewError
 
 if TYPE_CHECKING:
     from .sandbox import GitView
@@ -726,13 +726,60 @@ class Workspace:
                 target = self.repo.git.commit_tree(
                     tree, "-p", tip, "-m", message, env=self._identity()
                 )
-            checkout = self._checkout_of(base_branch)
-            if checkout is None:
-                self.repo.git.update_ref(f"refs/heads/{base_branch}", target, tip)
-                return Merged(target, tip)
-            self._refuse_dirty_overlap(checkout, tip, target, base_branch)
-            git.Repo(checkout).git.merge("--ff-only", "-q", target)
+            return self._fast_forward(base_branch, tip, target)
+
+    def fast_forward(self, branch: str, tip: str, target: str) -> Merged:
+        """Move `branch` from `tip` to `target`, which contains it: in the checkout that
+        has it checked out (refused, nothing changed, when that checkout's uncommitted
+        changes touch files the move changes), else by its ref."""
+        with self.locked():
+            if self.repo.commit(branch).hexsha != tip:
+                raise ReviewError(f"{branch} moved meanwhile; try again.")
+            return self._fast_forward(branch, tip, target)
+
+    def _fast_forward(self, branch: str, tip: str, target: str) -> Merged:
+        checkout = self._checkout_of(branch)
+        if checkout is None:
+            self.repo.git.update_ref(f"refs/heads/{branch}", target, tip)
             return Merged(target, tip)
+        self._refuse_dirty_overlap(checkout, tip, target, branch)
+        git.Repo(checkout).git.merge("--ff-only", "-q", target)
+        return Merged(target, tip)
+
+    def merge_commits(self, commits: Sequence[str], message: str) -> str:
+        """One commit holding every commit of `commits` merged together, made in git's
+        object store alone (no checkout, the user's untouched): the first when it already
+        contains the others, a fast-forward to one that contains all before it, else merge
+        commits. Raises MergeConflict naming the files two of them both changed. Runs with
+        the pinned configuration: the trees merged are the agent's."""
+        runner = pinned_git(self.root)
+        current = commits[0]
+        for other in commits[1:]:
+            if self.repo.is_ancestor(self.repo.commit(other), self.repo.commit(current)):
+                continue
+            if self.repo.is_ancestor(self.repo.commit(current), self.repo.commit(other)):
+                current = other
+                continue
+            try:
+                out = runner.merge_tree(
+                    "--write-tree", "--name-only", "--no-messages", current, other
+                )
+            except git.GitCommandError as exc:
+                if exc.status != 1:
+                    raise
+                lines = str(exc.stdout).strip().strip("'").splitlines()
+                files = [line.strip() for line in lines[1:] if line.strip()]
+                raise MergeConflict(files) from None
+            tree = out.splitlines()[0].strip()
+            current = runner.commit_tree(
+                tree, "-p", current, "-p", other, "-m", message, env=self._identity()
+            )
+        return current
+
+    def set_branch(self, name: str, commit: str) -> None:
+        """Create or move branch `name` to `commit` (a branch of the harness's own)."""
+        with self.locked():
+            self.repo.git.update_ref(f"refs/heads/{name}", commit)
 
     def _checkout_of(self, branch: str) -> Path | None:
         """The working tree where `branch` is checked out, if any."""

@@ -359,6 +359,7 @@ class AgentLoop:
             raise Finished(text.strip())
         results: list[dict[str, Any]] = []
         finished: Finished | None = None
+        meta: dict[str, Any]
         for call in calls:
             self.emit("tool_call", {"id": call["id"], "name": call["name"], "input": call["input"]})
             if cut and call is calls[-1]:  # its input was cut: never run it
@@ -377,6 +378,22 @@ class AgentLoop:
                     True,
                     {},
                 )
+            elif call["name"] == "propose_plan" and self.toolbox.check_plan is not None:
+                problem = self.toolbox.check_plan(call["input"])
+                if problem is None:
+                    proposal = call["input"]
+                    self.record("plan_proposed", {"plan": proposal})
+                    subtasks = len(proposal.get("subtasks", []))
+                    summary = str(proposal.get("summary", "")).strip()
+                    finished = Finished(
+                        f"Proposed a plan of {subtasks} subtasks: {proposal.get('title')}."
+                        + (f"\n\n{summary}" if summary else "")
+                    )
+                    text = "Plan received. The user reviews it; you are done."
+                    results.append(self._result(call, text))
+                    continue
+                output_text, is_error, malformed = problem, True, False
+                meta = {}
             elif (refusal := await self.permit(local := self.toolbox.local(call))) is not None:
                 output_text, is_error, malformed, meta = refusal, True, False, {"denied": True}
             else:

@@ -87,6 +87,51 @@ FINISH_TOOL: dict[str, Any] = {
 }
 
 
+_TEXTS = {"type": "array", "items": {"type": "string"}}
+# Planning (plan.py): the planner answers with this instead of `finish`. Strict: the API
+# holds its input to the schema; the harness checks the rest (names, cycles, scopes,
+# budgets) and tells the agent what to fix.
+PROPOSE_PLAN_TOOL: dict[str, Any] = {
+    "name": "propose_plan",
+    "description": (
+        "Propose the plan: the outcome broken down into subtasks, each a small outcome an "
+        "agent can reach alone in its own branch, with the checks that prove it, the paths "
+        "it changes, a dollar budget, and the names of the subtasks it needs done first. "
+        "Subtasks without a dependency between them run at the same time. The harness "
+        "checks the plan and tells you what to fix; the user reviews and edits it."
+    ),
+    "strict": True,
+    "input_schema": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "title": {"type": "string", "description": "The plan's title, a few words."},
+            "summary": {"type": "string", "description": "Why this breakdown, briefly."},
+            "subtasks": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {
+                            "type": "string",
+                            "description": "Short: a-z, 0-9, - and _ (it names a branch).",
+                        },
+                        "goal": {"type": "string"},
+                        "checks": {**_TEXTS, "description": "Commands that must pass."},
+                        "scope": {**_TEXTS, "description": "Paths it is expected to change."},
+                        "budget_usd": {"type": "number"},
+                        "depends_on": {**_TEXTS, "description": "Names of subtasks it needs."},
+                    },
+                    "required": ["name", "goal", "checks", "scope", "budget_usd", "depends_on"],
+                },
+            },
+        },
+        "required": ["title", "summary", "subtasks"],
+    },
+}
+
+
 SKILL_OUTPUT_LIMIT = 60_000
 GREP_LIMIT = 100_000  # bytes of matches, as the SDK's own grep
 
@@ -177,7 +222,10 @@ class Toolbox:
         command_timeout_s: float,
         skills: Sequence[Mapping[str, Any]] = (),
         deadline: float | None = None,
+        check_plan: Callable[[Any], str | None] | None = None,
     ) -> None:
+        """`check_plan`: the task plans (plan.py): `propose_plan` replaces `finish`, and
+        this says what is wrong with a proposal (None: nothing)."""
         from anthropic.lib.tools.agent_toolset import AgentToolContext
 
         self.worktree = worktree.resolve()
@@ -190,6 +238,7 @@ class Toolbox:
         self._worker: _Worker | None = None  # where the SDK's file tools run
         self._abandoned = 0  # workers left behind with a stuck call
         self.skills = {skill["name"]: skill for skill in skills}
+        self.check_plan = check_plan
 
     def close(self) -> None:
         """Stop the file tools' worker (its thread ends when its call, if any, returns).
@@ -201,7 +250,8 @@ class Toolbox:
     def definitions(self) -> list[dict[str, Any]]:
         file_tools = [copy.deepcopy(dict(d)) for d in _file_tool_definitions()]  # shared
         skills = [skill_tool(list(self.skills))] if self.skills else []
-        return [*file_tools, BASH_TOOL, *skills, FINISH_TOOL]
+        last = PROPOSE_PLAN_TOOL if self.check_plan is not None else FINISH_TOOL
+        return [*file_tools, BASH_TOOL, *skills, copy.deepcopy(last)]
 
     def _file_tool_named(self, name: str) -> Any:
         if name not in self._file_tools:

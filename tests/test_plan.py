@@ -1,0 +1,263 @@
+"""Plans (plan.py): subtasks run as a graph through the real SDK and the scripted fake;
+refused plans; a parent changed after its dependent started; integration."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import git
+import pytest
+
+from conftest import SANDBOX, Factory, until
+from jupyter_delegate import plan as plans
+from jupyter_delegate.errors import PlanError
+from jupyter_delegate.journal import Journal
+from jupyter_delegate.outcome import Outcome
+from jupyter_delegate.task import TaskState
+
+S = TaskState
+
+DIAMOND = """\
+plan: Shapes
+checks: ["test -f base.txt && test -f left.txt && test -f right.txt && test -f join.txt"]
+budget: {max_usd: 5}
+parallel: 2
+subtasks:
+  - name: base
+    goal: "Write base.txt"
+    checks: ["test -f base.txt"]
+  - name: left
+    goal: "Write left.txt"
+    checks: ["test -f left.txt && test -f base.txt"]
+    depends_on: [base]
+  - name: right
+    goal: "Write right.txt"
+    checks: ["test -f right.txt"]
+    depends_on: [base]
+  - name: join
+    goal: "Write join.txt"
+    checks: ["test -f left.txt && test -f right.txt && test -f join.txt"]
+    depends_on: [left, right]
+  - name: docs
+    goal: "Write docs.txt"
+    checks: ["test -f docs.txt"]
+    depends_on: [join]
+"""
+
+
+def writer(latency_ms: int = 0) -> Any:
+    """A scenario answering each subtask's agent: write NAME.txt (the goal says which),
+    then finish; each turn takes `latency_ms`."""
+
+    def script(body: dict[str, Any], index: int) -> dict[str, Any] | None:
+        first = body["messages"][0]["content"]
+        text = first if isinstance(first, str) else first[0]["text"]
+        name = text.split("Write ", 1)[1].split(".txt", 1)[0] if "Write " in text else "x"
+        turns = [
+            {"tools": [{"write": {"file_path": f"{name}.txt", "content": f"{name}\n"}}]},
+            {"tools": [{"finish": {"summary": f"wrote {name}.txt"}}]},
+        ]
+        if index >= len(turns):
+            return None
+        return {**turns[index], "latency_ms": latency_ms}
+
+    return script
+
+
+def approve_in_review(plan: plans.Plan) -> list[str]:
+    approved = []
+    for name, task in plan.tasks().items():
+        if task.state == S.REVIEW:
+            task.approve()
+            approved.append(name)
+    return approved
+
+
+def run_to_ready(plan: plans.Plan, timeout: float = 120) -> None:
+    def step() -> bool:
+        approve_in_review(plan)
+        return plan.refresh().state in ("ready", "failed")
+
+    until(step, timeout, "the plan to be ready")
+
+
+def test_diamond_plan_runs_as_a_graph_and_integrates(repo: git.Repo, make_manager: Factory) -> None:
+    manager, _ = make_manager(writer(latency_ms=300))
+    root = Path(repo.working_dir)
+    base = repo.head.commit.hexsha
+    plan = plans.create(DIAMOND, root, manager=manager)
+    assert plan.state == "draft" and [s.state for s in plan.statuses()] == [
+        "ready", "planned", "planned", "planned", "planned"]
+    plan.dispatch()
+    run_to_ready(plan)
+    assert plan.state == "ready", plan.reason
+    tasks = plan.tasks()
+    assert all(t.state == S.MERGED for t in tasks.values())
+    # left and right ran at the same time: their journals' intervals overlap
+    spans = {}
+    for name in ("left", "right"):
+        times = [e.ts for e in Journal(manager.journal_path(tasks[name])).events()]
+        spans[name] = (times[0], times[-1])
+    assert spans["left"][0] < spans["right"][1] and spans["right"][0] < spans["left"][1]
+    # join started from both parents' merged heads
+    join = plan.started["join"]
+    assert set(join.parents) == {"left", "right"}
+    start = repo.commit(join.start_commit)
+    for parent in ("left", "right"):
+        assert repo.is_ancestor(repo.commit(tasks[parent].merged_commit), start)
+    assert repo.head.commit.hexsha == base  # nothing reached main before the integration
+
+    merged = plan.approve()
+    assert plan.state == "integrated"
+    assert repo.head.commit.hexsha == merged
+    for name in ("base", "left", "right", "join", "docs"):
+        assert (root / f"{name}.txt").read_text() == f"{name}\n"
+    assert [r["passed"] for r in plan.integration["checks"]] == [True]
+    assert plan.integration["order"] == ["base", "left", "right", "join", "docs"]
+    assert Journal(plan.folder / "journal.jsonl").verify().ok
+    audited = subprocess.run(
+        ["jupyter-delegate", "audit", "verify", "--repo", str(root)], capture_output=True, text=True
+    )
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    assert f"plan {plan.id}: audit verify: ok" in audited.stdout
+    assert audited.stdout.count(": audit verify: ok") == 6  # five subtasks and the plan
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"depends_on": ["docs"], "index": 0}, "cycle: "),
+        ({"depends_on": ["nowhere"], "index": 1}, "depends on 'nowhere'"),
+        ({"scope": ["../elsewhere/x.py"], "index": 2}, "outside the repository"),
+        ({"budget": {"max_usd": 9}, "index": 3}, "over the plan's"),
+        ({"name": "left", "index": 2}, "used more than once"),
+    ],
+)
+def test_a_bad_plan_is_refused_naming_the_problem_and_nothing_starts(
+    repo: git.Repo, make_manager: Factory, change: dict[str, Any], named: str
+) -> None:
+    import yaml
+
+    manager, fake = make_manager(writer())
+    data = yaml.safe_load(DIAMOND)
+    index = change.pop("index")
+    data["subtasks"][index].update(change)
+    with pytest.raises(PlanError, match="nothing was started") as refused:
+        plans.create(yaml.safe_dump(data), repo.working_dir, manager=manager)
+    assert named in str(refused.value)
+    assert plans.plan_ids(plans.Workspace(repo.working_dir)) == []
+    assert [h.name for h in repo.heads] == ["main"] and not fake.requests
+
+
+def test_a_budget_sum_over_the_plans_is_refused(repo: git.Repo, make_manager: Factory) -> None:
+    manager, _ = make_manager(writer())
+    text = DIAMOND.replace('goal: "Write base.txt"', 'goal: "Write base.txt"\n    budget: {max_usd: 3}')
+    text = text.replace('goal: "Write left.txt"', 'goal: "Write left.txt"\n    budget: {max_usd: 3}')
+    with pytest.raises(PlanError, match=r"add up to \$6.00, over the plan's \$5.00"):
+        plans.create(text, repo.working_dir, manager=manager)
+
+
+STACKED = """\
+plan: Stacked
+stack: true
+subtasks:
+  - name: base
+    goal: "Write base.txt"
+    checks: ["test -f base.txt"]
+  - name: top
+    goal: "Write top.txt"
+    checks: ["test -f top.txt"]
+    depends_on: [base]
+"""
+
+
+def test_request_changes_on_a_parent_flags_its_started_dependent_which_restarts(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    def script(body: dict[str, Any], index: int) -> dict[str, Any] | None:
+        first = body["messages"][0]["content"]
+        text = first if isinstance(first, str) else first[0]["text"]
+        name = "base" if "base.txt" in text else "top"
+        asked_again = len(body["messages"]) > 4  # the feedback round
+        content = f"{name} v2\n" if asked_again else f"{name}\n"
+        turns = [
+            {"tools": [{"write": {"file_path": f"{name}.txt", "content": content}}]},
+            {"tools": [{"finish": {"summary": f"wrote {name}.txt"}}]},
+        ]
+        position = index % 2 if asked_again else index
+        return turns[position] if position < len(turns) else None
+
+    manager, _ = make_manager(script)
+    root = Path(repo.working_dir)
+    plan = plans.create(STACKED, root, manager=manager)
+    plan.dispatch()
+    until(lambda: "top" in plan.tasks() and plan.tasks()["top"].state == S.REVIEW, 60,
+          "top to be in review (started from base in review: stack)")
+    top = plan.tasks()["top"]
+    first_start = plan.started["top"].start_commit
+    base = plan.tasks()["base"]
+    assert base.state == S.REVIEW
+    base.request_changes("Write 'base v2' instead.")
+    until(lambda: base.state == S.REVIEW and plan.refresh().flagged.get("top"), 60,
+          "top to be flagged once base changed")
+    status = {s.name: s for s in plan.statuses()}["top"]
+    assert "base changed after it started" in status.stale
+    new = plan.restart("top")
+    assert new is not None and new.id != top.id
+    assert manager.refresh(top).state == S.REJECTED
+    assert plan.started["top"].start_commit != first_start
+    assert new.base_commit == base.head_commit
+    assert new.wait(60) == S.REVIEW
+    base.approve()
+    new.approve()
+    until(lambda: plan.refresh().state == "ready", 30, "the plan to be ready")
+    plan.approve()
+    assert (root / "base.txt").read_text() == "base v2\n"
+    assert (root / "top.txt").read_text() == "top\n"
+
+
+def test_a_failed_parent_blocks_its_dependents_which_say_why(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager(writer())
+    text = DIAMOND.replace('checks: ["test -f base.txt"]', 'checks: ["test -f nothing.txt"]')
+    plan = plans.create(text, repo.working_dir, manager=manager)
+    plan.dispatch()
+    until(lambda: plan.tasks().get("base") and plan.tasks()["base"].state == S.REVIEW, 60)
+    plan.tasks()["base"].reject("not proven")
+    until(lambda: {s.name: s.state for s in plan.statuses()}["left"] == "blocked", 30)
+    statuses = {s.name: s for s in plan.statuses()}
+    assert statuses["left"].why == "base is rejected (rejected)" or "base is rejected" in statuses["left"].why
+    assert statuses["docs"].state == "blocked"
+    with pytest.raises(PlanError, match="every subtask must be approved"):
+        plan.approve()
+
+
+def test_a_plan_proposed_by_the_agent_is_checked_then_becomes_a_draft(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    bad = {"title": "Two", "summary": "", "subtasks": [
+        {"name": "a", "goal": "A", "checks": [], "scope": [], "budget_usd": 1, "depends_on": ["b"]},
+        {"name": "b", "goal": "B", "checks": [], "scope": [], "budget_usd": 1, "depends_on": ["a"]},
+    ]}
+    good = {**bad, "subtasks": [{**bad["subtasks"][0], "depends_on": []}, bad["subtasks"][1]]}
+    turns = [
+        {"tools": [{"glob": {"pattern": "*.py"}}]},
+        {"tools": [{"propose_plan": bad}]},
+        {"tools": [{"propose_plan": good}]},
+    ]
+    manager, fake = make_manager(turns)
+    plan = plans.propose(Outcome("Split the work", checks=("true",)), repo.working_dir,
+                         manager=manager)
+    assert plan.state == "planning"
+    until(lambda: plan.refresh().state == "draft", 60, "the proposal")
+    assert plan.spec is not None and [s.name for s in plan.spec.subtasks] == ["a", "b"]
+    assert plan.spec.subtasks[1].depends_on == ("a",) and plan.spec.checks == ("true",)
+    tools = {t["name"]: t for t in fake.requests[-1].body["tools"]}
+    assert "finish" not in tools and tools["propose_plan"]["strict"] is True
+    second = fake.requests[-1].body["messages"][-1]["content"][0]
+    assert second["is_error"] and "cycle" in second["content"]
+    planner = manager.get(plan.planner, repo.working_dir)
+    assert planner.state == S.REJECTED  # its work is the plan

@@ -24,8 +24,10 @@ from .review import LineComment, ReviewRound
 from .task import CheckResult, Task, TaskEvent, TaskState, Usage
 
 if TYPE_CHECKING:
+    from .attempts import Attempts
     from .context import Preference, SkillStatus
     from .manager import TaskManager
+    from .plan import Plan, PlanSpec
 
 Repo = str | os.PathLike[str]
 
@@ -41,10 +43,15 @@ __all__ = [
     "TaskEvent",
     "TaskState",
     "Usage",
+    "attempts",
     "delegate",
     "forget",
+    "get_attempts",
+    "get_plan",
     "get_task",
     "load_ipython_extension",
+    "plan",
+    "plans",
     "prefer",
     "preferences",
     "receive",
@@ -119,6 +126,114 @@ def delegate(
         effort=effort,
         compact_at=compact_at,
     )
+
+
+def plan(
+    goal: str | None = None,
+    *,
+    spec: PlanSpec | dict[str, Any] | str | None = None,
+    repo: Repo = ".",
+    checks: Iterable[str] = (),
+    scope: Iterable[str] = (),
+    budget: Budget | dict[str, Any] | None = None,
+    base: str | None = None,
+    model: str | None = None,
+    effort: str | None = None,
+    sandbox: str | None = None,
+    manager: TaskManager | None = None,
+) -> Plan:
+    """Break an outcome down into subtasks (plan.py). With `goal`, the agent plans it in
+    plan mode (read-only) and proposes the subtasks; the plan returned is `planning`
+    until the proposal arrives (`plan.wait(["draft"])`). With `spec` (the plan's YAML
+    form, its dict, or a PlanSpec), the plan is written by hand, checked, and a draft at
+    once. `checks` are the plan's own, run on the integration of its subtasks; `budget`
+    caps their sum. Edit it (`plan.edit`), run it (`plan.dispatch(parallel=2)`),
+    approve its subtasks as they come, then integrate (`plan.approve()`)."""
+    from . import plan as plans
+
+    if (goal is None) == (spec is None):
+        raise DelegateError("plan() takes a goal (the agent plans it) or spec= (yours).")
+    if spec is not None:
+        return plans.create(spec, repo, base=base, manager=manager)
+    if isinstance(budget, dict):
+        budget = Budget.from_dict(budget)
+    outcome = Outcome(
+        goal=str(goal),
+        checks=tuple(checks) if not isinstance(checks, str) else (checks,),
+        scope=tuple(scope) if not isinstance(scope, str) else (scope,),
+        budget=budget or Budget(),
+    )
+    return plans.propose(
+        outcome, repo, base=base, model=model, effort=effort, sandbox=sandbox, manager=manager
+    )
+
+
+def get_plan(plan_id: str, repo: Repo = ".") -> Plan:
+    """A plan by its id ("p" and six hex digits), read from its journal."""
+    from . import plan as plans
+
+    return plans.load(plan_id, repo)
+
+
+def plans(repo: Repo = ".") -> list[Plan]:
+    """Every plan of `repo`, oldest first."""
+    from . import plan as plans_
+
+    return plans_.plans(repo)
+
+
+def attempts(
+    goal: str,
+    count: int = 3,
+    *,
+    models: Iterable[str] = (),
+    efforts: Iterable[str] = (),
+    repo: Repo = ".",
+    checks: Iterable[str] = (),
+    scope: Iterable[str] = (),
+    constraints: Iterable[str] = (),
+    budget: Budget | dict[str, Any] | None = None,
+    allow: Iterable[str] = (),
+    ask: Iterable[str] = (),
+    deny: Iterable[str] = (),
+    mode: str = "default",
+    manager: TaskManager | None = None,
+    **options: Any,
+) -> Attempts:
+    """Best-of-N (attempts.py): `count` independent attempts at one outcome, in parallel,
+    spread over `models` and `efforts` in turn. `ranked()` compares them (checks, then
+    the smaller diff, then cost); approving one (`keep(n)`, or its task's `approve`)
+    archives the others. `options`: what `delegate` takes besides (base, sandbox, env,
+    name, ...)."""
+    from . import attempts as attempts_
+    from .policy import Policy
+
+    if isinstance(budget, dict):
+        budget = Budget.from_dict(budget)
+    outcome = Outcome(
+        goal=goal,
+        checks=tuple(checks) if not isinstance(checks, str) else (checks,),
+        scope=tuple(scope) if not isinstance(scope, str) else (scope,),
+        constraints=tuple(constraints) if not isinstance(constraints, str) else (constraints,),
+        budget=budget or Budget(),
+    )
+    return attempts_.start(
+        outcome,
+        count,
+        repo=repo,
+        models=list(models),
+        efforts=list(efforts),
+        manager=manager,
+        policy=Policy.from_rules(allow, ask, deny, mode),
+        **options,
+    )
+
+
+def get_attempts(group: str, repo: Repo = ".") -> Attempts:
+    """An attempt group by its id ("a" and six hex digits; `list --json` names it)."""
+    from . import attempts as attempts_
+
+    return attempts_.load(group, repo)
 
 
 def tasks(repo: str | os.PathLike[str] | None = None) -> list[Task]:

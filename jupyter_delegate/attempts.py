@@ -128,9 +128,7 @@ class Attempts:
         if None in heads:
             raise ReviewError("Both attempts need a commit to compare; wait for them.")
         workspace = Workspace(first.repo)
-        return str(
-            workspace.repo.git.diff("--no-ext-diff", "--no-textconv", heads[0], heads[1])
-        )
+        return str(workspace.repo.git.diff("--no-ext-diff", "--no-textconv", heads[0], heads[1]))
 
     def keep(self, which: int | str, strategy: str = "merge", force: bool = False) -> str:
         """Approve one attempt (its change merged into the base); the others are archived."""

@@ -559,7 +559,7 @@ class Plan:
                     passed = sum(1 for c in task.checks if c.passed)
                     status.checks = f"{passed}/{len(task.checks)} passed"
                 if task.state in BLOCKING:
-                    status.why = task.error or task.state.value
+                    status.why = task.error
                 moved = [
                     p
                     for p, head in getattr(self.started.get(name), "parents", {}).items()

@@ -10,7 +10,7 @@ from typing import Any
 import git
 import pytest
 
-from conftest import SANDBOX, Factory, until
+from conftest import Factory, until
 from jupyter_delegate import plan as plans
 from jupyter_delegate.errors import PlanError
 from jupyter_delegate.journal import Journal
@@ -89,7 +89,12 @@ def test_diamond_plan_runs_as_a_graph_and_integrates(repo: git.Repo, make_manage
     base = repo.head.commit.hexsha
     plan = plans.create(DIAMOND, root, manager=manager)
     assert plan.state == "draft" and [s.state for s in plan.statuses()] == [
-        "ready", "planned", "planned", "planned", "planned"]
+        "ready",
+        "planned",
+        "planned",
+        "planned",
+        "planned",
+    ]
     plan.dispatch()
     run_to_ready(plan)
     assert plan.state == "ready", plan.reason
@@ -153,8 +158,10 @@ def test_a_bad_plan_is_refused_naming_the_problem_and_nothing_starts(
 
 def test_a_budget_sum_over_the_plans_is_refused(repo: git.Repo, make_manager: Factory) -> None:
     manager, _ = make_manager(writer())
-    text = DIAMOND.replace('goal: "Write base.txt"', 'goal: "Write base.txt"\n    budget: {max_usd: 3}')
-    text = text.replace('goal: "Write left.txt"', 'goal: "Write left.txt"\n    budget: {max_usd: 3}')
+    text = DIAMOND
+    for name in ("base", "left"):
+        goal = f'goal: "Write {name}.txt"'
+        text = text.replace(goal, goal + "\n    budget: {max_usd: 3}")
     with pytest.raises(PlanError, match=r"add up to \$6.00, over the plan's \$5.00"):
         plans.create(text, repo.working_dir, manager=manager)
 
@@ -193,15 +200,21 @@ def test_request_changes_on_a_parent_flags_its_started_dependent_which_restarts(
     root = Path(repo.working_dir)
     plan = plans.create(STACKED, root, manager=manager)
     plan.dispatch()
-    until(lambda: "top" in plan.tasks() and plan.tasks()["top"].state == S.REVIEW, 60,
-          "top to be in review (started from base in review: stack)")
+    until(
+        lambda: "top" in plan.tasks() and plan.tasks()["top"].state == S.REVIEW,
+        60,
+        "top to be in review (started from base in review: stack)",
+    )
     top = plan.tasks()["top"]
     first_start = plan.started["top"].start_commit
     base = plan.tasks()["base"]
     assert base.state == S.REVIEW
     base.request_changes("Write 'base v2' instead.")
-    until(lambda: base.state == S.REVIEW and plan.refresh().flagged.get("top"), 60,
-          "top to be flagged once base changed")
+    until(
+        lambda: base.state == S.REVIEW and plan.refresh().flagged.get("top"),
+        60,
+        "top to be flagged once base changed",
+    )
     status = {s.name: s for s in plan.statuses()}["top"]
     assert "base changed after it started" in status.stale
     new = plan.restart("top")
@@ -229,7 +242,7 @@ def test_a_failed_parent_blocks_its_dependents_which_say_why(
     plan.tasks()["base"].reject("not proven")
     until(lambda: {s.name: s.state for s in plan.statuses()}["left"] == "blocked", 30)
     statuses = {s.name: s for s in plan.statuses()}
-    assert statuses["left"].why == "base is rejected (rejected)" or "base is rejected" in statuses["left"].why
+    assert statuses["left"].why == "base is rejected"
     assert statuses["docs"].state == "blocked"
     with pytest.raises(PlanError, match="every subtask must be approved"):
         plan.approve()
@@ -238,10 +251,28 @@ def test_a_failed_parent_blocks_its_dependents_which_say_why(
 def test_a_plan_proposed_by_the_agent_is_checked_then_becomes_a_draft(
     repo: git.Repo, make_manager: Factory
 ) -> None:
-    bad = {"title": "Two", "summary": "", "subtasks": [
-        {"name": "a", "goal": "A", "checks": [], "scope": [], "budget_usd": 1, "depends_on": ["b"]},
-        {"name": "b", "goal": "B", "checks": [], "scope": [], "budget_usd": 1, "depends_on": ["a"]},
-    ]}
+    bad = {
+        "title": "Two",
+        "summary": "",
+        "subtasks": [
+            {
+                "name": "a",
+                "goal": "A",
+                "checks": [],
+                "scope": [],
+                "budget_usd": 1,
+                "depends_on": ["b"],
+            },
+            {
+                "name": "b",
+                "goal": "B",
+                "checks": [],
+                "scope": [],
+                "budget_usd": 1,
+                "depends_on": ["a"],
+            },
+        ],
+    }
     good = {**bad, "subtasks": [{**bad["subtasks"][0], "depends_on": []}, bad["subtasks"][1]]}
     turns = [
         {"tools": [{"glob": {"pattern": "*.py"}}]},
@@ -249,8 +280,9 @@ def test_a_plan_proposed_by_the_agent_is_checked_then_becomes_a_draft(
         {"tools": [{"propose_plan": good}]},
     ]
     manager, fake = make_manager(turns)
-    plan = plans.propose(Outcome("Split the work", checks=("true",)), repo.working_dir,
-                         manager=manager)
+    plan = plans.propose(
+        Outcome("Split the work", checks=("true",)), repo.working_dir, manager=manager
+    )
     assert plan.state == "planning"
     until(lambda: plan.refresh().state == "draft", 60, "the proposal")
     assert plan.spec is not None and [s.name for s in plan.spec.subtasks] == ["a", "b"]

@@ -67,9 +67,24 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--effort",
-        choices=LEVELS,
-        help="how hard the model thinks, one level it takes (default: [model] effort in "
-        "config.toml, else the model's own)",
+        type=_levels,
+        metavar="LEVEL[,LEVEL...]",
+        help=f"how hard the model thinks ({', '.join(LEVELS)}), one level it takes (default: "
+        "[model] effort in config.toml, else the model's own); with --attempts, a list "
+        "spread over the attempts in turn",
+    )
+    parser.add_argument(
+        "--attempts",
+        type=_attempts,
+        metavar="N",
+        help="best-of-N: run N independent attempts (1 to 8) in parallel, compare them side "
+        "by side, keep one (approving it archives the others)",
+    )
+    parser.add_argument(
+        "--models",
+        type=_names,
+        metavar="A,B,...",
+        help="with --attempts: the models to spread the attempts over, in turn",
     )
     parser.add_argument(
         "--compact-at",
@@ -128,6 +143,63 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_plan_options(parser: argparse.ArgumentParser) -> None:
+    """How a plan (plan.py) runs: the options of `%%delegate-plan`, `%%delegate --plan` and
+    `jupyter delegate plan`."""
+    parser.add_argument(
+        "--parallel",
+        type=_attempts,
+        metavar="N",
+        help="subtasks running at once (default: the plan's `parallel:`, else 2)",
+    )
+    parser.add_argument(
+        "--stack",
+        action="store_true",
+        default=None,
+        help="a subtask starts from its parents in review, not only once they are approved",
+    )
+
+
+def _levels(text: str) -> list[str]:
+    levels = [t.strip() for t in text.split(",") if t.strip()]
+    wrong = [t for t in levels if t not in LEVELS]
+    if not levels or wrong:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: effort is one of {', '.join(LEVELS)} (or a list of them, comma separated)"
+        )
+    return levels
+
+
+def _attempts(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number from 1 to 8")
+    return number
+
+
+def _names(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: give model ids, comma separated")
+    return names
+
+
+def attempt_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What `attempts.start` takes from the options: the count, the models and efforts to
+    spread. A list of models or efforts without --attempts is refused."""
+    efforts = args.effort or []
+    if args.attempts is None:
+        if args.models or len(efforts) > 1:
+            raise UsageError(
+                "--models and a list of --effort levels spread attempts: add --attempts N."
+            )
+        return {}
+    return {"count": args.attempts, "models": args.models or [], "efforts": efforts}
+
+
 def outcome_from(args: argparse.Namespace, stated: Outcome | str) -> Outcome:
     """The outcome to submit: the goal (or a cell's whole outcome) with the --check,
     --scope and --constraint options added, and the budget the options set."""
@@ -160,7 +232,7 @@ def submit_options(args: argparse.Namespace) -> dict[str, Any]:
         "name": args.name,
         "use_suggested_checks": not args.no_suggested_checks,
         "env": args.env,
-        "effort": args.effort,
+        "effort": args.effort[0] if args.effort else None,
         "compact_at": args.compact_at,
     }
 

@@ -291,7 +291,7 @@ def test_the_cli_takes_effort_and_compact_at_and_the_review_says_them(
     ) in text
     with pytest.raises(SystemExit) as bad:  # argparse's usage error
         run(repo, "--effort", "hard")
-    assert bad.value.code == 2 and "invalid choice: 'hard'" in capsys.readouterr().err
+    assert bad.value.code == 2 and "'hard': effort is one of low, medium" in capsys.readouterr().err
     assert run(repo, "--compact-at", "100%")[0] == 2
     assert "below the window of claude-sonnet-4-6" in capsys.readouterr().err
 

@@ -24,10 +24,10 @@ from .review import LineComment, ReviewRound
 from .task import CheckResult, Task, TaskEvent, TaskState, Usage
 
 if TYPE_CHECKING:
-    from .attempts import Attempts
+    from .best_of import Attempts
     from .context import Preference, SkillStatus
     from .manager import TaskManager
-    from .plan import Plan, PlanSpec
+    from .planning import Plan, PlanSpec
 
 Repo = str | os.PathLike[str]
 
@@ -142,14 +142,14 @@ def plan(
     sandbox: str | None = None,
     manager: TaskManager | None = None,
 ) -> Plan:
-    """Break an outcome down into subtasks (plan.py). With `goal`, the agent plans it in
+    """Break an outcome down into subtasks (planning.py). With `goal`, the agent plans it in
     plan mode (read-only) and proposes the subtasks; the plan returned is `planning`
     until the proposal arrives (`plan.wait(["draft"])`). With `spec` (the plan's YAML
     form, its dict, or a PlanSpec), the plan is written by hand, checked, and a draft at
     once. `checks` are the plan's own, run on the integration of its subtasks; `budget`
     caps their sum. Edit it (`plan.edit`), run it (`plan.dispatch(parallel=2)`),
     approve its subtasks as they come, then integrate (`plan.approve()`)."""
-    from . import plan as plans
+    from . import planning as plans
 
     if (goal is None) == (spec is None):
         raise DelegateError("plan() takes a goal (the agent plans it) or spec= (yours).")
@@ -170,14 +170,14 @@ def plan(
 
 def get_plan(plan_id: str, repo: Repo = ".") -> Plan:
     """A plan by its id ("p" and six hex digits), read from its journal."""
-    from . import plan as plans
+    from . import planning as plans
 
     return plans.load(plan_id, repo)
 
 
 def plans(repo: Repo = ".") -> list[Plan]:
     """Every plan of `repo`, oldest first."""
-    from . import plan as plans_
+    from . import planning as plans_
 
     return plans_.plans(repo)
 
@@ -200,12 +200,12 @@ def attempts(
     manager: TaskManager | None = None,
     **options: Any,
 ) -> Attempts:
-    """Best-of-N (attempts.py): `count` independent attempts at one outcome, in parallel,
+    """Best-of-N (best_of.py): `count` independent attempts at one outcome, in parallel,
     spread over `models` and `efforts` in turn. `ranked()` compares them (checks, then
     the smaller diff, then cost); approving one (`keep(n)`, or its task's `approve`)
     archives the others. `options`: what `delegate` takes besides (base, sandbox, env,
     name, ...)."""
-    from . import attempts as attempts_
+    from . import best_of as attempts_
     from .policy import Policy
 
     if isinstance(budget, dict):
@@ -231,7 +231,7 @@ def attempts(
 
 def get_attempts(group: str, repo: Repo = ".") -> Attempts:
     """An attempt group by its id ("a" and six hex digits; `list --json` names it)."""
-    from . import attempts as attempts_
+    from . import best_of as attempts_
 
     return attempts_.load(group, repo)
 

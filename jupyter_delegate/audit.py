@@ -211,8 +211,8 @@ def audit_repo(
 
 
 def audit_plan(workspace: Workspace, plan_id: str) -> AuditResult:
-    """A plan's journal (plan.py): its hash chain, and each subtask's task it names."""
-    from .plan import plan_folder
+    """A plan's journal (planning.py): its hash chain, and each subtask's task it names."""
+    from .planning import plan_folder
 
     path = plan_folder(workspace, plan_id) / "journal.jsonl"
     result = AuditResult(f"plan {plan_id}")

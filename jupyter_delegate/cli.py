@@ -631,8 +631,8 @@ def cmd_answer(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> i
 
 def cmd_audit(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
     from .audit import audit_plan, audit_repo, named_tasks
-    from .plan import is_plan_id
-    from .plan import plan_ids as listed_plans
+    from .planning import is_plan_id
+    from .planning import plan_ids as listed_plans
     from .workspace import Workspace
 
     workspace = Workspace(args.repo)

@@ -105,7 +105,7 @@ class TaskCreated(_Event):
     effort: str | None = field(default=None, metadata=SOMETIMES)
     compact_at: int | None = field(default=None, metadata=SOMETIMES)
     # The plan or attempt group the task is part of: {"kind": "plan", "id", "name"} or
-    # {"kind": "attempts", "id", "index", "of"} (plan.py, attempts.py).
+    # {"kind": "attempts", "id", "index", "of"} (planning.py, best_of.py).
     group: dict[str, Any] | None = field(default=None, metadata=SOMETIMES)
 
 
@@ -382,7 +382,7 @@ class NotifyFailed(_Event):
 @dataclass(frozen=True)
 class PlanProposed(_Event):
     """`plan_proposed`: the plan a planner task proposed (the `propose_plan` tool's input,
-    checked by the harness; plan.py)."""
+    checked by the harness; planning.py)."""
 
     TYPE: ClassVar[str] = "plan_proposed"
     plan: dict[str, Any]

@@ -69,7 +69,7 @@ from .workspace import Staged, Workspace, slugify
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
 
-    from .plan import Plan
+    from .planning import Plan
 
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ class TaskManager:
         user's config where the model takes it, else the model's own). `compact_at`: the
         input tokens (120000) or share of the model's window ("60%") at which the
         conversation is compacted (default: `[model] compact_at`, else 60%). `group`: the
-        plan or attempt group the task is part of (plan.py, attempts.py), journaled."""
+        plan or attempt group the task is part of (planning.py, best_of.py), journaled."""
         from .sandbox import Sandbox
 
         if not isinstance(outcome, Outcome):
@@ -795,8 +795,8 @@ class TaskManager:
         )
 
     def plan(self, plan_id: str, repo: str | os.PathLike[str] | None = None) -> Plan:
-        """A plan (plan.py) by id: the one this process knows, else read from its journal."""
-        from .plan import Plan
+        """A plan (planning.py) by id: the one this process knows, else read from its journal."""
+        from .planning import Plan
 
         workspace = Workspace(repo if repo is not None else ".")
         key = (workspace.common_dir, plan_id.strip())

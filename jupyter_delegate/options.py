@@ -144,7 +144,7 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_plan_options(parser: argparse.ArgumentParser) -> None:
-    """How a plan (plan.py) runs: the options of `%%delegate-plan`, `%%delegate --plan` and
+    """How a plan (planning.py) runs: the options of `%%delegate-plan`, `%%delegate --plan` and
     `jupyter delegate plan`."""
     parser.add_argument(
         "--parallel",

@@ -416,7 +416,7 @@ def _toolbox(task: Task, sandbox: Sandbox) -> Toolbox:
     assert task.worktree is not None
     check_plan = None
     if task.planning:
-        from .plan import check_proposal
+        from .planning import check_proposal
 
         budget = dict((task.group or {}).get("budget") or {})
         root = sandbox.seen_at

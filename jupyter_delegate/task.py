@@ -361,7 +361,7 @@ class Task:
     # The plan or attempt group the task is part of ({"kind": "plan", "id", "name"} or
     # {"kind": "attempts", "id", "index", "of"}), None for a task of its own.
     group: dict[str, Any] | None = None
-    # A planner task's proposal (the `propose_plan` input the harness accepted; plan.py).
+    # A planner task's proposal (the `propose_plan` input the harness accepted; planning.py).
     proposed_plan: dict[str, Any] | None = None
     # The permission questions asked and not yet decided, by request id (what the notebook
     # record and the notifications show of a waiting task).
@@ -376,7 +376,7 @@ class Task:
 
     @property
     def planning(self) -> bool:
-        """The task is a plan's planner (plan.py): it proposes a plan, it changes nothing."""
+        """The task is a plan's planner (planning.py): it proposes a plan, it changes nothing."""
         return bool(self.group and self.group.get("role") == "planner")
 
     # -- what users do -------------------------------------------------------------
@@ -457,10 +457,10 @@ class Task:
         """Merge the task's branch into its base branch; returns the new base commit.
         Only a proven task is merged (see `proven`); `force=True` merges an unproven one
         anyway, and the journal records that override and why it was needed. Keeping one
-        of several attempts (attempts.py) archives the others."""
+        of several attempts (best_of.py) archives the others."""
         merged = self._mgr().approve(self, strategy, force=force)
         if self.group and self.group.get("kind") == "attempts":
-            from .attempts import archive_others
+            from .best_of import archive_others
 
             archive_others(self)
         return merged

@@ -1,4 +1,4 @@
-"""Plans (plan.py): subtasks run as a graph through the real SDK and the scripted fake;
+"""Plans (planning.py): subtasks run as a graph through the real SDK and the scripted fake;
 refused plans; a parent changed after its dependent started; integration."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import git
 import pytest
 
 from conftest import Factory, until
-from jupyter_delegate import plan as plans
+from jupyter_delegate import planning as plans
 from jupyter_delegate.errors import PlanError
 from jupyter_delegate.journal import Journal
 from jupyter_delegate.outcome import Outcome

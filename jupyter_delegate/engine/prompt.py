@@ -49,7 +49,7 @@ def system_prompt(
     planning: bool = False,
 ) -> str:
     """`checks`: the commands the harness will run (the outcome's, or those AGENTS.md
-    offered when the outcome has none). `planning`: the agent plans (plan.py)."""
+    offered when the outcome has none). `planning`: the agent plans (planning.py)."""
     context = context or TaskContext()
     checks = tuple(checks) or outcome.checks
     parts = [RULES, "", "# The outcome", outcome.goal]

@@ -88,7 +88,7 @@ FINISH_TOOL: dict[str, Any] = {
 
 
 _TEXTS = {"type": "array", "items": {"type": "string"}}
-# Planning (plan.py): the planner answers with this instead of `finish`. Strict: the API
+# Planning (planning.py): the planner answers with this instead of `finish`. Strict: the API
 # holds its input to the schema; the harness checks the rest (names, cycles, scopes,
 # budgets) and tells the agent what to fix.
 PROPOSE_PLAN_TOOL: dict[str, Any] = {
@@ -224,7 +224,7 @@ class Toolbox:
         deadline: float | None = None,
         check_plan: Callable[[Any], str | None] | None = None,
     ) -> None:
-        """`check_plan`: the task plans (plan.py): `propose_plan` replaces `finish`, and
+        """`check_plan`: the task plans (planning.py): `propose_plan` replaces `finish`, and
         this says what is wrong with a proposal (None: nothing)."""
         from anthropic.lib.tools.agent_toolset import AgentToolContext
 

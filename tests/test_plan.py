@@ -10,7 +10,7 @@ from typing import Any
 import git
 import pytest
 
-from conftest import Factory, until
+from conftest import CALC, CHECK, Factory, messages_sent, until
 from jupyter_delegate import planning as plans
 from jupyter_delegate.errors import PlanError
 from jupyter_delegate.journal import Journal
@@ -275,7 +275,12 @@ def test_a_plan_proposed_by_the_agent_is_checked_then_becomes_a_draft(
     }
     good = {**bad, "subtasks": [{**bad["subtasks"][0], "depends_on": []}, bad["subtasks"][1]]}
     turns = [
-        {"tools": [{"glob": {"pattern": "*.py"}}]},
+        {
+            "tools": [
+                {"glob": {"pattern": "*.py"}},
+                {"write": {"file_path": "x.py", "content": "1"}},
+            ]
+        },
         {"tools": [{"propose_plan": bad}]},
         {"tools": [{"propose_plan": good}]},
     ]
@@ -288,8 +293,65 @@ def test_a_plan_proposed_by_the_agent_is_checked_then_becomes_a_draft(
     assert plan.spec is not None and [s.name for s in plan.spec.subtasks] == ["a", "b"]
     assert plan.spec.subtasks[1].depends_on == ("a",) and plan.spec.checks == ("true",)
     tools = {t["name"]: t for t in fake.requests[-1].body["tools"]}
-    assert "finish" not in tools and tools["propose_plan"]["strict"] is True
+    assert "finish" not in tools and "bash" not in tools and tools["propose_plan"]["strict"]
+    write = messages_sent(fake)[-1].body["messages"][2]["content"][1]
+    assert write["is_error"] and "plan mode is read only" in str(write["content"])
     second = fake.requests[-1].body["messages"][-1]["content"][0]
     assert second["is_error"] and "cycle" in second["content"]
     planner = manager.get(plan.planner, repo.working_dir)
     assert planner.state == S.REJECTED  # its work is the plan
+    assert not (Path(repo.working_dir) / "x.py").exists()
+    assert repo.git.branch("--list", "delegate/*") == ""  # no branch left
+
+
+def test_a_conflict_at_integration_names_the_files_and_leaves_the_base(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    def script(body: dict[str, Any], index: int) -> dict[str, Any] | None:
+        first = body["messages"][0]["content"]
+        text = first if isinstance(first, str) else first[0]["text"]
+        new = "a + b" if "one way" in text else "b + a"
+        edit = {"file_path": "calc.py", "old_string": "a - b", "new_string": new}
+        turns = [{"tools": [{"edit": edit}]}, {"tools": [{"finish": {"summary": "fixed"}}]}]
+        return turns[index] if index < len(turns) else None
+
+    manager, _ = make_manager(script)
+    spec = {
+        "plan": "Two ways",
+        "subtasks": [
+            {"name": "one", "goal": "Fix add one way", "checks": [CHECK]},
+            {"name": "two", "goal": "Fix add the other way", "checks": [CHECK]},
+        ],
+    }
+    plan = plans.create(spec, repo.working_dir, manager=manager)
+    base = repo.head.commit.hexsha
+    plan.dispatch()
+    run_to_ready(plan)
+    with pytest.raises(PlanError, match=r"stopped at two: it conflicts with one in calc.py"):
+        plan.approve()
+    assert repo.head.commit.hexsha == base and plan.state == "ready"
+    assert plan.failure == {"subtask": "two", "conflicts": ["calc.py"], "merged": ["one"]}
+    assert (Path(repo.working_dir) / "calc.py").read_text() == CALC
+
+
+def test_failing_plan_checks_on_the_integration_leave_the_base(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager(writer())
+    spec = {
+        "plan": "One",
+        "checks": ["test -f base.txt", "test -f nowhere.txt"],
+        "subtasks": [{"name": "base", "goal": "Write base.txt", "checks": ["test -f base.txt"]}],
+    }
+    plan = plans.create(spec, repo.working_dir, manager=manager)
+    base = repo.head.commit.hexsha
+    plan.dispatch()
+    run_to_ready(plan)
+    with pytest.raises(
+        PlanError, match=r"checks fail on the integration .*: test -f nowhere.txt\."
+    ):
+        plan.approve()
+    assert repo.head.commit.hexsha == base
+    assert [c["passed"] for c in plan.failure["checks"]] == [True, False]
+    branch = f"delegate/plan-{plan.id}"
+    assert (repo.commit(branch).tree / "base.txt").data_stream.read() == b"base\n"

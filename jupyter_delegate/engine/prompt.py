@@ -33,7 +33,8 @@ PLANNING = """\
 You are planning, not changing: break the outcome into subtasks that other agents will
 each reach alone, in a branch of their own, and answer with `propose_plan`.
 
-- Look first (read, glob, grep; commands only to look): the plan rests on the code as it is.
+- Look first (read, glob, grep): the plan rests on the code as it is. Nothing runs and
+  nothing is written while you plan.
 - Each subtask is small and provable: a goal, checks (commands that pass only when it is
   reached), a scope (the paths it changes), and a dollar budget.
 - Name a dependency only where a subtask needs another's change; subtasks without one run

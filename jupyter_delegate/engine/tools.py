@@ -250,8 +250,9 @@ class Toolbox:
     def definitions(self) -> list[dict[str, Any]]:
         file_tools = [copy.deepcopy(dict(d)) for d in _file_tool_definitions()]  # shared
         skills = [skill_tool(list(self.skills))] if self.skills else []
-        last = PROPOSE_PLAN_TOOL if self.check_plan is not None else FINISH_TOOL
-        return [*file_tools, BASH_TOOL, *skills, copy.deepcopy(last)]
+        if self.check_plan is not None:  # planning: commands never run (plan mode)
+            return [*file_tools, *skills, copy.deepcopy(PROPOSE_PLAN_TOOL)]
+        return [*file_tools, BASH_TOOL, *skills, FINISH_TOOL]
 
     def _file_tool_named(self, name: str) -> Any:
         if name not in self._file_tools:

@@ -4,13 +4,22 @@ refused plans; a parent changed after its dependent started; integration."""
 from __future__ import annotations
 
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import git
 import pytest
 
-from conftest import CALC, CHECK, Factory, messages_sent, until
+from conftest import (
+    CALC,
+    CHECK,
+    SANDBOX,  # noqa: F401 (the child process of a test imports it from here)
+    Factory,
+    messages_sent,
+    until,
+)
 from jupyter_delegate import planning as plans
 from jupyter_delegate.errors import PlanError
 from jupyter_delegate.journal import Journal
@@ -355,3 +364,51 @@ def test_failing_plan_checks_on_the_integration_leave_the_base(
     assert [c["passed"] for c in plan.failure["checks"]] == [True, False]
     branch = f"delegate/plan-{plan.id}"
     assert (repo.commit(branch).tree / "base.txt").data_stream.read() == b"base\n"
+
+
+CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from test_plan import writer, SANDBOX
+from jupyter_delegate import planning
+from jupyter_delegate.manager import TaskManager
+from jupyter_delegate.testing import FakeMessagesAPI, load_scenario
+fake = FakeMessagesAPI(load_scenario(writer(latency_ms=1500)))
+manager = TaskManager(client=fake.async_client(max_retries=0), sandbox=SANDBOX)
+plan = planning.create(open(sys.argv[3]).read(), sys.argv[1], manager=manager)
+plan.dispatch()
+print(plan.id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_plan_whose_process_died_shows_its_state_and_resumes_elsewhere(
+    repo: git.Repo, make_manager: Factory, tmp_path: Path
+) -> None:
+    spec = tmp_path / "plan.yaml"
+    spec.write_text(DIAMOND)
+    tests = str(Path(__file__).parent)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, repo.working_dir, tests, str(spec)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        plan_id = child.stdout.readline().strip()
+        manager, _ = make_manager(writer())
+        plan = manager.plan(plan_id, repo.working_dir)
+        until(lambda: "base" in plan.refresh().started, 60, "base to start in the child")
+        time.sleep(0.5)  # its first model turn under way
+    finally:
+        child.kill()
+        child.wait()
+    plan.refresh()
+    assert plan.state == "running"  # as its journal says; nobody runs it now
+    assert {s.name: s.state for s in plan.statuses()}["base"] == "interrupted"
+    plan.resume()
+    run_to_ready(plan)
+    assert plan.state == "ready", plan.reason
+    plan.approve()
+    assert plan.state == "integrated"
+    assert (Path(repo.working_dir) / "docs.txt").read_text() == "docs\n"

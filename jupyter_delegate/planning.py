@@ -467,6 +467,9 @@ class Plan:
         self.planner: str | None = None
         self.options: dict[str, Any] = {}
         self.started: dict[str, Started] = {}
+        # Where a subtask restarted after a conflict at the integration starts besides its
+        # parents: the work merged before it (by name).
+        self.after: dict[str, str] = {}
         self.flagged: dict[str, dict[str, str]] = {}  # name -> parent -> head flagged
         self.integration: dict[str, Any] = {}
         self.failure: dict[str, Any] = {}
@@ -511,6 +514,8 @@ class Plan:
         elif type_ == "restarted":
             self.started.pop(data["name"], None)
             self.flagged.pop(data["name"], None)
+            if data.get("after"):
+                self.after[data["name"]] = data["after"]
         elif type_ == "integrated":
             self.integration = dict(data)
             self.failure = {}
@@ -803,7 +808,10 @@ class Plan:
     def restart(self, name: str) -> Task | None:
         """Start subtask `name` again from its parents' heads now: its task (flagged
         because a parent changed, or failed, or rejected) is archived first (rejected,
-        its branch under refs/delegate/archive/). Returns the new task (None when its
+        its branch under refs/delegate/archive/). An approved subtask whose change
+        conflicted at the integration starts again from the work merged before it (so
+        its agent redoes the change on top of it); its old task stays merged into the
+        plan's branch, and is not integrated. Returns the new task (None when its
         parents are not settled yet: it starts when they are)."""
         spec = self._spec()
         spec.subtask(name)
@@ -812,14 +820,21 @@ class Plan:
             if started is None:
                 raise PlanError(f"Subtask {name!r} of plan {self.id} has not started yet.")
             task = self.manager.refresh(self.manager.get(started.task, self.repo))
+            after = ""
             if task.state == S.MERGED:
-                raise PlanError(f"Subtask {name!r} is already approved (task {task.id}).")
+                if self.failure.get("subtask") != name or not self.failure.get("partial"):
+                    raise PlanError(
+                        f"Subtask {name!r} is already approved (task {task.id}); only one "
+                        "whose change conflicted at the integration restarts once approved."
+                    )
+                after = str(self.failure["partial"])
             if task.state.active:
                 task.cancel()
                 task.wait(timeout=60)
             if task.state in (S.REVIEW, S.INTERRUPTED, S.PAUSED, S.FAILED):
                 task.reject("restarted from its parents' new heads")
-            self._record("restarted", {"name": name, "old_task": task.id})
+            restarted = {"name": name, "old_task": task.id}
+            self._record("restarted", {**restarted, "after": after} if after else restarted)
             if self.state not in ("running",):
                 self._record("state", {"state": "running", "reason": f"{name} restarted"})
             started_now = self._start_ready()
@@ -880,14 +895,19 @@ class Plan:
             except MergeConflict as conflict:
                 self._record(
                     "integration_failed",
-                    {"subtask": name, "conflicts": conflict.files, "merged": merged_in},
+                    {
+                        "subtask": name,
+                        "conflicts": conflict.files,
+                        "merged": merged_in,
+                        "partial": current,
+                    },
                 )
                 raise PlanError(
                     f"Integrating plan {self.id} stopped at {name}: it conflicts with "
                     f"{', '.join(merged_in) or self.base_branch} in "
                     f"{', '.join(conflict.files)}. Nothing was merged into {self.base_branch}. "
-                    f"Restart {name} (`restart {name}`) so it starts from the others' heads, "
-                    "or resolve it by hand."
+                    f"Restart {name} (`restart {self.id} {name}`): its agent redoes it on top "
+                    f"of {', '.join(merged_in) or 'the base'}."
                 ) from None
             merged_in.append(name)
         workspace.set_branch(branch, current)
@@ -992,6 +1012,8 @@ class Plan:
         subtask = spec.subtask(name)
         parents = {p: self._head_of(tasks[p]) or "" for p in subtask.depends_on}
         heads = [parents[p] for p in subtask.depends_on] or [self.base_commit]
+        if name in self.after:
+            heads.append(self.after[name])
         try:
             start = self.workspace.merge_commits(
                 heads, f"delegate plan {self.id}: start of {name}\n\nDelegate-Plan: {self.id}\n"

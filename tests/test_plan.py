@@ -313,15 +313,19 @@ def test_a_plan_proposed_by_the_agent_is_checked_then_becomes_a_draft(
     assert repo.git.branch("--list", "delegate/*") == ""  # no branch left
 
 
-def test_a_conflict_at_integration_names_the_files_and_leaves_the_base(
+def test_a_conflict_at_integration_names_the_files_leaves_the_base_and_restarts(
     repo: git.Repo, make_manager: Factory
 ) -> None:
     def script(body: dict[str, Any], index: int) -> dict[str, Any] | None:
         first = body["messages"][0]["content"]
         text = first if isinstance(first, str) else first[0]["text"]
-        new = "a + b" if "one way" in text else "b + a"
-        edit = {"file_path": "calc.py", "old_string": "a - b", "new_string": new}
-        turns = [{"tools": [{"edit": edit}]}, {"tools": [{"finish": {"summary": "fixed"}}]}]
+        if "one way" in text:
+            change = {
+                "edit": {"file_path": "calc.py", "old_string": "a - b", "new_string": "a + b"}
+            }
+        else:
+            change = {"write": {"file_path": "calc.py", "content": CALC.replace("a - b", "b + a")}}
+        turns = [{"tools": [change]}, {"tools": [{"finish": {"summary": "fixed"}}]}]
         return turns[index] if index < len(turns) else None
 
     manager, _ = make_manager(script)
@@ -339,8 +343,18 @@ def test_a_conflict_at_integration_names_the_files_and_leaves_the_base(
     with pytest.raises(PlanError, match=r"stopped at two: it conflicts with one in calc.py"):
         plan.approve()
     assert repo.head.commit.hexsha == base and plan.state == "ready"
-    assert plan.failure == {"subtask": "two", "conflicts": ["calc.py"], "merged": ["one"]}
+    failure = dict(plan.failure)
+    partial = failure.pop("partial")
+    assert failure == {"subtask": "two", "conflicts": ["calc.py"], "merged": ["one"]}
     assert (Path(repo.working_dir) / "calc.py").read_text() == CALC
+    with pytest.raises(PlanError, match="only one whose change conflicted"):
+        plan.restart("one")
+    two = plan.restart("two")  # from the work merged before it: one's change
+    assert two is not None and two.base_commit == partial
+    run_to_ready(plan)
+    plan.approve()
+    assert (Path(repo.working_dir) / "calc.py").read_text() == CALC.replace("a - b", "b + a")
+    assert plan.integration["order"] == ["one", "two"]
 
 
 def test_failing_plan_checks_on_the_integration_leave_the_base(

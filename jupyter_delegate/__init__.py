@@ -102,15 +102,7 @@ def delegate(
     from .manager import get_manager
     from .policy import Policy
 
-    if isinstance(budget, dict):
-        budget = Budget.from_dict(budget)
-    outcome = Outcome(
-        goal=goal,
-        checks=tuple(checks) if not isinstance(checks, str) else (checks,),
-        scope=tuple(scope) if not isinstance(scope, str) else (scope,),
-        constraints=tuple(constraints) if not isinstance(constraints, str) else (constraints,),
-        budget=budget or Budget(),
-    )
+    outcome = _outcome(goal, checks, scope, constraints, budget)
     chosen = manager or get_manager()
     policy = Policy.from_rules(allow, ask, deny, mode)
     return chosen.submit(
@@ -155,14 +147,7 @@ def plan(
         raise DelegateError("plan() takes a goal (the agent plans it) or spec= (yours).")
     if spec is not None:
         return plans.create(spec, repo, base=base, manager=manager)
-    if isinstance(budget, dict):
-        budget = Budget.from_dict(budget)
-    outcome = Outcome(
-        goal=str(goal),
-        checks=tuple(checks) if not isinstance(checks, str) else (checks,),
-        scope=tuple(scope) if not isinstance(scope, str) else (scope,),
-        budget=budget or Budget(),
-    )
+    outcome = _outcome(str(goal), checks, scope, (), budget)
     return plans.propose(
         outcome, repo, base=base, model=model, effort=effort, sandbox=sandbox, manager=manager
     )
@@ -208,15 +193,7 @@ def attempts(
     from . import best_of as attempts_
     from .policy import Policy
 
-    if isinstance(budget, dict):
-        budget = Budget.from_dict(budget)
-    outcome = Outcome(
-        goal=goal,
-        checks=tuple(checks) if not isinstance(checks, str) else (checks,),
-        scope=tuple(scope) if not isinstance(scope, str) else (scope,),
-        constraints=tuple(constraints) if not isinstance(constraints, str) else (constraints,),
-        budget=budget or Budget(),
-    )
+    outcome = _outcome(goal, checks, scope, constraints, budget)
     return attempts_.start(
         outcome,
         count,
@@ -293,6 +270,23 @@ def trust_skill(name: str, *, repo: Repo | None = ".") -> SkillStatus:
     from .context.skills import find, scan, trust
 
     return trust(find(scan(_root(repo)), name))
+
+
+def _outcome(
+    goal: str,
+    checks: Iterable[str],
+    scope: Iterable[str],
+    constraints: Iterable[str],
+    budget: Budget | dict[str, Any] | None,
+) -> Outcome:
+    """An Outcome from the API's arguments: a text where a list is wanted is one item."""
+
+    def items(value: Iterable[str]) -> tuple[str, ...]:
+        return (value,) if isinstance(value, str) else tuple(value)
+
+    if isinstance(budget, dict):
+        budget = Budget.from_dict(budget)
+    return Outcome(goal, items(checks), items(scope), items(constraints), budget or Budget())
 
 
 def _root(repo: Repo | None) -> Any:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import secrets
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -275,7 +275,6 @@ class RoundOfWork:
         user's checkout's path, in the user's declared environment: what the checks
         write is never committed, and what they test is the agent's committed code."""
         workspace = context.workspace
-        results: list[CheckResult] = []
         logs = workspace.task_dir(task.id) / "checks"
         round_ = len(list(logs.glob("*-1.log"))) + 1 if logs.is_dir() else 1
         if not context.secrets:  # checks at an approve, in another process than the run
@@ -287,26 +286,14 @@ class RoundOfWork:
             sandbox, environment = await asyncio.to_thread(
                 self.sandbox, task, context, copy, CHECK_OUTPUT_LIMIT
             )
-            for number, command in enumerate(task.check_commands, start=1):
-                timeout_s = check_timeout(command, task.outcome.budget.check_timeout_s)
-                run = await sandbox.run(command, timeout_s=timeout_s)
-                output = redact(run.output, secret_values() + context.secrets)
-                log = logs / f"{round_}-{number}.log"
-                await asyncio.to_thread(_write_log, log, output)
-                failed = run.exit_code != 0
-                hint = await asyncio.to_thread(diagnose, run, environment) if failed else ""
-                results.append(
-                    CheckResult(
-                        command=command,
-                        exit_code=run.exit_code,
-                        passed=run.exit_code == 0,
-                        duration_s=round(run.duration_s, 3),
-                        output_tail=output[-CHECK_TAIL:],
-                        log=str(log),
-                        hint=hint,
-                        timeout_s=timeout_s,
-                    )
-                )
+            results = await _run_each(
+                sandbox,
+                environment,
+                task.check_commands,
+                task.outcome.budget.check_timeout_s,
+                context.secrets,
+                lambda number: logs / f"{round_}-{number}.log",
+            )
             await asyncio.to_thread(stack.close)
         data: dict[str, Any] = {
             "results": [r.to_dict() for r in results],
@@ -455,7 +442,6 @@ async def run_checks_at(
     from .environment import declared_environment
     from .sandbox import Sandbox
 
-    results: list[CheckResult] = []
     secrets_ = await asyncio.to_thread(workspace.committed_secrets)
     with contextlib.ExitStack() as stack:
         copy = await asyncio.to_thread(stack.enter_context, workspace.check_copy(name, commit))
@@ -476,25 +462,46 @@ async def run_checks_at(
             extra_env=CACHE_FREE_ENV,
             output_limit=CHECK_OUTPUT_LIMIT,
         )
-        for number, command in enumerate(commands, start=1):
-            timeout_s = check_timeout(command, check_timeout_s)
-            run = await sandbox.run(command, timeout_s=timeout_s)
-            output = redact(run.output, secret_values() + secrets_)
-            log = logs / f"{number}.log"
-            await asyncio.to_thread(_write_log, log, output)
-            failed = run.exit_code != 0
-            hint = await asyncio.to_thread(diagnose, run, environment) if failed else ""
-            results.append(
-                CheckResult(
-                    command=command,
-                    exit_code=run.exit_code,
-                    passed=not failed,
-                    duration_s=round(run.duration_s, 3),
-                    output_tail=output[-CHECK_TAIL:],
-                    log=str(log),
-                    hint=hint,
-                    timeout_s=timeout_s,
-                )
-            )
+        results = await _run_each(
+            sandbox,
+            environment,
+            commands,
+            check_timeout_s,
+            secrets_,
+            lambda number: logs / f"{number}.log",
+        )
         await asyncio.to_thread(stack.close)
+    return results
+
+
+async def _run_each(
+    sandbox: Sandbox,
+    environment: Environment,
+    commands: Sequence[str],
+    default_timeout_s: float,
+    secrets_: list[str],
+    log_of: Callable[[int], Path],
+) -> list[CheckResult]:
+    """Run each check in `sandbox`; its whole output (redacted) to `log_of(number)`."""
+    results: list[CheckResult] = []
+    for number, command in enumerate(commands, start=1):
+        timeout_s = check_timeout(command, default_timeout_s)
+        run = await sandbox.run(command, timeout_s=timeout_s)
+        output = redact(run.output, secret_values() + secrets_)
+        log = log_of(number)
+        await asyncio.to_thread(_write_log, log, output)
+        failed = run.exit_code != 0
+        hint = await asyncio.to_thread(diagnose, run, environment) if failed else ""
+        results.append(
+            CheckResult(
+                command=command,
+                exit_code=run.exit_code,
+                passed=not failed,
+                duration_s=round(run.duration_s, 3),
+                output_tail=output[-CHECK_TAIL:],
+                log=str(log),
+                hint=hint,
+                timeout_s=timeout_s,
+            )
+        )
     return results

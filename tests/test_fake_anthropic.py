@@ -16,10 +16,12 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+import yaml
 from anthropic import AsyncAnthropic
 from anthropic.types.beta import BetaToolUseBlock
 
 import jupyter_delegate
+from jupyter_delegate.engine.tools import PROPOSE_PLAN_TOOL
 from jupyter_delegate.testing import (
     FakeMessagesAPI,
     FakeServer,
@@ -29,6 +31,7 @@ from jupyter_delegate.testing import (
     load_scenario,
 )
 from jupyter_delegate.testing.demo_repo import CHECK, make_demo_repo
+from jupyter_delegate.testing.strict_tools import check_strict_tools, input_mismatch
 
 MODEL = "claude-sonnet-4-6"
 BASH = {
@@ -537,3 +540,387 @@ def test_demo_scenario_edit_fixes_the_demo_repo(tmp_path: Path) -> None:
 
 def _check(repo: Path) -> int:
     return subprocess.run(CHECK.split(), cwd=repo, capture_output=True).returncode
+
+
+# -- strict tools --------------------------------------------------------------------------
+
+
+def strict_tool(schema: dict[str, Any], name: str = "record") -> dict[str, Any]:
+    return {"name": name, "description": "Record it.", "strict": True, "input_schema": schema}
+
+
+def closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    """An object schema strict mode accepts: every property required unless told."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": False,
+    }
+
+
+TEXT = {"type": "string"}
+NESTED_OPEN = closed({"item": {"type": "object", "properties": {"a": TEXT}}})
+RECURSIVE = {
+    **closed({"node": {"$ref": "#/$defs/node"}}),
+    "$defs": {"node": closed({"child": {"$ref": "#/$defs/node"}})},
+}
+STRICT_RULES = [
+    (
+        "object without additionalProperties",
+        {"type": "object", "properties": {"a": TEXT}},
+        "tools.0.custom: For 'object' type, 'additionalProperties' must be explicitly set "
+        "to false (at input_schema)",
+    ),
+    (
+        "nested object left open",
+        NESTED_OPEN,
+        "must be explicitly set to false (at input_schema.properties.item)",
+    ),
+    (
+        "additionalProperties true",
+        {**closed({"a": TEXT}), "additionalProperties": True},
+        "'additionalProperties' must be explicitly set to false",
+    ),
+    (
+        "numeric bound",
+        closed({"n": {"type": "integer", "minimum": 1}}),
+        "`minimum` is not supported for strict tools (supported: ",
+    ),
+    ("string length", closed({"s": {"type": "string", "maxLength": 5}}), "`maxLength` is not"),
+    ("oneOf", closed({"s": {"oneOf": [TEXT, {"type": "null"}]}}), "`oneOf` is not supported"),
+    ("default", closed({"s": {**TEXT, "default": "x"}}), "`default` is not supported"),
+    (
+        "minItems 2",
+        closed({"l": {"type": "array", "items": TEXT, "minItems": 2}}),
+        "`minItems` may only be 0 or 1",
+    ),
+    (
+        "enum of objects",
+        closed({"e": {"enum": [{"a": 1}]}}),
+        "`enum` values must be strings, numbers, booleans or null",
+    ),
+    (
+        "unsupported format",
+        closed({"s": {"type": "string", "format": "regex"}}),
+        "format 'regex' is not supported",
+    ),
+    (
+        "remote $ref",
+        closed({"s": {"$ref": "https://example.com/schema.json"}}),
+        "$ref 'https://example.com/schema.json' is not supported",
+    ),
+    ("recursive $ref", RECURSIVE, "recursive schemas are not supported (#/$defs/node -> "),
+    (
+        "required names a missing property",
+        closed({"a": TEXT}, required=["a", "b"]),
+        "`required` names 'b', which is not in `properties`",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"), [r[1:] for r in STRICT_RULES], ids=[r[0] for r in STRICT_RULES]
+)
+def test_a_strict_tool_whose_schema_strict_mode_cannot_compile_gets_400(
+    schema: dict[str, Any], expected: str
+) -> None:
+    fake = FakeMessagesAPI(TWO_TURNS)
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        run(post({**VALID, "tools": [strict_tool(schema)]}), fake.async_client())
+    assert caught.value.type == "invalid_request_error"
+    assert expected in (caught.value.api_message or "")
+    # without `strict` the same schema is an ordinary tool's, and accepted
+    assert run(
+        post({**VALID, "tools": [{**strict_tool(schema), "strict": False}]}), fake.async_client()
+    )
+
+
+def test_strict_mode_limits_count_across_every_strict_tool_of_the_request() -> None:
+    fake = FakeMessagesAPI(TWO_TURNS)
+    one_optional = closed({"a": TEXT, "b": TEXT}, required=["a"])
+    union = closed({"u": {"anyOf": [TEXT, {"type": "null"}]}})
+    cases = [
+        ([strict_tool(closed({}), f"t{n}") for n in range(21)], "Too many strict tools (21)"),
+        (
+            [strict_tool(one_optional, f"t{n}") for n in range(13)]
+            + [strict_tool(closed({f"p{n}": TEXT for n in range(12)}, required=[]), "wide")],
+            "Schemas contains too many optional parameters (25)",
+        ),
+        (
+            [strict_tool(union, f"t{n}") for n in range(17)],
+            "too many parameters with union types (17)",
+        ),
+        ([{**strict_tool(closed({})), "strict": "yes"}], "strict: Input should be a valid boolean"),
+    ]
+    for tools, expected in cases:
+        with pytest.raises(anthropic.BadRequestError, match=re.escape(expected)):
+            run(post({**VALID, "tools": tools}), fake.async_client())
+    # up to the limits, and with optional properties, $defs and unions, it is accepted
+    within = [strict_tool(one_optional, f"t{n}") for n in range(12)]
+    within += [strict_tool(union, f"u{n}") for n in range(8)]
+    defs = {
+        **closed({"item": {"$ref": "#/$defs/item"}, "kind": {"enum": ["a", "b", None]}}),
+        "$defs": {"item": closed({"n": {"type": ["integer", "null"]}})},
+    }
+    body = {**VALID, "tools": [*within[:19], strict_tool(defs, "defs")]}
+    assert run(post(body), fake.async_client())["content"][0]["text"] == TOOL_TURN["text"]
+
+
+def test_the_planners_strict_propose_plan_tool_is_accepted_through_the_sdk() -> None:
+    fake = FakeMessagesAPI({"turns": [{"text": "Looking first."}]})
+    message, _ = run(stream_turn([user("Plan it")], tools=[PROPOSE_PLAN_TOOL]), fake.async_client())
+    assert message.content[0].text == "Looking first."
+    assert fake.requests[0].body["tools"][0]["strict"] is True
+    # and the model list says strict tools (structured outputs) are served
+    listed = fake.reply("GET", "/v1/models", {"anthropic-version": "2023-06-01"}, b"")
+    assert '"structured_outputs": {"supported": true}' in listed.body.decode()
+
+
+GOOD_PLAN: dict[str, Any] = {
+    "title": "Receipts",
+    "summary": "Two steps.",
+    "subtasks": [
+        {
+            "name": "line",
+            "goal": "Add format_line.",
+            "checks": ["python3 -m unittest -q tests/test_receipt.py"],
+            "scope": ["shop/receipt.py"],
+            "budget_usd": 0.5,
+            "depends_on": [],
+        }
+    ],
+}
+BAD_SUBTASK = {
+    "name": "line",
+    "goal": "Add format_line.",
+    "checks": "python3 -m unittest",
+    "scope": ["shop/receipt.py"],
+    "budget": 1,
+}
+
+
+def test_a_scripted_call_to_a_strict_tool_that_breaks_its_schema_is_refused_naming_the_turn(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "planner.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "planner",
+                "turns": [
+                    {"text": "Looking.", "tools": [{"glob": {"pattern": "**/*.py"}}]},
+                    {"tools": [{"propose_plan": {**GOOD_PLAN, "subtasks": [BAD_SUBTASK]}}]},
+                ],
+            }
+        )
+    )
+    fake = FakeMessagesAPI(path)
+    history = [user("Plan it"), *tool_exchange("toolu_1")]
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        run(stream_turn(history, tools=[BASH, PROPOSE_PLAN_TOOL]), fake.async_client())
+    message = caught.value.api_message or ""
+    assert "ScenarioError" in message and f"{path}, turn 2: tool entry 1" in message
+    assert "the strict tool `propose_plan`" in message
+    for problem in (
+        "subtasks.0: missing required property 'budget_usd'",
+        "subtasks.0: missing required property 'depends_on'",
+        "subtasks.0: unexpected property 'budget'",
+        'subtasks.0.checks: expected an array, got a string ("python3 -m unittest")',
+    ):
+        assert problem in message
+    assert [r.status for r in fake.requests] == [500]  # not retried: it is the scenario's bug
+
+    # the same call to a tool without `strict` is played as scripted: no guarantee there
+    loose = {**PROPOSE_PLAN_TOOL, "strict": False}
+    message_, _ = run(stream_turn(history, tools=[BASH, loose]), fake.async_client())
+    assert message_.content[0].input["subtasks"] == [BAD_SUBTASK]
+
+
+def test_a_scripted_call_that_matches_the_strict_schema_is_played() -> None:
+    fake = FakeMessagesAPI({"turns": [{"tools": [{"propose_plan": GOOD_PLAN}]}]})
+    message, _ = run(stream_turn([user("Plan it")], tools=[PROPOSE_PLAN_TOOL]), fake.async_client())
+    assert message.content[0].name == "propose_plan" and message.content[0].input == GOOD_PLAN
+
+
+AGREEMENT_SCHEMA = {
+    **closed(
+        {
+            "n": {"type": "integer"},
+            "x": {"type": ["number", "null"]},
+            "flag": {"const": True},
+            "kind": {"enum": ["a", 1, None]},
+            "tags": {"type": "array", "items": TEXT, "minItems": 1},
+            "item": {"$ref": "#/$defs/item"},
+            "either": {"anyOf": [TEXT, closed({"k": TEXT})]},
+            "both": {"allOf": [{"type": "string"}, {"enum": ["p", "q"]}]},
+        },
+        required=["n", "flag"],
+    ),
+    "$defs": {"item": closed({"id": {"type": "integer"}})},
+}
+AGREEMENT_CASES: list[tuple[dict[str, Any], Any]] = [
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": True}),
+    (AGREEMENT_SCHEMA, {"n": 1.0, "flag": True, "x": None, "kind": None}),
+    (AGREEMENT_SCHEMA, {"n": 1.5, "flag": True}),
+    (AGREEMENT_SCHEMA, {"n": True, "flag": True}),
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": 1}),
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": True, "kind": 1.0}),
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": True, "kind": True}),
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": True, "tags": []}),
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": True, "tags": ["a", 2]}),
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": True, "item": {"id": 3}}),
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": True, "item": {"id": "3"}}),
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": True, "item": {"id": 3, "more": 1}}),
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": True, "either": {"k": "v"}}),
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": True, "either": {"k": 1}}),
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": True, "both": "p"}),
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": True, "both": "r"}),
+    (AGREEMENT_SCHEMA, {"flag": True}),
+    (AGREEMENT_SCHEMA, {"n": 1, "flag": True, "extra": 0}),
+    (AGREEMENT_SCHEMA, []),
+    (PROPOSE_PLAN_TOOL["input_schema"], GOOD_PLAN),
+    (PROPOSE_PLAN_TOOL["input_schema"], {**GOOD_PLAN, "subtasks": [BAD_SUBTASK]}),
+    (PROPOSE_PLAN_TOOL["input_schema"], {**GOOD_PLAN, "subtasks": []}),
+    (PROPOSE_PLAN_TOOL["input_schema"], {"title": "t", "subtasks": []}),
+]
+
+
+@pytest.mark.parametrize(("schema", "value"), AGREEMENT_CASES)
+def test_the_strict_input_checker_agrees_with_jsonschema(
+    schema: dict[str, Any], value: Any
+) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    check_strict_tools([strict_tool(schema)])  # a schema strict mode accepts
+    valid = jsonschema.Draft202012Validator(schema).is_valid(value)
+    problems = input_mismatch(schema, value)
+    assert (not problems) == valid, problems
+
+
+# -- conversations: several agents on one fake -----------------------------------------------
+
+
+def agent_turns(who: str, count: int = 3) -> list[dict[str, Any]]:
+    steps = [{"text": f"{who} step {n}", "tools": [{"bash": {"command": "true"}}]} for n in (1, 2)]
+    return [*steps, {"text": f"{who} done"}][:count]
+
+
+CONVERSATIONS: dict[str, Any] = {
+    "name": "two agents",
+    "latency_ms": 20,
+    "conversations": [
+        {"name": "receipts", "match": "Add receipts", "turns": agent_turns("receipts")},
+        {"match": "Fix the discount", "turns": agent_turns("discount")},
+    ],
+}
+
+
+def converse(goal: str) -> Callable[[AsyncAnthropic], Awaitable[list[str]]]:
+    """An agent loop: the model's texts, answering every tool call with `ok`."""
+
+    async def go(client: AsyncAnthropic) -> list[str]:
+        messages: list[Any] = [user(goal)]
+        said = []
+        for _ in range(5):
+            message, _ = await stream_turn(messages, tools=[BASH])(client)
+            said.append(message.content[0].text)
+            calls = [b for b in message.content if b.type == "tool_use"]
+            if not calls:
+                return said
+            messages.append(
+                {"role": "assistant", "content": [b.to_dict() for b in message.content]}
+            )
+            results = [{"type": "tool_result", "tool_use_id": c.id, "content": "ok"} for c in calls]
+            messages.append({"role": "user", "content": results})
+        return said
+
+    return go
+
+
+def test_two_conversations_are_answered_concurrently_each_from_its_own_turns() -> None:
+    fake = FakeMessagesAPI(CONVERSATIONS)
+
+    async def both(client: AsyncAnthropic) -> Any:
+        return await asyncio.gather(
+            converse("Please reach this outcome:\n\nAdd receipts to the shop.")(client),
+            converse("Please reach this outcome:\n\nFix the discount in cart.py.")(client),
+        )
+
+    receipts, discount = run(both, fake.async_client())
+    assert receipts == ["receipts step 1", "receipts step 2", "receipts done"]
+    assert discount == ["discount step 1", "discount step 2", "discount done"]
+    goals = [r.body["messages"][0]["content"].split("\n\n")[1][:3] for r in fake.requests]
+    assert sorted(goals[:2]) == ["Add", "Fix"]  # both started before either was answered
+    turns = {
+        goal: [r.turn for r, g in zip(fake.requests, goals, strict=True) if g == goal]
+        for goal in goals
+    }
+    assert turns == {"Add": [0, 1, 2], "Fix": [0, 1, 2]}
+
+
+def test_a_request_no_conversation_matches_is_refused_quoting_its_goal() -> None:
+    fake = FakeMessagesAPI(CONVERSATIONS)
+    goal = "Please reach this outcome:\n\nRewrite everything in Rust, starting with the cart."
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        run(stream_turn([user(goal)], tools=[BASH]), fake.async_client())
+    message = caught.value.api_message or ""
+    assert "ScenarioError: <dict>: no conversation matches this request" in message
+    assert "starts 'Please reach this outcome: Rewrite everything in Rust" in message
+    assert "the conversations match 'Add receipts', 'Fix the discount'" in message
+    assert len(fake.requests) == 1  # not retried
+
+    # with top-level turns, those answer what no conversation matches
+    fallback = FakeMessagesAPI({**CONVERSATIONS, "turns": [{"text": "The default agent."}]})
+    message_, _ = run(stream_turn([user(goal)]), fallback.async_client())
+    assert message_.content[0].text == "The default agent."
+
+
+def test_a_strict_mismatch_in_a_conversation_names_the_conversation_and_its_turn() -> None:
+    scenario = {
+        "conversations": [
+            {"name": "planner", "match": "Plan", "turns": [{"tools": [{"propose_plan": {}}]}]}
+        ]
+    }
+    fake = FakeMessagesAPI(scenario)
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        run(stream_turn([user("Plan it")], tools=[PROPOSE_PLAN_TOOL]), fake.async_client())
+    assert "<dict>, conversation 'planner', turn 1: tool entry 1" in (
+        caught.value.api_message or ""
+    )
+    assert "(the input): missing required property 'title'" in (caught.value.api_message or "")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: x\n", "a scenario needs `turns` (a non-empty list), `conversations`, or both"),
+        ("conversations: {match: a}\n", "`conversations` must be a non-empty list"),
+        ("conversations: [{turns: [{text: hi}]}]\n", "conversation 1: `match` must be a non-empty"),
+        ("conversations: [{match: a}]\n", "conversation 1: `turns` is required"),
+        ("conversations: [{match: a, turns: []}]\n", "conversation 1: `turns` must be a non-empty"),
+        (
+            "conversations: [{match: a, turns: [{text: hi}], goal: x}]\n",
+            "conversation 1: unknown key(s) ['goal']",
+        ),
+        (
+            "conversations:\n  - {name: p, match: a, turns: [{text: hi}]}\n"
+            "  - {name: p, match: b, turns: [{text: hi}]}\n",
+            "conversation 'p': the name 'p' is used twice",
+        ),
+        (
+            "conversations:\n  - {name: short, match: Add, turns: [{text: hi}]}\n"
+            "  - {match: Add receipts, turns: [{text: hi}]}\n",
+            "conversation 2: its match 'Add receipts' can never be chosen: conversation "
+            "'short''s match 'Add' comes first and occurs in it",
+        ),
+        (
+            "conversations: [{name: w, match: a, turns: [{text: hi}, {tools: [{x: 1}]}]}]\n",
+            "conversation 'w', turn 2: tool entry 1 (x): the input must be a mapping",
+        ),
+    ],
+)
+def test_conversation_mistakes_are_named(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=re.escape(expected)):
+        load_scenario(path)

@@ -8,7 +8,9 @@ connections) and reports realistic `usage`, prompt caching included. For long ta
 serves `GET /v1/models` from the scenario, counts tokens deterministically against the
 model's window, compacts server-side, cuts turns at `max_tokens`, signs and checks
 thinking and compaction blocks, refuses, and answers summarising requests (see
-`conversation` and `scenario`).
+`conversation` and `scenario`). Several agents share one fake through a scenario's
+`conversations`, each picked by its goal; `strict` tools are held to their schemas
+(`strict_tools`).
 
     fake = FakeMessagesAPI(load_scenario("demo"))
     client = fake.async_client()            # in process
@@ -24,13 +26,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .conversation import SUMMARY_MARKER
-from .scenario import ModelSpec, Scenario, ScenarioError, ToolCall, Turn, load_scenario
+from .scenario import (
+    Conversation,
+    ModelSpec,
+    Scenario,
+    ScenarioError,
+    ToolCall,
+    Turn,
+    load_scenario,
+)
 
 if TYPE_CHECKING:
     from .fake_anthropic import FakeMessagesAPI, FakeServer, RecordedRequest
 
 __all__ = [
     "SUMMARY_MARKER",
+    "Conversation",
     "FakeMessagesAPI",
     "FakeServer",
     "ModelSpec",

@@ -17,6 +17,8 @@ blocks the fake signed coming back.
   latest compaction block (which carries the count before it) or summary marker.
 - Summarising requests (`is_summary_request`): the harness's own request for a summary,
   answered with `summary_text` and `SUMMARY_MARKER`, never a scripted turn.
+- The goal (`goal_text`): the first message's text, which picks a scenario's
+  conversation when several agents share the fake.
 
 Not here: request shapes (`validation`), token accounting (`caching`), the wire and the
 answers (`fake_anthropic`).
@@ -290,6 +292,18 @@ def _texts(message: dict[str, Any]) -> Iterator[str]:
     for block in blocks_of(message):
         if block.get("type") == "text" and isinstance(block.get("text"), str):
             yield block["text"]
+
+
+def goal_text(messages: list[dict[str, Any]]) -> str:
+    """The text of the first message, where an agent's goal is: its text blocks, or the
+    summary of the compaction block a resumed conversation starts with."""
+    first = messages[0] if messages else {}
+    if first.get("role") == "user":
+        return "\n".join(_texts(first))
+    blocks = blocks_of(first)
+    if blocks and _is_compaction(blocks[0]) and isinstance(blocks[0]["content"], str):
+        return blocks[0]["content"]
+    return ""
 
 
 def is_summary_request(body: dict[str, Any]) -> bool:

@@ -24,10 +24,15 @@ model sees). Then:
   `conversation.SUMMARY_MARKER`, and uses no scripted turn;
 - a compaction request (top-level `compaction: {type: summarize}`) gets a lone
   `compaction` block (stop reason `compaction`), and uses no scripted turn;
-- any other request gets its scripted turn, preceded by a `compaction` block when a
-  `compact_20260112` edit's trigger is reached (`usage.iterations` then holds the
-  compaction's cost and the message's), and by a signed thinking block when thinking is
-  on.
+- any other request gets its scripted turn (from the scenario's conversation whose
+  `match` its first user message holds, else the top-level `turns`), preceded by a
+  `compaction` block when a `compact_20260112` edit's trigger is reached
+  (`usage.iterations` then holds the compaction's cost and the message's), and by a
+  signed thinking block when thinking is on.
+
+A scenario the real API could not play is refused with a 500 that is not retried, its
+message the `ScenarioError`: a request no conversation matches (and no top-level turns),
+or a scripted call to a `strict` tool whose input breaks the tool's schema.
 
 Run as a program it serves a scenario until SIGTERM or SIGINT:
 
@@ -79,6 +84,7 @@ from .scenario import (
     Turn,
     load_scenario,
 )
+from .strict_tools import input_mismatch, is_strict
 from .validation import ApiError, compact_edit, invalid, thinking_on, validate_request
 
 if TYPE_CHECKING:
@@ -265,11 +271,29 @@ class FakeMessagesAPI:
             )
             return answer_reply(body, answer, None)
         turn = self.scenario.turn_for(body, index)
+        self._check_strict_calls(body, turn, index)
         fault = self._take_fault(body, index, turn)
         delay = self._delay_s(turn)
         if fault is not None and fault.kind == "status":
             return replace(error_reply(fault_error(fault)), delay_s=delay)
         return replace(answer_reply(body, self._message(body, turn, index), fault), delay_s=delay)
+
+    def _check_strict_calls(self, body: dict[str, Any], turn: Turn, index: int) -> None:
+        """A scripted call to a tool the request defines with `strict: true` must match
+        its schema, as the real model's must (a call cut at `max_tokens` is incomplete by
+        design, and not checked); else `ScenarioError` naming the turn."""
+        schemas = {t["name"]: t["input_schema"] for t in body.get("tools") or [] if is_strict(t)}
+        for n, call in enumerate(turn.tools, 1):
+            if call.name not in schemas or (turn.cut_at_chars is not None and n == len(turn.tools)):
+                continue
+            problems = input_mismatch(schemas[call.name], dict(call.input))
+            if problems:
+                raise ScenarioError(
+                    f"{self.scenario.where(body, index)}: tool entry {n} calls the strict tool "
+                    f"`{call.name}` with an input that does not match its input_schema: "
+                    f"{'; '.join(problems[:5])}. The API guarantees a strict tool's input "
+                    "matches its schema, so no model can make this call: fix the scenario."
+                )
 
     def _take_fault(self, body: dict[str, Any], index: int, turn: Turn) -> Fault | None:
         """The next fault this (conversation, turn) has not been served yet."""
@@ -324,9 +348,14 @@ class FakeMessagesAPI:
         message = new_message(turn.served_model or self.scenario.model or body["model"], content)
         return Answer({**message, **stop(turn.effective_stop_reason), "usage": usage}, partial)
 
+    def _summary_text(self, body: dict[str, Any], index: int) -> str:
+        """The scripted `compaction` text of the turn ahead, or a deterministic summary."""
+        scripted = self.scenario.scripted_summary(body, index)
+        return scripted or summary_text(body["messages"], index)
+
     def _summary(self, body: dict[str, Any], index: int) -> Answer:
         """The answer to a summarising request: no scripted turn is used."""
-        summary = self.scenario.scripted_summary(index) or summary_text(body["messages"], index)
+        summary = self._summary_text(body, index)
         content = [{"type": "text", "text": marked_summary(summary, index)}]
         usage = self._cache.usage(effective_body(body)).as_dict()
         usage["output_tokens"] = max(1, estimate_tokens(content))
@@ -335,7 +364,7 @@ class FakeMessagesAPI:
 
     def _compaction(self, body: dict[str, Any], index: int) -> Answer:
         """The answer to a compaction request: a lone compaction block."""
-        summary = self.scenario.scripted_summary(index) or summary_text(body["messages"], index)
+        summary = self._summary_text(body, index)
         block = compaction_block(summary, index)
         usage = self._cache.usage(effective_body(body)).as_dict()
         usage["output_tokens"] = max(1, estimate_tokens(summary))
@@ -452,7 +481,7 @@ def model_info(spec: ModelSpec) -> dict[str, Any]:
                 "code_execution": yes(False),
                 "web_search": yes(False),
             },
-            "structured_outputs": yes(False),
+            "structured_outputs": yes(True),
             "thinking": {
                 "supported": thinking,
                 "types": {

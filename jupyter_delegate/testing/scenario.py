@@ -8,11 +8,29 @@ text, some tool calls, a stop reason, and optionally faults to serve (rate limit
 overloads, broken streams) before the answer.
 
 Scenario keys: `name`, `description`, `model` (the id responses report), `latency_ms`,
-`turns`, and `models`: the models `GET /v1/models` lists and `POST /v1/messages`
-accepts, each `{id, max_input_tokens, max_tokens, compaction: bool, thinking: bool}`
-(all but `id` optional; defaults 200000, 64000, true, true). Without `models` the fake
-lists one model (`model`, or claude-sonnet-4-6) and accepts any model id with those
-defaults.
+`turns`, `conversations`, and `models`: the models `GET /v1/models` lists and
+`POST /v1/messages` accepts, each `{id, max_input_tokens, max_tokens, compaction: bool,
+thinking: bool}` (all but `id` optional; defaults 200000, 64000, true, true). Without
+`models` the fake lists one model (`model`, or claude-sonnet-4-6) and accepts any model
+id with those defaults.
+
+Several agents at once (a plan's planner and subtasks, best-of-N attempts) talk to one
+fake, each in its own conversation; `conversations` scripts each apart:
+
+    conversations:
+      - name: planner                  # optional: named in errors
+        match: "Print a receipt"       # text of the conversation's first user message
+        turns: [...]                   # as the top-level `turns`
+      - match: "Add format_line"
+        turns: [...]
+
+A request is answered from the first conversation whose `match` occurs in its first
+user message (the agent's goal; a conversation resumed after compaction starts with
+the compaction block, whose summary is read instead), at the turn its own assistant
+messages count; a request no conversation matches gets the top-level `turns`, and
+without them is refused: a 500 from the fake whose message quotes the start of the
+first user message (`ScenarioError`), so the test fails saying so. A scenario needs
+`turns`, `conversations` or both.
 
 Turn keys:
 - `text`, `tools` (a list of `{tool_name: input}`), `stop_reason`, `served_model`,
@@ -29,8 +47,13 @@ Turn keys:
 - `refusal: true`: the turn stops with stop reason `refusal` and `stop_details`
   `{type: refusal}`; its `text`, if any, is what came before the refusal. No tools.
 
+A tool call is just `{tool_name: input}`, `propose_plan` included. When the request
+defines that tool with `strict: true`, the input must match its `input_schema` (the
+real model cannot send anything else): a mismatch is refused as a `ScenarioError`
+naming the turn and what does not match (see `strict_tools`).
+
 Here: parsing and validating scenarios (`load_scenario`, `ScenarioError`) and the typed
-result (`Scenario`, `Turn`, `ToolCall`, `Fault`). Not here: the wire protocol, which
+result (`Scenario`, `Conversation`, `Turn`, `ToolCall`, `Fault`). Not here: the wire protocol, which
 lives in `fake_anthropic`.
 """
 
@@ -45,6 +68,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from .conversation import goal_text
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 # The SDK's BetaStopReason.
@@ -93,7 +118,8 @@ TURN_KEYS = (
     "cut_at_chars",
     "refusal",
 )
-SCENARIO_KEYS = ("name", "description", "model", "latency_ms", "turns", "models")
+SCENARIO_KEYS = ("name", "description", "model", "latency_ms", "turns", "conversations", "models")
+CONVERSATION_KEYS = ("name", "match", "turns")
 MODEL_KEYS = ("id", "max_input_tokens", "max_tokens", "compaction", "thinking")
 DEFAULT_MODEL_ID = "claude-sonnet-4-6"
 DEFAULT_MAX_INPUT_TOKENS = 200_000
@@ -175,6 +201,19 @@ class Turn:
         return "tool_use" if self.tools else "end_turn"
 
 
+@dataclass(frozen=True)
+class Conversation:
+    """The turns of one agent's conversation: the one whose first user message holds
+    `match`. `name` names it in errors (default: its number)."""
+
+    match: str
+    turns: tuple[Turn, ...]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "turns", tuple(self.turns))
+
+
 ScenarioFunction = Callable[[dict[str, Any], int], "Turn | Mapping[str, Any] | None"]
 
 
@@ -194,10 +233,12 @@ class Scenario:
     script: ScenarioFunction | None = None
     source: str = "<dict>"
     models: tuple[ModelSpec, ...] = ()
+    conversations: tuple[Conversation, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "turns", tuple(self.turns))
         object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "conversations", tuple(self.conversations))
 
     def listed_models(self) -> tuple[ModelSpec, ...]:
         """What `GET /v1/models` lists: `models`, or one model with the defaults."""
@@ -209,6 +250,37 @@ class Scenario:
             return ModelSpec(model_id)
         return next((m for m in self.models if m.id == model_id), None)
 
+    def conversation_for(self, body: dict[str, Any]) -> Conversation | None:
+        """The conversation answering this request (None: the top-level `turns`); raises
+        `ScenarioError` when none matches and there are no top-level turns."""
+        if not self.conversations:
+            return None
+        goal = goal_text(body["messages"])
+        found = next((c for c in self.conversations if c.match in goal), None)
+        if found is None and not self.turns:
+            matches = ", ".join(repr(c.match) for c in self.conversations)
+            raise ScenarioError(
+                f"{self.source}: no conversation matches this request, and there are no "
+                f"top-level `turns` to fall back on. Its first user message starts "
+                f"{_start(goal)}; the conversations match {matches}."
+            )
+        return found
+
+    def where(self, body: dict[str, Any], index: int) -> str:
+        """Where the turn answering this request is, for error messages."""
+        found = self.conversation_for(body) if self.script is None else None
+        if found is None:
+            return f"{self.source}, turn {index + 1}"
+        return f"{self.source}, conversation {self.label(found)}, turn {index + 1}"
+
+    def label(self, conversation: Conversation) -> str:
+        number = self.conversations.index(conversation) + 1
+        return repr(conversation.name) if conversation.name else str(number)
+
+    def _turns_for(self, body: dict[str, Any]) -> tuple[Turn, ...]:
+        found = self.conversation_for(body)
+        return self.turns if found is None else found.turns
+
     def turn_for(self, body: dict[str, Any], index: int) -> Turn:
         """The turn answering a request that holds `index` assistant messages."""
         if self.script is not None:
@@ -218,16 +290,18 @@ class Scenario:
             if isinstance(produced, Turn):
                 return produced
             return parse_turn(produced, _Where(self.source, index + 1))
-        if index < len(self.turns):
-            return self.turns[index]
+        turns = self._turns_for(body)
+        if index < len(turns):
+            return turns[index]
         return Turn(text=NO_MORE_TURNS, stop_reason="end_turn")
 
-    def scripted_summary(self, index: int) -> str | None:
+    def scripted_summary(self, body: dict[str, Any], index: int) -> str | None:
         """The `compaction` text of the turn a summarising request is made before (turn
         lists only: a scenario function is not called for summarising requests)."""
-        if self.script is None and index < len(self.turns):
-            return self.turns[index].compaction
-        return None
+        if self.script is not None:
+            return None
+        turns = self._turns_for(body)
+        return turns[index].compaction if index < len(turns) else None
 
 
 ScenarioSource = Scenario | str | Path | Mapping[str, Any] | ScenarioFunction
@@ -293,18 +367,79 @@ def parse_scenario(data: Mapping[str, Any], source: str, *, default_name: str = 
         raise ScenarioError(
             f"{source}: unknown scenario key(s) {unknown}; the keys are {list(SCENARIO_KEYS)}"
         )
+    conversations = _parse_conversations(data.get("conversations"), source)
     turns = data.get("turns")
-    if not isinstance(turns, Sequence) or isinstance(turns, str) or not turns:
-        raise ScenarioError(f"{source}: `turns` must be a non-empty list, not {_kind(turns)}")
+    if turns is None and not conversations:
+        raise ScenarioError(
+            f"{source}: a scenario needs `turns` (a non-empty list), `conversations`, or both"
+        )
+    if turns is not None:
+        turns = _turn_list(turns, source, "`turns`")
     return Scenario(
         name=_optional_str(data, "name", _Where(source)) or default_name or "scenario",
-        turns=tuple(parse_turn(turn, _Where(source, n)) for n, turn in enumerate(turns, 1)),
+        turns=turns or (),
+        conversations=conversations,
         description=_optional_str(data, "description", _Where(source)) or "",
         model=_optional_str(data, "model", _Where(source)),
         latency_ms=_optional_ms(data, _Where(source)) or 0,
         source=source,
         models=_parse_models(data.get("models"), _Where(source)),
     )
+
+
+def _turn_list(raw: Any, source: str, what: str) -> tuple[Turn, ...]:
+    if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
+        raise ScenarioError(f"{source}: {what} must be a non-empty list, not {_kind(raw)}")
+    return tuple(parse_turn(turn, _Where(source, n)) for n, turn in enumerate(raw, 1))
+
+
+def _parse_conversations(raw: Any, source: str) -> tuple[Conversation, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ScenarioError(
+            f"{source}: `conversations` must be a non-empty list of {{match, turns}}, "
+            f"not {_kind(raw)}"
+        )
+    found: list[Conversation] = []
+    for n, entry in enumerate(raw, 1):
+        if not isinstance(entry, Mapping):
+            raise ScenarioError(
+                f"{source}: conversation {n} must be a mapping with `match` and `turns`, "
+                f"not {_kind(entry)}"
+            )
+        name = _optional_str(entry, "name", _Where(f"{source}, conversation {n}")) or ""
+        label = f"{source}, conversation {name!r}" if name else f"{source}, conversation {n}"
+        unknown = sorted(set(entry) - set(CONVERSATION_KEYS))
+        if unknown:
+            raise ScenarioError(
+                f"{label}: unknown key(s) {unknown}; a conversation has {list(CONVERSATION_KEYS)}"
+            )
+        match = entry.get("match")
+        if not isinstance(match, str) or not match.strip():
+            raise ScenarioError(
+                f"{label}: `match` must be a non-empty text (found in the conversation's "
+                f"first user message), not {_kind(match)}"
+            )
+        if name and any(c.name == name for c in found):
+            raise ScenarioError(f"{label}: the name {name!r} is used twice")
+        for k, earlier in enumerate(found, 1):
+            if earlier.match in match:
+                raise ScenarioError(
+                    f"{label}: its match {match!r} can never be chosen: conversation "
+                    f"{repr(earlier.name) if earlier.name else k}'s match {earlier.match!r} "
+                    "comes first and occurs in it"
+                )
+        if "turns" not in entry:
+            raise ScenarioError(f"{label}: `turns` is required")
+        turns = _turn_list(entry["turns"], label, "`turns`")
+        found.append(Conversation(match=match, turns=turns, name=name))
+    return tuple(found)
+
+
+def _start(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def _parse_models(raw: Any, where: _Where) -> tuple[ModelSpec, ...]:

@@ -5,6 +5,8 @@ and what is wrong, in the API's own `messages.3.content.0: ...` style. A harness
 that the real API would reject (a `tool_use` without its `tool_result`, roles that do
 not alternate, an empty text block, a fifth cache breakpoint) fails in tests too.
 
+Strict tools (`"strict": true`): their schemas and the grammar limits, in `strict_tools`.
+
 Also the shapes of the long-task parameters, against the SDK's types: `thinking`,
 `output_config.effort`, `tool_choice`, `context_management` (its edits need the
 `context-management-2025-06-27` beta, a `compact_20260112` edit the `compact-2026-01-12`
@@ -213,6 +215,9 @@ def _check_tools(tools: Any) -> None:
         seen.add(name)
         if tool.get("type", "custom") == "custom":
             _check_input_schema(k, tool.get("input_schema"))
+    from .strict_tools import check_strict_tools  # it builds on this module's errors
+
+    check_strict_tools(tools)
 
 
 def _check_input_schema(k: int, schema: Any) -> None:

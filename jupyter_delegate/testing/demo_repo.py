@@ -3,8 +3,9 @@
 `make_demo_repo(path)` creates a git repository on branch `main` holding `shop/cart.py`,
 whose `apply_discount` divides the percentage by 10 instead of 100, and a `unittest`
 suite that fails because of it (`python3 -m unittest discover -s tests -q`). The bundled
-`demo` scenario fixes exactly that line. Standard library only, so the check runs
-anywhere Python 3 does.
+`demo` scenario fixes exactly that line; the bundled `plan` scenario plans receipts for
+the shop in three subtasks, one of them that fix. Standard library only, so the check
+runs anywhere Python 3 does.
 """
 
 from __future__ import annotations

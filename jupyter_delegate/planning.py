@@ -645,6 +645,19 @@ class Plan:
             )
         return self.spec
 
+    def is_cut_off(self) -> bool:
+        """Running by its journal while no process dispatches it (its dispatcher died with
+        its kernel): `resume` takes it up. Probes the plan's lock, not keeping it."""
+        if self.state != "running" or self._lock_fd is not None:
+            return False
+        if self._runner is not None and self._runner.is_alive():
+            return False
+        fd = _try_lock(self.folder)
+        if fd is None:  # another process holds it: it runs the plan
+            return False
+        os.close(fd)
+        return True
+
     # -- watching ------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[Plan], None]) -> Callable[[], None]:
         """Call `callback(plan)` whenever the dispatcher here sees a change."""

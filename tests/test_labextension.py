@@ -144,6 +144,22 @@ def test_records_of_real_tasks_match_the_schema_the_front_end_is_tested_against(
     assert {r["state"] for r in fixture} == {r["state"] for r in records}
 
 
+PLAN_SCHEMA = LABEXTENSION / "schema" / "plan-record.schema.json"
+
+
+def test_the_committed_plan_schema_is_the_plan_records_type() -> None:
+    from jupyter_delegate.notebook.plan_record import plan_record_schema
+
+    if os.environ.get("JD_UPDATE_FIXTURES"):
+        PLAN_SCHEMA.write_text(
+            json.dumps(plan_record_schema(), indent=2, ensure_ascii=False) + "\n"
+        )
+    assert json.loads(PLAN_SCHEMA.read_text()) == plan_record_schema(), (
+        "PlanRecord changed: JD_UPDATE_FIXTURES=1 pytest tests/test_labextension.py -k schema "
+        "writes its schema"
+    )
+
+
 def records_notebook(records: list[dict[str, Any]]) -> Any:
     """What the magics leave in a notebook, saved and reopened with no kernel."""
     cells = [nbformat.v4.new_markdown_cell("# Delegated tasks, reopened without a kernel")]

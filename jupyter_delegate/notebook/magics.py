@@ -15,11 +15,22 @@
     %delegate skills [list | show NAME | check [NAME] | trust NAME... | trust --all] [--repo P]
     %delegate prefer TEXT [--repo P]      %delegate prefs [remove ID] [--repo P]
 
-IDs may also be task names. Magics are sugar: each one is a call on the Python API. The
-options are the command line's (options.py declares them once): a word a subcommand does
-not know is an error that lists the ones it does. Errors raise a `DelegateError` (the cell
-fails, so nbclient and papermill see it; a notebook shows one red line). Re-running a
-`%%delegate` cell whose task exists re-attaches to it; `--new` starts another agent.
+Plans and best-of-N (planning.py, best_of.py):
+
+    %%delegate --plan [options]           the agent breaks the outcome down into a plan
+    (the outcome's lines)                 of subtasks, shown as a PlanView to edit and run
+    %%delegate --attempts N [--models A,B] [--effort low,high]
+    (the outcome's lines)                 N attempts side by side (AttemptsView): keep one
+    %%delegate-plan [--repo P] [--parallel N] [--stack] [--run]
+    (the plan's YAML)                     a plan written by hand, a draft (--run: run it)
+    %delegate show PLAN | resume PLAN | approve PLAN | cancel PLAN | restart PLAN NAME
+
+IDs may also be task names; a plan's id is "p" and six hex digits. Magics are sugar: each
+one is a call on the Python API. The options are the command line's (options.py declares
+them once): a word a subcommand does not know is an error that lists the ones it does.
+Errors raise a `DelegateError` (the cell fails, so nbclient and papermill see it; a
+notebook shows one red line). Re-running a `%%delegate` cell whose task (plan, attempts)
+exists re-attaches to it; `--new` starts another.
 
 `checks`, the skills and the preferences subcommands return small objects (`CheckOutputs`,
 `SkillList`, `SkillCard`, `TrustReport`, `PreferenceList`) that a notebook shows as HTML
@@ -41,16 +52,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, magics_class
 
 from .. import cli, options
-from ..errors import DelegateError
+from ..engine.catalogue import LEVELS
+from ..errors import DelegateError, PlanError, RepoError
 from ..outcome import Outcome
+from ..planning import is_plan_id
 from ..task import CheckResult, Task, TaskState
+from .plan_record import PLAN_MIME, PlanRecordDisplay
 from .record import RecordDisplay, read_records, recorded_cells
 
 if TYPE_CHECKING:
+    from ..best_of import Attempts
     from ..context import Preference, SkillStatus
+    from ..planning import Plan
 
 
 # The comm on which the kernel asks our front end for the task records a notebook shows
@@ -96,6 +112,31 @@ def _outcome_parser(prog: str) -> _Parser:
     parser.add_argument("--repo", default=".")
     options.add_submit_options(parser)
     parser.add_argument("--new", action="store_true")
+    parser.add_argument("--plan", action="store_true")
+    options.add_plan_options(parser)
+    return parser
+
+
+def _plan_cell_parser() -> _Parser:
+    """`%%delegate-plan`'s options: where the plan runs and how its subtasks do."""
+    parser = _Parser("%%delegate-plan")
+    parser.add_argument("--repo", default=".")
+    parser.add_argument("--base")
+    options.add_plan_options(parser)
+    parser.add_argument("--run", action="store_true")
+    parser.add_argument("--model")
+    parser.add_argument("--effort", choices=LEVELS)
+    parser.add_argument("--sandbox", choices=options.SANDBOXES)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]")
+    parser.add_argument("--new", action="store_true")
+    return parser
+
+
+def _restart_parser(command: str) -> _Parser:
+    parser = _Parser(f"%delegate {command}")
+    parser.add_argument("id", metavar="PLAN")
+    parser.add_argument("name", metavar="NAME")
+    parser.add_argument("--repo")
     return parser
 
 
@@ -164,6 +205,7 @@ SUBCOMMANDS: dict[str, Callable[[str], _Parser]] = {
     "cancel": _task_parser,
     "pause": _task_parser,
     "resume": _task_parser,
+    "restart": _restart_parser,
     "handoff": _task_parser,
     "wait": _wait_parser,
     "restore": _restore_parser,
@@ -217,6 +259,13 @@ class DelegateMagics(Magics):
         self.manager = manager or get_manager()
         self.records: dict[str, RecordDisplay] = {}
         self.views: dict[str, Any] = {}
+        # Plans and attempt groups this kernel shows or restored, by id; and what each
+        # cell started (a re-run of the cell re-attaches to it).
+        self.plans: dict[str, Plan] = {}
+        self.plan_records: dict[str, PlanRecordDisplay] = {}
+        self.plan_options: dict[str, dict[str, Any]] = {}
+        self.groups: dict[str, Attempts] = {}
+        self.started: dict[tuple[str, ...], str] = {}
 
     @line_cell_magic
     def delegate(self, line: str, cell: str | None = None) -> Any:
@@ -285,8 +334,29 @@ class DelegateMagics(Magics):
         A repository or user skill is loaded only once trusted; its allowed-tools are
         shown, never granted (your --allow/--ask/--deny rules decide).
 
-        ID is a task id or its --name (--repo P: a task of that repository). A cell
-        whose task exists is re-attached, not started again; --new starts another agent.
+        Plans and best-of-N:
+
+            %%delegate --plan [--parallel N] [--stack] [options]
+                                              the agent reads the repository (read only)
+                                              and proposes subtasks; the plan's view shows
+                                              it planning, then the plan to edit and run
+            %%delegate --attempts N [--models A,B] [--effort LEVEL,LEVEL]
+                                              N independent attempts at once (models and
+                                              efforts spread in turn), ranked side by side;
+                                              keeping one archives the others
+            %delegate show PLAN | resume PLAN the plan's view (resume: take up a plan
+                                              whose kernel died)
+            %delegate approve PLAN            integrate: the approved subtasks merged into
+                                              the base in dependency order, its checks run
+            %delegate cancel PLAN | restart PLAN NAME
+                                              restart: a stale, failed or rejected subtask
+                                              started again from its parents' heads
+
+        A plan written by hand is a `%%delegate-plan` cell (`%%delegate-plan?`).
+
+        ID is a task id or its --name (--repo P: a task of that repository); PLAN a
+        plan's id ("p" and six hex digits). A cell whose task (plan, attempts) exists is
+        re-attached, not started again; --new starts another.
         A word a subcommand does not know fails the cell and lists the options it takes.
         """
         words = split_line(line)
@@ -310,9 +380,189 @@ class DelegateMagics(Magics):
             outcome = options.outcome_from(args, Outcome.from_cell(interpolate(cell, namespace)))
         else:
             outcome = options.outcome_from(args, interpolate(" ".join(args.goal), namespace))
+        spread = options.attempt_options(args)  # --models without --attempts: refused
+        if args.plan and spread:
+            raise MagicUsageError(
+                f"{prog}: --plan and --attempts do not go together: a plan's subtasks each "
+                "run once."
+            )
+        if not args.plan and (args.parallel is not None or args.stack is not None):
+            raise MagicUsageError(
+                f"{prog}: --parallel and --stack are for plans: add --plan (the agent plans "
+                "it), or write the plan in a %%delegate-plan cell."
+            )
+        if args.plan:
+            return self._start_plan(outcome, args)
+        if spread:
+            return self._start_attempts(outcome, args, spread)
         existing = None if args.new else self._existing(outcome, args.repo, args.name)
         task = existing or self.manager.submit(outcome, **options.submit_options(args))
         self._show(task)
+
+    def _start_plan(self, outcome: Outcome, args: argparse.Namespace) -> None:
+        """`%%delegate --plan`: the agent proposes the plan; its view shows it planning."""
+        from ..planning import propose
+        from ..workspace import Workspace
+
+        effort = args.effort[0] if args.effort else None
+        key = ("plan", str(Workspace(args.repo).root), repr(outcome.to_dict()))
+        plan = None if args.new else self._started_plan(key)
+        if plan is None:
+            plan = propose(
+                outcome,
+                args.repo,
+                base=args.base,
+                model=args.model,
+                effort=effort,
+                sandbox=args.sandbox,
+                manager=self.manager,
+            )
+            self.started[key] = plan.id
+        self._show_plan(plan, _run_options(args, effort))
+
+    def _start_attempts(
+        self, outcome: Outcome, args: argparse.Namespace, spread: Mapping[str, Any]
+    ) -> None:
+        """`%%delegate --attempts N`: N tasks of one outcome, compared side by side."""
+        from ..best_of import start
+        from ..workspace import Workspace
+
+        submit = options.submit_options(args)
+        repo, policy = submit.pop("repo"), submit.pop("policy")
+        key = (
+            "attempts",
+            str(Workspace(repo).root),
+            repr(outcome.to_dict()),
+            repr(sorted(spread.items())),
+            str(args.name),
+        )
+        group = None if args.new else self.groups.get(self.started.get(key, ""))
+        if group is None:
+            group = start(
+                outcome,
+                spread["count"],
+                repo=repo,
+                models=spread["models"],
+                efforts=spread["efforts"],
+                manager=self.manager,
+                policy=policy,
+                **submit,
+            )
+            self.groups[group.id] = group
+            self.started[key] = group.id
+        self._show_attempts(group)
+
+    def _show_attempts(self, group: Attempts) -> None:
+        """The comparison, and each attempt's task record (kept in the notebook)."""
+        from IPython import display as ipython_display
+
+        from .attempts_view import AttemptsView
+
+        show: Any = ipython_display.display
+        previous = self.views.pop(group.id, None)
+        if previous is not None:
+            previous.close()
+        view = AttemptsView(group)
+        self.views[group.id] = view
+        show(view)
+        for task in group.tasks:
+            record = self.records.get(task.id)
+            if record is None:
+                record = RecordDisplay(task, name=task.name, notebook_dir=self._notebook_dir())
+                self.records[task.id] = record
+            record.show()
+
+    # -- plans --------------------------------------------------------------------------------
+    @cell_magic("delegate-plan")  # type: ignore[arg-type]  # IPython types the name oddly
+    def delegate_plan(self, line: str, cell: str) -> None:
+        """A plan written by hand: the cell is its YAML (see `jupyter_delegate.planning`).
+
+            %%delegate-plan [--repo P] [--base REF] [--parallel N] [--stack] [--run]
+                            [--model M] [--effort LEVEL] [--sandbox auto|none]
+                            [--env NAME[=VALUE]] [--new]
+            plan: Add CSV export
+            checks: [pytest -q]
+            subtasks:
+              - name: model
+                goal: Add Report.to_rows()
+                checks: [pytest -q tests/test_model.py]
+              - name: csv
+                goal: Write rows as CSV
+                depends_on: [model]
+
+        The plan is checked first (names, dependencies, cycles, scopes, budgets): a plan
+        that cannot run fails the cell naming every problem, and nothing is created.
+        Otherwise it is a draft, shown in its view (edit it there, run it, approve it);
+        --run runs it at once. --parallel and --stack set the plan's `parallel:` and
+        `stack:`; --model, --effort, --sandbox and --env apply to every subtask. Re-running
+        the cell re-attaches to its plan; --new writes another.
+        """
+        from ..planning import PlanSpec, create
+        from ..workspace import Workspace
+
+        args = _plan_cell_parser().parse_intermixed_args(split_line(line))
+        spec = PlanSpec.from_yaml(cell)
+        if args.parallel is not None or args.stack is not None:
+            spec = spec.edited(
+                parallel=args.parallel if args.parallel is not None else spec.parallel,
+                stack=args.stack if args.stack is not None else spec.stack,
+            )
+        key = ("plan-cell", str(Workspace(args.repo).root), cell.strip(), str(args.base))
+        plan = None if args.new else self._started_plan(key)
+        if plan is None:
+            plan = create(spec, args.repo, base=args.base, manager=self.manager)
+            self.started[key] = plan.id
+        run_options = _run_options(args, args.effort)
+        if args.run and plan.state == "draft":
+            plan.dispatch(**run_options)
+        self._show_plan(plan, run_options)
+
+    def _started_plan(self, key: tuple[str, ...]) -> Plan | None:
+        plan_id = self.started.get(key)
+        return self.plans.get(plan_id) if plan_id else None
+
+    def _show_plan(self, plan: Plan, run_options: Mapping[str, Any] | None = None) -> None:
+        """The plan's view, and its record (kept in the notebook, updated in place)."""
+        from IPython import display as ipython_display
+
+        from .plan_view import PlanView
+
+        self.plans[plan.id] = plan
+        if run_options is not None:
+            self.plan_options[plan.id] = dict(run_options)
+        show: Any = ipython_display.display
+        previous = self.views.pop(plan.id, None)
+        if previous is not None:
+            previous.close()
+        view = PlanView(plan, run_options=self.plan_options.get(plan.id))
+        self.views[plan.id] = view
+        show(view)
+        record = self.plan_records.get(plan.id)
+        if record is None:
+            record = PlanRecordDisplay(plan, notebook_dir=self._notebook_dir())
+            self.plan_records[plan.id] = record
+        record.show()
+
+    def _plan(self, plan_id: str, repo: str | None) -> Plan:
+        """A plan by id: one this kernel shows or restored, else from its journal in
+        `repo` (default: the kernel's folder's repository)."""
+        known = self.plans.get(plan_id)
+        if known is not None and (repo is None or known.repo == _root_of(repo)):
+            return known.refresh()
+        try:
+            plan = self.manager.plan(plan_id, repo or ".")
+        except RepoError as exc:
+            raise PlanError(
+                f"No plan {plan_id} known to this kernel, and its repository is not found "
+                f"({exc}). Give it: --repo PATH."
+            ) from None
+        self.plans[plan.id] = plan
+        return plan
+
+    def _refresh_plan(self, plan: Plan) -> None:
+        record = self.plan_records.get(plan.id)
+        if record is not None:
+            record.refresh()
 
     def _existing(self, outcome: Outcome, repo: str, name: str | None) -> Task | None:
         from ..workspace import Workspace
@@ -365,6 +615,9 @@ class DelegateMagics(Magics):
         return Board(self.manager.tasks())
 
     def _cmd_show(self, args: argparse.Namespace) -> None:
+        if is_plan_id(args.id):
+            self._show_plan(self._plan(args.id, args.repo))
+            return
         self._show(self._task(args))
 
     def _cmd_checks(self, args: argparse.Namespace) -> CheckOutputs:
@@ -372,6 +625,17 @@ class DelegateMagics(Magics):
         return CheckOutputs(task, cli.chosen_checks(task, args.number))
 
     def _cmd_approve(self, args: argparse.Namespace) -> str:
+        if is_plan_id(args.id):
+            if args.squash or args.force:
+                raise MagicUsageError(
+                    "%delegate approve PLAN integrates a plan (its subtasks each merged "
+                    "already); --squash and --force are for a task."
+                )
+            plan = self._plan(args.id, args.repo)
+            try:
+                return plan.approve()
+            finally:
+                self._refresh_plan(plan)
         task = self._task(args)
         commit = task.approve("squash" if args.squash else "merge", force=args.force)
         self._refresh(task)
@@ -395,7 +659,27 @@ class DelegateMagics(Magics):
         return commit
 
     def _cmd_cancel(self, args: argparse.Namespace) -> None:
+        if is_plan_id(args.id):
+            plan = self._plan(args.id, args.repo)
+            plan.cancel()
+            self._refresh_plan(plan)
+            return
         self._task(args).cancel()
+
+    def _cmd_restart(self, args: argparse.Namespace) -> None:
+        """A plan's subtask started again from its parents' heads (its task archived)."""
+        if not is_plan_id(args.id):
+            raise MagicUsageError(
+                f"%delegate restart PLAN NAME starts a plan's subtask again; {args.id!r} is "
+                "no plan id (a task is resumed: %delegate resume ID)."
+            )
+        plan = self._plan(args.id, args.repo)
+        task = plan.restart(args.name)
+        self._refresh_plan(plan)
+        if task is None:
+            print(f"{args.name} starts again once its parents are settled.")
+        else:
+            print(f"{args.name} started again from its parents' heads as task {task.id}.")
 
     def _cmd_pause(self, args: argparse.Namespace) -> None:
         self._task(args).pause()
@@ -409,6 +693,11 @@ class DelegateMagics(Magics):
                 "%delegate resume ID continues a task here; %delegate resume --from FILE "
                 "[--review-only] receives one handed off elsewhere. Give one of the two."
             )
+        elif is_plan_id(args.id):
+            plan = self._plan(args.id, args.repo)
+            plan.resume()
+            self._show_plan(plan)
+            return
         else:
             task = self._task(args)
             task.resume()
@@ -518,6 +807,9 @@ class DelegateMagics(Magics):
         mine = own is not None and own.resolve() == notebook.resolve()
         cells = recorded_cells(notebook) if mine else {}
         self._publish_restored(tasks, cells, notebook.parent)
+        plans = restore_plans(self.manager, read_records(notebook, PLAN_MIME), notebook.parent)
+        plan_cells = recorded_cells(notebook, PLAN_MIME) if mine else {}
+        self._publish_restored_plans(plans, plan_cells, notebook.parent)
         return tasks
 
     def ask_front_end(self) -> None:
@@ -531,12 +823,18 @@ class DelegateMagics(Magics):
         channel.on_msg(self._on_front_end_records)
 
     def _on_front_end_records(self, message: Mapping[str, Any]) -> None:
-        shown = message["content"]["data"].get("records") or []
-        records = [r for r in shown if isinstance(r, dict) and isinstance(r.get("id"), str)]
+        data = message["content"]["data"]
         folder = self._notebook_dir() or Path.cwd()
-        tasks = restore_records(self.manager, records, folder)
-        cells = {r["id"]: r.get("cell_id") for r in records}
-        self._publish_restored(tasks, cells, folder)
+        for key in ("records", "plans"):  # the task records, then the plan records
+            shown = data.get(key) or []
+            records = [r for r in shown if isinstance(r, dict) and isinstance(r.get("id"), str)]
+            cells = {r["id"]: r.get("cell_id") for r in records}
+            if key == "records":
+                tasks = restore_records(self.manager, records, folder)
+                self._publish_restored(tasks, cells, folder)
+            else:
+                plans = restore_plans(self.manager, records, folder)
+                self._publish_restored_plans(plans, cells, folder)
 
     def _publish_restored(
         self, tasks: Sequence[Task], cells: Mapping[str, str | None], folder: Path
@@ -550,9 +848,41 @@ class DelegateMagics(Magics):
                 self.records[task.id] = record
             record.refresh()
 
+    def _publish_restored_plans(
+        self, plans: Sequence[Plan], cells: Mapping[str, str | None], folder: Path
+    ) -> None:
+        """Each restored plan's record as its journals say now (a plan its dead kernel was
+        running says it is cut off), an update of the record the notebook holds."""
+        for plan in plans:
+            self.plans.setdefault(plan.id, plan)
+            record = self.plan_records.get(plan.id)
+            if record is None:
+                record = PlanRecordDisplay(plan, notebook_dir=folder, cell_id=cells.get(plan.id))
+                self.plan_records[plan.id] = record
+            record.refresh()
+
     def _notebook_dir(self) -> Path | None:
         path = notebook_path(self.shell)
         return path.parent if path is not None else Path.cwd()
+
+
+def _run_options(args: argparse.Namespace, effort: str | None) -> dict[str, Any]:
+    """What a plan's Run passes to `Plan.dispatch`, from a magic's options."""
+    given = {
+        "parallel": args.parallel,
+        "stack": args.stack,
+        "model": args.model,
+        "effort": effort,
+        "sandbox": args.sandbox,
+        "env": list(args.env or ()),
+    }
+    return {k: v for k, v in given.items() if v not in (None, [])}
+
+
+def _root_of(repo: str) -> Path:
+    from ..workspace import Workspace
+
+    return Workspace(repo).root
 
 
 def _outside(repo: str | None) -> str:
@@ -935,6 +1265,20 @@ def restore_records(manager: Any, records: Iterable[Mapping[str, Any]], folder: 
     return list(found.values())
 
 
+def restore_plans(manager: Any, records: Iterable[Mapping[str, Any]], folder: Path) -> list[Plan]:
+    """The plans of these plan records (`id`, `repo`, `repo_relative`), read from their
+    journals; a record whose repository or plan is nowhere to be found is left out."""
+    found: dict[str, Plan] = {}
+    for record in records:
+        for candidate in _repo_candidates(record, folder):
+            try:
+                found[record["id"]] = manager.plan(record["id"], candidate)
+                break
+            except DelegateError:
+                continue
+    return list(found.values())
+
+
 def _repo_candidates(record: Mapping[str, Any], folder: Path) -> list[Path]:
     """Where a record's repository may be: beside the notebook first (a copied project
     keeps its layout), then where it was, then the notebook's folder and the cwd."""
@@ -968,5 +1312,6 @@ __all__ = [
     "load_ipython_extension",
     "notebook_path",
     "restore",
+    "restore_plans",
     "restore_records",
 ]

@@ -35,7 +35,7 @@ import threading
 import time
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
@@ -502,44 +502,57 @@ class RecordDisplay:
 
     def _publish(self) -> None:
         """Publish the record from the thread's cell (see `_on_event`)."""
-        publisher: Any = getattr(self._shell, "display_pub", None)
-        on_main = threading.current_thread() is threading.main_thread()
-        if on_main or self._parent is None or not hasattr(publisher, "set_thread_parent"):
-            self.refresh()
-            return
-        token = publisher.set_thread_parent(self._parent)
-        try:
-            self.refresh()
-        finally:
-            publisher.reset_thread_parent(token)
+        publish_under(self._shell, self._parent, self.refresh)
 
     def close(self) -> None:
         self._closed = True
         self._unsubscribe()
 
 
-def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Every task record in a saved notebook, newest output of each task last."""
-    for record, _cell in _records_and_cells(path):
+def publish_under(shell: Any, parent: Any, publish: Callable[[], None]) -> None:
+    """Call `publish` (which displays): from the kernel's main thread as it is, in the
+    running cell; from another thread under `parent`, the header of the cell that showed
+    the output (ipykernel 7 routes a thread's output by its parent; NOTES.md)."""
+    publisher: Any = getattr(shell, "display_pub", None)
+    on_main = threading.current_thread() is threading.main_thread()
+    if on_main or parent is None or not hasattr(publisher, "set_thread_parent"):
+        publish()
+        return
+    token = publisher.set_thread_parent(parent)
+    try:
+        publish()
+    finally:
+        publisher.reset_thread_parent(token)
+
+
+def read_records(path: str | os.PathLike[str], mime: str = MIME) -> Iterator[dict[str, Any]]:
+    """Every task record (or record of `mime`) in a saved notebook, newest output of each
+    task last."""
+    for record, _cell in _records_and_cells(path, mime):
         yield record
 
 
-def recorded_cells(path: str | os.PathLike[str]) -> dict[str, str | None]:
-    """The cell (its id; None in notebooks before nbformat 4.5) holding each task's first
-    record in a saved notebook: the one its later records update."""
+def recorded_cells(path: str | os.PathLike[str], mime: str = MIME) -> dict[str, str | None]:
+    """The cell (its id; None in notebooks before nbformat 4.5) holding each task's (or
+    record of `mime`'s) first record in a saved notebook: the one its later records
+    update."""
     cells: dict[str, str | None] = {}
-    for record, cell in _records_and_cells(path):
+    for record, cell in _records_and_cells(path, mime):
         cells.setdefault(record["id"], cell)
     return cells
 
 
-def _records_and_cells(path: str | os.PathLike[str]) -> Iterator[tuple[dict[str, Any], str | None]]:
+def _records_and_cells(
+    path: str | os.PathLike[str], mime: str = MIME
+) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """Each record of `mime` (a task's, or plan_record.PLAN_MIME) in a saved notebook,
+    with the id of the cell holding it."""
     import nbformat
 
     reader: Any = nbformat.read
     notebook = reader(os.fspath(path), as_version=4)
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
-            record = output.get("data", {}).get(MIME)
+            record = output.get("data", {}).get(mime)
             if isinstance(record, dict) and record.get("id"):
                 yield dict(record), cell.get("id")

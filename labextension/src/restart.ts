@@ -15,7 +15,13 @@
  *   card's own cell: its live view takes the place of the stale one, its record updates
  *   the card.
  * - The `%%delegate` cell is edited as plain text, not Python: no Python highlighting or
- *   auto-indent in the outcome's lines.
+ *   auto-indent in the outcome's lines; a `%%delegate-plan` cell (a plan's YAML) as YAML.
+ * - Plan records (`application/vnd.jupyter-delegate.plan+json`, plan_record.py) are kept
+ *   true the same way, and told to a restarted kernel with the task records.
+ * - A new cell on request: the plan and attempts widgets (plan.js, attempts.js) dispatch
+ *   a bubbling, cancelable `jd-insert-cell` event with `{source, run, done(error)}`; the
+ *   cell is inserted below the widget's cell (and run, with `run`), so "Insert as cell"
+ *   and a task's id need no copy and paste.
  *
  * Not here: hiding the stale live view and unfolding the card beside it (mime.ts, from
  * the output area's DOM), the card itself (card.ts).
@@ -23,25 +29,42 @@
 
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import type { Cell, ICodeCellModel } from '@jupyterlab/cells';
-import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import type { KernelMessage } from '@jupyterlab/services';
 
 import { RESUME_EVENT } from './mime';
 import { MIME, WIDGET_MIME } from './model';
 
 export const CELL_MAGIC = '%%delegate';
+export const PLAN_CELL_MAGIC = '%%delegate-plan';
+/** The plan record's mime (jupyter_delegate/notebook/plan_record.py). */
+export const PLAN_MIME = 'application/vnd.jupyter-delegate.plan+json';
+/** The event by which a widget asks for a new cell below its own. */
+export const INSERT_EVENT = 'jd-insert-cell';
 const PLAIN = 'text/plain';
+const YAML = 'text/x-yaml';
 
-function recordId(data: unknown): string | null {
-  const record = (data as Record<string, any> | null)?.[MIME];
+function idIn(data: unknown, mime: string): string | null {
+  const record = (data as Record<string, any> | null)?.[mime];
   return record && typeof record === 'object' && typeof record.id === 'string'
     ? record.id
     : null;
 }
 
-/** Apply `data` (a bundle holding a task record) to every output of that task. */
+/** What a record output is of: `task ID` or `plan ID` (null: no record). */
+function recordKey(data: unknown): string | null {
+  const task = idIn(data, MIME);
+  if (task) {
+    return `task ${task}`;
+  }
+  const plan = idIn(data, PLAN_MIME);
+  return plan ? `plan ${plan}` : null;
+}
+
+/** Apply `data` (a bundle holding a task or plan record) to every output of that task or
+ * plan. */
 export function applyRecord(panel: NotebookPanel, data: Record<string, unknown>): number {
-  const id = recordId(data);
+  const id = recordKey(data);
   const model = panel.content.model;
   if (!id || !model) {
     return 0;
@@ -56,7 +79,7 @@ export function applyRecord(panel: NotebookPanel, data: Record<string, unknown>)
     const outputs = (cell as ICodeCellModel).outputs;
     for (let j = 0; j < outputs.length; j++) {
       const output = outputs.get(j);
-      if (recordId(output.data) !== id || JSON.stringify(output.data) === wanted) {
+      if (recordKey(output.data) !== id || JSON.stringify(output.data) === wanted) {
         continue;
       }
       const json = output.toJSON() as any;
@@ -74,7 +97,7 @@ function followRecords(panel: NotebookPanel): void {
       return;
     }
     const data = (msg.content as any).data;
-    if (data && recordId(data)) {
+    if (data && recordKey(data)) {
       applyRecord(panel, data);
     }
   });
@@ -83,8 +106,9 @@ function followRecords(panel: NotebookPanel): void {
 /** The comm on which the kernel asks for the records the notebook shows (magics.py). */
 export const RECORDS_COMM = 'jupyter_delegate.records';
 
-/** Each task the notebook shows a record of, once: its id, repository and cell. */
-export function shownRecords(panel: NotebookPanel): Record<string, unknown>[] {
+/** Each task (or plan, with `mime`) the notebook shows a record of, once: its id,
+ * repository and cell. */
+export function shownRecords(panel: NotebookPanel, mime: string = MIME): Record<string, unknown>[] {
   const found = new Map<string, Record<string, unknown>>();
   const model = panel.content.model;
   for (let i = 0; model && i < model.cells.length; i++) {
@@ -94,8 +118,8 @@ export function shownRecords(panel: NotebookPanel): Record<string, unknown>[] {
     }
     const outputs = (cell as ICodeCellModel).outputs;
     for (let j = 0; j < outputs.length; j++) {
-      const record = (outputs.get(j).data as any)?.[MIME];
-      const id = recordId(outputs.get(j).data);
+      const record = (outputs.get(j).data as any)?.[mime];
+      const id = idIn(outputs.get(j).data, mime);
       if (id && !found.has(id)) {
         found.set(id, {
           id,
@@ -118,7 +142,7 @@ function answerRecordRequests(panel: NotebookPanel): void {
     }
     registered.add(kernel);
     kernel.registerCommTarget(RECORDS_COMM, comm => {
-      comm.send({ records: shownRecords(panel) } as any);
+      comm.send({ records: shownRecords(panel), plans: shownRecords(panel, PLAN_MIME) } as any);
     });
   };
   panel.sessionContext.kernelChanged.connect(register);
@@ -185,7 +209,50 @@ function listenForResume(panel: NotebookPanel): void {
   });
 }
 
-/** Plain text for `%%delegate` cells, the notebook's language for the others. */
+/** A new code cell holding `source` below `cell` (run at once with `run`). */
+async function insertBelow(
+  panel: NotebookPanel,
+  cell: Cell,
+  source: string,
+  run: boolean
+): Promise<void> {
+  const notebook = panel.content;
+  const model = notebook.model;
+  if (!model) {
+    throw new Error('the notebook is not loaded');
+  }
+  const index = notebook.widgets.indexOf(cell);
+  model.sharedModel.insertCell(index + 1, { cell_type: 'code', source });
+  notebook.activeCellIndex = index + 1;
+  notebook.deselectAll();
+  const inserted = notebook.widgets[index + 1];
+  if (inserted) {
+    void notebook.scrollToCell(inserted, 'start');
+  }
+  if (run) {
+    await NotebookActions.run(notebook, panel.sessionContext);
+  }
+}
+
+function listenForInsert(panel: NotebookPanel): void {
+  panel.node.addEventListener(INSERT_EVENT, event => {
+    const detail = (
+      event as CustomEvent<{ source: string; run?: boolean; done?: (error: string) => void }>
+    ).detail;
+    const cell = panel.content.widgets.find(c => c.node.contains(event.target as Node));
+    if (!cell || typeof detail?.source !== 'string') {
+      return;
+    }
+    event.preventDefault();
+    insertBelow(panel, cell, detail.source, Boolean(detail.run)).then(
+      () => detail.done?.(''),
+      (e: Error) => detail.done?.(e.message || String(e))
+    );
+  });
+}
+
+/** Plain text for `%%delegate` cells, YAML for `%%delegate-plan` cells, the notebook's
+ * language for the others. */
 function followCellMagic(panel: NotebookPanel): void {
   const notebook = panel.content;
   const watched = new WeakSet<object>();
@@ -193,8 +260,12 @@ function followCellMagic(panel: NotebookPanel): void {
     if (cell.model.type !== 'code') {
       return;
     }
-    const delegate = cell.model.sharedModel.getSource().startsWith(CELL_MAGIC);
-    const wanted = delegate ? PLAIN : notebook.codeMimetype;
+    const source = cell.model.sharedModel.getSource();
+    const wanted = source.startsWith(PLAN_CELL_MAGIC)
+      ? YAML
+      : source.startsWith(CELL_MAGIC)
+        ? PLAIN
+        : notebook.codeMimetype;
     if (cell.model.mimeType !== wanted) {
       cell.model.mimeType = wanted;
     }
@@ -221,7 +292,7 @@ function followCellMagic(panel: NotebookPanel): void {
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-delegate:restart',
   description:
-    'Task records kept true across kernel restarts, Resume from the card, and the %%delegate cell edited as plain text.',
+    'Task and plan records kept true across kernel restarts, Resume from the card, new cells on a widget\'s request, and the %%delegate cell edited as plain text.',
   autoStart: true,
   requires: [INotebookTracker],
   activate: (_app: JupyterFrontEnd, tracker: INotebookTracker) => {
@@ -229,6 +300,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       followRecords(panel);
       answerRecordRequests(panel);
       listenForResume(panel);
+      listenForInsert(panel);
       followCellMagic(panel);
     });
   }

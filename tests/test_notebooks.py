@@ -238,3 +238,26 @@ def test_decisions_from_python_in_a_later_cell_update_the_saved_record(
     waited = shown(notebook.cells[3])  # a table, not a dict
     assert waited.splitlines()[0].split() == ["id", "name", "state", "cost", "title"]
     assert "review (proven)" in waited and "{" not in waited
+
+
+def test_breaking_down_tutorial_plans_edits_runs_and_integrates_offline(tmp_path: Path) -> None:
+    from jupyter_delegate.notebook.plan_record import PLAN_MIME
+
+    notebook = nbformat.read(ROOT / "notebooks" / "03-breaking-a-problem-down.ipynb", as_version=4)
+    run(notebook, tmp_path)
+    plans = [
+        output["data"][PLAN_MIME]
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if PLAN_MIME in output.get("data", {})
+    ]
+    assert plans and {p["state"] for p in plans} == {"integrated"}
+    subtasks = {s["name"]: s for s in plans[0]["subtasks"]}
+    assert list(subtasks) == ["fix-discount", "receipt-line", "receipt"]
+    assert {s["state"] for s in subtasks.values()} == {"merged"}
+    outputs = "".join(shown(cell) for cell in notebook.cells)
+    # the edit held, the cycle was refused naming it, the dependent started from both
+    assert "Build the item lines with format_line" in outputs
+    assert "the dependencies make a cycle: fix-discount -> receipt -> fix-discount" in outputs
+    assert "merging ['fix-discount', 'receipt-line']" in outputs
+    assert "exit code after the integration: 0" in outputs

@@ -142,6 +142,7 @@ def test_a_plan_cell_shows_an_editable_draft_and_its_record_and_a_rerun_reattach
     assert view.cell.startswith("%%delegate-plan --repo ") and "name: three" in view.cell
     assert view.graph.count('class="jdg-node"') == 3 and view.graph.count('class="jdg-edge"') == 2
     assert repr(view) == f"Live view of plan {view.plan_id} (shown while its kernel runs)"
+    assert view.guide == "A draft: edit it below (Save edits), then Run plan."
     assert not fake.requests  # a draft runs nothing
 
     plan_cell(ip, f"--repo {repo.working_dir}")  # Run All again: the same plan
@@ -206,11 +207,13 @@ def test_run_approve_each_subtask_then_the_plan_integrates_and_the_view_follows(
     until(approve_what_is_in_review, 120, "the plan to be ready")
     assert {"review", "merged"} <= seen
     assert [s["state"] for s in view.subtasks] == ["merged"] * 3
+    assert view.guide.startswith("Every subtask is approved: Approve plan merges them into main")
     assert view.graph.count('data-state="merged"') == 3
     assert all(s["task"] and s["checks"] == "1/1 passed" for s in view.subtasks)
     assert repo.head.commit.hexsha == plan.base_commit  # nothing on main yet
     act(view, action="approve")
     assert view.state == "integrated" and view.feedback["text"].startswith("Integrated into main")
+    assert view.guide == f"Integrated into main as {view.integration['commit'][:10]}."
     for name in ("one", "two", "three"):
         assert (root / f"{name}.txt").read_text() == f"{name}\n"
     record = magics.plan_records[plan.id].record()
@@ -397,7 +400,7 @@ def test_the_graph_puts_subtasks_in_columns_by_depth_with_an_edge_per_dependency
     assert 'data-from="left" data-to="join"' in svg
     node = re.search(r'<g class="jdg-node" data-name="right".*?</g>', svg, re.DOTALL)
     assert node and 'data-stale="1"' in node.group(0) and ">stale<" in node.group(0)
-    assert "$0.50" in svg and "checks 1/1" in svg
+    assert "checks 1/1 · $0.5000" in svg
     assert "var(--jp-ui-font-color1" in svg  # the theme's text colour
     # a cycle (refused by PlanSpec anyway) still draws, and nothing unescaped gets through
     odd = [

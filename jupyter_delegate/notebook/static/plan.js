@@ -170,7 +170,8 @@ function render({ model, el }) {
   function drawFeedback(error) {
     const said = model.get('feedback') || {};
     const busy = model.get('busy');
-    feedback.textContent = busy ? `${busy}\u2026` : local || said.text || '';
+    const text = busy ? `${busy}\u2026` : local || said.text || '';
+    feedback.textContent = text === model.get('guide') ? '' : text; // said once is enough
     feedback.classList.toggle('jdp-error', Boolean(local ? error : said.error));
   }
 
@@ -183,21 +184,7 @@ function render({ model, el }) {
     cost.textContent = model.get('cost');
     root.dataset.state = state;
     root.dataset.cutOff = model.get('cut_off') ? '1' : '';
-    const integration = model.get('integration') || {};
-    const failure = model.get('failure') || {};
-    let said = model.get('reason') || '';
-    if (integration.commit) {
-      said = `Integrated into ${model.get('base_branch')} as ${integration.commit.slice(0, 10)}.`;
-    } else if (failure.conflicts) {
-      said += ` Integration stopped at ${failure.subtask}: conflicts in ${failure.conflicts.join(', ')}.`;
-    } else if (failure.checks) {
-      const failing = failure.checks.filter(c => !c.passed).map(c => c.command);
-      said += ` The plan's checks failed on the integration: ${failing.join(', ')}.`;
-    }
-    if (model.get('cut_off')) {
-      said = 'No process runs this plan any more (its kernel stopped): Resume takes it up here.';
-    }
-    reason.textContent = said;
+    reason.textContent = model.get('guide') || '';
     planning.textContent = '';
     const planner = model.get('planner') || {};
     if (state === 'planning') {
@@ -431,6 +418,7 @@ function render({ model, el }) {
     subtasks: onFacts,
     cost: onFacts,
     reason: onFacts,
+    guide: onFacts,
     cut_off: onFacts,
     planner: onFacts,
     integration: onFacts,

@@ -61,18 +61,24 @@ subtasks:
     checks: ["test -f join.txt && test -f left.txt && test -f right.txt"]
     depends_on: [left, right]
 """
-SCREENSHOTS = ("plan-editor.png", "plan-graph.png", "plan-graph-dark.png")
+SCREENSHOTS = ("plan-editor.png", "plan-graph.png", "plan-graph-dark.png", "attempts.png")
+MODELS = ["claude-sonnet-4-6", "claude-opus-4-6"]
+ATTEMPTS = (
+    f"%%delegate --repo {{repo}} --attempts 2 --models {','.join(MODELS)} --sandbox none\n"
+    "Write notes.txt\ncheck: test -f notes.txt"
+)
 
 
 def writer(body: dict[str, Any], index: int) -> dict[str, Any] | None:
     """Each subtask's agent writes the NAME.txt its goal names, then finishes; 3 s a turn,
-    so the graph shows subtasks at work."""
+    so the graph shows subtasks at work. On opus (the second attempt) it writes more."""
     first = body["messages"][0]["content"]
     text = first if isinstance(first, str) else first[0]["text"]
     found = re.search(r"Write (\w+)\.txt", text)
     name = found.group(1) if found else "x"
+    more = "".join(f"line {n}\n" for n in range(3)) if body["model"] == MODELS[1] else ""
     turns = [
-        {"tools": [{"write": {"file_path": f"{name}.txt", "content": f"{name}\n"}}]},
+        {"tools": [{"write": {"file_path": f"{name}.txt", "content": f"{name}\n{more}"}}]},
         {"tools": [{"finish": {"summary": f"wrote {name}.txt"}}]},
     ]
     return {**turns[index], "latency_ms": 3000} if index < len(turns) else None
@@ -95,6 +101,7 @@ def plan_notebook(url: str, repo: Path) -> Any:
         ),
         nbformat.v4.new_code_cell("%load_ext jupyter_delegate"),
         nbformat.v4.new_code_cell("%%delegate-plan --repo {repo} --sandbox none\n" + PLAN),
+        nbformat.v4.new_code_cell(ATTEMPTS),
     ]
     return kernel_notebook(cells)
 
@@ -152,5 +159,12 @@ def test_a_plan_edited_run_and_integrated_from_its_widget_in_jupyterlab(
     assert inserted.startswith(f"%%delegate-plan --repo {repo}") and f"goal: {GOAL}" in inserted
     assert summary["copyShown"] == 0  # the front end inserted it: nothing to copy
     assert summary["openedSource"] == f"%delegate show {summary['opened']}"
+    # best-of-N: the smaller diff first, the difference of the two shown, the first kept
+    ranked = summary["attempts"]
+    assert [(r["index"], r["state"]) for r in ranked] == [("1", "review"), ("2", "review")]
+    assert "line 2" in summary["attemptsDiff"] and "notes.txt" in summary["attemptsDiff"]
+    assert summary["kept"].startswith("Kept attempt 1: merged into main as")
+    assert summary["keptStates"] == {"1": "merged", "2": "rejected"}
+    assert (repo / "notes.txt").read_text() == "notes\n"
     for screenshot in SCREENSHOTS:
         assert (DOCS / screenshot).exists(), screenshot

@@ -228,8 +228,11 @@ def test_run_from_the_cell_and_the_plan_subcommands(shell: tuple, repo: git.Repo
     plan_cell(ip, f"--repo {repo.working_dir} --run --parallel 1")
     plan = magics.plans[only_view(magics, PlanView).plan_id]
     assert plan.state == "running" and plan.spec.parallel == 1
-    until(lambda: plan.tasks().get("one") and plan.tasks()["one"].state == "review", 60)
+    waited = ip.run_line_magic("delegate", f"wait {plan.id} --timeout 60")
+    assert waited == {plan.id: "running"}  # every subtask started needs a human
+    assert repr(waited) == f"plan {plan.id} (Three files): running"
     one = plan.tasks()["one"]
+    assert one.state == "review"
     one.reject("not like that")
     with capture_output() as captured:
         ip.run_line_magic("delegate", f"restart {plan.id} one")
@@ -438,3 +441,34 @@ def test_the_plan_record_matches_its_schema_and_fits_16_kb(
     bundle = plan_bundle(record)
     assert set(bundle) == {PLAN_MIME, "text/html", "text/plain"}
     assert bundle["text/plain"].startswith(f"delegate plan {plan.id} [draft] Three files")
+
+
+def test_a_new_kernel_restores_the_plans_its_front_end_shows(
+    shell: tuple, repo: git.Repo, make_manager: Factory
+) -> None:
+    """What restart.ts answers on the records comm (the plan records the notebook shows)
+    re-attaches each plan in a new kernel, and publishes its state now as an update."""
+    ip, _, _ = shell
+    captured = plan_cell(ip, f"--repo {repo.working_dir}")
+    shown = captured.outputs[1].data[PLAN_MIME]
+    later, _ = make_manager(agent())  # another process's manager: it reads the journal
+    fresh = DelegateMagics(ip, manager=later)
+    with capture_output() as heard:
+        fresh._on_front_end_records(
+            {
+                "content": {
+                    "data": {
+                        "records": [],
+                        "plans": [
+                            {"id": shown["id"], "repo": shown["repo"], "cell_id": "cell-plan"},
+                            {"id": "p000000", "repo": shown["repo"]},  # gone: left out
+                        ],
+                    }
+                }
+            }
+        )
+    published = [o.data[PLAN_MIME] for o in heard.outputs if PLAN_MIME in o.data]
+    assert [(r["id"], r["state"]) for r in published] == [(shown["id"], "draft")]
+    assert list(fresh.plans) == [shown["id"]]
+    assert fresh.plan_records[shown["id"]].cell_id == "cell-plan"
+    fresh.plan_records[shown["id"]].close()

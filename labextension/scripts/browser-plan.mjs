@@ -3,7 +3,8 @@
 // the widget; a subtask's goal is edited and saved; Run plan runs it, the graph following it
 // as each subtask in review is approved from its row; Approve plan integrates it; Insert as
 // cell puts a %%delegate-plan cell of it below, and a task's id opens its view in a new cell.
-// Screenshots of the editor and the graph, light and dark.
+// Then two attempts side by side (AttemptsView): their difference, Keep on the first.
+// Screenshots of the editor and the graph, light and dark, and of the attempts.
 // Usage: node scripts/browser-plan.mjs SPEC.json
 //   SPEC: { "base": URL, "notebook": "plan.ipynb", "chromium": PATH, "artifacts": DIR,
 //           "docs": DIR (the screenshots the README shows), "goal": the edited goal }
@@ -148,6 +149,35 @@ try {
   summary.integrated = await page.$eval(`${VIEW} .jdp-reason`, n => n.textContent);
   summary.finalNodes = await page.$$eval(`${VIEW} .jdg-node`, nodes => nodes.map(n => n.dataset.state));
   await shoot('plan-integrated.png');
+
+  // Best-of-N: two attempts side by side, the difference of the two, the first kept.
+  const ATT = '.jp-Notebook .jda';
+  await page.waitForFunction(
+    sel => [...document.querySelectorAll(`${sel} .jda-row`)].filter(r => r.dataset.state === 'review').length === 2,
+    ATT,
+    { timeout: 120000 }
+  );
+  await page.waitForSelector(`${ATT} .jda-diff .jda-file`, { timeout: 30000 });
+  summary.attempts = await page.$$eval(`${ATT} .jda-row`, rows =>
+    rows.map(r => ({ index: r.dataset.index, state: r.dataset.state, text: r.textContent }))
+  );
+  summary.attemptsDiff = await page.$eval(`${ATT} .jda-diff`, n => n.textContent);
+  const attempts = page.locator(ATT);
+  await attempts.scrollIntoViewIfNeeded();
+  await page.waitForTimeout(300);
+  await attempts.screenshot({ path: join(spec.docs, 'attempts.png') });
+  await page.locator(`${ATT} .jda-row[data-index="1"] .jda-keep`).click();
+  await page.waitForSelector(`${ATT} .jda-row.jda-kept`, { timeout: 60000 });
+  await page.waitForFunction(
+    sel => document.querySelector(`${sel} .jda-row[data-index="2"]`)?.dataset.state === 'rejected',
+    ATT,
+    { timeout: 60000 }
+  );
+  summary.kept = await page.$eval(`${ATT} .jda-feedback`, n => n.textContent);
+  summary.keptStates = await page.$$eval(`${ATT} .jda-row`, rows =>
+    Object.fromEntries(rows.map(r => [r.dataset.index, r.dataset.state]))
+  );
+  await attempts.screenshot({ path: join(spec.artifacts, 'attempts-kept.png') });
 
   // Insert as cell: a %%delegate-plan cell holding the plan's YAML, below.
   const before = (await cellSources()).length;

@@ -84,7 +84,16 @@ function render({ model, el }) {
     'merge every approved subtask into the base in dependency order, run the plan\u2019s checks there, then fast-forward the base');
   const resume = button('Resume', 'jdp-resume jdp-primary', () => send('resume'),
     'no process runs this plan any more: take it up here');
-  const cancel = button('Cancel plan', 'jdp-cancel', () => send('cancel'));
+  // Cancel asks first, in place (as the review's Reject and Cancel do).
+  const confirmCancel = h('div', { class: 'jdp-confirm' },
+    'Cancel the plan? Its running subtasks are cancelled and none starts any more; what is approved stays on the plan\u2019s branches. ',
+    button('Cancel the plan', 'jdp-danger jdp-cancel-confirm', () => {
+      confirmCancel.style.display = 'none';
+      send('cancel');
+    }),
+    button('Keep it running', 'jdp-keep-running', () => { confirmCancel.style.display = 'none'; }));
+  confirmCancel.style.display = 'none';
+  const cancel = button('Cancel plan\u2026', 'jdp-cancel', () => { confirmCancel.style.display = ''; });
   const insert = button('Insert as cell', 'jdp-insert', () => insertPlanCell(),
     'a %%delegate-plan cell holding this plan\u2019s YAML, below this one');
   const feedback = h('span', { class: 'jdp-feedback', role: 'status' });
@@ -109,7 +118,7 @@ function render({ model, el }) {
   const copy = h('div', { class: 'jdp-copy' });
   root.append(
     h('div', { class: 'jdp-head' }, title, ' ', badge, ' ', planId, ' ', cost),
-    reason, planning, actions, errors, graph, settings, table, editbar, copy
+    reason, planning, actions, confirmCancel, errors, graph, settings, table, editbar, copy
   );
 
   const isDraft = () => model.get('state') === 'draft';
@@ -206,7 +215,8 @@ function render({ model, el }) {
       ? 'merge every approved subtask into the base in dependency order, run the plan\u2019s checks there, then fast-forward the base'
       : 'once every subtask is approved';
     show(resume, Boolean(model.get('cut_off')));
-    show(cancel, state === 'running' || state === 'planning');
+    show(cancel, state === 'running' && !model.get('cut_off'));
+    if (state !== 'running') confirmCancel.style.display = 'none';
     show(insert, Boolean(model.get('cell')));
     show(save, true);
     show(discard, true);

@@ -41,11 +41,10 @@ import traitlets as t
 from ..engine.model import usd_text
 from ..errors import DelegateError, PlanError
 from ..planning import Plan, PlanSpec
-from ..task import Task, TaskEvent, TaskState
+from ..task import Task, TaskEvent
 from .graph import colour, graph_svg
 from .plan_record import Later, plan_record, state_words
 
-S = TaskState
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 # A subtask whose task is in one of these can be started again from its parents' heads.

@@ -142,6 +142,7 @@ def test_a_plan_cell_shows_an_editable_draft_and_its_record_and_a_rerun_reattach
     assert view.cell.startswith("%%delegate-plan --repo ") and "name: three" in view.cell
     assert view.graph.count('class="jdg-node"') == 3 and view.graph.count('class="jdg-edge"') == 2
     assert repr(view) == f"Live view of plan {view.plan_id} (shown while its kernel runs)"
+    assert view.guide == "A draft: edit it below (Save edits), then Run plan."
     assert not fake.requests  # a draft runs nothing
 
     plan_cell(ip, f"--repo {repo.working_dir}")  # Run All again: the same plan
@@ -206,11 +207,13 @@ def test_run_approve_each_subtask_then_the_plan_integrates_and_the_view_follows(
     until(approve_what_is_in_review, 120, "the plan to be ready")
     assert {"review", "merged"} <= seen
     assert [s["state"] for s in view.subtasks] == ["merged"] * 3
+    assert view.guide.startswith("Every subtask is approved: Approve plan merges them into main")
     assert view.graph.count('data-state="merged"') == 3
     assert all(s["task"] and s["checks"] == "1/1 passed" for s in view.subtasks)
     assert repo.head.commit.hexsha == plan.base_commit  # nothing on main yet
     act(view, action="approve")
     assert view.state == "integrated" and view.feedback["text"].startswith("Integrated into main")
+    assert view.guide == f"Integrated into main as {view.integration['commit'][:10]}."
     for name in ("one", "two", "three"):
         assert (root / f"{name}.txt").read_text() == f"{name}\n"
     record = magics.plan_records[plan.id].record()
@@ -225,8 +228,11 @@ def test_run_from_the_cell_and_the_plan_subcommands(shell: tuple, repo: git.Repo
     plan_cell(ip, f"--repo {repo.working_dir} --run --parallel 1")
     plan = magics.plans[only_view(magics, PlanView).plan_id]
     assert plan.state == "running" and plan.spec.parallel == 1
-    until(lambda: plan.tasks().get("one") and plan.tasks()["one"].state == "review", 60)
+    waited = ip.run_line_magic("delegate", f"wait {plan.id} --timeout 60")
+    assert waited == {plan.id: "running"}  # every subtask started needs a human
+    assert repr(waited) == f"plan {plan.id} (Three files): running"
     one = plan.tasks()["one"]
+    assert one.state == "review"
     one.reject("not like that")
     with capture_output() as captured:
         ip.run_line_magic("delegate", f"restart {plan.id} one")
@@ -397,7 +403,7 @@ def test_the_graph_puts_subtasks_in_columns_by_depth_with_an_edge_per_dependency
     assert 'data-from="left" data-to="join"' in svg
     node = re.search(r'<g class="jdg-node" data-name="right".*?</g>', svg, re.DOTALL)
     assert node and 'data-stale="1"' in node.group(0) and ">stale<" in node.group(0)
-    assert "$0.50" in svg and "checks 1/1" in svg
+    assert "checks 1/1 · $0.5000" in svg
     assert "var(--jp-ui-font-color1" in svg  # the theme's text colour
     # a cycle (refused by PlanSpec anyway) still draws, and nothing unescaped gets through
     odd = [
@@ -435,3 +441,34 @@ def test_the_plan_record_matches_its_schema_and_fits_16_kb(
     bundle = plan_bundle(record)
     assert set(bundle) == {PLAN_MIME, "text/html", "text/plain"}
     assert bundle["text/plain"].startswith(f"delegate plan {plan.id} [draft] Three files")
+
+
+def test_a_new_kernel_restores_the_plans_its_front_end_shows(
+    shell: tuple, repo: git.Repo, make_manager: Factory
+) -> None:
+    """What restart.ts answers on the records comm (the plan records the notebook shows)
+    re-attaches each plan in a new kernel, and publishes its state now as an update."""
+    ip, _, _ = shell
+    captured = plan_cell(ip, f"--repo {repo.working_dir}")
+    shown = captured.outputs[1].data[PLAN_MIME]
+    later, _ = make_manager(agent())  # another process's manager: it reads the journal
+    fresh = DelegateMagics(ip, manager=later)
+    with capture_output() as heard:
+        fresh._on_front_end_records(
+            {
+                "content": {
+                    "data": {
+                        "records": [],
+                        "plans": [
+                            {"id": shown["id"], "repo": shown["repo"], "cell_id": "cell-plan"},
+                            {"id": "p000000", "repo": shown["repo"]},  # gone: left out
+                        ],
+                    }
+                }
+            }
+        )
+    published = [o.data[PLAN_MIME] for o in heard.outputs if PLAN_MIME in o.data]
+    assert [(r["id"], r["state"]) for r in published] == [(shown["id"], "draft")]
+    assert list(fresh.plans) == [shown["id"]]
+    assert fresh.plan_records[shown["id"]].cell_id == "cell-plan"
+    fresh.plan_records[shown["id"]].close()

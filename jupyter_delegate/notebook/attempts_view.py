@@ -46,7 +46,7 @@ READ_S = 0.5  # the most often the attempts' events make the view read them agai
 DIFF_LINES = 6000  # lines of the difference rendered at all; the files after are named
 
 
-def _css() -> str:
+def _styles() -> str:
     """The task views' diff styles (views.CSS) and the comparison's own."""
     shared = CSS.strip().removeprefix("<style>").removesuffix("</style>")
     return shared + "\n" + (STATIC / "attempts.css").read_text()
@@ -80,7 +80,7 @@ class AttemptsView(anywidget.AnyWidget):
     """The attempts of one group, side by side: see the module docstring."""
 
     _esm = STATIC / "attempts.js"
-    _css = t.Unicode(_css()).tag(sync=True)
+    _css = t.Unicode(_styles()).tag(sync=True)
 
     group_id = t.Unicode("").tag(sync=True)
     goal = t.Unicode("").tag(sync=True)

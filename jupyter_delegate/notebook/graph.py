@@ -20,6 +20,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..engine.model import usd_text
 from .record import STATE_COLOURS
 
 # A subtask's state: a task's (record.STATE_COLOURS) or the plan's own words for one
@@ -95,7 +96,7 @@ def _facts(subtask: Mapping[str, Any]) -> str:
     if subtask.get("checks"):
         parts.append(f"checks {subtask['checks'].replace(' passed', '')}")
     if subtask.get("task"):
-        parts.append(f"${float(subtask.get('cost_usd') or 0):.2f}")
+        parts.append(usd_text(float(subtask.get("cost_usd") or 0)))
     return " · ".join(parts)
 
 

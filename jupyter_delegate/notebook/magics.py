@@ -10,7 +10,7 @@
     %delegate reject ID [REASON...]
     %delegate request-changes ID TEXT | cancel ID | pause ID | resume ID
     %delegate handoff ID -o FILE | resume --from FILE [--review-only]
-    %delegate wait ID|all [--timeout S]
+    %delegate wait ID|PLAN|all [--timeout S]
     %delegate restore [NOTEBOOK]
     %delegate skills [list | show NAME | check [NAME] | trust NAME... | trust --all] [--repo P]
     %delegate prefer TEXT [--repo P]      %delegate prefs [remove ID] [--repo P]
@@ -318,6 +318,8 @@ class DelegateMagics(Magics):
                                               interrupted or paused task, or one that
                                               failed for a transient cause
             %delegate wait ID|all [--timeout S]   block until review or end
+            %delegate wait PLAN [--timeout S]     until the plan is ready or ended, or
+                                              every subtask needs you
             %delegate restore [NOTEBOOK]      re-attach the tasks recorded in a notebook
 
         What the agent knows beyond the outcome (without --repo: the repository of the
@@ -708,16 +710,23 @@ class DelegateMagics(Magics):
         print(f"Handed off to {written}: `jupyter delegate resume --from FILE` in another clone.")
 
     def _cmd_wait(self, args: argparse.Namespace) -> WaitResult:
-        """Block until each task is in review, waiting, or has ended; then publish their
-        records from this cell (so nbclient and papermill save the final state)."""
+        """Block until each task is in review, waiting, or has ended (a plan: until it is
+        ready, has ended, or every subtask needs you); then publish their records from
+        this cell (so nbclient and papermill save the final state)."""
         ids: list[str] = args.ids
+        plans = [self._plan(i, None) for i in ids if is_plan_id(i)]
+        ids = [i for i in ids if not is_plan_id(i)]
         chosen = self.manager.tasks() if ids == ["all"] else [self.manager.get(i) for i in ids]
         deadline = None if args.timeout is None else time.monotonic() + args.timeout
         for task in chosen:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             task.wait(left)
             self._refresh(task)
-        return WaitResult(chosen)
+        for plan in plans:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            plan.wait(timeout=left)
+            self._refresh_plan(plan)
+        return WaitResult(chosen, plans)
 
     def _cmd_restore(self, args: argparse.Namespace) -> TaskTable:
         path = Path(args.notebook) if args.notebook else notebook_path(self.shell)
@@ -992,18 +1001,21 @@ class WaitResult(dict[str, str]):
     """What `%delegate wait` waited for: each task's name (or id) and its state now, shown
     as a table."""
 
-    def __init__(self, tasks: Sequence[Task]) -> None:
+    def __init__(self, tasks: Sequence[Task], plans: Sequence[Plan] = ()) -> None:
         super().__init__((t.name or t.id, str(t.state)) for t in tasks)
-        self.table = TaskTable(tasks, empty="No tasks to wait for.")
+        self.update((p.id, p.state) for p in plans)
+        self.table = TaskTable(tasks, empty="" if plans else "No tasks to wait for.")
+        self.plans = [f"plan {p.id} ({p.title}): {p.state}" for p in plans]
 
     def __repr__(self) -> str:
-        return repr(self.table)
+        return "\n".join(line for line in [*self.plans, repr(self.table)] if line)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
 
     def _repr_html_(self) -> str:
-        return self.table._repr_html_()
+        plans = "".join(_note(line) for line in self.plans)
+        return plans + (self.table._repr_html_() if self.table.tasks or not plans else "")
 
 
 def _cost(task: Task) -> str:

@@ -41,11 +41,10 @@ import traitlets as t
 from ..engine.model import usd_text
 from ..errors import DelegateError, PlanError
 from ..planning import Plan, PlanSpec
-from ..task import Task, TaskEvent, TaskState
+from ..task import Task, TaskEvent
 from .graph import colour, graph_svg
 from .plan_record import Later, plan_record, state_words
 
-S = TaskState
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 # A subtask whose task is in one of these can be started again from its parents' heads.
@@ -58,6 +57,49 @@ def problems_of(error: PlanError) -> tuple[str, list[str]]:
     head = lines[0].replace("nothing was started", "nothing was saved")
     problems = [line.strip()[2:] for line in lines[1:] if line.strip().startswith("- ")]
     return head, problems
+
+
+def guide(record: Mapping[str, Any]) -> str:
+    """What the plan's state means for the user, and what to do next (one sentence or
+    two, under the view's title)."""
+    state, rows, base = record["state"], record["subtasks"], record["base_branch"]
+    if record["cut_off"]:
+        return "No process runs this plan any more (its kernel stopped): Resume takes it up here."
+    if state == "draft":
+        return "A draft: edit it below (Save edits), then Run plan."
+    if state == "running":
+        done = sum(1 for row in rows if row["state"] == "merged")
+        said = [f"{done} of {len(rows)} subtasks approved"]
+        review = [row["name"] for row in rows if row["state"] == "review"]
+        if review:
+            said.append(
+                f"in review: {', '.join(review)} (Approve on its row, or its task id for its "
+                "own review)"
+            )
+        stuck = [row["name"] for row in rows if row["state"] in RESTARTABLE or row["stale"]]
+        if stuck:
+            said.append(f"to restart: {', '.join(stuck)}")
+        return "; ".join(said) + ". Approve plan integrates them once all are approved."
+    if state == "ready":
+        return (
+            f"Every subtask is approved: Approve plan merges them into {base} in dependency "
+            "order and runs the plan's checks there."
+        )
+    if state == "integrated" and record["integration"].get("commit"):
+        return f"Integrated into {base} as {record['integration']['commit'][:10]}."
+    failure, reason = record["failure"], record["reason"]
+    if failure.get("conflicts"):
+        return (
+            f"Integration stopped at {failure.get('subtask')}: it conflicts in "
+            f"{', '.join(failure['conflicts'])}. Restart it, then Approve plan again."
+        )
+    if failure.get("checks"):
+        failing = [c["command"] for c in failure["checks"] if not c.get("passed")]
+        return (
+            f"The plan's checks fail on the integration: {', '.join(failing)}. Nothing was "
+            f"merged into {base}."
+        )
+    return f"{state.capitalize()}: {reason}." if reason else ""
 
 
 def plan_cell(plan: Plan, cwd: Path | None = None) -> str:
@@ -84,6 +126,7 @@ class PlanView(anywidget.AnyWidget):
     state = t.Unicode("").tag(sync=True)
     state_text = t.Unicode("").tag(sync=True)  # the state as said: "running · cut off: ..."
     reason = t.Unicode("").tag(sync=True)
+    guide = t.Unicode("").tag(sync=True)  # what the state means, and what to do next
     cut_off = t.Bool(False).tag(sync=True)
     base_branch = t.Unicode("").tag(sync=True)
     cost = t.Unicode("").tag(sync=True)
@@ -144,6 +187,7 @@ class PlanView(anywidget.AnyWidget):
             self.state = record["state"]
             self.state_text = state_words(record)
             self.reason = record["reason"]
+            self.guide = guide(record)
             self.cut_off = record["cut_off"]
             self.base_branch = record["base_branch"]
             self.cost = usd_text(record["cost_usd"])

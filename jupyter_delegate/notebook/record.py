@@ -97,6 +97,9 @@ class NotebookRecord(RecordFields):
 
     version: int
     checks: list[CheckRecord]
+    # The plan ({"kind": "plan", "id", "name"}) or attempt group ({"kind": "attempts",
+    # "id", "index", "of"}) the task is part of (Task.group); None: neither.
+    group: dict[str, Any] | None
     diffstat: list[DiffstatRow]
     ran_with: list[str]
     repo_relative: NotRequired[str]  # the repository, from the notebook's folder

@@ -41,7 +41,8 @@ const NOT_SHOWN = new Set([
   'created',
   'check_commands',
   'version',
-  'repo_relative'
+  'repo_relative',
+  'group' // the plan or attempt group: shown by their own views (plan_view.py, attempts_view.py)
 ]);
 
 function jsonType(value: unknown): string {

@@ -105,7 +105,7 @@ function render({ model, el }) {
         h('td', {}, `#${row.index} `, h('a', { class: 'jda-task', href: '#', title: 'its live view or review, in a new cell below',
           onclick: e => { e.preventDefault(); openTask(row.task); } }, row.task)),
         h('td', {}, row.model),
-        h('td', {}, row.effort || ''),
+        h('td', {}, row.effort || '\u2013'),
         h('td', {}, pill),
         h('td', { class: row.checks_total && row.checks_passed === row.checks_total ? 'jd-pass' : row.checks_total ? 'jd-fail' : '' },
           row.checks_total ? `${row.checks_passed}/${row.checks_total}` : '\u2013'),

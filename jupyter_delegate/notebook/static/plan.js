@@ -84,7 +84,16 @@ function render({ model, el }) {
     'merge every approved subtask into the base in dependency order, run the plan\u2019s checks there, then fast-forward the base');
   const resume = button('Resume', 'jdp-resume jdp-primary', () => send('resume'),
     'no process runs this plan any more: take it up here');
-  const cancel = button('Cancel plan', 'jdp-cancel', () => send('cancel'));
+  // Cancel asks first, in place (as the review's Reject and Cancel do).
+  const confirmCancel = h('div', { class: 'jdp-confirm' },
+    'Cancel the plan? Its running subtasks are cancelled and none starts any more; what is approved stays on the plan\u2019s branches. ',
+    button('Cancel the plan', 'jdp-danger jdp-cancel-confirm', () => {
+      confirmCancel.style.display = 'none';
+      send('cancel');
+    }),
+    button('Keep it running', 'jdp-keep-running', () => { confirmCancel.style.display = 'none'; }));
+  confirmCancel.style.display = 'none';
+  const cancel = button('Cancel plan\u2026', 'jdp-cancel', () => { confirmCancel.style.display = ''; });
   const insert = button('Insert as cell', 'jdp-insert', () => insertPlanCell(),
     'a %%delegate-plan cell holding this plan\u2019s YAML, below this one');
   const feedback = h('span', { class: 'jdp-feedback', role: 'status' });
@@ -109,7 +118,7 @@ function render({ model, el }) {
   const copy = h('div', { class: 'jdp-copy' });
   root.append(
     h('div', { class: 'jdp-head' }, title, ' ', badge, ' ', planId, ' ', cost),
-    reason, planning, actions, errors, graph, settings, table, editbar, copy
+    reason, planning, actions, confirmCancel, errors, graph, settings, table, editbar, copy
   );
 
   const isDraft = () => model.get('state') === 'draft';
@@ -170,7 +179,8 @@ function render({ model, el }) {
   function drawFeedback(error) {
     const said = model.get('feedback') || {};
     const busy = model.get('busy');
-    feedback.textContent = busy ? `${busy}\u2026` : local || said.text || '';
+    const text = busy ? `${busy}\u2026` : local || said.text || '';
+    feedback.textContent = text === model.get('guide') ? '' : text; // said once is enough
     feedback.classList.toggle('jdp-error', Boolean(local ? error : said.error));
   }
 
@@ -183,21 +193,7 @@ function render({ model, el }) {
     cost.textContent = model.get('cost');
     root.dataset.state = state;
     root.dataset.cutOff = model.get('cut_off') ? '1' : '';
-    const integration = model.get('integration') || {};
-    const failure = model.get('failure') || {};
-    let said = model.get('reason') || '';
-    if (integration.commit) {
-      said = `Integrated into ${model.get('base_branch')} as ${integration.commit.slice(0, 10)}.`;
-    } else if (failure.conflicts) {
-      said += ` Integration stopped at ${failure.subtask}: conflicts in ${failure.conflicts.join(', ')}.`;
-    } else if (failure.checks) {
-      const failing = failure.checks.filter(c => !c.passed).map(c => c.command);
-      said += ` The plan's checks failed on the integration: ${failing.join(', ')}.`;
-    }
-    if (model.get('cut_off')) {
-      said = 'No process runs this plan any more (its kernel stopped): Resume takes it up here.';
-    }
-    reason.textContent = said;
+    reason.textContent = model.get('guide') || '';
     planning.textContent = '';
     const planner = model.get('planner') || {};
     if (state === 'planning') {
@@ -219,7 +215,8 @@ function render({ model, el }) {
       ? 'merge every approved subtask into the base in dependency order, run the plan\u2019s checks there, then fast-forward the base'
       : 'once every subtask is approved';
     show(resume, Boolean(model.get('cut_off')));
-    show(cancel, state === 'running' || state === 'planning');
+    show(cancel, state === 'running' && !model.get('cut_off'));
+    if (state !== 'running') confirmCancel.style.display = 'none';
     show(insert, Boolean(model.get('cell')));
     show(save, true);
     show(discard, true);
@@ -431,6 +428,7 @@ function render({ model, el }) {
     subtasks: onFacts,
     cost: onFacts,
     reason: onFacts,
+    guide: onFacts,
     cut_off: onFacts,
     planner: onFacts,
     integration: onFacts,

@@ -856,9 +856,13 @@ class Plan:
         return started_now.get(name)
 
     def cancel(self) -> None:
-        """Stop the plan: its running subtasks are cancelled, none starts any more."""
+        """Stop the plan: its planner and running subtasks are cancelled, none starts
+        any more."""
         with self._holding():
-            for task in self.tasks().values():
+            working = list(self.tasks().values())
+            if self.planner is not None:
+                working.append(self.manager.get(self.planner, self.repo))
+            for task in working:
                 if task.state.active:
                     with contextlib.suppress(DelegateError):
                         task.cancel()
@@ -1117,7 +1121,7 @@ class Plan:
     # -- planning ------------------------------------------------------------------------
     def _take_proposal(self) -> None:
         """The planner's proposal, once its task has one, as the plan's spec."""
-        if self.planner is None or self.spec is not None:
+        if self.planner is None or self.spec is not None or self.state == "cancelled":
             return
         task = self.manager.refresh(self.manager.get(self.planner, self.repo))
         if task.state.active:

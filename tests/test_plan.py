@@ -426,3 +426,26 @@ def test_a_plan_whose_process_died_shows_its_state_and_resumes_elsewhere(
     plan.approve()
     assert plan.state == "integrated"
     assert (Path(repo.working_dir) / "docs.txt").read_text() == "docs\n"
+
+
+def test_cancelling_a_plan_being_planned_stops_the_planner_and_it_stays_cancelled(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    proposal = {
+        "title": "One",
+        "summary": "",
+        "subtasks": [
+            {"name": "a", "goal": "A", "checks": [], "scope": [], "budget_usd": 1, "depends_on": []}
+        ],
+    }
+    turns = [
+        {"tools": [{"glob": {"pattern": "*.py"}}], "latency_ms": 1500},
+        {"tools": [{"propose_plan": proposal}]},
+    ]
+    manager, _ = make_manager(turns)
+    plan = plans.propose(Outcome("Split the work"), repo.working_dir, manager=manager)
+    plan.cancel()
+    planner = manager.get(plan.planner, repo.working_dir)
+    assert planner.wait(30) == S.CANCELLED
+    time.sleep(0.5)  # the proposal's watcher has seen the planner end
+    assert plan.refresh().state == "cancelled" and plan.spec is None

@@ -18,6 +18,13 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+# The modules plan.py and attempts.py, imported before the functions `plan` and
+# `attempts` below are defined: importing a submodule binds its name on the package, so
+# a first import made later (by the manager, the CLI) would replace `jd.plan()` with the
+# module. Imported here, they keep these private names and the functions keep theirs
+# (`from jupyter_delegate.plan import PlanSpec` still reaches the module).
+from . import attempts as _attempts
+from . import plan as _plans
 from .errors import DelegateError
 from .outcome import Budget, Outcome
 from .review import LineComment, ReviewRound
@@ -149,12 +156,10 @@ def plan(
     once. `checks` are the plan's own, run on the integration of its subtasks; `budget`
     caps their sum. Edit it (`plan.edit`), run it (`plan.dispatch(parallel=2)`),
     approve its subtasks as they come, then integrate (`plan.approve()`)."""
-    from . import plan as plans
-
     if (goal is None) == (spec is None):
         raise DelegateError("plan() takes a goal (the agent plans it) or spec= (yours).")
     if spec is not None:
-        return plans.create(spec, repo, base=base, manager=manager)
+        return _plans.create(spec, repo, base=base, manager=manager)
     if isinstance(budget, dict):
         budget = Budget.from_dict(budget)
     outcome = Outcome(
@@ -163,23 +168,19 @@ def plan(
         scope=tuple(scope) if not isinstance(scope, str) else (scope,),
         budget=budget or Budget(),
     )
-    return plans.propose(
+    return _plans.propose(
         outcome, repo, base=base, model=model, effort=effort, sandbox=sandbox, manager=manager
     )
 
 
 def get_plan(plan_id: str, repo: Repo = ".") -> Plan:
     """A plan by its id ("p" and six hex digits), read from its journal."""
-    from . import plan as plans
-
-    return plans.load(plan_id, repo)
+    return _plans.load(plan_id, repo)
 
 
 def plans(repo: Repo = ".") -> list[Plan]:
     """Every plan of `repo`, oldest first."""
-    from . import plan as plans_
-
-    return plans_.plans(repo)
+    return _plans.plans(repo)
 
 
 def attempts(
@@ -205,7 +206,6 @@ def attempts(
     the smaller diff, then cost); approving one (`keep(n)`, or its task's `approve`)
     archives the others. `options`: what `delegate` takes besides (base, sandbox, env,
     name, ...)."""
-    from . import attempts as attempts_
     from .policy import Policy
 
     if isinstance(budget, dict):
@@ -217,7 +217,7 @@ def attempts(
         constraints=tuple(constraints) if not isinstance(constraints, str) else (constraints,),
         budget=budget or Budget(),
     )
-    return attempts_.start(
+    return _attempts.start(
         outcome,
         count,
         repo=repo,
@@ -231,9 +231,7 @@ def attempts(
 
 def get_attempts(group: str, repo: Repo = ".") -> Attempts:
     """An attempt group by its id ("a" and six hex digits; `list --json` names it)."""
-    from . import attempts as attempts_
-
-    return attempts_.load(group, repo)
+    return _attempts.load(group, repo)
 
 
 def tasks(repo: str | os.PathLike[str] | None = None) -> list[Task]:

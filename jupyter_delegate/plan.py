@@ -768,8 +768,9 @@ class Plan:
         with self._holding():
             if self.state != "draft":
                 raise PlanError(
-                    f"Plan {self.id} is {self.state}; only a draft plan is dispatched "
-                    f"(a plan cut off is resumed: `%delegate resume {self.id}`)."
+                    f"Plan {self.id} is {self.state}; only a draft plan is dispatched (a "
+                    f"running plan no process runs any more is resumed: `plan.resume()`, "
+                    f"`jupyter delegate plan resume {self.id}`)."
                 )
             if spec != self.spec:
                 self._record("edited", {"spec": spec.to_dict()})
@@ -1129,6 +1130,18 @@ def plan_ids(workspace: Workspace) -> list[str]:
         return []
     found = [p for p in folder.iterdir() if (p / "journal.jsonl").exists()]
     return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime)]
+
+
+def driven(plan: Plan) -> bool:
+    """Whether a process holds the plan's lock (this one, or another): one runs it. A
+    running plan that nobody drives is taken up by `resume`."""
+    if plan._lock_fd is not None:
+        return True
+    fd = _try_lock(plan.folder)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
 
 
 def is_plan_id(text: str) -> bool:

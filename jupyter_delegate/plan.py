@@ -64,7 +64,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .errors import DelegateError, MergeConflict, OutcomeError, PlanError, TaskNotFound
+from .errors import (
+    DelegateError,
+    MergeConflict,
+    OutcomeError,
+    PlanError,
+    PlanNotFound,
+    TaskNotFound,
+)
 from .journal import Journal
 from .outcome import Budget, Outcome
 from .task import CheckResult, Task, TaskState
@@ -453,7 +460,7 @@ class Plan:
         self.repo = workspace.root
         self.folder = plan_folder(workspace, plan_id)
         if not (self.folder / "journal.jsonl").exists():
-            raise PlanError(
+            raise PlanNotFound(
                 f"No plan {plan_id!r} in {workspace.root}; known plans: "
                 f"{', '.join(plan_ids(workspace)) or 'none'}."
             )
@@ -774,7 +781,7 @@ class Plan:
                 )
             if spec != self.spec:
                 self._record("edited", {"spec": spec.to_dict()})
-            self._record("dispatched", {"options": options})
+            self._record("dispatched", {"options": options, "by": self.manager.requester()})
             self._record("state", {"state": "running", "reason": "dispatched"})
             self._run()
         return self
@@ -798,6 +805,7 @@ class Plan:
                     task.state == S.FAILED and task.transient
                 ):
                     task.resume()
+            self._record("resumed", {"by": self.manager.requester()})
             self._run()
         return self
 
@@ -820,7 +828,9 @@ class Plan:
                 task.wait(timeout=60)
             if task.state in (S.REVIEW, S.INTERRUPTED, S.PAUSED, S.FAILED):
                 task.reject("restarted from its parents' new heads")
-            self._record("restarted", {"name": name, "old_task": task.id})
+            self._record(
+                "restarted", {"name": name, "old_task": task.id, "by": self.manager.requester()}
+            )
             if self.state not in ("running",):
                 self._record("state", {"state": "running", "reason": f"{name} restarted"})
             started_now = self._start_ready()
@@ -835,7 +845,14 @@ class Plan:
                 if task.state.active:
                     with contextlib.suppress(DelegateError):
                         task.cancel()
-            self._record("state", {"state": "cancelled", "reason": "cancelled by the user"})
+            self._record(
+                "state",
+                {
+                    "state": "cancelled",
+                    "reason": "cancelled by the user",
+                    "by": self.manager.requester(),
+                },
+            )
         self._stop.set()
 
     def approve(self) -> str:
@@ -913,6 +930,7 @@ class Plan:
                 "branch": branch,
                 "order": merged_in,
                 "checks": [r.to_dict() for r in results],
+                "by": self.manager.requester(),
             },
         )
         self._record("state", {"state": "integrated", "reason": "approved"})

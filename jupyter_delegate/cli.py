@@ -4,7 +4,12 @@
              --model M --max-usd N --max-steps N [--check-timeout S] [--command-timeout S]
              [--effort low|medium|high|max] [--compact-at TOKENS|PERCENT]
              [--env NAME[=VALUE]] [--no-suggested-checks] [--yes] [--approve | --no-approve]
-    list [--repo P] [--json]     show ID     diff ID [--since-review]
+             [--json]
+    run GOAL --attempts N [--models A,B] [--effort low,high] ...   best-of-N: N attempts
+                                 at once, followed, then ranked; approving one archives
+                                 the others (--approve keeps the best proven one)
+    list [--repo P] [--json]     (each task's plan or attempt group named)
+    show ID     diff ID [--since-review]
     approve ID [--squash] [--force]
     checks ID [N]                each check (or the Nth) with its whole output
     reject ID [REASON...]        resume ID [--yes] [--approve | --no-approve]     cancel ID
@@ -16,8 +21,20 @@
     handoff ID -o FILE           a task no process runs, in one file for another clone
     resume --from FILE [--review-only]   receive it there (journal and branch verified)
     answer ID [REQUEST] allow|deny [--remember | --rule RULE] [--reason TEXT]
-    audit verify [ID] [--repo P]
+    audit verify [ID] [--repo P]  (ID: a task, or a plan)
     demo [--dir D]
+
+Plans (cli_groups.py; `jupyter delegate plan --help` shows the file's form):
+
+    plan FILE.yaml [--parallel N] [--stack] [--approve] [--json] [--yes] [--model M] ...
+                                 check it (refused: exit 2, nothing made), run it in the
+                                 foreground, a line per subtask's transition, until it is
+                                 ready; --approve approves proven subtasks and integrates
+    plan --from-goal GOAL [--check CMD] [--max-usd N] [--model M] ... [--run | --yes]
+                                 the agent proposes a plan (printed as YAML), left a draft
+    plan show ID [--json | --yaml]    plan list [--json]    plan run ID [FILE.yaml] ...
+    plan resume ID ...           plan restart ID NAME ...    plan approve ID (integrate)
+    plan cancel ID
 
 approve, reject, request-changes, cancel, pause and answer work whichever process runs
 the task (a notebook, another terminal): they go through its control inbox (control.py)
@@ -49,8 +66,10 @@ cannot act on the terminal; `diff` is printed as it is when its output is not a 
 (a patch must stay exact).
 
 Exit codes: 0 done; 1 the task failed, its checks fail, or an approve was refused because
-the task is not proven (for `skills check`: a skill is not loaded); 2 bad input (a
-DelegateError, whose message says what to do).
+the task is not proven (for `skills check`: a skill is not loaded; for `run --attempts`:
+none is proven; for a plan: it failed, cannot go on without a restart, or its integration
+was refused); 2 bad input (a DelegateError, whose message says what to do); 130 Ctrl-C
+(a plan stays as it is, for `plan resume ID`).
 """
 
 from __future__ import annotations
@@ -74,6 +93,7 @@ from .events import StateChanged, ToolResult
 from .options import (
     add_submit_options,
     add_task_arguments,
+    attempt_options,
     comments_of,
     feedback_of,
     outcome_from,
@@ -401,10 +421,18 @@ def decide(task: Task, choice: bool | None, out: TextIO, *, squash: bool = False
 
 # -- commands -----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
+    if attempt_options(args):
+        from .cli_groups import run_attempts
+
+        return run_attempts(args, manager, out)
     task = manager.submit(outcome_from(args, args.goal), **submit_options(args))
-    out.write(f"Task {task.id} on {task.branch} (model {task.model})\n")
-    follow(task, out, yes=args.yes)
-    return decide(task, args.approve, out, squash=args.squash)
+    progress = sys.stderr if args.json else out
+    progress.write(f"Task {task.id} on {task.branch} (model {task.model})\n")
+    follow(task, progress, yes=args.yes)
+    code = decide(task, args.approve, progress, squash=args.squash)
+    if args.json:
+        out.write(json.dumps(task.to_record(), indent=2) + "\n")
+    return code
 
 
 def cmd_list(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
@@ -414,10 +442,13 @@ def cmd_list(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
         return EXIT_OK
     if not found:
         out.write("No tasks yet. Start one with `jupyter delegate run GOAL --check CMD`.\n")
+    from .cli_groups import group_text
+
     for task in found:
         state = state_text(task)
-        line = f"{task.id}  {state:<26} ${task.usage.cost_usd:<7.4f} {task.title}\n"
-        out.write(printable(line))
+        group = group_text(task)
+        line = f"{task.id}  {state:<26} ${task.usage.cost_usd:<7.4f} {task.title}"
+        out.write(printable(line + (f"  {group}" if group else "") + "\n"))
     return EXIT_OK
 
 
@@ -427,6 +458,7 @@ def cmd_show(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
         out.write(json.dumps(task.to_record(), indent=2) + "\n")
         return EXIT_OK
     out.write(printable(f"{task.id}  {state_text(task)}  {task.title}\n"))
+    out.write(printable(group_line(task)))
     if task.error and task.state != TaskState.MERGED:
         out.write(printable(f"  error: {task.error}\n") + next_steps(task))
     elif task.handed_off:
@@ -436,6 +468,20 @@ def cmd_show(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
     if task.decisions:
         out.write(printable("  decided: " + "\n           ".join(task.decisions) + "\n"))
     return EXIT_OK
+
+
+def group_line(task: Task) -> str:
+    """Where a task of a plan or of attempts belongs, and the command that shows it all."""
+    group = task.group or {}
+    if group.get("kind") == "plan":
+        part = f"subtask {group['name']}" if group.get("name") else "its planner"
+        return f"  {part} of plan {group['id']} (`jupyter delegate plan show {group['id']}`)\n"
+    if group.get("kind") == "attempts":
+        return (
+            f"  attempt {group.get('index')} of {group.get('of')} (group {group['id']}): "
+            "approving it archives the others\n"
+        )
+    return ""
 
 
 def cmd_diff(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
@@ -944,8 +990,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_: str, repo: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, allow_abbrev=False)
+    def command(name: str, help_: str, repo: bool = True, **kwargs: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, allow_abbrev=False, **kwargs)
         if repo:
             p.add_argument("--repo", default=".", help="the git repository (default: .)")
         return p
@@ -974,6 +1020,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("goal", help="what must be true when the agent is done")
     add_submit_options(run)
     run.add_argument("--squash", action="store_true", help="squash when approving")
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print the task's record (with --attempts: the group's, ranked) at the end; "
+        "its progress goes to stderr",
+    )
     yes_flag(run)
     approve_flags(run)
 
@@ -1031,6 +1083,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo = command("demo", "run an offline demo with a scripted model", repo=False)
     demo.add_argument("--dir", help="where to create the sample repository (default: temp)")
+    from .cli_groups import add_commands
+
+    add_commands(sub, command, yes_flag)
     context_commands(sub)
     return parser
 
@@ -1121,26 +1176,30 @@ CONTEXT_COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    from .cli_groups import COMMANDS as GROUP_COMMANDS
+    from .cli_groups import route, shown_name
+
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(route(sys.argv[1:] if argv is None else argv))
+    name = shown_name(args.command)
     try:
         if args.command == "demo":
             return cmd_demo(args, None, out)
         if args.command in ("skills", "prefer", "prefs"):
-            name = args.command
-            if name == "skills":
-                name = f"skills {args.skills_action or 'list'}"
-            return CONTEXT_COMMANDS[name](args, out)
+            context = args.command
+            if context == "skills":
+                context = f"skills {args.skills_action or 'list'}"
+            return CONTEXT_COMMANDS[context](args, out)
         from .manager import get_manager
 
         manager = get_manager()
         manager.via = "cli"
-        return COMMANDS[args.command](args, manager, out)
+        return {**COMMANDS, **GROUP_COMMANDS}[args.command](args, manager, out)
     except NotProven as exc:  # not bad input: the work is not proven
-        sys.stderr.write(f"jupyter delegate {args.command}: {exc}\n")
+        sys.stderr.write(f"jupyter delegate {name}: {exc}\n")
         return EXIT_FAILED
     except DelegateError as exc:
-        sys.stderr.write(f"jupyter delegate {args.command}: {exc}\n")
+        sys.stderr.write(f"jupyter delegate {name}: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; running tasks can be resumed with `resume ID`\n")

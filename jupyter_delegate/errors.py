@@ -83,6 +83,10 @@ class PlanError(DelegateError):
     """A plan that cannot be run or integrated as written: what is wrong, and the fix."""
 
 
+class PlanNotFound(PlanError):
+    """No plan with that id in this repository."""
+
+
 class MergeConflict(ReviewError):
     """Commits that cannot be merged without a human: both changed the same lines."""
 

@@ -64,7 +64,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .errors import DelegateError, MergeConflict, OutcomeError, PlanError, TaskNotFound
+from .errors import (
+    DelegateError,
+    MergeConflict,
+    OutcomeError,
+    PlanError,
+    PlanNotFound,
+    TaskNotFound,
+)
 from .journal import Journal
 from .outcome import Budget, Outcome
 from .task import CheckResult, Task, TaskState
@@ -453,7 +460,7 @@ class Plan:
         self.repo = workspace.root
         self.folder = plan_folder(workspace, plan_id)
         if not (self.folder / "journal.jsonl").exists():
-            raise PlanError(
+            raise PlanNotFound(
                 f"No plan {plan_id!r} in {workspace.root}; known plans: "
                 f"{', '.join(plan_ids(workspace)) or 'none'}."
             )
@@ -645,18 +652,21 @@ class Plan:
             )
         return self.spec
 
+    def driven(self) -> bool:
+        """Whether a process (this one, or another) holds the plan's lock, so runs it.
+        Probes the lock, not keeping it."""
+        if self._lock_fd is not None or (self._runner is not None and self._runner.is_alive()):
+            return True
+        fd = _try_lock(self.folder)
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
+
     def is_cut_off(self) -> bool:
         """Running by its journal while no process dispatches it (its dispatcher died with
-        its kernel): `resume` takes it up. Probes the plan's lock, not keeping it."""
-        if self.state != "running" or self._lock_fd is not None:
-            return False
-        if self._runner is not None and self._runner.is_alive():
-            return False
-        fd = _try_lock(self.folder)
-        if fd is None:  # another process holds it: it runs the plan
-            return False
-        os.close(fd)
-        return True
+        its kernel): `resume` takes it up."""
+        return self.state == "running" and not self.driven()
 
     # -- watching ------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[Plan], None]) -> Callable[[], None]:
@@ -786,12 +796,13 @@ class Plan:
         with self._holding():
             if self.state != "draft":
                 raise PlanError(
-                    f"Plan {self.id} is {self.state}; only a draft plan is dispatched "
-                    f"(a plan cut off is resumed: `%delegate resume {self.id}`)."
+                    f"Plan {self.id} is {self.state}; only a draft plan is dispatched (a "
+                    f"running plan no process runs any more is resumed: `plan.resume()`, "
+                    f"`jupyter delegate plan resume {self.id}`)."
                 )
             if spec != self.spec:
                 self._record("edited", {"spec": spec.to_dict()})
-            self._record("dispatched", {"options": options})
+            self._record("dispatched", {"options": options, "by": self.manager.requester()})
             self._record("state", {"state": "running", "reason": "dispatched"})
             self._run()
         return self
@@ -815,6 +826,7 @@ class Plan:
                     task.state == S.FAILED and task.transient
                 ):
                     task.resume()
+            self._record("resumed", {"by": self.manager.requester()})
             self._run()
         return self
 
@@ -846,7 +858,7 @@ class Plan:
                 task.wait(timeout=60)
             if task.state in (S.REVIEW, S.INTERRUPTED, S.PAUSED, S.FAILED):
                 task.reject("restarted from its parents' new heads")
-            restarted = {"name": name, "old_task": task.id}
+            restarted = {"name": name, "old_task": task.id, "by": self.manager.requester()}
             self._record("restarted", {**restarted, "after": after} if after else restarted)
             if self.state not in ("running",):
                 self._record("state", {"state": "running", "reason": f"{name} restarted"})
@@ -866,7 +878,14 @@ class Plan:
                 if task.state.active:
                     with contextlib.suppress(DelegateError):
                         task.cancel()
-            self._record("state", {"state": "cancelled", "reason": "cancelled by the user"})
+            self._record(
+                "state",
+                {
+                    "state": "cancelled",
+                    "reason": "cancelled by the user",
+                    "by": self.manager.requester(),
+                },
+            )
         self._stop.set()
 
     def approve(self) -> str:
@@ -949,6 +968,7 @@ class Plan:
                 "branch": branch,
                 "order": merged_in,
                 "checks": [r.to_dict() for r in results],
+                "by": self.manager.requester(),
             },
         )
         self._record("state", {"state": "integrated", "reason": "approved"})

@@ -12,6 +12,7 @@ from typing import Any
 import git
 import pytest
 
+import jupyter_delegate as jd
 from conftest import (
     CALC,
     CHECK,
@@ -24,7 +25,9 @@ from jupyter_delegate import planning as plans
 from jupyter_delegate.errors import PlanError
 from jupyter_delegate.journal import Journal
 from jupyter_delegate.outcome import Outcome
+from jupyter_delegate.planning import Plan, create, plan_ids, propose
 from jupyter_delegate.task import TaskState
+from jupyter_delegate.workspace import Workspace
 
 S = TaskState
 
@@ -75,7 +78,7 @@ def writer(latency_ms: int = 0) -> Any:
     return script
 
 
-def approve_in_review(plan: plans.Plan) -> list[str]:
+def approve_in_review(plan: Plan) -> list[str]:
     approved = []
     for name, task in plan.tasks().items():
         if task.state == S.REVIEW:
@@ -84,7 +87,7 @@ def approve_in_review(plan: plans.Plan) -> list[str]:
     return approved
 
 
-def run_to_ready(plan: plans.Plan, timeout: float = 120) -> None:
+def run_to_ready(plan: Plan, timeout: float = 120) -> None:
     def step() -> bool:
         approve_in_review(plan)
         return plan.refresh().state in ("ready", "failed")
@@ -96,7 +99,7 @@ def test_diamond_plan_runs_as_a_graph_and_integrates(repo: git.Repo, make_manage
     manager, _ = make_manager(writer(latency_ms=300))
     root = Path(repo.working_dir)
     base = repo.head.commit.hexsha
-    plan = plans.create(DIAMOND, root, manager=manager)
+    plan = create(DIAMOND, root, manager=manager)
     assert plan.state == "draft" and [s.state for s in plan.statuses()] == [
         "ready",
         "planned",
@@ -159,9 +162,9 @@ def test_a_bad_plan_is_refused_naming_the_problem_and_nothing_starts(
     index = change.pop("index")
     data["subtasks"][index].update(change)
     with pytest.raises(PlanError, match="nothing was started") as refused:
-        plans.create(yaml.safe_dump(data), repo.working_dir, manager=manager)
+        create(yaml.safe_dump(data), repo.working_dir, manager=manager)
     assert named in str(refused.value)
-    assert plans.plan_ids(plans.Workspace(repo.working_dir)) == []
+    assert plan_ids(Workspace(repo.working_dir)) == []
     assert [h.name for h in repo.heads] == ["main"] and not fake.requests
 
 
@@ -172,7 +175,7 @@ def test_a_budget_sum_over_the_plans_is_refused(repo: git.Repo, make_manager: Fa
         goal = f'goal: "Write {name}.txt"'
         text = text.replace(goal, goal + "\n    budget: {max_usd: 3}")
     with pytest.raises(PlanError, match=r"add up to \$6.00, over the plan's \$5.00"):
-        plans.create(text, repo.working_dir, manager=manager)
+        create(text, repo.working_dir, manager=manager)
 
 
 STACKED = """\
@@ -207,7 +210,7 @@ def test_request_changes_on_a_parent_flags_its_started_dependent_which_restarts(
 
     manager, _ = make_manager(script)
     root = Path(repo.working_dir)
-    plan = plans.create(STACKED, root, manager=manager)
+    plan = create(STACKED, root, manager=manager)
     plan.dispatch()
     until(
         lambda: "top" in plan.tasks() and plan.tasks()["top"].state == S.REVIEW,
@@ -245,7 +248,7 @@ def test_a_failed_parent_blocks_its_dependents_which_say_why(
 ) -> None:
     manager, _ = make_manager(writer())
     text = DIAMOND.replace('checks: ["test -f base.txt"]', 'checks: ["test -f nothing.txt"]')
-    plan = plans.create(text, repo.working_dir, manager=manager)
+    plan = create(text, repo.working_dir, manager=manager)
     plan.dispatch()
     until(lambda: plan.tasks().get("base") and plan.tasks()["base"].state == S.REVIEW, 60)
     plan.tasks()["base"].reject("not proven")
@@ -294,9 +297,7 @@ def test_a_plan_proposed_by_the_agent_is_checked_then_becomes_a_draft(
         {"tools": [{"propose_plan": good}]},
     ]
     manager, fake = make_manager(turns)
-    plan = plans.propose(
-        Outcome("Split the work", checks=("true",)), repo.working_dir, manager=manager
-    )
+    plan = propose(Outcome("Split the work", checks=("true",)), repo.working_dir, manager=manager)
     assert plan.state == "planning"
     until(lambda: plan.refresh().state == "draft", 60, "the proposal")
     assert plan.spec is not None and [s.name for s in plan.spec.subtasks] == ["a", "b"]
@@ -449,3 +450,16 @@ def test_cancelling_a_plan_being_planned_stops_the_planner_and_it_stays_cancelle
     assert planner.wait(30) == S.CANCELLED
     time.sleep(0.5)  # the proposal's watcher has seen the planner end
     assert plan.refresh().state == "cancelled" and plan.spec is None
+
+
+def test_jd_plan_and_jd_attempts_stay_functions_once_their_modules_are_imported(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    import jupyter_delegate.best_of
+    import jupyter_delegate.planning  # noqa: F401 (what the manager and the CLI import)
+
+    assert callable(jd.plan) and callable(jd.attempts)
+    manager, _ = make_manager(writer())
+    made = jd.plan(spec=STACKED, repo=repo.working_dir, manager=manager)
+    assert made.state == "draft" and jd.get_plan(made.id, repo.working_dir).id == made.id
+    assert [p.id for p in jd.plans(repo.working_dir)] == [made.id]

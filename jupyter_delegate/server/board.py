@@ -15,6 +15,13 @@ public `Task` methods): through the task's control inbox when another process ru
 under its lock here when nobody does. The manager names the server's authenticated
 user (`acting_for(server_user=...)`), so the journal records who decided. Not here: any
 HTTP or authentication (handlers.py), the page (static/phone.html).
+
+Plans (plan.py) of those repositories too: their records (`plans`, `plan_detail`) with
+whether a process runs each (`driven`) and each subtask's verdict, and the decisions on a
+plan (PLAN_ACTIONS). A plan has one writer, the process holding its lock: a decision on a
+plan another process runs is refused (PlanError, the page shows why), while `dispatch`
+and `resume` make the server that process, its dispatcher a thread here that starts
+subtasks in the server as their parents are approved.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import DelegateError, TaskNotFound, UsageError
+from ..errors import DelegateError, PlanNotFound, TaskNotFound, UsageError
 from ..manager import TaskManager
 from ..notebook.record import compact_record
+from ..planning import Plan, is_plan_id, plan_ids
 from ..task import Task, TaskState
 from ..workspace import Workspace
 
@@ -48,6 +56,7 @@ NEEDS_YOU = {
     TaskState.QUEUED: 4,
 }
 ACTIONS = ("answer", "approve", "reject", "request-changes", "cancel", "pause")
+PLAN_ACTIONS = ("approve", "restart", "cancel", "resume", "dispatch")
 
 
 def find_repos(roots: Iterable[Path], depth: int = DEPTH) -> list[Path]:
@@ -99,7 +108,7 @@ class Board:
                 workspace = Workspace(repo)
             except DelegateError:  # no commits yet, say: it has no tasks either
                 continue
-            if workspace.task_ids():
+            if workspace.task_ids() or plan_ids(workspace):
                 found.append(workspace)
         return found
 
@@ -206,6 +215,80 @@ class Board:
 
     def _pause(self, task: Task, body: Mapping[str, Any]) -> None:
         task.pause()
+
+    # -- plans ---------------------------------------------------------------------------
+    def plans(self) -> list[dict[str, Any]]:
+        """Every plan under the roots, the running ones first, newest first within."""
+        listed = [
+            self.plan_summary(self.manager.plan(plan_id, workspace.root))
+            for workspace in self.workspaces()
+            for plan_id in plan_ids(workspace)
+        ]
+        listed.sort(key=lambda record: record["created"], reverse=True)
+        listed.sort(key=lambda record: PLAN_ORDER.get(record["state"], 9))
+        return listed
+
+    def find_plan(self, plan_id: str) -> Plan:
+        """The plan `plan_id` of a repository under the roots (PlanNotFound otherwise)."""
+        if not isinstance(plan_id, str) or not is_plan_id(plan_id):
+            raise PlanNotFound(f"No plan {plan_id!r} here: a plan id is p and six hex digits.")
+        for workspace in self.workspaces():
+            if plan_id in plan_ids(workspace):
+                return self.manager.plan(plan_id, workspace.root)
+        raise PlanNotFound(
+            f"No plan {plan_id!r} in the repositories this server shows (under "
+            f"{', '.join(map(str, self.roots))})."
+        )
+
+    def plan_summary(self, plan: Plan) -> dict[str, Any]:
+        """A plan's record, with whether a process runs it and its subtasks' verdicts."""
+        record = plan.to_record()
+        record["driven"] = plan.driven()
+        tasks = plan.tasks() if plan.spec is not None else {}
+        for subtask in record["subtasks"]:
+            task = tasks.get(subtask["name"])
+            subtask["verdict"] = task.verdict if task is not None else None
+            subtask["title"] = task.title if task is not None else ""
+        return record
+
+    def plan_detail(self, plan_id: str) -> dict[str, Any]:
+        return self.plan_summary(self.find_plan(plan_id))
+
+    def act_on_plan(self, plan_id: str, action: str, body: Mapping[str, Any], user: str) -> Any:
+        """Do `action` (PLAN_ACTIONS) on the plan with the arguments of `body`, as `user`."""
+        if action not in PLAN_ACTIONS:
+            raise UsageError(f"Unknown action {action!r}: one of {', '.join(PLAN_ACTIONS)}.")
+        plan = self.find_plan(plan_id)
+        with self.manager.acting_for(server_user=user):
+            return getattr(self, "_plan_" + action)(plan, body)
+
+    def _plan_approve(self, plan: Plan, body: Mapping[str, Any]) -> str:
+        return plan.approve()
+
+    def _plan_restart(self, plan: Plan, body: Mapping[str, Any]) -> str | None:
+        task = plan.restart(_text(body, "name", required=True))
+        return task.id if task is not None else None
+
+    def _plan_cancel(self, plan: Plan, body: Mapping[str, Any]) -> None:
+        plan.cancel()
+
+    def _plan_resume(self, plan: Plan, body: Mapping[str, Any]) -> None:
+        plan.resume()
+
+    def _plan_dispatch(self, plan: Plan, body: Mapping[str, Any]) -> None:
+        parallel = body.get("parallel")
+        if parallel is not None and (
+            isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= 8
+        ):
+            raise UsageError(f"`parallel` is a whole number from 1 to 8, not {parallel!r}.")
+        stack = body.get("stack")
+        if stack is not None and not isinstance(stack, bool):
+            raise UsageError(f"`stack` is true or false, not {stack!r}.")
+        plan.dispatch(parallel=parallel, stack=stack)
+
+
+# The order the page shows plans in: what moves or needs you first.
+PLAN_ORDER = {"running": 0, "ready": 1, "planning": 2, "draft": 2, "failed": 3}
 
 
 def _text(body: Mapping[str, Any], key: str, required: bool = False) -> str:

@@ -243,7 +243,7 @@ def test_decisions_from_python_in_a_later_cell_update_the_saved_record(
 def test_breaking_down_tutorial_plans_edits_runs_and_integrates_offline(tmp_path: Path) -> None:
     from jupyter_delegate.notebook.plan_record import PLAN_MIME
 
-    notebook = nbformat.read(ROOT / "notebooks" / "03-breaking-a-problem-down.ipynb", as_version=4)
+    notebook = nbformat.read(ROOT / "notebooks" / "05-breaking-a-problem-down.ipynb", as_version=4)
     run(notebook, tmp_path)
     plans = [
         output["data"][PLAN_MIME]

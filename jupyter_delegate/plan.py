@@ -828,19 +828,22 @@ class Plan:
                 task.wait(timeout=60)
             if task.state in (S.REVIEW, S.INTERRUPTED, S.PAUSED, S.FAILED):
                 task.reject("restarted from its parents' new heads")
-            self._record(
-                "restarted", {"name": name, "old_task": task.id, "by": self.manager.requester()}
-            )
-            if self.state not in ("running",):
-                self._record("state", {"state": "running", "reason": f"{name} restarted"})
-            started_now = self._start_ready()
+            # One step for the dispatcher here: it would start the subtask too, once ready.
+            with self._write:
+                self._record(
+                    "restarted",
+                    {"name": name, "old_task": task.id, "by": self.manager.requester()},
+                )
+                if self.state not in ("running",):
+                    self._record("state", {"state": "running", "reason": f"{name} restarted"})
+                started_now = self._start_ready()
             if self._runner is None or not self._runner.is_alive():
                 self._run()
         return started_now.get(name)
 
     def cancel(self) -> None:
         """Stop the plan: its running subtasks are cancelled, none starts any more."""
-        with self._holding():
+        with self._holding(), self._write:  # the dispatcher starts nothing meanwhile
             for task in self.tasks().values():
                 if task.state.active:
                     with contextlib.suppress(DelegateError):

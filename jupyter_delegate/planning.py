@@ -859,10 +859,12 @@ class Plan:
             if task.state in (S.REVIEW, S.INTERRUPTED, S.PAUSED, S.FAILED):
                 task.reject("restarted from its parents' new heads")
             restarted = {"name": name, "old_task": task.id, "by": self.manager.requester()}
-            self._record("restarted", {**restarted, "after": after} if after else restarted)
-            if self.state not in ("running",):
-                self._record("state", {"state": "running", "reason": f"{name} restarted"})
-            started_now = self._start_ready()
+            # One step for the dispatcher here: it would start the subtask too, once ready.
+            with self._write:
+                self._record("restarted", {**restarted, "after": after} if after else restarted)
+                if self.state not in ("running",):
+                    self._record("state", {"state": "running", "reason": f"{name} restarted"})
+                started_now = self._start_ready()
             if self._runner is None or not self._runner.is_alive():
                 self._run()
         return started_now.get(name)
@@ -870,7 +872,7 @@ class Plan:
     def cancel(self) -> None:
         """Stop the plan: its planner and running subtasks are cancelled, none starts
         any more."""
-        with self._holding():
+        with self._holding(), self._write:  # the dispatcher starts nothing meanwhile
             working = list(self.tasks().values())
             if self.planner is not None:
                 working.append(self.manager.get(self.planner, self.repo))

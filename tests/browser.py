@@ -69,9 +69,12 @@ def lab_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 @contextlib.contextmanager
-def jupyter_server(tmp_path: Path, app: str = "jupyterlab") -> Iterator[tuple[str, Path]]:
-    """`app` ("jupyterlab", or "notebook" for Notebook 7) on 127.0.0.1, token disabled,
-    rooted in `tmp_path`/root, with settings of its own: (base URL, root)."""
+def jupyter_server(
+    tmp_path: Path, app: str = "jupyterlab", extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, Path]]:
+    """`app` ("jupyterlab", "notebook" for Notebook 7, or "jupyter_server" alone) on
+    127.0.0.1, token disabled, rooted in `tmp_path`/root, with settings of its own and
+    `env` added to its environment: (base URL, root)."""
     root = tmp_path / "root"
     root.mkdir()
     settings = tmp_path / "lab-settings"
@@ -93,6 +96,7 @@ def jupyter_server(tmp_path: Path, app: str = "jupyterlab") -> Iterator[tuple[st
         JUPYTER_PREFER_ENV_PATH="0",  # the data dir above first
         JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
         JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
+        **(extra_env or {}),
     )
     port = free_port()
     log = (tmp_path / "lab.log").open("w")

@@ -372,6 +372,8 @@ def test_a_rejected_subtask_stops_the_foreground_naming_the_restart_which_goes_o
     assert code == 0, said
     assert said.startswith("Restarted base as task ")
     assert f"Integrated plan {plan_id} into main" in said
+    bases = sorted(r["state"] for r in records(repo) if r["group"]["name"] == "base")
+    assert bases == ["merged", "rejected"]  # one new task, though a dispatcher runs here too
 
 
 # -- plans: the agent proposes one -------------------------------------------------------------
@@ -491,3 +493,26 @@ def test_plan_help_shows_the_actions_and_the_file_form(capsys: pytest.CaptureFix
     with pytest.raises(SystemExit):
         cli("plan", "show", "--help")
     assert "usage: jupyter delegate plan show" in capsys.readouterr().out
+
+
+def test_a_cancelled_draft_is_listed_shown_and_not_run(repo: git.Repo) -> None:
+    from jupyter_delegate.planning import create
+
+    plan_id = create(DIAMOND, repo.working_dir).id
+    code, said = cli("plan", "cancel", plan_id, "--repo", repo.working_dir)
+    assert code == 0 and said.startswith(f"Cancelled plan {plan_id}: no subtask starts")
+    listed = json.loads(cli("plan", "list", "--json", "--repo", repo.working_dir)[1])
+    assert [(p["id"], p["state"]) for p in listed] == [(plan_id, "cancelled")]
+    board = cli("plan", "show", plan_id, "--repo", repo.working_dir)[1]
+    assert board.startswith(f"Plan {plan_id} (cancelled): Shapes\n  why: cancelled by the user")
+    assert "  docs     planned  -     $0.0000  -       waits for join" in board
+    code, said = cli("plan", "run", plan_id, "--repo", repo.working_dir)
+    assert code == 2 and not [p for p in Path(repo.git_dir).glob("delegate/tasks/*")]
+
+
+def test_run_json_prints_the_tasks_record_alone(repo: git.Repo, serve: Serve) -> None:
+    serve(FIX_TURNS)
+    code, text = cli("run", "Make add() add.", "--check", CHECK, "--json", *where(repo))
+    assert code == 0
+    record = json.loads(text)
+    assert record["state"] == "review" and record["proven"] and record["group"] is None

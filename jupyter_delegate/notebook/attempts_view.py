@@ -25,17 +25,17 @@ from __future__ import annotations
 import html
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import anywidget
 import traitlets as t
 
 from ..best_of import Attempts
 from ..engine.model import usd_text
 from ..errors import DelegateError, NotProven
 from ..task import TaskEvent
+from .actions import ActionWidget
 from .live import duration_text
 from .record import STATE_COLOURS, VERDICT_COLOURS
 from .views import CSS, diff_lines_html, split_diff
@@ -76,7 +76,7 @@ def difference_html(diff: str) -> str:
     return "".join(parts)
 
 
-class AttemptsView(anywidget.AnyWidget):
+class AttemptsView(ActionWidget):
     """The attempts of one group, side by side: see the module docstring."""
 
     _esm = STATIC / "attempts.js"
@@ -91,8 +91,6 @@ class AttemptsView(anywidget.AnyWidget):
     asking = t.Int(0).tag(sync=True)  # the attempt "keep anyway?" is asked of (0: none)
     reasons = t.List(t.Unicode()).tag(sync=True)  # why that one is not proven
     kept = t.Int(0).tag(sync=True)  # the attempt kept (0: none yet)
-    feedback = t.Dict().tag(sync=True)  # {"action", "text", "error": bool}
-    busy = t.Unicode("").tag(sync=True)
 
     def __init__(self, attempts: Attempts, **kwargs: Any) -> None:
         first = attempts.tasks[0] if attempts.tasks else None
@@ -104,7 +102,6 @@ class AttemptsView(anywidget.AnyWidget):
         self._closed = False
         self.read()
         self.observe(self._on_compare, names="compare")
-        self.on_msg(self._on_msg)
         self._unsubscribes = [task.subscribe(self._on_event) for task in attempts.tasks]
 
     def __repr__(self) -> str:
@@ -191,35 +188,8 @@ class AttemptsView(anywidget.AnyWidget):
             self.diff, self.diff_error = shown, problem
 
     # -- the front end's requests -------------------------------------------------------------
-    def _on_msg(self, _widget: Any, content: Mapping[str, Any], _buffers: Any) -> None:
-        action = str(content.get("action", ""))
-        handler: Callable[[Mapping[str, Any]], str] | None = getattr(self, f"_do_{action}", None)
-        if handler is None:
-            self.feedback = {"action": action, "text": f"Unknown action {action!r}", "error": True}
-            return
-        self.busy = action
-        self.feedback = {}
-        threading.Thread(
-            target=self._run, args=(action, handler, content), daemon=True, name="attempts"
-        ).start()
-
-    def _run(
-        self, action: str, handler: Callable[[Mapping[str, Any]], str], content: Mapping[str, Any]
-    ) -> None:
-        try:
-            text, error = handler(content), False
-        except DelegateError as exc:
-            text, error = str(exc), True
-        except Exception as exc:  # a bug: shown where the user clicked
-            log.exception("attempts action %s failed", action)
-            text, error = f"Unexpected error (please report it): {exc!r}", True
-        try:
-            self.read()
-        except Exception:
-            log.exception("the attempts view of %s could not read them", self.attempts.id)
-        self.busy = ""
-        if text:
-            self.feedback = {"action": action, "text": text, "error": error}
+    def _after(self) -> None:
+        self.read()
 
     def _do_keep(self, content: Mapping[str, Any]) -> str:
         """Keep one: approve it (the others are archived). Not proven, it asks first."""

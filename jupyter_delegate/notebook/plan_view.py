@@ -35,13 +35,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import anywidget
 import traitlets as t
 
 from ..engine.model import usd_text
 from ..errors import DelegateError, PlanError
 from ..planning import Plan, PlanSpec
 from ..task import Task, TaskEvent
+from .actions import ActionWidget
 from .graph import colour, graph_svg
 from .plan_record import Later, plan_record, state_words
 
@@ -114,7 +114,7 @@ def plan_cell(plan: Plan, cwd: Path | None = None) -> str:
     return f"%%delegate-plan --repo {quoted}\n{plan.spec.to_yaml()}"
 
 
-class PlanView(anywidget.AnyWidget):
+class PlanView(ActionWidget):
     """A plan, live: see the module docstring. `run_options` are what Run plan passes to
     `Plan.dispatch` (the magic's --parallel, --stack, --model, --sandbox...)."""
 
@@ -141,8 +141,6 @@ class PlanView(anywidget.AnyWidget):
     integration = t.Dict().tag(sync=True)
     failure = t.Dict().tag(sync=True)
     errors = t.List(t.Unicode()).tag(sync=True)  # the problems of the last edit refused
-    feedback = t.Dict().tag(sync=True)  # {"action", "text", "error": bool}
-    busy = t.Unicode("").tag(sync=True)  # the action running
 
     def __init__(
         self, plan: Plan, *, run_options: Mapping[str, Any] | None = None, **kwargs: Any
@@ -157,7 +155,6 @@ class PlanView(anywidget.AnyWidget):
         self._planner_task: Task | None = None
         self._unsubscribe_planner: Callable[[], None] | None = None
         self.read()
-        self.on_msg(self._on_msg)
         self._unsubscribe = plan.subscribe(self._on_change)
 
     def __repr__(self) -> str:
@@ -247,40 +244,17 @@ class PlanView(anywidget.AnyWidget):
         }
 
     # -- the front end's requests -------------------------------------------------------------
-    def _on_msg(self, _widget: Any, content: Mapping[str, Any], _buffers: Any) -> None:
-        action = str(content.get("action", ""))
-        handler: Callable[[Mapping[str, Any]], str] | None = getattr(self, f"_do_{action}", None)
-        if handler is None:
-            self.feedback = {"action": action, "text": f"Unknown action {action!r}", "error": True}
-            return
-        self.busy = action
-        self.feedback = {}
-        threading.Thread(
-            target=self._run, args=(action, handler, content), daemon=True, name="plan-view"
-        ).start()
-
-    def _run(
-        self, action: str, handler: Callable[[Mapping[str, Any]], str], content: Mapping[str, Any]
-    ) -> None:
-        """Run an action; show what it did, or the error it raised, in the widget."""
-        try:
-            text, error = handler(content), False
-        except PlanError as exc:
+    def _refused(self, exc: DelegateError) -> str:
+        """A plan that cannot run lists its problems in the widget, beside the editor."""
+        if isinstance(exc, PlanError):
             head, problems = problems_of(exc)
             if problems:
                 self.errors = problems
-            text, error = head if problems else str(exc), True
-        except DelegateError as exc:
-            text, error = str(exc), True
-        except Exception as exc:  # a bug: shown where the user clicked, not lost in a log
-            log.exception("plan action %s failed", action)
-            text, error = f"Unexpected error (please report it): {exc!r}", True
-        try:
-            self.read()
-        except Exception:
-            log.exception("the plan view of %s could not read the plan", self.plan.id)
-        self.busy = ""
-        self.feedback = {"action": action, "text": text, "error": error}
+                return head
+        return str(exc)
+
+    def _after(self) -> None:
+        self.read()
 
     # Each `_do_<action>` runs on its own thread and returns the sentence to show.
     def _save(self, data: Any) -> PlanSpec:

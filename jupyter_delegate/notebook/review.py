@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anywidget
 import traitlets as t
 
 from ..errors import DelegateError, NotProven
 from ..review import LineComment
 from ..task import Task, TaskEvent, TaskState
+from .actions import ActionWidget
 from .views import FileDiff, cost_text, split_diff
 
 S = TaskState
@@ -129,7 +129,7 @@ def pages(files: Sequence[ChangedFile]) -> list[list[ChangedFile]]:
 
 
 # -- the widget --------------------------------------------------------------------------------
-class ReviewView(anywidget.AnyWidget):
+class ReviewView(ActionWidget):
     """The review of `task`: in review, its bar offers Approve, Request changes and Reject;
     merged or rejected, it shows what was decided, read-only."""
 
@@ -164,8 +164,6 @@ class ReviewView(anywidget.AnyWidget):
     human_edits = t.List(t.Dict()).tag(sync=True)
     # what the user did: a confirmation asked, the result beside the click, the decision
     asking = t.Unicode("").tag(sync=True)  # "force" while "merge anyway?" is asked
-    busy = t.Unicode("").tag(sync=True)  # the action running
-    feedback = t.Dict().tag(sync=True)  # {"action", "text", "error": bool}
     decision = t.Unicode("").tag(sync=True)  # what was decided, as a sentence
 
     def __init__(self, task: Task, **kwargs: Any) -> None:
@@ -179,7 +177,6 @@ class ReviewView(anywidget.AnyWidget):
         self._load_diff()
         self.observe(self._on_page, names="page")
         self.observe(self._on_since, names="since")
-        self.on_msg(self._on_msg)
         self._unsubscribe = task.subscribe(self._on_event)
 
     def close(self) -> None:
@@ -272,30 +269,7 @@ class ReviewView(anywidget.AnyWidget):
     def _on_since(self, change: Mapping[str, Any]) -> None:
         threading.Thread(target=self._load_diff, daemon=True).start()
 
-    def _on_msg(self, _widget: Any, content: Mapping[str, Any], _buffers: Any) -> None:
-        action = str(content.get("action", ""))
-        handler: Callable[[Mapping[str, Any]], str] | None = getattr(self, f"_do_{action}", None)
-        if handler is None:
-            self.feedback = {"action": action, "text": f"Unknown action {action!r}", "error": True}
-            return
-        self.busy = action
-        self.feedback = {}
-        threading.Thread(target=self._run, args=(action, handler, content), daemon=True).start()
-
-    def _run(
-        self, action: str, handler: Callable[[Mapping[str, Any]], str], content: Mapping[str, Any]
-    ) -> None:
-        """Run an action; show its result (or the error it raised) beside its button."""
-        try:
-            text, error = handler(content), False
-        except DelegateError as exc:
-            text, error = str(exc), True
-        except Exception as exc:  # a bug: shown where the user clicked, not lost in a log
-            log.exception("review action %s failed", action)
-            text, error = f"Unexpected error (please report it): {exc!r}", True
-        self.busy = ""
-        if text:
-            self.feedback = {"action": action, "text": text, "error": error}
+    def _after(self) -> None:
         self._read_task()
 
     # Each `_do_<action>` runs on its own thread and returns the sentence to show.

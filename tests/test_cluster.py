@@ -29,6 +29,11 @@ from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
 distributed = pytest.importorskip("distributed")
 from jupyter_delegate.cluster import DaskRunner, Result  # noqa: E402
 
+DOCSTRING = {"old_string": "def add(a, b):\n", "new_string": 'def add(a, b):\n    """Add."""\n'}
+DOCSTRING_TURNS: list[dict[str, Any]] = [
+    {"tools": [{"edit": {"file_path": "calc.py", **DOCSTRING}}]},
+    {"tools": [{"finish": {"summary": "docstring added"}}]},
+]
 SECRET_KEY = "sk-ant-api03-cluster-test-key-never-travels-0123456789"
 
 
@@ -95,7 +100,7 @@ def audit_ok(repo: git.Repo) -> None:
 def test_a_task_runs_on_a_worker_reaches_review_and_merges_into_the_users_repo(
     user_repo: git.Repo, cluster: Any
 ) -> None:
-    client, fake = cluster(FIX_TURNS)
+    client, fake = cluster([*FIX_TURNS, *DOCSTRING_TURNS])
     runner = DaskRunner(client, keep_worker_folders=True)
     manager = TaskManager(sandbox=SANDBOX, runner=runner)
     task = submit(manager, user_repo)
@@ -123,11 +128,19 @@ def test_a_task_runs_on_a_worker_reaches_review_and_merges_into_the_users_repo(
         CALC.replace("a - b", "a + b")
     )
     assert "+    return a + b" in task.diff()
+    first_head = task.head_commit
+    # A second round (changes requested) goes to the cluster from the branch as it is here.
+    task.request_changes("Add a docstring.")
+    assert task.wait(timeout=180) == TaskState.REVIEW, task.error
+    assert task.summary == "docstring added" and len(runner.results[task.id]) == 2
+    assert task.head_commit != first_head and len(task.workers) == 2
+    assert git.Repo(home_worktree).head.commit.hexsha == task.head_commit  # moved on here
     task.approve()
     assert task.state == TaskState.MERGED
-    assert "a + b" in (Path(user_repo.working_dir) / "calc.py").read_text()
+    merged = (Path(user_repo.working_dir) / "calc.py").read_text()
+    assert "a + b" in merged and '"""Add."""' in merged
     audit_ok(user_repo)
-    assert len([r for r in fake.requests if r.kind != "models"]) == len(FIX_TURNS)
+    assert len([r for r in fake.requests if r.kind != "models"]) == len(FIX_TURNS) + 2
 
 
 def test_the_payload_carries_no_api_key(user_repo: git.Repo, cluster: Any) -> None:

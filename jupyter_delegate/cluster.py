@@ -302,6 +302,7 @@ class DaskRunner:
 
     def __init__(self, client_or_address: Client | str, *, keep_worker_folders: bool = False):
         distributed = _distributed()
+        self._own_client = isinstance(client_or_address, str)
         if isinstance(client_or_address, str):
             self.client = distributed.Client(client_or_address)
         else:
@@ -310,6 +311,15 @@ class DaskRunner:
         # The rounds run so far, by task id: each one's Result (or None when refused).
         self.results: dict[str, list[Result | None]] = {}
         self._mirrors: list[_Mirror] = []
+
+    def close(self) -> None:
+        """Close the client this runner connected itself (not one it was given), and forget
+        it as the runner of its cluster."""
+        with _runners_lock:
+            for key in [k for k, v in _runners.items() if v is self]:
+                del _runners[key]
+        if self._own_client:
+            self.client.close()
 
     def start(self, work: Round) -> None:
         from .manager import _try_lock
@@ -371,6 +381,58 @@ class DaskRunner:
     def returned(self, result: Result) -> Result:
         """A round's result as it arrives from the worker."""
         return result
+
+
+_runners: dict[str, DaskRunner] = {}
+_runners_lock = threading.Lock()
+
+
+def runner_for(given: Any) -> Any:
+    """The runner `given` names: a Runner as it is; a `distributed.Client` or a scheduler
+    address, the DaskRunner of that cluster (one per cluster in this process); None, the
+    `[cluster] address` of the user's config when set, else None (the manager's own)."""
+    if given is None:
+        given = cluster_address()
+        if given is None:
+            return None
+    if hasattr(given, "start") and hasattr(given, "in_process"):
+        return given
+    if isinstance(given, str):
+        key = given.strip()
+        if not key:
+            raise ClusterError("The cluster address is empty: give tcp://HOST:PORT.")
+    else:
+        distributed = _distributed()
+        if not isinstance(given, distributed.Client):
+            raise ClusterError(
+                f"runner= takes a Runner, a distributed.Client or a scheduler address "
+                f"(tcp://HOST:PORT), not {type(given).__name__}."
+            )
+        key = f"client:{id(given)}"
+    with _runners_lock:
+        known = _runners.get(key)
+        if known is None:
+            try:
+                known = _runners[key] = DaskRunner(given)
+            except (OSError, TimeoutError) as exc:
+                raise ClusterError(
+                    f"Could not connect to the Dask scheduler at {given}: {exc}. Start it "
+                    "(`dask scheduler`) or give the address it prints."
+                ) from None
+        return known
+
+
+def cluster_address() -> str | None:
+    """`[cluster] address` of the user's config.toml, when set."""
+    from .home import user_dir
+    from .policy import config_table, read_toml
+
+    path = user_dir() / "config.toml"
+    table = config_table(read_toml(path), "cluster", ("address",), str(path), ClusterError)
+    address = table.get("address")
+    if address is not None and not isinstance(address, str):
+        raise ClusterError(f"{path}: [cluster] address must be a string (tcp://HOST:PORT).")
+    return address or None
 
 
 class Refused(ClusterError):

@@ -27,7 +27,7 @@ from jupyter_delegate.manager import TaskManager
 from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
 
 distributed = pytest.importorskip("distributed")
-from jupyter_delegate.cluster import DaskRunner, Result  # noqa: E402
+from jupyter_delegate.cluster import DaskRunner, Result, runner_for  # noqa: E402
 
 DOCSTRING = {"old_string": "def add(a, b):\n", "new_string": 'def add(a, b):\n    """Add."""\n'}
 DOCSTRING_TURNS: list[dict[str, Any]] = [
@@ -215,3 +215,57 @@ def test_a_tampered_result_bundle_is_refused_and_nothing_is_fetched(
     nothing_fetched(user_repo, task)
     assert Journal(task.journal_path).verify().ok
     audit_ok(user_repo)
+
+
+def test_cli_run_with_cluster_runs_there_and_approves(user_repo: git.Repo, cluster: Any) -> None:
+    client, _ = cluster(FIX_TURNS)
+    address = client.scheduler.address
+    done = cli(
+        "run",
+        "Make add() add.",
+        "--check",
+        CHECK,
+        "--cluster",
+        address,
+        "--sandbox",
+        SANDBOX,
+        "--approve",
+        "--repo",
+        user_repo.working_dir,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "a + b" in (Path(user_repo.working_dir) / "calc.py").read_text()
+    (task_id,) = [p.name for p in (Path(user_repo.git_dir) / "delegate" / "tasks").iterdir()]
+    journal = Path(user_repo.git_dir) / "delegate" / "tasks" / task_id / "journal.jsonl"
+    ran = [e.data for e in Journal(journal).events() if e.type == "runner"]
+    assert ran and ran[0]["worker"] in client.scheduler_info()["workers"]
+    audit_ok(user_repo)
+
+
+def test_the_config_names_the_cluster_for_delegate(user_repo: git.Repo, cluster: Any) -> None:
+    from jupyter_delegate import delegate
+
+    client, _ = cluster([{"tools": [{"finish": {"summary": "nothing to do"}}]}])
+    home = Path(os.environ["JUPYTER_DELEGATE_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(f'[cluster]\naddress = "{client.scheduler.address}"\n')
+    manager = TaskManager(sandbox=SANDBOX)
+    task = delegate("Nothing.", checks=["true"], repo=user_repo.working_dir, manager=manager)
+    assert task.wait(timeout=180) == TaskState.REVIEW, task.error
+    assert task.workers and task.workers[0] in client.scheduler_info()["workers"]
+    runner_for(client.scheduler.address).close()
+
+
+def test_without_dask_a_cluster_runner_says_how_to_install_it(
+    user_repo: git.Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_delegate.cluster import ClusterError
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed fails
+    manager = TaskManager(sandbox=SANDBOX)
+    with pytest.raises(ClusterError, match=r"pip install 'jupyter-delegate\[dask\]'"):
+        manager.submit(
+            Outcome("x", checks=("true",)), repo=user_repo.working_dir, runner="tcp://127.0.0.1:1"
+        )
+    assert not (Path(user_repo.git_dir) / "delegate" / "tasks").exists()  # nothing created

@@ -46,7 +46,12 @@ that fails verification is refused: the round on the worker is cancelled, nothin
 fetched, and the task fails here with an error saying what failed.
 
 Not here: running a round (rounds.py, runner.run_round), the chain itself (journal.py).
-Not yet: a worker lost mid-round is reported (the task fails, transient), not taken over.
+Not yet: a worker lost mid-round is reported (the task fails, transient), not taken over;
+a round that ends paused or failed with edits the harness did not commit leaves them on
+the worker (they are not bundled); submodules are not checked out on workers; the
+process that started the round must live until it ends (it is the mirror); a task's
+runner is known to the process that submitted it, so a round that another process starts
+(the CLI's `resume`) runs there, not on the cluster.
 """
 
 from __future__ import annotations

@@ -82,6 +82,7 @@ def delegate(
     effort: str | None = None,
     compact_at: str | int | None = None,
     manager: TaskManager | None = None,
+    runner: Any = None,
 ) -> Task:
     """Start an agent on an outcome; returns the `Task` at once (it runs on the engine
     thread). `checks` are commands the harness runs when the agent is done; `scope` the
@@ -98,7 +99,10 @@ def delegate(
     endpoint does not serve it; `effort` "low", "medium", "high" or "max", one the model
     takes (default: `[model] effort`, else the model's own); `compact_at` the input tokens
     (120000) or share of the model's window ("60%") at which the conversation is compacted
-    (default: `[model] compact_at`, else "60%")."""
+    (default: `[model] compact_at`, else "60%"); `runner` where its rounds run: a Dask
+    cluster as a `distributed.Client` or its scheduler's address ("tcp://host:8786"; needs
+    the `dask` extra), or any Runner (default: `[cluster] address` of the config when
+    set, else this kernel)."""
     from .manager import get_manager
     from .policy import Policy
 
@@ -117,6 +121,7 @@ def delegate(
         env=list(env),
         effort=effort,
         compact_at=compact_at,
+        runner=runner,
     )
 
 

@@ -366,6 +366,23 @@ class Handoff(_Event):
 
 
 @dataclass(frozen=True)
+class RanOn(_Event):
+    """`runner`: where a round runs, journaled by the process that runs it when it is not
+    the one that decided (a Dask worker: cluster.py). `runner` ("dask"), `worker` (its
+    address), `host`, `pid`, `folder` (where the round's clone lives there), `at` ISO
+    time; `moved_from`: the worker a round was lost on, when this one took it over."""
+
+    TYPE: ClassVar[str] = "runner"
+    runner: str
+    worker: str = ""
+    host: str = ""
+    pid: int = 0
+    folder: str = ""
+    at: str = ""
+    moved_from: str = field(default="", metadata=SOMETIMES)
+
+
+@dataclass(frozen=True)
 class NotifyFailed(_Event):
     """`notify_failed`: a notification of the task's `event` ("question", "review",
     "failed", "interrupted") could not be delivered to `target` (a webhook named by its
@@ -420,6 +437,7 @@ JournalEvent = (
     | Control
     | Compacted
     | Handoff
+    | RanOn
     | NotifyFailed
     | UnknownEvent
 )
@@ -447,6 +465,7 @@ KNOWN: dict[str, type[_Event]] = {
         Control,
         Compacted,
         Handoff,
+        RanOn,
         NotifyFailed,
         PlanProposed,
     )

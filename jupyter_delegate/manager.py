@@ -105,6 +105,7 @@ class Context:
     # step end (its results journaled) and stops before the next model turn.
     tool_running: bool = False
     inbox_offset: int = 0  # how far this process, running the task, has read its inbox
+    runner: Runner | None = None  # where its rounds run, when not the manager's (submit)
     last_change: float = 0.0  # when the journal last recorded a state change
     pending: dict[str, tuple[PermissionRequest, asyncio.Future[Answer]]] = field(
         default_factory=dict, repr=False
@@ -201,6 +202,7 @@ class TaskManager:
         effort: str | None = None,
         compact_at: str | int | None = None,
         group: Mapping[str, Any] | None = None,
+        runner: Runner | Any = None,
     ) -> Task:
         """Start a task. `use_suggested_checks`: when the outcome has no checks, run the
         test commands its AGENTS.md names (shown in the review either way). `env`:
@@ -210,13 +212,18 @@ class TaskManager:
         user's config where the model takes it, else the model's own). `compact_at`: the
         input tokens (120000) or share of the model's window ("60%") at which the
         conversation is compacted (default: `[model] compact_at`, else 60%). `group`: the
-        plan or attempt group the task is part of (planning.py, best_of.py), journaled."""
+        plan or attempt group the task is part of (planning.py, best_of.py), journaled.
+        `runner`: where its rounds run (runner.py), a Runner, or a Dask cluster as a
+        `distributed.Client` or a scheduler address (cluster.py); default: `[cluster]
+        address` of the user's config when set, else this manager's runner."""
+        from .cluster import runner_for
         from .sandbox import Sandbox
 
         if not isinstance(outcome, Outcome):
             raise DelegateError(f"submit() takes an Outcome, got {type(outcome).__name__}.")
         if isinstance(env, str):
             env = [env]
+        chosen_runner = runner_for(runner)  # a missing dask, a bad address: here, at once
         workspace = Workspace(repo)
         base_branch, base_commit = workspace.resolve_base(base)
         settings = model_settings()
@@ -246,7 +253,7 @@ class TaskManager:
         branch = f"delegate/{task_id}-{slugify(outcome.title)}"
         task = Task(id=task_id, outcome=outcome, repo=workspace.root, _manager=self)
         journal = Journal(workspace.task_dir(task_id) / "journal.jsonl")
-        context = Context(workspace, journal, endpoint, probe_sandbox.tier)
+        context = Context(workspace, journal, endpoint, probe_sandbox.tier, runner=chosen_runner)
         context.lock_fd = _try_lock(workspace.task_dir(task_id))
         self._remember(task, context)
         opening = {
@@ -303,13 +310,14 @@ class TaskManager:
         lock the decision took until it ends; elsewhere, the lock is let go for the
         runner to take, and this process follows the journal."""
         work = Round(str(task.repo), task.id, why)
-        if self.runner.in_process:
+        runner = context.runner or self.runner
+        if runner.in_process:
             context.handed_over = True
             context.idle.clear()
-            self.runner.start(work)
+            runner.start(work)
             return
         _unlock(context)
-        self.runner.start(work)
+        runner.start(work)
         self._on_engine(self._follow(task, context))
 
     def _launch(self, work: Round) -> None:

@@ -118,6 +118,13 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
         "(repeatable; credentials never pass)",
     )
     parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run the task's rounds on the Dask cluster whose scheduler is at ADDRESS, "
+        "e.g. tcp://host:8786 (default: [cluster] address in config.toml; needs "
+        "`pip install 'jupyter-delegate[dask]'`)",
+    )
+    parser.add_argument(
         "--sandbox",
         choices=SANDBOXES,
         help="command confinement (default auto: bubblewrap or refuse)",
@@ -234,6 +241,7 @@ def submit_options(args: argparse.Namespace) -> dict[str, Any]:
         "env": args.env,
         "effort": args.effort[0] if args.effort else None,
         "compact_at": args.compact_at,
+        "runner": args.cluster,
     }
 
 

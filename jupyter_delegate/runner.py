@@ -16,8 +16,9 @@ from any process.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .manager import TaskManager
@@ -54,13 +55,18 @@ class EngineRunner:
         self._manager._launch(work)
 
 
-def run_round(work: Round, manager: TaskManager | None = None) -> TaskState:
+def run_round(
+    work: Round, manager: TaskManager | None = None, where: Mapping[str, Any] | None = None
+) -> TaskState:
     """Carry out `work` here: take the task's lock, run the round on this process's
     engine, and return the state it ended in (review, failed, paused, cancelled, ...).
-    What a runner in another process or on another machine calls."""
+    What a runner in another process or on another machine calls. `where`: the data of a
+    `runner` event (events.RanOn) to journal first, under the lock: where the round runs."""
     from .manager import TaskManager
 
     manager = manager or TaskManager(via="runner")
     task = manager.claim(work)
+    if where is not None:
+        manager._record(task, "runner", where)
     manager._launch(work)
     return manager.until_round_ends(task)

@@ -41,6 +41,7 @@ from .events import (
     Permission,
     PlanProposed,
     PreferenceRemembered,
+    RanOn,
     Rejected,
     StateChanged,
     TaskCreated,
@@ -358,6 +359,8 @@ class Task:
     # Where the task was handed off to (the bundle file; `handoff`), while it is not
     # received back: a task handed off continues where its bundle is received.
     handed_off: str = ""
+    # The workers its rounds ran on, in order (`runner` events: a Dask worker's address).
+    workers: list[str] = field(default_factory=list)
     # The plan or attempt group the task is part of ({"kind": "plan", "id", "name"} or
     # {"kind": "attempts", "id", "index", "of"}), None for a task of its own.
     group: dict[str, Any] | None = None
@@ -738,6 +741,13 @@ class Task:
                 if direction == "in":
                     where = f"{source.get('host', '?')}:{source.get('path', '?')}"
                     self._flag(f"handed off from {where} on {event.at}")
+            case RanOn(worker=worker, host=host, moved_from=moved_from):
+                self.workers.append(worker)
+                if moved_from:
+                    self._flag(
+                        f"moved workers: {moved_from} was lost mid-round; the round went on "
+                        f"from the journal on {worker} ({host})"
+                    )
             case Compacted(by=by, tokens_before=before, tokens_after=after, usage=usage):
                 self.compactions += 1
                 if usage:  # the harness's summarising turn

@@ -1,0 +1,271 @@
+"""Tasks run on a Dask cluster (cluster.py): a LocalCluster of two worker processes, the
+scripted fake model served to them over loopback (`ANTHROPIC_BASE_URL`, set before the
+cluster starts), the user's repository outside /tmp. Judged from outside: where the
+journal says the round ran, the state and checks the user's process reads, the merge in
+the user's repository, `audit verify`, the mirror against the worker's own journal, and
+what is refused when the stream or the result is tampered with."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import git
+import pytest
+
+from conftest import CALC, CHECK, FIX_TURNS, SANDBOX, TEST, commit_all
+from jupyter_delegate import Outcome, TaskState
+from jupyter_delegate.journal import Journal
+from jupyter_delegate.manager import TaskManager
+from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
+
+distributed = pytest.importorskip("distributed")
+from jupyter_delegate.cluster import DaskRunner, Result, runner_for  # noqa: E402
+
+DOCSTRING = {"old_string": "def add(a, b):\n", "new_string": 'def add(a, b):\n    """Add."""\n'}
+DOCSTRING_TURNS: list[dict[str, Any]] = [
+    {"tools": [{"edit": {"file_path": "calc.py", **DOCSTRING}}]},
+    {"tools": [{"finish": {"summary": "docstring added"}}]},
+]
+SECRET_KEY = "sk-ant-api03-cluster-test-key-never-travels-0123456789"
+
+
+def cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jupyter_delegate.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+        check=False,
+    )
+
+
+@pytest.fixture
+def user_repo(outside_tmp: Path) -> git.Repo:
+    """The user's repository (outside /tmp: the sandbox has a private one), with the bug."""
+    path = outside_tmp / "proj"
+    path.mkdir()
+    r = git.Repo.init(path, initial_branch="main")
+    (path / "calc.py").write_text(CALC)
+    (path / "test_calc.py").write_text(TEST)
+    commit_all(r, "init")
+    return r
+
+
+@pytest.fixture
+def cluster(outside_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """`cluster(turns)`: the fake serving `turns`, a LocalCluster whose workers see it,
+    and a client of that cluster."""
+    made: list[Any] = []
+
+    def start(turns: list[dict[str, Any]]) -> tuple[Any, FakeMessagesAPI]:
+        fake = FakeMessagesAPI(load_scenario({"name": "cluster", "turns": turns}))
+        server = FakeServer(fake)
+        made.append(server)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET_KEY)
+        workers = outside_tmp / "workers"
+        monkeypatch.setenv("JUPYTER_DELEGATE_WORKER_DIR", str(workers))
+        local = distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        )
+        made.append(local)
+        client = distributed.Client(local)
+        made.append(client)
+        return client, fake
+
+    yield start
+    for thing in reversed(made):
+        thing.close()
+
+
+def submit(manager: TaskManager, repo: git.Repo) -> Any:
+    return manager.submit(Outcome("Make add() add.", checks=(CHECK,)), repo=repo.working_dir)
+
+
+def audit_ok(repo: git.Repo) -> None:
+    done = cli("audit", "verify", "--repo", repo.working_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "audit verify: ok" in done.stdout
+
+
+def test_a_task_runs_on_a_worker_reaches_review_and_merges_into_the_users_repo(
+    user_repo: git.Repo, cluster: Any
+) -> None:
+    client, fake = cluster([*FIX_TURNS, *DOCSTRING_TURNS])
+    runner = DaskRunner(client, keep_worker_folders=True)
+    manager = TaskManager(sandbox=SANDBOX, runner=runner)
+    task = submit(manager, user_repo)
+    assert task.wait(timeout=180) == TaskState.REVIEW, task.error
+    assert task.checks and task.checks[0].passed, task.checks
+    # It ran on a worker of the cluster, which the journal names.
+    workers = set(client.scheduler_info()["workers"])
+    assert task.workers and task.workers[0] in workers
+    ran = [e for e in Journal(task.journal_path).events() if e.type == "runner"]
+    assert ran[0].data["pid"] != os.getpid() and ran[0].data["runner"] == "dask"
+    # In a folder of the worker's own: its clone and worktree, never the user's.
+    (result,) = runner.results[task.id]
+    assert isinstance(result, Result) and result.state == "review"
+    home_worktree = Path(user_repo.git_dir) / "delegate" / "worktrees" / task.id
+    assert Path(result.worktree) != home_worktree
+    assert Path(result.worktree).is_relative_to(result.folder)
+    assert Path(result.folder).is_relative_to(os.environ["JUPYTER_DELEGATE_WORKER_DIR"])
+    first = next(Journal(task.journal_path).events())
+    assert first.data["worktree"] == str(home_worktree)  # the client's path, as journaled
+    # The mirror is the worker's journal, byte for byte.
+    worker_journal = Path(result.folder) / "repo" / ".git" / "delegate" / "tasks" / task.id
+    assert task.journal_path.read_bytes() == (worker_journal / "journal.jsonl").read_bytes()
+    # Review works unchanged here: the branch and worktree were made from the bundle.
+    assert task.worktree == home_worktree and (home_worktree / "calc.py").read_text() == (
+        CALC.replace("a - b", "a + b")
+    )
+    assert "+    return a + b" in task.diff()
+    first_head = task.head_commit
+    # A second round (changes requested) goes to the cluster from the branch as it is here.
+    task.request_changes("Add a docstring.")
+    assert task.wait(timeout=180) == TaskState.REVIEW, task.error
+    assert task.summary == "docstring added" and len(runner.results[task.id]) == 2
+    assert task.head_commit != first_head and len(task.workers) == 2
+    assert git.Repo(home_worktree).head.commit.hexsha == task.head_commit  # moved on here
+    task.approve()
+    assert task.state == TaskState.MERGED
+    merged = (Path(user_repo.working_dir) / "calc.py").read_text()
+    assert "a + b" in merged and '"""Add."""' in merged
+    audit_ok(user_repo)
+    assert len([r for r in fake.requests if r.kind != "models"]) == len(FIX_TURNS) + 2
+
+
+def test_the_payload_carries_no_api_key(user_repo: git.Repo, cluster: Any) -> None:
+    client, _ = cluster([{"tools": [{"finish": {"summary": "nothing to do"}}]}])
+    runner = DaskRunner(client)
+    sent: list[bytes] = []
+    submit_ = runner.submit
+    runner.submit = lambda payload: (sent.append(pickle.dumps(payload)), submit_(payload))[1]  # type: ignore[method-assign]
+    manager = TaskManager(sandbox=SANDBOX, runner=runner)
+    task = manager.submit(Outcome("Nothing.", checks=("true",)), repo=user_repo.working_dir)
+    assert task.wait(timeout=180) == TaskState.REVIEW, task.error
+    assert sent and SECRET_KEY.encode() not in sent[0]
+    assert os.environ["ANTHROPIC_API_KEY"] == SECRET_KEY  # it was there to leak
+
+
+class TamperedStream(DaskRunner):
+    """The network between worker and home changes the agent's finish summary."""
+
+    def received(self, line: str) -> str:
+        raw = json.loads(line)
+        if raw["type"] == "finish":
+            return line.replace("it now adds", "it now adds, and all is well")
+        return line
+
+
+def nothing_fetched(repo: git.Repo, task: Any) -> None:
+    assert not [h for h in repo.heads if h.name.startswith(f"delegate/{task.id}")]
+    assert not (Path(repo.git_dir) / "delegate" / "worktrees" / task.id).exists()
+
+
+def test_a_tampered_stream_line_is_refused_and_the_task_fails(
+    user_repo: git.Repo, cluster: Any
+) -> None:
+    client, _ = cluster(FIX_TURNS)
+    manager = TaskManager(sandbox=SANDBOX, runner=TamperedStream(client))
+    task = submit(manager, user_repo)
+    assert task.wait(timeout=180) == TaskState.FAILED
+    assert "refused what the worker sent" in task.error
+    assert "does not match its hash" in task.error, task.error
+    assert Journal(task.journal_path).verify().ok  # the tampered line never got in
+    assert not any(e.type == "finish" for e in Journal(task.journal_path).events())
+    nothing_fetched(user_repo, task)
+    audit_ok(user_repo)
+
+
+def test_a_tampered_result_bundle_is_refused_and_nothing_is_fetched(
+    user_repo: git.Repo, cluster: Any, outside_tmp: Path
+) -> None:
+    """The result comes back with a forged branch: the task's branch name, at a commit made
+    elsewhere that names a journal head the mirror never saw."""
+    forger = git.Repo.clone_from(user_repo.working_dir, outside_tmp / "forger")
+    client, _ = cluster(FIX_TURNS)
+
+    class Forging(DaskRunner):
+        def returned(self, result: Result) -> Result:
+            branch = next(e for e in Journal(task.journal_path).events()).data["branch"]
+            forger.git.checkout("-q", "-b", branch)
+            (Path(forger.working_dir) / "calc.py").write_text("import os\n")
+            forger.git.add("-A")
+            forger.git.commit("-q", "-m", "evil\n\nDelegate-Journal: " + "f" * 64)
+            out = outside_tmp / "forged.bundle"
+            base = user_repo.head.commit.hexsha
+            forger.git.bundle("create", str(out), f"refs/heads/{branch}", f"^{base}")
+            forged = forger.head.commit.hexsha
+            return replace(result, bundle=out.read_bytes(), tip=forged)
+
+    manager = TaskManager(sandbox=SANDBOX, runner=Forging(client))
+    task = submit(manager, user_repo)
+    assert task.wait(timeout=180) == TaskState.FAILED
+    assert "refused what the worker sent" in task.error, task.error
+    assert "but the journal's last commit is" in task.error, task.error
+    nothing_fetched(user_repo, task)
+    assert Journal(task.journal_path).verify().ok
+    audit_ok(user_repo)
+
+
+def test_cli_run_with_cluster_runs_there_and_approves(user_repo: git.Repo, cluster: Any) -> None:
+    client, _ = cluster(FIX_TURNS)
+    address = client.scheduler.address
+    done = cli(
+        "run",
+        "Make add() add.",
+        "--check",
+        CHECK,
+        "--cluster",
+        address,
+        "--sandbox",
+        SANDBOX,
+        "--approve",
+        "--repo",
+        user_repo.working_dir,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "a + b" in (Path(user_repo.working_dir) / "calc.py").read_text()
+    (task_id,) = [p.name for p in (Path(user_repo.git_dir) / "delegate" / "tasks").iterdir()]
+    journal = Path(user_repo.git_dir) / "delegate" / "tasks" / task_id / "journal.jsonl"
+    ran = [e.data for e in Journal(journal).events() if e.type == "runner"]
+    assert ran and ran[0]["worker"] in client.scheduler_info()["workers"]
+    audit_ok(user_repo)
+
+
+def test_the_config_names_the_cluster_for_delegate(user_repo: git.Repo, cluster: Any) -> None:
+    from jupyter_delegate import delegate
+
+    client, _ = cluster([{"tools": [{"finish": {"summary": "nothing to do"}}]}])
+    home = Path(os.environ["JUPYTER_DELEGATE_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(f'[cluster]\naddress = "{client.scheduler.address}"\n')
+    manager = TaskManager(sandbox=SANDBOX)
+    task = delegate("Nothing.", checks=["true"], repo=user_repo.working_dir, manager=manager)
+    assert task.wait(timeout=180) == TaskState.REVIEW, task.error
+    assert task.workers and task.workers[0] in client.scheduler_info()["workers"]
+    runner_for(client.scheduler.address).close()
+
+
+def test_without_dask_a_cluster_runner_says_how_to_install_it(
+    user_repo: git.Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_delegate.cluster import ClusterError
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed fails
+    manager = TaskManager(sandbox=SANDBOX)
+    with pytest.raises(ClusterError, match=r"pip install 'jupyter-delegate\[dask\]'"):
+        manager.submit(
+            Outcome("x", checks=("true",)), repo=user_repo.working_dir, runner="tcp://127.0.0.1:1"
+        )
+    assert not (Path(user_repo.git_dir) / "delegate" / "tasks").exists()  # nothing created

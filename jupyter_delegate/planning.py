@@ -53,6 +53,7 @@ import fcntl
 import graphlib
 import os
 import re
+import reprlib
 import secrets
 import threading
 import time
@@ -81,7 +82,7 @@ if TYPE_CHECKING:
     from .manager import TaskManager
 
 S = TaskState
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}\Z")  # \Z: `$` lets a trailing newline by
 PLAN_KEYS = ("plan", "goal", "checks", "budget", "parallel", "stack", "base", "subtasks")
 SUBTASK_KEYS = ("name", "goal", "checks", "scope", "budget", "depends_on", "constraints")
 DEFAULT_PARALLEL = 2
@@ -169,14 +170,16 @@ class PlanSpec:
                 subtasks.append(subtask)
         parallel = data.get("parallel", DEFAULT_PARALLEL)
         if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
-            problems.append(f"`parallel:` must be a whole number of 1 or more, not {parallel!r}")
+            problems.append(
+                f"`parallel:` must be a whole number of 1 or more, not {_shown(parallel)}"
+            )
             parallel = DEFAULT_PARALLEL
         stack = data.get("stack", False)
         if not isinstance(stack, bool):
-            problems.append(f"`stack:` must be true or false, not {stack!r}")
+            problems.append(f"`stack:` must be true or false, not {_shown(stack)}")
         base = data.get("base")
         if base is not None and not isinstance(base, str):
-            problems.append(f"`base:` must be a branch name, not {base!r}")
+            problems.append(f"`base:` must be a branch name, not {_shown(base)}")
         goal = data.get("goal") or ""
         spec = cls(
             title=str(title).strip(),
@@ -239,6 +242,12 @@ class PlanSpec:
                         problems.append(
                             f"{subtask.name}'s scope {path!r} is outside the repository {root}"
                         )
+        if not problems:  # what its task would refuse at dispatch, after others started
+            for subtask in self.subtasks:
+                try:
+                    self.outcome_of(subtask.name)
+                except OutcomeError as exc:
+                    problems.append(f"{subtask.name}: {exc}")
         problems += self._budget_problems()
         return problems
 
@@ -342,19 +351,19 @@ class PlanSpec:
 def _subtask(number: int, item: Any, problems: list[str]) -> Subtask | None:
     where = f"subtask {number}"
     if not isinstance(item, Mapping):
-        problems.append(f"{where} must be a mapping with name and goal, not {item!r}")
+        problems.append(f"{where} must be a mapping with name and goal, not {_shown(item)}")
         return None
     unknown = sorted(set(map(str, item)) - set(SUBTASK_KEYS))
     name = item.get("name")
     if isinstance(name, str):
-        where = f"subtask {name!r}"
+        where = f"subtask {_shown(name)}"
     if unknown:
         problems.append(
             f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(SUBTASK_KEYS)})"
         )
     if not isinstance(name, str) or not NAME.match(name):
         problems.append(
-            f"{where}: name {name!r} must be 1 to 40 of a-z, 0-9, - and _, starting with a "
+            f"{where}: name {_shown(name)} must be 1 to 40 of a-z, 0-9, - and _, starting with a "
             "letter or digit (it names a branch)"
         )
         name = f"#{number}"
@@ -382,7 +391,7 @@ def _texts(what: str, value: Any, problems: list[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        problems.append(f"{what} must be a list of texts, not {value!r}")
+        problems.append(f"{what} must be a list of texts, not {_shown(value)}")
         return ()
     return tuple(v.strip() for v in value if v.strip())
 
@@ -392,15 +401,30 @@ def _budget(what: str, value: Any, problems: list[str]) -> dict[str, float]:
         return {}
     if not isinstance(value, Mapping):
         problems.append(
-            f"{what}'s budget must be a mapping such as {{max_usd: 1.5}}, not {value!r}"
+            f"{what}'s budget must be a mapping such as {{max_usd: 1.5}}, not {_shown(value)}"
         )
         return {}
+    for key, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            problems.append(f"{what}'s budget {_shown(key)} must be a number, not {_shown(number)}")
+            return {}
     try:
         Budget.from_dict(value)
     except (OutcomeError, TypeError) as exc:
         problems.append(f"{what}'s budget: {exc}")
         return {}
     return {str(k): v for k, v in value.items()}
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlevel = 2
+
+
+def _shown(value: Any) -> str:
+    """`value!r`, bounded: what a plan holds may be huge (a YAML alias bomb, a long text)."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _outside(path: str, root: Path) -> bool:

@@ -463,3 +463,45 @@ def test_jd_plan_and_jd_attempts_stay_functions_once_their_modules_are_imported(
     made = jd.plan(spec=STACKED, repo=repo.working_dir, manager=manager)
     assert made.state == "draft" and jd.get_plan(made.id, repo.working_dir).id == made.id
     assert [p.id for p in jd.plans(repo.working_dir)] == [made.id]
+
+
+@pytest.mark.parametrize(
+    ("subtask", "named"),
+    [
+        ({"name": "model\n"}, "name 'model\\n'"),
+        ({"scope": ["/abs/inside"]}, "Scope entry '/abs/inside'"),
+        ({"scope": ["src/../shop"]}, "Scope entry 'src/../shop'"),
+        ({"checks": ["pytest -q  # timeout=soon"]}, "timeout=soon"),
+        ({"budget": {"max_usd": float("nan")}}, "max_usd must be a positive number"),
+        ({"budget": {"max_steps": float("inf")}}, "max_steps must be a positive number"),
+    ],
+)
+def test_a_subtask_its_task_would_refuse_is_refused_by_the_plans_check(
+    tmp_path: Path, subtask: dict[str, Any], named: str
+) -> None:
+    # What passes the plan's check must start: a subtask whose outcome or budget its
+    # task refuses would fail at dispatch, after other subtasks had started.
+    root = tmp_path / "repo"
+    root.mkdir()
+    scope = subtask.get("scope", ())
+    if scope and scope[0].startswith("/"):
+        subtask = {**subtask, "scope": [str(root / "inside")]}
+        named = named.replace("/abs/inside", str(root / "inside"))
+    data = {"plan": "P", "subtasks": [{"name": "model", "goal": "g", **subtask}]}
+    with pytest.raises(PlanError, match="nothing was started") as refused:
+        plans.PlanSpec.from_dict(data).check(root)
+    assert named in str(refused.value)
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly_with_a_short_message() -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    for level in "bcdefghi":
+        prev = chr(ord(level) - 1)
+        bomb += f"{level}: &{level} [{', '.join([f'*{prev}'] * 9)}]\n"
+    for key in ("checks", "parallel", "stack", "base", "budget"):
+        text = bomb + f"plan: Bomb\n{key}: *i\nsubtasks:\n  - *i\n  - {{name: n, goal: *i}}\n"
+        started = time.monotonic()
+        with pytest.raises(PlanError) as refused:
+            plans.PlanSpec.from_yaml(text)
+        assert time.monotonic() - started < 5
+        assert len(str(refused.value)) < 3000

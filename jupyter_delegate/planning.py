@@ -798,14 +798,10 @@ class Plan:
         `stack`, reviewed), in a thread of this process, which holds the plan's lock.
         Returns at once. The options apply to every subtask and are journaled, so
         `resume` uses them too."""
-        spec = self._spec().check(self.repo)
-        if parallel is not None or stack is not None:
-            spec = spec.edited(
-                parallel=parallel if parallel is not None else spec.parallel,
-                stack=stack if stack is not None else spec.stack,
-            )
-        if spec.parallel < 1:
-            raise PlanError(f"--parallel must be 1 or more, not {spec.parallel}.")
+        if parallel is not None and (
+            isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1
+        ):
+            raise PlanError(f"--parallel must be 1 or more, not {parallel!r}.")
         options = {
             k: v
             for k, v in {
@@ -823,6 +819,14 @@ class Plan:
                     f"Plan {self.id} is {self.state}; only a draft plan is dispatched (a "
                     f"running plan no process runs any more is resumed: `plan.resume()`, "
                     f"`jupyter delegate plan resume {self.id}`)."
+                )
+            # The spec as journaled now (the lock's refresh): another process may have
+            # edited the draft since this one last read it.
+            spec = self._spec().check(self.repo)
+            if parallel is not None or stack is not None:
+                spec = spec.edited(
+                    parallel=parallel if parallel is not None else spec.parallel,
+                    stack=stack if stack is not None else spec.stack,
                 )
             if spec != self.spec:
                 self._record("edited", {"spec": spec.to_dict()})

@@ -505,3 +505,18 @@ def test_a_yaml_alias_bomb_is_refused_quickly_with_a_short_message() -> None:
             plans.PlanSpec.from_yaml(text)
         assert time.monotonic() - started < 5
         assert len(str(refused.value)) < 3000
+
+
+def test_dispatch_runs_the_spec_another_process_edited_not_the_one_it_last_read(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager(writer())
+    plan = create(DIAMOND, repo.working_dir, manager=manager)
+    elsewhere = Plan(plan.workspace, plan.id, manager)  # another reader, as a CLI's
+    narrowed = plans.PlanSpec.from_yaml(DIAMOND)
+    narrowed = narrowed.edited(subtasks=narrowed.subtasks[:1], checks=())
+    elsewhere.edit(narrowed)
+    plan.dispatch()  # read the five-subtask draft before the edit
+    plan.cancel()
+    assert [s.name for s in plan.refresh()._spec().subtasks] == ["base"]
+    assert [e.type for e in plan.journal.events()].count("edited") == 1

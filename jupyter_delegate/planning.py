@@ -141,6 +141,10 @@ class PlanSpec:
                 f"The plan is not valid YAML{where}: {getattr(exc, 'problem', exc)}. "
                 "See `jupyter delegate plan --help` for its form."
             ) from None
+        except (ValueError, OverflowError) as exc:  # a date such as 2026-13-45
+            raise PlanError(f"The plan is not valid YAML: {exc}.") from None
+        except RecursionError:
+            raise PlanError("The plan is not valid YAML: it is nested too deeply.") from None
         return cls.from_dict(data)
 
     @classmethod

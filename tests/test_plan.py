@@ -520,3 +520,16 @@ def test_dispatch_runs_the_spec_another_process_edited_not_the_one_it_last_read(
     plan.cancel()
     assert [s.name for s in plan.refresh()._spec().subtasks] == ["base"]
     assert [e.type for e in plan.journal.events()].count("edited") == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("plan: x\ngoal: 2026-13-45\nsubtasks: [{name: a, goal: g}]", "month must be in 1..12"),
+        ("plan: " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+    ],
+)
+def test_yaml_that_breaks_the_parser_is_one_plan_error(text: str, named: str) -> None:
+    with pytest.raises(PlanError, match="not valid YAML") as refused:
+        plans.PlanSpec.from_yaml(text)
+    assert named in str(refused.value)

@@ -1366,8 +1366,10 @@ def _from_tool(data: Any) -> dict[str, Any]:
     """The propose_plan tool's input as the plan's dict form."""
     if not isinstance(data, Mapping):
         return {}
+    if not isinstance(data.get("subtasks"), list):  # from_dict names what it is
+        return {"plan": data.get("title") or "", "subtasks": data.get("subtasks")}
     subtasks = []
-    for item in data.get("subtasks") or []:
+    for item in data["subtasks"]:
         if not isinstance(item, Mapping):
             subtasks.append(item)
             continue

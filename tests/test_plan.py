@@ -533,3 +533,11 @@ def test_yaml_that_breaks_the_parser_is_one_plan_error(text: str, named: str) ->
     with pytest.raises(PlanError, match="not valid YAML") as refused:
         plans.PlanSpec.from_yaml(text)
     assert named in str(refused.value)
+
+
+@pytest.mark.parametrize("subtasks", [5, {"a": 1}, "ab", None])
+def test_a_proposal_whose_subtasks_are_no_list_is_answered_not_raised(
+    tmp_path: Path, subtasks: Any
+) -> None:
+    answer = plans.check_proposal({"title": "T", "subtasks": subtasks}, tmp_path, {})
+    assert answer is not None and "`subtasks:` must be a non-empty list" in answer

@@ -163,6 +163,7 @@ class PlanSpec:
         if not isinstance(title, str) or not title.strip():
             problems.append("`plan:` (the plan's title) must be a non-empty text")
             title = ""
+        _plain("`plan:` (the plan's title)", title, problems)
         raw = data.get("subtasks")
         subtasks: list[Subtask] = []
         if not isinstance(raw, list) or not raw:
@@ -185,6 +186,8 @@ class PlanSpec:
         if base is not None and not isinstance(base, str):
             problems.append(f"`base:` must be a branch name, not {_shown(base)}")
         goal = data.get("goal") or ""
+        if isinstance(goal, str):
+            _plain("`goal:`", goal, problems)
         spec = cls(
             title=str(title).strip(),
             subtasks=tuple(subtasks),
@@ -375,6 +378,7 @@ def _subtask(number: int, item: Any, problems: list[str]) -> Subtask | None:
     if not isinstance(goal, str) or not goal.strip():
         problems.append(f"{where}: goal must be a non-empty text")
         goal = ""
+    _plain(f"{where}: goal", goal, problems)
     depends = item.get("depends_on") or ()
     if isinstance(depends, str):
         depends = [depends]
@@ -397,7 +401,22 @@ def _texts(what: str, value: Any, problems: list[str]) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         problems.append(f"{what} must be a list of texts, not {_shown(value)}")
         return ()
+    for text in value:
+        _plain(what, text, problems)
     return tuple(v.strip() for v in value if v.strip())
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _plain(what: str, text: str, problems: list[str]) -> None:
+    """A text of the plan holds no control character (but tab and line ends): a NUL breaks
+    git and the journal's readers, an escape sequence the terminal that shows the plan."""
+    found = CONTROL.search(text)
+    if found:
+        problems.append(
+            f"{what} contains a control character (U+{ord(found.group()):04X}): {_shown(text)}"
+        )
 
 
 def _budget(what: str, value: Any, problems: list[str]) -> dict[str, float]:

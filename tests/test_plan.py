@@ -541,3 +541,35 @@ def test_a_proposal_whose_subtasks_are_no_list_is_answered_not_raised(
 ) -> None:
     answer = plans.check_proposal({"title": "T", "subtasks": subtasks}, tmp_path, {})
     assert answer is not None and "`subtasks:` must be a non-empty list" in answer
+
+
+def test_a_long_goal_does_not_break_the_integrations_merge_commit(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    # The goal goes into the merge commit's message: one argument to git, which the
+    # system caps (128 KiB on Linux); the plan ran, so its integration must not fail.
+    manager, _ = make_manager(writer())
+    long = "Write two.txt\n\n" + "detail " * 30_000
+    data = {
+        "plan": "Long",
+        "subtasks": [
+            {"name": "one", "goal": "Write one.txt", "checks": ["test -f one.txt"]},
+            {"name": "two", "goal": long, "checks": ["test -f two.txt"]},
+        ],
+    }
+    plan = create(data, repo.working_dir, manager=manager)
+    plan.dispatch()
+    run_to_ready(plan)
+    merged = plan.approve()
+    assert repo.head.commit.hexsha == merged and len(repo.head.commit.parents) == 2
+    assert "integrate two" in repo.head.commit.message
+
+
+@pytest.mark.parametrize("text", ["Write\x00 it", "Write \x1b[2Jit", "Write\x7f"])
+def test_control_characters_in_a_plans_texts_are_refused(tmp_path: Path, text: str) -> None:
+    for where in ("goal", "checks", "scope"):
+        subtask: dict[str, Any] = {"name": "a", "goal": "g", where: text}
+        with pytest.raises(PlanError, match="control character"):
+            plans.PlanSpec.from_dict({"plan": "P", "subtasks": [subtask]}).check(tmp_path)
+    with pytest.raises(PlanError, match="control character"):
+        plans.PlanSpec.from_dict({"plan": text, "subtasks": [{"name": "a", "goal": "g"}]})

@@ -809,7 +809,13 @@ class Workspace:
         for line in user.git.status("--porcelain", "-z").split("\0"):
             if len(line) > 3:
                 dirty.add(line[3:])
-        touched = set(self.repo.git.diff("--name-only", tip, target).splitlines())
+        touched = set(
+            filter(None, self.repo.git.diff("--name-only", "-z", tip, target).split("\0"))
+        )
+        # A file the move adds that the checkout has untracked (status names a new folder,
+        # not its files) or ignored (status is silent, and git's merge overwrites it).
+        added = self.repo.git.diff("--name-only", "-z", "--diff-filter=A", tip, target)
+        dirty |= {p for p in added.split("\0") if p and os.path.lexists(checkout / p)}
         overlap = sorted(dirty & touched)
         if overlap:
             raise ReviewError(

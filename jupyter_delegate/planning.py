@@ -525,6 +525,8 @@ class Plan:
         # parents: the work merged before it (by name).
         self.after: dict[str, str] = {}
         self.flagged: dict[str, dict[str, str]] = {}  # name -> parent -> head flagged
+        # Tasks a restart replaced: what they spent still counts (the cost, the budget).
+        self.retired: list[str] = []
         self.integration: dict[str, Any] = {}
         self.failure: dict[str, Any] = {}
         self.created = ""
@@ -566,6 +568,8 @@ class Plan:
         elif type_ == "flag":
             self.flagged.setdefault(data["name"], {})[data["parent"]] = data["head"]
         elif type_ == "restarted":
+            if data.get("old_task"):
+                self.retired.append(str(data["old_task"]))
             self.started.pop(data["name"], None)
             self.flagged.pop(data["name"], None)
             if data.get("after"):
@@ -664,11 +668,19 @@ class Plan:
 
     @property
     def cost_usd(self) -> float:
-        total = sum(t.usage.cost_usd for t in self.tasks().values())
+        total = sum(t.usage.cost_usd for t in self.tasks().values()) + self._retired_cost()
         if self.planner:
             with contextlib.suppress(DelegateError):
                 total += self.manager.get(self.planner, self.repo).usage.cost_usd
         return round(total, 4)
+
+    def _retired_cost(self) -> float:
+        total = 0.0
+        for task_id in self.retired:
+            with contextlib.suppress(DelegateError):
+                task = self.manager.refresh(self.manager.get(task_id, self.repo))
+                total += task.usage.cost_usd
+        return total
 
     def to_record(self) -> dict[str, Any]:
         """The plan as JSON: `plan --json`, the REST API, the notebook record."""
@@ -1160,7 +1172,7 @@ class Plan:
         budget = spec.budget_of(name)
         if "max_usd" not in spec.budget:
             return budget
-        committed = 0.0
+        committed = self._retired_cost()
         for other, task in tasks.items():
             if other == name:
                 continue

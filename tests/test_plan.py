@@ -573,3 +573,25 @@ def test_control_characters_in_a_plans_texts_are_refused(tmp_path: Path, text: s
             plans.PlanSpec.from_dict({"plan": "P", "subtasks": [subtask]}).check(tmp_path)
     with pytest.raises(PlanError, match="control character"):
         plans.PlanSpec.from_dict({"plan": text, "subtasks": [{"name": "a", "goal": "g"}]})
+
+
+def test_a_restarted_subtasks_old_task_still_counts_against_the_plans_budget(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager(writer())
+    data = {
+        "plan": "Once more",
+        "budget": {"max_usd": 1},
+        "subtasks": [{"name": "one", "goal": "Write one.txt", "checks": ["test -f one.txt"]}],
+    }
+    plan = create(data, repo.working_dir, manager=manager)
+    plan.dispatch()
+    until(lambda: plan.tasks()["one"].state == S.REVIEW, 60, "one in review")
+    old = plan.tasks()["one"]
+    spent = old.usage.cost_usd
+    assert spent > 0
+    new = plan.restart("one")
+    assert new is not None and new.wait(60) == S.REVIEW
+    assert plan.cost_usd == pytest.approx(spent + new.usage.cost_usd, abs=1e-4)
+    assert new.outcome.budget.max_usd == pytest.approx(1 - spent, abs=1e-3)
+    plan.cancel()

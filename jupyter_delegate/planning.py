@@ -537,6 +537,9 @@ class Plan:
         self._changed = threading.Condition()
         self._subscribers: list[Callable[[Plan], None]] = []
         self._write = threading.RLock()
+        # One decision at a time here (the lock shuts out other processes only): a cancel
+        # or a restart must not land in the middle of an integration.
+        self._deciding = threading.RLock()
         for event in self.journal.events():  # the Journal read to its end when opened
             self._apply(event.type, event.data, event.ts)
 
@@ -903,7 +906,7 @@ class Plan:
         parents are not settled yet: it starts when they are)."""
         spec = self._spec()
         spec.subtask(name)
-        with self._holding():
+        with self._deciding, self._holding():
             started = self.started.get(name)
             if started is None:
                 raise PlanError(f"Subtask {name!r} of plan {self.id} has not started yet.")
@@ -935,7 +938,14 @@ class Plan:
     def cancel(self) -> None:
         """Stop the plan: its planner and running subtasks are cancelled, none starts
         any more."""
-        with self._holding(), self._write:  # the dispatcher starts nothing meanwhile
+        with self._deciding, self._holding(), self._write:  # the dispatcher starts nothing
+            if self.state == "integrated":
+                raise PlanError(
+                    f"Plan {self.id} is already integrated into {self.base_branch} as "
+                    f"{self.integration.get('commit', '')[:10]}; there is nothing to cancel."
+                )
+            if self.state == "cancelled":
+                return
             working = list(self.tasks().values())
             if self.planner is not None:
                 working.append(self.manager.get(self.planner, self.repo))
@@ -960,7 +970,7 @@ class Plan:
         the base untouched, while a subtask is not approved, on a conflict (the files
         named) or failing checks (the commands named)."""
         spec = self._spec()
-        with self._holding():
+        with self._deciding, self._holding():
             if self.state == "integrated":
                 raise PlanError(
                     f"Plan {self.id} is already integrated into {self.base_branch} as "

@@ -595,3 +595,51 @@ def test_a_restarted_subtasks_old_task_still_counts_against_the_plans_budget(
     assert plan.cost_usd == pytest.approx(spent + new.usage.cost_usd, abs=1e-4)
     assert new.outcome.budget.max_usd == pytest.approx(1 - spent, abs=1e-3)
     plan.cancel()
+
+
+def test_cancel_does_not_undo_an_integration_even_one_under_way(
+    repo: git.Repo, make_manager: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    manager, _ = make_manager(writer())
+    data = {
+        "plan": "Done",
+        "checks": ["test -f one.txt"],
+        "subtasks": [{"name": "one", "goal": "Write one.txt", "checks": ["test -f one.txt"]}],
+    }
+    plan = create(data, repo.working_dir, manager=manager)
+    plan.dispatch()
+    run_to_ready(plan)
+    checking, go_on = threading.Event(), threading.Event()
+    real_check = Plan._check
+
+    def slow_check(self: Plan, commit: str, commands: Any) -> Any:
+        checking.set()
+        go_on.wait(30)
+        return real_check(self, commit, commands)
+
+    monkeypatch.setattr(Plan, "_check", slow_check)
+    approving = threading.Thread(target=plan.approve)
+    approving.start()
+    assert checking.wait(30)
+    cancelled: list[BaseException | None] = []
+
+    def cancel() -> None:
+        try:
+            plan.cancel()
+            cancelled.append(None)
+        except PlanError as exc:
+            cancelled.append(exc)
+
+    cancelling = threading.Thread(target=cancel)
+    cancelling.start()
+    time.sleep(0.5)
+    go_on.set()
+    approving.join(60)
+    cancelling.join(60)
+    assert plan.refresh().state == "integrated"
+    assert isinstance(cancelled[0], PlanError) and "integrated" in str(cancelled[0])
+    assert "cancelled" not in [e.data.get("state") for e in plan.journal.events()]
+    with pytest.raises(PlanError, match="already integrated"):
+        plan.cancel()

@@ -158,3 +158,30 @@ def test_a_second_attempt_is_not_merged_once_one_was_kept(
     assert repo.head.commit.hexsha == kept
     assert manager.refresh(group.attempt(2)).state == S.REVIEW
     assert not (root / "NOTES.md").exists()
+
+
+def test_an_attempt_failing_to_submit_any_way_cancels_the_ones_started(
+    repo: git.Repo, make_manager: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager, _ = make_manager(by_model)
+    submitted: list[Any] = []
+    real_submit = manager.submit
+
+    def submit(*args: Any, **kwargs: Any) -> Any:
+        if submitted:
+            raise OSError("No space left on device")
+        submitted.append(real_submit(*args, **kwargs))
+        return submitted[-1]
+
+    monkeypatch.setattr(manager, "submit", submit)
+    with pytest.raises(OSError):
+        attempts_.start(
+            Outcome("Make add() add.", checks=(CHECK,)),
+            2,
+            repo=Path(repo.working_dir),
+            models=MODELS[1:],
+            manager=manager,
+        )
+    first = submitted[0]
+    first.wait(timeout=60)
+    assert manager.refresh(first).state == S.CANCELLED

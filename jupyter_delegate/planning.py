@@ -86,6 +86,8 @@ NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}\Z")  # \Z: `$` lets a trailing newl
 PLAN_KEYS = ("plan", "goal", "checks", "budget", "parallel", "stack", "base", "subtasks")
 SUBTASK_KEYS = ("name", "goal", "checks", "scope", "budget", "depends_on", "constraints")
 DEFAULT_PARALLEL = 2
+# More is no plan a person reviews, and the board folds the graph on every refresh.
+MAX_SUBTASKS = 100
 # A subtask's task settles a dependency: approved (merged), or with `stack` reviewed too.
 BLOCKING = (S.FAILED, S.REJECTED, S.CANCELLED)
 POLL_S = 0.2
@@ -225,6 +227,11 @@ class PlanSpec:
     def problems(self, root: Path | None = None) -> list[str]:
         """What makes the plan impossible to run as written (empty: none)."""
         problems: list[str] = []
+        if len(self.subtasks) > MAX_SUBTASKS:
+            return [
+                f"the plan has {len(self.subtasks)} subtasks; a plan has at most "
+                f"{MAX_SUBTASKS} subtasks (make each one larger, or split the plan)"
+            ]
         names = [s.name for s in self.subtasks]
         for name in sorted({n for n in names if names.count(n) > 1}):
             problems.append(f"subtask name {name!r} is used more than once")
@@ -298,13 +305,15 @@ class PlanSpec:
     def order(self) -> list[str]:
         """The subtasks' names in dependency order (parents first), ties as listed."""
         placed: list[str] = []
+        done: set[str] = set()
         left = list(self.subtasks)
         while left:
-            ready = [s for s in left if set(s.depends_on) <= set(placed)]
-            if not ready:  # a cycle: `check` refuses it; keep the rest as listed
+            ready = next((s for s in left if done.issuperset(s.depends_on)), None)
+            if ready is None:  # a cycle: `check` refuses it; keep the rest as listed
                 return placed + [s.name for s in left]
-            placed.append(ready[0].name)
-            left.remove(ready[0])
+            placed.append(ready.name)
+            done.add(ready.name)
+            left.remove(ready)
         return placed
 
     def subtask(self, name: str) -> Subtask:

@@ -643,3 +643,16 @@ def test_cancel_does_not_undo_an_integration_even_one_under_way(
     assert "cancelled" not in [e.data.get("state") for e in plan.journal.events()]
     with pytest.raises(PlanError, match="already integrated"):
         plan.cancel()
+
+
+def test_a_plan_of_too_many_subtasks_is_refused_quickly(tmp_path: Path) -> None:
+    many = [
+        {"name": f"s{i}", "goal": "g", "depends_on": [f"s{i - 1}"] if i else []}
+        for i in range(plans.MAX_SUBTASKS + 1)
+    ]
+    with pytest.raises(PlanError, match=f"at most {plans.MAX_SUBTASKS} subtasks"):
+        plans.PlanSpec.from_dict({"plan": "Many", "subtasks": many}).check(tmp_path)
+    chain = plans.PlanSpec.from_dict({"plan": "Chain", "subtasks": many[:-1]})
+    started = time.monotonic()
+    assert chain.order() == [f"s{i}" for i in range(plans.MAX_SUBTASKS)]
+    assert time.monotonic() - started < 0.5

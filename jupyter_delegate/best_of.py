@@ -199,8 +199,8 @@ def start(
                 group={"kind": "attempts", "id": group, "index": index, "of": count},
                 **options,
             )
-        except DelegateError:
-            for started in tasks:  # all or none
+        except BaseException:  # a refusal, or anything else: all or none
+            for started in tasks:
                 with contextlib.suppress(DelegateError):
                     started.cancel()
             raise

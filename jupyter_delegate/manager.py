@@ -963,6 +963,23 @@ class TaskManager:
         refused with NotProven unless `force`; then the journal records the override."""
         return str(self._decide(task, "approve", {"strategy": strategy, "force": bool(force)}))
 
+    def _refuse_second_attempt(self, task: Task) -> None:
+        """One attempt of a group is kept: refused when another one was merged already
+        (its archiving of the others, a second step, may not have reached this one)."""
+        group = task.group or {}
+        if group.get("kind") != "attempts":
+            return
+        from .best_of import group_of
+
+        for other in group_of(task).refresh().tasks:
+            if other.id != task.id and other.state == S.MERGED:
+                raise ReviewError(
+                    f"Attempt {group.get('index')} ({task.id}) was not merged: attempt "
+                    f"{(other.group or {}).get('index')} ({other.id}) was already kept, into "
+                    f"{other.base_branch} as {(other.merged_commit or '')[:10]}. Reject this "
+                    f"one (`jupyter delegate reject {task.id}`)."
+                )
+
     def _approve(self, task: Task, context: Context, strategy: str, force: bool) -> str:
         workspace = context.workspace
         if task.state == S.MERGED:
@@ -971,6 +988,7 @@ class TaskManager:
                 f"{(task.merged_commit or '')[:10]}; there is nothing more to approve."
             )
         self._require(task, S.REVIEW, "approved")
+        self._refuse_second_attempt(task)
         if task.base_branch is None:
             raise ReviewError(
                 f"Task {task.id} started from a detached commit, so there is no branch to "

@@ -17,6 +17,7 @@ it before a write, the review to flag a changed file outside the scope.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -44,7 +45,12 @@ class Budget:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
                 raise OutcomeError(
                     f"Budget {f.name} must be a positive number, got {value!r}. "
                     f"Example: Budget({f.name}={f.default})."

@@ -53,6 +53,7 @@ import fcntl
 import graphlib
 import os
 import re
+import reprlib
 import secrets
 import threading
 import time
@@ -81,10 +82,12 @@ if TYPE_CHECKING:
     from .manager import TaskManager
 
 S = TaskState
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}\Z")  # \Z: `$` lets a trailing newline by
 PLAN_KEYS = ("plan", "goal", "checks", "budget", "parallel", "stack", "base", "subtasks")
 SUBTASK_KEYS = ("name", "goal", "checks", "scope", "budget", "depends_on", "constraints")
 DEFAULT_PARALLEL = 2
+# More is no plan a person reviews, and the board folds the graph on every refresh.
+MAX_SUBTASKS = 100
 # A subtask's task settles a dependency: approved (merged), or with `stack` reviewed too.
 BLOCKING = (S.FAILED, S.REJECTED, S.CANCELLED)
 POLL_S = 0.2
@@ -140,6 +143,10 @@ class PlanSpec:
                 f"The plan is not valid YAML{where}: {getattr(exc, 'problem', exc)}. "
                 "See `jupyter delegate plan --help` for its form."
             ) from None
+        except (ValueError, OverflowError) as exc:  # a date such as 2026-13-45
+            raise PlanError(f"The plan is not valid YAML: {exc}.") from None
+        except RecursionError:
+            raise PlanError("The plan is not valid YAML: it is nested too deeply.") from None
         return cls.from_dict(data)
 
     @classmethod
@@ -158,6 +165,7 @@ class PlanSpec:
         if not isinstance(title, str) or not title.strip():
             problems.append("`plan:` (the plan's title) must be a non-empty text")
             title = ""
+        _plain("`plan:` (the plan's title)", title, problems)
         raw = data.get("subtasks")
         subtasks: list[Subtask] = []
         if not isinstance(raw, list) or not raw:
@@ -169,15 +177,19 @@ class PlanSpec:
                 subtasks.append(subtask)
         parallel = data.get("parallel", DEFAULT_PARALLEL)
         if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
-            problems.append(f"`parallel:` must be a whole number of 1 or more, not {parallel!r}")
+            problems.append(
+                f"`parallel:` must be a whole number of 1 or more, not {_shown(parallel)}"
+            )
             parallel = DEFAULT_PARALLEL
         stack = data.get("stack", False)
         if not isinstance(stack, bool):
-            problems.append(f"`stack:` must be true or false, not {stack!r}")
+            problems.append(f"`stack:` must be true or false, not {_shown(stack)}")
         base = data.get("base")
         if base is not None and not isinstance(base, str):
-            problems.append(f"`base:` must be a branch name, not {base!r}")
+            problems.append(f"`base:` must be a branch name, not {_shown(base)}")
         goal = data.get("goal") or ""
+        if isinstance(goal, str):
+            _plain("`goal:`", goal, problems)
         spec = cls(
             title=str(title).strip(),
             subtasks=tuple(subtasks),
@@ -215,6 +227,11 @@ class PlanSpec:
     def problems(self, root: Path | None = None) -> list[str]:
         """What makes the plan impossible to run as written (empty: none)."""
         problems: list[str] = []
+        if len(self.subtasks) > MAX_SUBTASKS:
+            return [
+                f"the plan has {len(self.subtasks)} subtasks; a plan has at most "
+                f"{MAX_SUBTASKS} subtasks (make each one larger, or split the plan)"
+            ]
         names = [s.name for s in self.subtasks]
         for name in sorted({n for n in names if names.count(n) > 1}):
             problems.append(f"subtask name {name!r} is used more than once")
@@ -239,6 +256,12 @@ class PlanSpec:
                         problems.append(
                             f"{subtask.name}'s scope {path!r} is outside the repository {root}"
                         )
+        if not problems:  # what its task would refuse at dispatch, after others started
+            for subtask in self.subtasks:
+                try:
+                    self.outcome_of(subtask.name)
+                except OutcomeError as exc:
+                    problems.append(f"{subtask.name}: {exc}")
         problems += self._budget_problems()
         return problems
 
@@ -282,13 +305,15 @@ class PlanSpec:
     def order(self) -> list[str]:
         """The subtasks' names in dependency order (parents first), ties as listed."""
         placed: list[str] = []
+        done: set[str] = set()
         left = list(self.subtasks)
         while left:
-            ready = [s for s in left if set(s.depends_on) <= set(placed)]
-            if not ready:  # a cycle: `check` refuses it; keep the rest as listed
+            ready = next((s for s in left if done.issuperset(s.depends_on)), None)
+            if ready is None:  # a cycle: `check` refuses it; keep the rest as listed
                 return placed + [s.name for s in left]
-            placed.append(ready[0].name)
-            left.remove(ready[0])
+            placed.append(ready.name)
+            done.add(ready.name)
+            left.remove(ready)
         return placed
 
     def subtask(self, name: str) -> Subtask:
@@ -342,19 +367,19 @@ class PlanSpec:
 def _subtask(number: int, item: Any, problems: list[str]) -> Subtask | None:
     where = f"subtask {number}"
     if not isinstance(item, Mapping):
-        problems.append(f"{where} must be a mapping with name and goal, not {item!r}")
+        problems.append(f"{where} must be a mapping with name and goal, not {_shown(item)}")
         return None
     unknown = sorted(set(map(str, item)) - set(SUBTASK_KEYS))
     name = item.get("name")
     if isinstance(name, str):
-        where = f"subtask {name!r}"
+        where = f"subtask {_shown(name)}"
     if unknown:
         problems.append(
             f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(SUBTASK_KEYS)})"
         )
     if not isinstance(name, str) or not NAME.match(name):
         problems.append(
-            f"{where}: name {name!r} must be 1 to 40 of a-z, 0-9, - and _, starting with a "
+            f"{where}: name {_shown(name)} must be 1 to 40 of a-z, 0-9, - and _, starting with a "
             "letter or digit (it names a branch)"
         )
         name = f"#{number}"
@@ -362,6 +387,7 @@ def _subtask(number: int, item: Any, problems: list[str]) -> Subtask | None:
     if not isinstance(goal, str) or not goal.strip():
         problems.append(f"{where}: goal must be a non-empty text")
         goal = ""
+    _plain(f"{where}: goal", goal, problems)
     depends = item.get("depends_on") or ()
     if isinstance(depends, str):
         depends = [depends]
@@ -382,9 +408,24 @@ def _texts(what: str, value: Any, problems: list[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        problems.append(f"{what} must be a list of texts, not {value!r}")
+        problems.append(f"{what} must be a list of texts, not {_shown(value)}")
         return ()
+    for text in value:
+        _plain(what, text, problems)
     return tuple(v.strip() for v in value if v.strip())
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _plain(what: str, text: str, problems: list[str]) -> None:
+    """A text of the plan holds no control character (but tab and line ends): a NUL breaks
+    git and the journal's readers, an escape sequence the terminal that shows the plan."""
+    found = CONTROL.search(text)
+    if found:
+        problems.append(
+            f"{what} contains a control character (U+{ord(found.group()):04X}): {_shown(text)}"
+        )
 
 
 def _budget(what: str, value: Any, problems: list[str]) -> dict[str, float]:
@@ -392,15 +433,30 @@ def _budget(what: str, value: Any, problems: list[str]) -> dict[str, float]:
         return {}
     if not isinstance(value, Mapping):
         problems.append(
-            f"{what}'s budget must be a mapping such as {{max_usd: 1.5}}, not {value!r}"
+            f"{what}'s budget must be a mapping such as {{max_usd: 1.5}}, not {_shown(value)}"
         )
         return {}
+    for key, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            problems.append(f"{what}'s budget {_shown(key)} must be a number, not {_shown(number)}")
+            return {}
     try:
         Budget.from_dict(value)
     except (OutcomeError, TypeError) as exc:
         problems.append(f"{what}'s budget: {exc}")
         return {}
     return {str(k): v for k, v in value.items()}
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlevel = 2
+
+
+def _shown(value: Any) -> str:
+    """`value!r`, bounded: what a plan holds may be huge (a YAML alias bomb, a long text)."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _outside(path: str, root: Path) -> bool:
@@ -478,6 +534,8 @@ class Plan:
         # parents: the work merged before it (by name).
         self.after: dict[str, str] = {}
         self.flagged: dict[str, dict[str, str]] = {}  # name -> parent -> head flagged
+        # Tasks a restart replaced: what they spent still counts (the cost, the budget).
+        self.retired: list[str] = []
         self.integration: dict[str, Any] = {}
         self.failure: dict[str, Any] = {}
         self.created = ""
@@ -488,6 +546,9 @@ class Plan:
         self._changed = threading.Condition()
         self._subscribers: list[Callable[[Plan], None]] = []
         self._write = threading.RLock()
+        # One decision at a time here (the lock shuts out other processes only): a cancel
+        # or a restart must not land in the middle of an integration.
+        self._deciding = threading.RLock()
         for event in self.journal.events():  # the Journal read to its end when opened
             self._apply(event.type, event.data, event.ts)
 
@@ -519,6 +580,8 @@ class Plan:
         elif type_ == "flag":
             self.flagged.setdefault(data["name"], {})[data["parent"]] = data["head"]
         elif type_ == "restarted":
+            if data.get("old_task"):
+                self.retired.append(str(data["old_task"]))
             self.started.pop(data["name"], None)
             self.flagged.pop(data["name"], None)
             if data.get("after"):
@@ -617,11 +680,19 @@ class Plan:
 
     @property
     def cost_usd(self) -> float:
-        total = sum(t.usage.cost_usd for t in self.tasks().values())
+        total = sum(t.usage.cost_usd for t in self.tasks().values()) + self._retired_cost()
         if self.planner:
             with contextlib.suppress(DelegateError):
                 total += self.manager.get(self.planner, self.repo).usage.cost_usd
         return round(total, 4)
+
+    def _retired_cost(self) -> float:
+        total = 0.0
+        for task_id in self.retired:
+            with contextlib.suppress(DelegateError):
+                task = self.manager.refresh(self.manager.get(task_id, self.repo))
+                total += task.usage.cost_usd
+        return total
 
     def to_record(self) -> dict[str, Any]:
         """The plan as JSON: `plan --json`, the REST API, the notebook record."""
@@ -774,14 +845,10 @@ class Plan:
         `stack`, reviewed), in a thread of this process, which holds the plan's lock.
         Returns at once. The options apply to every subtask and are journaled, so
         `resume` uses them too."""
-        spec = self._spec().check(self.repo)
-        if parallel is not None or stack is not None:
-            spec = spec.edited(
-                parallel=parallel if parallel is not None else spec.parallel,
-                stack=stack if stack is not None else spec.stack,
-            )
-        if spec.parallel < 1:
-            raise PlanError(f"--parallel must be 1 or more, not {spec.parallel}.")
+        if parallel is not None and (
+            isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1
+        ):
+            raise PlanError(f"--parallel must be 1 or more, not {parallel!r}.")
         options = {
             k: v
             for k, v in {
@@ -799,6 +866,14 @@ class Plan:
                     f"Plan {self.id} is {self.state}; only a draft plan is dispatched (a "
                     f"running plan no process runs any more is resumed: `plan.resume()`, "
                     f"`jupyter delegate plan resume {self.id}`)."
+                )
+            # The spec as journaled now (the lock's refresh): another process may have
+            # edited the draft since this one last read it.
+            spec = self._spec().check(self.repo)
+            if parallel is not None or stack is not None:
+                spec = spec.edited(
+                    parallel=parallel if parallel is not None else spec.parallel,
+                    stack=stack if stack is not None else spec.stack,
                 )
             if spec != self.spec:
                 self._record("edited", {"spec": spec.to_dict()})
@@ -840,7 +915,7 @@ class Plan:
         parents are not settled yet: it starts when they are)."""
         spec = self._spec()
         spec.subtask(name)
-        with self._holding():
+        with self._deciding, self._holding():
             started = self.started.get(name)
             if started is None:
                 raise PlanError(f"Subtask {name!r} of plan {self.id} has not started yet.")
@@ -872,7 +947,14 @@ class Plan:
     def cancel(self) -> None:
         """Stop the plan: its planner and running subtasks are cancelled, none starts
         any more."""
-        with self._holding(), self._write:  # the dispatcher starts nothing meanwhile
+        with self._deciding, self._holding(), self._write:  # the dispatcher starts nothing
+            if self.state == "integrated":
+                raise PlanError(
+                    f"Plan {self.id} is already integrated into {self.base_branch} as "
+                    f"{self.integration.get('commit', '')[:10]}; there is nothing to cancel."
+                )
+            if self.state == "cancelled":
+                return
             working = list(self.tasks().values())
             if self.planner is not None:
                 working.append(self.manager.get(self.planner, self.repo))
@@ -897,7 +979,7 @@ class Plan:
         the base untouched, while a subtask is not approved, on a conflict (the files
         named) or failing checks (the commands named)."""
         spec = self._spec()
-        with self._holding():
+        with self._deciding, self._holding():
             if self.state == "integrated":
                 raise PlanError(
                     f"Plan {self.id} is already integrated into {self.base_branch} as "
@@ -1109,7 +1191,7 @@ class Plan:
         budget = spec.budget_of(name)
         if "max_usd" not in spec.budget:
             return budget
-        committed = 0.0
+        committed = self._retired_cost()
         for other, task in tasks.items():
             if other == name:
                 continue
@@ -1334,8 +1416,10 @@ def _from_tool(data: Any) -> dict[str, Any]:
     """The propose_plan tool's input as the plan's dict form."""
     if not isinstance(data, Mapping):
         return {}
+    if not isinstance(data.get("subtasks"), list):  # from_dict names what it is
+        return {"plan": data.get("title") or "", "subtasks": data.get("subtasks")}
     subtasks = []
-    for item in data.get("subtasks") or []:
+    for item in data["subtasks"]:
         if not isinstance(item, Mapping):
             subtasks.append(item)
             continue

@@ -21,6 +21,7 @@ import re
 import shutil
 import stat
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -142,6 +143,20 @@ def pinned_argv(*args: str) -> list[str]:
 def pinned_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _UNSET_ENV}
     return {**env, **PINNED_ENV}
+
+
+def commit_tree(
+    runner: git.Git, tree: str, parents: Sequence[str], message: str, env: Mapping[str, str]
+) -> str:
+    """`git commit-tree` with the message on its standard input: as an argument, a message
+    over the system's limit for one (128 KiB on Linux: a long goal or summary) fails."""
+    with tempfile.TemporaryFile() as stream:
+        stream.write(message.encode("utf-8", "surrogateescape"))
+        stream.seek(0)
+        made = runner.commit_tree(
+            tree, *(arg for p in parents for arg in ("-p", p)), "-F", "-", istream=stream, env=env
+        )
+    return str(made).strip()
 
 
 def pinned_git(worktree: Path) -> git.Git:
@@ -612,7 +627,7 @@ class Workspace:
                 text = message.rstrip() + "\n\n"
                 text += "".join(f"{k}: {v}\n" for k, v in trailers.items())
                 env = dict(identity) if identity is not None else self._identity()
-                commit = tree_git.commit_tree(tree, "-p", head, "-m", text, env=env)
+                commit = commit_tree(tree_git, tree, [head], text, env)
                 tree_git.update_ref("-m", "delegate: commit", "HEAD", commit, head)
             for path in revert:  # the worktree agrees with the commit again
                 target = worktree / path
@@ -723,9 +738,7 @@ class Workspace:
             target = head
             if strategy == "squash" and head != tip:
                 tree = wt.head.commit.tree.hexsha
-                target = self.repo.git.commit_tree(
-                    tree, "-p", tip, "-m", message, env=self._identity()
-                )
+                target = commit_tree(self.repo.git, tree, [tip], message, self._identity())
             return self._fast_forward(base_branch, tip, target)
 
     def fast_forward(self, branch: str, tip: str, target: str) -> Merged:
@@ -771,9 +784,7 @@ class Workspace:
                 files = [line.strip() for line in lines[1:] if line.strip()]
                 raise MergeConflict(files) from None
             tree = out.splitlines()[0].strip()
-            current = runner.commit_tree(
-                tree, "-p", current, "-p", other, "-m", message, env=self._identity()
-            )
+            current = commit_tree(runner, tree, [current, other], message, self._identity())
         return current
 
     def set_branch(self, name: str, commit: str) -> None:
@@ -798,7 +809,13 @@ class Workspace:
         for line in user.git.status("--porcelain", "-z").split("\0"):
             if len(line) > 3:
                 dirty.add(line[3:])
-        touched = set(self.repo.git.diff("--name-only", tip, target).splitlines())
+        touched = set(
+            filter(None, self.repo.git.diff("--name-only", "-z", tip, target).split("\0"))
+        )
+        # A file the move adds that the checkout has untracked (status names a new folder,
+        # not its files) or ignored (status is silent, and git's merge overwrites it).
+        added = self.repo.git.diff("--name-only", "-z", "--diff-filter=A", tip, target)
+        dirty |= {p for p in added.split("\0") if p and os.path.lexists(checkout / p)}
         overlap = sorted(dirty & touched)
         if overlap:
             raise ReviewError(

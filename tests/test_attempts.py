@@ -133,3 +133,55 @@ def test_models_without_attempts_are_refused() -> None:
 
     with pytest.raises(UsageError, match="add --attempts N"):
         attempt_options(argparse.Namespace(attempts=None, models=["a", "b"], effort=None))
+
+
+def test_a_second_attempt_is_not_merged_once_one_was_kept(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    # The others are archived after the kept one is merged, as a second step; an attempt
+    # that escaped it (one still running whose pause timed out, an approval racing from
+    # another process) must not be merged into the base besides the kept one.
+    manager, _ = make_manager(by_model)
+    root = Path(repo.working_dir)
+    group = attempts_.start(
+        Outcome("Make add() add.", checks=(CHECK,)),
+        2,
+        repo=root,
+        models=MODELS[1:],
+        manager=manager,
+    )
+    assert all(state == S.REVIEW for state in group.wait(timeout=60))
+    first = group.attempt(1)
+    kept = manager.approve(first)  # merged; the archiving of the others not done yet
+    with pytest.raises(ReviewError, match=f"attempt 1 .{first.id}. was already kept"):
+        group.keep(2)
+    assert repo.head.commit.hexsha == kept
+    assert manager.refresh(group.attempt(2)).state == S.REVIEW
+    assert not (root / "NOTES.md").exists()
+
+
+def test_an_attempt_failing_to_submit_any_way_cancels_the_ones_started(
+    repo: git.Repo, make_manager: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager, _ = make_manager(by_model)
+    submitted: list[Any] = []
+    real_submit = manager.submit
+
+    def submit(*args: Any, **kwargs: Any) -> Any:
+        if submitted:
+            raise OSError("No space left on device")
+        submitted.append(real_submit(*args, **kwargs))
+        return submitted[-1]
+
+    monkeypatch.setattr(manager, "submit", submit)
+    with pytest.raises(OSError):
+        attempts_.start(
+            Outcome("Make add() add.", checks=(CHECK,)),
+            2,
+            repo=Path(repo.working_dir),
+            models=MODELS[1:],
+            manager=manager,
+        )
+    first = submitted[0]
+    first.wait(timeout=60)
+    assert manager.refresh(first).state == S.CANCELLED

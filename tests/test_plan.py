@@ -463,3 +463,196 @@ def test_jd_plan_and_jd_attempts_stay_functions_once_their_modules_are_imported(
     made = jd.plan(spec=STACKED, repo=repo.working_dir, manager=manager)
     assert made.state == "draft" and jd.get_plan(made.id, repo.working_dir).id == made.id
     assert [p.id for p in jd.plans(repo.working_dir)] == [made.id]
+
+
+@pytest.mark.parametrize(
+    ("subtask", "named"),
+    [
+        ({"name": "model\n"}, "name 'model\\n'"),
+        ({"scope": ["/abs/inside"]}, "Scope entry '/abs/inside'"),
+        ({"scope": ["src/../shop"]}, "Scope entry 'src/../shop'"),
+        ({"checks": ["pytest -q  # timeout=soon"]}, "timeout=soon"),
+        ({"budget": {"max_usd": float("nan")}}, "max_usd must be a positive number"),
+        ({"budget": {"max_steps": float("inf")}}, "max_steps must be a positive number"),
+    ],
+)
+def test_a_subtask_its_task_would_refuse_is_refused_by_the_plans_check(
+    tmp_path: Path, subtask: dict[str, Any], named: str
+) -> None:
+    # What passes the plan's check must start: a subtask whose outcome or budget its
+    # task refuses would fail at dispatch, after other subtasks had started.
+    root = tmp_path / "repo"
+    root.mkdir()
+    scope = subtask.get("scope", ())
+    if scope and scope[0].startswith("/"):
+        subtask = {**subtask, "scope": [str(root / "inside")]}
+        named = named.replace("/abs/inside", str(root / "inside"))
+    data = {"plan": "P", "subtasks": [{"name": "model", "goal": "g", **subtask}]}
+    with pytest.raises(PlanError, match="nothing was started") as refused:
+        plans.PlanSpec.from_dict(data).check(root)
+    assert named in str(refused.value)
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly_with_a_short_message() -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    for level in "bcdefghi":
+        prev = chr(ord(level) - 1)
+        bomb += f"{level}: &{level} [{', '.join([f'*{prev}'] * 9)}]\n"
+    for key in ("checks", "parallel", "stack", "base", "budget"):
+        text = bomb + f"plan: Bomb\n{key}: *i\nsubtasks:\n  - *i\n  - {{name: n, goal: *i}}\n"
+        started = time.monotonic()
+        with pytest.raises(PlanError) as refused:
+            plans.PlanSpec.from_yaml(text)
+        assert time.monotonic() - started < 5
+        assert len(str(refused.value)) < 3000
+
+
+def test_dispatch_runs_the_spec_another_process_edited_not_the_one_it_last_read(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager(writer())
+    plan = create(DIAMOND, repo.working_dir, manager=manager)
+    elsewhere = Plan(plan.workspace, plan.id, manager)  # another reader, as a CLI's
+    narrowed = plans.PlanSpec.from_yaml(DIAMOND)
+    narrowed = narrowed.edited(subtasks=narrowed.subtasks[:1], checks=())
+    elsewhere.edit(narrowed)
+    plan.dispatch()  # read the five-subtask draft before the edit
+    plan.cancel()
+    assert [s.name for s in plan.refresh()._spec().subtasks] == ["base"]
+    assert [e.type for e in plan.journal.events()].count("edited") == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("plan: x\ngoal: 2026-13-45\nsubtasks: [{name: a, goal: g}]", "month must be in 1..12"),
+        ("plan: " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+    ],
+)
+def test_yaml_that_breaks_the_parser_is_one_plan_error(text: str, named: str) -> None:
+    with pytest.raises(PlanError, match="not valid YAML") as refused:
+        plans.PlanSpec.from_yaml(text)
+    assert named in str(refused.value)
+
+
+@pytest.mark.parametrize("subtasks", [5, {"a": 1}, "ab", None])
+def test_a_proposal_whose_subtasks_are_no_list_is_answered_not_raised(
+    tmp_path: Path, subtasks: Any
+) -> None:
+    answer = plans.check_proposal({"title": "T", "subtasks": subtasks}, tmp_path, {})
+    assert answer is not None and "`subtasks:` must be a non-empty list" in answer
+
+
+def test_a_long_goal_does_not_break_the_integrations_merge_commit(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    # The goal goes into the merge commit's message: one argument to git, which the
+    # system caps (128 KiB on Linux); the plan ran, so its integration must not fail.
+    manager, _ = make_manager(writer())
+    long = "Write two.txt\n\n" + "detail " * 30_000
+    data = {
+        "plan": "Long",
+        "subtasks": [
+            {"name": "one", "goal": "Write one.txt", "checks": ["test -f one.txt"]},
+            {"name": "two", "goal": long, "checks": ["test -f two.txt"]},
+        ],
+    }
+    plan = create(data, repo.working_dir, manager=manager)
+    plan.dispatch()
+    run_to_ready(plan)
+    merged = plan.approve()
+    assert repo.head.commit.hexsha == merged and len(repo.head.commit.parents) == 2
+    assert "integrate two" in repo.head.commit.message
+
+
+@pytest.mark.parametrize("text", ["Write\x00 it", "Write \x1b[2Jit", "Write\x7f"])
+def test_control_characters_in_a_plans_texts_are_refused(tmp_path: Path, text: str) -> None:
+    for where in ("goal", "checks", "scope"):
+        subtask: dict[str, Any] = {"name": "a", "goal": "g", where: text}
+        with pytest.raises(PlanError, match="control character"):
+            plans.PlanSpec.from_dict({"plan": "P", "subtasks": [subtask]}).check(tmp_path)
+    with pytest.raises(PlanError, match="control character"):
+        plans.PlanSpec.from_dict({"plan": text, "subtasks": [{"name": "a", "goal": "g"}]})
+
+
+def test_a_restarted_subtasks_old_task_still_counts_against_the_plans_budget(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager(writer())
+    data = {
+        "plan": "Once more",
+        "budget": {"max_usd": 1},
+        "subtasks": [{"name": "one", "goal": "Write one.txt", "checks": ["test -f one.txt"]}],
+    }
+    plan = create(data, repo.working_dir, manager=manager)
+    plan.dispatch()
+    until(lambda: plan.tasks()["one"].state == S.REVIEW, 60, "one in review")
+    old = plan.tasks()["one"]
+    spent = old.usage.cost_usd
+    assert spent > 0
+    new = plan.restart("one")
+    assert new is not None and new.wait(60) == S.REVIEW
+    assert plan.cost_usd == pytest.approx(spent + new.usage.cost_usd, abs=1e-4)
+    assert new.outcome.budget.max_usd == pytest.approx(1 - spent, abs=1e-3)
+    plan.cancel()
+
+
+def test_cancel_does_not_undo_an_integration_even_one_under_way(
+    repo: git.Repo, make_manager: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    manager, _ = make_manager(writer())
+    data = {
+        "plan": "Done",
+        "checks": ["test -f one.txt"],
+        "subtasks": [{"name": "one", "goal": "Write one.txt", "checks": ["test -f one.txt"]}],
+    }
+    plan = create(data, repo.working_dir, manager=manager)
+    plan.dispatch()
+    run_to_ready(plan)
+    checking, go_on = threading.Event(), threading.Event()
+    real_check = Plan._check
+
+    def slow_check(self: Plan, commit: str, commands: Any) -> Any:
+        checking.set()
+        go_on.wait(30)
+        return real_check(self, commit, commands)
+
+    monkeypatch.setattr(Plan, "_check", slow_check)
+    approving = threading.Thread(target=plan.approve)
+    approving.start()
+    assert checking.wait(30)
+    cancelled: list[BaseException | None] = []
+
+    def cancel() -> None:
+        try:
+            plan.cancel()
+            cancelled.append(None)
+        except PlanError as exc:
+            cancelled.append(exc)
+
+    cancelling = threading.Thread(target=cancel)
+    cancelling.start()
+    time.sleep(0.5)
+    go_on.set()
+    approving.join(60)
+    cancelling.join(60)
+    assert plan.refresh().state == "integrated"
+    assert isinstance(cancelled[0], PlanError) and "integrated" in str(cancelled[0])
+    assert "cancelled" not in [e.data.get("state") for e in plan.journal.events()]
+    with pytest.raises(PlanError, match="already integrated"):
+        plan.cancel()
+
+
+def test_a_plan_of_too_many_subtasks_is_refused_quickly(tmp_path: Path) -> None:
+    many = [
+        {"name": f"s{i}", "goal": "g", "depends_on": [f"s{i - 1}"] if i else []}
+        for i in range(plans.MAX_SUBTASKS + 1)
+    ]
+    with pytest.raises(PlanError, match=f"at most {plans.MAX_SUBTASKS} subtasks"):
+        plans.PlanSpec.from_dict({"plan": "Many", "subtasks": many}).check(tmp_path)
+    chain = plans.PlanSpec.from_dict({"plan": "Chain", "subtasks": many[:-1]})
+    started = time.monotonic()
+    assert chain.order() == [f"s{i}" for i in range(plans.MAX_SUBTASKS)]
+    assert time.monotonic() - started < 0.5

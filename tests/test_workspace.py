@@ -9,7 +9,7 @@ from pathlib import Path
 import git
 import pytest
 
-from jupyter_delegate.errors import RepoError
+from jupyter_delegate.errors import RepoError, ReviewError
 from jupyter_delegate.workspace import Workspace
 
 
@@ -93,3 +93,30 @@ def test_worktrees_created_at_once_all_succeed(repo: git.Repo) -> None:
     assert all(w.path.is_dir() for w in made)
     listed = repo.git.worktree("list", "--porcelain").count("\nworktree ")
     assert listed == 16
+
+
+@pytest.mark.parametrize(
+    ("path", "ignored"), [("out/data.txt", False), ("local.cfg", True), ("out/data.txt", True)]
+)
+def test_fast_forward_refuses_over_the_users_untracked_or_ignored_files(
+    repo: git.Repo, path: str, ignored: bool
+) -> None:
+    # git's own merge overwrites an ignored file without a word, and names an untracked
+    # one in a new folder only as a GitCommandError; either is the user's work.
+    root = Path(repo.working_dir)
+    tip = repo.head.commit.hexsha
+    repo.git.checkout("-q", "-b", "side")
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_text("the agent's\n")
+    repo.git.add("-f", path)
+    repo.git.commit("-q", "-m", "side")
+    target = repo.head.commit.hexsha
+    repo.git.checkout("-q", "main")
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_text("the user's\n")
+    if ignored:
+        (root / ".git" / "info" / "exclude").write_text(path + "\n")
+    with pytest.raises(ReviewError, match=path):
+        Workspace(root).fast_forward("main", tip, target)
+    assert (root / path).read_text() == "the user's\n"
+    assert repo.head.commit.hexsha == tip

@@ -208,3 +208,15 @@ def test_a_plans_subtasks_spread_over_the_workers(user_repo: git.Repo, cluster: 
 def plan_events(plan: Any) -> list[dict[str, Any]]:
     path = Path(plan.folder) / "journal.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_cluster_model_runs_and_names_where_the_bottleneck_moves() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.cluster_sim import Params, simulate
+
+    limited = simulate(Params(tasks=100, workers=10, rpm=400, otpm=40_000))
+    assert limited["bottleneck"] == "model rate limit"
+    ample = simulate(Params(tasks=100, workers=2, rpm=1e6, otpm=1e9))
+    assert ample["bottleneck"] == "worker slots" and ample["queue_wait_p95_s"] > 0
+    # Each of 100 tasks makes 20 requests; the cost is the model's, plus slot time.
+    assert limited["model_usd"] == ample["model_usd"] > 0

@@ -165,8 +165,12 @@ def test_two_attempts_run_on_two_workers_and_the_board_says_which(
     assert "needs: 1 CPU, 1.0 GB" in shown.stdout
     as_json = json.loads(cli("list", "--json", "--repo", user_repo.working_dir).stdout)
     assert {r["workers"][0] for r in as_json} == set(w[0] for w in ran)
+    from jupyter_delegate.notebook.record import compact_record
     from jupyter_delegate.server.board import Board
 
+    notebook = compact_record(group.tasks[0])  # the notebook's record: a line of ran_with
+    assert f"on Dask worker {group.tasks[0].workers[0]}" in notebook["ran_with"]
+    assert "declared: 1 CPU, 1.0 GB" in notebook["ran_with"] and "workers" not in notebook
     board = Board.__new__(Board)
     record = board.summary(group.tasks[1])  # the REST record of a task
     assert record["workers"] == group.tasks[1].workers

@@ -83,6 +83,8 @@ def delegate(
     compact_at: str | int | None = None,
     manager: TaskManager | None = None,
     runner: Any = None,
+    cpus: int | float | None = None,
+    memory: str | int | None = None,
 ) -> Task:
     """Start an agent on an outcome; returns the `Task` at once (it runs on the engine
     thread). `checks` are commands the harness runs when the agent is done; `scope` the
@@ -102,7 +104,9 @@ def delegate(
     (default: `[model] compact_at`, else "60%"); `runner` where its rounds run: a Dask
     cluster as a `distributed.Client` or its scheduler's address ("tcp://host:8786"; needs
     the `dask` extra), or any Runner (default: `[cluster] address` of the config when
-    set, else this kernel)."""
+    set, else this kernel); `cpus` and `memory` ("4GB", or bytes) what its checks need:
+    on a cluster its rounds run only on workers declaring those resources (journaled in
+    the task's first line; not enforced in this kernel)."""
     from .manager import get_manager
     from .policy import Policy
 
@@ -122,6 +126,8 @@ def delegate(
         effort=effort,
         compact_at=compact_at,
         runner=runner,
+        cpus=cpus,
+        memory=memory,
     )
 
 

@@ -448,7 +448,8 @@ def cmd_list(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
         state = state_text(task)
         group = group_text(task)
         line = f"{task.id}  {state:<26} ${task.usage.cost_usd:<7.4f} {task.title}"
-        out.write(printable(line + (f"  {group}" if group else "") + "\n"))
+        where = f"  on {task.workers[-1]}" if task.workers else ""
+        out.write(printable(line + (f"  {group}" if group else "") + where + "\n"))
     return EXIT_OK
 
 
@@ -459,6 +460,7 @@ def cmd_show(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
         return EXIT_OK
     out.write(printable(f"{task.id}  {state_text(task)}  {task.title}\n"))
     out.write(printable(group_line(task)))
+    out.write(printable(where_line(task)))
     if task.error and task.state != TaskState.MERGED:
         out.write(printable(f"  error: {task.error}\n") + next_steps(task))
     elif task.handed_off:
@@ -468,6 +470,18 @@ def cmd_show(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
     if task.decisions:
         out.write(printable("  decided: " + "\n           ".join(task.decisions) + "\n"))
     return EXIT_OK
+
+
+def where_line(task: Task) -> str:
+    """Which Dask workers its rounds ran on, and the resources it declares."""
+    from .resources import text
+
+    lines = ""
+    if task.workers:
+        lines += f"  ran on: {', '.join(task.workers)} (Dask workers, round by round)\n"
+    if task.resources:
+        lines += f"  needs: {text(task.resources)}\n"
+    return lines
 
 
 def group_line(task: Task) -> str:

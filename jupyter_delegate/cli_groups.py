@@ -227,6 +227,9 @@ def dispatch_options(args: argparse.Namespace) -> dict[str, Any]:
         "sandbox": args.sandbox,
         "env": list(args.env),
         "policy": submit_options(args)["policy"].to_dict(),
+        "runner": getattr(args, "cluster", None),
+        "cpus": getattr(args, "cpus", None),
+        "memory": getattr(args, "memory", None),
     }
 
 

@@ -376,7 +376,12 @@ class DaskRunner:
         )
 
     def submit(self, payload: Payload) -> Any:
-        return self.client.submit(run_on_worker, payload, pure=False)
+        return self.client.submit(run_on_worker, payload, pure=False, **placement(payload))
+
+    def check_resources(self, resources: Mapping[str, Any]) -> None:
+        """Refuse `resources` (resources.py) when no worker of the cluster declares them
+        all (a round asking for them would wait for ever)."""
+        check_resources(self.client, resources)
 
     # Seams for tests that play the network between worker and home.
     def received(self, line: str) -> str:
@@ -386,6 +391,34 @@ class DaskRunner:
     def returned(self, result: Result) -> Result:
         """A round's result as it arrives from the worker."""
         return result
+
+
+def placement(payload: Payload) -> dict[str, Any]:
+    """The keyword arguments of `Client.submit` that place a round: the task's declared
+    resources (its journal's first line, resources.py) as Dask worker resources."""
+    first = json.loads(payload.journal.split(b"\n", 1)[0])["data"]
+    resources = first.get("resources") or {}
+    return {"resources": dict(resources)} if resources else {}
+
+
+def check_resources(client: Any, resources: Mapping[str, Any]) -> None:
+    """Refuse `resources` when no worker of `client`'s cluster declares them all."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    offered = [dict(w.get("resources") or {}) for w in workers.values()]
+    if any(all(o.get(k, 0) >= v for k, v in resources.items()) for o in offered):
+        return
+    from .resources import text
+
+    seen = sorted(
+        {", ".join(f"{k}={v:g}" for k, v in sorted(o.items())) or "none" for o in offered}
+    )
+    raise ClusterError(
+        f"No worker of the cluster declares {text(dict(resources))} "
+        f"({', '.join(f'{k}={v:g}' for k, v in resources.items())}); its "
+        f"{len(offered)} worker(s) declare: {'; '.join(seen) or 'no workers'}. Start "
+        'workers with `dask worker SCHEDULER --resources "cpus=N memory=BYTES"`, or ask '
+        "for less."
+    )
 
 
 _runners: dict[str, DaskRunner] = {}

@@ -107,6 +107,8 @@ class TaskCreated(_Event):
     # The plan or attempt group the task is part of: {"kind": "plan", "id", "name"} or
     # {"kind": "attempts", "id", "index", "of"} (planning.py, best_of.py).
     group: dict[str, Any] | None = field(default=None, metadata=SOMETIMES)
+    # What it declares it needs (resources.py): {"cpus": N, "memory": BYTES}, or absent.
+    resources: dict[str, Any] | None = field(default=None, metadata=SOMETIMES)
 
 
 @dataclass(frozen=True)

@@ -203,6 +203,8 @@ class TaskManager:
         compact_at: str | int | None = None,
         group: Mapping[str, Any] | None = None,
         runner: Runner | Any = None,
+        cpus: int | float | str | None = None,
+        memory: str | int | None = None,
     ) -> Task:
         """Start a task. `use_suggested_checks`: when the outcome has no checks, run the
         test commands its AGENTS.md names (shown in the review either way). `env`:
@@ -215,15 +217,21 @@ class TaskManager:
         plan or attempt group the task is part of (planning.py, best_of.py), journaled.
         `runner`: where its rounds run (runner.py), a Runner, or a Dask cluster as a
         `distributed.Client` or a scheduler address (cluster.py); default: `[cluster]
-        address` of the user's config when set, else this manager's runner."""
+        address` of the user's config when set, else this manager's runner. `cpus`,
+        `memory` ("4GB"): what its checks need (resources.py): on a Dask cluster, worker
+        resources its rounds are scheduled by; journaled, not enforced in this process."""
         from .cluster import runner_for
+        from .resources import declared as declared_resources
         from .sandbox import Sandbox
 
         if not isinstance(outcome, Outcome):
             raise DelegateError(f"submit() takes an Outcome, got {type(outcome).__name__}.")
         if isinstance(env, str):
             env = [env]
+        resources = declared_resources(cpus, memory)  # malformed: refused, nothing made
         chosen_runner = runner_for(runner)  # a missing dask, a bad address: here, at once
+        if resources and hasattr(chosen_runner, "check_resources"):
+            chosen_runner.check_resources(resources)  # no worker offers them: refused here
         workspace = Workspace(repo)
         base_branch, base_commit = workspace.resolve_base(base)
         settings = model_settings()
@@ -276,6 +284,8 @@ class TaskManager:
         }
         if group:
             opening["group"] = dict(group)
+        if resources:
+            opening["resources"] = resources
         planning = bool(group and group.get("role") == "planner")
         goal = {"content": [{"type": "text", "text": first_message(outcome, planning)}]}
         self._record_many(  # one write, one sync

@@ -125,6 +125,18 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
         "`pip install 'jupyter-delegate[dask]'`)",
     )
     parser.add_argument(
+        "--cpus",
+        metavar="N",
+        help="CPUs the task's checks need: on a cluster, its rounds run only on a worker "
+        'declaring that many (`dask worker --resources "cpus=N"`); journaled',
+    )
+    parser.add_argument(
+        "--memory",
+        metavar="SIZE",
+        help="memory the task's checks need, e.g. 4GB or 512MiB: on a cluster, a worker "
+        "resource as --cpus is; journaled",
+    )
+    parser.add_argument(
         "--sandbox",
         choices=SANDBOXES,
         help="command confinement (default auto: bubblewrap or refuse)",
@@ -242,6 +254,8 @@ def submit_options(args: argparse.Namespace) -> dict[str, Any]:
         "effort": args.effort[0] if args.effort else None,
         "compact_at": args.compact_at,
         "runner": args.cluster,
+        "cpus": args.cpus,
+        "memory": args.memory,
     }
 
 

@@ -542,6 +542,7 @@ class Plan:
         self._lock_fd: int | None = None
         self._holders = 0  # who here holds the plan's lock: decisions, the dispatcher
         self._runner: threading.Thread | None = None
+        self.cluster: Any = None  # where subtasks' rounds run, as dispatch was given it
         self._stop = threading.Event()
         self._changed = threading.Condition()
         self._subscribers: list[Callable[[Plan], None]] = []
@@ -839,16 +840,27 @@ class Plan:
         sandbox: str | None = None,
         env: Sequence[str] = (),
         policy: Mapping[str, Any] | None = None,
+        runner: Any = None,
+        cpus: int | float | str | None = None,
+        memory: str | int | None = None,
     ) -> Plan:
         """Run the plan: start every subtask whose dependencies are satisfied, up to
         `parallel` at once, and go on starting them as their parents are approved (with
         `stack`, reviewed), in a thread of this process, which holds the plan's lock.
         Returns at once. The options apply to every subtask and are journaled, so
-        `resume` uses them too."""
+        `resume` uses them too. `runner`: where the subtasks' rounds run, as
+        `TaskManager.submit` takes it (a Dask cluster's Client or address spreads them
+        over its workers; an address is journaled, a Client is known to this process
+        only); `cpus`, `memory`: what each subtask declares (resources.py)."""
+        from .cluster import runner_for
+        from .resources import declared
+
         if parallel is not None and (
             isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1
         ):
             raise PlanError(f"--parallel must be 1 or more, not {parallel!r}.")
+        resources = declared(cpus, memory)  # malformed: refused before anything runs
+        self.cluster = runner_for(runner) if runner is not None else None
         options = {
             k: v
             for k, v in {
@@ -857,6 +869,8 @@ class Plan:
                 "sandbox": sandbox,
                 "env": list(env),
                 "policy": dict(policy or {}),
+                "cluster": runner.strip() if isinstance(runner, str) else None,
+                **resources,
             }.items()
             if v
         }
@@ -1180,6 +1194,9 @@ class Plan:
             policy=Policy.from_dict(options["policy"]) if options.get("policy") else None,
             name=f"{self.id}-{name}",
             group={"kind": "plan", "id": self.id, "name": name},
+            runner=getattr(self, "cluster", None) or options.get("cluster"),
+            cpus=options.get("cpus"),
+            memory=options.get("memory"),
         )
         self._record(
             "started", {"name": name, "task": task.id, "start_commit": start, "parents": parents}

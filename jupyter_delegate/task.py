@@ -270,6 +270,8 @@ class TaskRecord(RecordFields):
     # The plan ({"kind": "plan", "id", "name"}) or attempt group ({"kind": "attempts",
     # "id", "index", "of"}) the task is part of.
     group: dict[str, Any] | None
+    workers: list[str]  # the Dask workers its rounds ran on, in order (none: this process)
+    resources: dict[str, Any]  # what it declares it needs (resources.py)
 
 
 Subscriber = Callable[[TaskEvent], None]
@@ -361,6 +363,8 @@ class Task:
     handed_off: str = ""
     # The workers its rounds ran on, in order (`runner` events: a Dask worker's address).
     workers: list[str] = field(default_factory=list)
+    # What it declares it needs ({"cpus": N, "memory": BYTES}; resources.py), journaled.
+    resources: dict[str, Any] = field(default_factory=dict)
     # The plan or attempt group the task is part of ({"kind": "plan", "id", "name"} or
     # {"kind": "attempts", "id", "index", "of"}), None for a task of its own.
     group: dict[str, Any] | None = None
@@ -791,6 +795,7 @@ class Task:
             default_compact_at(self.model_info) if event.compact_at is None else event.compact_at
         )
         self.group = dict(event.group) if event.group else None
+        self.resources = dict(event.resources) if event.resources else {}
         if event.format > FORMAT:
             self._flag(
                 f"its journal is of format {event.format}, written by a newer jupyter-delegate "
@@ -873,4 +878,6 @@ class Task:
             "preferences": [p["text"] for p in self.preferences],
             "decisions": list(self.decisions),
             "group": dict(self.group) if self.group else None,
+            "workers": list(self.workers),
+            "resources": dict(self.resources),
         }

@@ -44,6 +44,7 @@ from ..engine.model import PRICE_GUESSED, usd_text
 from ..engine.tools import describe_input
 from ..environment import ran_with
 from ..errors import DelegateError
+from ..resources import text as resources_text
 from ..task import RecordFields, Task, TaskEvent
 
 MIME = "application/vnd.jupyter-delegate.task+json"
@@ -171,14 +172,19 @@ def compact_record(
     task: Task, *, name: str | None = None, notebook_dir: Path | None = None
 ) -> NotebookRecord:
     """The record, cut to fit RECORD_LIMIT bytes of JSON."""
-    facts = task.to_record()
+    facts: dict[str, Any] = dict(task.to_record())
+    # Not in the notebook's record (its schema): where it ran is a line of `ran_with`.
+    workers, resources = facts.pop("workers"), facts.pop("resources")
+    where = [f"on Dask worker {workers[-1]}"] if workers else []
+    if resources:
+        where.append(f"declared: {resources_text(resources)}")
     record: NotebookRecord = {
         **facts,  # type: ignore[typeddict-item]  # mypy wants the NotRequired keys here too
         "version": RECORD_VERSION,
         "name": name,
         "diffstat": _diffstat(task),
         "checks": _checks(task),
-        "ran_with": ran_with(task.check_environment),
+        "ran_with": ran_with(task.check_environment) + where,
     }
     if notebook_dir is not None:
         record["repo_relative"] = os.path.relpath(task.repo, notebook_dir)

@@ -152,6 +152,8 @@ class Board:
         record["pending"] = [dataclasses.asdict(r) for r in task.pending()]
         record["unproven_reasons"] = task.unproven_reasons if task.state == "review" else []
         record["needs_you"] = task.state in (TaskState.WAITING, TaskState.REVIEW)
+        record["workers"] = list(task.workers)  # the Dask workers its rounds ran on
+        record["resources"] = dict(task.resources)
         return record
 
     def detail(self, task_id: str) -> dict[str, Any]:

@@ -45,9 +45,26 @@ forward), and only then are those lines written. A line that fails the chain or 
 that fails verification is refused: the round on the worker is cancelled, nothing is
 fetched, and the task fails here with an error saying what failed.
 
+A worker lost mid-round (killed, its machine gone) is taken over. Each round's payload
+names a third queue holding one token, which the first run of the round takes before it
+does anything; when the worker running it dies, the scheduler runs the function again
+elsewhere, and that rerun, finding no token, returns `Superseded` at once (or the scheduler
+gives up with KilledWorker). Either way home takes the lines the dead worker sent before it
+died, then submits the round again from the journal as mirrored here (the conversation as
+far as journaled: a tool call without a result gets an error result, journal.py) and the
+task's branch as last fetched (or the base), naming the lost worker; the new worker
+journals its `runner` event with `moved_from` (the review flags it: task.py) and then a
+user turn telling the agent that its changes to files since the last commit were lost
+with the worker (they were: only commits come home) and to check the files. Work in
+progress is not committed to a side ref at each step boundary: that is a stage, a commit
+and a bundle of the worktree per step, sent home, for what a lost worker costs (the
+steps since the last commit, redone by the agent); not measured yet. A worker lost after
+the round's commit but before its result came home fails the task (transient; nothing
+fetched), since that commit is not here to go on from. A worker that the scheduler gave up
+on but that still runs (a partition) is not stopped; what it sends is not read.
+
 Not here: running a round (rounds.py, runner.run_round), the chain itself (journal.py).
-Not yet: a worker lost mid-round is reported (the task fails, transient), not taken over;
-a round that ends paused or failed with edits the harness did not commit leaves them on
+Not yet: a round that ends paused or failed with edits the harness did not commit leaves them on
 the worker (they are not bundled); submodules are not checked out on workers; the
 process that started the round must live until it ends (it is the mirror); a task's
 runner is known to the process that submitted it, so a round that another process starts
@@ -89,6 +106,7 @@ BASE_REF = "refs/delegate/cluster/base"  # the base commit, in the bundle sent t
 WORKER_DIR_ENV = "JUPYTER_DELEGATE_WORKER_DIR"
 ENDS_ROUND = frozenset(s.value for s in S if not s.active)
 POLL_S = 0.05
+MAX_TAKEOVERS = 3  # a round lost with more workers than this fails
 
 
 class ClusterError(DelegateError):
@@ -137,6 +155,9 @@ class Payload:
     journal: bytes
     outbox: str  # queue: worker -> home
     inbox: str  # queue: home -> worker
+    claim: str = ""  # queue holding one token: the first run of the round takes it
+    moved_from: str = ""  # the worker this round was lost on, when it is taken over
+    note: str = ""  # what the agent is told then (runner.run_round)
     keep: bool = False  # leave the worker's folder (tests, debugging)
     where: Mapping[str, Any] = field(default_factory=dict)  # extra for the `runner` event
 
@@ -155,6 +176,14 @@ class Result:
     has_branch: bool
     tip: str
     bundle: bytes | None  # the branch from the payload's tip to `tip`; None when unchanged
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """What a run of a round returns when it finds the round's claim taken: the scheduler
+    ran it again because the worker that first took it died (home takes the round over)."""
+
+    worker: str
 
 
 # -- on the worker -----------------------------------------------------------------------
@@ -197,13 +226,15 @@ def clone_for_round(payload: Payload, folder: Path) -> Workspace:
     return workspace
 
 
-def run_on_worker(payload: Payload) -> Result:
+def run_on_worker(payload: Payload) -> Result | Superseded:
     """Run the payload's round on this Dask worker (see the module)."""
     from .manager import TaskManager
     from .runner import run_round
 
     distributed = _distributed()
     worker = distributed.get_worker()
+    if payload.claim and not distributed.Queue(payload.claim).get(batch=True):
+        return Superseded(str(worker.address))  # a rerun after the first one's worker died
     task_id = payload.work.task_id
     folder = worker_folder(task_id)
     try:
@@ -227,10 +258,12 @@ def run_on_worker(payload: Payload) -> Result:
             "at": _now(),
             **payload.where,
         }
+        if payload.moved_from:
+            where["moved_from"] = payload.moved_from
         work = Round(str(workspace.root), task_id, payload.work.why)
         manager = TaskManager(via="runner")
         try:
-            state = run_round(work, manager, where)
+            state = run_round(work, manager, where, payload.note)
             task = manager.get(task_id, workspace.root)
             assert task.worktree == workspace.worktree_path(task_id)  # this clone's, not home's
         finally:
@@ -340,8 +373,11 @@ class DaskRunner:
         self._mirrors.append(mirror)
         mirror.start()
 
-    def payload(self, workspace: Workspace, work: Round) -> Payload:
-        """The round as a worker gets it (see `Payload`)."""
+    def payload(
+        self, workspace: Workspace, work: Round, moved_from: str = "", note: str = ""
+    ) -> Payload:
+        """The round as a worker gets it (see `Payload`), from the journal and the task's
+        branch here."""
         folder = workspace.task_dir(work.task_id)
         journal = (folder / "journal.jsonl").read_bytes()
         first = json.loads(journal.split(b"\n", 1)[0])["data"]
@@ -372,10 +408,14 @@ class DaskRunner:
             journal=journal,
             outbox=f"{name}-out",
             inbox=f"{name}-in",
+            claim=f"{name}-claim",
+            moved_from=moved_from,
+            note=note,
             keep=self.keep,
         )
 
     def submit(self, payload: Payload) -> Any:
+        _distributed().Queue(payload.claim, client=self.client).put(True)
         return self.client.submit(run_on_worker, payload, pure=False)
 
     # Seams for tests that play the network between worker and home.
@@ -458,31 +498,25 @@ class _Mirror(threading.Thread):
         self.last_commit: str | None = None
         self.state = ""
         self.inbox_name = ""
+        self.worker = ""  # the worker the last mirrored `runner` event names
+        self.inbox_offset = 0
 
     def run(self) -> None:
         results = self.runner.results.setdefault(self.work.task_id, [])
         future = None
         try:
             payload = self.runner.payload(self.workspace, self.work)
-            self._chain_from(payload.journal)
-            self.inbox_name = payload.inbox
-            distributed = _distributed()
-            outbox = distributed.Queue(payload.outbox, client=self.runner.client)
-            inbox = distributed.Queue(payload.inbox, client=self.runner.client)
-            inbox_offset = _size(self.folder / control.INBOX)
-            future = self.runner.submit(payload)
-            ended = False
-            while not ended:
-                inbox_offset = self._forward(inbox, inbox_offset)
-                messages = outbox.get(batch=True)  # what is there, at once (no timeout error)
-                if not messages:
-                    if future.status in ("error", "cancelled", "lost"):
-                        raise self._lost(future)
-                    time.sleep(POLL_S)
-                for message in messages:
-                    ended = ended or bool(message.get("end"))
-                    for line in message.get("lines", ()):
-                        self._take(self.runner.received(line))
+            self.inbox_offset = _size(self.folder / control.INBOX)
+            for _ in range(MAX_TAKEOVERS + 1):
+                self._chain_from(payload.journal)
+                self.inbox_name = payload.inbox
+                future = self.runner.submit(payload)
+                lost = self._mirror(payload, future)
+                if lost is None:
+                    break
+                payload = self._take_over(payload, lost)
+            else:
+                raise ClusterError(f"the round was lost with {MAX_TAKEOVERS + 1} workers")
             result = self.runner.returned(future.result())
             self._receive(payload, result)
             results.append(result)
@@ -493,6 +527,64 @@ class _Mirror(threading.Thread):
             self._fail(exc)
         finally:
             os.close(self.fd)
+
+    def _mirror(self, payload: Payload, future: Any) -> str | None:
+        """Mirror the round's stream until its end mark; or, when the worker running it
+        is lost, the lines it sent before it died, and say which worker that was."""
+        distributed = _distributed()
+        outbox = distributed.Queue(payload.outbox, client=self.runner.client)
+        inbox = distributed.Queue(payload.inbox, client=self.runner.client)
+        ended = False
+        while not ended:
+            self.inbox_offset = self._forward(inbox, self.inbox_offset)
+            done = future.done()
+            messages = outbox.get(batch=True)  # what is there, at once (no timeout error)
+            for message in messages:
+                ended = ended or bool(message.get("end"))
+                for line in message.get("lines", ()):
+                    self._take(self.runner.received(line))
+            if ended:
+                return None
+            if done:  # over, and all it sent before it ended has been taken: no end mark
+                if self._worker_died(future):
+                    return self.worker or "a worker lost before it journaled"
+                raise self._lost(future)
+            if not messages:
+                time.sleep(POLL_S)
+        return None
+
+    def _worker_died(self, future: Any) -> bool:
+        """Whether the round ended without a result because its worker died: the
+        scheduler's rerun found the claim taken, or it gave up (KilledWorker)."""
+        if future.status == "finished":
+            return isinstance(future.result(), Superseded)
+        if future.status == "error":
+            with contextlib.suppress(Exception):
+                return isinstance(future.exception(timeout=5), _distributed().KilledWorker)
+        return False
+
+    def _take_over(self, payload: Payload, lost: str) -> Payload:
+        """The round again, for another worker: from the journal as mirrored here and the
+        task's branch as last fetched; the agent told what was lost."""
+        if self.held or self.last_commit not in (None, payload.tip):
+            commit = (self.last_commit or "")[:10]
+            raise ClusterError(
+                f"the worker running it ({lost}) was lost after it committed the round's work "
+                f"({commit}), which never came home; `resume` runs the round again from the "
+                "last commit here"
+            )
+        log.warning("task %s: worker %s lost mid-round; taking it over", self.work.task_id, lost)
+        at = f"commit {payload.tip[:10]}"
+        if payload.tip == payload.base_commit:
+            at += " (the task's base: nothing of it was committed yet)"
+        note = (
+            f"[harness] The machine running this task (Dask worker {lost}) was lost in the "
+            "middle of this round, and the round goes on from the journal on another one. "
+            f"Your changes to files since the last commit were lost with it: the files are "
+            f"as of {at}. The tool results above say what was done on the lost machine, not "
+            "what the files hold now: check them and redo what is still needed."
+        )
+        return self.runner.payload(self.workspace, self.work, moved_from=lost, note=note)
 
     # -- the journal ---------------------------------------------------------------------
     def _chain_from(self, journal: bytes) -> None:
@@ -523,6 +615,8 @@ class _Mirror(threading.Thread):
             self.last_commit = str(raw["data"].get("commit"))
         if raw["type"] == "state":
             self.state = str(raw["data"].get("state"))
+        if raw["type"] == "runner":
+            self.worker = str(raw["data"].get("worker") or "")
         if self.held or (raw["type"] == "state" and self.state in ENDS_ROUND):
             self.held.append(line)
         else:

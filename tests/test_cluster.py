@@ -269,3 +269,65 @@ def test_without_dask_a_cluster_runner_says_how_to_install_it(
             Outcome("x", checks=("true",)), repo=user_repo.working_dir, runner="tcp://127.0.0.1:1"
         )
     assert not (Path(user_repo.git_dir) / "delegate" / "tasks").exists()  # nothing created
+
+
+def wait_for(predicate: Any, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def journaled(task: Any, type_: str) -> list[Any]:
+    return [e for e in Journal(task.journal_path).events() if e.type == type_]
+
+
+FIX_EDIT = {"old_string": "a - b", "new_string": "a + b"}
+LOST_OR_KEPT = "grep -q 'a - b' calc.py && echo EDIT-LOST || echo EDIT-KEPT"
+
+
+def test_a_worker_killed_mid_round_is_taken_over_by_another_and_the_task_merges(
+    user_repo: git.Repo, cluster: Any
+) -> None:
+    """The worker is SIGKILLed while the agent waits for a slow model turn, after its edit
+    was journaled (and mirrored) but never committed: another worker goes on from the
+    mirrored journal and the base, the agent is told its edit was lost (and finds it so),
+    redoes it, and the task reaches review on the second worker and merges."""
+    import signal
+
+    fixed = CALC.replace("a - b", "a + b")
+    turns: list[dict[str, Any]] = [
+        {"tools": [{"edit": {"file_path": "calc.py", **FIX_EDIT}}]},
+        {"latency_ms": 4000, "tools": [{"bash": {"command": LOST_OR_KEPT}}]},
+        {"tools": [{"write": {"file_path": "calc.py", "content": fixed}}]},
+        {"tools": [{"finish": {"summary": "add() adds again"}}]},
+    ]
+    client, fake = cluster(turns)
+    runner = DaskRunner(client)
+    manager = TaskManager(sandbox=SANDBOX, runner=runner)
+    task = submit(manager, user_repo)
+    wait_for(lambda: journaled(task, "runner") and journaled(task, "tool_result"))
+    (first,) = journaled(task, "runner")
+    os.kill(first.data["pid"], signal.SIGKILL)  # mid-turn: the model's answer is 4 s away
+    assert task.wait(timeout=240) == TaskState.REVIEW, task.error
+    assert task.checks and task.checks[0].passed, task.checks
+    ran = journaled(task, "runner")
+    assert len(ran) == 2 and ran[1].data["moved_from"] == first.data["worker"]
+    assert ran[1].data["pid"] != first.data["pid"]
+    assert task.workers == [first.data["worker"], ran[1].data["worker"]]
+    assert any(f.startswith("moved workers: " + first.data["worker"]) for f in task.flags)
+    # The agent was told, in the conversation, and the files said the same.
+    (note,) = [e for e in journaled(task, "user") if "[harness]" in json.dumps(e.data)]
+    text = note.data["content"][0]["text"]
+    assert first.data["worker"] in text and "were lost with it" in text
+    assert note.seq == ran[1].seq + 1
+    looked = next(e for e in journaled(task, "tool_result") if e.seq > note.seq)
+    assert "EDIT-LOST" in json.dumps(looked.data["content"])  # `a - b` is back
+    assert any("were lost with it" in json.dumps(r.body) for r in fake.requests)
+    assert Journal(task.journal_path).verify().ok
+    task.approve()
+    assert task.state == TaskState.MERGED
+    assert "a + b" in (Path(user_repo.working_dir) / "calc.py").read_text()
+    audit_ok(user_repo)

@@ -63,12 +63,27 @@ the round's commit but before its result came home fails the task (transient; no
 fetched), since that commit is not here to go on from. A worker that the scheduler gave up
 on but that still runs (a partition) is not stopped; what it sends is not read.
 
+The process that submitted may die (a kernel restarted) while the round goes on: the
+round's future is published on the scheduler (`publish_dataset`, so it outlives its
+client), and the task's folder holds `cluster.json` (the scheduler, the published name,
+the queues, the branch and tips the result is verified against) while the round runs.
+What the mirror takes from the queue it first appends to `cluster-spool.jsonl` (synced),
+so a mirror that dies between taking lines and writing them (or while it holds the lines
+that end the round) loses nothing. A task whose journal says it runs, whose lock nobody
+holds and whose folder has that note is taken up by the next process that loads it
+(`TaskManager.get` -> `reattach`, instead of marking it interrupted): it reads the spool
+(the lines not yet in the journal), then the queue, and finishes the round as the first
+would have (verify, fetch, release). Both notes are removed when the round ends here.
+
 Not here: running a round (rounds.py, runner.run_round), the chain itself (journal.py).
 Not yet: a round that ends paused or failed with edits the harness did not commit leaves them on
-the worker (they are not bundled); submodules are not checked out on workers; the
-process that started the round must live until it ends (it is the mirror); a task's
+the worker (they are not bundled); submodules are not checked out on workers; a task's
 runner is known to the process that submitted it, so a round that another process starts
-(the CLI's `resume`) runs there, not on the cluster.
+(the CLI's `resume`) runs there, not on the cluster; any process that loads a task whose
+mirror died takes it up, a short-lived one too (the CLI's `list`): when it exits, the next
+one does (the spool keeps what it took), but loading waits for the scheduler's connect
+timeout when the scheduler is gone; control requests posted while no process mirrors the
+round are forwarded only if posted after the new one took it up.
 """
 
 from __future__ import annotations
@@ -106,6 +121,8 @@ BASE_REF = "refs/delegate/cluster/base"  # the base commit, in the bundle sent t
 WORKER_DIR_ENV = "JUPYTER_DELEGATE_WORKER_DIR"
 ENDS_ROUND = frozenset(s.value for s in S if not s.active)
 POLL_S = 0.05
+ROUND_FILE = "cluster.json"  # in the task's folder while a round runs on the cluster
+SPOOL_FILE = "cluster-spool.jsonl"  # what the mirror took from the queue, kept on disk
 MAX_TAKEOVERS = 3  # a round lost with more workers than this fails
 
 
@@ -480,6 +497,48 @@ def cluster_address() -> str | None:
     return address or None
 
 
+def reattach(workspace: Workspace, task_id: str) -> DaskRunner | None:
+    """Take up, in this process, the mirror of a round on the cluster that another process
+    started and no longer mirrors (it died: a kernel restarted); the runner it is on, or
+    None when there is no such round (no note of one, its lock held, the scheduler or the
+    round gone). What the dead process had taken from the queue but not written is lost:
+    the mirror then refuses the next line, and the task fails saying so."""
+    from .manager import _try_lock
+
+    folder = workspace.task_dir(task_id)
+    try:
+        known = json.loads((folder / ROUND_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    fd = _try_lock(folder)
+    if fd is None:
+        return None
+    try:
+        runner: DaskRunner = runner_for(str(known["scheduler"]))
+        future = runner.client.get_dataset(str(known["dataset"]))
+        payload = Payload(
+            work=Round(str(workspace.root), task_id, "reattached"),
+            branch=str(known["branch"]),
+            base_commit=str(known["base_commit"]),
+            base_branch=known.get("base_branch"),
+            tip=str(known["tip"]),
+            has_branch=bool(known["has_branch"]),
+            bundle=b"",
+            journal=(folder / "journal.jsonl").read_bytes(),
+            outbox=str(known["outbox"]),
+            inbox=str(known["inbox"]),
+            claim=str(known["claim"]),
+        )
+    except Exception as exc:  # no scheduler there, the round forgotten, a bad note
+        log.warning("task %s: the round on the cluster cannot be taken up: %r", task_id, exc)
+        os.close(fd)
+        return None
+    mirror = _Mirror(runner, workspace, payload.work, fd, attach=(payload, future))
+    runner._mirrors.append(mirror)
+    mirror.start()
+    return runner
+
+
 class Refused(ClusterError):
     """What came back from the worker failed verification."""
 
@@ -488,9 +547,17 @@ class _Mirror(threading.Thread):
     """One round at home: submit it, mirror its journal, forward the inbox, receive the
     result (see the module). Holds the task's lock here until the round ends."""
 
-    def __init__(self, runner: DaskRunner, workspace: Workspace, work: Round, fd: int) -> None:
+    def __init__(
+        self,
+        runner: DaskRunner,
+        workspace: Workspace,
+        work: Round,
+        fd: int,
+        attach: tuple[Payload, Any] | None = None,
+    ) -> None:
         super().__init__(name=f"jupyter-delegate-mirror-{work.task_id}", daemon=True)
         self.runner, self.workspace, self.work, self.fd = runner, workspace, work, fd
+        self.attach = attach  # a round another process started: its payload and future
         self.folder = workspace.task_dir(work.task_id)
         self.journal = self.folder / "journal.jsonl"
         self.held: list[str] = []  # the lines that end the round, written once verified
@@ -505,16 +572,20 @@ class _Mirror(threading.Thread):
         results = self.runner.results.setdefault(self.work.task_id, [])
         future = None
         try:
-            payload = self.runner.payload(self.workspace, self.work)
+            if self.attach is None:
+                payload = self.runner.payload(self.workspace, self.work)
+            else:
+                payload, future = self.attach
             self.inbox_offset = _size(self.folder / control.INBOX)
             for _ in range(MAX_TAKEOVERS + 1):
                 self._chain_from(payload.journal)
                 self.inbox_name = payload.inbox
-                future = self.runner.submit(payload)
+                if future is None:
+                    future = self._submit(payload)
                 lost = self._mirror(payload, future)
                 if lost is None:
                     break
-                payload = self._take_over(payload, lost)
+                payload, future = self._take_over(payload, lost), None
             else:
                 raise ClusterError(f"the round was lost with {MAX_TAKEOVERS + 1} workers")
             result = self.runner.returned(future.result())
@@ -526,7 +597,44 @@ class _Mirror(threading.Thread):
                 self._stop_worker(future)
             self._fail(exc)
         finally:
+            self._forget(future)
             os.close(self.fd)
+
+    def _submit(self, payload: Payload) -> Any:
+        """Submit the round, published on the scheduler so that it outlives this process,
+        and note in the task's folder what another process needs to take the mirror up."""
+        future = self.runner.submit(payload)
+        name = payload.claim.removesuffix("-claim")
+        self.runner.client.publish_dataset(future, name=name, override=True)
+        known = {
+            "scheduler": str(self.runner.client.scheduler.address),
+            "dataset": name,
+            "branch": payload.branch,
+            "base_commit": payload.base_commit,
+            "base_branch": payload.base_branch,
+            "tip": payload.tip,
+            "has_branch": payload.has_branch,
+            "outbox": payload.outbox,
+            "inbox": payload.inbox,
+            "claim": payload.claim,
+        }
+        with contextlib.suppress(OSError):
+            (self.folder / SPOOL_FILE).unlink()  # a lost round's: all of it was taken
+        path = self.folder / ROUND_FILE
+        path.with_suffix(".tmp").write_text(json.dumps(known, indent=1) + "\n")
+        path.with_suffix(".tmp").replace(path)
+        return future
+
+    def _forget(self, future: Any) -> None:
+        """The round is over here: no one needs to take it up."""
+        for name in (ROUND_FILE, SPOOL_FILE):
+            with contextlib.suppress(OSError):
+                (self.folder / name).unlink()
+        if future is not None:
+            with contextlib.suppress(Exception):
+                for name in self.runner.client.list_datasets():
+                    if name.startswith(f"jupyter-delegate-{self.work.task_id}-"):
+                        self.runner.client.unpublish_dataset(name)
 
     def _mirror(self, payload: Payload, future: Any) -> str | None:
         """Mirror the round's stream until its end mark; or, when the worker running it
@@ -535,23 +643,48 @@ class _Mirror(threading.Thread):
         outbox = distributed.Queue(payload.outbox, client=self.runner.client)
         inbox = distributed.Queue(payload.inbox, client=self.runner.client)
         ended = False
+        spooled = self._spooled() if self.attach is not None else []
         while not ended:
             self.inbox_offset = self._forward(inbox, self.inbox_offset)
             done = future.done()
-            messages = outbox.get(batch=True)  # what is there, at once (no timeout error)
-            for message in messages:
+            taken = outbox.get(batch=True)  # what is there, at once (no timeout error)
+            self._spool(taken)
+            messages = [(m, True) for m in spooled] + [(m, False) for m in taken]
+            spooled = []
+            for message, before in messages:
                 ended = ended or bool(message.get("end"))
                 for line in message.get("lines", ()):
-                    self._take(self.runner.received(line))
+                    if not before or _seq(line) > self.seq:  # a spool's: maybe written
+                        self._take(self.runner.received(line))
             if ended:
                 return None
             if done:  # over, and all it sent before it ended has been taken: no end mark
                 if self._worker_died(future):
                     return self.worker or "a worker lost before it journaled"
                 raise self._lost(future)
-            if not messages:
+            if not taken:
                 time.sleep(POLL_S)
         return None
+
+    def _spool(self, messages: list[Any]) -> None:
+        """Keep what was taken from the queue on disk (synced) before acting on it: a
+        process that dies now loses nothing, as the one that takes the round up reads it
+        (the lines held back, what was taken but not yet written)."""
+        if not messages:
+            return
+        fd = os.open(self.folder / SPOOL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, "".join(json.dumps(m) + "\n" for m in messages).encode())
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def _spooled(self) -> list[Any]:
+        try:
+            text = (self.folder / SPOOL_FILE).read_text()
+        except OSError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
 
     def _worker_died(self, future: Any) -> bool:
         """Whether the round ended without a result because its worker died: the
@@ -804,6 +937,15 @@ class _Mirror(threading.Thread):
 def _last_hash(journal: bytes) -> str:
     lines = journal.splitlines()
     return str(json.loads(lines[-1])["hash"]) if lines else GENESIS
+
+
+def _seq(line: str) -> int:
+    """A streamed line's `seq` (the chain check is `_take`'s; a line it cannot read
+    counts as new, so that `_take` refuses it)."""
+    try:
+        return int(json.loads(line)["seq"])
+    except (ValueError, KeyError, TypeError):
+        return 1 << 62
 
 
 def _size(path: Path) -> int:

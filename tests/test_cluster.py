@@ -331,3 +331,82 @@ def test_a_worker_killed_mid_round_is_taken_over_by_another_and_the_task_merges(
     assert task.state == TaskState.MERGED
     assert "a + b" in (Path(user_repo.working_dir) / "calc.py").read_text()
     audit_ok(user_repo)
+
+
+CLIENT = """
+import sys, time
+from jupyter_delegate import Outcome
+from jupyter_delegate.cluster import DaskRunner
+from jupyter_delegate.manager import TaskManager
+
+address, repo, sandbox, check = sys.argv[1:]
+manager = TaskManager(sandbox=sandbox, runner=DaskRunner(address))
+task = manager.submit(Outcome("Make add() add.", checks=(check,)), repo=repo)
+print(task.id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_client_killed_mid_round_is_reattached_by_another_process_which_finishes_it(
+    user_repo: git.Repo, cluster: Any
+) -> None:
+    """The process that submitted (a kernel) is SIGKILLed mid-round; the round goes on on
+    the cluster; `TaskManager.get` in another process takes the mirror up (never marking
+    the task interrupted), catches up from the queue, verifies and fetches the result."""
+    import signal
+
+    turns: list[dict[str, Any]] = [
+        {"tools": [{"edit": {"file_path": "calc.py", **FIX_EDIT}}]},
+        {"latency_ms": 3000, "tools": [{"bash": {"command": CHECK}}]},
+        {"tools": [{"read": {"file_path": "calc.py"}}]},
+        {"tools": [{"finish": {"summary": "add() adds"}}]},
+    ]
+    client, _ = cluster(turns)
+    argv = [client.scheduler.address, user_repo.working_dir, SANDBOX, CHECK]
+    first = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, *argv],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        assert first.stdout is not None
+        task_id = first.stdout.readline().strip()
+        assert task_id, first.communicate(timeout=30)
+        folder = Path(user_repo.git_dir) / "delegate" / "tasks" / task_id
+        journal = Journal(folder / "journal.jsonl")
+        wait_for(lambda: any(e.type == "tool_result" for e in journal.events()))
+        assert (folder / "cluster.json").exists()
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    # As if it died after it took its last lines from the queue and spooled them, before
+    # writing them: they are in the spool, not in the journal.
+    lines = journal.path.read_bytes().splitlines(keepends=True)
+    while json.loads(lines[-1])["type"] not in ("assistant", "tool_result"):
+        lines.pop()  # (the kill may have come after other lines: keep those out of it)
+    cut = [line.decode() for line in lines[-2:]]
+    assert all(json.loads(line)["type"] in ("assistant", "tool_result") for line in cut)
+    journal.path.write_bytes(b"".join(lines[:-2]))
+    spool = folder / "cluster-spool.jsonl"
+    with spool.open("a") as handle:
+        handle.write(json.dumps({"lines": cut}) + "\n")
+    mirrored = len(list(journal.events()))
+    manager = TaskManager(sandbox=SANDBOX)
+    task = manager.get(task_id, user_repo.working_dir)
+    assert task.state == TaskState.RUNNING  # taken up, not interrupted
+    assert task.wait(timeout=240) == TaskState.REVIEW, task.error
+    assert task.checks and task.checks[0].passed, task.checks
+    events = list(Journal(task.journal_path).events())
+    assert len(events) > mirrored + 3  # the rest came from the queue
+    assert not [e for e in events if e.type == "state" and e.data["state"] == "interrupted"]
+    assert len([e for e in events if e.type == "runner"]) == 1  # the same worker, all along
+    assert Journal(task.journal_path).verify().ok
+    assert not (folder / "cluster.json").exists()
+    assert not client.list_datasets()
+    assert not (folder / "cluster-spool.jsonl").exists()
+    task.approve()
+    assert task.state == TaskState.MERGED
+    assert "a + b" in (Path(user_repo.working_dir) / "calc.py").read_text()
+    audit_ok(user_repo)
+    runner_for(client.scheduler.address).close()  # the runner `get` took the round up with

@@ -15,8 +15,11 @@ the user's checkout, even on the same machine), the journal written into the clo
 folder, the task's worktree at the clone's own `Workspace.worktree_path(task_id)` (the path
 the journal's first line names is the client's and is not used there), and `run_round` on
 it with a TaskManager of the worker's. It journals where it runs first (a `runner` event).
-A thread streams each journal line it appends home, and appends the control requests
-sent from home to the clone's inbox, where its manager serves them. When the round ends it
+The sandbox is the journal's (the tier decided at submit): a worker where bubblewrap
+cannot confine commands refuses to run them (the round fails saying so, as on a machine of
+the user's), never runs them unconfined. A thread streams each journal line it appends
+home, and appends the control requests sent from home to the clone's inbox, where its
+manager serves them. When the round ends it
 returns a git bundle of the task's branch (from the tip it started at) and the journal's
 head and digest, and removes the clone.
 

@@ -410,3 +410,42 @@ def test_a_client_killed_mid_round_is_reattached_by_another_process_which_finish
     assert "a + b" in (Path(user_repo.working_dir) / "calc.py").read_text()
     audit_ok(user_repo)
     runner_for(client.scheduler.address).close()  # the runner `get` took the round up with
+
+
+@pytest.mark.skipif(SANDBOX != "auto", reason="bubblewrap does not work on this machine")
+def test_a_worker_without_bubblewrap_refuses_to_run_commands_unconfined(
+    user_repo: git.Repo, cluster: Any, outside_tmp: Path
+) -> None:
+    """The task asks for the sandbox (`auto`, which this machine has); its workers have no
+    bwrap on their PATH: the round fails there as it would on a local machine without it,
+    saying so, and no command runs unconfined."""
+    bin_dir = outside_tmp / "bin-without-bwrap"
+    bin_dir.mkdir()
+    for program in Path("/usr/bin").iterdir():
+        if program.name != "bwrap":
+            (bin_dir / program.name).symlink_to(program)
+
+    def hide_bwrap(bin_dir: str) -> str | None:
+        import os
+        import shutil
+
+        from jupyter_delegate import sandbox
+
+        usr_bin = os.path.realpath("/usr/bin")
+        keep = [p for p in os.environ["PATH"].split(os.pathsep) if os.path.realpath(p) != usr_bin]
+        os.environ["PATH"] = os.pathsep.join([bin_dir, *keep])
+        sandbox.probe(refresh=True)
+        return shutil.which("bwrap")
+
+    client, fake = cluster([{"tools": [{"bash": {"command": "touch ran-unconfined"}}]}])
+    assert set(client.run(hide_bwrap, str(bin_dir)).values()) == {None}
+    manager = TaskManager(sandbox="auto", runner=DaskRunner(client))
+    task = submit(manager, user_repo)
+    assert task.wait(timeout=180) == TaskState.FAILED
+    assert "bubblewrap cannot confine commands here" in task.error, task.error
+    assert "not installed" in task.error and not task.transient
+    assert task.sandbox == "bubblewrap" and task.workers  # decided at home; refused there
+    assert not journaled(task, "tool_result")  # nothing ran, confined or not
+    assert not [r for r in fake.requests if r.kind == "turn"]  # the agent never started
+    assert Journal(task.journal_path).verify().ok
+    audit_ok(user_repo)

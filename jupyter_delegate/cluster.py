@@ -59,9 +59,13 @@ task's branch as last fetched (or the base), naming the lost worker; the new wor
 journals its `runner` event with `moved_from` (the review flags it: task.py) and then a
 user turn telling the agent that its changes to files since the last commit were lost
 with the worker (they were: only commits come home) and to check the files. Work in
-progress is not committed to a side ref at each step boundary: that is a stage, a commit
-and a bundle of the worktree per step, sent home, for what a lost worker costs (the
-steps since the last commit, redone by the agent); not measured yet. A worker lost after
+progress is not yet committed to a side ref at each step boundary. Measured by hand (a
+203-file clone of this project, one file changed per step: read-tree, add -A into a
+private index, write-tree, commit-tree, update-ref, bundle of the step's commit): about
+40-50 ms and 1 KB per step on a loaded 2-core machine, against a model turn of hundreds
+of ms or more; cheap enough, and the better answer (the edits would survive a lost
+worker), but not done: it needs the side ref verified and fetched at home like the
+result, and the new worker's worktree checked out at it. A worker lost after
 the round's commit but before its result came home fails the task (transient; nothing
 fetched), since that commit is not here to go on from. A worker that the scheduler gave up
 on but that still runs (a partition) is not stopped; what it sends is not read.

@@ -15,8 +15,11 @@ the user's checkout, even on the same machine), the journal written into the clo
 folder, the task's worktree at the clone's own `Workspace.worktree_path(task_id)` (the path
 the journal's first line names is the client's and is not used there), and `run_round` on
 it with a TaskManager of the worker's. It journals where it runs first (a `runner` event).
-A thread streams each journal line it appends home, and appends the control requests
-sent from home to the clone's inbox, where its manager serves them. When the round ends it
+The sandbox is the journal's (the tier decided at submit): a worker where bubblewrap
+cannot confine commands refuses to run them (the round fails saying so, as on a machine of
+the user's), never runs them unconfined. A thread streams each journal line it appends
+home, and appends the control requests sent from home to the clone's inbox, where its
+manager serves them. When the round ends it
 returns a git bundle of the task's branch (from the tip it started at) and the journal's
 head and digest, and removes the clone.
 
@@ -45,13 +48,49 @@ forward), and only then are those lines written. A line that fails the chain or 
 that fails verification is refused: the round on the worker is cancelled, nothing is
 fetched, and the task fails here with an error saying what failed.
 
+A worker lost mid-round (killed, its machine gone) is taken over. Each round's payload
+names a third queue holding one token, which the first run of the round takes before it
+does anything; when the worker running it dies, the scheduler runs the function again
+elsewhere, and that rerun, finding no token, returns `Superseded` at once (or the scheduler
+gives up with KilledWorker). Either way home takes the lines the dead worker sent before it
+died, then submits the round again from the journal as mirrored here (the conversation as
+far as journaled: a tool call without a result gets an error result, journal.py) and the
+task's branch as last fetched (or the base), naming the lost worker; the new worker
+journals its `runner` event with `moved_from` (the review flags it: task.py) and then a
+user turn telling the agent that its changes to files since the last commit were lost
+with the worker (they were: only commits come home) and to check the files. Work in
+progress is not yet committed to a side ref at each step boundary. Measured by hand (a
+203-file clone of this project, one file changed per step: read-tree, add -A into a
+private index, write-tree, commit-tree, update-ref, bundle of the step's commit): about
+40-50 ms and 1 KB per step on a loaded 2-core machine, against a model turn of hundreds
+of ms or more; cheap enough, and the better answer (the edits would survive a lost
+worker), but not done: it needs the side ref verified and fetched at home like the
+result, and the new worker's worktree checked out at it. A worker lost after
+the round's commit but before its result came home fails the task (transient; nothing
+fetched), since that commit is not here to go on from. A worker that the scheduler gave up
+on but that still runs (a partition) is not stopped; what it sends is not read.
+
+The process that submitted may die (a kernel restarted) while the round goes on: the
+round's future is published on the scheduler (`publish_dataset`, so it outlives its
+client), and the task's folder holds `cluster.json` (the scheduler, the published name,
+the queues, the branch and tips the result is verified against) while the round runs.
+What the mirror takes from the queue it first appends to `cluster-spool.jsonl` (synced),
+so a mirror that dies between taking lines and writing them (or while it holds the lines
+that end the round) loses nothing. A task whose journal says it runs, whose lock nobody
+holds and whose folder has that note is taken up by the next process that loads it
+(`TaskManager.get` -> `reattach`, instead of marking it interrupted): it reads the spool
+(the lines not yet in the journal), then the queue, and finishes the round as the first
+would have (verify, fetch, release). Both notes are removed when the round ends here.
+
 Not here: running a round (rounds.py, runner.run_round), the chain itself (journal.py).
-Not yet: a worker lost mid-round is reported (the task fails, transient), not taken over;
-a round that ends paused or failed with edits the harness did not commit leaves them on
-the worker (they are not bundled); submodules are not checked out on workers; the
-process that started the round must live until it ends (it is the mirror); a task's
+Not yet: a round that ends paused or failed with edits the harness did not commit leaves them on
+the worker (they are not bundled); submodules are not checked out on workers; a task's
 runner is known to the process that submitted it, so a round that another process starts
-(the CLI's `resume`) runs there, not on the cluster.
+(the CLI's `resume`) runs there, not on the cluster; any process that loads a task whose
+mirror died takes it up, a short-lived one too (the CLI's `list`): when it exits, the next
+one does (the spool keeps what it took), but loading waits for the scheduler's connect
+timeout when the scheduler is gone; control requests posted while no process mirrors the
+round are forwarded only if posted after the new one took it up.
 """
 
 from __future__ import annotations
@@ -89,6 +128,9 @@ BASE_REF = "refs/delegate/cluster/base"  # the base commit, in the bundle sent t
 WORKER_DIR_ENV = "JUPYTER_DELEGATE_WORKER_DIR"
 ENDS_ROUND = frozenset(s.value for s in S if not s.active)
 POLL_S = 0.05
+ROUND_FILE = "cluster.json"  # in the task's folder while a round runs on the cluster
+SPOOL_FILE = "cluster-spool.jsonl"  # what the mirror took from the queue, kept on disk
+MAX_TAKEOVERS = 3  # a round lost with more workers than this fails
 
 
 class ClusterError(DelegateError):
@@ -137,6 +179,9 @@ class Payload:
     journal: bytes
     outbox: str  # queue: worker -> home
     inbox: str  # queue: home -> worker
+    claim: str = ""  # queue holding one token: the first run of the round takes it
+    moved_from: str = ""  # the worker this round was lost on, when it is taken over
+    note: str = ""  # what the agent is told then (runner.run_round)
     keep: bool = False  # leave the worker's folder (tests, debugging)
     where: Mapping[str, Any] = field(default_factory=dict)  # extra for the `runner` event
 
@@ -155,6 +200,14 @@ class Result:
     has_branch: bool
     tip: str
     bundle: bytes | None  # the branch from the payload's tip to `tip`; None when unchanged
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """What a run of a round returns when it finds the round's claim taken: the scheduler
+    ran it again because the worker that first took it died (home takes the round over)."""
+
+    worker: str
 
 
 # -- on the worker -----------------------------------------------------------------------
@@ -197,13 +250,15 @@ def clone_for_round(payload: Payload, folder: Path) -> Workspace:
     return workspace
 
 
-def run_on_worker(payload: Payload) -> Result:
+def run_on_worker(payload: Payload) -> Result | Superseded:
     """Run the payload's round on this Dask worker (see the module)."""
     from .manager import TaskManager
     from .runner import run_round
 
     distributed = _distributed()
     worker = distributed.get_worker()
+    if payload.claim and not distributed.Queue(payload.claim).get(batch=True):
+        return Superseded(str(worker.address))  # a rerun after the first one's worker died
     task_id = payload.work.task_id
     folder = worker_folder(task_id)
     try:
@@ -227,10 +282,12 @@ def run_on_worker(payload: Payload) -> Result:
             "at": _now(),
             **payload.where,
         }
+        if payload.moved_from:
+            where["moved_from"] = payload.moved_from
         work = Round(str(workspace.root), task_id, payload.work.why)
         manager = TaskManager(via="runner")
         try:
-            state = run_round(work, manager, where)
+            state = run_round(work, manager, where, payload.note)
             task = manager.get(task_id, workspace.root)
             assert task.worktree == workspace.worktree_path(task_id)  # this clone's, not home's
         finally:
@@ -340,8 +397,11 @@ class DaskRunner:
         self._mirrors.append(mirror)
         mirror.start()
 
-    def payload(self, workspace: Workspace, work: Round) -> Payload:
-        """The round as a worker gets it (see `Payload`)."""
+    def payload(
+        self, workspace: Workspace, work: Round, moved_from: str = "", note: str = ""
+    ) -> Payload:
+        """The round as a worker gets it (see `Payload`), from the journal and the task's
+        branch here."""
         folder = workspace.task_dir(work.task_id)
         journal = (folder / "journal.jsonl").read_bytes()
         first = json.loads(journal.split(b"\n", 1)[0])["data"]
@@ -372,10 +432,14 @@ class DaskRunner:
             journal=journal,
             outbox=f"{name}-out",
             inbox=f"{name}-in",
+            claim=f"{name}-claim",
+            moved_from=moved_from,
+            note=note,
             keep=self.keep,
         )
 
     def submit(self, payload: Payload) -> Any:
+        _distributed().Queue(payload.claim, client=self.client).put(True)
         return self.client.submit(run_on_worker, payload, pure=False, **placement(payload))
 
     def check_resources(self, resources: Mapping[str, Any]) -> None:
@@ -473,6 +537,48 @@ def cluster_address() -> str | None:
     return address or None
 
 
+def reattach(workspace: Workspace, task_id: str) -> DaskRunner | None:
+    """Take up, in this process, the mirror of a round on the cluster that another process
+    started and no longer mirrors (it died: a kernel restarted); the runner it is on, or
+    None when there is no such round (no note of one, its lock held, the scheduler or the
+    round gone). What the dead process had taken from the queue but not written is lost:
+    the mirror then refuses the next line, and the task fails saying so."""
+    from .manager import _try_lock
+
+    folder = workspace.task_dir(task_id)
+    try:
+        known = json.loads((folder / ROUND_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    fd = _try_lock(folder)
+    if fd is None:
+        return None
+    try:
+        runner: DaskRunner = runner_for(str(known["scheduler"]))
+        future = runner.client.get_dataset(str(known["dataset"]))
+        payload = Payload(
+            work=Round(str(workspace.root), task_id, "reattached"),
+            branch=str(known["branch"]),
+            base_commit=str(known["base_commit"]),
+            base_branch=known.get("base_branch"),
+            tip=str(known["tip"]),
+            has_branch=bool(known["has_branch"]),
+            bundle=b"",
+            journal=(folder / "journal.jsonl").read_bytes(),
+            outbox=str(known["outbox"]),
+            inbox=str(known["inbox"]),
+            claim=str(known["claim"]),
+        )
+    except Exception as exc:  # no scheduler there, the round forgotten, a bad note
+        log.warning("task %s: the round on the cluster cannot be taken up: %r", task_id, exc)
+        os.close(fd)
+        return None
+    mirror = _Mirror(runner, workspace, payload.work, fd, attach=(payload, future))
+    runner._mirrors.append(mirror)
+    mirror.start()
+    return runner
+
+
 class Refused(ClusterError):
     """What came back from the worker failed verification."""
 
@@ -481,9 +587,17 @@ class _Mirror(threading.Thread):
     """One round at home: submit it, mirror its journal, forward the inbox, receive the
     result (see the module). Holds the task's lock here until the round ends."""
 
-    def __init__(self, runner: DaskRunner, workspace: Workspace, work: Round, fd: int) -> None:
+    def __init__(
+        self,
+        runner: DaskRunner,
+        workspace: Workspace,
+        work: Round,
+        fd: int,
+        attach: tuple[Payload, Any] | None = None,
+    ) -> None:
         super().__init__(name=f"jupyter-delegate-mirror-{work.task_id}", daemon=True)
         self.runner, self.workspace, self.work, self.fd = runner, workspace, work, fd
+        self.attach = attach  # a round another process started: its payload and future
         self.folder = workspace.task_dir(work.task_id)
         self.journal = self.folder / "journal.jsonl"
         self.held: list[str] = []  # the lines that end the round, written once verified
@@ -491,31 +605,29 @@ class _Mirror(threading.Thread):
         self.last_commit: str | None = None
         self.state = ""
         self.inbox_name = ""
+        self.worker = ""  # the worker the last mirrored `runner` event names
+        self.inbox_offset = 0
 
     def run(self) -> None:
         results = self.runner.results.setdefault(self.work.task_id, [])
         future = None
         try:
-            payload = self.runner.payload(self.workspace, self.work)
-            self._chain_from(payload.journal)
-            self.inbox_name = payload.inbox
-            distributed = _distributed()
-            outbox = distributed.Queue(payload.outbox, client=self.runner.client)
-            inbox = distributed.Queue(payload.inbox, client=self.runner.client)
-            inbox_offset = _size(self.folder / control.INBOX)
-            future = self.runner.submit(payload)
-            ended = False
-            while not ended:
-                inbox_offset = self._forward(inbox, inbox_offset)
-                messages = outbox.get(batch=True)  # what is there, at once (no timeout error)
-                if not messages:
-                    if future.status in ("error", "cancelled", "lost"):
-                        raise self._lost(future)
-                    time.sleep(POLL_S)
-                for message in messages:
-                    ended = ended or bool(message.get("end"))
-                    for line in message.get("lines", ()):
-                        self._take(self.runner.received(line))
+            if self.attach is None:
+                payload = self.runner.payload(self.workspace, self.work)
+            else:
+                payload, future = self.attach
+            self.inbox_offset = _size(self.folder / control.INBOX)
+            for _ in range(MAX_TAKEOVERS + 1):
+                self._chain_from(payload.journal)
+                self.inbox_name = payload.inbox
+                if future is None:
+                    future = self._submit(payload)
+                lost = self._mirror(payload, future)
+                if lost is None:
+                    break
+                payload, future = self._take_over(payload, lost), None
+            else:
+                raise ClusterError(f"the round was lost with {MAX_TAKEOVERS + 1} workers")
             result = self.runner.returned(future.result())
             self._receive(payload, result)
             results.append(result)
@@ -525,7 +637,127 @@ class _Mirror(threading.Thread):
                 self._stop_worker(future)
             self._fail(exc)
         finally:
+            self._forget(future)
             os.close(self.fd)
+
+    def _submit(self, payload: Payload) -> Any:
+        """Submit the round, published on the scheduler so that it outlives this process,
+        and note in the task's folder what another process needs to take the mirror up."""
+        future = self.runner.submit(payload)
+        name = payload.claim.removesuffix("-claim")
+        self.runner.client.publish_dataset(future, name=name, override=True)
+        known = {
+            "scheduler": str(self.runner.client.scheduler.address),
+            "dataset": name,
+            "branch": payload.branch,
+            "base_commit": payload.base_commit,
+            "base_branch": payload.base_branch,
+            "tip": payload.tip,
+            "has_branch": payload.has_branch,
+            "outbox": payload.outbox,
+            "inbox": payload.inbox,
+            "claim": payload.claim,
+        }
+        with contextlib.suppress(OSError):
+            (self.folder / SPOOL_FILE).unlink()  # a lost round's: all of it was taken
+        path = self.folder / ROUND_FILE
+        path.with_suffix(".tmp").write_text(json.dumps(known, indent=1) + "\n")
+        path.with_suffix(".tmp").replace(path)
+        return future
+
+    def _forget(self, future: Any) -> None:
+        """The round is over here: no one needs to take it up."""
+        for name in (ROUND_FILE, SPOOL_FILE):
+            with contextlib.suppress(OSError):
+                (self.folder / name).unlink()
+        if future is not None:
+            with contextlib.suppress(Exception):
+                for name in self.runner.client.list_datasets():
+                    if name.startswith(f"jupyter-delegate-{self.work.task_id}-"):
+                        self.runner.client.unpublish_dataset(name)
+
+    def _mirror(self, payload: Payload, future: Any) -> str | None:
+        """Mirror the round's stream until its end mark; or, when the worker running it
+        is lost, the lines it sent before it died, and say which worker that was."""
+        distributed = _distributed()
+        outbox = distributed.Queue(payload.outbox, client=self.runner.client)
+        inbox = distributed.Queue(payload.inbox, client=self.runner.client)
+        ended = False
+        spooled = self._spooled() if self.attach is not None else []
+        while not ended:
+            self.inbox_offset = self._forward(inbox, self.inbox_offset)
+            done = future.done()
+            taken = outbox.get(batch=True)  # what is there, at once (no timeout error)
+            self._spool(taken)
+            messages = [(m, True) for m in spooled] + [(m, False) for m in taken]
+            spooled = []
+            for message, before in messages:
+                ended = ended or bool(message.get("end"))
+                for line in message.get("lines", ()):
+                    if not before or _seq(line) > self.seq:  # a spool's: maybe written
+                        self._take(self.runner.received(line))
+            if ended:
+                return None
+            if done:  # over, and all it sent before it ended has been taken: no end mark
+                if self._worker_died(future):
+                    return self.worker or "a worker lost before it journaled"
+                raise self._lost(future)
+            if not taken:
+                time.sleep(POLL_S)
+        return None
+
+    def _spool(self, messages: list[Any]) -> None:
+        """Keep what was taken from the queue on disk (synced) before acting on it: a
+        process that dies now loses nothing, as the one that takes the round up reads it
+        (the lines held back, what was taken but not yet written)."""
+        if not messages:
+            return
+        fd = os.open(self.folder / SPOOL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, "".join(json.dumps(m) + "\n" for m in messages).encode())
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def _spooled(self) -> list[Any]:
+        try:
+            text = (self.folder / SPOOL_FILE).read_text()
+        except OSError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+
+    def _worker_died(self, future: Any) -> bool:
+        """Whether the round ended without a result because its worker died: the
+        scheduler's rerun found the claim taken, or it gave up (KilledWorker)."""
+        if future.status == "finished":
+            return isinstance(future.result(), Superseded)
+        if future.status == "error":
+            with contextlib.suppress(Exception):
+                return isinstance(future.exception(timeout=5), _distributed().KilledWorker)
+        return False
+
+    def _take_over(self, payload: Payload, lost: str) -> Payload:
+        """The round again, for another worker: from the journal as mirrored here and the
+        task's branch as last fetched; the agent told what was lost."""
+        if self.held or self.last_commit not in (None, payload.tip):
+            commit = (self.last_commit or "")[:10]
+            raise ClusterError(
+                f"the worker running it ({lost}) was lost after it committed the round's work "
+                f"({commit}), which never came home; `resume` runs the round again from the "
+                "last commit here"
+            )
+        log.warning("task %s: worker %s lost mid-round; taking it over", self.work.task_id, lost)
+        at = f"commit {payload.tip[:10]}"
+        if payload.tip == payload.base_commit:
+            at += " (the task's base: nothing of it was committed yet)"
+        note = (
+            f"[harness] The machine running this task (Dask worker {lost}) was lost in the "
+            "middle of this round, and the round goes on from the journal on another one. "
+            f"Your changes to files since the last commit were lost with it: the files are "
+            f"as of {at}. The tool results above say what was done on the lost machine, not "
+            "what the files hold now: check them and redo what is still needed."
+        )
+        return self.runner.payload(self.workspace, self.work, moved_from=lost, note=note)
 
     # -- the journal ---------------------------------------------------------------------
     def _chain_from(self, journal: bytes) -> None:
@@ -556,6 +788,8 @@ class _Mirror(threading.Thread):
             self.last_commit = str(raw["data"].get("commit"))
         if raw["type"] == "state":
             self.state = str(raw["data"].get("state"))
+        if raw["type"] == "runner":
+            self.worker = str(raw["data"].get("worker") or "")
         if self.held or (raw["type"] == "state" and self.state in ENDS_ROUND):
             self.held.append(line)
         else:
@@ -743,6 +977,15 @@ class _Mirror(threading.Thread):
 def _last_hash(journal: bytes) -> str:
     lines = journal.splitlines()
     return str(json.loads(lines[-1])["hash"]) if lines else GENESIS
+
+
+def _seq(line: str) -> int:
+    """A streamed line's `seq` (the chain check is `_take`'s; a line it cannot read
+    counts as new, so that `_take` refuses it)."""
+    try:
+        return int(json.loads(line)["seq"])
+    except (ValueError, KeyError, TypeError):
+        return 1 << 62
 
 
 def _size(path: Path) -> int:

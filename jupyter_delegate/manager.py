@@ -852,6 +852,8 @@ class TaskManager:
             workspace.repair_worktree(task.worktree)
         context = Context(workspace, journal, sandbox_tier=task.sandbox or self.sandbox)
         self._remember(task, context)
+        if task.state.active and self._reattach(task, context):
+            return task
         if task.state.active:
             fd = _try_lock(workspace.task_dir(task_id))
             if fd is not None:  # nobody holds it: the process that ran it is gone
@@ -860,6 +862,20 @@ class TaskManager:
                     if task.state.active:
                         self._set_state(task, S.INTERRUPTED, "the process running it stopped")
         return task
+
+    def _reattach(self, task: Task, context: Context) -> bool:
+        """A round on a Dask cluster that the process which started it no longer mirrors
+        (cluster.reattach): mirrored from here on, and followed."""
+        if not (context.workspace.task_dir(task.id) / "cluster.json").exists():
+            return False
+        from .cluster import reattach
+
+        runner = reattach(context.workspace, task.id)
+        if runner is None:
+            return False
+        context.runner = runner
+        self._on_engine(self._follow(task, context))
+        return True
 
     def journal_path(self, task: Task) -> Path:
         return self._context(task).journal.path

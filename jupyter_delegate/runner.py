@@ -56,17 +56,24 @@ class EngineRunner:
 
 
 def run_round(
-    work: Round, manager: TaskManager | None = None, where: Mapping[str, Any] | None = None
+    work: Round,
+    manager: TaskManager | None = None,
+    where: Mapping[str, Any] | None = None,
+    note: str = "",
 ) -> TaskState:
     """Carry out `work` here: take the task's lock, run the round on this process's
     engine, and return the state it ended in (review, failed, paused, cancelled, ...).
     What a runner in another process or on another machine calls. `where`: the data of a
-    `runner` event (events.RanOn) to journal first, under the lock: where the round runs."""
+    `runner` event (events.RanOn) to journal first, under the lock: where the round runs.
+    `note`: what the harness tells the agent then, as a user turn (a round taken over from
+    a lost worker: what was lost with it)."""
     from .manager import TaskManager
 
     manager = manager or TaskManager(via="runner")
     task = manager.claim(work)
     if where is not None:
         manager._record(task, "runner", where)
+    if note:
+        manager._record(task, "user", {"content": [{"type": "text", "text": note}]})
     manager._launch(work)
     return manager.until_round_ends(task)

@@ -269,3 +269,183 @@ def test_without_dask_a_cluster_runner_says_how_to_install_it(
             Outcome("x", checks=("true",)), repo=user_repo.working_dir, runner="tcp://127.0.0.1:1"
         )
     assert not (Path(user_repo.git_dir) / "delegate" / "tasks").exists()  # nothing created
+
+
+def wait_for(predicate: Any, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def journaled(task: Any, type_: str) -> list[Any]:
+    return [e for e in Journal(task.journal_path).events() if e.type == type_]
+
+
+FIX_EDIT = {"old_string": "a - b", "new_string": "a + b"}
+LOST_OR_KEPT = "grep -q 'a - b' calc.py && echo EDIT-LOST || echo EDIT-KEPT"
+
+
+def test_a_worker_killed_mid_round_is_taken_over_by_another_and_the_task_merges(
+    user_repo: git.Repo, cluster: Any
+) -> None:
+    """The worker is SIGKILLed while the agent waits for a slow model turn, after its edit
+    was journaled (and mirrored) but never committed: another worker goes on from the
+    mirrored journal and the base, the agent is told its edit was lost (and finds it so),
+    redoes it, and the task reaches review on the second worker and merges."""
+    import signal
+
+    fixed = CALC.replace("a - b", "a + b")
+    turns: list[dict[str, Any]] = [
+        {"tools": [{"edit": {"file_path": "calc.py", **FIX_EDIT}}]},
+        {"latency_ms": 4000, "tools": [{"bash": {"command": LOST_OR_KEPT}}]},
+        {"tools": [{"write": {"file_path": "calc.py", "content": fixed}}]},
+        {"tools": [{"finish": {"summary": "add() adds again"}}]},
+    ]
+    client, fake = cluster(turns)
+    runner = DaskRunner(client)
+    manager = TaskManager(sandbox=SANDBOX, runner=runner)
+    task = submit(manager, user_repo)
+    wait_for(lambda: journaled(task, "runner") and journaled(task, "tool_result"))
+    (first,) = journaled(task, "runner")
+    os.kill(first.data["pid"], signal.SIGKILL)  # mid-turn: the model's answer is 4 s away
+    assert task.wait(timeout=240) == TaskState.REVIEW, task.error
+    assert task.checks and task.checks[0].passed, task.checks
+    ran = journaled(task, "runner")
+    assert len(ran) == 2 and ran[1].data["moved_from"] == first.data["worker"]
+    assert ran[1].data["pid"] != first.data["pid"]
+    assert task.workers == [first.data["worker"], ran[1].data["worker"]]
+    assert any(f.startswith("moved workers: " + first.data["worker"]) for f in task.flags)
+    # The agent was told, in the conversation, and the files said the same.
+    (note,) = [e for e in journaled(task, "user") if "[harness]" in json.dumps(e.data)]
+    text = note.data["content"][0]["text"]
+    assert first.data["worker"] in text and "were lost with it" in text
+    assert note.seq == ran[1].seq + 1
+    looked = next(e for e in journaled(task, "tool_result") if e.seq > note.seq)
+    assert "EDIT-LOST" in json.dumps(looked.data["content"])  # `a - b` is back
+    assert any("were lost with it" in json.dumps(r.body) for r in fake.requests)
+    assert Journal(task.journal_path).verify().ok
+    task.approve()
+    assert task.state == TaskState.MERGED
+    assert "a + b" in (Path(user_repo.working_dir) / "calc.py").read_text()
+    audit_ok(user_repo)
+
+
+CLIENT = """
+import sys, time
+from jupyter_delegate import Outcome
+from jupyter_delegate.cluster import DaskRunner
+from jupyter_delegate.manager import TaskManager
+
+address, repo, sandbox, check = sys.argv[1:]
+manager = TaskManager(sandbox=sandbox, runner=DaskRunner(address))
+task = manager.submit(Outcome("Make add() add.", checks=(check,)), repo=repo)
+print(task.id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_client_killed_mid_round_is_reattached_by_another_process_which_finishes_it(
+    user_repo: git.Repo, cluster: Any
+) -> None:
+    """The process that submitted (a kernel) is SIGKILLed mid-round; the round goes on on
+    the cluster; `TaskManager.get` in another process takes the mirror up (never marking
+    the task interrupted), catches up from the queue, verifies and fetches the result."""
+    import signal
+
+    turns: list[dict[str, Any]] = [
+        {"tools": [{"edit": {"file_path": "calc.py", **FIX_EDIT}}]},
+        {"latency_ms": 3000, "tools": [{"bash": {"command": CHECK}}]},
+        {"tools": [{"read": {"file_path": "calc.py"}}]},
+        {"tools": [{"finish": {"summary": "add() adds"}}]},
+    ]
+    client, _ = cluster(turns)
+    argv = [client.scheduler.address, user_repo.working_dir, SANDBOX, CHECK]
+    first = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, *argv],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        assert first.stdout is not None
+        task_id = first.stdout.readline().strip()
+        assert task_id, first.communicate(timeout=30)
+        folder = Path(user_repo.git_dir) / "delegate" / "tasks" / task_id
+        journal = Journal(folder / "journal.jsonl")
+        wait_for(lambda: any(e.type == "tool_result" for e in journal.events()))
+        assert (folder / "cluster.json").exists()
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    # As if it died after it took its last lines from the queue and spooled them, before
+    # writing them: they are in the spool, not in the journal.
+    lines = journal.path.read_bytes().splitlines(keepends=True)
+    while json.loads(lines[-1])["type"] not in ("assistant", "tool_result"):
+        lines.pop()  # (the kill may have come after other lines: keep those out of it)
+    cut = [line.decode() for line in lines[-2:]]
+    assert all(json.loads(line)["type"] in ("assistant", "tool_result") for line in cut)
+    journal.path.write_bytes(b"".join(lines[:-2]))
+    spool = folder / "cluster-spool.jsonl"
+    with spool.open("a") as handle:
+        handle.write(json.dumps({"lines": cut}) + "\n")
+    mirrored = len(list(journal.events()))
+    manager = TaskManager(sandbox=SANDBOX)
+    task = manager.get(task_id, user_repo.working_dir)
+    assert task.state == TaskState.RUNNING  # taken up, not interrupted
+    assert task.wait(timeout=240) == TaskState.REVIEW, task.error
+    assert task.checks and task.checks[0].passed, task.checks
+    events = list(Journal(task.journal_path).events())
+    assert len(events) > mirrored + 3  # the rest came from the queue
+    assert not [e for e in events if e.type == "state" and e.data["state"] == "interrupted"]
+    assert len([e for e in events if e.type == "runner"]) == 1  # the same worker, all along
+    assert Journal(task.journal_path).verify().ok
+    assert not (folder / "cluster.json").exists()
+    assert not client.list_datasets()
+    assert not (folder / "cluster-spool.jsonl").exists()
+    task.approve()
+    assert task.state == TaskState.MERGED
+    assert "a + b" in (Path(user_repo.working_dir) / "calc.py").read_text()
+    audit_ok(user_repo)
+    runner_for(client.scheduler.address).close()  # the runner `get` took the round up with
+
+
+@pytest.mark.skipif(SANDBOX != "auto", reason="bubblewrap does not work on this machine")
+def test_a_worker_without_bubblewrap_refuses_to_run_commands_unconfined(
+    user_repo: git.Repo, cluster: Any, outside_tmp: Path
+) -> None:
+    """The task asks for the sandbox (`auto`, which this machine has); its workers have no
+    bwrap on their PATH: the round fails there as it would on a local machine without it,
+    saying so, and no command runs unconfined."""
+    bin_dir = outside_tmp / "bin-without-bwrap"
+    bin_dir.mkdir()
+    for program in Path("/usr/bin").iterdir():
+        if program.name != "bwrap":
+            (bin_dir / program.name).symlink_to(program)
+
+    def hide_bwrap(bin_dir: str) -> str | None:
+        import os
+        import shutil
+
+        from jupyter_delegate import sandbox
+
+        usr_bin = os.path.realpath("/usr/bin")
+        keep = [p for p in os.environ["PATH"].split(os.pathsep) if os.path.realpath(p) != usr_bin]
+        os.environ["PATH"] = os.pathsep.join([bin_dir, *keep])
+        sandbox.probe(refresh=True)
+        return shutil.which("bwrap")
+
+    client, fake = cluster([{"tools": [{"bash": {"command": "touch ran-unconfined"}}]}])
+    assert set(client.run(hide_bwrap, str(bin_dir)).values()) == {None}
+    manager = TaskManager(sandbox="auto", runner=DaskRunner(client))
+    task = submit(manager, user_repo)
+    assert task.wait(timeout=180) == TaskState.FAILED
+    assert "bubblewrap cannot confine commands here" in task.error, task.error
+    assert "not installed" in task.error and not task.transient
+    assert task.sandbox == "bubblewrap" and task.workers  # decided at home; refused there
+    assert not journaled(task, "tool_result")  # nothing ran, confined or not
+    assert not [r for r in fake.requests if r.kind == "turn"]  # the agent never started
+    assert Journal(task.journal_path).verify().ok
+    audit_ok(user_repo)

@@ -482,7 +482,19 @@ class TaskManager:
     def _refresh(self, task: Task, context: Context) -> None:
         """Fold the lines other processes journaled since this one last read, and tell the
         task's subscribers of them as the round that wrote them told its own (Retelling):
-        a round run elsewhere reaches this process's views as its journal grows."""
+        a round run elsewhere reaches this process's views as its journal grows. Called
+        again from a subscriber while it tells (a view asking `pending`), it returns: the
+        lines are folded and told in order, each before the next is read."""
+        within: set[int] = _refreshing.__dict__.setdefault("contexts", set())
+        if id(context) in within:
+            return
+        within.add(id(context))
+        try:
+            self._fold_new(task, context)
+        finally:
+            within.discard(id(context))
+
+    def _fold_new(self, task: Task, context: Context) -> None:
         new = context.journal.catch_up()
         for event in new:
             task.apply(event.typed)
@@ -1271,6 +1283,10 @@ class _Host:
 
     def cancelled(self, task: Task, context: Context) -> None:
         self._manager._cancelled(task, context)
+
+
+# The contexts this thread is folding new journal lines of (`TaskManager._refresh`).
+_refreshing = threading.local()
 
 
 def _set(event: threading.Event) -> threading.Event:

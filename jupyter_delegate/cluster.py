@@ -33,20 +33,21 @@ that lags or reconnects loses nothing; events not yet subscribed to are lost), i
 and serves both directions with one mechanism; the worker sends a batch per poll, so a
 burst of lines is one put. distributed.Pub/Sub is gone from distributed 2026.x.
 
-At home (`_Mirror`, a thread): each line is checked against the chain before it is
-written (its `prev` is the mirror's head, its `seq` the next, its hash recomputed with
+At home (`_Mirror`, a thread): each line is checked against the chain before it is written
+(its `prev` is the mirror's head, its `seq` the next, its hash recomputed with
 journal.chain_hash, the line exactly as journal.py writes it) and appended to the task's
 journal in the user's repository byte for byte, so the manager's `_follow`, the notebook
-and the CLI read a local journal. The lines that end the round (from its first state change
-to a state that is not active: review, paused, failed...) are held back until the result is
-received: the bundle is verified (its branch is the task's alone, at the commit the
-mirrored journal's last `commit` event names; every commit it brings that names a
-journal head by its `Delegate-Journal` trailer names one present in the mirror, the tip
-among them) in a throw-away repository that borrows the user's objects, then fetched
-into the user's repository and the task's local worktree is made or moved on (a fast
-forward), and only then are those lines written. A line that fails the chain or a bundle
-that fails verification is refused: the round on the worker is cancelled, nothing is
-fetched, and the task fails here with an error saying what failed.
+and the CLI read a local journal; `_follow` tells the task's subscribers (the notebook's
+live view) of each line as the round would have here (task.Retelling). The lines that end
+the round (from its first state change to a state that is not active: review, paused,
+failed...) are held back until the result is received: the bundle is verified (its branch
+is the task's alone, at the commit the mirrored journal's last `commit` event names; every
+commit it brings that names a journal head by its `Delegate-Journal` trailer names one
+present in the mirror, the tip among them) in a throw-away repository that borrows the
+user's objects, then fetched into the user's repository and the task's local worktree is
+made or moved on (a fast forward), and only then are those lines written. A line that fails
+the chain or a bundle that fails verification is refused: the round on the worker is
+cancelled, nothing is fetched, and the task fails here with an error saying what failed.
 
 A worker lost mid-round (killed, its machine gone) is taken over. Each round's payload
 names a third queue holding one token, which the first run of the round takes before it

@@ -63,7 +63,7 @@ from .policy import PermissionRequest, Policy, Rule, effective_policy
 from .review import LineComment, comments_of, feedback_text, quote
 from .rounds import Answer, RoundOfWork
 from .runner import EngineRunner, Round, Runner
-from .task import Task, TaskState, check_transition
+from .task import Retelling, Task, TaskState, check_transition
 from .workspace import Staged, Workspace, slugify
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ class Context:
     inbox_offset: int = 0  # how far this process, running the task, has read its inbox
     runner: Runner | None = None  # where its rounds run, when not the manager's (submit)
     last_change: float = 0.0  # when the journal last recorded a state change
+    # Tells the lines another process journals (a round run elsewhere) to subscribers.
+    retelling: Retelling = field(default_factory=Retelling, repr=False)
     pending: dict[str, tuple[PermissionRequest, asyncio.Future[Answer]]] = field(
         default_factory=dict, repr=False
     )
@@ -488,13 +490,34 @@ class TaskManager:
         return task
 
     def _refresh(self, task: Task, context: Context) -> None:
+        """Fold the lines other processes journaled since this one last read, and tell the
+        task's subscribers of them as the round that wrote them told its own (Retelling):
+        a round run elsewhere reaches this process's views as its journal grows. Called
+        again from a subscriber while it tells (a view asking `pending`), it returns: the
+        lines are folded and told in order, each before the next is read."""
+        within: set[int] = _refreshing.__dict__.setdefault("contexts", set())
+        if id(context) in within:
+            return
+        within.add(id(context))
+        try:
+            self._fold_new(task, context)
+        finally:
+            within.discard(id(context))
+
+    def _fold_new(self, task: Task, context: Context) -> None:
         new = context.journal.catch_up()
         for event in new:
             task.apply(event.typed)
             task.journal_head = event.hash
             if event.type == "state":
                 context.last_change = event.ts
-                task.emit("state", event.data, event.typed)
+            # what the round that wrote it told its own subscribers, told here
+            for kind, data, typed in context.retelling.events(
+                event.type, event.data, event.typed, event.seq
+            ):
+                task.emit(kind, data, typed)
+            if event.type == "state" and event.data.get("state") == S.REVIEW:
+                task.emit("review", task.to_record())
         if new and not context.pending and context.running is None:
             with task._changed:
                 task._changed.notify_all()
@@ -1304,6 +1327,10 @@ class _Host:
 
     def cancelled(self, task: Task, context: Context) -> None:
         self._manager._cancelled(task, context)
+
+
+# The contexts this thread is folding new journal lines of (`TaskManager._refresh`).
+_refreshing = threading.local()
 
 
 def _set(event: threading.Event) -> threading.Event:

@@ -34,7 +34,7 @@ from .errors import DelegateError
 from .journal import Event, redact, replay_messages, secret_values
 from .outcome import check_timeout
 from .policy import PermissionRequest, is_protected, is_secret, rules_for
-from .task import CheckResult, Task, TaskState
+from .task import CheckResult, Task, TaskState, told
 from .workspace import Staged, Workspace, leads_outside, max_file_mb
 
 if TYPE_CHECKING:
@@ -190,16 +190,14 @@ class RoundOfWork:
         event = found.to_event()
         checks = task.checks_given(tuple(event["suggested_checks"]))
         event["system"] = system_prompt(task.outcome, found, checks, planning=task.planning)
-        written = self.host.record(task, "context", event)
-        task.emit("context", event, written.typed)
+        tell(task, self.host.record(task, "context", event))
 
     def _notice_changes(self, task: Task, watch: Watch) -> None:
         changes = watch.changes()
         if changes:
             data = {"changes": changes}
             written = self.host.record(task, "context_changed", data)
-            text = "; ".join(changes) + " (the task keeps the version it started with)"
-            task.emit("notice", {"text": text}, written.typed)
+            tell(task, written)
 
     def _create_worktree(self, task: Task, workspace: Workspace) -> None:
         slug = task.branch.split("-", 1)[1] if "-" in task.branch else "task"
@@ -300,8 +298,7 @@ class RoundOfWork:
             "commit": commit,
             "environment": redact(environment.to_dict()),
         }
-        written = self.host.record(task, "checks", data)
-        task.emit("checks", data, written.typed)
+        tell(task, self.host.record(task, "checks", data))
         return results
 
     async def _permit(self, task: Task, context: Context, call: Mapping[str, Any]) -> str | None:
@@ -328,7 +325,7 @@ class RoundOfWork:
         asked_data = {**asked, "rules": list(rules)}
         question = self.host.record(task, "permission", {**asked_data, "status": "asked"})
         self.host.set_state(task, S.WAITING, f"{tool} waits for your permission")
-        task.emit("permission", {**asked_data, "status": "asked"}, question.typed)
+        tell(task, question)
         try:
             given = await asyncio.wait_for(answer, self.ask_timeout_s)
         except TimeoutError:
@@ -351,8 +348,7 @@ class RoundOfWork:
             },
         )
         self.host.set_state(task, S.RUNNING, f"{tool} {done} by {given.by}")
-        told = {"by": given.by, "granted": list(given.granted), "message": given.message}
-        task.emit("permission", {**asked, "status": done, **told}, decided.typed)
+        tell(task, decided)
         if given.allow:
             return None
         if given.by == "timeout":
@@ -505,3 +501,10 @@ async def _run_each(
             )
         )
     return results
+
+
+def tell(task: Task, written: Event) -> None:
+    """Tell the task's subscribers of a line just journaled, as `told` says (the same words
+    a process following the journal tells them in: `Retelling`)."""
+    if (kind := told(written.type, written.data)) is not None:
+        task.emit(*kind, written.typed)

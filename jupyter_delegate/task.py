@@ -164,12 +164,87 @@ class TaskEvent:
     the outcome). `journal`: the journal event this one tells of, when there is one (the
     state, tool_result, checks, context and permission kinds; usage with the model turn;
     notice with context_changed); text deltas, tool calls as they start, notices and the
-    review have none. Delivered on the engine thread: keep callbacks short."""
+    review have none. Delivered on the engine thread: keep callbacks short. For a round
+    that runs in another process (a Dask worker), the process following its journal tells
+    the same kinds from the lines as they arrive (`Retelling`, on a thread of its own): the
+    words whole per block, not in deltas, and no tool_output."""
 
     task_id: str
     kind: str
     data: Mapping[str, Any]
     journal: JournalEvent | None = None
+
+
+def changed_notice(changes: Sequence[str]) -> str:
+    """The notice a `context_changed` line tells (`notice` kind)."""
+    return "; ".join(changes) + " (the task keeps the version it started with)"
+
+
+def told(type_: str, data: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
+    """The live event (kind, data) a journal line is told as when it is told whole: by the
+    round as it writes the line (rounds.py) and by `Retelling` for a round run elsewhere.
+    None: the line is not told on its own (a policy's own decision, a model turn, whose
+    words stream and whose calls are told one at a time, a line of no interest to views)."""
+    if type_ in ("state", "tool_result", "checks", "context", "compacted"):
+        return type_, data
+    if type_ == "context_changed":
+        return "notice", {"text": changed_notice(data.get("changes", []))}
+    if type_ == "permission" and "request_id" in data:
+        if data.get("status") == "asked":
+            return "permission", data
+        done = "allowed" if data.get("decision") == "allow" else "denied"
+        asked = {k: data[k] for k in ("tool_use_id", "tool", "input", "request_id", "reason")}
+        said = {"granted": list(data.get("granted", [])), "message": data.get("message", "")}
+        return "permission", {**asked, "status": done, "by": data.get("by", "human"), **said}
+    return None
+
+
+class Retelling:
+    """The live events of a round that runs in another process (a Dask worker, say), told
+    from its journal lines as they arrive here (`TaskManager._refresh`), as the round would
+    have told them here: a model turn's words and reasoning (whole per block, not in
+    deltas), its usage, then its tool calls one at a time, each told when the one before
+    it has its result (the order `AgentLoop.act` tells them in); the rest as `told`. Not
+    told: a running command's output (`tool_output`, never journaled)."""
+
+    def __init__(self) -> None:
+        self._calls: list[Mapping[str, Any]] = []  # the last turn's calls without a result
+        self._front_told = False  # the first of them was told
+
+    def events(
+        self, type_: str, data: Mapping[str, Any], typed: JournalEvent | None, seq: int
+    ) -> list[tuple[str, Mapping[str, Any], JournalEvent | None]]:
+        out: list[tuple[str, Mapping[str, Any], JournalEvent | None]] = []
+        if type_ == "assistant":
+            content = [b for b in data.get("content", []) if isinstance(b, Mapping)]
+            for index, block in enumerate(content):
+                if block.get("type") == "text" and block.get("text"):
+                    said = {"delta": block["text"], "message": f"journal-{seq}", "block": index}
+                    out.append(("text", said, None))
+                elif block.get("type") == "thinking" and block.get("thinking"):
+                    out.append(("thinking", {"delta": block["thinking"]}, None))
+            out.append(("usage", data.get("usage", {}), typed))
+            calls = [b for b in content if b.get("type") == "tool_use"]
+            goes_on = bool(data.get("continues"))  # a paused turn going on
+            self._calls = [*self._calls, *calls] if goes_on else calls
+            self._front_told = self._front_told and goes_on
+            return out + self._next_call()
+        if type_ == "tool_result":
+            if self._calls and self._calls[0].get("id") == data.get("tool_use_id"):
+                self._calls.pop(0)
+                self._front_told = False
+            out.append(("tool_result", data, typed))
+            return out + self._next_call()
+        if (kind := told(type_, data)) is not None:
+            out.append((*kind, typed))
+        return out
+
+    def _next_call(self) -> list[tuple[str, Mapping[str, Any], JournalEvent | None]]:
+        if not self._calls or self._front_told:
+            return []
+        call, self._front_told = self._calls[0], True
+        said = {"id": call.get("id"), "name": call.get("name"), "input": call.get("input", {})}
+        return [("tool_call", said, None)]
 
 
 # -- the task record (`Task.to_record`): typed, its JSON schema checked (notebook/record.py) --

@@ -104,8 +104,20 @@ def test_a_task_runs_on_a_worker_reaches_review_and_merges_into_the_users_repo(
     runner = DaskRunner(client, keep_worker_folders=True)
     manager = TaskManager(sandbox=SANDBOX, runner=runner)
     task = submit(manager, user_repo)
+    heard: list[tuple[str, Any]] = []
+    task.subscribe(lambda event: heard.append((event.kind, event.data)))
     assert task.wait(timeout=180) == TaskState.REVIEW, task.error
     assert task.checks and task.checks[0].passed, task.checks
+    # Its subscribers here heard the round as it ran there, in the order it ran.
+    kinds = [kind for kind, _ in heard]
+    for kind in ("context", "usage", "tool_call", "tool_result", "checks", "review"):
+        assert kind in kinds, kinds
+    calls = [data["name"] for kind, data in heard if kind == "tool_call"]
+    results = [data["name"] for kind, data in heard if kind == "tool_result"]
+    assert calls == results and "edit" in calls and calls[-1] == "finish", heard
+    assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("checks")
+    states = [data["state"] for kind, data in heard if kind == "state"]
+    assert states[-1] == "review" and "running" in states, states
     # It ran on a worker of the cluster, which the journal names.
     workers = set(client.scheduler_info()["workers"])
     assert task.workers and task.workers[0] in workers
@@ -448,4 +460,81 @@ def test_a_worker_without_bubblewrap_refuses_to_run_commands_unconfined(
     assert not journaled(task, "tool_result")  # nothing ran, confined or not
     assert not [r for r in fake.requests if r.kind == "turn"]  # the agent never started
     assert Journal(task.journal_path).verify().ok
+
+
+WATCH_CELL = """
+import json, time
+magics = get_ipython().magics_manager.registry["DelegateMagics"]
+(view,) = magics.views.values()
+task = view.task
+heard = []
+task.subscribe(lambda event: heard.append(event.kind))
+seen = []
+deadline = time.monotonic() + 150
+while task.state.active and time.monotonic() < deadline:
+    now = {k: view.live.activity.get(k, "") for k in ("kind", "verb", "subject")}
+    if not seen or seen[-1] != now:
+        seen.append(now)
+    time.sleep(0.02)
+"""
+REPORT_CELL = """
+print(json.dumps({
+    "id": task.id, "state": str(task.state), "workers": task.workers, "heard": heard,
+    "seen": seen, "now": dict(view.live.activity), "log": dict(view._log.counts()),
+    "html": view.live_log_html,
+}))
+"""
+
+
+def test_a_notebook_task_on_the_cluster_streams_live_events_to_its_view(
+    user_repo: git.Repo, cluster: Any, outside_tmp: Path
+) -> None:
+    """A real kernel (nbclient): `%%delegate --cluster ADDRESS` runs the task on a worker of
+    a LocalCluster the test started; the view in the kernel follows it live (its log fills
+    with the agent's calls, its live line says the command running on the worker), it
+    reaches review, `%delegate approve` merges it, and the audit verifies."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    slow = {"tools": [{"bash": {"command": "sleep 3; echo slept"}}]}
+    client, _ = cluster([slow, *FIX_TURNS])
+    address = client.scheduler.address
+    repo = user_repo.working_dir
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(source)
+            for source in (
+                "%load_ext jupyter_delegate",
+                f"%%delegate --repo {repo} --name on-cluster --sandbox {SANDBOX} "
+                f"--cluster {address}\nMake add() add.\ncheck: {CHECK}",
+                WATCH_CELL,
+                "%delegate wait {task.id} --timeout 120",
+                REPORT_CELL,
+                "%delegate approve {task.id}",
+                "print(task.state)",
+            )
+        ]
+    )
+    NotebookClient(
+        notebook,
+        timeout=240,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(outside_tmp)}},
+    ).execute()
+    printed = "".join(o.get("text", "") for o in notebook.cells[4].outputs)
+    report = json.loads(printed)
+    assert report["state"] == "review", report
+    # It ran on a worker of the cluster the test started, which its record names.
+    assert report["workers"] and report["workers"][0] in client.scheduler_info()["workers"]
+    # The view heard the round as it ran there: the agent's calls in its log, and its live
+    # line naming the command running on the worker while it ran.
+    assert {"tool_call", "tool_result", "checks", "review"} <= set(report["heard"]), report
+    assert report["log"].get("tool", 0) == 5 and report["log"].get("text", 0) >= 2, report["log"]
+    assert "sleep 3; echo slept" in report["html"] and "The operator is wrong." in report["html"]
+    running = {"kind": "tool", "verb": "running", "subject": "sleep 3; echo slept"}
+    assert running in report["seen"], report["seen"]
+    assert report["now"]["kind"] == "", report["now"]  # in review: at rest
+    # Approved in the notebook: merged into the user's repository, and the audit agrees.
+    assert "merged" in "".join(o.get("text", "") for o in notebook.cells[6].outputs)
+    assert (Path(repo) / "calc.py").read_text() == CALC.replace("a - b", "a + b")
     audit_ok(user_repo)

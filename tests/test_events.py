@@ -194,3 +194,44 @@ def test_every_known_type_parses_its_fields_and_writes_them_back() -> None:
         assert type_ == cls.TYPE
     data = {"event": "review", "target": "webhook h (json)", "error": "HTTP 500", "attempts": 4}
     assert parse("notify_failed", data).to_data() == data
+
+
+def test_a_round_run_elsewhere_is_retold_from_its_journal_in_the_order_it_ran() -> None:
+    """`Retelling`: a model turn's words and usage, then its calls one at a time, each when
+    the one before has its result (as AgentLoop.act tells them); a permission and a state
+    as `told` says; a policy's own denial is not told."""
+    from jupyter_delegate.task import Retelling
+
+    call = {"type": "tool_use", "input": {"file_path": "a.py"}}
+    turn = {
+        "content": [
+            {"type": "text", "text": "Two reads."},
+            {**call, "id": "c1", "name": "read"},
+            {**call, "id": "c2", "name": "edit"},
+        ],
+        "usage": {"output_tokens": 3},
+    }
+    asked = {"tool_use_id": "c2", "tool": "edit", "input": {}, "request_id": "r1", "reason": "?"}
+    lines = [
+        ("assistant", turn),
+        ("tool_result", {"tool_use_id": "c1", "name": "read", "content": "x"}),
+        ("permission", {**asked, "status": "asked", "rules": []}),
+        ("state", {"state": "waiting"}),
+        ("permission", {**asked, "decision": "allow", "by": "human", "granted": []}),
+        ("permission", {"tool_use_id": "c9", "tool": "bash", "decision": "deny", "by": "policy"}),
+        ("state", {"state": "running"}),
+        ("tool_result", {"tool_use_id": "c2", "name": "edit", "content": "ok"}),
+    ]
+    retelling = Retelling()
+    told = [
+        (kind, data)
+        for seq, (type_, line) in enumerate(lines)
+        for kind, data, _ in retelling.events(type_, line, None, seq)
+    ]
+    assert [kind for kind, _ in told] == [
+        "text", "usage", "tool_call", "tool_result", "tool_call", "permission", "state",
+        "permission", "state", "tool_result",
+    ]  # fmt: skip
+    assert told[0][1] == {"delta": "Two reads.", "message": "journal-0", "block": 0}
+    assert [d["id"] for k, d in told if k == "tool_call"] == ["c1", "c2"]
+    assert told[7][1]["status"] == "allowed" and told[7][1]["by"] == "human"

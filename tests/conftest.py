@@ -74,6 +74,18 @@ def repo(tmp_path: Path) -> git.Repo:
     return r
 
 
+@pytest.fixture
+def user_repo(outside_tmp: Path) -> git.Repo:
+    """The user's repository (outside /tmp: the sandbox has a private one), with the bug."""
+    path = outside_tmp / "proj"
+    path.mkdir()
+    r = git.Repo.init(path, initial_branch="main")
+    (path / "calc.py").write_text(CALC)
+    (path / "test_calc.py").write_text(TEST)
+    commit_all(r, "init")
+    return r
+
+
 FIX_TURNS: list[dict[str, Any]] = [
     {"text": "Running the test first.", "tools": [{"bash": {"command": CHECK}}]},
     {"tools": [{"read": {"file_path": "calc.py"}}]},

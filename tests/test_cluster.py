@@ -20,7 +20,7 @@ from typing import Any
 import git
 import pytest
 
-from conftest import CALC, CHECK, FIX_TURNS, SANDBOX, TEST, commit_all
+from conftest import CALC, CHECK, FIX_TURNS, SANDBOX
 from jupyter_delegate import Outcome, TaskState
 from jupyter_delegate.journal import Journal
 from jupyter_delegate.manager import TaskManager
@@ -46,18 +46,6 @@ def cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env=os.environ.copy(),
         check=False,
     )
-
-
-@pytest.fixture
-def user_repo(outside_tmp: Path) -> git.Repo:
-    """The user's repository (outside /tmp: the sandbox has a private one), with the bug."""
-    path = outside_tmp / "proj"
-    path.mkdir()
-    r = git.Repo.init(path, initial_branch="main")
-    (path / "calc.py").write_text(CALC)
-    (path / "test_calc.py").write_text(TEST)
-    commit_all(r, "init")
-    return r
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ declaring one CPU, and the scripted fake model over loopback, as in test_cluster
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ from typing import Any
 import git
 import pytest
 
-from conftest import CALC, CHECK, SANDBOX, TEST, commit_all
+from conftest import CHECK, SANDBOX
 from jupyter_delegate import Outcome, TaskState
 from jupyter_delegate.errors import UsageError
 from jupyter_delegate.journal import Journal
@@ -27,34 +25,14 @@ from jupyter_delegate.resources import declared, parse_memory
 from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
 
 distributed = pytest.importorskip("distributed")
+from test_cluster import cli  # noqa: E402
+
 from jupyter_delegate import best_of  # noqa: E402
 from jupyter_delegate.cluster import ClusterError  # noqa: E402
 from jupyter_delegate.planning import create  # noqa: E402
 
 # A turn that takes long enough for both rounds to be on the cluster at once.
 SLOW_FINISH = {"latency_ms": 1500, "tools": [{"finish": {"summary": "done"}}]}
-
-
-def cli(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jupyter_delegate.cli", *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=os.environ.copy(),
-        check=False,
-    )
-
-
-@pytest.fixture
-def user_repo(outside_tmp: Path) -> git.Repo:
-    path = outside_tmp / "proj"
-    path.mkdir()
-    r = git.Repo.init(path, initial_branch="main")
-    (path / "calc.py").write_text(CALC)
-    (path / "test_calc.py").write_text(TEST)
-    commit_all(r, "init")
-    return r
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from typing import Any
 
 from .errors import ReviewError
 
-ACTIONS = ("answer", "approve", "reject", "request_changes", "cancel", "pause")
+ACTIONS = ("answer", "approve", "reject", "request_changes", "commit_edits", "cancel", "pause")
 INBOX = "inbox.jsonl"
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +155,33 @@ def test_the_reviewers_own_edit_is_committed_as_them_checks_rerun_and_the_agent_
     assert "return a + b" not in task.diff(since=task.review_rounds()[1].base)
     other, _ = make_manager()
     assert other.get(task.id, repo.working_dir).human_edits == task.human_edits
+    assert Journal(task.journal_path).verify().ok
+
+
+def test_edits_committed_while_another_process_holds_the_task_go_through_its_inbox(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    """A holder that lets go without acting (a round ending elsewhere) leaves the posted
+    request to the poster, who commits the edits itself; the journal records the request."""
+    from jupyter_delegate.manager import _try_lock
+
+    manager, _ = make_manager(NO_FIX)
+    task = submit(manager, repo)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    task.worktree_file("calc.py").write_text(FIXED)
+    other, _ = make_manager()
+    held = _try_lock(other.get(task.id, repo.working_dir).folder)
+    assert held is not None  # "another process" holds the task now
+    threading.Timer(0.5, os.close, (held,)).start()
+
+    commit = task.commit_edits("Fix add() myself")
+
+    assert task.head_commit == commit and task.verdict == "proven"
+    controls = [e.data for e in Journal(task.journal_path).events() if e.type == "control"]
+    assert [(c["action"], c["status"]) for c in controls] == [
+        ("commit_edits", "accepted"),
+        ("commit_edits", "done"),
+    ]
     assert Journal(task.journal_path).verify().ok
 
 

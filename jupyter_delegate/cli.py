@@ -23,6 +23,8 @@
     answer ID [REQUEST] allow|deny [--remember | --rule RULE] [--reason TEXT]
     audit verify [ID] [--repo P]  (ID: a task, or a plan)
     demo [--dir D]
+    scenarios [FILE...] [--json]  the scripted scenarios, and the tutorials that use each
+    scenario-from ID [-o FILE] [--name N] [--description D]   a task as a replayable scenario
 
 Plans (cli_groups.py; `jupyter delegate plan --help` shows the file's form):
 
@@ -1100,6 +1102,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_groups import add_commands
 
     add_commands(sub, command, yes_flag)
+    from .cli_scenarios import add_scenario_commands
+
+    add_scenario_commands(sub, command)
     context_commands(sub)
     return parser
 
@@ -1192,6 +1197,8 @@ CONTEXT_COMMANDS = {
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     from .cli_groups import COMMANDS as GROUP_COMMANDS
     from .cli_groups import route, shown_name
+    from .cli_scenarios import COMMANDS as SCENARIO_COMMANDS
+    from .cli_scenarios import cmd_scenarios
 
     out = out or sys.stdout
     args = build_parser().parse_args(route(sys.argv[1:] if argv is None else argv))
@@ -1199,6 +1206,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         if args.command == "demo":
             return cmd_demo(args, None, out)
+        if args.command == "scenarios":
+            return cmd_scenarios(args, out)
         if args.command in ("skills", "prefer", "prefs"):
             context = args.command
             if context == "skills":
@@ -1208,7 +1217,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
         manager = get_manager()
         manager.via = "cli"
-        return {**COMMANDS, **GROUP_COMMANDS}[args.command](args, manager, out)
+        return {**COMMANDS, **GROUP_COMMANDS, **SCENARIO_COMMANDS}[args.command](args, manager, out)
     except NotProven as exc:  # not bad input: the work is not proven
         sys.stderr.write(f"jupyter delegate {name}: {exc}\n")
         return EXIT_FAILED

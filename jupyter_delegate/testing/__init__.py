@@ -17,6 +17,9 @@ thinking and compaction blocks, refuses, and answers summarising requests (see
     with FakeServer(fake) as server:        # or http://127.0.0.1:PORT
         ...
 
+A real task becomes a scenario too: `scenario_from(task)` (from_journal.py) writes its
+journal's model turns as a dict `load_scenario` takes, which replays to the same diff.
+
 Importing this package is cheap: `anthropic` and `httpx2` load only when a client, a
 transport or a server is first used.
 """
@@ -38,6 +41,7 @@ from .scenario import (
 
 if TYPE_CHECKING:
     from .fake_anthropic import FakeMessagesAPI, FakeServer, RecordedRequest
+    from .from_journal import scenario_from
 
 __all__ = [
     "SUMMARY_MARKER",
@@ -51,6 +55,7 @@ __all__ = [
     "ToolCall",
     "Turn",
     "load_scenario",
+    "scenario_from",
 ]
 
 _LAZY = ("FakeMessagesAPI", "FakeServer", "RecordedRequest")
@@ -63,4 +68,8 @@ def __getattr__(name: str) -> Any:
         from . import fake_anthropic
 
         return getattr(fake_anthropic, name)
+    if name == "scenario_from":  # it reads journals: the package stays cheap without it
+        from .from_journal import scenario_from
+
+        return scenario_from
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

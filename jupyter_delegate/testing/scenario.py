@@ -325,12 +325,14 @@ def load_scenario(source: ScenarioSource) -> Scenario:
     raise ScenarioError(f"Cannot load a scenario from {type(source).__name__}: {source!r}")
 
 
+def bundled_folder() -> Path:
+    """The folder of the bundled scenarios (one `<name>.yaml` each)."""
+    return Path(str(resources.files(__package__ or "jupyter_delegate.testing"))) / "scenarios"
+
+
 def bundled_scenarios() -> list[str]:
     """The names `load_scenario` accepts without a path."""
-    folder = resources.files(__package__ or "jupyter_delegate.testing") / "scenarios"
-    return sorted(
-        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
-    )
+    return sorted(p.stem for p in bundled_folder().glob("*.yaml") if p.is_file())
 
 
 def _resolve(source: str | Path) -> Path:
@@ -340,8 +342,7 @@ def _resolve(source: str | Path) -> Path:
         if not path.is_file():
             raise ScenarioError(f"{path}: no such scenario file")
         return path
-    folder = Path(str(resources.files(__package__ or "jupyter_delegate.testing"))) / "scenarios"
-    bundled = folder / f"{source}.yaml"
+    bundled = bundled_folder() / f"{source}.yaml"
     if not bundled.is_file():
         known = ", ".join(bundled_scenarios()) or "none"
         raise ScenarioError(f"No bundled scenario named {source!r} (bundled: {known})")
@@ -349,12 +350,22 @@ def _resolve(source: str | Path) -> Path:
 
 
 def _load_file(path: Path) -> Scenario:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ScenarioError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ScenarioError(f"{path}: cannot be read ({err.strerror or err})") from None
     is_json = path.suffix == ".json"
     try:
         data = json.loads(text) if is_json else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ScenarioError(f"{path}: not valid {'JSON' if is_json else 'YAML'}: {err}") from err
+    except json.JSONDecodeError as err:
+        raise ScenarioError(f"{path}: not valid JSON at line {err.lineno}: {err.msg}") from err
+    except yaml.YAMLError as err:  # one line: where, and the problem
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ScenarioError(f"{path}: not valid YAML{where}: {problem}") from err
     if not isinstance(data, Mapping):
         raise ScenarioError(f"{path}: a scenario is a mapping with `turns`, not {_kind(data)}")
     return parse_scenario(data, str(path), default_name=path.stem)

@@ -6,7 +6,8 @@
                                  tutorial notebooks that use each
     scenario-from ID [--repo R] [-o FILE] [--name N] [--description D]
                                  a task's journal as a scenario that replays it through
-                                 the fake model (testing/from_journal.py)
+                                 the fake model (testing/from_journal.py); a plan's id:
+                                 its planner's and subtasks', a conversation each
 
 The listing reads the bundled folder as it is (`testing/scenarios/*.yaml`), so a scenario
 added there is listed without a change here. A notebook uses a scenario when one of its
@@ -148,18 +149,25 @@ def cmd_scenarios(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_scenario_from(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
+    from .planning import is_plan_id
     from .testing.from_journal import record
 
-    task = manager.get(args.id, args.repo)
-    recorded = record(task, name=args.name, description=args.description)
+    source: Any
+    if is_plan_id(args.id):
+        source = manager.plan(args.id, args.repo)
+    else:
+        source = manager.get(args.id, args.repo)
+    recorded = record(source, name=args.name, description=args.description)
     name = recorded.scenario["name"]
     target = args.output or re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") + ".yaml"
     path = recorded.write(target)
-    rounds = f", {recorded.rounds} rounds" if recorded.rounds > 1 else ""
+    more = f", {recorded.rounds} rounds" if recorded.rounds > 1 else ""
+    if recorded.kind == "plan":
+        more += f", {len(recorded.scenario['conversations'])} agents"
     lines = [
-        f"Wrote scenario {name!r} ({recorded.turns} turns{rounds}, from task {task.id}, "
-        f"journal head {recorded.journal_head[:12]}) to {path}",
-        f"  It replays on commit {recorded.base_commit[:12]} of {task.repo}: "
+        f"Wrote scenario {name!r} ({recorded.turns} turns{more}, from {recorded.kind} "
+        f"{recorded.task_id}, journal head {recorded.journal_head[:12]}) to {path}",
+        f"  It replays on commit {recorded.base_commit[:12]} of {source.repo}: "
         f"load_scenario({str(path)!r}) or FakeServer({str(path)!r}).",
         *(f"  note: {note}" for note in recorded.notes),
     ]
@@ -187,7 +195,7 @@ def add_scenario_commands(sub: Any, command: Callable[..., argparse.ArgumentPars
         "scenario-from",
         "write a task's journal as a scenario that replays it through the fake model",
     )
-    made.add_argument("id", help="the task (its id or name)")
+    made.add_argument("id", help="the task (its id or name), or a plan (its id): every agent's")
     made.add_argument(
         "-o",
         "--output",

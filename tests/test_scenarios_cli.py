@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 import jupyter_delegate as jd
-from conftest import CHECK, FIXED, SANDBOX, Factory
+from conftest import CHECK, FIXED, SANDBOX, Factory, until
 from jupyter_delegate import Outcome, TaskState
 from jupyter_delegate.cli import main
 from jupyter_delegate.journal import REDACTED, Journal, looks_secret
@@ -215,38 +215,78 @@ def test_compactions_come_out_where_the_fake_looks_for_them(
     assert scenario_from(again)["turns"] == recorded["turns"]
 
 
-def test_a_planners_proposal_comes_out_as_the_bundled_plan_wrote_it(tmp_path: Path) -> None:
+def run_plan(scenario: Any, shop: Path) -> Any:
+    """The receipts plan on the demo shop, from its goal to its integration, every
+    subtask approved as it reaches review."""
     from jupyter_delegate.testing.demo_repo import CHECK as SHOP_CHECK
+
+    fake = FakeMessagesAPI(load_scenario(scenario), latency_ms=0)
+    manager = TaskManager(client=fake.async_client(), sandbox=SANDBOX)
+    plan = jd.plan(PLAN_GOAL, repo=shop, checks=[SHOP_CHECK], manager=manager)
+    assert plan.wait(["draft", "failed"], timeout=120) == "draft", plan.reason
+    plan.dispatch()
+
+    def approve_all() -> bool:
+        for task in plan.tasks().values():
+            if task.state == TaskState.REVIEW:
+                task.approve()
+        return plan.refresh().state in ("ready", "failed")
+
+    until(approve_all, 300, "every subtask to be approved")
+    plan.approve()
+    assert plan.state == "integrated", plan.reason
+    return plan
+
+
+PLAN_GOAL = (
+    "Print a receipt for a cart: one line per item, then the subtotal, the discount and "
+    "the total to pay."
+)
+
+
+def test_a_plan_becomes_a_conversation_per_agent_and_replays_to_the_same_integration(
+    tmp_path: Path,
+) -> None:
     from jupyter_delegate.testing.demo_repo import make_demo_repo
 
-    goal = (
-        "Print a receipt for a cart: one line per item, then the subtotal, the discount and "
-        "the total to pay."
-    )
-    bundled = load_scenario("plan")
-    planner = next(c for c in bundled.conversations if c.name == "planner")
     shop = make_demo_repo(tmp_path / "shop")
     fresh = Path(shutil.copytree(shop, tmp_path / "fresh"))
-    fake = FakeMessagesAPI(bundled, latency_ms=0)
-    plan = jd.plan(goal, repo=shop, checks=[SHOP_CHECK], manager=TaskManager(
-        client=fake.async_client(), sandbox=SANDBOX
-    ))  # fmt: skip
-    assert plan.wait(["draft", "failed"], timeout=120) == "draft", plan.reason
-    assert plan.planner is not None
-    task = TaskManager(sandbox=SANDBOX).get(plan.planner, shop)
+    base = git.Repo(shop).head.commit.hexsha
+    plan = run_plan("plan", shop)
+    bundled = {c.name: c for c in load_scenario("plan").conversations}
 
-    recorded = scenario_from(task, name="receipts-planner", description="The planner.")
-    assert recorded["name"] == "receipts-planner" and recorded["description"] == "The planner."
-    made = load_scenario(recorded)  # load_scenario takes it as it is
-    assert [(t.text, t.tools) for t in made.turns] == [(t.text, t.tools) for t in planner.turns]
-    assert made.turns[-1].tools[0].name == "propose_plan"
+    # the planner alone, from the Python API: its proposal as the bundled plan wrote it
+    planner = TaskManager(sandbox=SANDBOX).get(plan.planner or "", shop)
+    alone = load_scenario(scenario_from(planner, name="planner", description="The planner."))
+    assert (alone.name, alone.description) == ("planner", "The planner.")
+    assert [(t.text, t.tools) for t in alone.turns] == [
+        (t.text, t.tools) for t in bundled["planner"].turns
+    ]
+    assert alone.turns[-1].tools[0].name == "propose_plan"
 
-    replay = FakeMessagesAPI(made, latency_ms=0)
-    again = jd.plan(goal, repo=fresh, checks=[SHOP_CHECK], manager=TaskManager(
-        client=replay.async_client(), sandbox=SANDBOX
-    ))  # fmt: skip
-    assert again.wait(["draft", "failed"], timeout=120) == "draft", again.reason
+    # the whole plan, from the command line: a conversation per agent
+    out = tmp_path / "receipts.yaml"
+    code, text = cli("scenario-from", plan.id, "--repo", str(shop), "-o", str(out))
+    assert code == 0 and f"4 agents, from plan {plan.id}" in text
+    made = load_scenario(out)
+    assert [c.name for c in made.conversations] == [
+        "fix-discount",
+        "receipt-line",
+        "receipt",
+        "planner",
+    ]
+    for conversation in made.conversations:
+        scripted = bundled[conversation.name].turns
+        assert [(t.text, t.tools) for t in conversation.turns] == [
+            (t.text, t.tools) for t in scripted
+        ]
+
+    again = run_plan(out, fresh)
     assert again.spec == plan.spec
+    for name, task in again.tasks().items():
+        assert task.diff() == plan.tasks()[name].diff(), name
+    fresh_repo, shop_repo = git.Repo(fresh), git.Repo(shop)
+    assert fresh_repo.git.diff(base, "main") == shop_repo.git.diff(base, "main")
 
 
 def test_bad_input_is_one_line_saying_what_to_do(

@@ -33,7 +33,7 @@ import os
 import re
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,7 @@ from .conversation import SUMMARY_MARKER
 from .scenario import STOP_REASONS, ScenarioError, parse_scenario
 
 if TYPE_CHECKING:
+    from ..planning import Plan
     from ..task import Task
 
 EMPTY_TEXT = "(no words and no tool calls in this turn)"
@@ -79,10 +80,15 @@ class Recorded:
     notes: tuple[str, ...] = field(default=())
     # Comments before turns, by index: where each round of review starts.
     round_notes: Mapping[int, str] = field(default_factory=dict)
+    kind: str = "task"  # or "plan": a conversation per task
 
     @property
     def turns(self) -> int:
-        return len(self.scenario["turns"])
+        """The model turns, every conversation's."""
+        scenario = self.scenario
+        return len(scenario.get("turns", ())) + sum(
+            len(c["turns"]) for c in scenario.get("conversations", ())
+        )
 
     def yaml(self) -> str:
         """The scenario as YAML, under a comment that says where it came from."""
@@ -91,9 +97,10 @@ class Recorded:
         goal = _clean(self.goal, secret_values())
         rounds = f"{self.rounds} round{'s' if self.rounds != 1 else ''}"
         said = [
-            f"Recorded from task {self.task_id} (journal head {self.journal_head[:12]}) by "
-            f"`jupyter delegate scenario-from`: {self.turns} model turns in {rounds} of "
-            "review.",
+            f"Recorded from {self.kind} {self.task_id} (journal head "
+            f"{self.journal_head[:12]}) by `jupyter delegate scenario-from`: {self.turns} "
+            f"model turns in {rounds} of review"
+            + (f", {len(self.scenario['conversations'])} agents." if self.kind == "plan" else "."),
             f"It started from commit {on}. Run through the fake model (`load_scenario(FILE)`, "
             "`FakeServer(FILE)`) on that commit with the same goal and policy, it makes the "
             "same tool calls, so the same diff.",
@@ -129,62 +136,145 @@ class Recorded:
 
 
 def scenario_from(
-    source: Task | str | os.PathLike[str],
+    source: Task | Plan | str | os.PathLike[str],
     *,
     name: str | None = None,
     description: str | None = None,
 ) -> dict[str, Any]:
-    """The scenario (a dict `load_scenario` takes) that replays `source`, a task or the
-    path of a task's journal.jsonl; see `record`."""
+    """The scenario (a dict `load_scenario` takes) that replays `source`: a task, the path
+    of a task's journal.jsonl, or a plan (its planner and subtasks, a conversation each);
+    see `record`."""
     return record(source, name=name, description=description).scenario
 
 
 def record(
-    source: Task | str | os.PathLike[str],
+    source: Task | Plan | str | os.PathLike[str],
     *,
     name: str | None = None,
     description: str | None = None,
 ) -> Recorded:
     """A scenario from a task's journal, with where it came from (`Recorded`). `name`
     defaults to the task's name (else `task-ID`), `description` to the goal's first line
-    and the task and journal head it came from. Raises `ScenarioFromError` when the
-    journal cannot be read or holds no model turn."""
+    and the task and journal head it came from. A plan gives one conversation per task
+    (the planner's, each subtask's latest), each chosen by its goal's first line. Raises
+    `ScenarioFromError` when a journal cannot be read or there is no model turn."""
+    from ..planning import Plan
+
+    if isinstance(source, Plan):
+        return _record_plan(source, name, description)
     path, task_id = _journal_of(source)
-    try:
-        events = list(Journal(path).events())
-    except JournalError as exc:
-        raise ScenarioFromError(str(exc)) from None
-    created = events[0].typed if events else None
-    if not isinstance(created, TaskCreated):
+    read = _read(path, task_id)
+    if not read.groups:
         raise ScenarioFromError(
-            f"{path} is not a task's journal (its first line is not a `task` event)."
-        )
-    head = events[-1].hash
-    groups = _model_turns(events)
-    if not groups:
-        raise ScenarioFromError(
-            f"Task {task_id} has no model turns in its journal (it is {_state(events)}): "
+            f"Task {task_id} has no model turns in its journal (it is {read.state}): "
             "there is nothing to replay. Make a scenario from a task the agent worked on."
         )
-    goal = str(created.outcome.get("goal", "")).strip()
-    model = next((g.model for g in groups if g.model), "") or created.model
-    first_line = goal.splitlines()[0] if goal else "(no goal)"
+    created, groups = read.created, read.groups
+    model = read.model
     data: dict[str, Any] = {
         "name": name or created.name or f"task-{task_id}",
         "description": description
-        or f"{first_line} (recorded from task {task_id}, journal head {head[:12]})",
+        or f"{_first_line(read.goal)} (recorded from task {task_id}, journal head "
+        f"{read.head[:12]})",
         "model": model,
         "turns": [g.turn(model) for g in groups],
     }
+    return _finished(
+        data,
+        Recorded(
+            scenario={},
+            task_id=task_id,
+            journal=path,
+            journal_head=read.head,
+            goal=read.goal,
+            base_commit=created.base_commit,
+            base_branch=created.base_branch,
+            worktree=created.worktree,
+            rounds=read.rounds,
+            round_notes={n: g.note for n, g in enumerate(groups) if g.note},
+        ),
+    )
+
+
+def _record_plan(plan: Plan, name: str | None, description: str | None) -> Recorded:
+    """A plan's tasks as conversations: each subtask's latest task in the plan's order,
+    then the planner's (a subtask's goal is the more particular)."""
+    plan.refresh()
+    order = [s.name for s in plan.spec.subtasks] if plan.spec else []
+    tasks = plan.tasks()
+    named = sorted(tasks.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 0)
+    planner = "planner" if "planner" not in tasks else f"{plan.id}-planner"
+    if plan.planner:
+        named.append((planner, plan.manager.get(plan.planner, plan.repo)))
+    reads = []
+    for label, task in named:
+        read = _read(Path(task.journal_path), task.id)
+        if read.groups:
+            reads.append((label, read))
+    if not reads:
+        raise ScenarioFromError(
+            f"Plan {plan.id} has no model turns in its tasks' journals: there is nothing to "
+            "replay. Make a scenario from a plan the agent planned or worked on."
+        )
+    model = reads[0][1].model
+    conversations: list[dict[str, Any]] = [
+        {
+            "name": label,
+            "match": _first_line(read.goal),
+            "turns": [g.turn(model) for g in read.groups],
+        }
+        for label, read in reads
+    ]
+    for label, read in reads:  # each conversation must be the one its task's goal picks
+        chosen = next(c["name"] for c in conversations if c["match"] in read.goal)
+        if chosen != label:
+            raise ScenarioFromError(
+                f"Plan {plan.id}: the goal of {label!r} holds the first line of "
+                f"{chosen!r}'s, so the scenario could not tell them apart. Give them goals "
+                "whose first lines differ, or make a scenario of each task."
+            )
+    by_label = dict(reads)
+    if planner in by_label:  # the whole outcome, as the user gave it
+        goal = by_label[planner].goal
+    else:
+        goal = plan.spec.goal if plan.spec and plan.spec.goal else plan.title
+    head = plan.journal.head
+    data: dict[str, Any] = {
+        "name": name or f"plan-{plan.id}",
+        "description": description
+        or f"{_first_line(goal)} (recorded from plan {plan.id}: {len(reads)} agents, plan "
+        f"journal head {head[:12]})",
+        "model": model,
+        "conversations": conversations,
+    }
+    return _finished(
+        data,
+        Recorded(
+            scenario={},
+            task_id=plan.id,
+            journal=plan.journal.path,
+            journal_head=head,
+            goal=goal,
+            base_commit=plan.base_commit,
+            base_branch=plan.base_branch or None,
+            worktree="",
+            rounds=max(read.rounds for _, read in reads),
+            kind="plan",
+        ),
+    )
+
+
+def _finished(data: dict[str, Any], recorded: Recorded) -> Recorded:
+    """`recorded` with `data` as its scenario: redacted, checked, and its notes."""
     load_detectors()
     secrets = secret_values()
     data = _clean(data, secrets)
     try:  # what is written must load
-        parse_scenario(data, f"<scenario from task {task_id}>")
+        parse_scenario(data, f"<scenario from {recorded.kind} {recorded.task_id}>")
     except ScenarioError as exc:
-        raise ScenarioFromError(f"{path}: the scenario made from it does not load: {exc}") from None
-    rounds = 1 + sum(1 for e in events if e.type == "changes_requested")
-    round_notes = {n: _clean(g.note, secrets) for n, g in enumerate(groups) if g.note}
+        raise ScenarioFromError(
+            f"{recorded.journal}: the scenario made from it does not load: {exc}"
+        ) from None
     redacted = sum(1 for text in _strings(data) if REDACTED in text)
     notes: tuple[str, ...] = ()
     if redacted:
@@ -192,20 +282,8 @@ def record(
             f"{redacted} of its texts {'holds' if redacted == 1 else 'hold'} {REDACTED} "
             f"where a secret was: a replay writes {REDACTED} there too.",
         )
-    return Recorded(
-        scenario=data,
-        task_id=task_id,
-        journal=path,
-        journal_head=head,
-        goal=goal,
-        base_commit=created.base_commit,
-        base_branch=created.base_branch,
-        worktree=created.worktree,
-        redacted=redacted,
-        rounds=rounds,
-        notes=notes,
-        round_notes=round_notes,
-    )
+    round_notes = {n: _clean(text, secrets) for n, text in recorded.round_notes.items()}
+    return replace(recorded, scenario=data, redacted=redacted, notes=notes, round_notes=round_notes)
 
 
 def scenario_yaml(scenario: Mapping[str, Any], notes: Mapping[int, str] | None = None) -> str:
@@ -213,6 +291,11 @@ def scenario_yaml(scenario: Mapping[str, Any], notes: Mapping[int, str] | None =
     tool's input with its path or command first; `notes` are comments put before turns
     (by index: where a round of review starts, say)."""
     head = {k: v for k, v in scenario.items() if k != "turns"}
+    if isinstance(head.get("conversations"), list):
+        head["conversations"] = [
+            {**c, "turns": [_readable(t) for t in c.get("turns", [])]}
+            for c in head["conversations"]
+        ]
     text = _dump(head) if head else ""
     if "turns" in scenario:
         text += "turns:\n"
@@ -299,6 +382,44 @@ class _Group:
         if summary and summary.strip() and not summary.startswith(_FAKE_SUMMARY):
             turn["compaction"] = summary.strip()
         return turn
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What a task's journal holds for a scenario."""
+
+    created: TaskCreated
+    groups: list[_Group]
+    head: str
+    state: str
+    rounds: int
+
+    @property
+    def goal(self) -> str:
+        return str(self.created.outcome.get("goal", "")).strip()
+
+    @property
+    def model(self) -> str:
+        """The model that answered (as responses report it), else the one asked for."""
+        return next((g.model for g in self.groups if g.model), "") or self.created.model
+
+
+def _read(path: Path, task_id: str) -> _Read:
+    try:
+        events = list(Journal(path).events())
+    except JournalError as exc:
+        raise ScenarioFromError(str(exc)) from None
+    created = events[0].typed if events else None
+    if not isinstance(created, TaskCreated):
+        raise ScenarioFromError(
+            f"{path} is not a task's journal (its first line is not a `task` event)."
+        )
+    rounds = 1 + sum(1 for e in events if e.type == "changes_requested")
+    return _Read(created, _model_turns(events), events[-1].hash, _state(events), rounds)
+
+
+def _first_line(goal: str) -> str:
+    return goal.splitlines()[0].strip() if goal.strip() else "(no goal)"
 
 
 def _model_turns(events: Sequence[Event]) -> list[_Group]:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 import jupyter_delegate as jd
-from conftest import CHECK, FIXED, SANDBOX, Factory, until
+from conftest import CHECK, FIX_TURNS, FIXED, SANDBOX, Factory, until
 from jupyter_delegate import Outcome, TaskState
 from jupyter_delegate.cli import main
 from jupyter_delegate.journal import REDACTED, Journal, looks_secret
@@ -213,6 +213,26 @@ def test_compactions_come_out_where_the_fake_looks_for_them(
     assert again.wait(timeout=120) == TaskState.REVIEW, again.error
     assert again.diff() == task.diff() and tool_calls(again) == tool_calls(task)
     assert scenario_from(again)["turns"] == recorded["turns"]
+
+
+def test_a_paused_turn_and_its_continuation_become_one_turn_that_replays_the_same(
+    repo: git.Repo, make_manager: Factory, tmp_path: Path
+) -> None:
+    fresh = fresh_copy(repo, tmp_path / "fresh")
+    manager, _ = make_manager([{"text": "Looking.", "stop_reason": "pause_turn"}, *FIX_TURNS])
+    task = manager.submit(Outcome("Fix add.", checks=(CHECK,)), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW, task.error
+    assistant = [e for e in Journal(task.journal_path).events() if e.type == "assistant"]
+    assert assistant[1].data.get("continues") is True  # the journal holds two events
+
+    recorded = scenario_from(task)
+    first = recorded["turns"][0]
+    assert first["text"].startswith("Looking.") and first["tools"] == FIX_TURNS[0]["tools"]
+    assert "stop_reason" not in first and len(recorded["turns"]) == len(assistant) - 1
+    replay, _ = replayer(recorded)
+    again = replay.submit(Outcome("Fix add.", checks=(CHECK,)), repo=str(fresh))
+    assert again.wait(timeout=60) == TaskState.REVIEW, again.error
+    assert again.diff() == task.diff() and tool_calls(again) == tool_calls(task)
 
 
 def run_plan(scenario: Any, shop: Path) -> Any:

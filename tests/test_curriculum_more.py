@@ -1,0 +1,124 @@
+"""The curriculum's notebooks (05 to 08, and the index 00) run in real kernels (nbclient),
+offline against their bundled scenarios, and their "check your work" cell passes; with the
+lesson's key step left out (the cell tagged `key-step`), that check cell fails, saying what
+to fix. The index's links resolve to notebooks that exist."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from jupyter_delegate.sandbox import probe
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+BUBBLEWRAP = pytest.mark.skipif(
+    not probe().available, reason="07 shows the real sandbox: it needs bubblewrap"
+)
+
+
+def load(name: str) -> Any:
+    return nbformat.read(NOTEBOOKS / name, as_version=4)
+
+
+def run(notebook: Any, folder: Path) -> float:
+    """Execute `notebook` in a fresh kernel; the seconds it took."""
+    started = time.monotonic()
+    client = NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
+    client.execute()
+    return time.monotonic() - started
+
+
+def tagged(notebook: Any, tag: str) -> list[int]:
+    return [n for n, c in enumerate(notebook.cells) if tag in c.metadata.get("tags", [])]
+
+
+def shown(cell: Any) -> str:
+    """The text a code cell printed or returned."""
+    return "".join(
+        str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
+        for output in cell.get("outputs", [])
+    )
+
+
+def outputs(notebook: Any) -> str:
+    return "".join(shown(cell) for cell in notebook.cells if cell.cell_type == "code")
+
+
+def check_passed(notebook: Any) -> str:
+    (check,) = tagged(notebook, "check")
+    assert check == len(notebook.cells) - 2, "the check is the last code cell, before a summary"
+    return shown(notebook.cells[check])
+
+
+def without_key_step(notebook: Any, replacement: str | None = None) -> Any:
+    """The notebook with its key step left out (or replaced by `replacement`)."""
+    skipped = copy.deepcopy(notebook)
+    (key,) = tagged(skipped, "key-step")
+    if replacement is None:
+        del skipped.cells[key]
+    else:
+        skipped.cells[key].source = replacement
+    return skipped
+
+
+def assert_check_fails(notebook: Any, folder: Path, message: str) -> None:
+    """Running `notebook` fails in its check cell (no earlier), with `message`."""
+    with pytest.raises(CellExecutionError) as failed:
+        run(notebook, folder)
+    errors = [n for n, c in enumerate(notebook.cells) if _errored(c)]
+    assert errors == tagged(notebook, "check"), (errors, str(failed.value)[-2000:])
+    assert failed.value.ename == "AssertionError"
+    assert message in str(failed.value), str(failed.value)[-2000:]
+
+
+def _errored(cell: Any) -> bool:
+    return any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+
+
+# -- 07 safety --------------------------------------------------------------------------------
+@BUBBLEWRAP
+@pytest.mark.parametrize("allow", [False, True])
+def test_safety_notebook_shows_each_guard_and_catches_the_tampered_journal(
+    tmp_path: Path, allow: bool
+) -> None:
+    notebook = load("07-safety.ipynb")
+    if allow:  # the learner's other answer to the question
+        (decision,) = [c for c in notebook.cells if "ALLOW = False" in c.source]
+        decision.source = decision.source.replace("ALLOW = False", "ALLOW = True")
+    seconds = run(notebook, tmp_path)
+    assert seconds < 60, seconds
+    assert "All checks passed" in check_passed(notebook)
+    text = outputs(notebook)
+    assert "aws_secret_access_key = FAKE-SECRET" in text  # the host can read it
+    assert "cat: ../home/.aws/credentials: No such file or directory" in text  # the agent cannot
+    assert "read  deny by policy: ../home/.aws/credentials is outside the repository" in text
+    assert "edit  deny by policy: AGENTS.md is a protected file" in text
+    assert "edit  ASKS YOU: README.md is outside the scope (shop/)" in text
+    assert re.search(r"audit verify: ok \(\d+ events", text)
+    forged = "'deny'" if allow else "'allow'"
+    match = re.search(rf"line (\d+): the human's answer now says {forged}", text)
+    assert match, text
+    assert f"audit verify: line {match[1]}: content does not match its hash" in text
+    shop = Path(text.split("repository: ", 1)[1].split()[0])
+    assert ("10% off" in (shop / "README.md").read_text()) == allow
+
+
+@BUBBLEWRAP
+def test_safety_check_fails_when_the_journal_is_not_tampered_with(tmp_path: Path) -> None:
+    assert_check_fails(
+        without_key_step(load("07-safety.ipynb")),
+        tmp_path,
+        "audit verify found nothing wrong: run the cell under 'Tamper with it'",
+    )

@@ -122,3 +122,22 @@ def test_safety_check_fails_when_the_journal_is_not_tampered_with(tmp_path: Path
         tmp_path,
         "audit verify found nothing wrong: run the cell under 'Tamper with it'",
     )
+
+
+# -- 05 breaking a problem down ---------------------------------------------------------------
+def test_breaking_down_check_passes_on_the_plan_and_its_integration(tmp_path: Path) -> None:
+    notebook = load("05-breaking-a-problem-down.ipynb")
+    seconds = run(notebook, tmp_path)
+    assert seconds < 60, seconds
+    assert "All checks passed: planned, reviewed, run as a graph, integrated." in check_passed(
+        notebook
+    )
+    assert "exit code after the integration: 0" in outputs(notebook)
+
+
+def test_breaking_down_check_fails_when_the_plan_is_not_integrated(tmp_path: Path) -> None:
+    assert_check_fails(
+        without_key_step(load("05-breaking-a-problem-down.ipynb")),
+        tmp_path,
+        "not integrated: approve it (`%delegate approve p",
+    )

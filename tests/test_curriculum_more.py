@@ -6,7 +6,6 @@ to fix. The index's links resolve to notebooks that exist."""
 from __future__ import annotations
 
 import copy
-import json
 import re
 import time
 from pathlib import Path
@@ -141,3 +140,58 @@ def test_breaking_down_check_fails_when_the_plan_is_not_integrated(tmp_path: Pat
         tmp_path,
         "not integrated: approve it (`%delegate approve p",
     )
+
+
+# -- 06 parallel attempts ---------------------------------------------------------------------
+@pytest.mark.parametrize("keep", [None, 2])
+def test_attempts_notebook_ranks_three_and_keeps_the_chosen_one(
+    tmp_path: Path, keep: int | None
+) -> None:
+    notebook = load("06-parallel-attempts.ipynb")
+    if keep is not None:  # the learner's other choice: the bigger fix with its test
+        (decision,) = [c for c in notebook.cells if c.source.startswith("KEEP = ")]
+        decision.source = f"KEEP = {keep}\n" + decision.source.split("\n", 1)[1]
+    seconds = run(notebook, tmp_path)
+    assert seconds < 60, seconds
+    kept = keep or 1
+    assert f"All checks passed: attempt {kept} kept" in check_passed(notebook)
+    text = outputs(notebook)
+    ranking = text.split("rank  attempt", 1)[1].splitlines()[1:4]
+    assert [line.split()[1:4] for line in ranking] == [
+        ["1", "claude-sonnet-4-6", "1/1"],
+        ["2", "claude-opus-4-6", "1/1"],
+        ["3", "claude-haiku-4-5", "0/1"],
+    ]
+    assert "AssertionError: 190.0 != 180.0" in text  # the failing attempt's check, shown
+    assert "+    def test_percent_outside_0_to_100_is_refused(self):" in text  # diff(1, 2)
+    assert "exit code after keeping one: 0" in text
+    states = re.findall(r"attempt (\d) \(\w+\): (\w+)", text)
+    assert states == [(str(n), "merged" if n == kept else "rejected") for n in (1, 2, 3)]
+
+
+def test_attempts_check_fails_when_no_attempt_is_kept(tmp_path: Path) -> None:
+    assert_check_fails(
+        without_key_step(load("06-parallel-attempts.ipynb")),
+        tmp_path,
+        "No attempt was kept: run the cell under 'Keep one'",
+    )
+
+
+def test_conversations_of_one_goal_are_told_apart_by_model() -> None:
+    from jupyter_delegate.testing import ScenarioError, load_scenario
+
+    scenario = load_scenario("attempts")
+    goal = "Fix the discount calculation in shop/cart.py."
+
+    def answering(model: str) -> str:
+        body = {"model": model, "messages": [{"role": "user", "content": goal}]}
+        found = scenario.conversation_for(body)
+        return found.name if found else ""
+
+    assert [answering(m) for m in ("claude-sonnet-4-6", "claude-opus-4-6")] == ["sonnet", "opus"]
+    with pytest.raises(ScenarioError, match="no conversation matches this request"):
+        answering("claude-other")
+    same = {"match": "x", "turns": [{"text": "hi"}]}
+    with pytest.raises(ScenarioError, match="can never be chosen"):
+        load_scenario({"name": "s", "conversations": [same, {**same, "model": "m"}]})
+    load_scenario({"name": "s", "conversations": [{**same, "model": "m"}, same]})  # fine

@@ -28,12 +28,13 @@ fake, each in its own conversation; `conversations` scripts each apart:
         turns: [...]
 
 A request is answered from the first conversation whose `match` occurs in its first
-user message, and whose `model`, when given, is the request's (the agent's goal; a conversation resumed after compaction starts with
-the compaction block, whose summary is read instead), at the turn its own assistant
-messages count; a request no conversation matches gets the top-level `turns`, and
-without them is refused: a 500 from the fake whose message quotes the start of the
-first user message (`ScenarioError`), so the test fails saying so. A scenario needs
-`turns`, `conversations` or both.
+user message (the agent's goal; a conversation resumed after compaction starts with
+the compaction block, whose summary is read instead) and whose `model`, when given, is
+the one the request names, at the turn its own assistant messages count; a request no
+conversation matches gets the top-level `turns`, and without them is refused: a 500
+from the fake whose message quotes the start of the first user message
+(`ScenarioError`), so the test fails saying so. A scenario needs `turns`,
+`conversations` or both.
 
 Turn keys:
 - `text`, `tools` (a list of `{tool_name: input}`), `stop_reason`, `served_model`,

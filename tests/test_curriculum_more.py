@@ -195,3 +195,40 @@ def test_conversations_of_one_goal_are_told_apart_by_model() -> None:
     with pytest.raises(ScenarioError, match="can never be chosen"):
         load_scenario({"name": "s", "conversations": [same, {**same, "model": "m"}]})
     load_scenario({"name": "s", "conversations": [{**same, "model": "m"}, same]})  # fine
+
+
+# -- 08 away from the notebook ----------------------------------------------------------------
+ANSWER_AT_THE_NOTEBOOK = """import jupyter_delegate as jd
+
+jd.get_task("away").answer(question["request_id"], allow=ALLOW)"""
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_away_notebook_notifies_answers_from_the_phone_and_hands_off(
+    tmp_path: Path, allow: bool
+) -> None:
+    notebook = load("08-away-from-the-notebook.ipynb")
+    if not allow:
+        (decision,) = [c for c in notebook.cells if c.source.startswith("ALLOW = True")]
+        decision.source = decision.source.replace("ALLOW = True", "ALLOW = False")
+    seconds = run(notebook, tmp_path)
+    assert seconds < 60, seconds
+    assert "All checks passed: notified, answered from the phone" in check_passed(notebook)
+    text = outputs(notebook)
+    assert '"event": "question"' in text and '"tool": "edit"' in text  # the notice, shown
+    assert "'via': 'server'" in text  # the journal names the phone's route
+    assert f"answer: {'allow' if allow else 'deny'} from:" in text
+    assert ("+    def test_quarter_off(self):" in text) == allow
+    assert re.search(r"Received task \w+ from .*away\.task into .*laptop-shop \(review\)", text)
+    assert re.search(r"Approved task \w+: main is now at", text)
+    assert re.search(r"audit verify: ok \(\d+ events", text)
+    assert "exit code on the laptop after approving: 0" in text
+    assert "server stopped: True" in text
+
+
+def test_away_check_fails_when_the_answer_is_given_at_the_notebook(tmp_path: Path) -> None:
+    assert_check_fails(
+        without_key_step(load("08-away-from-the-notebook.ipynb"), ANSWER_AT_THE_NOTEBOOK),
+        tmp_path,
+        "not the phone: answer through the server",
+    )

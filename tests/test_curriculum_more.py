@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,18 @@ BUBBLEWRAP = pytest.mark.skipif(
 )
 
 
+_FOLDERS: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _remove_the_notebooks_folders() -> Iterator[None]:
+    """Each notebook makes a temporary folder of its own (under /tmp, or /var/tmp for 07)
+    and prints its repository there: removed after the test's assertions."""
+    yield
+    while _FOLDERS:
+        shutil.rmtree(_FOLDERS.pop(), ignore_errors=True)
+
+
 def load(name: str) -> Any:
     return nbformat.read(NOTEBOOKS / name, as_version=4)
 
@@ -35,7 +49,13 @@ def run(notebook: Any, folder: Path) -> float:
     client = NotebookClient(
         notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
     )
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        for shown_repo in re.findall(r"^repository: (/\S+)$", outputs(notebook), re.M):
+            made = Path(shown_repo).parent
+            if made.parent in (Path("/tmp"), Path("/var/tmp")):
+                _FOLDERS.append(made)
     return time.monotonic() - started
 
 
@@ -232,3 +252,52 @@ def test_away_check_fails_when_the_answer_is_given_at_the_notebook(tmp_path: Pat
         tmp_path,
         "not the phone: answer through the server",
     )
+
+
+# -- 00 the index -----------------------------------------------------------------------------
+def index_links() -> list[str]:
+    """The notebooks the index's text links to, in order of first appearance."""
+    text = "".join(c.source for c in load("00-index.ipynb").cells if c.cell_type == "markdown")
+    return list(dict.fromkeys(re.findall(r"\]\(([^)\s]+)\)", text)))
+
+
+# 03 and 04 are written by another helper at the same time: until they land, the index's
+# links to them cannot resolve, and this must fail (strict); once they exist it runs as is.
+LANDING = ("03-outcomes-and-checks.ipynb", "04-reviewing.ipynb")
+PENDING = pytest.mark.xfail(
+    not all((NOTEBOOKS / n).is_file() for n in LANDING),
+    reason="03 and 04 have not landed in this checkout yet",
+    strict=True,
+)
+
+
+@PENDING
+def test_index_links_resolve_to_notebooks_01_to_08_and_its_check_passes(tmp_path: Path) -> None:
+    links = index_links()
+    assert [link[:2] for link in links] == ["01", "02", "03", "04", "05", "06", "07", "08"]
+    missing = [link for link in links if not (NOTEBOOKS / link).is_file()]
+    assert not missing, missing
+    notebook = load("00-index.ipynb")
+    run(notebook, NOTEBOOKS)  # where its relative links are read from
+    assert "All checks passed: 8 notebooks" in check_passed(notebook)
+    # each row says how long its notebook runs, as measured
+    table = next(c.source for c in notebook.cells if c.source.startswith("| # |"))
+    rows = [line for line in table.splitlines() if re.match(r"\| \d \|", line)]
+    assert len(rows) == 8 and all(re.search(r"\| (\d+ s|not measured here) \|$", r) for r in rows)
+
+
+@PENDING
+def test_index_check_fails_naming_a_notebook_that_is_not_there(tmp_path: Path) -> None:
+    for link in index_links():  # a copy of the folder without notebook 07
+        if not link.startswith("07"):
+            (tmp_path / link).write_bytes((NOTEBOOKS / link).read_bytes())
+    (tmp_path / "00-index.ipynb").write_bytes((NOTEBOOKS / "00-index.ipynb").read_bytes())
+    assert_check_fails(load("00-index.ipynb"), tmp_path, "['07-safety.ipynb']. Fix the link")
+
+
+def test_index_names_what_exists_here() -> None:
+    """The links that can resolve in this checkout do (all but a pending 03 and 04)."""
+    links = index_links()
+    assert links[0] == "01-first-delegation.ipynb" and len(links) == 8
+    here = [link for link in links if link not in LANDING]
+    assert [link for link in here if not (NOTEBOOKS / link).is_file()] == []

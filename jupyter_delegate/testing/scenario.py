@@ -23,14 +23,18 @@ fake, each in its own conversation; `conversations` scripts each apart:
         turns: [...]                   # as the top-level `turns`
       - match: "Add format_line"
         turns: [...]
+      - match: "Fix the discount"      # best-of-N: attempts share a goal, so
+        model: claude-opus-4-6         # `model` tells them apart (the request's model)
+        turns: [...]
 
 A request is answered from the first conversation whose `match` occurs in its first
 user message (the agent's goal; a conversation resumed after compaction starts with
-the compaction block, whose summary is read instead), at the turn its own assistant
-messages count; a request no conversation matches gets the top-level `turns`, and
-without them is refused: a 500 from the fake whose message quotes the start of the
-first user message (`ScenarioError`), so the test fails saying so. A scenario needs
-`turns`, `conversations` or both.
+the compaction block, whose summary is read instead) and whose `model`, when given, is
+the one the request names, at the turn its own assistant messages count; a request no
+conversation matches gets the top-level `turns`, and without them is refused: a 500
+from the fake whose message quotes the start of the first user message
+(`ScenarioError`), so the test fails saying so. A scenario needs `turns`,
+`conversations` or both.
 
 Turn keys:
 - `text`, `tools` (a list of `{tool_name: input}`), `stop_reason`, `served_model`,
@@ -119,7 +123,7 @@ TURN_KEYS = (
     "refusal",
 )
 SCENARIO_KEYS = ("name", "description", "model", "latency_ms", "turns", "conversations", "models")
-CONVERSATION_KEYS = ("name", "match", "turns")
+CONVERSATION_KEYS = ("name", "match", "model", "turns")
 MODEL_KEYS = ("id", "max_input_tokens", "max_tokens", "compaction", "thinking")
 DEFAULT_MODEL_ID = "claude-sonnet-4-6"
 DEFAULT_MAX_INPUT_TOKENS = 200_000
@@ -204,11 +208,16 @@ class Turn:
 @dataclass(frozen=True)
 class Conversation:
     """The turns of one agent's conversation: the one whose first user message holds
-    `match`. `name` names it in errors (default: its number)."""
+    `match` (and whose request names `model`, when set: attempts at one goal on several
+    models). `name` names it in errors (default: its number)."""
 
     match: str
     turns: tuple[Turn, ...]
     name: str = ""
+    model: str | None = None
+
+    def answers(self, goal: str, model: Any) -> bool:
+        return self.match in goal and self.model in (None, model)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "turns", tuple(self.turns))
@@ -256,7 +265,7 @@ class Scenario:
         if not self.conversations:
             return None
         goal = goal_text(body["messages"])
-        found = next((c for c in self.conversations if c.match in goal), None)
+        found = next((c for c in self.conversations if c.answers(goal, body.get("model"))), None)
         if found is None and not self.turns:
             matches = ", ".join(repr(c.match) for c in self.conversations)
             raise ScenarioError(
@@ -434,8 +443,9 @@ def _parse_conversations(raw: Any, source: str) -> tuple[Conversation, ...]:
             )
         if name and any(c.name == name for c in found):
             raise ScenarioError(f"{label}: the name {name!r} is used twice")
+        model = _optional_str(entry, "model", _Where(label))
         for k, earlier in enumerate(found, 1):
-            if earlier.match in match:
+            if earlier.match in match and earlier.model in (None, model):
                 raise ScenarioError(
                     f"{label}: its match {match!r} can never be chosen: conversation "
                     f"{repr(earlier.name) if earlier.name else k}'s match {earlier.match!r} "
@@ -444,7 +454,7 @@ def _parse_conversations(raw: Any, source: str) -> tuple[Conversation, ...]:
         if "turns" not in entry:
             raise ScenarioError(f"{label}: `turns` is required")
         turns = _turn_list(entry["turns"], label, "`turns`")
-        found.append(Conversation(match=match, turns=turns, name=name))
+        found.append(Conversation(match=match, turns=turns, name=name, model=model))
     return tuple(found)
 
 

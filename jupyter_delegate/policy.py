@@ -459,6 +459,17 @@ class Policy:
             return Decision("ask", f"{path} is outside the scope ({', '.join(scope)})", None)
         return Decision("allow", f"{self.mode} mode")
 
+    def denies_writing(self, path: str) -> str | None:
+        """The deny rule naming paths that forbids writing `path` (repository relative)
+        with a file tool (`Edit(tests/**)`, `Write(tests/**)`), or None. The commit guard
+        keeps a change to such a path out of the commit whatever made it, a command
+        included. A rule naming no path (`Edit`) is about the tool, not the files."""
+        rule = _first(
+            self.deny,
+            lambda r: r.spec is not None and any(r.matches_path(t, path) for t in WRITE_TOOLS),
+        )
+        return None if rule is None else str(rule)
+
     def _fallback(self, tool: str) -> Decision:
         if rule := _first(self.deny, lambda r: r.tool == tool and r.spec is None):
             return Decision("deny", f"rule {rule}", str(rule))

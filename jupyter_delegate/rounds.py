@@ -233,9 +233,10 @@ class RoundOfWork:
     def _guard(self, task: Task, context: Context, staged: Staged) -> list[str]:
         """The commit guard: of exactly what the commit would hold (git's raw changes, no
         renames collapsed), the paths not to commit, each flagged with why: protected
-        files no explicit rule opens, symlinks leading out of the repository, gitlinks of
-        repositories the base does not have as submodules, files over the size limit;
-        and nested repositories, which were not staged."""
+        files no explicit rule opens, paths a deny rule of the user's forbids writing
+        (however they were changed: a command's `sed -i` too), symlinks leading out of
+        the repository, gitlinks of repositories the base does not have as submodules,
+        files over the size limit; and nested repositories, which were not staged."""
         workspace, worktree = context.workspace, task.worktree
         assert worktree is not None
         limit_mb = max_file_mb(workspace.root)
@@ -246,6 +247,8 @@ class RoundOfWork:
             allowed = task.policy.decide("write", {"file_path": path}).action == "allow"
             if is_protected(path) and not allowed:
                 why = "a protected file (no rule of yours opens it)"
+            elif rule := task.policy.denies_writing(path):
+                why = f"your rule {rule} forbids changing it"
             elif change.new_mode == "120000":
                 target = workspace.blob_text(worktree, change.new_sha)
                 if leads_outside(path, target):

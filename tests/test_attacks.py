@@ -19,6 +19,7 @@ import pytest
 from conftest import SANDBOX, Factory, commit_all, messages_sent
 from jupyter_delegate import Budget, Outcome, TaskState
 from jupyter_delegate.cli import main
+from jupyter_delegate.policy import Policy
 
 CALC_FIX = {"write": {"file_path": "calc.py", "content": "def add(a, b):\n    return a + b\n"}}
 
@@ -168,6 +169,45 @@ def test_the_commit_guard_sees_every_change_it_must_not_commit(
     assert (
         not (task.worktree / "big.bin").exists() and not (task.worktree / "key-link").is_symlink()
     )
+
+
+def test_a_deny_rule_on_tests_keeps_a_commands_edit_of_them_out_of_the_commit(
+    user_repo: git.Repo, make_manager: Factory
+) -> None:
+    """The agent games the check by rewriting the test's expectation with `sed -i` (a
+    command, which no file rule sees): the user's `Edit(tests/**)` rule still keeps that
+    change out of the commit, so the harness's check runs the test as the user wrote it."""
+    root = Path(user_repo.working_dir)
+    (root / "tests").mkdir()
+    (root / "tests" / "test_calc.py").write_text(
+        "import unittest\nfrom calc import add\n\n\nclass T(unittest.TestCase):\n"
+        "    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n"
+    )
+    commit_all(user_repo, "a test")
+    turns = [
+        bash("sed -i 's/add(2, 3), 5/add(2, 3), -1/' tests/test_calc.py && echo bent"),
+        {"tools": [{"write": {"file_path": "tests/conftest.py", "content": "# skip all\n"}}]},
+        bash("echo '# a note' >> calc.py"),
+        finish("The tests pass."),
+    ]
+    manager, _ = make_manager(turns)
+    check = "python3 -m unittest -q tests/test_calc.py"
+    task = manager.submit(
+        Outcome("Fix add.", checks=(check,)),
+        repo=str(root),
+        sandbox=SANDBOX,
+        policy=Policy.from_rules(deny=["Edit(tests/**)"]),
+    )
+    assert task.wait(timeout=120) == TaskState.REVIEW, task.error
+    committed = user_repo.git.show("--name-only", "--format=", task.head_commit).split()
+    assert committed == ["calc.py"], committed
+    flags = " ".join(task.flags)
+    assert "not committed: tests/test_calc.py (your rule edit(tests/**) forbids" in flags
+    # The write tool (which an Edit rule does not name) wrote; its file stayed out too.
+    assert "not committed: tests/conftest.py (your rule edit(tests/**) forbids" in flags
+    assert task.worktree is not None and not (task.worktree / "tests" / "conftest.py").exists()
+    assert "add(2, 3), 5)" in (task.worktree / "tests" / "test_calc.py").read_text()
+    assert [c.passed for c in task.checks] == [False] and task.verdict == "checks fail"
 
 
 def test_renaming_a_protected_files_folder_cannot_remove_it_unseen(

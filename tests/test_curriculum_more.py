@@ -261,17 +261,6 @@ def index_links() -> list[str]:
     return list(dict.fromkeys(re.findall(r"\]\(([^)\s]+)\)", text)))
 
 
-# 03 and 04 are written by another helper at the same time: until they land, the index's
-# links to them cannot resolve, and this must fail (strict); once they exist it runs as is.
-LANDING = ("03-outcomes-and-checks.ipynb", "04-reviewing.ipynb")
-PENDING = pytest.mark.xfail(
-    not all((NOTEBOOKS / n).is_file() for n in LANDING),
-    reason="03 and 04 have not landed in this checkout yet",
-    strict=True,
-)
-
-
-@PENDING
 def test_index_links_resolve_to_notebooks_01_to_08_and_its_check_passes(tmp_path: Path) -> None:
     links = index_links()
     assert [link[:2] for link in links] == ["01", "02", "03", "04", "05", "06", "07", "08"]
@@ -283,21 +272,12 @@ def test_index_links_resolve_to_notebooks_01_to_08_and_its_check_passes(tmp_path
     # each row says how long its notebook runs, as measured
     table = next(c.source for c in notebook.cells if c.source.startswith("| # |"))
     rows = [line for line in table.splitlines() if re.match(r"\| \d \|", line)]
-    assert len(rows) == 8 and all(re.search(r"\| (\d+ s|not measured here) \|$", r) for r in rows)
+    assert len(rows) == 8 and all(re.search(r"\| \d+ s \|$", r) for r in rows)
 
 
-@PENDING
 def test_index_check_fails_naming_a_notebook_that_is_not_there(tmp_path: Path) -> None:
     for link in index_links():  # a copy of the folder without notebook 07
         if not link.startswith("07"):
             (tmp_path / link).write_bytes((NOTEBOOKS / link).read_bytes())
     (tmp_path / "00-index.ipynb").write_bytes((NOTEBOOKS / "00-index.ipynb").read_bytes())
     assert_check_fails(load("00-index.ipynb"), tmp_path, "['07-safety.ipynb']. Fix the link")
-
-
-def test_index_names_what_exists_here() -> None:
-    """The links that can resolve in this checkout do (all but a pending 03 and 04)."""
-    links = index_links()
-    assert links[0] == "01-first-delegation.ipynb" and len(links) == 8
-    here = [link for link in links if link not in LANDING]
-    assert [link for link in here if not (NOTEBOOKS / link).is_file()] == []

@@ -336,8 +336,8 @@ def _locate(
         workspace = Workspace(task.repo)
         return workspace.task_dir(task.id) / "journal.jsonl", workspace.common_dir
     given = Path(os.fspath(task)).expanduser()
-    looks_like_path = isinstance(task, os.PathLike) or os.sep in str(task) or given.suffix
-    if looks_like_path or (given.exists() and not str(task).isalnum()):
+    text = os.fspath(task)
+    if isinstance(task, os.PathLike) or "/" in str(text) or str(text).endswith(".jsonl"):
         path = given / "journal.jsonl" if given.is_dir() else given
         if not path.is_file():
             raise ReplayError(

@@ -439,7 +439,11 @@ def _build(path: Path, common_dir: Path | None) -> Replay:
         )
     first = events[0][1]
     assert isinstance(first, TaskCreated)
-    task_id = path.resolve().parent.name
+    # The id is in the branch's name (delegate/<id>-<slug>), wherever the journal was copied.
+    named = first.branch.removeprefix("delegate/").split("-", 1)[0]
+    task_id = (
+        named if first.branch.startswith("delegate/") and named else path.resolve().parent.name
+    )
     git = _Git(common_dir) if common_dir is not None else None
     root = common_dir.parent if common_dir is not None and common_dir.name == ".git" else None
     folder = _Folder(task_id, first, git, root)

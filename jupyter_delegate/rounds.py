@@ -144,6 +144,7 @@ class RoundOfWork:
                 finished = await loop.run()
             finally:
                 toolbox.close()  # the file tools' thread
+                await asyncio.to_thread(snapshots.flush)
             context.tool_running = False  # a pause now stops the checks at once
             await self._conclude(task, context, sandbox, finished)
         except PausedHere:

@@ -3,11 +3,13 @@ change files, for replay (replay.py) to show the diff as of every step.
 
 `Snapshots.take()` stages the whole worktree into the task's own index file (its folder's
 `steps.index`, first copied from the worktree's index so git's stat cache spares it from
-reading every file), writes the tree, and, when the tree changed, commits it onto
-`refs/delegate/steps/<task id>` (the previous step commit, or the base, as parent; no
-trailer), so git's gc never drops it and a handoff bundle carries it. The agent loop
-journals the tree in the call's `tool_result` (`tree`). The cost per step is measured in
-bench/replay.py.
+reading every file) and writes the tree: two git processes. `flush()`, at the end of each
+round and every FLUSH_EVERY new trees, makes them reachable from
+`refs/delegate/steps/<task id>`: a commit (the previous one, or the base, as parent; no
+trailer) whose tree holds them as folders 00001, 00002, ... So git's gc never drops them
+(until a flush they are loose objects, which gc keeps for two weeks, gc.pruneExpire) and
+a handoff bundle carries them. The agent loop journals each tree in the call's
+`tool_result` (`tree`). The cost per step is measured in bench/replay.py.
 
 What it stages is what `Workspace.stage` would, but the bytes as they are in the worktree:
 nested repositories and submodules are left out (git would work in them, under their own
@@ -36,6 +38,7 @@ from .workspace import PINNED_CONFIG, Workspace, nested_repositories, pinned_env
 
 log = logging.getLogger(__name__)
 STEPS_PREFIX = "refs/delegate/steps/"
+FLUSH_EVERY = 20  # trees taken before they are made reachable (and at the end of a round)
 # Beside PINNED_CONFIG: nothing writes shared index files or runs maintenance.
 _QUIET = ("core.splitIndex=false", "gc.auto=0", "maintenance.auto=false", "commit.gpgSign=false")
 
@@ -57,7 +60,9 @@ class Snapshots:
         self._lock = threading.Lock()
         self._options: list[str] | None = None  # the git options, once the filters are known
         self._submodules: list[tuple[str, str, str]] | None = None  # (mode, sha, path) of HEAD
-        self._head: tuple[str, str] | None = None  # the ref's (commit, tree), once read
+        self._last: str | None = None  # the last tree taken
+        self._pending: list[str] = []  # trees taken, not yet reachable from `ref`
+        self._head: str | None = None  # the ref's commit ("" none), once read
 
     def take(self) -> str:
         """The tree of the worktree now, kept reachable under `ref`. Raises SnapshotError."""
@@ -78,7 +83,11 @@ class Snapshots:
             for mode, sha, path in submodules:
                 self._git("update-index", "--cacheinfo", f"{mode},{sha},{path}")
             tree = self._git("write-tree").strip()
-            self._keep(tree)
+            if tree != self._last:
+                self._last = tree
+                self._pending.append(tree)
+                if len(self._pending) >= FLUSH_EVERY:
+                    self._flush()
             return tree
 
     def take_or_none(self) -> str | None:
@@ -89,23 +98,34 @@ class Snapshots:
             log.warning("no snapshot of %s: %s", self.worktree, exc)
             return None
 
-    def _keep(self, tree: str) -> None:
-        """Commit `tree` onto the steps ref, unless its last commit holds it already."""
+    def flush(self) -> None:
+        """Make the trees taken since the last flush reachable from `ref` (at the end of
+        a round, and every FLUSH_EVERY trees); failures are logged."""
+        with self._lock:
+            try:
+                self._flush()
+            except (SnapshotError, OSError) as exc:
+                log.warning("snapshots of %s not kept: %s", self.worktree, exc)
+
+    def _flush(self) -> None:
+        """One commit onto `ref` whose tree holds the pending trees as folders named by
+        their order (00001, ...): three git processes for many steps."""
+        if not self._pending:
+            return
         if self._head is None:
             try:
-                old = self._git("rev-parse", "--verify", "--quiet", self.ref).strip()
-                self._head = (old, self._git("rev-parse", f"{old}^{{tree}}").strip())
+                self._head = self._git("rev-parse", "--verify", "--quiet", self.ref).strip()
             except SnapshotError:
-                self._head = ("", "")
-        old, last = self._head
-        if tree == last:
-            return
-        message = f"delegate: a step of task {self.ref.removeprefix(STEPS_PREFIX)}\n"
+                self._head = ""
+        entries = "".join(f"040000 tree {t}\t{n:05d}\n" for n, t in enumerate(self._pending, 1))
+        holder = self._git("mktree", stdin=entries).strip()
+        message = f"delegate: steps of task {self.ref.removeprefix(STEPS_PREFIX)}\n"
+        parent = self._head or self.base
         commit = self._git(
-            "commit-tree", tree, "-p", old or self.base, "-m", message, env=self._identity
+            "commit-tree", holder, "-p", parent, "-m", message, env=self._identity
         ).strip()
-        self._git("update-ref", "-m", "delegate: step", self.ref, commit, old)
-        self._head = (commit, tree)
+        self._git("update-ref", "-m", "delegate: steps", self.ref, commit, self._head)
+        self._head, self._pending = commit, []
 
     def _start_index(self) -> None:
         """The task's index, from the worktree's (its stat cache: unchanged files are not
@@ -131,9 +151,9 @@ class Snapshots:
             self._submodules = found
         return self._submodules
 
-    def _git(self, *args: str, env: dict[str, str] | None = None) -> str:
+    def _git(self, *args: str, env: dict[str, str] | None = None, stdin: str = "") -> str:
         argv = ["git", *self._git_options(), *args]
-        return _run(argv, self.worktree, {**self._env(), **(env or {})})
+        return _run(argv, self.worktree, {**self._env(), **(env or {})}, stdin)
 
     def _env(self) -> dict[str, str]:
         return {**pinned_env(), "GIT_INDEX_FILE": str(self.index)}
@@ -166,8 +186,10 @@ class Snapshots:
         return self._options
 
 
-def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
-    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, check=False)
+def _run(argv: list[str], cwd: Path, env: dict[str, str], stdin: str = "") -> str:
+    done = subprocess.run(
+        argv, cwd=cwd, env=env, input=stdin.encode(), capture_output=True, check=False
+    )
     if done.returncode != 0:
         what = next(a for a in argv[1:] if not a.startswith("-") and "=" not in a)
         problem = done.stderr.decode(errors="replace").strip()[:300]

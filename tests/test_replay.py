@@ -422,7 +422,13 @@ def test_a_filter_the_configuration_defines_is_not_run_by_a_snapshot(
     tree = snapshots.take()
     assert not marker.exists()
     assert user_repo.git.cat_file("blob", f"{tree}:data.txt") == "lower"
-    assert user_repo.git.rev_parse("refs/delegate/steps/t1^{tree}") == tree
+    snapshots.flush()
+    assert user_repo.git.ls_tree("refs/delegate/steps/t1").split() == [
+        "040000",
+        "tree",
+        tree,
+        "00001",
+    ]
     assert git.Repo(made.path).git.status("--porcelain") == "?? .gitattributes\n?? data.txt".strip()
     # Armed: the same add through git's ordinary path runs the filter.
     scratch = outside_tmp / "scratch.index"

@@ -150,7 +150,9 @@ class AssistantTurn(_Event):
 class ToolResult(_Event):
     """`tool_result`: what a tool call returned to the model. A command's also has
     `exit_code`, `sandbox` (the tier it ran in), `timed_out` and `duration_s`; a skill
-    read's `skill` (and `file`); a call the policy or a human refused `denied`."""
+    read's `skill` (and `file`); a call the policy or a human refused `denied`. `tree`: the
+    git tree of the worktree after a call that can change files (snapshots.py; absent in
+    journals from before snapshots, and when the snapshot failed)."""
 
     TYPE: ClassVar[str] = "tool_result"
     tool_use_id: str
@@ -164,6 +166,7 @@ class ToolResult(_Event):
     denied: bool | None = field(default=None, metadata=SOMETIMES)
     skill: str | None = field(default=None, metadata=SOMETIMES)
     file: str | None = field(default=None, metadata=SOMETIMES)
+    tree: str | None = field(default=None, metadata=SOMETIMES)
 
 
 @dataclass(frozen=True)

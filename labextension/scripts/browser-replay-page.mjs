@@ -13,8 +13,13 @@ const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const url = pathToFileURL(spec.page).href;
 const summary = { requests: [], errors: [], steps: {} };
 
-// What the page shows for the current step.
+// What the page shows for the current step (once its diff is drawn: a diff waits while
+// the steps go by quickly).
 async function shown(page) {
+  await page.waitForFunction(() => {
+    const root = document.querySelector('.jdp');
+    return root.dataset.diffStep === root.dataset.step;
+  }, null, { timeout: 10000 });
   return page.evaluate(() => {
     const q = s => document.querySelector(s);
     const text = s => (q(s) ? q(s).textContent : null);
@@ -59,6 +64,10 @@ try {
     await page.goto(url);
     await page.locator('.jdp-step').first().waitFor({ timeout: 10000 });
     summary[`${scheme}_open_ms`] = Date.now() - opened;
+    // from the navigation's start to the replay drawn, as the page measured it
+    summary[`${scheme}_drawn_ms`] = await page.evaluate(
+      () => performance.getEntriesByName('jd-replay-drawn')[0].startTime
+    );
     summary[`${scheme}_background`] = await page.evaluate(
       () => getComputedStyle(document.querySelector('.jdp')).backgroundColor
     );
@@ -119,6 +128,7 @@ try {
       await page.locator(`.jdp-step[data-index="${spec.screenshot_step ?? 1}"]`).click();
       await settle(page);
     }
+    await shown(page); // the step's diff drawn
     if (spec.screenshots && spec.screenshots[scheme]) {
       await page.screenshot({ path: spec.screenshots[scheme], fullPage: false });
     }

@@ -18,6 +18,7 @@
 import { html as diffToHtml } from 'diff2html/lib-esm/diff2html.js';
 
 const PLAY_MS = 700; // one step per this, when playing
+const SETTLE_MS = 120; // steps closer together than this (a drag, a held key) defer the diff
 
 export function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -97,14 +98,24 @@ function decisionClass(decision) {
   return 'jdp-warn';
 }
 
+/** A tool call's input, readable: a command as a shell line; otherwise each argument on
+ * its own line, a long or multi-line one (a file's content, an edit's old and new text)
+ * as a block of its own. */
 function toolInput(tool) {
   const input = tool.input || {};
   const keys = Object.keys(input);
-  if (typeof input.command === 'string' && keys.length <= 2) {
-    const extra = keys.filter((k) => k !== 'command').map((k) => `  (${k}: ${JSON.stringify(input[k])})`).join('');
-    return `$ ${input.command}${extra}`;
+  if (typeof input.command === 'string') {
+    const rest = keys.filter((k) => k !== 'command').map((k) => h('div', { class: 'jdp-arg' }, `${k}: ${JSON.stringify(input[k])}`));
+    return [h('pre', { class: 'jdp-input jdp-command' }, `$ ${input.command}`), ...rest];
   }
-  return JSON.stringify(input, null, 2);
+  return keys.map((key) => {
+    const value = input[key];
+    if (typeof value === 'string' && (value.includes('\n') || value.length > 80)) {
+      return h('div', { class: 'jdp-arg' }, h('span', { class: 'jdp-arg-name' }, `${key}:`), h('pre', { class: 'jdp-input' }, value));
+    }
+    const shown = typeof value === 'string' ? value : JSON.stringify(value);
+    return h('div', { class: 'jdp-arg' }, h('span', { class: 'jdp-arg-name' }, `${key}: `), h('code', {}, shown));
+  });
 }
 
 export function render({ model, el }) {
@@ -119,6 +130,8 @@ export function render({ model, el }) {
   let timer = null;
   let frame = 0;
   let wanted = 0;
+  let diffTimer = 0;
+  let lastMove = 0;
 
   const root = h('div', { class: 'jdp', tabindex: '0', 'data-lm-suppress-shortcuts': 'true' });
   el.replaceChildren(root);
@@ -142,8 +155,9 @@ export function render({ model, el }) {
   const list = h('ul', { class: 'jdp-steps', role: 'listbox', 'aria-label': 'steps' });
   const detail = h('div', { class: 'jdp-detail' });
   const stepPane = h('div', { class: 'jdp-step-pane' });
-  const diffPane = h('div', { class: 'jdp-diff' });
-  detail.append(stepPane, diffPane);
+  const diffHead = h('div', { class: 'jdp-diff-head' });
+  const diffBodyEl = h('div', { class: 'jdp-diff' });
+  detail.append(stepPane, diffHead, diffBodyEl);
   root.append(head, controls, h('div', { class: 'jdp-body' }, list, detail));
 
   let items = [];
@@ -162,7 +176,8 @@ export function render({ model, el }) {
         `${steps.length} step${steps.length === 1 ? '' : 's'}`,
         lastStep ? usd(lastStep.cost_usd) : null
       ].filter(Boolean).join(' \u00b7 ')),
-      task.goal ? h('div', { class: 'jdp-goal', title: task.goal }, task.goal) : null
+      task.goal ? h('div', { class: 'jdp-goal', title: task.goal }, task.goal) : null,
+      ...(data.warnings || []).map((w) => h('div', { class: 'jdp-warning' }, `\u26a0 ${w}`))
     );
     slider.max = String(Math.max(0, steps.length - 1));
     slider.disabled = steps.length < 2;
@@ -306,7 +321,7 @@ export function render({ model, el }) {
     if (step.tool) {
       parts.push(h('div', { class: 'jdp-section jdp-tool' },
         h('div', { class: 'jdp-label' }, 'Tool call: ', h('b', {}, step.tool.name)),
-        h('pre', { class: 'jdp-input' }, toolInput(step.tool))));
+        toolInput(step.tool)));
     }
     if (step.permissions && step.permissions.length) {
       parts.push(h('div', { class: 'jdp-section jdp-perms' },
@@ -326,28 +341,43 @@ export function render({ model, el }) {
   }
 
   // -- the diff as of the step --------------------------------------------------------------
+  // Its heading (the files that differ) follows every step; its body, the one slow part,
+  // waits while the steps go by quickly, and is redrawn only when the tree changes.
   function showDiff(step) {
-    const tree = step.tree;
-    if (tree === shownTree && !asked.has(tree)) return; // same worktree: nothing to redraw
     const files = step.files || [];
-    const changed = current > 0 && steps[current - 1].tree !== tree;
-    const headLine = h('div', { class: 'jdp-diff-head' },
+    const changed = current > 0 && steps[current - 1].tree !== step.tree;
+    diffHead.replaceChildren(
       h('span', { class: 'jdp-label jdp-section' }, 'Worktree vs base'),
-      h('span', { class: 'jdp-dim jdp-files' }, files.length
-        ? `${files.length} file${files.length === 1 ? '' : 's'} differ: ${files.join(', ')}`
+      h('span', { class: 'jdp-dim jdp-files', title: files.join('\n') }, files.length
+        ? `${files.length} file${files.length === 1 ? '' : 's'} differ: ${files.slice(0, 8).join(', ')}${files.length > 8 ? `, and ${files.length - 8} more` : ''}`
         : 'no file differs from the base'),
+      step.reconstructed ? h('span', { class: 'jdp-badge jdp-warn', title: 'No snapshot of the worktree was recorded at this step: it is rebuilt from the file tools\u2019 inputs, and a command may have changed files it does not show.' }, 'reconstructed') : null,
       changed ? h('span', { class: 'jdp-badge jdp-warn' }, 'changed by this step') : null);
+    clearTimeout(diffTimer);
+    const now = Date.now();
+    const quick = now - lastMove < SETTLE_MS;
+    lastMove = now;
+    if (!quick || (step.tree === shownTree && !asked.has(step.tree))) return drawDiff(step);
+    diffBodyEl.classList.add('jdp-stale');
+    diffTimer = setTimeout(() => drawDiff(steps[current]), SETTLE_MS);
+  }
+
+  function drawDiff(step) {
+    const tree = step.tree;
+    diffBodyEl.classList.remove('jdp-stale');
+    root.dataset.diffStep = String(current); // the diff shown is this step's
+    if (tree === shownTree && !asked.has(tree)) return; // same worktree: nothing to redraw
     if (!tree) {
       shownTree = tree;
-      diffPane.replaceChildren(headLine, h('div', { class: 'jdp-diff-empty' }, 'The worktree at this step was not recorded.'));
+      diffBodyEl.replaceChildren(h('div', { class: 'jdp-diff-empty' }, 'The worktree at this step was not recorded.'));
       return;
     }
     if (diffs.has(tree)) {
       shownTree = tree;
-      diffPane.replaceChildren(headLine, diffBody(tree));
+      diffBodyEl.replaceChildren(diffBody(tree));
       return;
     }
-    if (canAsk && asked.get(tree) !== 'pending' && !asked.has(tree)) {
+    if (canAsk && !asked.has(tree)) {
       asked.set(tree, 'pending');
       model.send({ action: 'diff', index: current, tree });
     }
@@ -356,7 +386,7 @@ export function render({ model, el }) {
     const why = !canAsk
       ? 'This export does not carry the diff of this step.'
       : state === 'pending' ? 'Loading the diff\u2026' : `The diff could not be read: ${state}`;
-    diffPane.replaceChildren(headLine, h('div', { class: 'jdp-diff-empty jdp-diff-wait' }, why));
+    diffBodyEl.replaceChildren(h('div', { class: 'jdp-diff-empty jdp-diff-wait' }, why));
   }
 
   function diffBody(tree) {
@@ -383,7 +413,7 @@ export function render({ model, el }) {
     }
     if (steps[current] && steps[current].tree === message.tree) {
       shownTree = undefined;
-      showDiff(steps[current]);
+      drawDiff(steps[current]);
     }
   }
 
@@ -462,6 +492,7 @@ export function render({ model, el }) {
 
   return () => {
     stop();
+    clearTimeout(diffTimer);
     model.off('msg:custom', onMessage);
     model.off('change:data', onData);
   };

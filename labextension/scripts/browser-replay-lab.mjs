@@ -1,0 +1,61 @@
+// A saved notebook's replay output in JupyterLab with no kernel: the MIME renderer
+// (src/replay-mime.ts) draws it from the output's own data, in place of the widget view
+// the same output carries (whose kernel is gone). Run by tests/test_browser_replay.py:
+// node scripts/browser-replay-lab.mjs SPEC.json, SPEC {"base", "notebook", "probe": step
+// index, "chromium", "artifacts"}. Screenshots: replay-lab-light.png, replay-lab-dark.png.
+// Prints a JSON summary as its last line.
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { check, dismissKernelDialog, launch, setTheme } from './lib.mjs';
+
+const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+const summary = { errors: [] };
+const browser = await launch(spec);
+const page = await browser.newPage({ viewport: { width: 1360, height: 900 } });
+try {
+  page.on('pageerror', e => summary.errors.push(String(e)));
+  await page.goto(`${spec.base}/lab/tree/${spec.notebook}`);
+  await dismissKernelDialog(page);
+  await page.locator('.jp-Notebook .jdp-step').first().waitFor({ timeout: 60000 });
+  summary.outputs = await page.$$eval('.jp-Notebook .jp-OutputArea-output', els =>
+    els.map(e => ({
+      replay: e.classList.contains('jd-replay'),
+      widget: e.classList.contains('jupyter-widgets')
+    }))
+  );
+  summary.count = await page.locator('.jp-Notebook .jdp-step').count();
+  summary.widgetError = await page.locator('text=Error displaying widget').count();
+  const slider = page.locator('.jp-Notebook .jdp-slider');
+  await slider.evaluate((el, i) => {
+    el.value = String(i);
+    el.dispatchEvent(new Event('input', { bubbles: true }));
+  }, spec.probe);
+  await page.waitForFunction(i => {
+    const root = document.querySelector('.jp-Notebook .jdp');
+    return root.dataset.step === String(i) && root.dataset.diffStep === String(i);
+  }, spec.probe, { timeout: 10000 });
+  summary.shown = await page.evaluate(() => ({
+    position: document.querySelector('.jdp-position').textContent,
+    cost: document.querySelector('.jdp-cost-now').textContent,
+    diffFiles: [...document.querySelectorAll('.jdp .d2h-file-name')].map(n => n.textContent.trim()),
+    added: [...document.querySelectorAll('.jdp .d2h-ins .d2h-code-line-ctn')].map(n => n.textContent)
+  }));
+  // j in the replay steps it (JupyterLab's own j, "select the cell below", is suppressed)
+  await page.locator('.jp-Notebook .jdp-step[data-index="1"]').click();
+  await page.keyboard.press('j');
+  await page.waitForFunction(() => document.querySelector('.jp-Notebook .jdp').dataset.step === '2', null, { timeout: 5000 });
+  summary.afterJ = 2;
+  await page.locator('.jp-Notebook .jdp-step[data-index="' + spec.probe + '"]').click();
+  await page.waitForTimeout(300);
+  await page.locator('.jp-Notebook .jdp').screenshot({ path: join(spec.artifacts, 'replay-lab-light.png') });
+  await setTheme(page, 'JupyterLab Dark');
+  summary.darkBackground = await page.evaluate(
+    () => getComputedStyle(document.querySelector('.jp-Notebook .jdp')).backgroundColor
+  );
+  await page.locator('.jp-Notebook .jdp').screenshot({ path: join(spec.artifacts, 'replay-lab-dark.png') });
+  await setTheme(page, 'JupyterLab Light');
+} finally {
+  await browser.close();
+}
+check(summary.count > 0, 'no replay was drawn');
+console.log(JSON.stringify(summary));

@@ -1,0 +1,73 @@
+"""A saved notebook's replay in JupyterLab with no kernel: the output `%delegate replay`
+leaves (the widget view and the replay MIME type with every diff) is drawn by the
+extension's MIME renderer, not "Error displaying widget", in a trusted notebook too (where
+rank decides between the two); its slider moves the step, its cost and its diff, and j
+steps the replay instead of moving JupyterLab's cell selection.
+
+A real JupyterLab server (no kernel started), a real task through the fake model. Needs
+node and /usr/bin/chromium. Script: labextension/scripts/browser-replay-lab.mjs;
+screenshots in labextension/test-artifacts/ (replay-lab-light.png, replay-lab-dark.png)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import git
+import nbformat
+from browser import needs_chromium, needs_node, run_script
+from test_replay_page import added_lines, changed_files, two_round_task
+
+from conftest import Factory
+from jupyter_delegate.notebook.replay_view import REPLAY_MIME, ReplayView
+from jupyter_delegate.replay import replay
+
+
+@needs_node
+@needs_chromium
+def test_saved_replay_renders_without_a_kernel_through_the_mime_renderer(
+    lab_server: tuple[str, Path],
+    node_modules: None,
+    repo: git.Repo,
+    make_manager: Factory,
+    tmp_path: Path,
+) -> None:
+    base, root = lab_server
+    task = two_round_task(repo, make_manager)
+    view = ReplayView(replay(task))
+    bundle, _ = view._repr_mimebundle_()
+    view.close()
+    data = bundle[REPLAY_MIME]
+    output = nbformat.v4.new_output("execute_result", data=bundle, execution_count=1)
+    cell = nbformat.v4.new_code_cell("%delegate replay fix-add", outputs=[output])
+    notebook = root / "replay.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), notebook)
+    # Trusted, as the notebook's author's own: both renderers may draw; rank chooses.
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data")}
+    subprocess.run(
+        [sys.executable, "-m", "jupyter", "trust", str(notebook)], env=env, check=True
+    )
+    with urllib.request.urlopen(f"{base}/api/contents/replay.ipynb") as reply:
+        saved = json.load(reply)["content"]
+    assert saved["cells"][0]["metadata"].get("trusted") is True
+    probe = next(s["index"] for s in data["steps"] if s["tool"] and s["tool"]["name"] == "write")
+    summary = run_script(
+        "browser-replay-lab.mjs", {"base": base, "notebook": "replay.ipynb", "probe": probe}, tmp_path
+    )
+    assert summary["errors"] == []
+    assert summary["widgetError"] == 0
+    # one output, drawn by the replay's renderer, not the widget's
+    assert summary["outputs"] == [{"replay": True, "widget": False}]
+    assert summary["count"] == len(data["steps"])
+    step = data["steps"][probe]
+    shown = summary["shown"]
+    assert shown["position"] == f"step {probe + 1} of {len(data['steps'])}"
+    assert shown["cost"] == f"${step['cost_usd']:.4f}"
+    truth = data["diffs"][step["tree"]]
+    assert shown["diffFiles"] == changed_files(truth) and "test_negative.py" in shown["diffFiles"]
+    assert shown["added"] == added_lines(truth)
+    assert summary["darkBackground"] != "rgb(255, 255, 255)"

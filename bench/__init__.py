@@ -30,4 +30,5 @@ BENCHMARKS = (
     "file_tools",
     "live_output",
     "long_task",
+    "replay",
 )

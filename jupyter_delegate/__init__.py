@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .context import Preference, SkillStatus
     from .manager import TaskManager
     from .planning import Plan, PlanSpec
+    from .replay import Replay
 
 Repo = str | os.PathLike[str]
 
@@ -55,6 +56,7 @@ __all__ = [
     "prefer",
     "preferences",
     "receive",
+    "replay",
     "skills",
     "tasks",
     "trust_skill",
@@ -235,6 +237,17 @@ def get_task(task_id: str, repo: str | os.PathLike[str] | None = None) -> Task:
     from .manager import get_manager
 
     return get_manager().get(task_id, repo)
+
+
+def replay(task: Task | str | os.PathLike[str], repo: Repo | None = None) -> Replay:
+    """What the agent did on `task`, step by step, from its journal (a `Task`, a task's id
+    or name in `repo`, or a journal file): each step's words, tool call and result,
+    permissions, cost so far, context size, compactions, and the worktree's diff as of
+    that step (`Replay.diff_at(i)`). Works on a running task, a finished one, and one
+    received from another machine."""
+    from .replay import replay as replay_
+
+    return replay_(task, repo)
 
 
 def receive(path: Repo, repo: Repo = ".", *, review_only: bool = False) -> Task:

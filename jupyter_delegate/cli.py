@@ -88,7 +88,7 @@ from .check_output import check_log, failure_tail, printable, whole_output
 from .engine.model import PRICE_GUESSED, usd_text
 from .engine.tools import describe_input
 from .environment import ran_with
-from .errors import ContextError, DelegateError, NotProven
+from .errors import ContextError, DelegateError, NotProven, UsageError
 from .events import StateChanged, ToolResult
 from .options import (
     add_submit_options,
@@ -502,6 +502,40 @@ def cmd_diff(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
     task = manager.get(args.id, args.repo)
     diff = task.diff(since=task.last_review_base() if args.since_review else None)
     out.write(printable(diff) if out.isatty() else diff)  # a patch piped on stays exact
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
+    """A task step by step from its journal: the step list, its JSON, or an HTML page."""
+    from .replay import replay
+
+    target = Path(args.html).expanduser() if args.html else None
+    if target is not None and not target.parent.is_dir():
+        raise UsageError(
+            f"--html {args.html}: {target.parent} does not exist; give a file in a folder "
+            "that does."
+        )
+    given = args.id
+    looks_like_path = "/" in given or given.endswith(".jsonl")
+    found = replay(given, None if looks_like_path and args.repo == "." else args.repo)
+    for warning in found.warnings:
+        sys.stderr.write(printable(f"jupyter delegate replay: warning: {warning}\n"))
+    if target is not None:
+        try:
+            from .replay_page import replay_html  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise UsageError(
+                "--html is not available in this build (no replay page yet)."
+            ) from None
+        target.write_text(replay_html(found.to_dict(diffs=True)), encoding="utf-8")
+        out.write(
+            f"Wrote the replay of task {found.task['id']} ({len(found)} steps) to {target}.\n"
+        )
+        return EXIT_OK
+    if args.json:
+        out.write(json.dumps(found.to_dict(diffs=True), indent=1) + "\n")
+        return EXIT_OK
+    out.write(printable(found.text()))
     return EXIT_OK
 
 
@@ -1060,6 +1094,16 @@ def build_parser() -> argparse.ArgumentParser:
         add_task_arguments(name, p)
         if name in ("show", "pending"):
             p.add_argument("--json", action="store_true")
+    replay_ = command(
+        "replay", "step through what the agent did on a task, from its journal (any state)"
+    )
+    replay_.add_argument("id", help="the task's id or name, or a journal.jsonl file")
+    replay_.add_argument(
+        "--json", action="store_true", help="the replay's data, every step's diff included"
+    )
+    replay_.add_argument(
+        "--html", metavar="FILE", help="write one self-contained HTML page of the replay"
+    )
     edit = command("edit", "print the path of a task's worktree (or of a file in it) to edit")
     add_task_arguments("edit", edit)
     commit_edits = command(
@@ -1164,6 +1208,7 @@ COMMANDS = {
     "show": cmd_show,
     "diff": cmd_diff,
     "checks": cmd_checks,
+    "replay": cmd_replay,
     "approve": cmd_approve,
     "reject": cmd_reject,
     "request-changes": cmd_request_changes,

@@ -7,7 +7,8 @@
 - `journal.jsonl`: the journal, as written, ending with the `handoff` event that
   records the move out (to which file, when, from where);
 - `branch.bundle`: the task's branch as a git bundle, with its base commit as the
-  prerequisite (absent when the branch holds no commit of its own);
+  prerequisite (absent when the branch holds no commit of its own), and the snapshots of
+  its worktree step by step (`refs/delegate/steps/<id>`, snapshots.py) for replay;
 - `record.json`: the task's notebook record (`compact_record`), for a reader that has
   no jupyter-delegate;
 - `checks/`: the logs of its checks.
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import DelegateError, RepoError
 from .journal import Journal
 from .outcome import Outcome
+from .snapshots import STEPS_PREFIX
 from .task import Task, TaskState
 from .workspace import Workspace, pinned_argv, pinned_env
 
@@ -180,6 +182,8 @@ def _write(task: Task, workspace: Workspace, head: str, target: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="delegate-handoff-") as scratch:
         branch_file = Path(scratch) / BRANCH
         if head != task.base_commit:
+            steps = STEPS_PREFIX + task.id  # the worktree's snapshots, for replay
+            has_steps = _git(workspace.root, "rev-parse", "--verify", "--quiet", steps)
             made = _git(
                 workspace.root,
                 "bundle",
@@ -187,6 +191,7 @@ def _write(task: Task, workspace: Workspace, head: str, target: Path) -> None:
                 "--quiet",
                 str(branch_file),
                 f"refs/heads/{task.branch}",
+                *([steps] if has_steps.returncode == 0 else []),
                 f"^{task.base_commit}",
             )
             if made.returncode != 0:
@@ -430,6 +435,9 @@ def _place(
     with workspace.locked():
         if branch_file is not None:
             ref = f"refs/delegate/incoming/{facts.id}"
+            listed = _git(workspace.root, "bundle", "list-heads", str(branch_file)).stdout
+            steps = STEPS_PREFIX + facts.id
+            carried = [f"+{steps}:{steps}"] if f" {steps}\n" in listed else []
             fetched = _git(
                 workspace.root,
                 "fetch",
@@ -438,6 +446,7 @@ def _place(
                 "--no-write-fetch-head",
                 str(branch_file),
                 f"refs/heads/{facts.branch}:{ref}",
+                *carried,
             )
             if fetched.returncode != 0:
                 raise HandoffError(

@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import subprocess
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,8 @@ VERSION = 1
 RESULT_LIMIT = 4000
 CHANGING = frozenset({"write", "edit", "bash"})
 RECONSTRUCTED = "reconstructed:"
-_DIFF = ("--no-ext-diff", "--no-textconv", "--ignore-submodules=all", "--no-color")
+# A patch as `git diff BASE TREE` prints it (renames found), never a program of the repo's.
+_PATCH = ("-r", "-p", "-M", "--no-ext-diff", "--no-textconv", "--ignore-submodules=all")
 # States worth a note on the step they follow (running and waiting are the steps).
 _NOTED_STATES = ("review", "failed", "paused", "interrupted", "cancelled", "merged", "rejected")
 
@@ -229,7 +231,7 @@ class Replay:
         if git is not None and state.tree is not None:
             excluded = [f":(exclude,literal,top){p}" for p, _ in state.overlay]
             pathspec = ["--", ".", *excluded] if excluded else []
-            tree_part = git.text("diff", *_DIFF, self._base, state.tree, *pathspec)
+            tree_part = git.text("diff-tree", *_PATCH, self._base, state.tree, *pathspec)
         if not state.overlay:
             return tree_part
         chunks = _split_diff(tree_part)
@@ -240,6 +242,20 @@ class Replay:
                 chunks[path] = chunk
         return "".join(chunks[p] for p in sorted(chunks))
 
+    def _all_diffs(self) -> None:
+        """Every step's diff into the cache: the snapshots' with one git process."""
+        missing = {
+            s.state.key: s.state
+            for s in self.steps
+            if s.state is not None and s.state.key is not None and s.state.key not in self._diffs
+        }
+        plain = [k for k, state in missing.items() if not state.overlay]
+        if self._git is not None and plain:
+            self._diffs.update(self._git.per_tree(self._base, plain, *_PATCH))
+        for key, state in missing.items():
+            if key not in self._diffs:
+                self._diffs[key] = self._diff(state)
+
     def to_dict(self, diffs: bool = False) -> dict[str, Any]:
         """The data contract's JSON (see the module); with `diffs`, every step's diff."""
         data: dict[str, Any] = {
@@ -249,11 +265,10 @@ class Replay:
             "warnings": list(self.warnings),
         }
         if diffs:
-            found: dict[str, str] = {}
-            for step in self.steps:
-                if step.tree is not None and step.tree not in found:
-                    found[step.tree] = self.diff_at(step.index)
-            data["diffs"] = found
+            self._all_diffs()
+            data["diffs"] = {
+                s.tree: self._diffs.get(s.tree, "") for s in self.steps if s.tree is not None
+            }
         return data
 
     def text(self) -> str:
@@ -336,8 +351,8 @@ def _locate(
         workspace = Workspace(task.repo)
         return workspace.task_dir(task.id) / "journal.jsonl", workspace.common_dir
     given = Path(os.fspath(task)).expanduser()
-    looks_like_path = isinstance(task, os.PathLike) or os.sep in str(task) or given.suffix
-    if looks_like_path or (given.exists() and not str(task).isalnum()):
+    text = os.fspath(task)
+    if isinstance(task, os.PathLike) or "/" in str(text) or str(text).endswith(".jsonl"):
         path = given / "journal.jsonl" if given.is_dir() else given
         if not path.is_file():
             raise ReplayError(
@@ -439,7 +454,11 @@ def _build(path: Path, common_dir: Path | None) -> Replay:
         )
     first = events[0][1]
     assert isinstance(first, TaskCreated)
-    task_id = path.resolve().parent.name
+    # The id is in the branch's name (delegate/<id>-<slug>), wherever the journal was copied.
+    named = first.branch.removeprefix("delegate/").split("-", 1)[0]
+    task_id = (
+        named if first.branch.startswith("delegate/") and named else path.resolve().parent.name
+    )
     git = _Git(common_dir) if common_dir is not None else None
     root = common_dir.parent if common_dir is not None and common_dir.name == ".git" else None
     folder = _Folder(task_id, first, git, root)
@@ -466,7 +485,8 @@ def _build(path: Path, common_dir: Path | None) -> Replay:
         "model": first.model,
         "rounds": folder.task.review_round,
     }
-    return Replay(task, steps, warnings, git if folder.base_tree else None, first.base_commit, path)
+    base = folder.base_tree or first.base_commit  # diffs count from the base's tree
+    return Replay(task, steps, warnings, git if folder.base_tree else None, base, path)
 
 
 class _Folder:
@@ -759,6 +779,7 @@ class _Git:
     def __init__(self, git_dir: Path) -> None:
         self.git_dir = git_dir
         self._blobs: dict[tuple[str, str], str | None] = {}
+        self._batch: subprocess.Popen[bytes] | None = None
 
     def _run(self, *args: str, stdin: bytes | None = None) -> bytes:
         argv = pinned_argv(f"--git-dir={self.git_dir}", *args)
@@ -788,38 +809,68 @@ class _Git:
         return found
 
     def changed(self, base: str, trees: Sequence[str]) -> dict[str, list[str]]:
-        """The paths each tree changes from `base`: one `diff-tree --stdin` for all."""
+        """The paths each tree changes from `base`."""
+        listed = self.per_tree(base, trees, "-r", "--name-only", "-z", "--no-renames")
+        return {tree: [p for p in text.split("\0") if p] for tree, text in listed.items()}
+
+    def per_tree(self, base: str, trees: Sequence[str], *options: str) -> dict[str, str]:
+        """`git diff-tree OPTIONS base tree`'s output for each tree, from one process
+        (`--stdin`: each answer follows a line naming its two trees)."""
         if not trees:
             return {}
-        pairs = "".join(f"{base} {t}\n" for t in trees)
-        out = self._run(
-            "diff-tree", "--stdin", "-r", "--name-only", "-z", "--no-renames", stdin=pairs.encode()
-        ).decode("utf-8", errors="surrogateescape")
-        found: dict[str, list[str]] = {}
         headers = [f"{base} {t}\n" for t in trees]
+        out = self._run("diff-tree", "--stdin", *options, stdin="".join(headers).encode())
+        text = out.decode("utf-8", errors="surrogateescape")
+        found: dict[str, str] = {}
         position = 0
         for number, (tree, header) in enumerate(zip(trees, headers, strict=True)):
-            if not out.startswith(header, position):
+            if not text.startswith(header, position):
                 raise ReplayError(f"git diff-tree answered unexpectedly for tree {tree[:10]}")
             position += len(header)
             following = headers[number + 1] if number + 1 < len(headers) else None
-            end = out.find(following, position) if following else len(out)
-            end = len(out) if end < 0 else end
-            found[tree] = [p for p in out[position:end].split("\0") if p]
+            end = text.find(following, position) if following else len(text)
+            end = len(text) if end < 0 else end
+            found[tree] = text[position:end]
             position = end
         return found
 
     def blob(self, tree: str, path: str) -> str | None:
-        """The text of `path` in `tree`; None when it has no such file."""
+        """The text of `path` in `tree`; None when it has no such file. Read through one
+        `git cat-file --batch` process, kept for the replay's life."""
         key = (tree, path)
         if key not in self._blobs:
-            argv = pinned_argv(f"--git-dir={self.git_dir}", "cat-file", "blob", f"{tree}:{path}")
-            done = subprocess.run(
-                argv, capture_output=True, env=pinned_env(), cwd=self.git_dir, check=False
-            )
-            text = done.stdout.decode("utf-8", errors="replace") if done.returncode == 0 else None
-            self._blobs[key] = text
+            self._blobs[key] = self._read(f"{tree}:{path}")
         return self._blobs[key]
+
+    def _read(self, name: str) -> str | None:
+        if self._batch is None or self._batch.poll() is not None:
+            argv = pinned_argv(f"--git-dir={self.git_dir}", "cat-file", "--batch")
+            self._batch = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=pinned_env(),
+                cwd=self.git_dir,
+            )
+            weakref.finalize(self, _close, self._batch)
+        batch = self._batch
+        assert batch.stdin is not None and batch.stdout is not None
+        if "\n" in name:
+            return None
+        batch.stdin.write(name.encode("utf-8", errors="surrogateescape") + b"\n")
+        batch.stdin.flush()
+        header = batch.stdout.readline().split()
+        if len(header) != 3:
+            return None  # "<name> missing"
+        data = batch.stdout.read(int(header[2]) + 1)[:-1]
+        return data.decode("utf-8", errors="replace") if header[1] == b"blob" else None
+
+
+def _close(process: subprocess.Popen[bytes]) -> None:
+    if process.stdin is not None:
+        process.stdin.close()
+    process.wait()
 
 
 def _split_diff(text: str) -> dict[str, str]:

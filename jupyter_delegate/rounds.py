@@ -34,6 +34,7 @@ from .errors import DelegateError
 from .journal import Event, redact, replay_messages, secret_values
 from .outcome import check_timeout
 from .policy import PermissionRequest, is_protected, is_secret, rules_for
+from .snapshots import Snapshots
 from .task import CheckResult, Task, TaskState, told
 from .workspace import Staged, Workspace, leads_outside, max_file_mb
 
@@ -120,6 +121,7 @@ class RoundOfWork:
             context.secrets = await asyncio.to_thread(workspace.committed_secrets)
             client = self.client or client_for(context.endpoint or endpoint_from_env())
             toolbox = _toolbox(task, sandbox)
+            snapshots = Snapshots(workspace, task.id, task.worktree, task.base_commit)
             try:
                 loop = AgentLoop(
                     client=client,
@@ -137,10 +139,12 @@ class RoundOfWork:
                     model_info=task.model_info,
                     effort=task.effort,
                     compact_at=task.compact_at,
+                    snapshot=lambda: asyncio.to_thread(snapshots.take_or_none),
                 )
                 finished = await loop.run()
             finally:
                 toolbox.close()  # the file tools' thread
+                await asyncio.to_thread(snapshots.flush)
             context.tool_running = False  # a pause now stops the checks at once
             await self._conclude(task, context, sandbox, finished)
         except PausedHere:

@@ -426,7 +426,7 @@ class Workspace:
         repository's."""
         from .sandbox import OBJECTS_IN_SANDBOX, GitView
 
-        admin = self._admin_of(worktree)
+        admin = self.admin_of(worktree)
         if admin is None:
             return None
         head = (admin / "HEAD").read_text().strip()
@@ -452,7 +452,7 @@ class Workspace:
             (folder / "index").touch()  # where the worktree's own index is bound
         return GitView(folder, store / "objects", index if index.is_file() else None)
 
-    def _admin_of(self, worktree: Path) -> Path | None:
+    def admin_of(self, worktree: Path) -> Path | None:
         """Git's admin folder of one of this repository's worktrees, found from git's own
         records (never from the worktree's `.git` file, which the agent could rewrite)."""
         admins = self.common_dir / "worktrees"

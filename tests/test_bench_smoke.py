@@ -35,6 +35,7 @@ EXPECTED = {
     "git_view": ("first_view_ms_p50", "next_view_ms_p50", "worktree_add_ms_p50", "ratio_next"),
     "file_tools": ("worker_read_us_p50", "bare_read_us_p50", "ratio"),
     "live_output": ("flood_told_ms_p50", "flood_bare_ms_p50", "flood_tellings_p50"),
+    "replay": ("snapshot_ms_p50", "write_tree_ms_p50", "open_ms_p50", "open_rebuilt_ms_p50"),
 }
 # Harness time minus bare time, step by step: below zero when a tiny run is noisy.
 DIFFERENCES = {"added_ms_p50", "added_ms_p95", "added_us_p50"}

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..journal import load_detectors, redact, secret_values
 from ..outcome import Budget
+from ..policy import CHANGING_TOOLS
 from .catalogue import ModelInfo, from_table
 from .model import usage_of
 from .output_tail import OutputTail
@@ -120,6 +121,9 @@ class AgentLoop:
     # Compact the conversation when a request would reach this many input tokens (None:
     # 60% of the model's window; 0: never, and a prompt past the window fails the task).
     compact_at: int | None = None
+    # The git tree of the worktree, after a call that can change files (snapshots.py),
+    # journaled with its result; None: not taken (or it failed).
+    snapshot: Callable[[], Awaitable[str | None]] | None = None
 
     def __post_init__(self) -> None:
         _hold_stream_snapshot_type()
@@ -400,6 +404,10 @@ class AgentLoop:
                 output = await self._run_tool(call["id"], call["name"], local["input"])
                 output_text, is_error = output.content, output.is_error  # type: ignore[assignment]
                 malformed, meta = output.malformed, dict(output.meta)
+                if self.snapshot is not None and call["name"] in CHANGING_TOOLS:
+                    tree = await self.snapshot()
+                    if tree:
+                        meta["tree"] = tree
             results.append(self._result(call, output_text, is_error=is_error, **meta))
             self._count_malformed(malformed)
         self.messages.append({"role": "user", "content": results})

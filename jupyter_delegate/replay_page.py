@@ -54,7 +54,9 @@ THEME = """
 }
 html { background: var(--jp-layout-color0); }
 body { margin: 0 auto; padding: 12px 16px 32px; max-width: 90em; }
-.jd-footer { margin-top: 16px; font: 12px system-ui, sans-serif; color: var(--jp-content-font-color2); }
+.jd-footer {
+  margin-top: 16px; font: 12px system-ui, sans-serif; color: var(--jp-content-font-color2);
+}
 """
 
 

@@ -8,6 +8,7 @@ reaches quickly (1,000 steps)."""
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 from typing import Any
 
@@ -17,26 +18,27 @@ HOSTILE = "All done </script><script>window.pwned = 1</script><!-- and & more"
 
 
 def _diff(files: dict[str, str]) -> str:
-    out = []
-    for path in sorted(files):
-        old = BASE_TEXT if path == BASE else ""
-        new = files[path]
-        if old == new:
-            continue
-        lines = list(
-            difflib.unified_diff(
-                old.splitlines(keepends=True),
-                new.splitlines(keepends=True),
-                "/dev/null" if not old else f"a/{path}",
-                f"b/{path}",
-            )
+    return "".join(_file_diff(path, files[path]) for path in sorted(files))
+
+
+@functools.cache
+def _file_diff(path: str, new: str) -> str:
+    old = BASE_TEXT if path == BASE else ""
+    if old == new:
+        return ""
+    lines = list(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            "/dev/null" if not old else f"a/{path}",
+            f"b/{path}",
         )
-        head = [f"diff --git a/{path} b/{path}\n"]
-        if not old:
-            head.append("new file mode 100644\n")
-        head.append("index 1111111..2222222 100644\n")
-        out.append("".join(head + lines))
-    return "".join(out)
+    )
+    head = [f"diff --git a/{path} b/{path}\n"]
+    if not old:
+        head.append("new file mode 100644\n")
+    head.append("index 1111111..2222222 100644\n")
+    return "".join(head + lines)
 
 
 def _tree(files: dict[str, str]) -> str:
@@ -80,7 +82,9 @@ def synthetic_replay(n: int = 12, rounds: int = 2) -> dict[str, Any]:
         elif kind == 2:
             tool = {"id": f"t{i}", "name": "bash", "input": {"command": "pytest -q"}}
             result = {**_ok("F.\n1 failed, 1 passed in 0.02s"), "exit_code": 1}
-            permissions = [{"tool": "bash", "decision": "allow", "rule": "bash(pytest*)", "by": "policy"}]
+            permissions = [
+                {"tool": "bash", "decision": "allow", "rule": "bash(pytest*)", "by": "policy"}
+            ]
         elif kind == 3:
             tool = {"id": f"t{i}", "name": "bash", "input": {"command": "curl https://example.com"}}
             result = {
@@ -90,7 +94,9 @@ def synthetic_replay(n: int = 12, rounds: int = 2) -> dict[str, Any]:
                 "denied": True,
                 "sandbox": None,
             }
-            permissions = [{"tool": "bash", "decision": "deny", "rule": "bash(curl*)", "by": "policy"}]
+            permissions = [
+                {"tool": "bash", "decision": "deny", "rule": "bash(curl*)", "by": "policy"}
+            ]
         elif kind == 4:
             tool = {"id": f"t{i}", "name": "bash", "input": {"command": "pytest -q"}}
             result = _ok("..\n2 passed in 0.01s")

@@ -48,15 +48,15 @@ def test_saved_replay_renders_without_a_kernel_through_the_mime_renderer(
     nbformat.write(nbformat.v4.new_notebook(cells=[cell]), notebook)
     # Trusted, as the notebook's author's own: both renderers may draw; rank chooses.
     env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data")}
-    subprocess.run(
-        [sys.executable, "-m", "jupyter", "trust", str(notebook)], env=env, check=True
-    )
+    subprocess.run([sys.executable, "-m", "jupyter", "trust", str(notebook)], env=env, check=True)
     with urllib.request.urlopen(f"{base}/api/contents/replay.ipynb") as reply:
         saved = json.load(reply)["content"]
     assert saved["cells"][0]["metadata"].get("trusted") is True
     probe = next(s["index"] for s in data["steps"] if s["tool"] and s["tool"]["name"] == "write")
     summary = run_script(
-        "browser-replay-lab.mjs", {"base": base, "notebook": "replay.ipynb", "probe": probe}, tmp_path
+        "browser-replay-lab.mjs",
+        {"base": base, "notebook": "replay.ipynb", "probe": probe},
+        tmp_path,
     )
     assert summary["errors"] == []
     assert summary["widgetError"] == 0

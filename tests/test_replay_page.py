@@ -7,6 +7,7 @@ list and the keys change the step shown, its cost and its diff, which is the tas
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -21,6 +22,7 @@ from browser import ROOT, needs_chromium, needs_node, run_script
 from replay_data import HOSTILE, synthetic_replay
 
 from conftest import CHECK, FIX_TURNS, Factory
+from jupyter_delegate.cli import main
 from jupyter_delegate.outcome import Outcome
 from jupyter_delegate.replay import replay
 from jupyter_delegate.replay_page import SCRIPT, embedded_json, replay_html
@@ -117,8 +119,10 @@ def test_offline_page_steps_through_a_real_task_from_file_url(
     data = replay(task).to_dict(diffs=True)
     steps = data["steps"]
     assert data["task"]["rounds"] == 2 and len(steps) >= 7
-    page = tmp_path / "replay.html"
-    page.write_text(replay_html(data), encoding="utf-8")
+    page = tmp_path / "replay.html"  # written as a teacher would
+    argv = ["replay", "fix-add", "--repo", repo.working_dir, "--html", str(page)]
+    assert main(argv, out=io.StringIO()) == 0
+    assert page.read_text(encoding="utf-8") == replay_html(data)
     edit = next(s["index"] for s in steps if s["tool"] and s["tool"]["name"] == "edit")
     write = next(s["index"] for s in steps if s["tool"] and s["tool"]["name"] == "write")
     probe = [0, edit, write, len(steps) - 1]
@@ -145,10 +149,13 @@ def test_offline_page_steps_through_a_real_task_from_file_url(
         assert shown["step"] == index and shown["selected"] == [index]
         assert shown["position"] == f"step {index + 1} of {len(steps)}"
         assert shown["cost"] == f"${step['cost_usd']:.4f}"
-        # The diff shown is the step's, file by file and line by line.
+        # The diff shown is the step's, file by file and line by line: what git says
+        # changed from the base to the worktree's snapshot at that step.
         truth = data["diffs"][step["tree"]]
         assert shown["diffFiles"] == changed_files(truth)
         assert shown["added"] == added_lines(truth)
+        if not step["reconstructed"]:
+            assert truth == git_diff(repo, data["task"]["base"], step["tree"])
     assert summary["steps"][f"slider-{edit}"]["added"] == ["    return a + b"]
     assert "test_negative.py" in summary["steps"][f"slider-{write}"]["diffFiles"]
     assert summary["steps"]["slider-0"]["diffEmpty"] == "No changes from the base yet."
@@ -198,7 +205,9 @@ def test_a_thousand_steps_open_in_under_a_second_and_the_text_stays_text(
     page = tmp_path / "big.html"
     page.write_text(replay_html(data), encoding="utf-8")
     summary = run_script(
-        "browser-replay-page.mjs", {"page": str(page), "probe": [500, 999]}, tmp_path
+        "browser-replay-page.mjs",
+        {"page": str(page), "probe": [500, 999], "schemes": ["light"]},
+        tmp_path,
     )
     drawn = summary["light_drawn_ms"]  # from the navigation's start to the replay drawn
     print(f"1,000 steps: {page.stat().st_size:,} bytes; drawn {drawn:.0f} ms after opening")

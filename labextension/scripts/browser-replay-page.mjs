@@ -1,7 +1,8 @@
 // The offline replay page (jupyter_delegate/replay_page.py) opened from file:// with no
 // server. Run by tests/test_replay_page.py: node scripts/browser-replay-page.mjs SPEC.json,
 // where SPEC is {"page": absolute path of the HTML file, "chromium", "artifacts",
-// "screenshots": {"light": PATH, "dark": PATH} (optional), "probe": [step indexes]}.
+// "screenshots": {"light": PATH, "dark": PATH} (optional), "probe": [step indexes],
+// "schemes": ["light", "dark"] (default both), "sweep": redraws timed (default 50)}.
 // It records every request the page makes (none may leave file://), moves the slider, clicks
 // the step list, presses keys, and reads what the detail pane shows at each step.
 // Prints a JSON summary as its last line.
@@ -50,7 +51,7 @@ async function settle(page) {
 
 const browser = await launch(spec);
 try {
-  for (const scheme of ['light', 'dark']) {
+  for (const scheme of spec.schemes || ['light', 'dark']) {
     const context = await browser.newContext({
       colorScheme: scheme,
       viewport: { width: 1280, height: 900 },
@@ -109,21 +110,24 @@ try {
       await settle(page);
       summary.afterEnd = await shown(page);
       // time a sweep over every step, one redraw each
-      const sweep = await page.evaluate(async () => {
+      const sweep = await page.evaluate(async count => {
         const slider = document.querySelector('.jdp-slider');
         const n = Number(slider.max) + 1;
+        const stride = Math.max(1, Math.floor(n / count));
         const started = performance.now();
-        for (let i = 0; i < n; i += Math.max(1, Math.floor(n / 200))) {
+        let redraws = 0;
+        for (let i = 0; i < n; i += stride, redraws++) {
           slider.value = String(i);
           slider.dispatchEvent(new Event('input', { bubbles: true }));
           await new Promise(r => requestAnimationFrame(r));
         }
-        return { redraws: Math.ceil(n / Math.max(1, Math.floor(n / 200))), ms: performance.now() - started };
-      });
+        return { redraws, ms: performance.now() - started };
+      }, spec.sweep || 50);
       summary.sweep = sweep;
       await page.locator(`.jdp-step[data-index="${spec.screenshot_step ?? 1}"]`).click();
       await settle(page);
-      await page.locator('.jdp-thinking summary').first().click().catch(() => undefined);
+      const thinking = page.locator('.jdp-thinking summary');
+      if (await thinking.count()) await thinking.first().click(); // unfolded in the screenshot
     } else {
       await page.locator(`.jdp-step[data-index="${spec.screenshot_step ?? 1}"]`).click();
       await settle(page);

@@ -40,6 +40,7 @@ describe('replay renderer', () => {
     expect(el.querySelector('.jdp-step.jdp-on')!.getAttribute('data-index')).toBe('0');
     expect(el.querySelector('.jdp-words')!.textContent).toContain('Let me look at the code');
     expect(el.querySelector('.jdp-thinking summary')!.textContent).toBe('Thinking (summarised)');
+    expect(el.textContent).not.toMatch(/null|undefined|NaN|\[object/);
   });
 
   it('moves with the slider, the list and the keys, redrawing only the detail', async () => {
@@ -68,6 +69,12 @@ describe('replay renderer', () => {
     await settle();
     expect(slider.value).toBe(String(data.steps.length - 1));
     expect(list.children.length).toBe(rows); // the list was drawn once
+    for (const index of [1, 2, 3, 4, 5, 6]) {
+      (el.querySelector(`.jdp-step[data-index="${index}"]`) as HTMLElement).click();
+      await settle();
+      // no missing value written out ("null" beside a step that was not reconstructed)
+      expect(el.querySelector('.jdp-detail')!.textContent).not.toMatch(/null|undefined|NaN|\[object/);
+    }
   });
 
   it('keeps the agent\u2019s markup as text', async () => {

@@ -35,6 +35,11 @@ export function h(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** `node`'s children replaced by `children` (nested lists flattened, null and false left out). */
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 const SVG = 'http://www.w3.org/2000/svg';
 function svg(tag, attrs = {}) {
   const node = document.createElementNS(SVG, tag);
@@ -166,7 +171,7 @@ export function render({ model, el }) {
   function build() {
     const task = data.task || {};
     const lastStep = steps[steps.length - 1];
-    head.replaceChildren(
+    fill(head,
       h('span', { class: 'jdp-name' }, task.name || task.id || 'task'),
       task.name && task.id ? h('code', { class: 'jdp-dim' }, task.id) : null,
       task.state ? h('span', { class: `jdp-state jdp-state-${task.state}` }, task.state) : null,
@@ -346,7 +351,7 @@ export function render({ model, el }) {
   function showDiff(step) {
     const files = step.files || [];
     const changed = current > 0 && steps[current - 1].tree !== step.tree;
-    diffHead.replaceChildren(
+    fill(diffHead,
       h('span', { class: 'jdp-label jdp-section' }, 'Worktree vs base'),
       h('span', { class: 'jdp-dim jdp-files', title: files.join('\n') }, files.length
         ? `${files.length} file${files.length === 1 ? '' : 's'} differ: ${files.slice(0, 8).join(', ')}${files.length > 8 ? `, and ${files.length - 8} more` : ''}`

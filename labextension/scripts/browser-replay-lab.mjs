@@ -1,12 +1,16 @@
-// A saved notebook's replay output in JupyterLab with no kernel: the MIME renderer
-// (src/replay-mime.ts) draws it from the output's own data, in place of the widget view
-// the same output carries (whose kernel is gone). Run by tests/test_browser_replay.py:
-// node scripts/browser-replay-lab.mjs SPEC.json, SPEC {"base", "notebook", "probe": step
-// index, "chromium", "artifacts"}. Screenshots: replay-lab-light.png, replay-lab-dark.png.
+// The replay in JupyterLab. Run by tests/test_browser_replay.py: node
+// scripts/browser-replay-lab.mjs SPEC.json, SPEC {"base", "notebook", "probe": step index,
+// "run": bool, "prefix": screenshot name prefix, "chromium", "artifacts"}.
+// - run false: a saved notebook's replay output with no kernel: the MIME renderer
+//   (src/replay-mime.ts) draws it from the output's own data, in place of the widget view
+//   the same output carries (whose kernel is gone);
+// - run true (the extension disabled): Run All Cells; anywidget draws the ReplayView, whose
+//   diffs the kernel sends when a step is shown.
+// Screenshots: PREFIX-light.png, PREFIX-dark.png.
 // Prints a JSON summary as its last line.
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
-import { check, dismissKernelDialog, launch, setTheme } from './lib.mjs';
+import { acceptKernel, check, dismissKernelDialog, launch, runAll, setTheme } from './lib.mjs';
 
 const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const summary = { errors: [] };
@@ -15,12 +19,21 @@ const page = await browser.newPage({ viewport: { width: 1360, height: 900 } });
 try {
   page.on('pageerror', e => summary.errors.push(String(e)));
   await page.goto(`${spec.base}/lab/tree/${spec.notebook}`);
-  await dismissKernelDialog(page);
+  if (spec.run) {
+    // JupyterLab may ask which kernel to start: the notebook's own
+    await page.locator('.jp-Dialog').waitFor({ state: 'visible', timeout: 15000 }).catch(() => undefined);
+    await acceptKernel(page);
+    await runAll(page).catch(async error => {
+      const dialog = await page.locator('.jp-Dialog').textContent().catch(() => '');
+      throw new Error(`Run All failed (dialog: ${dialog}): ${error}`);
+    });
+  }
+  else await dismissKernelDialog(page);
   await page.locator('.jp-Notebook .jdp-step').first().waitFor({ timeout: 60000 });
   summary.outputs = await page.$$eval('.jp-Notebook .jp-OutputArea-output', els =>
     els.map(e => ({
       replay: e.classList.contains('jd-replay'),
-      widget: e.classList.contains('jupyter-widgets')
+      widget: e.classList.contains('jupyter-widgets') || Boolean(e.querySelector('.jupyter-widgets'))
     }))
   );
   summary.count = await page.locator('.jp-Notebook .jdp-step').count();
@@ -47,12 +60,12 @@ try {
   summary.afterJ = 2;
   await page.locator('.jp-Notebook .jdp-step[data-index="' + spec.probe + '"]').click();
   await page.waitForTimeout(300);
-  await page.locator('.jp-Notebook .jdp').screenshot({ path: join(spec.artifacts, 'replay-lab-light.png') });
+  await page.locator('.jp-Notebook .jdp').screenshot({ path: join(spec.artifacts, `${spec.prefix || 'replay-lab'}-light.png`) });
   await setTheme(page, 'JupyterLab Dark');
   summary.darkBackground = await page.evaluate(
     () => getComputedStyle(document.querySelector('.jp-Notebook .jdp')).backgroundColor
   );
-  await page.locator('.jp-Notebook .jdp').screenshot({ path: join(spec.artifacts, 'replay-lab-dark.png') });
+  await page.locator('.jp-Notebook .jdp').screenshot({ path: join(spec.artifacts, `${spec.prefix || 'replay-lab'}-dark.png`) });
   await setTheme(page, 'JupyterLab Light');
 } finally {
   await browser.close();

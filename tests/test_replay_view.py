@@ -1,7 +1,8 @@
 """The replay in the notebook: `ReplayView` (its data trait, the diff a front end asks for
 answered from `Replay.diff_at`, its display bundle carrying the replay MIME type with
 every diff) and `%delegate replay NAME` in a real kernel (nbclient): the widget and the
-MIME bundle shown; an unknown task is one red line."""
+MIME bundle shown, from a task's name or its journal file; an unknown task is one red
+line."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import git
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from replay_data import synthetic_replay
 
 from conftest import CHECK, FIX_TURNS, Factory, until
 from jupyter_delegate.notebook.replay_view import REPLAY_MIME, ReplayView
@@ -78,6 +80,7 @@ def test_magic_shows_the_replay_widget_and_mime_bundle_and_unknown_task_is_one_r
             nbformat.v4.new_code_cell("%load_ext jupyter_delegate"),
             nbformat.v4.new_code_cell(f"%delegate replay fix --repo {repo.working_dir}"),
             nbformat.v4.new_code_cell(f"%delegate replay nosuch --repo {repo.working_dir}"),
+            nbformat.v4.new_code_cell(f"%delegate replay {task.journal_path}"),
         ]
     )
     NotebookClient(
@@ -100,3 +103,20 @@ def test_magic_shows_the_replay_widget_and_mime_bundle_and_unknown_task_is_one_r
     assert error["output_type"] == "error" and error["ename"] == "TaskNotFound"
     assert len(error["traceback"]) == 1  # one red line, no traceback
     assert "No task 'nosuch'" in error["traceback"][0]
+    # a journal file (copied from another machine, say) replays the same steps
+    (from_journal,) = notebook.cells[3].outputs
+    assert from_journal["data"][REPLAY_MIME]["steps"] == replayed["steps"]
+
+
+def test_hand_made_replay_data_has_the_shape_of_a_real_one(task: Task) -> None:
+    """The front-end tests' data (tests/replay_data.py, and the vitest suite's fixture made
+    from it) has the keys a real replay has, so they test what the front ends will meet."""
+    real = replay(task).to_dict(diffs=True)
+    made = synthetic_replay(8)
+    assert set(made) | {"warnings"} == set(real)
+    assert set(made["task"]) == set(real["task"])
+    assert set(made["steps"][0]) | {"reconstructed"} == set(real["steps"][0])
+    real_result = next(s["result"] for s in real["steps"] if s["result"])
+    assert set(made["steps"][0]["result"]) == set(real_result)
+    fixture = Path(__file__).parent.parent / "labextension/tests/fixtures/replay.json"
+    assert json.loads(fixture.read_text()) == made  # regenerate it if synthetic_replay changes

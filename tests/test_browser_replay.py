@@ -46,8 +46,9 @@ def test_saved_replay_renders_without_a_kernel_through_the_mime_renderer(
     data = bundle[REPLAY_MIME]
     output = nbformat.v4.new_output("execute_result", data=bundle, execution_count=1)
     cell = nbformat.v4.new_code_cell("%delegate replay fix-add", outputs=[output])
+    below = nbformat.v4.new_markdown_cell("The cell below the replay.")
     notebook = root / "replay.ipynb"
-    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), notebook)
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell, below]), notebook)
     # Trusted, as the notebook's author's own: both renderers may draw; rank chooses.
     env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data")}
     subprocess.run([sys.executable, "-m", "jupyter", "trust", str(notebook)], env=env, check=True)
@@ -73,6 +74,10 @@ def test_saved_replay_renders_without_a_kernel_through_the_mime_renderer(
     assert shown["diffFiles"] == changed_files(truth) and "test_negative.py" in shown["diffFiles"]
     assert shown["added"] == added_lines(truth)
     assert summary["darkBackground"] != "rgb(255, 255, 255)"
+    # j (list focused) and ArrowDown (slider focused) stepped the replay from step 1, and
+    # JupyterLab's cell selection stayed on the replay's cell
+    assert (summary["afterJ"], summary["afterDown"]) == (2, 3)
+    assert summary["activeBefore"] == summary["activeAfter"] == 0
 
 
 @needs_node

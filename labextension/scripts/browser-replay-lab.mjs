@@ -53,11 +53,22 @@ try {
     diffFiles: [...document.querySelectorAll('.jdp .d2h-file-name')].map(n => n.textContent.trim()),
     added: [...document.querySelectorAll('.jdp .d2h-ins .d2h-code-line-ctn')].map(n => n.textContent)
   }));
-  // j in the replay steps it (JupyterLab's own j, "select the cell below", is suppressed)
+  // j and ArrowDown step the replay, not JupyterLab's cell selection ("select the cell
+  // below" in command mode), whether the list or the slider has the focus
+  const activeCell = () => page.evaluate(() =>
+    [...document.querySelectorAll('.jp-Notebook .jp-Cell')].findIndex(c => c.classList.contains('jp-mod-active'))
+  );
+  const stepShown = () => page.evaluate(() => Number(document.querySelector('.jp-Notebook .jdp').dataset.step));
   await page.locator('.jp-Notebook .jdp-step[data-index="1"]').click();
+  summary.activeBefore = await activeCell();
   await page.keyboard.press('j');
-  await page.waitForFunction(() => document.querySelector('.jp-Notebook .jdp').dataset.step === '2', null, { timeout: 5000 });
-  summary.afterJ = 2;
+  await page.waitForTimeout(200);
+  summary.afterJ = await stepShown();
+  await page.locator('.jp-Notebook .jdp-slider').focus();
+  await page.keyboard.press('ArrowDown');
+  await page.waitForTimeout(200);
+  summary.afterDown = await stepShown();
+  summary.activeAfter = await activeCell();
   await page.locator('.jp-Notebook .jdp-step[data-index="' + spec.probe + '"]').click();
   await page.waitForTimeout(300);
   await page.locator('.jp-Notebook .jdp').screenshot({ path: join(spec.artifacts, `${spec.prefix || 'replay-lab'}-light.png`) });

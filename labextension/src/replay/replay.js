@@ -138,7 +138,7 @@ export function render({ model, el }) {
   let diffTimer = 0;
   let lastMove = 0;
 
-  const root = h('div', { class: 'jdp', tabindex: '0', 'data-lm-suppress-shortcuts': 'true' });
+  const root = h('div', { class: 'jdp', tabindex: '0' });
   el.replaceChildren(root);
 
   // -- the frame: head, controls, meter, list, detail ----------------------------------------
@@ -462,22 +462,27 @@ export function render({ model, el }) {
       root.focus({ preventScroll: true });
     }
   });
-  root.addEventListener('keydown', (event) => {
-    if (event.altKey || event.ctrlKey || event.metaKey) return;
-    const onSlider = event.target === slider;
+  // The keys, taken while the focus is in the replay, before JupyterLab's shortcuts see
+  // them (its j, k and arrows move the cell selection; it listens in the capture phase on
+  // the document, so this listens on the window); any other key, Ctrl+S, Shift+Enter,
+  // goes on to JupyterLab.
+  function onKey(event) {
+    if (!root.contains(event.target) || event.altKey || event.ctrlKey || event.metaKey) return;
     const key = event.key;
+    const tag = event.target.tagName;
     let handled = true;
-    if (key === 'j' || ((key === 'ArrowRight' || key === 'ArrowDown') && !onSlider)) step(1);
-    else if (key === 'k' || ((key === 'ArrowLeft' || key === 'ArrowUp') && !onSlider)) step(-1);
-    else if (key === 'Home' && !onSlider) go(0);
-    else if (key === 'End' && !onSlider) go(steps.length - 1);
-    else if (key === ' ' && event.target.tagName !== 'BUTTON') toggle();
+    if (key === 'j' || key === 'ArrowRight' || key === 'ArrowDown') step(1);
+    else if (key === 'k' || key === 'ArrowLeft' || key === 'ArrowUp') step(-1);
+    else if (key === 'Home') go(0);
+    else if (key === 'End') go(steps.length - 1);
+    else if (key === ' ' && tag !== 'BUTTON' && tag !== 'SUMMARY') toggle();
     else handled = false;
     if (handled) {
       event.preventDefault();
       event.stopPropagation();
     }
-  });
+  }
+  window.addEventListener('keydown', onKey, true);
 
   function onData() {
     data = model.get('data') || {};
@@ -498,6 +503,7 @@ export function render({ model, el }) {
   return () => {
     stop();
     clearTimeout(diffTimer);
+    window.removeEventListener('keydown', onKey, true);
     model.off('msg:custom', onMessage);
     model.off('change:data', onData);
   };

@@ -523,12 +523,8 @@ def cmd_replay(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> i
     for warning in found.warnings:
         sys.stderr.write(printable(f"jupyter delegate replay: warning: {warning}\n"))
     if target is not None:
-        try:
-            from .replay_page import replay_html  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            raise UsageError(
-                "--html is not available in this build (no replay page yet)."
-            ) from None
+        from .replay_page import replay_html
+
         target.write_text(replay_html(found.to_dict(diffs=True)), encoding="utf-8")
         out.write(
             f"Wrote the replay of task {found.task['id']} ({len(found)} steps) to {target}.\n"

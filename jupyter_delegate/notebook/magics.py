@@ -11,6 +11,7 @@
     %delegate request-changes ID TEXT | cancel ID | pause ID | resume ID
     %delegate handoff ID -o FILE | resume --from FILE [--review-only]
     %delegate wait ID|PLAN|all [--timeout S]
+    %delegate replay ID [--repo P]         the task step by step (ReplayView)
     %delegate restore [NOTEBOOK]
     %delegate skills [list | show NAME | check [NAME] | trust NAME... | trust --all] [--repo P]
     %delegate prefer TEXT [--repo P]      %delegate prefs [remove ID] [--repo P]
@@ -159,6 +160,13 @@ def _wait_parser(command: str) -> _Parser:
     return parser
 
 
+def _replay_parser(command: str) -> _Parser:
+    parser = _Parser(f"%delegate {command}")
+    parser.add_argument("id", metavar="ID")  # a task's id or name, its folder or journal
+    parser.add_argument("--repo")
+    return parser
+
+
 def _restore_parser(command: str) -> _Parser:
     parser = _Parser(f"%delegate {command}")
     parser.add_argument("notebook", nargs="?")
@@ -208,6 +216,7 @@ SUBCOMMANDS: dict[str, Callable[[str], _Parser]] = {
     "restart": _restart_parser,
     "handoff": _task_parser,
     "wait": _wait_parser,
+    "replay": _replay_parser,
     "restore": _restore_parser,
     "skills": _skills_parser,
     "prefer": _prefer_parser,
@@ -320,6 +329,11 @@ class DelegateMagics(Magics):
             %delegate wait ID|all [--timeout S]   block until review or end
             %delegate wait PLAN [--timeout S]     until the plan is ready or ended, or
                                               every subtask needs you
+            %delegate replay ID [--repo P]    the task step by step: a slider over its
+                                              steps, each with the agent's words, the
+                                              call and its result, cost, context, and
+                                              the worktree's diff (ID may also be a
+                                              task's folder or journal.jsonl)
             %delegate restore [NOTEBOOK]      re-attach the tasks recorded in a notebook
 
         What the agent knows beyond the outcome (without --repo: the repository of the
@@ -727,6 +741,15 @@ class DelegateMagics(Magics):
             plan.wait(timeout=left)
             self._refresh_plan(plan)
         return WaitResult(chosen, plans)
+
+    def _cmd_replay(self, args: argparse.Namespace) -> Any:
+        from ..replay import replay
+        from .replay_view import ReplayView
+
+        given = Path(args.id).expanduser()
+        journal = (os.sep in args.id or given.suffix == ".jsonl") and given.exists()
+        target: Task | str = args.id if journal else self.manager.get(args.id, args.repo)
+        return ReplayView(replay(target, args.repo))
 
     def _cmd_restore(self, args: argparse.Namespace) -> TaskTable:
         path = Path(args.notebook) if args.notebook else notebook_path(self.shell)

@@ -15,6 +15,7 @@ import { Widget } from '@lumino/widgets';
 
 import { liveWidgetBeside, renderCard } from './card';
 import { MIME, cardModel, parseRecord } from './model';
+import { replayExtension } from './replay-mime';
 import { RESUMABLE, hideStaleViews } from './stale';
 
 /** The event a card's Resume button dispatches (bubbling, cancelable) with the task's id
@@ -143,4 +144,5 @@ const extension: IRenderMime.IExtension = {
   dataType: 'json'
 };
 
-export default extension;
+// The task record's card, and a task's replay (replay-mime.ts).
+export default [extension, replayExtension];

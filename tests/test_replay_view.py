@@ -72,6 +72,32 @@ def test_display_bundle_carries_the_replay_with_its_diffs(task: Task) -> None:
         view.close()
 
 
+def test_a_long_replay_is_shown_at_once_and_its_diffs_follow_as_an_update(
+    task: Task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from jupyter_delegate.notebook import replay_view
+
+    monkeypatch.setattr(replay_view, "DIFFS_AT_ONCE", 0)  # every replay counts as long
+    InteractiveShell.instance()
+    the_replay = replay(task)
+    view = ReplayView(the_replay)
+    try:
+        with capture_output() as captured:
+            view.show()
+            until(lambda: len(captured.outputs) == 2, what="the update with the diffs")
+        first, then = captured.outputs
+        assert first.data[REPLAY_MIME]["diffs_pending"] is True
+        assert "diffs" not in first.data[REPLAY_MIME] and not first.update
+        assert then.update and then.transient == first.transient  # the same output, updated
+        assert then.data[REPLAY_MIME] == json.loads(json.dumps(the_replay.to_dict(diffs=True)))
+    finally:
+        view.close()
+        InteractiveShell.clear_instance()
+
+
 def test_magic_shows_the_replay_widget_and_mime_bundle_and_unknown_task_is_one_red_line(
     task: Task, repo: git.Repo, tmp_path: Path
 ) -> None:
@@ -91,7 +117,7 @@ def test_magic_shows_the_replay_widget_and_mime_bundle_and_unknown_task_is_one_r
         resources={"metadata": {"path": str(tmp_path)}},
     ).execute()
     (shown,) = notebook.cells[1].outputs
-    assert shown["output_type"] == "execute_result"
+    assert shown["output_type"] == "display_data"
     data = shown["data"]
     assert WIDGET_MIME in data
     replayed = data[REPLAY_MIME]

@@ -749,7 +749,8 @@ class DelegateMagics(Magics):
         given = Path(args.id).expanduser()
         journal = (os.sep in args.id or given.suffix == ".jsonl") and given.exists()
         target: Task | str = args.id if journal else self.manager.get(args.id, args.repo)
-        return ReplayView(replay(target, args.repo))
+        ReplayView(replay(target, args.repo)).show()
+        return None
 
     def _cmd_restore(self, args: argparse.Namespace) -> TaskTable:
         path = Path(args.notebook) if args.notebook else notebook_path(self.shell)

@@ -10,7 +10,10 @@ as a custom message ({"kind": "diff", "tree", "diff"} or {..., "error"}).
 Its display bundle also carries `REPLAY_MIME` with the data and every step's diff, so a
 saved notebook shows the replay without a kernel: JupyterLab's MIME renderer
 (labextension/src/replay-mime.ts) draws it, ranked before the widget view; front ends
-without the extension draw the widget.
+without the extension draw the widget. Every diff of a long task takes seconds (about 5 ms
+a worktree, bench/replay.py), so `show` draws a replay of more than `DIFFS_AT_ONCE`
+worktrees at once without them (`diffs_pending` in its data) and updates the output with
+them from a thread when they are made.
 
 Not here: reading the journal (replay.py), the `%delegate replay` magic (magics.py), the
 offline HTML page (replay_page.py).
@@ -33,6 +36,7 @@ from ..replay import Replay
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 REPLAY_MIME = "application/vnd.jupyter-delegate.replay+json"
+DIFFS_AT_ONCE = 100  # worktrees whose diffs a replay is shown with at once (about 0.5 s)
 MISSING_FRONT_END = """export default { render({ el }) {
   el.textContent = "The replay's front end is not built: run `npm run build` in labextension/.";
 } };
@@ -56,7 +60,31 @@ class ReplayView(anywidget.AnyWidget):
     def __init__(self, replay: Replay, **kwargs: Any) -> None:
         super().__init__(data=replay.to_dict(diffs=False), **kwargs)
         self.replay = replay
+        self._with_diffs: dict[str, Any] | None = None  # the MIME data, once its diffs are made
         self.on_msg(self._on_msg)
+
+    def show(self) -> None:
+        """Display the replay in the notebook: at once with its diffs when it has few
+        worktrees, else at once without them and again, from a thread, with them."""
+        from IPython.display import display
+
+        trees = {step.tree for step in self.replay.steps if step.tree is not None}
+        if len(trees) <= DIFFS_AT_ONCE:
+            self._with_diffs = self.replay.to_dict(diffs=True)
+            display(self)
+            return
+        handle = display(self, display_id=True)
+
+        def make_diffs() -> None:
+            try:
+                self._with_diffs = self.replay.to_dict(diffs=True)
+            except Exception:  # the widget still asks for each step's diff on its own
+                log.exception("replay diffs of %s", self.replay.task.get("id"))
+                return
+            if handle is not None:
+                handle.update(self)
+
+        threading.Thread(target=make_diffs, daemon=True, name="ReplayView-diffs").start()
 
     def __repr__(self) -> str:
         task = self.replay.task
@@ -68,7 +96,11 @@ class ReplayView(anywidget.AnyWidget):
         data, metadata = shown if isinstance(shown, tuple) else (shown, {})
         if data is None:
             return None
-        data = {**data, "text/plain": repr(self), REPLAY_MIME: self.replay.to_dict(diffs=True)}
+        full = self._with_diffs
+        if full is None and len(self.replay) <= DIFFS_AT_ONCE:
+            full = self._with_diffs = self.replay.to_dict(diffs=True)
+        shown_data = full if full is not None else {**self.data, "diffs_pending": True}
+        data = {**data, "text/plain": repr(self), REPLAY_MIME: shown_data}
         return data, metadata
 
     def _on_msg(self, _widget: Any, content: Mapping[str, Any], _buffers: Any) -> None:

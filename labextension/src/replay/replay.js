@@ -389,7 +389,9 @@ export function render({ model, el }) {
     const state = asked.get(tree);
     shownTree = undefined; // redraw when the answer comes
     const why = !canAsk
-      ? 'This export does not carry the diff of this step.'
+      ? data.diffs_pending
+        ? 'The kernel is still making the diffs of this long task; they appear here when done.'
+        : 'This export does not carry the diff of this step.'
       : state === 'pending' ? 'Loading the diff\u2026' : `The diff could not be read: ${state}`;
     diffBodyEl.replaceChildren(h('div', { class: 'jdp-diff-empty jdp-diff-wait' }, why));
   }

@@ -66,8 +66,9 @@ class ReplayView(anywidget.AnyWidget):
     def show(self) -> None:
         """Display the replay in the notebook: at once with its diffs when it has few
         worktrees, else at once without them and again, from a thread, with them."""
-        from IPython.display import display
+        from IPython import display as ipython_display
 
+        display: Any = ipython_display.display  # IPython's own is not typed
         trees = {step.tree for step in self.replay.steps if step.tree is not None}
         if len(trees) <= DIFFS_AT_ONCE:
             self._with_diffs = self.replay.to_dict(diffs=True)

@@ -57,7 +57,7 @@ def make_repo(path: Path, files: int) -> Path:
 
 def run(size: str = "full") -> dict[str, Any]:
     from jupyter_delegate.outcome import Outcome
-    from jupyter_delegate.replay import replay
+    from jupyter_delegate.replaying import replay
     from jupyter_delegate.snapshots import Snapshots
     from jupyter_delegate.workspace import Workspace
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .context import Preference, SkillStatus
     from .manager import TaskManager
     from .planning import Plan, PlanSpec
-    from .replay import Replay
+    from .replaying import Replay
 
 Repo = str | os.PathLike[str]
 
@@ -245,7 +245,7 @@ def replay(task: Task | str | os.PathLike[str], repo: Repo | None = None) -> Rep
     permissions, cost so far, context size, compactions, and the worktree's diff as of
     that step (`Replay.diff_at(i)`). Works on a running task, a finished one, and one
     received from another machine."""
-    from .replay import replay as replay_
+    from .replaying import replay as replay_
 
     return replay_(task, repo)
 

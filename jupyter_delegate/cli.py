@@ -509,7 +509,7 @@ def cmd_diff(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int
 
 def cmd_replay(args: argparse.Namespace, manager: TaskManager, out: TextIO) -> int:
     """A task step by step from its journal: the step list, its JSON, or an HTML page."""
-    from .replay import replay
+    from .replaying import replay
 
     target = Path(args.html).expanduser() if args.html else None
     if target is not None and not target.parent.is_dir():

@@ -1,14 +1,14 @@
 """A task's replay as one self-contained HTML file a teacher can hand out.
 
 `replay_html(data)` takes the replay contract's data (`Replay.to_dict(diffs=True)`,
-jupyter_delegate/replay.py) and returns one page: the replay's front end (the same
+jupyter_delegate/replaying.py) and returns one page: the replay's front end (the same
 renderer as the notebook widget and the JupyterLab MIME renderer,
 labextension/src/replay/, bundled by `npm run build` into notebook/static/) and its
 stylesheet inlined, the data embedded as JSON in a `<script type="application/json">`,
 light or dark as the reader's system prefers. It opens from file:// and makes no network
 request: a Content-Security-Policy forbids any.
 
-Not here: reading a journal or computing diffs (replay.py), the CLI's `--html FILE`
+Not here: reading a journal or computing diffs (replaying.py), the CLI's `--html FILE`
 (cli.py), the notebook widget (notebook/replay_view.py).
 """
 

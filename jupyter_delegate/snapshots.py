@@ -1,5 +1,5 @@
 """Per-step snapshots of a task's worktree: the git tree after each tool call that can
-change files, for replay (replay.py) to show the diff as of every step.
+change files, for replay (replaying.py) to show the diff as of every step.
 
 `Snapshots.take()` stages the whole worktree into the task's own index file (its folder's
 `steps.index`, first copied from the worktree's index so git's stat cache spares it from
@@ -23,7 +23,7 @@ index, another ref), the review, or the agent's git (its index and its view of t
 objects: sandbox.GitView holds only what tasks started from or made).
 
 Not here: when snapshots are taken (engine/loop.py, after each write, edit and bash),
-reading them (replay.py).
+reading them (replaying.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 the front-end tests: any number of steps, rounds, a compaction, a denied command, failing
 then passing tests, thinking, and a worktree that grows a file at every edit (its diffs
 are real unified diffs, made with difflib in git's layout). Tests of real tasks use
-`jupyter_delegate.replay`; these exercise the front ends at sizes no scripted task
+`jupyter_delegate.replaying`; these exercise the front ends at sizes no scripted task
 reaches quickly (1,000 steps)."""
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from test_replay_page import added_lines, changed_files, two_round_task
 
 from conftest import Factory
 from jupyter_delegate.notebook.replay_view import REPLAY_MIME, ReplayView
-from jupyter_delegate.replay import replay
+from jupyter_delegate.replaying import replay
 
 
 @needs_node

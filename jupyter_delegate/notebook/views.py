@@ -36,9 +36,11 @@ Why pages: a front end redraws an HTML widget whole when its value is set, which
 the tool calls the user opened in it. A page's HTML depends on its entries only, so a
 page that did not change is set to the value it has, which sends nothing: only the page
 that changed is sent, and a tool call opened elsewhere stays open while the task runs.
-Events only change the view's state; what they change is pushed at most every `FLUSH_S`,
-and at once when the task changes state, so the last word before review or the end is
-always shown.
+Events only change the view's state; what they change is pushed soon (`_push_soon`: on
+the loop's next turn when nothing was pushed in the last `FLUSH_S`, so a first word shows
+as it arrives; batched, one push per `FLUSH_S`, only while events keep coming), and at
+once when the task changes state, so the last word before review or the end is always
+shown.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ if TYPE_CHECKING:
 
 S = TaskState
 log = logging.getLogger(__name__)
-FLUSH_S = 0.1  # the most often a live view's changes are pushed to the front end
+FLUSH_S = 0.1  # the most often a live view's changes are pushed to the front end, under load
+QUICK_S = 0.02  # the wait for a second push after a push that followed an idle spell
 LOG_ENTRIES = 12  # entries of the live log kept and shown at most; earlier ones are counted
 PAGE_ENTRIES = 4  # entries of a page of the live log: a page is sent only when it changes
 LOG_PAGES = LOG_ENTRIES // PAGE_ENTRIES  # pages kept, the newest one maybe not yet full
@@ -796,6 +799,9 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._text: list[str] = []  # the agent's words in the turn being streamed
         self._thinking: list[str] = []  # its summarised reasoning in that turn
         self._push_at: float | None = None  # when the pending push is due
+        self._pushed_at = -FLUSH_S  # when the view last pushed (time.monotonic())
+        self._after_idle = False  # the last push followed an idle spell: a quick one may follow
+        self._idle_pending = False  # the pending push is such a push
         self._ended_at: datetime | None = None
         self._seen_active = False
         self._review_round = self._built_round = 0
@@ -950,18 +956,30 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self._text.clear()
 
     def _push_soon(self) -> None:
+        """Push on the loop's next turn if nothing was pushed in the last `FLUSH_S` (the
+        events that arrive together go together); `QUICK_S` after a push that followed an
+        idle spell (a model's reply comes in a burst: its start, then its first words);
+        else when the `FLUSH_S` interval ends. Under load, one push per interval, as a
+        fixed delay made; when idle, none waits."""
         now = time.monotonic()
         # a push still pending is coming, unless its loop stopped before running it
         if self._push_at is not None and now < self._push_at + 1:
             return
-        self._push_at = now + FLUSH_S
-        call_later(FLUSH_S, self._push)
+        self._idle_pending = now - self._pushed_at >= FLUSH_S
+        if self._idle_pending:
+            delay = 0.0
+        else:
+            wait = QUICK_S if self._after_idle else FLUSH_S
+            delay = max(0.0, self._pushed_at + wait - now)
+        self._push_at = now + delay
+        call_later(delay, self._push)
 
     def _push(self) -> None:
         with self._lock:
             self._push_at = None
             if not self._closed:
                 self._render_live()
+                self._after_idle = self._idle_pending
 
     def _on_tool_call(self, data: Mapping[str, Any]) -> None:
         if data["name"] != "finish":
@@ -1013,6 +1031,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         """The log, the streamed words and the header as they are now. A trait set to
         the value it has already sends nothing: of the log, only the pages that changed
         are sent, and the tool calls opened in the others stay open."""
+        self._pushed_at, self._after_idle = time.monotonic(), False
         self.live_earlier.value = self._log.earlier()
         unfollowed = not self._log.counts() and self.task.usage.steps > 0  # ran before this view
         show(self.earlier_button, bool(self.live_earlier.value) or unfollowed)

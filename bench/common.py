@@ -96,12 +96,24 @@ def read_turns(steps: int, *, text: str | None = None) -> dict[str, Any]:
     return {"name": f"bench-{steps}", "turns": turns}
 
 
+# What a request carries besides its messages, beyond model, max_tokens, system and tools:
+# adaptive thinking, the effort, the API's compaction. The bare loop sends what the
+# harness sent, so that the model (here the fake, in the same process) does the same work.
+REQUEST_OPTIONS = ("thinking", "output_config", "context_management")
+
+
 async def bare_turn(
     client: Any, shape: Mapping[str, Any], messages: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """One model turn of a bare loop: the harness's SDK call with the request's `model`,
-    `max_tokens`, `system` and `tools` from `shape`, the stream read to its end and
-    nothing else. Appends the assistant turn to `messages` and returns its content."""
+    `max_tokens`, `system`, `tools` and options (REQUEST_OPTIONS) from `shape` (a request
+    the harness sent), the stream read to its end and nothing else. Appends the assistant
+    turn to `messages` and returns its content."""
+    options = {key: shape[key] for key in REQUEST_OPTIONS if key in shape}
+    if "context_management" in options:
+        from jupyter_delegate.engine.loop import COMPACTION_BETA
+
+        options["betas"] = [COMPACTION_BETA]
     async with client.beta.messages.stream(
         model=shape["model"],
         max_tokens=shape["max_tokens"],
@@ -109,6 +121,7 @@ async def bare_turn(
         messages=messages,
         tools=shape["tools"],
         cache_control={"type": "ephemeral"},
+        **options,
     ) as stream:
         async for _event in stream:
             pass

@@ -13,7 +13,8 @@ busy sample really had the engine busy.
 The reference (`bare_*` figures): a fresh kernel, the same idle round trips, then N bare
 SDK loops on one asyncio loop in a thread of that kernel, as the engine runs its tasks,
 sending what the tasks sent (same first message, system, tools and model, a tool result
-of the same size after each turn) to the same fake, and doing nothing else. Its p95 ratio
+of the same size after each turn, the same options: thinking, effort, compaction) to the
+same fake, and doing nothing else. Its p95 ratio
 is what the kernel would see from the model traffic alone, with no harness.
 
 Rounds (5 at full size), each with fresh kernels and a fresh fake; the harness's kernel
@@ -249,6 +250,7 @@ def one_round(
                 "system": first["system"],
                 "tools": first["tools"],
                 "result": second["messages"][-1]["content"][0],
+                **{k: first[k] for k in common.REQUEST_OPTIONS if k in first},
             }
             with common.kernel(env=env, cwd=tmp) as client:
                 common.kernel_run(client, f"import sys; sys.path.insert(0, {str(root)!r})")

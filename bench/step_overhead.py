@@ -3,9 +3,10 @@
 A scripted task of N steps (N-1 `read`s of a small file, then `finish`) runs through the
 real engine (TaskManager, journal, policy, tools) against the in-process fake with zero
 latency. Beside it, a bare loop sends the same requests with the same SDK call
-(`client.beta.messages.stream`, same model, system, tools, cache_control and the same
-history growth, tool results copied from the harness's journal) to a fresh fake, and does
-nothing else: no journal, no tools, no policy, no events.
+(`client.beta.messages.stream`, same model, system, tools, cache_control, thinking,
+effort and compaction options (`common.REQUEST_OPTIONS`) and the same history growth,
+tool results copied from the harness's journal) to a fresh fake, and does nothing else:
+no journal, no tools, no policy, no events.
 
 Per step we time `AgentLoop.step` (query + act) and, inside it, `Toolbox.call`; the bare
 loop's step is one stream plus appending the two messages. Rounds alternate harness and

@@ -44,16 +44,24 @@ from .audit import witness
 from .context import add_preference, check_readable
 from .engine.catalogue import (
     ModelInfo,
+    cached_description,
     check_compact_at,
     check_effort,
     describe,
     resolve_compact_at,
     resolve_effort,
 )
-from .engine.model import Endpoint, client_for, endpoint_from_env, model_settings, resolve_model
+from .engine.model import (
+    Endpoint,
+    client_for,
+    endpoint_from_env,
+    known_client,
+    model_settings,
+    resolve_model,
+)
 from .engine.prompt import first_message
 from .engine.tools import describe_input
-from .environment import declared_environment, discover
+from .environment import check_declared, declared_environment
 from .errors import DelegateError, NotProven, ReviewError, TaskNotFound, UsageError
 from .events import FORMAT
 from .journal import Event, Journal, redact
@@ -147,6 +155,7 @@ class TaskManager:
         self._thread: threading.Thread | None = None
         self._inboxes: asyncio.Task[None] | None = None
         self._plans: dict[tuple[Path, str], Plan] = {}
+        self._workspaces: dict[str, tuple[Workspace, tuple[int, int]]] = {}  # by path, for submit
 
     @property
     def _client(self) -> AsyncAnthropic | None:
@@ -234,7 +243,7 @@ class TaskManager:
         chosen_runner = runner_for(runner)  # a missing dask, a bad address: here, at once
         if resources and hasattr(chosen_runner, "check_resources"):
             chosen_runner.check_resources(resources)  # no worker offers them: refused here
-        workspace = Workspace(repo)
+        workspace = self._workspace(repo)
         base_branch, base_commit = workspace.resolve_base(base)
         settings = model_settings()
         model_id = resolve_model(model, settings)
@@ -244,7 +253,7 @@ class TaskManager:
             check_compact_at(compact_at)
         policy = effective_policy(policy or Policy(), workspace.root)
         declared = declared_environment(workspace.root, env)
-        discover(workspace.root, declared)  # a malformed [environment] fails here, at once
+        check_declared(workspace.root, declared)  # a bad [environment] fails here, at once
         notify_settings()  # and a malformed [notify]
         check_readable(workspace.root, workspace.state_dir)
         endpoint = None if self._client is not None else endpoint_from_env()
@@ -253,7 +262,10 @@ class TaskManager:
         worktree = workspace.worktree_path(task_id)
         probe_sandbox = Sandbox(worktree, tier=tier)  # raises SandboxUnavailable with the fix
         # Last, as it asks the endpoint: an unknown model id fails here, nothing created.
-        info = self._run_sync(self._describe(endpoint, model_id))
+        # An answer already known is read here, without waiting for the busy engine.
+        info = self._known_model(endpoint, model_id) or self._run_sync(
+            self._describe(endpoint, model_id)
+        )
         effort = resolve_effort(effort, info, settings.effort)
         compact_tokens = resolve_compact_at(
             compact_at if compact_at is not None else settings.compact_at,
@@ -290,16 +302,43 @@ class TaskManager:
             opening["resources"] = resources
         planning = bool(group and group.get("role") == "planner")
         goal = {"content": [{"type": "text", "text": first_message(outcome, planning)}]}
-        self._record_many(  # one write, one sync
+        # One write, synced (folder and file) by the journal's background thread within
+        # milliseconds, not here: submit waits for no disk. The witness of the round's
+        # first synced event (running, or how it ended) covers these three.
+        self._record_many(
             task,
             [
                 ("task", opening),
                 ("state", {"state": S.QUEUED, "reason": "submitted"}),
                 ("user", goal),
             ],
+            sync=False,
         )
         self._start(task, context, "submitted")
         return task
+
+    def _known_model(self, endpoint: Endpoint | None, model_id: str) -> ModelInfo | None:
+        """What `_describe` would answer, when the catalogue's answer is cached already
+        (any thread: no request, no hop to the engine)."""
+        client = self._client or known_client(endpoint or endpoint_from_env(), self._engine())
+        return None if client is None else cached_description(client, model_id)
+
+    def _workspace(self, repo: str | os.PathLike[str]) -> Workspace:
+        """The Workspace of `repo` for a submit: the one made for the same path before, as
+        long as its git folder is the same one (same inode), else a new one. Opening a
+        repository is a walk of stat calls, each a wait for the GIL while the engine runs."""
+        key = os.path.abspath(os.path.expanduser(repo))
+        known = self._workspaces.get(key)
+        if known is not None:
+            workspace, inode = known
+            try:
+                if _inode(workspace.common_dir) == inode:
+                    return workspace
+            except OSError:
+                pass
+        workspace = Workspace(repo)
+        self._workspaces[key] = (workspace, _inode(workspace.common_dir))
+        return workspace
 
     async def _describe(self, endpoint: Endpoint | None, model_id: str) -> ModelInfo:
         """What the model can do, asked on the engine loop of the client rounds use."""
@@ -804,6 +843,11 @@ class TaskManager:
         """A task by id, or by name (as given to `delegate(name=...)`, `--name`), in any
         process: names are read from the journals. An ambiguous name lists the tasks."""
         task_id = task_id.strip()
+        if repo is not None:  # a task of this process, asked for by id and its root
+            with self._registry_lock:
+                for task in self._tasks.values():
+                    if task.id == task_id and str(task.repo) == str(repo):
+                        return task
         workspace = Workspace(repo) if repo is not None else None
         with self._registry_lock:
             known_tasks = list(self._tasks.values())
@@ -1336,6 +1380,11 @@ _refreshing = threading.local()
 def _set(event: threading.Event) -> threading.Event:
     event.set()
     return event
+
+
+def _inode(path: Path) -> tuple[int, int]:
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
 
 
 def _name_in_journal(task_dir: Path) -> str | None:

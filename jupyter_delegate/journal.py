@@ -536,13 +536,15 @@ class _BackgroundSync:
 
     def request(self, journal: Journal) -> None:
         with self._changed:
+            first = not self._wanted  # else the thread is awake already, gathering
             self._wanted[id(journal)] = journal
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._serve, name="jupyter-delegate-journal-sync", daemon=True
                 )
                 self._thread.start()
-            self._changed.notify()
+            if first:
+                self._changed.notify()
 
     def _serve(self) -> None:
         while True:

@@ -771,6 +771,22 @@ class TaskManager:
     def _set_state(
         self, task: Task, new: TaskState, reason: str, error: str = "", transient: bool = False
     ) -> None:
+        data = self._state_data(task, new, reason, error, transient)
+        self._told_state(task, new, reason, data, self._record(task, "state", data))
+
+    async def _set_state_off(
+        self, task: Task, new: TaskState, reason: str, error: str = "", transient: bool = False
+    ) -> None:
+        """`_set_state` from the engine's loop, its synced write (journal and witness) in a
+        worker thread so the loop goes on with other tasks meanwhile; the change is told
+        on the loop, after the write, as `_set_state` tells it."""
+        data = self._state_data(task, new, reason, error, transient)
+        written = await asyncio.to_thread(self._record, task, "state", data)
+        self._told_state(task, new, reason, data, written)
+
+    def _state_data(
+        self, task: Task, new: TaskState, reason: str, error: str, transient: bool
+    ) -> dict[str, Any]:
         check_transition(task.id, task.state, new, transient=task.transient)
         data: dict[str, Any] = {"state": str(new), "reason": reason}
         if error:
@@ -779,7 +795,11 @@ class TaskManager:
             data["transient"] = True
         if new == S.REVIEW and task.head_commit:
             data["head"] = task.head_commit  # the head this round of review is about
-        written = self._record(task, "state", data)
+        return data
+
+    def _told_state(
+        self, task: Task, new: TaskState, reason: str, data: dict[str, Any], written: Event
+    ) -> None:
         task.emit("state", data, written.typed)
         if new.value in EVENTS:
             self._notify(task, new, reason)
@@ -1361,10 +1381,16 @@ class _Host:
     def record(self, task: Task, type_: str, data: Mapping[str, Any], sync: bool = True) -> Event:
         return self._manager._record(task, type_, data, sync)
 
+    async def record_off(self, task: Task, type_: str, data: Mapping[str, Any]) -> Event:
+        return await asyncio.to_thread(self._manager._record, task, type_, data)
+
     def set_state(
         self, task: Task, new: TaskState, reason: str, error: str = "", transient: bool = False
     ) -> None:
         self._manager._set_state(task, new, reason, error, transient)
+
+    async def set_state_off(self, task: Task, new: TaskState, reason: str) -> None:
+        await self._manager._set_state_off(task, new, reason)
 
     def fail(self, task: Task, error: str, transient: bool = False) -> None:
         self._manager._fail(task, error, transient)

@@ -240,6 +240,14 @@ def slugify(text: str, limit: int = 32) -> str:
     return slug or "task"
 
 
+def _admin_candidates(admins: Path, name: str) -> Iterator[Path]:
+    """The admin folder git names after the worktree, then (only if that one is not it)
+    every admin folder: a listing per call would grow with the tasks of the repository."""
+    yield admins / name
+    if admins.is_dir():
+        yield from sorted(admins.iterdir())
+
+
 class Workspace:
     """One repository as jupyter-delegate uses it."""
 
@@ -475,10 +483,7 @@ class Workspace:
         records (never from the worktree's `.git` file, which the agent could rewrite)."""
         admins = self.common_dir / "worktrees"
         link = str(worktree.resolve() / ".git")
-        candidates = [admins / worktree.name]
-        if admins.is_dir():
-            candidates += sorted(admins.iterdir())
-        for admin in candidates:
+        for admin in _admin_candidates(admins, worktree.name):
             try:
                 if (admin / "gitdir").read_text().strip() == link:
                     return admin

@@ -155,7 +155,6 @@ class TaskManager:
         self._thread: threading.Thread | None = None
         self._inboxes: asyncio.Task[None] | None = None
         self._plans: dict[tuple[Path, str], Plan] = {}
-        self._workspaces: dict[str, tuple[Workspace, tuple[int, int]]] = {}  # by path, for submit
 
     @property
     def _client(self) -> AsyncAnthropic | None:
@@ -243,7 +242,7 @@ class TaskManager:
         chosen_runner = runner_for(runner)  # a missing dask, a bad address: here, at once
         if resources and hasattr(chosen_runner, "check_resources"):
             chosen_runner.check_resources(resources)  # no worker offers them: refused here
-        workspace = self._workspace(repo)
+        workspace = Workspace(repo)  # its own: a GitPython Repo is not shared by threads
         base_branch, base_commit = workspace.resolve_base(base)
         settings = model_settings()
         model_id = resolve_model(model, settings)
@@ -322,23 +321,6 @@ class TaskManager:
         (any thread: no request, no hop to the engine)."""
         client = self._client or known_client(endpoint or endpoint_from_env(), self._engine())
         return None if client is None else cached_description(client, model_id)
-
-    def _workspace(self, repo: str | os.PathLike[str]) -> Workspace:
-        """The Workspace of `repo` for a submit: the one made for the same path before, as
-        long as its git folder is the same one (same inode), else a new one. Opening a
-        repository is a walk of stat calls, each a wait for the GIL while the engine runs."""
-        key = os.path.abspath(os.path.expanduser(repo))
-        known = self._workspaces.get(key)
-        if known is not None:
-            workspace, inode = known
-            try:
-                if _inode(workspace.common_dir) == inode:
-                    return workspace
-            except OSError:
-                pass
-        workspace = Workspace(repo)
-        self._workspaces[key] = (workspace, _inode(workspace.common_dir))
-        return workspace
 
     async def _describe(self, endpoint: Endpoint | None, model_id: str) -> ModelInfo:
         """What the model can do, asked on the engine loop of the client rounds use."""
@@ -1406,11 +1388,6 @@ _refreshing = threading.local()
 def _set(event: threading.Event) -> threading.Event:
     event.set()
     return event
-
-
-def _inode(path: Path) -> tuple[int, int]:
-    found = os.stat(path)
-    return found.st_dev, found.st_ino
 
 
 def _name_in_journal(task_dir: Path) -> str | None:

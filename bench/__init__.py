@@ -18,6 +18,7 @@ BENCHMARKS = (
     "step_overhead",
     "concurrency",
     "kernel_responsiveness",
+    "submit",
     "cache_efficiency",
     "notebook_footprint",
     "worktree",

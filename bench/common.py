@@ -1,7 +1,9 @@
 """What every benchmark shares: scratch repositories, scripted scenarios, statistics,
 resident memory, machine facts and the one-JSON-line report.
 
-Here: helpers only. Not here: any figure or goal; each benchmark module owns its own.
+Here: helpers only, and the one shape of a goal's figure (`goal_figure`: the harness's
+values, the bare reference's, their ratio, each as min / median / max over the rounds).
+Not here: any figure or goal; each benchmark module owns its own.
 """
 
 from __future__ import annotations
@@ -94,12 +96,24 @@ def read_turns(steps: int, *, text: str | None = None) -> dict[str, Any]:
     return {"name": f"bench-{steps}", "turns": turns}
 
 
+# What a request carries besides its messages, beyond model, max_tokens, system and tools:
+# adaptive thinking, the effort, the API's compaction. The bare loop sends what the
+# harness sent, so that the model (here the fake, in the same process) does the same work.
+REQUEST_OPTIONS = ("thinking", "output_config", "context_management")
+
+
 async def bare_turn(
     client: Any, shape: Mapping[str, Any], messages: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """One model turn of a bare loop: the harness's SDK call with the request's `model`,
-    `max_tokens`, `system` and `tools` from `shape`, the stream read to its end and
-    nothing else. Appends the assistant turn to `messages` and returns its content."""
+    `max_tokens`, `system`, `tools` and options (REQUEST_OPTIONS) from `shape` (a request
+    the harness sent), the stream read to its end and nothing else. Appends the assistant
+    turn to `messages` and returns its content."""
+    options = {key: shape[key] for key in REQUEST_OPTIONS if key in shape}
+    if "context_management" in options:
+        from jupyter_delegate.engine.loop import COMPACTION_BETA
+
+        options["betas"] = [COMPACTION_BETA]
     async with client.beta.messages.stream(
         model=shape["model"],
         max_tokens=shape["max_tokens"],
@@ -107,6 +121,7 @@ async def bare_turn(
         messages=messages,
         tools=shape["tools"],
         cache_control={"type": "ephemeral"},
+        **options,
     ) as stream:
         async for _event in stream:
             pass
@@ -129,6 +144,60 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """min, median and max of `values` (the rounds of one figure)."""
+    return {"min": min(values), "median": median(values), "max": max(values)}
+
+
+def goal_figure(
+    goal: float,
+    harness: Sequence[float],
+    reference: Sequence[float],
+    *,
+    unit: str,
+    kind: str = "ratio",
+    ratios: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """One goal's figure as every benchmark prints it: the harness's value and the bare
+    reference's, round by round, and their ratio per round, each as min / median / max.
+    `kind` "ratio": the goal bounds the ratio of two figures measured in the same run
+    (comparable across machines); "absolute": the goal bounds the harness's own value
+    (machine-bound), the reference is the floor measured beside it. `ratios` when a round's
+    ratio is not harness / reference (a ratio of ratios, say)."""
+    if len(harness) != len(reference):
+        raise ValueError(f"{len(harness)} harness rounds against {len(reference)} references")
+    if ratios is not None:
+        per_round = list(ratios)
+    else:  # a reference of zero (memory that did not grow) has no ratio
+        per_round = [h / r for h, r in zip(harness, reference, strict=True) if r > 0]
+    measured = median(per_round) if kind == "ratio" else median(harness)
+    return {
+        "goal": goal,
+        "kind": kind,
+        "unit": unit,
+        "rounds": len(harness),
+        "harness": _rounded(spread(harness)),
+        "reference": _rounded(spread(reference)),
+        "ratio": _rounded(spread(per_round)) if per_round else None,
+        "measured": round(measured, 4),
+        "met": measured <= goal,
+    }
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in values.items()}
+
+
+def loadavg() -> str:
+    """/proc/loadavg's three load averages now (the machine is shared: print it beside
+    every run)."""
+    try:
+        with open("/proc/loadavg") as handle:
+            return " ".join(handle.read().split()[:3])
+    except OSError:
+        return ""
 
 
 def rss_bytes() -> int:

@@ -15,6 +15,11 @@ engine could do with no harness at all. A what-if batch with `os.fsync` and
 would gain (reported apart; never compared with the goal). Last, the same
 one-versus-many runs (harness and bare) against the fake served from its own process over
 loopback, so that the fake's CPU is not on the engine's thread, as a real API's is not.
+
+Rounds (5 at full size): each runs one task, N tasks, one bare loop and N bare loops, in
+that order, so drift hits both sides; each goal (`goals`) is printed with its bare
+reference and the ratio per round as min / median / max (`common.goal_figure`). The
+what-if and the loopback runs are made once, after the rounds.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
 
 NAME = "concurrency"
-GOALS = {"wall_ratio": 1.3, "rss_mb_per_task": 4.0}
+# Issue 21: the harness's wall for N tasks against N bare SDK loops in the same round
+# (a ratio), and the resident memory a task adds (absolute).
+GOALS = {"concurrency_wall": 1.15, "memory_mb_per_task": 4.0}
 
 
 class AppendClock:
@@ -178,62 +185,120 @@ def bare_many(
     steps: int,
     latency_ms: int,
     base_url: str | None = None,
+    rss_growth: list[int] | None = None,
 ) -> float:
     """The reference: `tasks` bare SDK loops (see step_overhead) at once on one asyncio
-    loop against one fake with the same latency; their wall time."""
+    loop against one fake with the same latency; their wall time. Appends to
+    `rss_growth` how far the resident size rose above where it started, at its peak."""
     import asyncio
 
     from bench.step_overhead import bare_loop
     from jupyter_delegate.testing import FakeMessagesAPI
 
+    peak = [common.rss_bytes()]
+
     async def all_at_once() -> None:
         fake = FakeMessagesAPI(common.read_turns(steps), latency_ms=latency_ms)
         client = fake.async_client() if base_url is None else loopback_client(base_url)
-        await asyncio.gather(*(bare_loop(requests, steps, client) for _ in range(tasks)))
+        loops = [bare_loop(requests, steps, client) for _ in range(tasks)]
+        sampler = asyncio.get_running_loop().create_task(sample_peak(peak))
+        await asyncio.gather(*loops)
+        sampler.cancel()
         await client.close()
 
     started = time.perf_counter()
     asyncio.run(all_at_once())
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    if rss_growth is not None:
+        rss_growth.append(peak[1] - peak[0] if len(peak) > 1 else 0)
+    return wall
+
+
+async def sample_peak(peak: list[int]) -> None:
+    """Keep the highest resident size seen (every 50 ms) in `peak[1]`."""
+    import asyncio
+
+    while True:
+        await asyncio.sleep(0.05)
+        now = common.rss_bytes()
+        if len(peak) == 1:
+            peak.append(now)
+        peak[1] = max(peak[1], now)
 
 
 def run(size: str = "full") -> dict[str, Any]:
     common.check_size(size)
-    tasks, steps, latency_ms = (4, 3, 20) if size == "tiny" else (64, 20, 100)
+    tasks, steps, latency_ms, rounds = (4, 3, 20, 1) if size == "tiny" else (64, 20, 100, 5)
+    load_before = common.loadavg()
+    ones: list[dict[str, Any]] = []
+    manys: list[dict[str, Any]] = []
+    bare_ones: list[float] = []
+    bare_manys: list[float] = []
+    bare_rss: list[int] = []
     with common.git_identity(), common.scratch(NAME) as tmp:
         repo = common.make_repo(tmp / "repo")
         batch(repo, 1, 2, 0)  # warm-up: imports, git, the SDK client
-        one = batch(repo, 1, steps, latency_ms)
         with AppendClock() as clock:
-            many = batch(repo, tasks, steps, latency_ms)
+            for _ in range(rounds):
+                ones.append(batch(repo, 1, steps, latency_ms))
+                manys.append(batch(repo, tasks, steps, latency_ms))
+                requests = ones[-1]["requests"]
+                bare_ones.append(bare_many(requests, 1, steps, latency_ms))
+                bare_manys.append(bare_many(requests, tasks, steps, latency_ms, None, bare_rss))
         with common.fsync_off():
             what_if = batch(repo, tasks, steps, latency_ms)
         with fake_process(tmp, steps, latency_ms) as url:
             loop_one = batch(repo, 1, steps, latency_ms, url)
             loop_many = batch(repo, tasks, steps, latency_ms, url)
-            loop_bare_one = bare_many(one["requests"], 1, steps, latency_ms, url)
-            loop_bare_many = bare_many(one["requests"], tasks, steps, latency_ms, url)
-    bare_one = bare_many(one["requests"], 1, steps, latency_ms)
-    bare_all = bare_many(one["requests"], tasks, steps, latency_ms)
-    per_task = (many["rss_running"] - many["rss_before"]) / tasks
-    peak_per_task = (many["rss_peak"] - many["rss_before"]) / tasks
+            loop_bare_one = bare_many(requests, 1, steps, latency_ms, url)
+            loop_bare_many = bare_many(requests, tasks, steps, latency_ms, url)
+    one_walls = [b["wall"] for b in ones]
+    many_walls = [b["wall"] for b in manys]
+    wall_ratios = [m / o for m, o in zip(many_walls, one_walls, strict=True)]
+    bare_ratios = [m / o for m, o in zip(bare_manys, bare_ones, strict=True)]
+    # Memory from the first round only: later rounds reuse what the earlier ones freed, so
+    # the process grows by about nothing (measured: 0 MB in rounds 2 to 5).
+    per_task = [max(manys[0]["rss_running"] - manys[0]["rss_before"], 0) / tasks / 2**20]
+    bare_per_loop = [max(bare_rss[0], 0) / tasks / 2**20]
+    goals = {
+        "concurrency_wall": common.goal_figure(
+            GOALS["concurrency_wall"], many_walls, bare_manys, unit=f"s for {tasks} tasks"
+        ),
+        "memory_mb_per_task": common.goal_figure(
+            GOALS["memory_mb_per_task"],
+            per_task,
+            bare_per_loop,
+            unit="MB a task, first round (absolute); reference: a bare loop's peak growth",
+            kind="absolute",
+        ),
+    }
+    many = manys[len(manys) // 2]  # the phases of one round (the middle one)
     figures = {
         "benchmark": NAME,
         "size": size,
         "tasks": tasks,
         "steps": steps,
         "latency_ms": latency_ms,
-        "one_task_wall_s": one["wall"],
-        "many_tasks_wall_s": many["wall"],
-        "wall_ratio": many["wall"] / one["wall"],
-        "bare_one_wall_s": bare_one,
-        "bare_many_wall_s": bare_all,
-        "bare_wall_ratio": bare_all / bare_one,
-        "submit_s_total": many["submit_s"],
-        "submit_ms_per_task": many["submit_s"] / tasks * 1000,
+        "rounds": rounds,
+        "load_before": load_before,
+        "load_after": common.loadavg(),
+        "goals": goals,
+        "one_task_wall_s": common.median(one_walls),
+        "many_tasks_wall_s": common.median(many_walls),
+        "wall_ratio": common.median(wall_ratios),
+        "bare_one_wall_s": common.median(bare_ones),
+        "bare_many_wall_s": common.median(bare_manys),
+        "bare_wall_ratio": common.median(bare_ratios),
+        "wall_ratio_of_ratios": common.spread(
+            [w / b for w, b in zip(wall_ratios, bare_ratios, strict=True)]
+        ),
+        "submit_s_total": common.median([b["submit_s"] for b in manys]),
+        "submit_ms_per_task": common.median([b["submit_s"] for b in manys]) / tasks * 1000,
         "model_floor_s": steps * latency_ms / 1000,
-        "rss_mb_per_task": max(per_task, 0) / 2**20,
-        "rss_peak_mb_per_task": max(peak_per_task, 0) / 2**20,
+        "rss_mb_per_task": common.median(per_task),
+        "rss_peak_mb_per_task": common.median(
+            [max(b["rss_peak"] - b["rss_before"], 0) / tasks / 2**20 for b in manys]
+        ),
         "rss_mb_before": many["rss_before"] / 2**20,
         "requests": len(many["requests"]),
         **{
@@ -241,11 +306,11 @@ def run(size: str = "full") -> dict[str, Any]:
             for key, values in many["phases"].items()
             for stat, fn in (("p50", common.median), ("max", max))
         },
-        "one_loop_s": one["phases"]["loop_s"][0],
-        "journal_appends": len(clock.appends),
+        "one_loop_s": ones[len(ones) // 2]["phases"]["loop_s"][0],
+        "journal_appends": len(clock.appends) // rounds,
         "journal_append_ms_p50": common.median(clock.appends) * 1000,
         "journal_append_ms_p99": common.percentile(clock.appends, 99) * 1000,
-        "journal_total_s": sum(clock.appends),
+        "journal_total_s": sum(clock.appends) / rounds,
         "loopback_one_wall_s": loop_one["wall"],
         "loopback_many_wall_s": loop_many["wall"],
         "loopback_wall_ratio": loop_many["wall"] / loop_one["wall"],
@@ -253,6 +318,7 @@ def run(size: str = "full") -> dict[str, Any]:
         "loopback_bare_one_wall_s": loop_bare_one,
         "loopback_bare_many_wall_s": loop_bare_many,
         "loopback_bare_wall_ratio": loop_bare_many / loop_bare_one,
+        "loopback_wall_vs_bare": loop_many["wall"] / loop_bare_many,
         "what_if_no_fsync_wall_s": what_if["wall"],
         "what_if_no_fsync_loop_s_p50": common.median(what_if["phases"]["loop_s"]),
     }

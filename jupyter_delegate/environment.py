@@ -280,6 +280,18 @@ def discover(
     )
 
 
+def check_declared(checkout: Path, declared: Declared) -> None:
+    """Raise EnvironmentConfigError for what `discover` would refuse in `declared` (an
+    include naming a folder that holds tracked files), without discovering the rest: what
+    `submit` checks, so that a bad declaration fails there, before anything is made. With
+    no include there is nothing to refuse and nothing is read."""
+    if not declared.include:
+        return
+    checkout = checkout.resolve()
+    tracked = _git_lines(checkout, "ls-files", "-z", "--cached")
+    _included(checkout, declared.include, set(tracked), set())
+
+
 def _git_lines(cwd: Path, *args: str) -> list[str]:
     """A git listing of the user's checkout, with the harness's pinned configuration."""
     done = subprocess.run(

@@ -318,6 +318,10 @@ class Journal:
         self._writes = 0  # appends so far; the background sync compares it
         self._synced = 0  # the appends known to be on disk
         self._sync_failed: OSError | None = None  # by the background sync; told once
+        # The file was made by this object and its folder not yet synced: the first sync
+        # of a line syncs the folder first (a line in a file whose name a crash lost is
+        # lost too), so that creating a journal with `sync=False` waits for no disk.
+        self._folder_unsynced = False
         self._size = 0  # where the last event known to this object ends in the file
         self.catch_up()
 
@@ -364,8 +368,7 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             new = not self.path.exists()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            if new:  # a synced line in a file whose name a crash lost is lost too
-                _sync_folder(self.path.parent)
+            self._folder_unsynced = new  # synced with the first line synced
         return self._fd
 
     @property
@@ -380,7 +383,11 @@ class Journal:
             if self._fd is None or not self.unsynced:
                 return
             fd, writes = os.dup(self._fd), self._writes  # close() may run meanwhile
+            folder = self._folder_unsynced
         try:
+            if folder:
+                _sync_folder(self.path.parent)
+                self._folder_unsynced = False
             os.fdatasync(fd)
         except OSError as exc:
             # The kernel reports a failed write-back once: keep it for the next append.
@@ -395,10 +402,17 @@ class Journal:
         with self._lock:
             if self._fd is not None:
                 if self.unsynced:
+                    self._sync_folder_once()
                     os.fdatasync(self._fd)
                     self._synced = self._writes
                 os.close(self._fd)
                 self._fd = None
+
+    def _sync_folder_once(self) -> None:
+        """Sync the journal's folder if this object made the file and has not yet."""
+        if self._folder_unsynced:
+            _sync_folder(self.path.parent)
+            self._folder_unsynced = False
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", None)
@@ -450,6 +464,7 @@ class Journal:
             self._size += len(payload)
             self._writes += 1
             if sync:
+                self._sync_folder_once()
                 os.fdatasync(fd)  # the data and the size: all a reader needs after a crash
                 self._synced = self._writes
             self._seq, self._head = seq, head
@@ -521,13 +536,15 @@ class _BackgroundSync:
 
     def request(self, journal: Journal) -> None:
         with self._changed:
+            first = not self._wanted  # else the thread is awake already, gathering
             self._wanted[id(journal)] = journal
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._serve, name="jupyter-delegate-journal-sync", daemon=True
                 )
                 self._thread.start()
-            self._changed.notify()
+            if first:
+                self._changed.notify()
 
     def _serve(self) -> None:
         while True:

@@ -44,16 +44,24 @@ from .audit import witness
 from .context import add_preference, check_readable
 from .engine.catalogue import (
     ModelInfo,
+    cached_description,
     check_compact_at,
     check_effort,
     describe,
     resolve_compact_at,
     resolve_effort,
 )
-from .engine.model import Endpoint, client_for, endpoint_from_env, model_settings, resolve_model
+from .engine.model import (
+    Endpoint,
+    client_for,
+    endpoint_from_env,
+    known_client,
+    model_settings,
+    resolve_model,
+)
 from .engine.prompt import first_message
 from .engine.tools import describe_input
-from .environment import declared_environment, discover
+from .environment import check_declared, declared_environment
 from .errors import DelegateError, NotProven, ReviewError, TaskNotFound, UsageError
 from .events import FORMAT
 from .journal import Event, Journal, redact
@@ -234,7 +242,7 @@ class TaskManager:
         chosen_runner = runner_for(runner)  # a missing dask, a bad address: here, at once
         if resources and hasattr(chosen_runner, "check_resources"):
             chosen_runner.check_resources(resources)  # no worker offers them: refused here
-        workspace = Workspace(repo)
+        workspace = Workspace(repo)  # its own: a GitPython Repo is not shared by threads
         base_branch, base_commit = workspace.resolve_base(base)
         settings = model_settings()
         model_id = resolve_model(model, settings)
@@ -244,7 +252,7 @@ class TaskManager:
             check_compact_at(compact_at)
         policy = effective_policy(policy or Policy(), workspace.root)
         declared = declared_environment(workspace.root, env)
-        discover(workspace.root, declared)  # a malformed [environment] fails here, at once
+        check_declared(workspace.root, declared)  # a bad [environment] fails here, at once
         notify_settings()  # and a malformed [notify]
         check_readable(workspace.root, workspace.state_dir)
         endpoint = None if self._client is not None else endpoint_from_env()
@@ -253,7 +261,10 @@ class TaskManager:
         worktree = workspace.worktree_path(task_id)
         probe_sandbox = Sandbox(worktree, tier=tier)  # raises SandboxUnavailable with the fix
         # Last, as it asks the endpoint: an unknown model id fails here, nothing created.
-        info = self._run_sync(self._describe(endpoint, model_id))
+        # An answer already known is read here, without waiting for the busy engine.
+        info = self._known_model(endpoint, model_id) or self._run_sync(
+            self._describe(endpoint, model_id)
+        )
         effort = resolve_effort(effort, info, settings.effort)
         compact_tokens = resolve_compact_at(
             compact_at if compact_at is not None else settings.compact_at,
@@ -290,16 +301,26 @@ class TaskManager:
             opening["resources"] = resources
         planning = bool(group and group.get("role") == "planner")
         goal = {"content": [{"type": "text", "text": first_message(outcome, planning)}]}
-        self._record_many(  # one write, one sync
+        # One write, synced (folder and file) by the journal's background thread within
+        # milliseconds, not here: submit waits for no disk. The witness of the round's
+        # first synced event (running, or how it ended) covers these three.
+        self._record_many(
             task,
             [
                 ("task", opening),
                 ("state", {"state": S.QUEUED, "reason": "submitted"}),
                 ("user", goal),
             ],
+            sync=False,
         )
         self._start(task, context, "submitted")
         return task
+
+    def _known_model(self, endpoint: Endpoint | None, model_id: str) -> ModelInfo | None:
+        """What `_describe` would answer, when the catalogue's answer is cached already
+        (any thread: no request, no hop to the engine)."""
+        client = self._client or known_client(endpoint or endpoint_from_env(), self._engine())
+        return None if client is None else cached_description(client, model_id)
 
     async def _describe(self, endpoint: Endpoint | None, model_id: str) -> ModelInfo:
         """What the model can do, asked on the engine loop of the client rounds use."""
@@ -732,6 +753,22 @@ class TaskManager:
     def _set_state(
         self, task: Task, new: TaskState, reason: str, error: str = "", transient: bool = False
     ) -> None:
+        data = self._state_data(task, new, reason, error, transient)
+        self._told_state(task, new, reason, data, self._record(task, "state", data))
+
+    async def _set_state_off(
+        self, task: Task, new: TaskState, reason: str, error: str = "", transient: bool = False
+    ) -> None:
+        """`_set_state` from the engine's loop, its synced write (journal and witness) in a
+        worker thread so the loop goes on with other tasks meanwhile; the change is told
+        on the loop, after the write, as `_set_state` tells it."""
+        data = self._state_data(task, new, reason, error, transient)
+        written = await asyncio.to_thread(self._record, task, "state", data)
+        self._told_state(task, new, reason, data, written)
+
+    def _state_data(
+        self, task: Task, new: TaskState, reason: str, error: str, transient: bool
+    ) -> dict[str, Any]:
         check_transition(task.id, task.state, new, transient=task.transient)
         data: dict[str, Any] = {"state": str(new), "reason": reason}
         if error:
@@ -740,7 +777,11 @@ class TaskManager:
             data["transient"] = True
         if new == S.REVIEW and task.head_commit:
             data["head"] = task.head_commit  # the head this round of review is about
-        written = self._record(task, "state", data)
+        return data
+
+    def _told_state(
+        self, task: Task, new: TaskState, reason: str, data: dict[str, Any], written: Event
+    ) -> None:
         task.emit("state", data, written.typed)
         if new.value in EVENTS:
             self._notify(task, new, reason)
@@ -804,6 +845,11 @@ class TaskManager:
         """A task by id, or by name (as given to `delegate(name=...)`, `--name`), in any
         process: names are read from the journals. An ambiguous name lists the tasks."""
         task_id = task_id.strip()
+        if repo is not None:  # a task of this process, asked for by id and its root
+            with self._registry_lock:
+                for task in self._tasks.values():
+                    if task.id == task_id and str(task.repo) == str(repo):
+                        return task
         workspace = Workspace(repo) if repo is not None else None
         with self._registry_lock:
             known_tasks = list(self._tasks.values())
@@ -1317,10 +1363,16 @@ class _Host:
     def record(self, task: Task, type_: str, data: Mapping[str, Any], sync: bool = True) -> Event:
         return self._manager._record(task, type_, data, sync)
 
+    async def record_off(self, task: Task, type_: str, data: Mapping[str, Any]) -> Event:
+        return await asyncio.to_thread(self._manager._record, task, type_, data)
+
     def set_state(
         self, task: Task, new: TaskState, reason: str, error: str = "", transient: bool = False
     ) -> None:
         self._manager._set_state(task, new, reason, error, transient)
+
+    async def set_state_off(self, task: Task, new: TaskState, reason: str) -> None:
+        await self._manager._set_state_off(task, new, reason)
 
     def fail(self, task: Task, error: str, transient: bool = False) -> None:
         self._manager._fail(task, error, transient)

@@ -87,6 +87,12 @@ class Host(Protocol):
         self, task: Task, new: TaskState, reason: str, error: str = "", transient: bool = False
     ) -> None: ...
 
+    # The same from the engine's loop, the synced write in a worker thread (the loop runs
+    # other tasks meanwhile); what is told, is told on the loop after the write.
+    async def record_off(self, task: Task, type_: str, data: Mapping[str, Any]) -> Event: ...
+
+    async def set_state_off(self, task: Task, new: TaskState, reason: str) -> None: ...
+
     def fail(self, task: Task, error: str, transient: bool = False) -> None: ...
 
     def cancelled(self, task: Task, context: Context) -> None: ...
@@ -110,7 +116,7 @@ class RoundOfWork:
                 await asyncio.to_thread(self._create_worktree, task, workspace)
             assert task.worktree is not None
             if task.state != S.RUNNING:
-                self.host.set_state(task, S.RUNNING, "the agent is working")
+                await self.host.set_state_off(task, S.RUNNING, "the agent is working")
             if not task.system_prompt:
                 await asyncio.to_thread(self._gather_context, task, context)
             events = list(context.journal.events())
@@ -121,7 +127,11 @@ class RoundOfWork:
             context.secrets = await asyncio.to_thread(workspace.committed_secrets)
             client = self.client or client_for(context.endpoint or endpoint_from_env())
             toolbox = _toolbox(task, sandbox)
-            snapshots = Snapshots(workspace, task.id, task.worktree, task.base_commit)
+            # Made in a worker: finding the worktree's admin folder and the identity reads
+            # files and git's configuration.
+            snapshots = await asyncio.to_thread(
+                Snapshots, workspace, task.id, task.worktree, task.base_commit
+            )
             try:
                 loop = AgentLoop(
                     client=client,
@@ -213,7 +223,9 @@ class RoundOfWork:
         summary = finished.summary
         if finished.stopped_by:
             summary = summary or f"Stopped by {finished.stopped_by} before the agent finished."
-        self.host.record(task, "finish", {"summary": summary, "stopped_by": finished.stopped_by})
+        await self.host.record_off(
+            task, "finish", {"summary": summary, "stopped_by": finished.stopped_by}
+        )
         assert task.worktree is not None
         staged = await asyncio.to_thread(context.workspace.stage, task.worktree)
         revert = await asyncio.to_thread(self._guard, task, context, staged)
@@ -229,9 +241,9 @@ class RoundOfWork:
             },
             revert,
         )
-        self.host.record(task, "commit", {"commit": head})
+        await self.host.record_off(task, "commit", {"commit": head})
         await self.run_checks(task, context, head)
-        self.host.set_state(task, S.REVIEW, "ready for review")
+        await self.host.set_state_off(task, S.REVIEW, "ready for review")
         task.emit("review", task.to_record())
 
     def _guard(self, task: Task, context: Context, staged: Staged) -> list[str]:
@@ -305,7 +317,7 @@ class RoundOfWork:
             "commit": commit,
             "environment": redact(environment.to_dict()),
         }
-        tell(task, self.host.record(task, "checks", data))
+        tell(task, await self.host.record_off(task, "checks", data))
         return results
 
     async def _permit(self, task: Task, context: Context, call: Mapping[str, Any]) -> str | None:

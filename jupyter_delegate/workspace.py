@@ -240,6 +240,14 @@ def slugify(text: str, limit: int = 32) -> str:
     return slug or "task"
 
 
+def _admin_candidates(admins: Path, name: str) -> Iterator[Path]:
+    """The admin folder git names after the worktree, then (only if that one is not it)
+    every admin folder: a listing per call would grow with the tasks of the repository."""
+    yield admins / name
+    if admins.is_dir():
+        yield from sorted(admins.iterdir())
+
+
 class Workspace:
     """One repository as jupyter-delegate uses it."""
 
@@ -309,6 +317,16 @@ class Workspace:
         submit makes a Workspace. Raises ValueError when HEAD names no commit yet."""
         return git.SymbolicReference.dereference_recursive(self.repo, "HEAD")
 
+    def _branch_checked_out(self) -> str | None:
+        """The branch HEAD names, from HEAD's own file (`ref: refs/heads/NAME`); None when
+        it names anything else (detached, say) or cannot be read: ask GitPython then."""
+        try:
+            text = (Path(self.repo.git_dir) / "HEAD").read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        name = text.removeprefix("ref: refs/heads/")
+        return name if name != text and name else None
+
     def resolve_base(self, base: str | None) -> tuple[str, str]:
         """(branch name, commit sha) of the base a task starts from: the branch checked out
         here, or `base`. An approved task is merged into that branch, so a base that is no
@@ -316,6 +334,14 @@ class Workspace:
         of a merge, rebase, cherry-pick, revert or bisect (its HEAD is not what the user
         will have). RepoError says what to do; nothing is created."""
         self._refuse_operation_in_progress()
+        if base is None and (branch := self._branch_checked_out()) is not None:
+            try:  # the common case: HEAD's file read, no listing
+                return branch, self._head_commit()
+            except ValueError:
+                raise RepoError(
+                    f"The branch {branch} checked out in {self.root} has no commits yet. "
+                    "Commit something first, or check out a branch that has commits."
+                ) from None
         branches = [h.name for h in self.repo.heads]
         listed = ", ".join(branches) or "none"
         if base is None:
@@ -457,10 +483,7 @@ class Workspace:
         records (never from the worktree's `.git` file, which the agent could rewrite)."""
         admins = self.common_dir / "worktrees"
         link = str(worktree.resolve() / ".git")
-        candidates = [admins / worktree.name]
-        if admins.is_dir():
-            candidates += sorted(admins.iterdir())
-        for admin in candidates:
+        for admin in _admin_candidates(admins, worktree.name):
             try:
                 if (admin / "gitdir").read_text().strip() == link:
                     return admin

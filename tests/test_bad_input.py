@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import git
 import pytest
 
-from conftest import CHECK, FIX_TURNS, Factory, messages_sent
+from conftest import CHECK, FIX_TURNS, Factory, commit_all, messages_sent
 from jupyter_delegate import Budget, Outcome, TaskState, delegate
 from jupyter_delegate.errors import DelegateError, ModelConfigError, OutcomeError, RepoError
 from jupyter_delegate.manager import TaskManager
@@ -178,6 +179,46 @@ def test_a_malformed_environment_declaration_is_refused_at_submit(
         manager.submit(Outcome("Goal.", checks=("true",)), repo=repo.working_dir)
     assert fake.requests == []
     assert not (Path(repo.git_dir) / "delegate" / "tasks").exists()
+
+
+def test_an_include_of_a_folder_holding_tracked_files_is_refused_at_submit(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    """Submit no longer discovers the whole environment; what discovery would refuse in a
+    declaration still fails there, before anything is made."""
+    Path(repo.working_dir, "src").mkdir()
+    Path(repo.working_dir, "src", "lib.py").write_text("X = 1\n")
+    commit_all(repo, "src")
+    Path(repo.working_dir, ".jupyter-delegate.toml").write_text(
+        '[environment]\ninclude = ["src"]\n'
+    )
+    manager, fake = make_manager()
+    with pytest.raises(DelegateError, match=re.escape("src/ holds tracked files (src/lib.py")):
+        manager.submit(Outcome("Goal.", checks=("true",)), repo=repo.working_dir)
+    assert fake.requests == []
+    assert not (Path(repo.git_dir) / "delegate" / "tasks").exists()
+
+
+def test_a_repository_made_again_at_the_same_path_is_read_afresh_at_submit(
+    tmp_path: Path, make_manager: Factory
+) -> None:
+    path = tmp_path / "again"
+
+    def make(text: str) -> str:
+        path.mkdir()
+        made = git.Repo.init(path, initial_branch="main")
+        (path / "notes.txt").write_text(text)
+        return commit_all(made, text)
+
+    first = make("first\n")
+    manager, _ = make_manager()
+    task = manager.submit(Outcome("x", checks=("true",)), repo=path)
+    assert task.wait(timeout=60) == TaskState.REVIEW and task.base_commit == first
+    shutil.rmtree(path)
+    second = make("second\n")
+    again = manager.submit(Outcome("x", checks=("true",)), repo=path)
+    assert again.base_commit == second != first
+    assert again.wait(timeout=60) == TaskState.REVIEW
 
 
 # -- a base that cannot be merged into is refused at submit, before any model call -----------

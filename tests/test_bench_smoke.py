@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ EXPECTED = {
     "step_overhead": ("harness_step_ms_p50", "bare_step_ms_p50", "ratio", "tool_ms_p50"),
     "concurrency": ("one_task_wall_s", "many_tasks_wall_s", "wall_ratio", "bare_many_wall_s"),
     "kernel_responsiveness": ("idle_ms_p95", "busy_ms_p95", "p95_ratio"),
+    "submit": ("submit_one_ms_p50", "floor_one_ms_p50", "submit_many_s", "floor_many_s"),
     "cache_efficiency": ("cached_share", "cache_read_tokens", "input_tokens_total"),
     "notebook_footprint": ("record_kb", "ipynb_growth_kb", "journal_kb"),
     "worktree": ("create_ms_p50", "remove_ms_p50", "raw_add_ms_p50", "ratio"),
@@ -39,10 +41,18 @@ EXPECTED = {
 }
 # Harness time minus bare time, step by step: below zero when a tiny run is noisy.
 DIFFERENCES = {"added_ms_p50", "added_ms_p95", "added_us_p50"}
+# The goals of issue 21, each printed with its bare reference and ratio (bench/RESULTS.md).
+GOALS = {
+    "step_overhead": ("step_model_turn", "step_added_ms", "step_whole"),
+    "concurrency": ("concurrency_wall", "memory_mb_per_task"),
+    "kernel_responsiveness": ("kernel_p95",),
+    "submit": ("submit_one_ms_p50", "submit_many_s"),
+}
 
 
 def test_every_benchmark_has_expectations() -> None:
     assert set(EXPECTED) == set(BENCHMARKS)
+    assert set(GOALS) <= set(BENCHMARKS)
 
 
 @pytest.mark.timeout(180)
@@ -57,7 +67,29 @@ def test_benchmark_runs_tiny_and_reports_positive_figures(name: str) -> None:
     for key, value in figures.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             assert key in DIFFERENCES or value >= 0, (key, value)
+    for goal in GOALS.get(name, ()):
+        assert_goal_figure(figures["goals"][goal], goal)
     json.dumps(figures)  # one JSON object, printable on one line
+
+
+def assert_goal_figure(figure: dict[str, Any], goal: str) -> None:
+    """A goal's figure carries the harness's value, its bare reference and their ratio,
+    each as the spread over the rounds, and says whether it is a same-run ratio or an
+    absolute (machine-bound) figure."""
+    assert figure["kind"] in ("ratio", "absolute"), goal
+    assert isinstance(figure["goal"], float) and figure["goal"] > 0, goal
+    assert isinstance(figure["rounds"], int) and figure["rounds"] >= 1, goal
+    for part in ("harness", "reference", "ratio"):
+        spread = figure[part]
+        if part == "ratio" and spread is None:  # only when no reference was above zero
+            assert figure["reference"]["max"] == 0 and figure["kind"] == "absolute", goal
+            continue
+        assert isinstance(spread, dict), (goal, part)
+        assert set(spread) == {"min", "median", "max"}, (goal, part)
+        assert spread["min"] <= spread["median"] <= spread["max"], (goal, part, spread)
+    if figure["kind"] == "ratio":  # two timings of the same run, both positive
+        assert figure["harness"]["min"] > 0 and figure["reference"]["min"] > 0, goal
+    assert figure["met"] == (figure["measured"] <= figure["goal"]), goal
 
 
 @pytest.mark.timeout(120)

@@ -29,6 +29,17 @@ def test_base_is_a_branch_checked_out_or_named(repo: git.Repo) -> None:
     assert Workspace(repo.working_dir).resolve_base("main") == ("main", head)
 
 
+def test_the_base_read_from_heads_file_is_the_branch_git_names(repo: git.Repo) -> None:
+    repo.git.checkout("-q", "-b", "feature/a-deep-name")
+    head = repo.head.commit.hexsha
+    assert Workspace(repo.working_dir).resolve_base(None) == ("feature/a-deep-name", head)
+    assert repo.active_branch.name == "feature/a-deep-name"
+    workspace = Workspace(repo.working_dir)  # opened, then its branch loses every commit
+    repo.git.checkout("-q", "--orphan", "empty")
+    with pytest.raises(RepoError, match=r"empty .* has no commits yet"):
+        workspace.resolve_base(None)
+
+
 def test_tasks_commit_side_by_side_while_the_repository_is_busy(repo: git.Repo) -> None:
     workspace, (first, second) = _worktrees(repo, 2)
     (first / "a.txt").write_text("a\n")

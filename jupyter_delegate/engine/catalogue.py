@@ -97,6 +97,11 @@ _cache: weakref.WeakKeyDictionary[AsyncAnthropic, dict[str, ModelInfo]] = (
 )
 
 
+def cached_description(client: AsyncAnthropic, model: str) -> ModelInfo | None:
+    """What `describe` answered before for `model` on `client` (kept), else None."""
+    return _cache.get(client, {}).get(model)
+
+
 async def describe(client: AsyncAnthropic, model: str) -> ModelInfo:
     """What `model` can do, from the endpoint's catalogue (cached), or the table when the
     catalogue cannot be reached. Raises ModelConfigError for an id the catalogue lacks.

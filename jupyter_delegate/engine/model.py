@@ -184,6 +184,12 @@ def endpoint_from_env() -> Endpoint:
 _clients: dict[tuple[int, str | None, str], AsyncAnthropic] = {}
 
 
+def known_client(endpoint: Endpoint, loop: asyncio.AbstractEventLoop) -> AsyncAnthropic | None:
+    """The client `client_for` gives on `loop` for this endpoint, if one was made (any
+    thread may ask; none is made here)."""
+    return _clients.get((id(loop), endpoint.base_url, endpoint.api_key))
+
+
 def client_for(endpoint: Endpoint) -> AsyncAnthropic:
     """The shared client for this endpoint on the running event loop."""
     key = (id(asyncio.get_running_loop()), endpoint.base_url, endpoint.api_key)

@@ -620,46 +620,6 @@ def test_many_tool_calls_open_no_widget_and_send_bounded_messages(
     assert max(sent.messages) <= LOG_CHARS + 1000
 
 
-# Comm opens for a task's live view (issue 22): 90 when every widget had its own layout
-# and style and the permission card, Cancel's confirmation and the review were built up
-# front. The first view in a kernel also opens the widgets the views share (the styles,
-# the CSS, the layouts nobody changes).
-FIRST_VIEW_OPENS = 35
-VIEW_OPENS = 30
-
-
-def test_a_fresh_view_opens_few_comms_and_builds_the_rare_parts_when_needed(
-    views: Callable[..., TaskView], sent: Sent, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from jupyter_delegate.notebook import views as views_module
-
-    monkeypatch.setattr(views_module, "_SHARED", {})  # as in a kernel that showed none yet
-    first = views(bare_task("c1"))
-    assert 0 < sent.opens <= FIRST_VIEW_OPENS
-    before = sent.opens
-    view = views(bare_task("c2"))
-    assert 0 < sent.opens - before <= VIEW_OPENS
-    assert view.header.style is first.header.style  # shared, not opened again
-
-    # closing a view leaves what the views share open for the others
-    first.close()
-    assert view.header.style.comm is not None and view.children[0].comm is not None
-
-    # Cancel's confirmation is made when Cancel is clicked, in its place below the button
-    before = sent.opens
-    shown_before = [child for child in view.children if shown(child)]
-    view.cancel_button.click()
-    assert sent.opens > before and shown(view.cancel_box) and not shown(view.cancel_button)
-    assert view.children.index(view.cancel_box) == view.children.index(view.cancel_button) + 1
-    assert "Cancel task c2?" in view.cancel_text.value
-    view.cancel_keep.click()
-    assert not shown(view.cancel_box) and shown(view.cancel_button)
-    assert [child for child in view.children if shown(child)] == shown_before
-    # a part read before it is needed is built hidden
-    assert not shown(view.permission) and view.permission_text.value == ""
-    assert view.children.index(view.permission) == view.children.index(view.cancel_box) + 1
-
-
 def test_a_burst_of_events_is_pushed_a_bounded_number_of_times(
     views: Callable[..., TaskView],
 ) -> None:

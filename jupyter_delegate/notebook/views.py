@@ -24,11 +24,8 @@ lock while calling the task (an approve waits on the engine, whose events take t
 The review, which runs git, is built on its own thread once per review round.
 
 Cost in the kernel (bench/RESULTS.md, kernel responsiveness): every trait set is a comm
-message the engine thread serialises, and every new widget is a comm open, and its layout
-and style two more unless shared: the views share their styles, the CSS and the layouts
-nothing changes (`shared`), and build Cancel's confirmation, the permission card and the
-review when first needed (`_LazyPart`): 30 opens a view, 90 before (issue 22). So the live
-part of a view is a fixed set of widgets: the header,
+message the engine thread serialises, and every new widget is three comm opens (itself,
+its layout, its style). So the live part of a view is a fixed set of widgets: the header,
 the live line (its clock ticks in the browser: time passing costs no message; a running
 command's last lines come at most twice a second, engine/output_tail.py), the log and the
 text being streamed. The log is the last `LOG_PAGES` pages of
@@ -63,8 +60,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
-from ipywidgets.widgets.widget_bool import ToggleButtonStyle
-from ipywidgets.widgets.widget_string import HTMLStyle
 
 from ..check_output import failure_tail, printable, whole_output
 from ..engine.model import PRICE_GUESSED, usd_text
@@ -756,10 +751,7 @@ def show(widget: widgets.DOMWidget, visible: bool) -> None:
 
 
 def close_tree(widget: widgets.Widget) -> None:
-    """Close a widget and everything inside it (ipywidgets closes only the one), but
-    not a widget the views share (`shared`)."""
-    if any(widget is one for one in _SHARED.values()):
-        return
+    """Close a widget and everything inside it (ipywidgets closes only the one)."""
     for child in getattr(widget, "children", ()):
         close_tree(child)
     widgets.Widget.close(widget)  # not an override: TaskView.close comes here
@@ -790,81 +782,8 @@ def attempt(error: widgets.HTML, action: Callable[[], object]) -> bool:
     return True
 
 
-# Widgets every view shares, made once in the kernel (each is a comm open): the styles,
-# which nothing sets, the CSS, and the layouts of the widgets whose layout nothing sets
-# (a widget that is shown and hidden, or moved by `order`, has a layout of its own).
-_SHARED: dict[tuple[str, ...], widgets.Widget] = {}
-
-
-def shared(key: tuple[str, ...], make: Callable[[], widgets.Widget]) -> Any:
-    """The widget shared under `key`, made anew if it was closed (`Widget.close_all`)."""
-    with _SHARED_LOCK:
-        widget = _SHARED.get(key)
-        if widget is None or widget.comm is None:
-            widget = _SHARED[key] = make()
-        return widget
-
-
-_SHARED_LOCK = threading.RLock()  # a shared widget may be made of shared ones
-
-
-def shared_layout(**traits: str) -> widgets.Layout:
-    """A layout shared by the widgets that have these traits and never change them."""
-    key = ("layout", *(f"{k}={v}" for k, v in sorted(traits.items())))
-    return shared(key, lambda: widgets.Layout(**traits))
-
-
-def html_widget(value: str = "", *, own_layout: bool = False) -> widgets.HTML:
-    """An HTML widget with the shared style; its own layout only if it is shown and
-    hidden or ordered."""
-    style = shared(("HTMLStyle",), HTMLStyle)
-    if own_layout:
-        return widgets.HTML(value, style=style)
-    return widgets.HTML(value, style=style, layout=shared_layout())
-
-
-def css_widget() -> widgets.HTML:
-    """The views' CSS, one widget shown in every view."""
-    return shared(("css",), lambda: html_widget(CSS))
-
-
-def button(
-    description: str,
-    style: str = "",
-    icon: str = "",
-    *,
-    layout: widgets.Layout | None = None,
-    own_layout: bool = False,
-) -> widgets.Button:
-    """A button with the shared style; `layout` shared, else the default layout shared
-    unless `own_layout` (one that is shown and hidden needs its own)."""
-    if layout is None and not own_layout:
-        layout = shared_layout()
-    kw = {"layout": layout} if layout is not None else {}
-    return widgets.Button(
-        description=description,
-        button_style=style,
-        icon=icon,
-        style=shared(("ButtonStyle",), widgets.ButtonStyle),
-        **kw,
-    )
-
-
-class _LazyPart:
-    """An attribute of a part of a `TaskView` built when first used: reading it builds
-    the part, whose builder sets the attribute on the view (which then shadows this)."""
-
-    def __init__(self, part: str) -> None:
-        self.part = part  # one instance per attribute: `__set_name__` names it
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, view: Any, owner: type | None = None) -> Any:
-        if view is None:
-            return self
-        view._build_part(self.part)
-        return view.__dict__[self.name]
+def button(description: str, style: str = "", icon: str = "") -> widgets.Button:
+    return widgets.Button(description=description, button_style=style, icon=icon)
 
 
 # -- the task view ---------------------------------------------------------------------------
@@ -894,21 +813,20 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.review_view: ReviewView | None = None  # made when the task reaches review
         self._asking_cancel = False  # Cancel was clicked: the view asks to confirm
 
-        self.header = html_widget()
+        self.header = widgets.HTML()
         self._activity = Activity()  # what the task does now (the live line)
-        self.live = LiveStatus(layout=shared_layout())  # elapsed time, activity, output tail
-        self.status = html_widget()
-        self.context_box = widgets.VBox(skills_not_loaded(task), layout=shared_layout())
-        self.live_earlier = html_widget(own_layout=True)  # counts the pages no longer kept
+        self.live = LiveStatus()  # the live line: elapsed time, activity, output tail
+        self.status = widgets.HTML()
+        self.context_box = widgets.VBox(skills_not_loaded(task))
+        self.live_earlier = widgets.HTML()  # the line counting the pages no longer kept
         # The pages of the log (LiveLog), one widget each for the view's life: page p is
         # shown by slot p % LOG_PAGES, which the next page to need it takes over.
-        self.live_pages = tuple(html_widget(own_layout=True) for _ in range(LOG_PAGES))
-        self.live_text = html_widget()  # the words being streamed, below the log
-        # its own flex column: `order` sorts the pages
-        pages = widgets.VBox(self.live_pages, layout=shared_layout())
+        self.live_pages = tuple(widgets.HTML() for _ in range(LOG_PAGES))
+        self.live_text = widgets.HTML()  # the words being streamed, below the log
+        pages = widgets.VBox(self.live_pages)  # its own flex column: `order` sorts the pages
         # "show earlier": the entries the log no longer keeps, read from the journal.
-        self.earlier_box = html_widget(own_layout=True)
-        self.earlier_button = button("show earlier", "", "angle-double-up", own_layout=True)
+        self.earlier_box = widgets.HTML()
+        self.earlier_button = button("show earlier", "", "angle-double-up")
         self.earlier_button.layout.width = "auto"
         self.earlier_button.on_click(lambda _: self._on_show_earlier())
         for order, above in enumerate((self.earlier_box, self.live_earlier, self.earlier_button)):
@@ -917,24 +835,40 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             (self.live_earlier, pages, self.live_text, self.earlier_box, self.earlier_button)
         )
         # The log folds into one line when the review opens; the toggle unfolds it.
-        self.log_summary = html_widget()
-        self.log_toggle = widgets.ToggleButton(
-            False,
-            description="show the agent log",
-            layout=shared_layout(width="auto"),
-            style=shared(("ToggleButtonStyle",), ToggleButtonStyle),
-        )
+        self.log_summary = widgets.HTML()
+        self.log_toggle = widgets.ToggleButton(False, description="show the agent log")
+        self.log_toggle.layout.width = "auto"
         self.log_toggle.observe(lambda _: self._render_fold(), names="value")
         self.log_bar = widgets.HBox((self.log_summary, self.log_toggle))
-        self.agent_log = widgets.VBox((self.log_bar, self.log_box), layout=shared_layout())
-        self.cancel_button = button("Cancel…", "warning", "stop", own_layout=True)
+        self.agent_log = widgets.VBox((self.log_bar, self.log_box))
+        self.cancel_button = button("Cancel…", "warning", "stop")
+        # Cancel asks first: the task stops for good (pause keeps it resumable).
+        self.cancel_text = widgets.HTML()
+        self.cancel_confirm = button("Yes, cancel it", "danger", "stop")
+        self.cancel_keep = button("Keep it running")
+        self.cancel_box = widgets.HBox((self.cancel_text, self.cancel_confirm, self.cancel_keep))
+        show(self.cancel_box, False)
+        self.permission = self._permission_card()
+        self.review = self._review_section()
+        self.error = widgets.HTML()
+        super().__init__(
+            children=(
+                widgets.HTML(CSS),
+                self.header,
+                self.live,
+                self.status,
+                self.context_box,
+                self.agent_log,
+                self.cancel_button,
+                self.cancel_box,
+                self.permission,
+                self.review,
+                self.error,
+            )
+        )
         self.cancel_button.on_click(lambda _: self._ask_cancel(True))
-        self.error = html_widget()
-        # Built when first needed (`_LazyPart`), in this place among the children: Cancel's
-        # confirmation, the permission card and the review are rarely all shown, and every
-        # widget made up front is comm opens before the view first shows.
-        self._parts: dict[str, widgets.Widget] = {}
-        super().__init__(children=self._children(), layout=shared_layout())
+        self.cancel_keep.on_click(lambda _: self._ask_cancel(False))
+        self.cancel_confirm.on_click(lambda _: self._cancel())
         with self._lock:
             self._unsubscribe = task.subscribe(self._on_event)
             # what it does now, as far as its state tells (a view made after it started)
@@ -946,76 +880,30 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if self._review_round == 1:
             self._build_review(1)  # here, at once: a view made for a finished task
 
-    # the parts built when first used, and the attributes each one's builder sets
-    LAZY_PARTS = ("cancel_box", "permission", "review")
-    cancel_box, cancel_text = _LazyPart("cancel_box"), _LazyPart("cancel_box")
-    cancel_confirm, cancel_keep = _LazyPart("cancel_box"), _LazyPart("cancel_box")
-    permission, permission_text = _LazyPart("permission"), _LazyPart("permission")
-    allow_button, allow_rule_button = _LazyPart("permission"), _LazyPart("permission")
-    deny_button, deny_reason = _LazyPart("permission"), _LazyPart("permission")
-    review, review_content = _LazyPart("review"), _LazyPart("review")
-
-    def _children(self) -> tuple[widgets.Widget, ...]:
-        before: tuple[widgets.Widget, ...] = (css_widget(), self.header, self.live, self.status)
-        before += (self.context_box, self.agent_log, self.cancel_button)
-        built = tuple(self._parts[name] for name in self.LAZY_PARTS if name in self._parts)
-        return (*before, *built, self.error)
-
-    def _build_part(self, part: str) -> None:
-        """Build a lazy part (hidden) and place it among the children."""
-        with self._lock:
-            if part in self._parts:
-                return
-            made = {
-                "cancel_box": self._cancel_box,
-                "permission": self._permission_card,
-                "review": self._review_section,
-            }[part]()
-            show(made, False)
-            self._parts[part] = made
-            self.__dict__[part] = made
-            self.children = self._children()
-
-    def _show_part(self, part: str, visible: bool) -> None:
-        """Show or hide a lazy part; one never built stays unbuilt while hidden."""
-        if visible or part in self._parts:
-            show(getattr(self, part), visible)
-
     def __repr__(self) -> str:
         # What a notebook saved without widget state, or nbconvert's HTML, shows in the
         # view's place: one line; the task record beside it tells the task's state.
         return f"Live view of delegated task {self.task.id} (shown while its kernel runs)"
 
-    def _cancel_box(self) -> widgets.HBox:
-        """Cancel asks first: the task stops for good (pause keeps it resumable)."""
-        self.cancel_text = html_widget()
-        self.cancel_confirm = button("Yes, cancel it", "danger", "stop")
-        self.cancel_keep = button("Keep it running")
-        self.cancel_keep.on_click(lambda _: self._ask_cancel(False))
-        self.cancel_confirm.on_click(lambda _: self._cancel())
-        return widgets.HBox((self.cancel_text, self.cancel_confirm, self.cancel_keep))
-
     def _permission_card(self) -> widgets.VBox:
         """The question: what the agent asks, in the user's words (`permission_html`), and
         Allow once / Allow this prefix (or file) for the task / Deny, with a reason the
         agent receives."""
-        self.permission_text = html_widget()
-        auto = shared_layout(width="auto")
-        self.allow_button = button("Allow once", "success", "check", layout=auto)
-        self.allow_rule_button = button(
-            "Allow this prefix for the task", "info", "check-circle", own_layout=True
-        )
-        self.allow_rule_button.layout.width = "auto"
-        self.deny_button = button("Deny", "danger", "times", layout=auto)
+        self.permission_text = widgets.HTML()
+        self.allow_button = button("Allow once", "success", "check")
+        self.allow_rule_button = button("Allow this prefix for the task", "info", "check-circle")
+        self.deny_button = button("Deny", "danger", "times")
         self.deny_reason = widgets.Text(
-            placeholder="why (optional; the agent is told)", layout=shared_layout(width="22em")
+            placeholder="why (optional; the agent is told)", layout={"width": "22em"}
         )
+        for b in (self.allow_button, self.allow_rule_button, self.deny_button):
+            b.layout.width = "auto"
         self.allow_button.on_click(lambda _: self._answer(True))
         self.allow_rule_button.on_click(lambda _: self._answer(True, remember=True))
         self.deny_button.on_click(lambda _: self._answer(False))
         actions = widgets.HBox(
             (self.allow_button, self.allow_rule_button, self.deny_button, self.deny_reason),
-            layout=shared_layout(flex_flow="row wrap"),
+            layout={"flex_flow": "row wrap"},
         )
         return widgets.VBox((self.permission_text, actions))
 
@@ -1023,7 +911,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         """The review: `ReviewView` (its bar with the verdict, counts and actions, the
         diff with line comments, rounds and your edits), made when the task first reaches
         review, above what the agent was told and the checks in full (`review_content`)."""
-        self.review_content = widgets.VBox(layout=shared_layout())
+        self.review_content = widgets.VBox()
         return widgets.VBox((self.review_content,))
 
     def close(self) -> None:
@@ -1190,10 +1078,10 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._render_fold()
         self.status.value = status_html(self.task)
         show(self.cancel_button, state.active and not self._asking_cancel)
-        self._show_part("cancel_box", state.active and self._asking_cancel)
+        show(self.cancel_box, state.active and self._asking_cancel)
         self._render_permission()
         built = self._built_round == self._review_round
-        self._show_part("review", state in SHOWS_REVIEW and built)
+        show(self.review, state in SHOWS_REVIEW and built)
 
     def _ask_cancel(self, asking: bool) -> None:
         with self._lock:
@@ -1223,7 +1111,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def _render_permission(self) -> None:
         pending = self._pending() if self.task.state == S.WAITING else []
         self._asking = pending[0] if pending else None
-        self._show_part("permission", self._asking is not None)
+        show(self.permission, self._asking is not None)
         if self._asking is not None:
             request = self._asking
             self.permission_text.value = permission_html(request, len(pending) - 1)
@@ -1340,11 +1228,9 @@ class BoardRow(widgets.HBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._lock = threading.Lock()
         self._unproven = False
         self.cells = cells(row_cells(task))
-        self.approve_button = button("Approve", "success", "check", own_layout=True)
-        self.force_button = button(
-            "Merge anyway", "danger", "exclamation-triangle", own_layout=True
-        )
-        self.reject_button = button("Reject", "danger", "times", own_layout=True)
+        self.approve_button = button("Approve", "success", "check")
+        self.force_button = button("Merge anyway", "danger", "exclamation-triangle")
+        self.reject_button = button("Reject", "danger", "times")
         self.error = widgets.HTML()
         self.approve_button.on_click(lambda _: attempt(self.error, self._approve))
         self.force_button.on_click(lambda _: attempt(self.error, self._force))

@@ -167,6 +167,7 @@ def run_script(script: str, spec: dict[str, Any], tmp_path: Path, timeout: float
         text=True,
         timeout=timeout,
     )
+    print(done.stderr)  # all of it (dialogs met, the summary so far): pytest shows it on failure
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     print(json.dumps(summary, indent=1))  # shown by pytest -rP

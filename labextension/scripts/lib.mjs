@@ -42,10 +42,29 @@ export async function acceptKernel(page) {
   }
 }
 
+export async function answerDialog(page) {
+  // A JupyterLab dialog in the way of a click: the kernel choice takes the notebook's own
+  // kernel; any other (a kernel restarting or a lost server connection on a loaded
+  // machine) is written to stderr, so a failure says what it was, and accepted. Its text.
+  const dialog = page.locator('.jp-Dialog');
+  if (!(await dialog.isVisible().catch(() => false))) {
+    return '';
+  }
+  const text = ((await dialog.textContent().catch(() => '')) || '').replace(/\s+/g, ' ').trim();
+  console.error(`a JupyterLab dialog was in the way: ${text}`);
+  if (await dialog.locator('button', { hasText: /^Select$/ }).count()) {
+    await acceptKernel(page);
+  } else {
+    await dialog.locator('button.jp-mod-accept').first().click({ timeout: 5000 }).catch(() => undefined);
+    await dialog.waitFor({ state: 'detached', timeout: 10000 }).catch(() => undefined);
+  }
+  return text;
+}
+
 export async function runAll(page) {
   // Run All Cells once the kernel is idle; on a loaded machine a click made while the
   // kernel is still connecting can run nothing, so it is made again until a cell starts.
-  // A kernel dialog met on the way is answered with the notebook's kernel.
+  // A dialog met on the way is answered (answerDialog).
   const idle = () => {
     const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
     return status && status.getAttribute('data-status') === 'idle';
@@ -62,8 +81,16 @@ export async function runAll(page) {
       }
       await page.waitForTimeout(500);
     }
-    await page.locator('.lm-MenuBar-item', { hasText: /^Run$/ }).click();
-    await page.getByRole('menuitem', { name: 'Run All Cells', exact: true }).click();
+    await answerDialog(page);
+    try {
+      await page.locator('.lm-MenuBar-item', { hasText: /^Run$/ }).click({ timeout: 15000 });
+      await page.getByRole('menuitem', { name: 'Run All Cells', exact: true }).click({ timeout: 15000 });
+    } catch (error) {
+      // a dialog that came up in between: say which, answer it, and try again
+      const text = await answerDialog(page);
+      if (!text || attempt === 2) throw new Error(`Run All Cells could not be clicked (dialog: ${text}): ${error}`);
+      continue;
+    }
     if (await page.waitForFunction(started, null, { timeout: 20000 }).then(() => true, () => false)) {
       return;
     }

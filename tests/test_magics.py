@@ -451,7 +451,7 @@ def test_each_verdict_is_shown_by_cli_record_view_and_board(
 ) -> None:
     from jupyter_delegate import Budget, Outcome, cli
     from jupyter_delegate.notebook.record import text_html, text_plain
-    from jupyter_delegate.notebook.views import BoardRow, header_html
+    from jupyter_delegate.notebook.views import BoardRow, header_html, shown
 
     manager, _ = make_manager(turns)
     outcome = Outcome("Make add() add.", checks=checks, budget=Budget(max_steps=max_steps))
@@ -466,7 +466,7 @@ def test_each_verdict_is_shown_by_cli_record_view_and_board(
     assert f"review · {verdict}</span>" in header_html(task, "fix")
     row = BoardRow(task)
     approve = row.approve_button
-    offered = approve.layout.display != "none"
+    offered = shown(approve)
     if verdict == "proven":
         assert offered and approve.description == "Approve"
     elif verdict == "no changes":
@@ -475,8 +475,8 @@ def test_each_verdict_is_shown_by_cli_record_view_and_board(
         assert offered and approve.description == "Approve anyway…"
         approve.click()  # asks: nothing merged, Merge anyway offered
         assert task.state == TaskState.REVIEW and "Not proven" in row.error.value
-        assert row.force_button.layout.display != "none" and approve.layout.display == "none"
-    assert row.reject_button.layout.display != "none"
+        assert shown(row.force_button) and not shown(approve)
+    assert shown(row.reject_button)
     row.close()
 
 

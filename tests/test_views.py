@@ -39,6 +39,7 @@ from jupyter_delegate.notebook.views import (
     LiveLog,
     TaskView,
     outside_scope,
+    shown,
     split_diff,
 )
 from jupyter_delegate.policy import Policy
@@ -57,10 +58,6 @@ def text_of(widget: widgets.Widget) -> str:
     parts = [str(getattr(widget, "value", "")), *getattr(widget, "titles", ())]
     parts += [text_of(child) for child in getattr(widget, "children", ())]
     return "\n".join(p for p in parts if p)
-
-
-def shown(widget: widgets.Widget) -> bool:
-    return widget.layout.display != "none"
 
 
 TOOL_ITEM = re.compile(r'<details class="jd-tool">.*?</details>', re.S)
@@ -618,6 +615,30 @@ def test_many_tool_calls_open_no_widget_and_send_bounded_messages(
     pushed = 3 + 2 * LOG_PAGES
     assert len(sent.messages) <= pushed * (took / FLUSH_S + 2) < 800
     assert max(sent.messages) <= LOG_CHARS + 1000
+
+
+def widgets_in(widget: widgets.Widget) -> int:
+    return 1 + sum(widgets_in(child) for child in getattr(widget, "children", ()))
+
+
+def test_a_view_opens_one_comm_per_widget_and_closes_all_it_opened(
+    views: Callable[..., TaskView], sent: Sent
+) -> None:
+    # Styles and the layouts nothing changes are shared: a comm open each saved (90 opens a
+    # view before, three per widget); only the log's pages have layouts of their own.
+    from ipywidgets.widgets.widget import _instances
+
+    views(bare_task("c1"))  # makes the shared styles and layouts, if no view has yet
+    before, opened = set(_instances), sent.opens
+    view = views(bare_task("c2"))
+    made = set(_instances) - before
+    assert sent.opens - opened == len(made) == widgets_in(view) + LOG_PAGES < 40
+    hidden = [view.cancel_box, view.permission, view.review]
+    assert not any(shown(part) for part in hidden) and shown(view.cancel_button)
+    assert all(part.layout is view.header.layout for part in hidden)  # hidden by a class
+    view.close()
+    assert not made & set(_instances)  # its own layouts too; the shared ones stay
+    assert view.header.layout.comm is not None
 
 
 def test_a_burst_of_events_is_pushed_a_bounded_number_of_times(

@@ -19,19 +19,22 @@ the widget.
 
 Threading (DESIGN principle 6, NOTES "Jupyter"): task events arrive on the engine thread
 and buttons on the kernel's main thread, so the views only ever set traits (`value`,
-`children`, `disabled`, `layout.display`), under one lock per view, and never hold that
+`children`, `disabled`, the hiding class), under one lock per view, and never hold that
 lock while calling the task (an approve waits on the engine, whose events take the lock).
 The review, which runs git, is built on its own thread once per review round.
 
-Cost in the kernel (bench/RESULTS.md, kernel responsiveness): every trait set is a comm
-message the engine thread serialises, and every new widget is three comm opens (itself,
-its layout, its style). So the live part of a view is a fixed set of widgets: the header,
-the live line (its clock ticks in the browser: time passing costs no message; a running
-command's last lines come at most twice a second, engine/output_tail.py), the log and the
-text being streamed. The log is the last `LOG_PAGES` pages of
-`PAGE_ENTRIES` entries, one HTML widget each, made once and reused in turn (earlier
-entries are counted in one line above them; a page is at most `LOG_CHARS` of HTML, the
-most one message carries).
+Cost in the kernel and the browser (bench/RESULTS.md, kernel responsiveness, issue 22):
+every trait set is a comm message the engine thread serialises, and every new widget is a
+comm open, and two more for its layout and style unless they are shared: the views share
+their styles and every layout that nothing changes (`shared`; a widget is hidden by a
+class, `show`, not by its layout), so a view opens 37 comms, not 90, and the front end
+makes that many models before it draws the view. So the live part of a view is a fixed
+set of widgets: the header, the live line (its clock ticks in the browser: time passing
+costs no message; a running command's last lines come at most twice a second,
+engine/output_tail.py), the log and the text being streamed. The log is the last
+`LOG_PAGES` pages of `PAGE_ENTRIES` entries, one HTML widget each, made once and reused in
+turn (earlier entries are counted in one line above them; a page is at most `LOG_CHARS` of
+HTML, the most one message carries).
 Why pages: a front end redraws an HTML widget whole when its value is set, which closes
 the tool calls the user opened in it. A page's HTML depends on its entries only, so a
 page that did not change is set to the value it has, which sends nothing: only the page
@@ -60,6 +63,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
+from ipywidgets import Layout
+from ipywidgets.widgets.widget_bool import ToggleButtonStyle
+from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
 
 from ..check_output import failure_tail, printable, whole_output
 from ..engine.model import PRICE_GUESSED, usd_text
@@ -118,6 +124,7 @@ CSS = """<style>
 .jd-feedback {border-left: 3px solid var(--jp-brand-color1, #0969da); padding: 2px 8px;
   white-space: pre-wrap; margin: 2px 0}
 .jd-log-summary, .jd-ask .jd-note, .jd-log-note {color: var(--jp-ui-font-color2, #57606a)}
+.jd-hidden {display: none !important}
 </style>"""
 
 esc = html.escape
@@ -680,8 +687,8 @@ class LazySection(widgets.Accordion):  # type: ignore[misc]  # ipywidgets is unt
 
     def __init__(self, title: str, render: Callable[[], str], *, open_now: bool = False) -> None:
         self.render = render
-        self.body = widgets.HTML()
-        super().__init__(children=(self.body,), titles=(title,))
+        self.body = html_widget()
+        super().__init__(children=(self.body,), titles=(title,), layout=shared(Layout))
         self.observe(self._on_open, names="selected_index")
         if open_now:
             self.selected_index = 0
@@ -744,16 +751,59 @@ def skills_not_loaded(task: Task) -> list[LazySection]:
 
 
 # -- widget plumbing -------------------------------------------------------------------------
+HIDDEN = "jd-hidden"  # the class that hides a widget (CSS: the views' stylesheet)
+
+
 def show(widget: widgets.DOMWidget, visible: bool) -> None:
-    display = "" if visible else "none"
-    if widget.layout.display != display:
-        widget.layout.display = display
+    """Show or hide a widget by its class (its layout may be shared): one message, and
+    none when it is already so."""
+    if visible:
+        widget.remove_class(HIDDEN)
+    else:
+        widget.add_class(HIDDEN)
+
+
+def shown(widget: widgets.DOMWidget) -> bool:
+    """Whether `show` left the widget visible."""
+    return HIDDEN not in widget._dom_classes
+
+
+_SHARED: dict[tuple[Any, ...], widgets.Widget] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(kind: type[widgets.Widget], **traits: str) -> Any:
+    """The one `kind` (a layout or a style) with these traits that every view's widgets
+    share: a comm open saved per widget. Nothing may change it after it is made (a
+    widget whose layout changes has its own); made again if it was closed."""
+    key = (kind, *sorted(traits.items()))
+    with _SHARED_LOCK:
+        made = _SHARED.get(key)
+        if made is None or made.comm is None:
+            made = _SHARED[key] = kind(**traits)
+        return made
+
+
+def html_widget(value: str = "", *, layout: widgets.Layout | None = None) -> widgets.HTML:
+    """An HTML widget with the shared style, and the shared layout unless given one."""
+    return widgets.HTML(
+        value, style=shared(HTMLStyle), layout=layout if layout is not None else shared(Layout)
+    )
+
+
+def box(children: Iterable[widgets.Widget] = (), kind: Any = None, **layout: str) -> Any:
+    """A VBox (or `kind`) of `children` with a shared layout of these traits."""
+    return (kind or widgets.VBox)(tuple(children), layout=shared(Layout, **layout))
 
 
 def close_tree(widget: widgets.Widget) -> None:
-    """Close a widget and everything inside it (ipywidgets closes only the one)."""
+    """Close a widget and everything inside it (ipywidgets closes only the one), and its
+    layout and style unless the views share them."""
     for child in getattr(widget, "children", ()):
         close_tree(child)
+    for part in (getattr(widget, "layout", None), getattr(widget, "style", None)):
+        if isinstance(part, widgets.Widget) and not any(part is one for one in _SHARED.values()):
+            part.close()
     widgets.Widget.close(widget)  # not an override: TaskView.close comes here
 
 
@@ -782,8 +832,15 @@ def attempt(error: widgets.HTML, action: Callable[[], object]) -> bool:
     return True
 
 
-def button(description: str, style: str = "", icon: str = "") -> widgets.Button:
-    return widgets.Button(description=description, button_style=style, icon=icon)
+def button(description: str, style: str = "", icon: str = "", **layout: str) -> widgets.Button:
+    """A button with the shared style and a shared layout of these traits."""
+    return widgets.Button(
+        description=description,
+        button_style=style,
+        icon=icon,
+        style=shared(widgets.ButtonStyle),
+        layout=shared(Layout, **layout),
+    )
 
 
 # -- the task view ---------------------------------------------------------------------------
@@ -813,47 +870,58 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.review_view: ReviewView | None = None  # made when the task reaches review
         self._asking_cancel = False  # Cancel was clicked: the view asks to confirm
 
-        self.header = widgets.HTML()
+        self.header = html_widget()
         self._activity = Activity()  # what the task does now (the live line)
-        self.live = LiveStatus()  # the live line: elapsed time, activity, output tail
-        self.status = widgets.HTML()
-        self.context_box = widgets.VBox(skills_not_loaded(task))
-        self.live_earlier = widgets.HTML()  # the line counting the pages no longer kept
+        self.live = LiveStatus(
+            layout=shared(Layout)
+        )  # the live line: elapsed time, activity, output tail
+        self.status = html_widget()
+        self.context_box = box(skills_not_loaded(task))
+        # the line counting the pages no longer kept; `order`: above the pages
+        self.live_earlier = html_widget(layout=shared(Layout, order="-2"))
         # The pages of the log (LiveLog), one widget each for the view's life: page p is
         # shown by slot p % LOG_PAGES, which the next page to need it takes over.
-        self.live_pages = tuple(widgets.HTML() for _ in range(LOG_PAGES))
-        self.live_text = widgets.HTML()  # the words being streamed, below the log
-        pages = widgets.VBox(self.live_pages)  # its own flex column: `order` sorts the pages
-        # "show earlier": the entries the log no longer keeps, read from the journal.
-        self.earlier_box = widgets.HTML()
-        self.earlier_button = button("show earlier", "", "angle-double-up")
-        self.earlier_button.layout.width = "auto"
+        # (their own layouts: `order` moves a reused page below the newer ones)
+        self.live_pages = tuple(html_widget(layout=Layout()) for _ in range(LOG_PAGES))
+        self.live_text = html_widget()  # the words being streamed, below the log
+        pages = box(self.live_pages)  # its own flex column: `order` sorts the pages
+        # "show earlier": the entries the log no longer keeps, read from the journal; above
+        # the pages (`order`), after them in `children`.
+        self.earlier_box = html_widget(layout=shared(Layout, order="-3"))
+        self.earlier_button = button(
+            "show earlier", "", "angle-double-up", width="auto", order="-1"
+        )
         self.earlier_button.on_click(lambda _: self._on_show_earlier())
-        for order, above in enumerate((self.earlier_box, self.live_earlier, self.earlier_button)):
-            above.layout.order = str(order - 3)  # above the pages, after them in `children`
-        self.log_box = widgets.VBox(
+        self.log_box = box(
             (self.live_earlier, pages, self.live_text, self.earlier_box, self.earlier_button)
         )
         # The log folds into one line when the review opens; the toggle unfolds it.
-        self.log_summary = widgets.HTML()
-        self.log_toggle = widgets.ToggleButton(False, description="show the agent log")
-        self.log_toggle.layout.width = "auto"
+        self.log_summary = html_widget()
+        self.log_toggle = widgets.ToggleButton(
+            False,
+            description="show the agent log",
+            style=shared(ToggleButtonStyle),
+            layout=shared(Layout, width="auto"),
+        )
         self.log_toggle.observe(lambda _: self._render_fold(), names="value")
-        self.log_bar = widgets.HBox((self.log_summary, self.log_toggle))
-        self.agent_log = widgets.VBox((self.log_bar, self.log_box))
+        self.log_bar = box((self.log_summary, self.log_toggle), widgets.HBox)
+        self.agent_log = box((self.log_bar, self.log_box))
         self.cancel_button = button("Cancel…", "warning", "stop")
         # Cancel asks first: the task stops for good (pause keeps it resumable).
-        self.cancel_text = widgets.HTML()
+        self.cancel_text = html_widget()
         self.cancel_confirm = button("Yes, cancel it", "danger", "stop")
         self.cancel_keep = button("Keep it running")
-        self.cancel_box = widgets.HBox((self.cancel_text, self.cancel_confirm, self.cancel_keep))
+        self.cancel_box = box(
+            (self.cancel_text, self.cancel_confirm, self.cancel_keep), widgets.HBox
+        )
         show(self.cancel_box, False)
         self.permission = self._permission_card()
         self.review = self._review_section()
-        self.error = widgets.HTML()
+        self.error = html_widget()
         super().__init__(
+            layout=shared(Layout),
             children=(
-                widgets.HTML(CSS),
+                html_widget(CSS),
                 self.header,
                 self.live,
                 self.status,
@@ -864,7 +932,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 self.permission,
                 self.review,
                 self.error,
-            )
+            ),
         )
         self.cancel_button.on_click(lambda _: self._ask_cancel(True))
         self.cancel_keep.on_click(lambda _: self._ask_cancel(False))
@@ -889,30 +957,33 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         """The question: what the agent asks, in the user's words (`permission_html`), and
         Allow once / Allow this prefix (or file) for the task / Deny, with a reason the
         agent receives."""
-        self.permission_text = widgets.HTML()
-        self.allow_button = button("Allow once", "success", "check")
-        self.allow_rule_button = button("Allow this prefix for the task", "info", "check-circle")
-        self.deny_button = button("Deny", "danger", "times")
-        self.deny_reason = widgets.Text(
-            placeholder="why (optional; the agent is told)", layout={"width": "22em"}
+        self.permission_text = html_widget()
+        self.allow_button = button("Allow once", "success", "check", width="auto")
+        self.allow_rule_button = button(
+            "Allow this prefix for the task", "info", "check-circle", width="auto"
         )
-        for b in (self.allow_button, self.allow_rule_button, self.deny_button):
-            b.layout.width = "auto"
+        self.deny_button = button("Deny", "danger", "times", width="auto")
+        self.deny_reason = widgets.Text(
+            placeholder="why (optional; the agent is told)",
+            style=shared(TextStyle),
+            layout=shared(Layout, width="22em"),
+        )
         self.allow_button.on_click(lambda _: self._answer(True))
         self.allow_rule_button.on_click(lambda _: self._answer(True, remember=True))
         self.deny_button.on_click(lambda _: self._answer(False))
-        actions = widgets.HBox(
+        actions = box(
             (self.allow_button, self.allow_rule_button, self.deny_button, self.deny_reason),
-            layout={"flex_flow": "row wrap"},
+            widgets.HBox,
+            flex_flow="row wrap",
         )
-        return widgets.VBox((self.permission_text, actions))
+        return box((self.permission_text, actions))
 
     def _review_section(self) -> widgets.VBox:
         """The review: `ReviewView` (its bar with the verdict, counts and actions, the
         diff with line comments, rounds and your edits), made when the task first reaches
         review, above what the agent was told and the checks in full (`review_content`)."""
-        self.review_content = widgets.VBox()
-        return widgets.VBox((self.review_content,))
+        self.review_content = box()
+        return box((self.review_content,))
 
     def close(self) -> None:
         """Stop following the task and close every widget of the view."""
@@ -1135,10 +1206,10 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         review_view = self.review_view or ReviewView(self.task, show_checks=False)
         paths = [f["path"] for f in review_view.files]
         parts = [
-            widgets.HTML(f"<b>Checks</b> (run by the harness){checks_html(self.task)}"),
-            widgets.HTML(context_html(self.task)),
-            widgets.HTML(model_html(self.task)),
-            widgets.HTML(flags_html(review_flags(self.task, paths))),
+            html_widget(f"<b>Checks</b> (run by the harness){checks_html(self.task)}"),
+            html_widget(context_html(self.task)),
+            html_widget(model_html(self.task)),
+            html_widget(flags_html(review_flags(self.task, paths))),
         ]
         with self._lock:
             if self._closed or round_ != self._review_round:
@@ -1214,7 +1285,9 @@ def row_cells(task: Task) -> dict[str, str]:
 
 
 def cells(values: Mapping[str, str]) -> dict[str, widgets.HTML]:
-    return {key: widgets.HTML(values[key], layout={"width": width}) for key, width in COLUMNS}
+    return {
+        key: html_widget(values[key], layout=shared(Layout, width=width)) for key, width in COLUMNS
+    }
 
 
 class BoardRow(widgets.HBox):  # type: ignore[misc]  # ipywidgets is untyped
@@ -1231,7 +1304,7 @@ class BoardRow(widgets.HBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.approve_button = button("Approve", "success", "check")
         self.force_button = button("Merge anyway", "danger", "exclamation-triangle")
         self.reject_button = button("Reject", "danger", "times")
-        self.error = widgets.HTML()
+        self.error = html_widget()
         self.approve_button.on_click(lambda _: attempt(self.error, self._approve))
         self.force_button.on_click(lambda _: attempt(self.error, self._force))
         self.reject_button.on_click(lambda _: attempt(self.error, self.task.reject))
@@ -1242,7 +1315,8 @@ class BoardRow(widgets.HBox):  # type: ignore[misc]  # ipywidgets is untyped
                 self.force_button,
                 self.reject_button,
                 self.error,
-            )
+            ),
+            layout=shared(Layout),
         )
         self.refresh()
 
@@ -1285,7 +1359,8 @@ class Board(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.rows = {task.id: BoardRow(task) for task in tasks}
         titles = cells({key: f"<b>{key}</b>" for key, _ in COLUMNS})
         super().__init__(
-            children=(widgets.HTML(CSS), widgets.HBox(tuple(titles.values())), *self.rows.values())
+            children=(html_widget(CSS), box(titles.values(), widgets.HBox), *self.rows.values()),
+            layout=shared(Layout),
         )
         self._unsubscribes = [row.task.subscribe(row.on_event) for row in self.rows.values()]
 

@@ -466,6 +466,11 @@ while task.state.active and time.monotonic() < deadline:
     time.sleep(0.02)
 """
 REPORT_CELL = """
+# the events come from the worker on their own stream: `wait` may return on the state
+# before the review's own event has reached the view
+deadline = time.monotonic() + 20
+while "review" not in heard and time.monotonic() < deadline:
+    time.sleep(0.05)
 print(json.dumps({
     "id": task.id, "state": str(task.state), "workers": task.workers, "heard": heard,
     "seen": seen, "now": dict(view.live.activity), "log": dict(view._log.counts()),

@@ -43,10 +43,12 @@ try {
     el.value = String(i);
     el.dispatchEvent(new Event('input', { bubbles: true }));
   }, spec.probe);
+  // this step's diff drawn: asked of the kernel where the data has none (not "Loading…")
   await page.waitForFunction(i => {
     const root = document.querySelector('.jp-Notebook .jdp');
-    return root.dataset.step === String(i) && root.dataset.diffStep === String(i);
-  }, spec.probe, { timeout: 10000 });
+    return root.dataset.step === String(i) && root.dataset.diffStep === String(i) &&
+      !root.querySelector('.jdp-diff-wait');
+  }, spec.probe, { timeout: 30000 });
   summary.shown = await page.evaluate(() => ({
     position: document.querySelector('.jdp-position').textContent,
     cost: document.querySelector('.jdp-cost-now').textContent,

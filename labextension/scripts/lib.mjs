@@ -92,10 +92,40 @@ export async function runAll(page) {
       continue;
     }
     if (await page.waitForFunction(started, null, { timeout: 20000 }).then(() => true, () => false)) {
+      await runTheRest(page);
       return;
     }
   }
   throw new Error('Run All Cells started no cell');
+}
+
+async function runTheRest(page) {
+  // On a loaded machine Run All can stop after the first cell with no error (the rest
+  // never queued: their prompts stay empty while the kernel is idle). Then the cells left
+  // are run, from the first of them (Run Selected Cell and All Below): none runs twice.
+  const firstLeft = () => {
+    const cells = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')];
+    if (cells.some(c => c.querySelector('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'))) {
+      return -2; // a cell failed: Run All stopped there on purpose
+    }
+    const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
+    if (!status || status.getAttribute('data-status') !== 'idle') return -1;
+    return cells.findIndex(c => /\[\s*\]/.test(c.querySelector('.jp-InputPrompt')?.textContent || ''));
+  };
+  for (let waited = 0; waited < 30000; waited += 1000) {
+    await page.waitForTimeout(1000);
+    const left = await page.evaluate(firstLeft);
+    if (left === -2) return;
+    if (left < 0) continue;
+    console.error(`Run All stopped before cell ${left + 1}: running it and the cells below`);
+    await page.locator('.jp-Notebook .jp-CodeCell').nth(left).locator('.jp-InputPrompt').click();
+    await answerDialog(page);
+    await page.locator('.lm-MenuBar-item', { hasText: /^Run$/ }).click({ timeout: 15000 });
+    await page
+      .getByRole('menuitem', { name: 'Run Selected Cell and All Below', exact: true })
+      .click({ timeout: 15000 });
+    return;
+  }
 }
 
 export async function openSidebar(page) {

@@ -1,5 +1,5 @@
 """Where the user's own jupyter-delegate files live: `~/.jupyter/delegate/` (config.toml,
-preferences.md, skills/, skills.lock, trusted/), or `$JUPYTER_DELEGATE_HOME` when set
+preferences.md, skills/, skills.lock, trusted/, cache/), or `$JUPYTER_DELEGATE_HOME` when set
 (tests and shared machines use it). Nothing here is ever inside a repository.
 """
 

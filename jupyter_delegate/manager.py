@@ -48,8 +48,10 @@ from .engine.catalogue import (
     check_compact_at,
     check_effort,
     describe,
+    keep_description,
     resolve_compact_at,
     resolve_effort,
+    stored_description,
 )
 from .engine.model import (
     Endpoint,
@@ -261,10 +263,13 @@ class TaskManager:
         worktree = workspace.worktree_path(task_id)
         probe_sandbox = Sandbox(worktree, tier=tier)  # raises SandboxUnavailable with the fix
         # Last, as it asks the endpoint: an unknown model id fails here, nothing created.
-        # An answer already known is read here, without waiting for the busy engine.
-        info = self._known_model(endpoint, model_id) or self._run_sync(
-            self._describe(endpoint, model_id)
-        )
+        # An answer already known (to this process, or kept on disk by any) is read here,
+        # without waiting for the busy engine or importing the SDK.
+        info = self._known_model(endpoint, model_id)
+        if info is None:
+            info = self._run_sync(self._describe(endpoint, model_id))
+            if endpoint is not None:  # the endpoint's own client: kept for the next process
+                keep_description(endpoint, info)
         effort = resolve_effort(effort, info, settings.effort)
         compact_tokens = resolve_compact_at(
             compact_at if compact_at is not None else settings.compact_at,
@@ -317,10 +322,15 @@ class TaskManager:
         return task
 
     def _known_model(self, endpoint: Endpoint | None, model_id: str) -> ModelInfo | None:
-        """What `_describe` would answer, when the catalogue's answer is cached already
-        (any thread: no request, no hop to the engine)."""
-        client = self._client or known_client(endpoint or endpoint_from_env(), self._engine())
-        return None if client is None else cached_description(client, model_id)
+        """What `_describe` would answer, when the catalogue's answer is cached already:
+        by the client, or for the endpoint on disk (a client passed to the manager has no
+        endpoint: only its own cache). Any thread: no request, no hop to the engine."""
+        if self._client is not None:
+            return cached_description(self._client, model_id)
+        endpoint = endpoint or endpoint_from_env()
+        client = known_client(endpoint, self._engine())
+        cached = None if client is None else cached_description(client, model_id)
+        return cached or stored_description(endpoint, model_id)
 
     async def _describe(self, endpoint: Endpoint | None, model_id: str) -> ModelInfo:
         """What the model can do, asked on the engine loop of the client rounds use."""

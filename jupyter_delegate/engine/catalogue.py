@@ -5,7 +5,10 @@ When a task is submitted the harness asks the endpoint's Models API
 window (`max_input_tokens`), its output limit (`max_tokens`), and whether it compacts
 server-side, thinks adaptively and takes an effort level. The answer is cached per
 client (the process has one per endpoint, model.client_for) and model, and journaled in
-the task's opening event, so every round and a resume use the same. An id the catalogue
+the task's opening event, so every round and a resume use the same. The Models API's
+answers for an endpoint are also kept on disk for a day (`stored_description`,
+`keep_description`: `cache/models.json` in the user's delegate folder), so the first
+submit of a fresh kernel neither imports the SDK nor asks the endpoint again. An id the catalogue
 does not know fails the submit, listing the ids it does know. Where the catalogue cannot
 be reached (an endpoint without it, a proxy), the built-in table below answers,
 conservatively, and the review says so.
@@ -18,16 +21,25 @@ model.py's; what the loop does with them is loop.py's.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import re
 import weakref
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelConfigError
+from ..home import user_dir, write_atomic
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
+
+    from .model import Endpoint
 
 # A turn's output is streamed, and capped here whatever the model allows: a longer one
 # is almost always a file written whole that `write` then `edit` would do better.
@@ -126,6 +138,86 @@ async def describe(client: AsyncAnthropic, model: str) -> ModelInfo:
     except (TimeoutError, anthropic.APIConnectionError, anthropic.APIStatusError):
         return from_table(model)
     return known.setdefault(model, _info(model, found))
+
+
+# -- kept on disk, for the next process ---------------------------------------------------
+# {"format": 1, "answers": {ENDPOINT: {MODEL: {"learned": ISO-8601, "info": to_dict()}}}},
+# ENDPOINT being the base URL and a hash of the key (never the key): two keys to one URL
+# may be served different models.
+STORE_FORMAT = 1
+STORE_TTL_S = 24 * 3600  # an answer older than this is asked again
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+
+def store_path() -> Path:
+    """Where the catalogue's answers are kept between processes."""
+    return user_dir() / "cache" / "models.json"
+
+
+def stored_description(endpoint: Endpoint, model: str) -> ModelInfo | None:
+    """What the Models API of `endpoint` answered for `model` within STORE_TTL_S, as kept
+    on disk by any process; None when nothing usable is kept (no file, a corrupt one, an
+    entry too old or malformed)."""
+    try:
+        entry = _read_store()["answers"][_endpoint_key(endpoint)][model]
+        if not _fresh(entry["learned"]):
+            return None
+        info = ModelInfo.from_dict(entry["info"])
+    except (LookupError, TypeError, ValueError, AttributeError):  # none, or malformed
+        return None
+    return info if info.source == FROM_API and info.id == model else None
+
+
+def keep_description(endpoint: Endpoint, info: ModelInfo) -> None:
+    """Keep the Models API's answer `info` for `endpoint` on disk (a table answer is not
+    kept: the endpoint is asked again next time). Other processes may write at once: the
+    file is rewritten whole under an flock, keeping their fresh answers and dropping stale
+    ones; a corrupt file is replaced. Never fails: a cache that cannot be written is only
+    slower."""
+    if info.source != FROM_API:
+        return
+    path = store_path()
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed
+            answers = _read_store().get("answers", {})
+            kept: dict[str, dict[str, Any]] = {}
+            for endpoint_key, models in answers.items() if isinstance(answers, dict) else ():
+                for model, entry in models.items() if isinstance(models, dict) else ():
+                    if isinstance(entry, dict) and _fresh(entry.get("learned")):
+                        kept.setdefault(endpoint_key, {})[model] = entry
+            learned = datetime.now(UTC).isoformat(timespec="seconds")
+            kept.setdefault(_endpoint_key(endpoint), {})[info.id] = {
+                "learned": learned,
+                "info": info.to_dict(),
+            }
+            store = {"format": STORE_FORMAT, "answers": kept}
+            write_atomic(path, json.dumps(store, indent=1, sort_keys=True) + "\n")
+
+
+def _endpoint_key(endpoint: Endpoint) -> str:
+    key = hashlib.sha256(endpoint.api_key.encode()).hexdigest()[:16]
+    return f"{(endpoint.base_url or DEFAULT_BASE_URL).rstrip('/')} key-sha256:{key}"
+
+
+def _fresh(learned: Any) -> bool:
+    try:
+        age = (datetime.now(UTC) - datetime.fromisoformat(learned)).total_seconds()
+    except (TypeError, ValueError):
+        return False
+    return 0 <= age < STORE_TTL_S
+
+
+def _read_store() -> dict[str, Any]:
+    try:
+        store = json.loads(store_path().read_text())
+    except (OSError, ValueError):  # none yet, unreadable, or corrupt: as if empty
+        return {}
+    if not isinstance(store, dict) or store.get("format") != STORE_FORMAT:
+        return {}
+    answers = store.get("answers")
+    return store if isinstance(answers, dict) else {}
 
 
 async def _known_ids(client: AsyncAnthropic) -> list[str] | None:

@@ -183,11 +183,12 @@ from jupyter_delegate.testing.demo_repo import make_demo_repo
 repo = make_demo_repo(Path(tempfile.mkdtemp(prefix="live-log-")) / "shop")
 turns = [
     {"text": f"Reading, step {n}.", "tools": [{"read": {"file_path": "shop/cart.py"}}]}
-    for n in range(12)
+    for n in range(16)
 ]
 turns.append({"tools": [{"finish": {"summary": "Read the cart."}}]})
-# A slow model (1.2 s a turn), so the browser can open a tool call while the task runs.
-model_server = FakeServer(FakeMessagesAPI({"name": "live", "turns": turns}, latency_ms=1200))
+# A slow model (1.5 s a turn), so the browser can open a tool call while the task runs,
+# even on a loaded machine where the page draws seconds behind the kernel.
+model_server = FakeServer(FakeMessagesAPI({"name": "live", "turns": turns}, latency_ms=1500))
 os.environ["ANTHROPIC_BASE_URL"] = model_server.url
 """
 
@@ -202,7 +203,7 @@ def live_notebook() -> Any:
         nbformat.v4.new_code_cell(LIVE_SETUP),
         nbformat.v4.new_code_cell("%load_ext jupyter_delegate"),
         nbformat.v4.new_code_cell(
-            "%%delegate --repo {repo} --name live-log --max-steps 20 --sandbox none\n"
+            "%%delegate --repo {repo} --name live-log --max-steps 24 --sandbox none\n"
             "Read shop/cart.py and say what it does.\n"
             f"check: {REVIEW_CHECK}"
         ),

@@ -89,6 +89,10 @@ export async function runAll(page) {
       // a dialog that came up in between: say which, answer it, and try again
       const text = await answerDialog(page);
       if (!text || attempt === 2) throw new Error(`Run All Cells could not be clicked (dialog: ${text}): ${error}`);
+      if (await page.evaluate(started)) {
+        await runTheRest(page); // the first click ran some: the rest, none twice
+        return;
+      }
       continue;
     }
     if (await page.waitForFunction(started, null, { timeout: 20000 }).then(() => true, () => false)) {

@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
+import os
 import secrets
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .context import Watch, gather
 from .engine.loop import AgentLoop, Finished, TaskFailed
@@ -56,6 +61,45 @@ CACHE_FREE_ENV = {
     "PYTEST_ADDOPTS": "-p no:cacheprovider",
     "XDG_CACHE_HOME": "/tmp/.cache",
 }
+
+
+T = TypeVar("T")
+# The rounds' git and file work (setting up a task's sandbox, reading its secrets, staging
+# and committing) runs in threads of its own, not in the loop's default executor, where
+# the journal's synced writes (`Host.record_off`) wait: a task's conclusion is not queued
+# behind other tasks' git work. It is mostly waiting for git processes, so a few threads
+# a core. Creating and removing worktrees (and the checks' checkouts) take the
+# repository's lock for git's records of them (workspace.py): they have threads of their
+# own, so that the tasks queued for a worktree hold no thread the others need.
+GIT_THREADS = min(16, 4 * (os.cpu_count() or 1))
+WORKTREE_THREADS = 4
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(name: str, threads: int) -> ThreadPoolExecutor:
+    """The process's executor `name` (made on first use, shared by every manager)."""
+    with _pools_lock:
+        if name not in _pools:
+            _pools[name] = ThreadPoolExecutor(threads, thread_name_prefix=f"delegate-{name}")
+        return _pools[name]
+
+
+async def _in(name: str, threads: int, func: Callable[..., T], *args: Any) -> T:
+    """`func(*args)` in the executor `name`, awaited (as `asyncio.to_thread`, whose
+    context it carries too)."""
+    call = functools.partial(contextvars.copy_context().run, func, *args)
+    return await asyncio.get_running_loop().run_in_executor(_pool(name, threads), call)
+
+
+async def in_git_thread(func: Callable[..., T], *args: Any) -> T:
+    """`func(*args)` in a thread of the rounds' git work."""
+    return await _in("git", GIT_THREADS, func, *args)
+
+
+async def in_worktree_thread(func: Callable[..., T], *args: Any) -> T:
+    """`func(*args)` in a thread of the rounds' worktree creation and removal."""
+    return await _in("worktree", WORKTREE_THREADS, func, *args)
 
 
 class PausedHere(Exception):
@@ -113,23 +157,23 @@ class RoundOfWork:
         workspace = context.workspace
         try:
             if task.worktree is None or not task.worktree.exists():
-                await asyncio.to_thread(self._create_worktree, task, workspace)
+                await in_worktree_thread(self._create_worktree, task, workspace)
             assert task.worktree is not None
             if task.state != S.RUNNING:
                 await self.host.set_state_off(task, S.RUNNING, "the agent is working")
             if not task.system_prompt:
-                await asyncio.to_thread(self._gather_context, task, context)
+                await in_git_thread(self._gather_context, task, context)
             events = list(context.journal.events())
             watch = Watch(
                 task.worktree, next(e.data for e in reversed(events) if e.type == "context")
             )
-            sandbox, _ = await asyncio.to_thread(self.sandbox, task, context, task.worktree)
-            context.secrets = await asyncio.to_thread(workspace.committed_secrets)
+            sandbox, _ = await in_git_thread(self.sandbox, task, context, task.worktree)
+            context.secrets = await in_git_thread(workspace.committed_secrets)
             client = self.client or client_for(context.endpoint or endpoint_from_env())
             toolbox = _toolbox(task, sandbox)
             # Made in a worker: finding the worktree's admin folder and the identity reads
             # files and git's configuration.
-            snapshots = await asyncio.to_thread(
+            snapshots = await in_git_thread(
                 Snapshots, workspace, task.id, task.worktree, task.base_commit
             )
             try:
@@ -149,12 +193,12 @@ class RoundOfWork:
                     model_info=task.model_info,
                     effort=task.effort,
                     compact_at=task.compact_at,
-                    snapshot=lambda: asyncio.to_thread(snapshots.take_or_none),
+                    snapshot=lambda: in_git_thread(snapshots.take_or_none),
                 )
                 finished = await loop.run()
             finally:
                 toolbox.close()  # the file tools' thread
-                await asyncio.to_thread(snapshots.flush)
+                await in_git_thread(snapshots.flush)
             context.tool_running = False  # a pause now stops the checks at once
             await self._conclude(task, context, sandbox, finished)
         except PausedHere:
@@ -227,9 +271,9 @@ class RoundOfWork:
             task, "finish", {"summary": summary, "stopped_by": finished.stopped_by}
         )
         assert task.worktree is not None
-        staged = await asyncio.to_thread(context.workspace.stage, task.worktree)
-        revert = await asyncio.to_thread(self._guard, task, context, staged)
-        head = await asyncio.to_thread(
+        staged = await in_git_thread(context.workspace.stage, task.worktree)
+        revert = await in_git_thread(self._guard, task, context, staged)
+        head = await in_git_thread(
             context.workspace.commit,
             task.worktree,
             f"delegate: {task.title}\n\n{summary}",
@@ -290,17 +334,23 @@ class RoundOfWork:
     async def run_checks(self, task: Task, context: Context, commit: str) -> list[CheckResult]:
         """Run the task's checks on `commit`, in a throw-away checkout of it seen at the
         user's checkout's path, in the user's declared environment: what the checks
-        write is never committed, and what they test is the agent's committed code."""
+        write is never committed, and what they test is the agent's committed code.
+        With no checks to run, nothing is made: no checkout, no sandbox, and the
+        event says they ran with nothing (an empty environment)."""
         workspace = context.workspace
+        if not task.check_commands:
+            nothing = {"results": [], "commit": commit, "environment": {}}
+            tell(task, await self.host.record_off(task, "checks", nothing))
+            return []
         logs = workspace.task_dir(task.id) / "checks"
         round_ = len(list(logs.glob("*-1.log"))) + 1 if logs.is_dir() else 1
         if not context.secrets:  # checks at an approve, in another process than the run
-            context.secrets = await asyncio.to_thread(workspace.committed_secrets)
+            context.secrets = await in_git_thread(workspace.committed_secrets)
         with contextlib.ExitStack() as stack:
-            copy = await asyncio.to_thread(
+            copy = await in_worktree_thread(
                 stack.enter_context, workspace.check_copy(task.id, commit)
             )
-            sandbox, environment = await asyncio.to_thread(
+            sandbox, environment = await in_git_thread(
                 self.sandbox, task, context, copy, CHECK_OUTPUT_LIMIT
             )
             results = await _run_each(
@@ -311,7 +361,7 @@ class RoundOfWork:
                 context.secrets,
                 lambda number: logs / f"{round_}-{number}.log",
             )
-            await asyncio.to_thread(stack.close)
+            await in_worktree_thread(stack.close)
         data: dict[str, Any] = {
             "results": [r.to_dict() for r in results],
             "commit": commit,

@@ -7,7 +7,8 @@ files, and a reject keeps the work under `refs/delegate/archive/<id>`. Git work 
 repository as a whole (creating and removing worktrees, moving branches other than a
 task's own) is serialised by a lock shared by every task of the process: `git worktree
 add` is not safe beside another one (it reads the other worktree's half-written admin
-files). Work inside one worktree (stage, diff, commit on the task's branch) takes that
+files). Only that part is: a new worktree's files are checked out after, outside it.
+Work inside one worktree (stage, diff, commit on the task's branch) takes that
 worktree's lock only, as git keeps worktrees' indexes and branches apart, so tasks that
 finish together commit side by side. A method needing both takes the worktree's lock
 first. The base branch is moved with an expected-old-value update so a concurrent move is
@@ -412,9 +413,14 @@ class Workspace:
         base_branch = base if base is not None and self.has_branch(base) else None
         branch = f"delegate/{task_id}-{slug}"
         path = self.worktree_path(task_id)
+        # Only git's records of the worktree (its admin folder, the branch, HEAD) are made
+        # under the repository's lock; the files are checked out beside other tasks'
+        # (what `git worktree add` would run itself: a reset of the new tree).
         with self.locked():
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.repo.git.worktree("add", "-b", branch, str(path), base_commit)
+            self.repo.git.worktree("add", "--no-checkout", "-b", branch, str(path), base_commit)
+        with self.worktree_locked(path):
+            git.Git(path).reset("--hard", "--no-recurse-submodules", "-q")
         self.check_out_submodules(path, base_commit)
         return Worktree(path, branch, base_branch, base_commit)
 

@@ -318,3 +318,46 @@ def test_an_api_error_left_after_the_sdks_retries_is_transient_unless_a_bad_requ
     assert task.wait(timeout=60) == TaskState.FAILED
     assert task.transient is transient
     assert ("resume the task" in task.error) is transient
+
+
+def test_sixteen_tasks_at_once_each_commit_their_fix_in_their_own_worktree(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    # Worktrees made many at once (git's records one at a time, the files side by side),
+    # the rounds' git work in its own threads: every task ends in review with its own
+    # worktree, branch and commit; checks run for the tasks that have them, and a task
+    # without checks is given no checkout for them.
+    turns = [
+        {"tools": [{"read": {"file_path": "calc.py"}}]},
+        {
+            "tools": [
+                {"edit": {"file_path": "calc.py", "old_string": "a - b", "new_string": "a + b"}}
+            ]
+        },
+        {"tools": [{"finish": {"summary": "add() now adds."}}]},
+    ]
+    manager, _ = make_manager(turns)
+    tasks = [
+        manager.submit(
+            Outcome("Make add() add.", checks=(CHECK,) if n % 2 else ()), repo=repo.working_dir
+        )
+        for n in range(16)
+    ]
+    assert [task.wait(timeout=180) for task in tasks] == [TaskState.REVIEW] * 16
+    base = repo.head.commit
+    for n, task in enumerate(tasks):
+        assert task.worktree is not None
+        tree = git.Repo(task.worktree)
+        assert tree.active_branch.name == task.branch
+        head = tree.head.commit
+        assert head.parents == (base,) and head.hexsha == task.head_commit
+        assert "a + b" in (head.tree / "calc.py").data_stream.read().decode()
+        assert tree.git.status("--porcelain") == ""
+        checks = [e for e in manager._context(task).journal.events() if e.type == "checks"]
+        if n % 2:
+            assert [r["passed"] for r in checks[-1].data["results"]] == [True]
+        else:
+            assert checks[-1].data == {"results": [], "commit": head.hexsha, "environment": {}}
+    listed = repo.git.worktree("list", "--porcelain").count("\nworktree ")
+    assert listed == 16  # the tasks' own; every checkout for the checks is gone
+    assert repo.head.commit == base and repo.git.status("--porcelain") == ""

@@ -93,17 +93,30 @@ def test_tasks_commit_side_by_side_while_the_repository_is_busy(repo: git.Repo) 
 
 def test_worktrees_created_at_once_all_succeed(repo: git.Repo) -> None:
     # `git worktree add` beside another one can fail (it reads the other's half-written
-    # admin files), so creation stays one at a time; many tasks starting at once is fine.
-    # Each task has its own Workspace, as in the manager (a GitPython Repo is not shared
-    # between threads).
+    # admin files), so git's records of a worktree are made one at a time; the files are
+    # checked out after, many at once. Each task has its own Workspace, as in the manager
+    # (a GitPython Repo is not shared between threads).
+    root = Path(repo.working_dir)
+    for n in range(200):  # enough files that the checkouts overlap
+        folder = root / "src" / f"d{n // 50}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{n}.txt").write_text(f"file {n}\n")
+    repo.git.add("-A")
+    repo.index.commit("files")
     base = repo.head.commit.hexsha
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(16) as pool:
         made = list(
             pool.map(lambda i: Workspace(repo.working_dir).create(f"c{i}", "x", base), range(16))
         )
-    assert all(w.path.is_dir() for w in made)
     listed = repo.git.worktree("list", "--porcelain").count("\nworktree ")
     assert listed == 16
+    for i, worktree in enumerate(made):
+        tree = git.Repo(worktree.path)
+        assert tree.head.commit.hexsha == base
+        assert tree.active_branch.name == f"delegate/c{i}-x" == worktree.branch
+        assert tree.git.status("--porcelain") == ""  # index and files are the commit's
+        assert (worktree.path / "src" / "d3" / "f199.txt").read_text() == "file 199\n"
+        assert len(tree.git.ls_files().splitlines()) == 203
 
 
 @pytest.mark.parametrize(

@@ -308,6 +308,33 @@ def figures(
 
 # -- the many phase ----------------------------------------------------------------------
 PID_CELL = "%load_ext jupyter_delegate\nimport os; open('kernel.pid', 'w').write(str(os.getpid()))"
+# In the kernel, beside the views: when each reply's marker reaches a view (its first text
+# event) and when the view has pushed it (its trait sets made, the messages queued for
+# IOPub), epoch s; `KERNEL_DUMP` writes them to kernel-stamps.json. A regex over each
+# reply's first delta and a list check per push: a few microseconds.
+KERNEL_PROBE = """\
+import json as _jd_json, re as _jd_re, time as _jd_time
+from jupyter_delegate.notebook import views as _jd_views
+_jd_stamps, _jd_mark = {}, _jd_re.compile(r'Mk\\d\\dr\\d{3}')
+_jd_on_event, _jd_render = _jd_views.TaskView._on_event, _jd_views.TaskView._render_live
+def _jd_event(self, event):
+    if event.kind == 'text':
+        found = _jd_mark.search(event.data['delta'])
+        if found:
+            _jd_stamps[found.group(0)] = [_jd_time.time(), 0.0]
+            self.__dict__.setdefault('_jd_waiting', []).append(found.group(0))
+    return _jd_on_event(self, event)
+def _jd_pushed(self):
+    _jd_render(self)
+    waiting = self.__dict__.get('_jd_waiting')
+    if waiting:
+        now = _jd_time.time()
+        for marker in waiting:
+            _jd_stamps[marker][1] = now
+        waiting.clear()
+_jd_views.TaskView._on_event, _jd_views.TaskView._render_live = _jd_event, _jd_pushed
+"""
+KERNEL_DUMP = "open('kernel-stamps.json', 'w').write(_jd_json.dumps(_jd_stamps)); print('JDSTAMPS')"
 STREAM_GOAL = re.compile(r"Stream (\d\d)\.")
 WORDS = " ".join(f"word{n}" for n in range(30))  # a reply's words after its marker
 
@@ -320,15 +347,15 @@ def many_cell(task: int) -> str:
 
 
 def many_notebook(tasks: int) -> Any:
-    """`%load_ext` (and the kernel's pid to a file), `1+1`, a `%%delegate` cell per task
-    (`1+1` above them: a cell below 16 growing views would move under the click)."""
+    """`%load_ext` (the kernel's pid to a file, the probe), `1+1`, a `%%delegate` cell per
+    task (`1+1` above them: a cell below 16 growing views would move under the click), and
+    the cell writing the probe's stamps."""
     import nbformat
     from browser import kernel_notebook
 
     code = nbformat.v4.new_code_cell
-    return kernel_notebook(
-        [code(PID_CELL), code("1+1"), *(code(many_cell(k)) for k in range(tasks))]
-    )
+    cells = [code(f"{PID_CELL}\n{KERNEL_PROBE}"), code("1+1")]
+    return kernel_notebook([*cells, *(code(many_cell(k)) for k in range(tasks)), code(KERNEL_DUMP)])
 
 
 def streaming(stop: Path) -> Any:
@@ -462,15 +489,18 @@ def many_phase(clock: DeltaClock, tasks: int, samples: int) -> dict[str, Any]:
                 sampler.stop()
                 if node.poll() is None:
                     node.kill()
+            stamps = root / "kernel-stamps.json"
+            kernel = json.loads(stamps.read_text()) if stamps.exists() else {}
             model.close()  # before the kernel dies mid-request: no reset tracebacks
     if node.returncode != 0:
         raise RuntimeError(stdout[-3000:] + stderr[-3000:])
     seen = json.loads(stdout.strip().splitlines()[-1])["many"]
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
-    raw = {"page": seen, "marked": clock.marked, "cpu": sampler.samples}
+    raw = {"page": seen, "marked": clock.marked, "kernel": kernel, "cpu": sampler.samples}
     (out / "ui_latency_many_raw.json").write_text(json.dumps(raw))
     result = many_figures(seen, clock, sampler, tasks)
+    result.update(text_split(seen["markers"], clock.marked, kernel))
     result.update(
         many_tasks=tasks,
         many_samples=samples,
@@ -479,6 +509,26 @@ def many_phase(clock: DeltaClock, tasks: int, samples: int) -> dict[str, Any]:
         many_phase_s=time.monotonic() - started,
     )
     return result
+
+
+def text_split(
+    shown: dict[str, Any], sent: dict[str, float], kernel: dict[str, list[float]]
+) -> dict[str, float]:
+    """Where a reply's delay goes, by the kernel's probe: the fake's send -> the text event
+    in the view (`to_view`: the SDK, the engine), -> the view's push (`push`: the view's
+    coalescing, the GIL), -> the page's DOM (`to_dom`: IOPub, the server, the websocket
+    and the page's main thread); p50 and p95 of each over the replies all three saw."""
+    parts: dict[str, list[float]] = {"to_view": [], "push": [], "to_dom": []}
+    for marker, (event, pushed) in kernel.items():
+        if marker in sent and marker in shown and pushed:
+            parts["to_view"].append((event - sent[marker]) * 1e3)
+            parts["push"].append((pushed - event) * 1e3)
+            parts["to_dom"].append(shown[marker]["t"] - pushed * 1e3)
+    figures: dict[str, float] = {"many_text_split_replies": len(parts["push"])}
+    for name, values in parts.items():
+        figures[f"many_text_{name}_ms_p50"] = common.median(values)
+        figures[f"many_text_{name}_ms_p95"] = common.percentile(values, 95)
+    return figures
 
 
 def many_figures(

@@ -6,8 +6,9 @@
 // The warm notebook: cell 0 `%load_ext`, cell 1 the comm counter, cell 2 a warm-up
 // `%%delegate`, then pairs (print('x'), `%%delegate`), then a cell printing the counts.
 // The fresh notebook: `%load_ext`, `%%delegate`, run after each kernel restart.
-// With `spec.many`, only the many phase (`many`): cell 0 `%load_ext`, cell 1 `1+1`, then
-// one `%%delegate` cell per task, the tasks streaming replies marked `Mk07r012`.
+// With `spec.many`, only the many phase (`many`): cell 0 `%load_ext` (and a probe), cell
+// 1 `1+1`, then one `%%delegate` cell per task, the tasks streaming replies marked
+// `Mk07r012`, then a cell writing the probe's stamps.
 // Prints one JSON line: each step's epoch times.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { acceptKernel, check, launch } from './lib.mjs';
@@ -234,7 +235,8 @@ const INSTALL_MANY = () => {
 // `1+1` (cell 1) idle, then the tasks' cells selected together and run with one
 // shift-enter; once every task's words show, `1+1` while they stream; then the stop file
 // (the model finishes every task on its next turn), and once every view is in review,
-// `1+1` again. The page's frames on the kernel's websocket are counted throughout.
+// `1+1` again, and the last cell writes the kernel's stamps. The page's frames on the
+// kernel's websocket are counted throughout.
 async function many() {
   const { notebook, tasks, samples } = spec.many;
   const frames = [];
@@ -305,6 +307,7 @@ async function many() {
   for (let n = 0; n < samples; n++) {
     result.after.push(await one());
   }
+  await run(2 + tasks, { out: { selector: OUT, text: 'JDSTAMPS' } }); // the kernel's stamps
   const page_ = await page.evaluate(() => ({
     markers: window.__jdMany.seen,
     longtasks: window.__jdMany.longtasks

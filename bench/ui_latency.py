@@ -46,6 +46,7 @@ Needs node, the extension built, and /usr/bin/chromium.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -335,6 +336,7 @@ def _jd_pushed(self):
 _jd_views.TaskView._on_event, _jd_views.TaskView._render_live = _jd_event, _jd_pushed
 """
 KERNEL_DUMP = "open('kernel-stamps.json', 'w').write(_jd_json.dumps(_jd_stamps)); print('JDSTAMPS')"
+PROFILE = ROOT / "bench" / "out" / "ui_latency_many.cpuprofile"
 STREAM_GOAL = re.compile(r"Stream (\d\d)\.")
 WORDS = " ".join(f"word{n}" for n in range(30))  # a reply's words after its marker
 
@@ -472,6 +474,8 @@ def many_phase(clock: DeltaClock, tasks: int, samples: int) -> dict[str, Any]:
                 "base": base,
                 "many": {"notebook": "many.ipynb", "tasks": tasks, "samples": samples},
                 "stop": str(stop),
+                # UI_LATENCY_PROFILE=1: the page's JavaScript sampled while they stream
+                **({"profile": str(PROFILE)} if os.environ.get("UI_LATENCY_PROFILE") else {}),
             }
             spec_path = tmp_path / "spec.json"
             spec_path.write_text(json.dumps(spec))
@@ -577,7 +581,7 @@ def many_figures(
         "busy": window,
         "after": (seen["after"][0]["t0"], seen["after"][-1]["out"]),
     }
-    where: dict[str, float] = {}
+    where: dict[str, Any] = {}
     for name, (start, end) in windows.items():
         for process, share in sampler.share(start, end).items():
             where[f"many_{process}_cpu_pct_{name}"] = 100 * share
@@ -585,6 +589,11 @@ def many_figures(
         frames = [f for f in seen["frames"] if start <= f[0] <= end]
         where[f"many_ws_frames_per_s_{name}"] = len(frames) / span_s
         where[f"many_ws_kb_per_s_{name}"] = sum(f[1] for f in frames) / 1e3 / span_s
+        if name == "busy":  # what they carry, per second
+            kinds = collections.Counter(f[2] for f in frames)
+            where["many_ws_kinds_per_s_busy"] = {
+                kind: round(count / span_s, 1) for kind, count in kinds.most_common(12)
+            }
         long_ms = sum(max(0.0, min(end, t + d) - max(start, t)) for t, d in seen["longtasks"])
         where[f"many_longtask_ms_per_s_{name}"] = long_ms / span_s
     kernel_busy = sampler.share(*window)["kernel"]

@@ -232,6 +232,29 @@ const INSTALL_MANY = () => {
   }).observe(notebook, { childList: true, subtree: true, characterData: true });
 };
 
+// What a frame on the kernel's websocket carries: its message type, and for a widget's
+// update the traits it sets (`update:value`); JSON or the v1 binary protocol.
+function kindOf(payload) {
+  try {
+    let header, content;
+    if (typeof payload === 'string') {
+      ({ header, content } = JSON.parse(payload));
+    } else {
+      const count = Number(payload.readBigUInt64LE(0));
+      const at = [...Array(count).keys()].map(i => Number(payload.readBigUInt64LE(8 * (i + 1))));
+      header = JSON.parse(payload.subarray(at[1], at[2]).toString('utf8'));
+      content = JSON.parse(payload.subarray(at[4], at[5]).toString('utf8'));
+    }
+    const data = content.data || {};
+    if (header.msg_type === 'comm_msg' && data.method === 'update') {
+      return `update:${Object.keys(data.state || {}).sort().join(',')}`;
+    }
+    return header.msg_type;
+  } catch {
+    return 'unparsed';
+  }
+}
+
 // `1+1` (cell 1) idle, then the tasks' cells selected together and run with one
 // shift-enter; once every task's words show, `1+1` while they stream; then the stop file
 // (the model finishes every task on its next turn), and once every view is in review,
@@ -242,7 +265,9 @@ async function many() {
   const frames = [];
   page.on('websocket', ws => {
     if (ws.url().includes('/channels')) {
-      ws.on('framereceived', frame => frames.push([Date.now(), frame.payload.length]));
+      ws.on('framereceived', frame =>
+        frames.push([Date.now(), frame.payload.length, kindOf(frame.payload)])
+      );
     }
   });
   await open(notebook);
@@ -290,8 +315,27 @@ async function many() {
     tasks,
     { timeout: 120000 }
   );
+  let cdp = null;
+  if (spec.profile) {
+    // the page's JavaScript while they stream, sampled (opt-in: it slows the page)
+    cdp = await page.context().newCDPSession(page);
+    await cdp.send('Profiler.enable');
+    await cdp.send('Profiler.setSamplingInterval', { interval: 500 });
+    await cdp.send('Profiler.start');
+    // and the renderer's own work (style, layout, paint) over the first samples
+    await browser.startTracing(page, {
+      path: spec.profile.replace(/\.cpuprofile$/, '.trace.json'),
+      categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline']
+    });
+  }
   for (let n = 0; n < samples; n++) {
     result.busy.push(await one());
+    if (cdp && n === Math.min(9, samples - 1)) {
+      await browser.stopTracing();
+    }
+  }
+  if (cdp) {
+    writeFileSync(spec.profile, JSON.stringify((await cdp.send('Profiler.stop')).profile));
   }
   writeFileSync(spec.stop, '');
   await page.waitForFunction(

@@ -263,11 +263,19 @@ function kindOf(payload) {
 async function many() {
   const { notebook, tasks, samples } = spec.many;
   const frames = [];
+  const arrived = {};
   page.on('websocket', ws => {
     if (ws.url().includes('/channels')) {
-      ws.on('framereceived', frame =>
-        frames.push([Date.now(), frame.payload.length, kindOf(frame.payload)])
-      );
+      ws.on('framereceived', frame => {
+        const t = Date.now();
+        frames.push([t, frame.payload.length, kindOf(frame.payload)]);
+        // when each reply's marker reached the browser (its network side, not the page's
+        // main thread): splits the page's part from the kernel's and the server's
+        const text = typeof frame.payload === 'string' ? frame.payload : frame.payload.toString('latin1');
+        for (const found of text.matchAll(/Mk\d\dr\d{3}/g)) {
+          arrived[found[0]] ??= t;
+        }
+      });
     }
   });
   await open(notebook);
@@ -356,7 +364,7 @@ async function many() {
     markers: window.__jdMany.seen,
     longtasks: window.__jdMany.longtasks
   }));
-  return { ...result, ...page_, frames };
+  return { ...result, ...page_, frames, arrived };
 }
 
 const result = spec.many ? { many: await many() } : await classic();

@@ -139,7 +139,11 @@ class DeltaClock:
         self.resent: set[str] = set()
         self._lock = threading.Lock()
 
-    def stamp(self, data: bytes) -> None:
+    def stamp(self, data: bytes, before: float) -> None:
+        """`data` was written, from `before`. `sent` takes the time after the write (the
+        first phases' figures, unchanged); `marked` the time before it: after it, a stamp
+        can come late, while the bench's threads wait for the GIL (a run on a loaded
+        machine showed words in the page 24 ms before their stamp)."""
         now = time.time()
         found = MANY_MARK.search(data.decode("utf-8", "replace"))
         with self._lock:
@@ -147,7 +151,7 @@ class DeltaClock:
             if found is not None:
                 if found.group(0) in self.marked:
                     self.resent.add(found.group(0))
-                self.marked.setdefault(found.group(0), now)
+                self.marked.setdefault(found.group(0), before)
 
     def install(self) -> None:
         from jupyter_delegate.testing import fake_anthropic
@@ -163,10 +167,12 @@ class DeltaClock:
 
             class Stamping:
                 def write(self, data: bytes) -> int:
+                    first = not seen[0] and b'"text_delta"' in data
+                    before = time.time()  # the many phase's stamp: see `stamp`
                     count = raw.write(data)
-                    if not seen[0] and b'"text_delta"' in data:
+                    if first:
                         seen[0] = True
-                        clock.stamp(data)
+                        clock.stamp(data, before)
                     return int(count or 0)
 
                 def flush(self) -> None:
@@ -310,9 +316,10 @@ def figures(
 # -- the many phase ----------------------------------------------------------------------
 PID_CELL = "%load_ext jupyter_delegate\nimport os; open('kernel.pid', 'w').write(str(os.getpid()))"
 # In the kernel, beside the views: when each reply's marker reaches a view (its first text
-# event) and when the view has pushed it (its trait sets made, the messages queued for
-# IOPub), epoch s; `KERNEL_DUMP` writes them to kernel-stamps.json. A regex over each
-# reply's first delta and a list check per push: a few microseconds.
+# event), when the view has pushed it (its trait sets made, the messages queued for
+# IOPub), epoch s, and the wait the view planned for that push (s); `KERNEL_DUMP` writes
+# them to kernel-stamps.json. A regex over each reply's first delta and a list check per
+# push: a few microseconds.
 KERNEL_PROBE = """\
 import json as _jd_json, re as _jd_re, time as _jd_time
 from jupyter_delegate.notebook import views as _jd_views
@@ -322,8 +329,12 @@ def _jd_event(self, event):
     if event.kind == 'text':
         found = _jd_mark.search(event.data['delta'])
         if found:
-            _jd_stamps[found.group(0)] = [_jd_time.time(), 0.0]
+            _jd_stamps[found.group(0)] = [_jd_time.time(), 0.0, -1.0]
             self.__dict__.setdefault('_jd_waiting', []).append(found.group(0))
+            _jd_on_event(self, event)
+            due = self._push_at  # the push the view planned: how long it chose to wait
+            _jd_stamps[found.group(0)][2] = max(0.0, due - _jd_time.monotonic()) if due else 0.0
+            return
     return _jd_on_event(self, event)
 def _jd_pushed(self):
     _jd_render(self)
@@ -520,7 +531,7 @@ def many_phase(clock: DeltaClock, tasks: int, samples: int) -> dict[str, Any]:
     raw = {"page": seen, "marked": clock.marked, "kernel": kernel, "cpu": sampler.samples}
     (out / "ui_latency_many_raw.json").write_text(json.dumps(raw))
     result = many_figures(seen, clock, sampler, tasks)
-    result.update(text_split(seen["markers"], seen["arrived"], clock.marked, kernel))
+    result.update(text_split(seen["markers"], clock.marked, kernel))
     result.update(
         many_windowing=windowing_mode(),
         many_tasks=tasks,
@@ -533,23 +544,21 @@ def many_phase(clock: DeltaClock, tasks: int, samples: int) -> dict[str, Any]:
 
 
 def text_split(
-    shown: dict[str, Any],
-    arrived: dict[str, float],
-    sent: dict[str, float],
-    kernel: dict[str, list[float]],
+    shown: dict[str, Any], sent: dict[str, float], kernel: dict[str, list[float]]
 ) -> dict[str, float]:
-    """Where a reply's delay goes, by the kernel's probe and the browser's websocket: the
-    fake's send -> the text event in the view (`to_view`: the SDK, the engine), -> the
-    view's push (`push`: the view's coalescing, the GIL), -> the frame at the browser
-    (`to_browser`: IOPub, the server), -> the page's DOM (`in_page`: the page's main
-    thread); p50 and p95 of each over the replies all four saw."""
-    parts: dict[str, list[float]] = {"to_view": [], "push": [], "to_browser": [], "in_page": []}
-    for marker, (event, pushed) in kernel.items():
-        if marker in sent and marker in shown and marker in arrived and pushed:
+    """Where a reply's delay goes, by the kernel's probe: the fake's send -> the text event
+    in the view (`to_view`: the SDK, the engine's loop), -> the view's push (`push`: the
+    view's coalescing, the loop's queue, the GIL; `push_planned`: the wait the view itself
+    chose, 0 after a quiet spell), -> the page's DOM (`to_dom`: IOPub, the server, the
+    websocket and the page's main thread); p50 and p95 of each over the replies all three
+    saw."""
+    parts: dict[str, list[float]] = {"to_view": [], "push": [], "push_planned": [], "to_dom": []}
+    for marker, (event, pushed, planned) in kernel.items():
+        if marker in sent and marker in shown and pushed:
             parts["to_view"].append((event - sent[marker]) * 1e3)
             parts["push"].append((pushed - event) * 1e3)
-            parts["to_browser"].append(arrived[marker] - pushed * 1e3)
-            parts["in_page"].append(shown[marker]["t"] - arrived[marker])
+            parts["push_planned"].append(planned * 1e3)
+            parts["to_dom"].append(shown[marker]["t"] - pushed * 1e3)
     figures: dict[str, float] = {"many_text_split_replies": len(parts["push"])}
     for name, values in parts.items():
         figures[f"many_text_{name}_ms_p50"] = common.median(values)

@@ -11,7 +11,7 @@
 // `Mk07r012`, then a cell writing the probe's stamps.
 // Prints one JSON line: each step's epoch times.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { acceptKernel, check, launch } from './lib.mjs';
+import { acceptKernel, answerDialog, check, launch } from './lib.mjs';
 
 const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const browser = await launch(spec);
@@ -126,9 +126,11 @@ async function run(index, wants, timeout = 60000) {
 }
 
 // The first cell in a kernel just connected: a shift-enter made while it still connects
-// can run nothing (lib.mjs's runAll says the same), so it is made again.
+// can run nothing (lib.mjs's runAll says the same), so it is made again; a dialog in the
+// way (the kernel's choice, on a loaded machine) is named on stderr and answered.
 async function runFirst() {
   for (let attempt = 0; ; attempt++) {
+    await answerDialog(page);
     try {
       return await run(0, { done: { selector: '.jp-InputPrompt', text: '[1]' } }, 15000);
     } catch (error) {
@@ -263,19 +265,12 @@ function kindOf(payload) {
 async function many() {
   const { notebook, tasks, samples } = spec.many;
   const frames = [];
-  const arrived = {};
   page.on('websocket', ws => {
     if (ws.url().includes('/channels')) {
-      ws.on('framereceived', frame => {
-        const t = Date.now();
-        frames.push([t, frame.payload.length, kindOf(frame.payload)]);
-        // when each reply's marker reached the browser (its network side, not the page's
-        // main thread): splits the page's part from the kernel's and the server's
-        const text = typeof frame.payload === 'string' ? frame.payload : frame.payload.toString('latin1');
-        for (const found of text.matchAll(/Mk\d\dr\d{3}/g)) {
-          arrived[found[0]] ??= t;
-        }
-      });
+      // (when the page's main thread has taken it: Chromium reports the frame from there)
+      ws.on('framereceived', frame =>
+        frames.push([Date.now(), frame.payload.length, kindOf(frame.payload)])
+      );
     }
   });
   await open(notebook);
@@ -364,7 +359,7 @@ async function many() {
     markers: window.__jdMany.seen,
     longtasks: window.__jdMany.longtasks
   }));
-  return { ...result, ...page_, frames, arrived };
+  return { ...result, ...page_, frames };
 }
 
 const result = spec.many ? { many: await many() } : await classic();

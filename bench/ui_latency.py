@@ -33,10 +33,14 @@ fake's stamp records, so each view's delay pairs exactly with the reply sent:
   kernel, same page) and `after_one_plus_one_ms` (after the 16 reached review: the same
   page with their views, nothing streaming); `many_one_plus_one_p95_ratio` streaming /
   idle, against kernel_responsiveness's goal (bench/RESULTS.md says why idle);
+- `many_text_{to_view,push,to_dom}_ms`: each reply's delay split by a probe in the
+  kernel (`KERNEL_PROBE`): to the view's text event, to the view's push, to the DOM;
 - where the time goes, over the same windows: the kernel's, the Jupyter server's and
-  Chromium's CPU in % of one core (/proc), the kernel's CPU per streamed reply, the frames the page
-  received on the kernel's websocket per second, and the page's long tasks (main thread
-  busy > 50 ms at a time) in ms per second.
+  Chromium's CPU in % of one core (/proc), the kernel's CPU per streamed reply, the
+  frames the page received on the kernel's websocket per second and by kind, and the
+  page's long tasks (main thread busy > 50 ms at a time) in ms per second.
+The notebook has JupyterLab's default windowing (UI_LATENCY_WINDOWING to change it);
+UI_LATENCY_PROFILE=1 writes the page's CPU profile and a trace to bench/out/.
 
 `python bench/ui_latency.py [tiny|full|many] [REPS]`: full is 12 warm and 10 fresh
 kernels, then the many phase; `many` runs only that phase (REPS: `1+1` samples per

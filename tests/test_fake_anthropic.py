@@ -187,6 +187,34 @@ def test_latency_delays_the_response() -> None:
 # -- faults and retries ------------------------------------------------------------------
 
 
+def test_streamed_text_leaves_over_loopback_at_once_on_a_kept_alive_connection() -> None:
+    # Nagle's algorithm held each reply's events until the client ACKed its headers, which
+    # it delays: 44 ms to the first text on every request after the first, at no latency.
+    turns = [{"text": "alpha beta gamma delta", "tools": [{"read": {}}]}] * 12
+    fake = FakeMessagesAPI({"turns": turns})
+
+    async def first_text_ms(client: AsyncAnthropic) -> list[float]:
+        messages: list[Any] = [user("go")]
+        waits = []
+        for n in range(len(turns)):
+            started = time.perf_counter()
+            async with client.beta.messages.stream(
+                model=MODEL, max_tokens=1024, messages=messages, tools=TOOLS
+            ) as stream:
+                async for event in stream:
+                    if event.type == "text":
+                        waits.append((time.perf_counter() - started) * 1000)
+                        break
+                await stream.until_done()
+            messages += tool_exchange(f"toolu_{n}")
+        return waits
+
+    with FakeServer(fake) as server:
+        waits = run(first_text_ms, AsyncAnthropic(api_key="k", base_url=server.url))
+    assert len(waits) == len(turns)
+    assert sorted(waits)[len(waits) // 2] < 25, f"first text after (ms): {waits}"
+
+
 def test_429_with_retry_after_is_retried_by_the_sdk_then_succeeds() -> None:
     turn = {"text": "After the rate limit.", "faults": [{"status": 429, "retry_after": 0.01}]}
     fake = FakeMessagesAPI({"turns": [turn]})

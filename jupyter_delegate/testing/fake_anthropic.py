@@ -769,6 +769,10 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Each event goes out when written, as the API streams them: with Nagle's algorithm a
+    # reply's events waited for the ACK of its headers, which the client delays (40 ms on
+    # Linux), on every request of a kept-alive connection (tests/test_fake_anthropic.py).
+    disable_nagle_algorithm = True
 
     @property
     def fake_server(self) -> _Server:

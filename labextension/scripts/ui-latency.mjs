@@ -6,9 +6,12 @@
 // The warm notebook: cell 0 `%load_ext`, cell 1 the comm counter, cell 2 a warm-up
 // `%%delegate`, then pairs (print('x'), `%%delegate`), then a cell printing the counts.
 // The fresh notebook: `%load_ext`, `%%delegate`, run after each kernel restart.
+// With `spec.many`, only the many phase (`many`): cell 0 `%load_ext` (and a probe), cell
+// 1 `1+1`, then one `%%delegate` cell per task, the tasks streaming replies marked
+// `Mk07r012`, then a cell writing the probe's stamps.
 // Prints one JSON line: each step's epoch times.
-import { readFileSync } from 'node:fs';
-import { acceptKernel, launch } from './lib.mjs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { acceptKernel, answerDialog, check, launch } from './lib.mjs';
 
 const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const browser = await launch(spec);
@@ -123,9 +126,11 @@ async function run(index, wants, timeout = 60000) {
 }
 
 // The first cell in a kernel just connected: a shift-enter made while it still connects
-// can run nothing (lib.mjs's runAll says the same), so it is made again.
+// can run nothing (lib.mjs's runAll says the same), so it is made again; a dialog in the
+// way (the kernel's choice, on a loaded machine) is named on stderr and answered.
 async function runFirst() {
   for (let attempt = 0; ; attempt++) {
+    await answerDialog(page);
     try {
       return await run(0, { done: { selector: '.jp-InputPrompt', text: '[1]' } }, 15000);
     } catch (error) {
@@ -143,46 +148,220 @@ const delegateWants = {
   review: { selector: '.jd-header .jd-badge', text: 'review' }
 };
 
-const result = { warm: [], print: [], fresh: [], counts: null };
-await open(spec.warm);
-await runFirst();
-await idle();
-await run(1, { done: { selector: '.jp-InputPrompt', text: '[2]' } });
-await idle();
-await run(2, delegateWants); // warm-up: the first task of the kernel
-await idle();
-for (let rep = 0; rep < spec.reps; rep++) {
-  const base = 3 + 2 * rep;
-  result.print.push(await run(base, { out: { selector: OUT, text: 'x' } }));
+// The warm notebook's tasks beside print('x'), then the fresh notebook's restarts.
+async function classic() {
+  const result = { warm: [], print: [], fresh: [], counts: null };
+  await open(spec.warm);
+  await runFirst();
   await idle();
-  result.warm.push(await run(base + 1, delegateWants));
+  await run(1, { done: { selector: '.jp-InputPrompt', text: '[2]' } });
   await idle();
-  await page.waitForTimeout(300); // the review's widgets, built on their own thread
-}
-const last = 3 + 2 * spec.reps;
-await run(last, { out: { selector: OUT, text: 'JDCOUNT' } }, 120000);
-result.counts = JSON.parse(
-  (await page.locator(CELLS).nth(last).locator(OUT).last().textContent())
-    .split('JDCOUNT')[1]
-    .trim()
-);
-
-await open(spec.fresh);
-for (let rep = 0; rep < spec.freshReps; rep++) {
-  if (rep > 0) {
-    await page.locator('.lm-MenuBar-item', { hasText: /^Kernel$/ }).click();
-    await page.getByRole('menuitem', { name: /^Restart Kernel…/ }).first().click();
-    const dialog = page.locator('.jp-Dialog');
-    await dialog.locator('button', { hasText: /^Restart$/ }).click();
-    await dialog.waitFor({ state: 'detached', timeout: 20000 });
-    await page.waitForTimeout(1000);
+  await run(2, delegateWants); // warm-up: the first task of the kernel
+  await idle();
+  for (let rep = 0; rep < spec.reps; rep++) {
+    const base = 3 + 2 * rep;
+    result.print.push(await run(base, { out: { selector: OUT, text: 'x' } }));
     await idle();
+    result.warm.push(await run(base + 1, delegateWants));
+    await idle();
+    await page.waitForTimeout(300); // the review's widgets, built on their own thread
   }
-  const loaded = await runFirst();
-  await idle();
-  const first = await run(1, delegateWants);
-  await idle();
-  result.fresh.push({ ...first, loadExt: loaded.done - loaded.t0 });
+  const last = 3 + 2 * spec.reps;
+  await run(last, { out: { selector: OUT, text: 'JDCOUNT' } }, 120000);
+  result.counts = JSON.parse(
+    (await page.locator(CELLS).nth(last).locator(OUT).last().textContent())
+      .split('JDCOUNT')[1]
+      .trim()
+  );
+
+  await open(spec.fresh);
+  for (let rep = 0; rep < spec.freshReps; rep++) {
+    if (rep > 0) {
+      await page.locator('.lm-MenuBar-item', { hasText: /^Kernel$/ }).click();
+      await page.getByRole('menuitem', { name: /^Restart Kernel…/ }).first().click();
+      const dialog = page.locator('.jp-Dialog');
+      await dialog.locator('button', { hasText: /^Restart$/ }).click();
+      await dialog.waitFor({ state: 'detached', timeout: 20000 });
+      await page.waitForTimeout(1000);
+      await idle();
+    }
+    const loaded = await runFirst();
+    await idle();
+    const first = await run(1, delegateWants);
+    await idle();
+    result.fresh.push({ ...first, loadExt: loaded.done - loaded.t0 });
+  }
+  return result;
 }
+
+// The many phase's watch over the whole notebook: when each reply's marker first shows
+// (epoch ms) and in which cell; and the page's long tasks (main thread busy > 50 ms).
+const INSTALL_MANY = () => {
+  const now = () => performance.timeOrigin + performance.now();
+  const cellsOf = '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell';
+  const seen = {};
+  const longtasks = [];
+  window.__jdMany = { seen, longtasks };
+  new PerformanceObserver(list => {
+    for (const entry of list.getEntries()) {
+      longtasks.push([performance.timeOrigin + entry.startTime, entry.duration]);
+    }
+  }).observe({ type: 'longtask', buffered: true });
+  const marker = /Mk\d\dr\d{3}/g;
+  const look = (node, t) => {
+    // a node gone again before this callback was never on screen: its words are elsewhere
+    if (!node.isConnected || !(node.textContent || '').includes('Mk')) {
+      return;
+    }
+    for (const found of node.textContent.matchAll(marker)) {
+      if (!seen[found[0]]) {
+        const element = node.nodeType === 1 ? node : node.parentElement;
+        const cell = element.closest('.jp-Cell');
+        seen[found[0]] = { t, cell: [...document.querySelectorAll(cellsOf)].indexOf(cell) };
+      }
+    }
+  };
+  const notebook = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
+  new MutationObserver(records => {
+    const t = now();
+    for (const record of records) {
+      if (record.type === 'characterData') {
+        look(record.target, t);
+      } else {
+        record.addedNodes.forEach(node => look(node, t));
+      }
+    }
+  }).observe(notebook, { childList: true, subtree: true, characterData: true });
+};
+
+// What a frame on the kernel's websocket carries: its message type, and for a widget's
+// update the traits it sets (`update:value`); JSON or the v1 binary protocol.
+function kindOf(payload) {
+  try {
+    let header, content;
+    if (typeof payload === 'string') {
+      ({ header, content } = JSON.parse(payload));
+    } else {
+      const count = Number(payload.readBigUInt64LE(0));
+      const at = [...Array(count).keys()].map(i => Number(payload.readBigUInt64LE(8 * (i + 1))));
+      header = JSON.parse(payload.subarray(at[1], at[2]).toString('utf8'));
+      content = JSON.parse(payload.subarray(at[4], at[5]).toString('utf8'));
+    }
+    const data = content.data || {};
+    if (header.msg_type === 'comm_msg' && data.method === 'update') {
+      return `update:${Object.keys(data.state || {}).sort().join(',')}`;
+    }
+    return header.msg_type;
+  } catch {
+    return 'unparsed';
+  }
+}
+
+// `1+1` (cell 1) idle, then the tasks' cells selected together and run with one
+// shift-enter; once every task's words show, `1+1` while they stream; then the stop file
+// (the model finishes every task on its next turn), and once every view is in review,
+// `1+1` again, and the last cell writes the kernel's stamps. The page's frames on the
+// kernel's websocket are counted throughout.
+async function many() {
+  const { notebook, tasks, samples } = spec.many;
+  const frames = [];
+  page.on('websocket', ws => {
+    if (ws.url().includes('/channels')) {
+      // (when the page's main thread has taken it: Chromium reports the frame from there)
+      ws.on('framereceived', frame =>
+        frames.push([Date.now(), frame.payload.length, kindOf(frame.payload)])
+      );
+    }
+  });
+  await open(notebook);
+  await page.evaluate(INSTALL_MANY);
+  await runFirst();
+  await idle();
+  const one = async () => {
+    const sample = await run(1, { out: { selector: OUT, text: '2' } });
+    await idle();
+    await page.waitForTimeout(200);
+    return sample;
+  };
+  const result = { idle: [], busy: [], after: [] };
+  for (let n = 0; n < samples; n++) {
+    result.idle.push(await one());
+  }
+  await select(2);
+  for (let k = 1; k < tasks; k++) {
+    await page.keyboard.press('Shift+ArrowDown');
+  }
+  const selected = await page.locator(`${CELLS}.jp-mod-selected`).count();
+  check(selected === tasks, `${selected} cells selected, not the ${tasks} tasks' cells`);
+  await page.evaluate(() => {
+    window.__jd.t0 = 0;
+  });
+  await page.keyboard.press('Shift+Enter');
+  result.startT0 = await page.evaluate(() => window.__jd.t0);
+  await page.waitForFunction(
+    ([selector, count]) => {
+      const cells = document.querySelectorAll(selector);
+      for (let k = 2; k < 2 + count; k++) {
+        const prompt = cells[k].querySelector('.jp-InputPrompt');
+        if (!/\[\d+\]/.test(prompt?.textContent || '')) {
+          return false;
+        }
+      }
+      return true;
+    },
+    [CELLS, tasks],
+    { timeout: 300000, polling: 100 }
+  );
+  result.started = await page.evaluate(() => performance.timeOrigin + performance.now());
+  await page.waitForFunction(
+    count => new Set(Object.keys(window.__jdMany.seen).map(m => m.slice(2, 4))).size === count,
+    tasks,
+    { timeout: 120000 }
+  );
+  let cdp = null;
+  if (spec.profile) {
+    // the page's JavaScript while they stream, sampled (opt-in: it slows the page)
+    cdp = await page.context().newCDPSession(page);
+    await cdp.send('Profiler.enable');
+    await cdp.send('Profiler.setSamplingInterval', { interval: 500 });
+    await cdp.send('Profiler.start');
+    // and the renderer's own work (style, layout, paint) over the first samples
+    await browser.startTracing(page, {
+      path: spec.profile.replace(/\.cpuprofile$/, '.trace.json'),
+      categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline']
+    });
+  }
+  for (let n = 0; n < samples; n++) {
+    result.busy.push(await one());
+    if (cdp && n === Math.min(9, samples - 1)) {
+      await browser.stopTracing();
+    }
+  }
+  if (cdp) {
+    writeFileSync(spec.profile, JSON.stringify((await cdp.send('Profiler.stop')).profile));
+  }
+  writeFileSync(spec.stop, '');
+  await page.waitForFunction(
+    count =>
+      [...document.querySelectorAll('.jd-header .jd-badge')].filter(b =>
+        (b.textContent || '').includes('review')
+      ).length === count,
+    tasks,
+    { timeout: 300000, polling: 500 }
+  );
+  await page.waitForTimeout(3000); // the reviews' widgets, built on their own threads
+  await idle();
+  for (let n = 0; n < samples; n++) {
+    result.after.push(await one());
+  }
+  await run(2 + tasks, { out: { selector: OUT, text: 'JDSTAMPS' } }); // the kernel's stamps
+  const page_ = await page.evaluate(() => ({
+    markers: window.__jdMany.seen,
+    longtasks: window.__jdMany.longtasks
+  }));
+  return { ...result, ...page_, frames };
+}
+
+const result = spec.many ? { many: await many() } : await classic();
 await browser.close();
 console.log(JSON.stringify(result));

@@ -112,12 +112,13 @@ async function runTheRest(page) {
     if (cells.some(c => c.querySelector('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'))) {
       return -2; // a cell failed: Run All stopped there on purpose
     }
+    const left = cells.findIndex(c => /\[\s*\]/.test(c.querySelector('.jp-InputPrompt')?.textContent || ''));
+    if (left < 0) return -2; // every cell ran or is queued: nothing to do
     const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
-    if (!status || status.getAttribute('data-status') !== 'idle') return -1;
-    return cells.findIndex(c => /\[\s*\]/.test(c.querySelector('.jp-InputPrompt')?.textContent || ''));
+    return status && status.getAttribute('data-status') === 'idle' ? left : -1; // -1: wait
   };
   for (let waited = 0; waited < 30000; waited += 1000) {
-    await page.waitForTimeout(1000);
+    await page.waitForTimeout(waited ? 1000 : 300);
     const left = await page.evaluate(firstLeft);
     if (left === -2) return;
     if (left < 0) continue;

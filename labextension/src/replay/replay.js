@@ -17,23 +17,11 @@
 // so a replay of thousands of steps moves as fast as the slider does.
 import { html as diffToHtml } from 'diff2html/lib-esm/diff2html.js';
 
+import { h } from '../dom.js';
+
 const PLAY_MS = 700; // one step per this, when playing
 const SETTLE_MS = 120; // steps closer together than this (a drag, a held key) defer the diff
 
-export function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === 'class') node.className = value;
-    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
-    else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, value);
-  }
-  for (const child of children.flat()) {
-    if (child !== null && child !== undefined && child !== false) {
-      node.append(child instanceof Node ? child : String(child));
-    }
-  }
-  return node;
-}
 
 /** `node`'s children replaced by `children` (nested lists flattened, null and false left out). */
 function fill(node, ...children) {

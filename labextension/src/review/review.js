@@ -9,6 +9,8 @@
 // are traits it sets, so they are kept in the widget's state.
 import { Diff2HtmlUI } from 'diff2html/lib-esm/ui/js/diff2html-ui-slim.js';
 
+import { h } from '../dom.js';
+
 const VERDICT_NOTE = {
   proven: 'the checks pass',
   'checks fail': 'the checks FAIL: the summary below is the agent\u2019s claim, not proof',
@@ -17,20 +19,6 @@ const VERDICT_NOTE = {
   'no changes': 'the agent changed nothing: there is nothing to merge'
 };
 
-function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === 'class') node.className = value;
-    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
-    else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, value);
-  }
-  for (const child of children.flat()) {
-    if (child !== null && child !== undefined && child !== false) {
-      node.append(child instanceof Node ? child : String(child));
-    }
-  }
-  return node;
-}
 
 function button(label, cls, onclick, title) {
   return h('button', { class: `jdr-button ${cls || ''}`, type: 'button', onclick, title }, label);

@@ -46,24 +46,41 @@ STEP_TYPES = frozenset({"assistant", "tool_result", "user"})
 
 
 def journal_key(create: bool = True) -> bytes | None:
-    """The user's witness key (32 random bytes, mode 600), made on first use."""
+    """The user's witness key (32 random bytes, mode 600), made on first use.
+
+    The key file appears whole or not at all (written aside, then hard-linked into place),
+    so a process starting beside the one making it never reads a half-written key.
+    """
     path = user_dir() / KEY_FILE
     try:
-        return bytes.fromhex(path.read_text().strip())
+        return _read_key(path)
     except FileNotFoundError:
         if not create:
             return None
-    except ValueError:
-        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
+    aside = path.with_name(f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return bytes.fromhex(path.read_text().strip())
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.hex() + "\n")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key.hex() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(aside, path)
+    except FileExistsError:  # another process made it first: theirs is the key
+        return _read_key(path)
+    finally:
+        aside.unlink(missing_ok=True)
     return key
+
+
+def _read_key(path: Path) -> bytes | None:
+    """The key in `path`, or None when the file holds no 32-byte key."""
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        return None
+    return key if len(key) == 32 else None
 
 
 def _mac(key: bytes, line: Mapping[str, Any]) -> str:

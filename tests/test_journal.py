@@ -7,6 +7,8 @@ import errno
 import itertools
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -313,3 +315,52 @@ def test_a_new_journal_syncs_its_folder(tmp_path: Path, monkeypatch: pytest.Monk
     journal.close()
     Journal(journal.path).append("notice", {"text": "reopened"})
     assert synced == [str(tmp_path / "task")]
+
+
+MAKE_KEY = """
+import os, sys, time
+from pathlib import Path
+from jupyter_delegate.audit import journal_key
+go = Path(sys.argv[1])
+(go.parent / f"ready-{os.getpid()}").touch()
+while not go.exists():
+    time.sleep(0.0005)
+print(journal_key().hex())
+"""
+
+
+def test_processes_starting_at_once_agree_on_one_whole_witness_key(tmp_path: Path) -> None:
+    """The witness key is made by whichever process first needs it; one reading the file
+    while another writes it must not witness with a half-written (empty) key."""
+    for round_ in range(2):
+        home, go = tmp_path / f"home{round_}", tmp_path / f"{round_}" / "go"
+        go.parent.mkdir()
+        env = {**os.environ, "JUPYTER_DELEGATE_HOME": str(home)}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", MAKE_KEY, str(go)],
+                env=env,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        deadline = time.monotonic() + 60
+        while len(list(go.parent.glob("ready-*"))) < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)  # every process imported and waits at the line
+        go.touch()
+        keys = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+        assert len(keys) == 1 and len(bytes.fromhex(keys.pop())) == 32
+        assert [p.name for p in home.iterdir()] == ["journal.key"]  # nothing left aside
+        assert (home / "journal.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_key_file_holding_no_key_is_no_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_delegate.audit import journal_key
+
+    monkeypatch.setenv("JUPYTER_DELEGATE_HOME", str(tmp_path))
+    for text in ("", "zz\n", "abcd\n"):
+        (tmp_path / "journal.key").write_text(text)
+        assert journal_key() is None

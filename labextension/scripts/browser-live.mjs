@@ -83,7 +83,7 @@ try {
   );
   summary.subject = await page.$eval(`${LIVE} .jd-live-now code`, n => n.textContent);
   await page.waitForTimeout(700); // the last telling of the tail (every 0.5 s) has landed
-  // Two readings of the clock 2.2 s apart in the command's silent spell: no frame between.
+  // The clock in the command's silent spell: it moves on 2 s with no frame from the kernel.
   const read = () =>
     page.$eval(LIVE, n => ({
       clock: n.querySelector('.jd-live-clock').textContent,
@@ -92,7 +92,18 @@ try {
     }));
   const first = await read();
   const framesBefore = frames;
-  await page.waitForTimeout(2200);
+  const startedAt = Date.now();
+  await page
+    .waitForFunction(
+      ([sel, from]) => {
+        const clock = document.querySelector(`${sel} .jd-live-clock`).textContent.trim();
+        const m = /^(?:(\d+)m )?(\d+)s$/.exec(clock); // as seconds() above
+        return m && Number(m[1] || 0) * 60 + Number(m[2]) >= from + 2;
+      },
+      [LIVE, seconds(first.clock)],
+      { timeout: 4000, polling: 100 }
+    )
+    .catch(() => {}); // the summary shows how far it got
   const later = await read();
   summary.ticks = {
     first: first.clock,
@@ -100,7 +111,8 @@ try {
     first_s: seconds(first.clock),
     later_s: seconds(later.clock),
     now: later.now,
-    frames: frames - framesBefore
+    frames: frames - framesBefore,
+    waited_ms: Date.now() - startedAt
   };
   summary.tailWhileRunning = later.tail;
   check(later.now.startsWith('now: running'), `the command ended too soon: ${JSON.stringify(summary.ticks)}`);

@@ -1,5 +1,5 @@
 // The live line of a task's view (jupyter_delegate/notebook/live.py, LiveStatus): how
-// long the task has run and what it does now, redrawn every second from the kernel's
+// long the task has run and what it does now, redrawn as each second turns, from the kernel's
 // facts (epoch times and the current activity), so the clock ticks with no message from
 // the kernel. Built with textContent only. The words are those of live.py's status_line.
 
@@ -67,14 +67,22 @@ function render({ model, el }) {
     tail.style.display = text ? '' : 'none';
   }
 
-  draw();
-  const timer = setInterval(draw, 1000);
+  // Each redraw lands just after the clock's next whole second, as a stopwatch turns,
+  // rather than up to a second late on an interval of its own phase.
+  let timer = 0;
+  function tick() {
+    draw();
+    const started = model.get('started_at');
+    const into = started ? (Date.now() / 1000 - started) % 1 : 0;
+    timer = setTimeout(tick, Math.round((1 - into) * 1000) + 10);
+  }
+  tick();
   const redraw = () => draw();
   for (const name of ['started_at', 'ended_at', 'activity', 'tail', 'state']) {
     model.on(`change:${name}`, redraw);
   }
   return () => {
-    clearInterval(timer);
+    clearTimeout(timer);
     for (const name of ['started_at', 'ended_at', 'activity', 'tail', 'state']) {
       model.off(`change:${name}`, redraw);
     }

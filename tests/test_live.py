@@ -24,7 +24,12 @@ from jupyter_delegate.engine.model import usd_text
 from jupyter_delegate.engine.output_tail import TAIL_BYTES, TAIL_LINES, OutputTail
 from jupyter_delegate.notebook import record as record_module
 from jupyter_delegate.notebook.live import Activity, status_line
-from jupyter_delegate.notebook.record import REPUBLISH_S, RecordDisplay, cost_of
+from jupyter_delegate.notebook.record import (
+    REPUBLISH_PER_S,
+    REPUBLISH_S,
+    RecordDisplay,
+    cost_of,
+)
 from jupyter_delegate.notebook.views import TaskView, cost_text
 from jupyter_delegate.task import TaskEvent
 
@@ -158,6 +163,17 @@ def test_output_tail_keeps_the_last_whole_lines_of_a_flood_and_tells_it_throttle
 
 
 # -- the record, republished as the task spends ----------------------------------------------
+def published_review(published: list[tuple[float, dict[str, Any]]], tasks: list[Task]) -> None:
+    """Wait until each task's record in review is published: `wait()` returns at the
+    state change, a moment before the record display hears of it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        states = {r["id"]: r["state"] for _, r in list(published)}
+        if all(states.get(task.id) == "review" for task in tasks):
+            return
+        time.sleep(0.05)
+
+
 def test_the_record_is_republished_as_the_task_spends_at_most_every_two_seconds(
     repo: git.Repo, make_manager: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -178,6 +194,7 @@ def test_the_record_is_republished_as_the_task_spends_at_most_every_two_seconds(
     display = RecordDisplay(task)
     try:
         assert task.wait(timeout=60) == TaskState.REVIEW
+        published_review(published, [task])
     finally:
         display.close()
     # what the task had spent while it ran (the state change to running was at $0)
@@ -199,6 +216,52 @@ def test_the_record_is_republished_as_the_task_spends_at_most_every_two_seconds(
     assert all(gap >= REPUBLISH_S - 0.05 for gap in gaps), gaps
     final = published[-1][1]
     assert final["state"] == "review" and final["usage"]["cost_usd"] == task.usage.cost_usd
+
+
+def test_with_many_tasks_running_their_records_together_publish_at_most_twice_a_second(
+    repo: git.Repo, make_manager: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each record update lays the page out again: 8 tasks spending at once publish their
+    records every 4 s each (REPUBLISH_PER_S = 2 a second in all), not every 2 s."""
+    published: list[tuple[float, dict[str, Any]]] = []
+
+    def update(bundle: dict[str, Any], **_: Any) -> None:
+        published.append((time.monotonic(), bundle[record_module.MIME]))
+
+    import IPython.display
+
+    monkeypatch.setattr(IPython.display, "update_display", update)
+    turns = [
+        {"text": f"step {n}", "tools": [{"read": {"file_path": "calc.py"}}], "latency_ms": 500}
+        for n in range(24)
+    ]
+    manager, _ = make_manager([*turns, {"tools": [{"finish": {"summary": "Read it."}}]}])
+    tasks = [manager.submit(Outcome("Read calc.py."), repo=repo.working_dir) for _ in range(8)]
+    displays = [RecordDisplay(task) for task in tasks]
+    try:
+        assert all(task.wait(timeout=180) == TaskState.REVIEW for task in tasks)
+        published_review(published, tasks)
+    finally:
+        for display in displays:
+            display.close()
+    assert RecordDisplay.spending_interval() == REPUBLISH_S  # none runs now
+    spending: dict[str, list[tuple[float, float]]] = {task.id: [] for task in tasks}
+    for at, r in published:  # each task's publications of a new figure while it ran
+        told = spending[r["id"]]
+        cost = r["usage"]["cost_usd"]
+        if r["state"] == "running" and cost and (not told or told[-1][1] != cost):
+            told.append((at, cost))
+    assert all(len(told) >= 2 for told in spending.values()), spending  # as they went
+    times = sorted(at for told in spending.values() for at, _ in told)
+    # Twice a second in all, where one record every 2 s would be 4 times a second for 8
+    # tasks (the bound is halfway, for timing's spread), plus two a task: its first
+    # figure and the one its review publishes.
+    halfway = (REPUBLISH_PER_S + len(tasks) / REPUBLISH_S) / 2
+    allowed = (times[-1] - times[0]) * halfway + 2 * len(tasks)
+    assert len(times) <= allowed, (len(times), allowed, times)
+    for task in tasks:  # the last figure always
+        last = [r for _, r in published if r["id"] == task.id][-1]
+        assert last["state"] == "review" and last["usage"]["cost_usd"] == task.usage.cost_usd
 
 
 # -- one cost figure ---------------------------------------------------------------------------

@@ -7,7 +7,8 @@ the last lines of its output that `check_output.failure_tail` chose, fewer when 
 record must shrink; not its whole output, which `%delegate checks ID` prints), with
 `text/html` and `text/plain` fallbacks so JupyterLab, Notebook 7 and VS Code show it
 without an extension. The output's `display_id` is updated at every state change, and
-as the task spends (its usage: at most every `REPUBLISH_S`, the last figure always), so
+as the task spends (its usage: at most every `REPUBLISH_S`, less often when many tasks
+run (`REPUBLISH_PER_S`), the last figure always), so
 the card and the sidebar show the cost the live view shows; from
 the engine thread the update is published under the kernel parent captured when the task
 was submitted (ipykernel 7 routes output by parent; see NOTES.md), and from the kernel's
@@ -35,6 +36,7 @@ import threading
 import time
 import types
 import typing
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
@@ -45,13 +47,17 @@ from ..engine.tools import describe_input
 from ..environment import ran_with
 from ..errors import DelegateError
 from ..resources import text as resources_text
-from ..task import RecordFields, Task, TaskEvent
+from ..task import RecordFields, Task, TaskEvent, TaskState
 
 MIME = "application/vnd.jupyter-delegate.task+json"
 RECORD_LIMIT = 16_000
 RECORD_VERSION = 1
 _UPDATE_ON = frozenset({"state", "checks", "review"})
 REPUBLISH_S = 2.0  # the most often a task's spending republishes its record
+# ... and all running tasks' records together at most this many times a second: each
+# update lays the page out again (bench/RESULTS.md, 16 tasks streaming), so with more than
+# four tasks running each record's spending is published less often (16 tasks: every 8 s).
+REPUBLISH_PER_S = 2.0
 
 
 class CheckRecord(TypedDict):
@@ -422,6 +428,16 @@ class RecordDisplay:
 
     `cell_id` is the cell that holds the output (None: not known, or not shown yet)."""
 
+    _open: typing.ClassVar[weakref.WeakSet[RecordDisplay]] = weakref.WeakSet()
+
+    @classmethod
+    def spending_interval(cls) -> float:
+        """How often a record's spending is republished now: `REPUBLISH_S`, or less
+        often when so many tasks run that their records together would exceed
+        `REPUBLISH_PER_S` updates a second."""
+        running = sum(1 for shown in list(cls._open) if shown.task.state == TaskState.RUNNING)
+        return max(REPUBLISH_S, running / REPUBLISH_PER_S)
+
     def __init__(
         self,
         task: Task,
@@ -445,6 +461,7 @@ class RecordDisplay:
         self._spend_due = False  # a publication of the spending is scheduled
         self._closed = False
         self._unsubscribe = task.subscribe(self._on_event)
+        RecordDisplay._open.add(self)
 
     def record(self) -> NotebookRecord:
         return compact_record(self.task, name=self.name, notebook_dir=self.notebook_dir)
@@ -476,10 +493,10 @@ class RecordDisplay:
 
     def _on_spending(self) -> None:
         """The task spent (a model turn's usage): publish now if the last publication is
-        `REPUBLISH_S` old, else once it is (what it spent by then)."""
+        `spending_interval()` old, else once it is (what it spent by then)."""
         if self._spend_due:
             return
-        wait = self._published_at + REPUBLISH_S - time.monotonic()
+        wait = self._published_at + self.spending_interval() - time.monotonic()
         if wait <= 0:
             self._publish()
             return
@@ -516,6 +533,7 @@ class RecordDisplay:
     def close(self) -> None:
         self._closed = True
         self._unsubscribe()
+        RecordDisplay._open.discard(self)
 
 
 def publish_under(shell: Any, parent: Any, publish: Callable[[], None]) -> None:

@@ -128,6 +128,18 @@ def marker_alive(marker: str) -> bool:
     return False
 
 
+def marker_gone(marker: str, within: float = 10) -> bool:
+    """Whether every process with `marker` in its command line is gone within `within`
+    seconds. The kernel kills a sandbox's processes when its pid namespace's first process
+    dies: at once, though on a loaded machine the dying can take a moment to show."""
+    deadline = time.monotonic() + within
+    while marker_alive(marker):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def messages_sent(fake: FakeMessagesAPI) -> list[RecordedRequest]:
     """The Messages API requests the fake received, in order: not the Models API's (a
     submit asks it what the model can do first)."""

@@ -69,7 +69,7 @@ from .events import FORMAT
 from .journal import Event, Journal, redact
 from .notify import EVENTS, Notice, Notifier, Question, notify_settings
 from .outcome import Outcome
-from .policy import PermissionRequest, Policy, Rule, effective_policy
+from .policy import PermissionRequest, Policy, Rule, effective_policy, reads_config_once
 from .review import LineComment, comments_of, feedback_text, quote
 from .rounds import Answer, RoundOfWork
 from .runner import EngineRunner, Round, Runner
@@ -199,6 +199,7 @@ class TaskManager:
         return self._on_engine(coro).result()
 
     # -- submit ----------------------------------------------------------------------------
+    @reads_config_once
     def submit(
         self,
         outcome: Outcome,
@@ -244,7 +245,9 @@ class TaskManager:
         chosen_runner = runner_for(runner)  # a missing dask, a bad address: here, at once
         if resources and hasattr(chosen_runner, "check_resources"):
             chosen_runner.check_resources(resources)  # no worker offers them: refused here
-        workspace = Workspace(repo)  # its own: a GitPython Repo is not shared by threads
+        # Its own Workspace (a GitPython Repo is not shared by threads); HEAD read once, by
+        # resolve_base, which refuses a branch with no commits as the opening check would.
+        workspace = Workspace(repo, check_head=False)
         base_branch, base_commit = workspace.resolve_base(base)
         settings = model_settings()
         model_id = resolve_model(model, settings)

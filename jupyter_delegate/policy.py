@@ -33,15 +33,17 @@ yes), never what a deny rule, a protected file or plan mode refuses.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shlex
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, wraps
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from .errors import DelegateError
 from .home import user_dir
@@ -53,6 +55,8 @@ FILE_TOOLS = frozenset({"read", "write", "edit", "glob", "grep"})
 WRITE_TOOLS = frozenset({"write", "edit"})
 CHANGING_TOOLS = frozenset({"write", "edit", "bash"})
 REPO_CONFIG = ".jupyter-delegate.toml"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Never written by any tool unless an explicit rule names them; bound read-only in the
 # sandbox; changes to them are not committed.
@@ -554,13 +558,41 @@ def _strings(perms: Mapping[str, Any], key: str, source: str) -> list[str]:
     return value
 
 
+# The config files read so far by the call in `reads_config_once` (None: outside one).
+_config_reads: ContextVar[dict[Path, dict[str, Any]] | None] = ContextVar(
+    "config_reads", default=None
+)
+
+
+def reads_config_once(func: Callable[P, R]) -> Callable[P, R]:
+    """Within a call of `func`, each config file is read once: a submit reads the user's
+    and the repository's files for several of their tables, and on a busy engine every
+    read waits for the GIL (bench/RESULTS.md, submit)."""
+
+    @wraps(func)
+    def once(*args: P.args, **kwargs: P.kwargs) -> R:
+        token = _config_reads.set({})
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _config_reads.reset(token)
+
+    return once
+
+
 def read_toml(path: Path) -> dict[str, Any]:
+    reads = _config_reads.get()
+    if reads is not None and path in reads:
+        return copy.deepcopy(reads[path])
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return {}
+        config = {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path} is not valid TOML ({exc}); fix or remove it.") from None
+    if reads is not None:
+        reads[path] = copy.deepcopy(config)
+    return config
 
 
 def config_table(

@@ -252,7 +252,10 @@ def _admin_candidates(admins: Path, name: str) -> Iterator[Path]:
 class Workspace:
     """One repository as jupyter-delegate uses it."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, check_head: bool = True) -> None:
+        """Open the repository at (or above) `path`. RepoError when it is none, is bare,
+        or (`check_head`) its HEAD names no commit yet; a caller that resolves the base
+        next (`resolve_base`, which says the same) passes False and reads HEAD once."""
         given = Path(path).expanduser()
         if not given.exists():
             raise RepoError(f"{given} does not exist. Pass repo= the path of a git repository.")
@@ -269,7 +272,8 @@ class Workspace:
                 "Clone it (`git clone <bare> <dir>`) and pass the clone."
             )
         try:
-            self._head_commit()
+            if check_head:
+                self._head_commit()
         except ValueError:
             raise RepoError(
                 f"The repository at {self.repo.working_dir} has no commits yet. Commit "
@@ -376,9 +380,12 @@ class Workspace:
         )
 
     def _refuse_operation_in_progress(self) -> None:
-        git_dir = Path(self.repo.git_dir)
+        try:  # one listing, not a stat a marker: a submit onto a busy engine pays per call
+            present = set(os.listdir(self.repo.git_dir))
+        except OSError:
+            present = set()
         for marker, what, go_on, abort in _IN_PROGRESS:
-            if (git_dir / marker).exists():
+            if marker in present:
                 raise RepoError(
                     f"{what.capitalize()} is in progress in {self.root}, so its HEAD is not "
                     f"settled. Finish it (`{go_on}`) or abort it (`{abort}`), then delegate "

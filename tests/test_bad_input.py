@@ -33,6 +33,8 @@ def test_repo_without_commits_is_refused(tmp_path: Path, make_manager: Factory) 
     manager, _ = make_manager()
     with pytest.raises(RepoError, match="no commits yet"):
         manager.submit(Outcome("x"), repo=tmp_path)
+    with pytest.raises(RepoError, match=r"Unknown base 'main'.*branches: none"):
+        manager.submit(Outcome("x"), repo=tmp_path, base="main")
     assert not (tmp_path / ".git" / "delegate").exists()
 
 

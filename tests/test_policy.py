@@ -12,7 +12,7 @@ from conftest import CHECK, FIX_TURNS, SANDBOX, Factory, messages_sent
 from jupyter_delegate import Outcome, TaskState
 from jupyter_delegate.errors import ReviewError
 from jupyter_delegate.manager import TaskManager
-from jupyter_delegate.policy import Policy
+from jupyter_delegate.policy import Policy, PolicyError
 from jupyter_delegate.testing import FakeMessagesAPI, load_scenario
 
 
@@ -183,3 +183,38 @@ def test_without_a_scope_every_path_is_in_it() -> None:
     assert outcome.in_scope("any/where.py")
     assert Policy().decide("write", {"file_path": "any/where.py"}).action == "allow"
     assert review_flags(SimpleNamespace(flags=[], outcome=outcome), ["any/where.py"]) == []  # type: ignore[arg-type]
+
+
+def test_a_call_that_reads_config_once_reads_each_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submit reads the user's and the repository's config for several tables: within
+    one (`reads_config_once`) each file is read once, and a caller changing what it was
+    given changes nothing the next reader sees; outside one, every read sees the file."""
+    from jupyter_delegate.policy import read_toml, reads_config_once
+
+    path = tmp_path / "config.toml"
+    path.write_text('[model]\neffort = "low"\n')
+    opened: list[Path] = []
+    real = Path.read_text
+
+    def read_text(self: Path, *args: object, **kwargs: object) -> str:
+        opened.append(self)
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+
+    @reads_config_once
+    def submit() -> list[object]:
+        first = read_toml(path)
+        first["model"]["effort"] = "changed by a caller"
+        path.write_text('[model]\neffort = "high"\n')  # the file changes mid-call
+        return [read_toml(path), read_toml(tmp_path / "missing.toml")]
+
+    second, missing = submit()
+    assert second == {"model": {"effort": "low"}} and missing == {}
+    assert opened == [path, tmp_path / "missing.toml"]
+    assert read_toml(path) == {"model": {"effort": "high"}}  # outside: read as it is
+    path.write_text("[model\n")
+    with pytest.raises(PolicyError, match="not valid TOML"):
+        submit()

@@ -163,7 +163,24 @@ def test_output_tail_keeps_the_last_whole_lines_of_a_flood_and_tells_it_throttle
 
 
 # -- the record, republished as the task spends ----------------------------------------------
-def published_review(published: list[tuple[float, dict[str, Any]]], tasks: list[Task]) -> None:
+Published = list[tuple[float, dict[str, Any]]]  # (time.monotonic(), record) per update
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> Published:
+    """Every record update published from now on, as the front end would receive it."""
+    import IPython.display
+
+    updates: Published = []
+
+    def update(bundle: dict[str, Any], **_: Any) -> None:
+        updates.append((time.monotonic(), bundle[record_module.MIME]))
+
+    monkeypatch.setattr(IPython.display, "update_display", update)
+    return updates
+
+
+def published_review(published: Published, tasks: list[Task]) -> None:
     """Wait until each task's record in review is published: `wait()` returns at the
     state change, a moment before the record display hears of it."""
     deadline = time.monotonic() + 10
@@ -175,16 +192,8 @@ def published_review(published: list[tuple[float, dict[str, Any]]], tasks: list[
 
 
 def test_the_record_is_republished_as_the_task_spends_at_most_every_two_seconds(
-    repo: git.Repo, make_manager: Factory, monkeypatch: pytest.MonkeyPatch
+    repo: git.Repo, make_manager: Factory, published: Published
 ) -> None:
-    published: list[tuple[float, dict[str, Any]]] = []
-
-    def update(bundle: dict[str, Any], **_: Any) -> None:
-        published.append((time.monotonic(), bundle[record_module.MIME]))
-
-    import IPython.display
-
-    monkeypatch.setattr(IPython.display, "update_display", update)
     turns = [
         {"text": f"step {n}", "tools": [{"read": {"file_path": "calc.py"}}], "latency_ms": 600}
         for n in range(9)
@@ -219,18 +228,10 @@ def test_the_record_is_republished_as_the_task_spends_at_most_every_two_seconds(
 
 
 def test_with_many_tasks_running_their_records_together_publish_at_most_twice_a_second(
-    repo: git.Repo, make_manager: Factory, monkeypatch: pytest.MonkeyPatch
+    repo: git.Repo, make_manager: Factory, published: Published
 ) -> None:
     """Each record update lays the page out again: 8 tasks spending at once publish their
     records every 4 s each (REPUBLISH_PER_S = 2 a second in all), not every 2 s."""
-    published: list[tuple[float, dict[str, Any]]] = []
-
-    def update(bundle: dict[str, Any], **_: Any) -> None:
-        published.append((time.monotonic(), bundle[record_module.MIME]))
-
-    import IPython.display
-
-    monkeypatch.setattr(IPython.display, "update_display", update)
     turns = [
         {"text": f"step {n}", "tools": [{"read": {"file_path": "calc.py"}}], "latency_ms": 500}
         for n in range(24)

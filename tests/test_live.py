@@ -283,7 +283,7 @@ def test_the_view_and_the_record_show_the_same_cost(repo: git.Repo, make_manager
     try:
         record = record_module.compact_record(task)
         assert task.usage.cost_usd > 0
-        assert cost_text(task) in view.header.value
+        assert cost_text(task) in view.live.header
         assert cost_of(record) == cost_text(task)
         assert cost_of(record) in record_module.text_html(record)
     finally:

@@ -120,9 +120,9 @@ def in_review(repo: git.Repo, make_manager: Factory, views: Callable[..., TaskVi
 # -- live ------------------------------------------------------------------------------------
 def test_live_view_streams_text_and_tool_calls_then_shows_the_review(in_review: TaskView) -> None:
     view, task = in_review, in_review.task
-    assert "review" in view.header.value and f"${task.usage.cost_usd:.4f}" in view.header.value
-    assert "5 steps" in view.header.value and task.model in view.header.value
-    assert f"sandbox {task.sandbox}" in view.header.value
+    assert "review" in view.live.header and f"${task.usage.cost_usd:.4f}" in view.live.header
+    assert "5 steps" in view.live.header and task.model in view.live.header
+    assert f"sandbox {task.sandbox}" in view.live.header
     items = tool_items(view)
     assert len(items) == 4  # bash, read, edit, bash; `finish` is the summary, not an item
     assert CHECK in items[0] and "exit 1" in items[0] and "calc.py" in items[1]
@@ -146,7 +146,7 @@ def test_approve_button_merges_and_shows_the_merged_commit(
     assert view.task.state == TaskState.MERGED
     assert repo.head.commit.hexsha == view.task.merged_commit
     assert len(repo.head.commit.parents) == 1  # squashed
-    until(lambda: "merged" in view.header.value)
+    until(lambda: "merged" in view.live.header)
     assert view.task.merged_commit[:10] in view.status.value
     assert view.review_view is not None and view.review_view.state == "merged"
     assert view.review_view.decision.startswith("Merged into main as")
@@ -161,7 +161,7 @@ def test_approve_on_an_unproven_task_asks_to_merge_anyway_and_only_that_merges(
     ]
     manager, _ = make_manager(give_up)
     view = reviewed(views(start(manager, repo)))
-    assert "review · checks fail" in view.header.value
+    assert "review · checks fail" in view.live.header
     base = repo.head.commit.hexsha
     rv = view.review_view
     assert rv is not None and rv.asking == ""
@@ -186,7 +186,7 @@ def test_failed_task_says_how_to_go_on(
     manager, _ = make_manager([dropped, *SLOW_START[1:]])
     view = views(start(manager, repo))
     assert view.task.wait(timeout=60) == TaskState.FAILED
-    until(lambda: "failed" in view.header.value)
+    until(lambda: "failed" in view.live.header)
     assert f"%delegate resume {view.task.id}" in view.status.value
     view.task.resume()
     reviewed(view)
@@ -199,7 +199,7 @@ def test_reject_button_with_a_reason_archives(repo: git.Repo, in_review: TaskVie
     act(view, action="reject", reason="not like this")
     assert view.task.state == TaskState.REJECTED
     assert repo.git.rev_parse(f"refs/delegate/archive/{view.task.id}") == head
-    until(lambda: "rejected" in view.header.value)
+    until(lambda: "rejected" in view.live.header)
     assert "refs/delegate/archive/" in view.status.value
     assert view.review_view is not None and view.review_view.decision == "Rejected: not like this."
 
@@ -337,7 +337,7 @@ def test_cancel_button_during_a_long_command_ends_cancelled(
     # A cancel that lands while the sandbox is still starting the process waits for the
     # command to end (asyncio's subprocess start, bubblewrap tier): cancel once it runs.
     until(lambda: marker_alive(marker), what="the command to run")
-    assert shown(view.cancel_button) and "running" in view.header.value
+    assert shown(view.cancel_button) and "running" in view.live.header
     view.cancel_button.click()  # asks first: nothing stops yet
     assert shown(view.cancel_box) and not shown(view.cancel_button)
     assert f"refs/delegate/archive/{view.task.id}" in view.cancel_text.value
@@ -348,7 +348,7 @@ def test_cancel_button_during_a_long_command_ends_cancelled(
     view.cancel_button.click()
     view.cancel_confirm.click()
     assert view.task.wait(timeout=20) == TaskState.CANCELLED
-    until(lambda: "cancelled" in view.header.value)
+    until(lambda: "cancelled" in view.live.header)
     assert "Cancelled" in view.status.value and not shown(view.cancel_button)
     assert not shown(view.cancel_box) and not marker_alive(marker)
 
@@ -360,7 +360,7 @@ def test_failed_task_shows_its_error(
     manager, _ = make_manager([{**bad, "latency_ms": 300}, bad, bad])
     view = views(start(manager, repo))
     assert view.task.wait(timeout=60) == TaskState.FAILED
-    until(lambda: "failed" in view.header.value)
+    until(lambda: "failed" in view.live.header)
     assert "malformed tool input 3 times in a row" in view.status.value
     assert f"%delegate reject {view.task.id}" in view.status.value
     assert "resume" not in view.status.value
@@ -375,7 +375,7 @@ def test_view_of_a_restored_merged_task_renders_merged(
     task = in_review.task
     restored = TaskManager().get(task.id, repo.working_dir)  # a fresh process's view of it
     view = views(restored, name="fix add")
-    assert "merged" in view.header.value and "fix add" in view.header.value
+    assert "merged" in view.live.header and "fix add" in view.live.header
     assert task.merged_commit is not None and task.merged_commit[:10] in view.status.value
     assert shown(view.review) and view.review_view is not None
     assert view.review_view.state == "merged" and "calc.py" in review_files(view)
@@ -393,7 +393,7 @@ def test_permission_card_allow_lets_the_command_run_and_the_prefix_stops_asking(
     manager, _ = make_manager(SLOW_START)
     view = views(start(manager, repo, policy=Policy.from_rules(ask=["Bash"])))
     asked(view)
-    assert view.task.state == TaskState.WAITING and "waiting" in view.header.value
+    assert view.task.state == TaskState.WAITING and "waiting" in view.live.header
     card = view.permission_text.value
     assert f"$ {CHECK}" in card and "rule bash" in card
     assert "<code>bash(python3 -m unittest:*)</code>" in card
@@ -499,10 +499,11 @@ def step(task: Task, n: int, output: str = "a small file\n") -> None:
     task.emit("usage", usage)
 
 
-def value_sets(widget: widgets.Widget) -> list[str]:
-    """Every value `widget` is set to from now on (what a front end would be sent)."""
+def value_sets(widget: widgets.Widget, name: str = "value") -> list[str]:
+    """Every value `widget`'s trait `name` is set to from now on (what a front end would
+    be sent)."""
     values: list[str] = []
-    widget.observe(lambda change: values.append(change["new"]), names="value")
+    widget.observe(lambda change: values.append(change["new"]), names=name)
     return values
 
 
@@ -635,10 +636,10 @@ def test_a_view_opens_one_comm_per_widget_and_closes_all_it_opened(
     assert sent.opens - opened == len(made) == widgets_in(view) + LOG_PAGES < 40
     hidden = [view.cancel_box, view.permission, view.review]
     assert not any(shown(part) for part in hidden) and shown(view.cancel_button)
-    assert all(part.layout is view.header.layout for part in hidden)  # hidden by a class
+    assert all(part.layout is view.live.layout for part in hidden)  # hidden by a class
     view.close()
     assert not made & set(_instances)  # its own layouts too; the shared ones stay
-    assert view.header.layout.comm is not None
+    assert view.live.layout.comm is not None
 
 
 def test_a_burst_of_events_is_pushed_a_bounded_number_of_times(
@@ -647,7 +648,7 @@ def test_a_burst_of_events_is_pushed_a_bounded_number_of_times(
     task = bare_task("t4")
     view = views(task)
     log_sets = [value_sets(widget) for widget in (view.live_earlier, *view.live_pages)]
-    header_sets = value_sets(view.header)
+    header_sets = value_sets(view.live, "header")
 
     async def steps() -> None:
         for n in range(20):
@@ -682,7 +683,7 @@ def test_the_final_state_is_shown_at_once_with_every_event_before_it(
 
     def engine() -> None:  # the loop ends at once: nothing is left for a later push
         asyncio.run(steps())
-        seen.extend((view.live_log_html, view.header.value, view.status.value))
+        seen.extend((view.live_log_html, view.live.header, view.status.value))
         done.set()
 
     threading.Thread(target=engine).start()
@@ -722,6 +723,35 @@ def test_a_long_task_log_stays_bounded_and_counts_what_it_no_longer_shows(
 
 
 STEP_ENTRIES = 2  # a step's entries in the log: its words, then its tool call
+
+
+def test_the_header_and_the_live_line_go_in_one_message_per_push(
+    views: Callable[..., TaskView], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step changes the task's spending (the header) and what it does now (the live
+    line): one model, so each push sends both in one message, not one a widget."""
+    task = bare_task("t9")
+    view = views(task)
+    told: list[set[str]] = []
+    publish = view.live.comm.publish_msg
+
+    def recording(msg_type: str, data: Any = None, *args: Any, **kw: Any) -> None:
+        if data and data.get("method") == "update":
+            told.append(set(data["state"]))
+        publish(msg_type, data, *args, **kw)
+
+    monkeypatch.setattr(view.live.comm, "publish_msg", recording)
+
+    async def steps() -> None:
+        for n in range(3):
+            step(task, n)
+            await asyncio.sleep(2 * FLUSH_S)  # each step pushed on its own
+
+    on_engine(steps)
+    assert "3 steps" in view.live.header and view.live.activity["kind"] == "model"
+    together = [keys for keys in told if {"header", "activity"} <= keys]
+    assert len(together) >= 3, told  # each step's push: the spending and the activity
+    assert not [keys for keys in told if keys == {"header"}], told  # never the header alone
 
 
 def steps_in(html: str) -> list[int]:

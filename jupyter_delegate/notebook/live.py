@@ -1,5 +1,6 @@
 """The live line of a task's view: how long it has run, what it does now, and the last
-lines of a command still running; it ticks in the browser (`LiveStatus`, an anywidget).
+lines of a command still running; it ticks in the browser (`LiveStatus`, an anywidget,
+which shows the view's header above the line too).
 
 The kernel sends facts that do not age: when the task started and ended (epoch seconds)
 and its current activity (`Activity`: kind, verb, subject, since). The front end
@@ -41,12 +42,15 @@ VERBS = {
 
 
 class LiveStatus(anywidget.AnyWidget):
-    """The live line under a task's header (see the module docstring). `activity` is
+    """The task's header and the live line under it (see the module docstring).
+    `header`: the header's HTML (views.header_html: name, state, spending), in the same
+    model as the line so that a push of both is one message (`hold_sync`); `activity` is
     `{"kind": "model" | "tool" | "waiting" | "", "verb", "subject", "since"}`; `tail` the
     last lines of the running command's output ("" when none)."""
 
     _esm = STATIC / "live.js"
     _css = STATIC / "live.css"
+    header = traitlets.Unicode("").tag(sync=True)
     state = traitlets.Unicode("").tag(sync=True)
     started_at = traitlets.Float(0.0).tag(sync=True)  # epoch s; 0: not known
     ended_at = traitlets.Float(0.0).tag(sync=True)  # epoch s; 0: running, or not known

@@ -1,16 +1,17 @@
 """The widgets of a delegated task: the live view under a `%%delegate` cell, the review in
 place, and a board of many tasks (ipywidgets 8).
 
-Here: `TaskView` (a header with state and cost, the live line below it that ticks in the
-browser with what the task does now and a running command's last lines (`live.py`), the
-agent's words and tool calls as they stream, the permission card while the task waits,
-and in review the `ReviewView` of review.py (the bar with the verdict and the approve /
-request-changes / reject actions, the diff, line comments, rounds) above the checks,
-context and flags), `LiveLog` (the last entries of a task's log, in pages of HTML),
-`Board` (one row per task, approve or reject from the row), and the pure functions that
-render a task, a check or a diff to escaped HTML. Approve on a task that is not proven
-(the API refuses it) merges nothing: it shows why, and a "Merge anyway" button, the
-second, explicit click that forces it (in the ReviewView's bar, and on the board's rows).
+Here: `TaskView` (a header with state and cost and the live line below it, one anywidget
+that ticks in the browser with what the task does now and a running command's last lines
+(`live.py`), the agent's words and tool calls as they stream, the permission card while
+the task waits, and in review the `ReviewView` of review.py (the bar with the verdict and
+the approve / request-changes / reject actions, the diff, line comments, rounds) above
+the checks, context and flags), `LiveLog` (the last entries of a task's log, in pages of
+HTML), `Board` (one row per task, approve or reject from the row), and the pure functions
+that render a task, a check or a diff to escaped HTML. Approve on a task that is not
+proven (the API refuses it) merges nothing: it shows why, and a "Merge anyway" button,
+the second, explicit click that forces it (in the ReviewView's bar, and on the board's
+rows).
 
 Not here: deciding anything (every button calls the `Task` API; the `DelegateError` it
 raises is shown in the view, never raised from a handler), the notebook record output and
@@ -27,11 +28,12 @@ Cost in the kernel and the browser (bench/RESULTS.md, kernel responsiveness, iss
 every trait set is a comm message the engine thread serialises, and every new widget is a
 comm open, and two more for its layout and style unless they are shared: the views share
 their styles and every layout that nothing changes (`shared`; a widget is hidden by a
-class, `show`, not by its layout), so a view opens 37 comms, not 90, and the front end
+class, `show`, not by its layout), so a view opens 36 comms, not 90, and the front end
 makes that many models before it draws the view. So the live part of a view is a fixed
-set of widgets: the header, the live line (its clock ticks in the browser: time passing
-costs no message; a running command's last lines come at most twice a second,
-engine/output_tail.py), the log and the text being streamed. The log is the last
+set of widgets: the header and the live line, one model (`live.LiveStatus`: a push of
+both is one message; its clock ticks in the browser, so time passing costs no message; a
+running command's last lines come at most twice a second, engine/output_tail.py), the
+log and the text being streamed. The log is the last
 `LOG_PAGES` pages of `PAGE_ENTRIES` entries, one HTML widget each, made once and reused in
 turn (earlier entries are counted in one line above them; a page is at most `LOG_CHARS` of
 HTML, the most one message carries).
@@ -870,11 +872,10 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.review_view: ReviewView | None = None  # made when the task reaches review
         self._asking_cancel = False  # Cancel was clicked: the view asks to confirm
 
-        self.header = html_widget()
         self._activity = Activity()  # what the task does now (the live line)
-        self.live = LiveStatus(
-            layout=shared(Layout)
-        )  # the live line: elapsed time, activity, output tail
+        # the header (name, state, spending) and the live line below it (elapsed time,
+        # activity, output tail): one model, so a push of both is one message
+        self.live = LiveStatus(layout=shared(Layout))
         self.status = html_widget()
         self.context_box = box(skills_not_loaded(task))
         # the line counting the pages no longer kept; `order`: above the pages
@@ -922,7 +923,6 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             layout=shared(Layout),
             children=(
                 html_widget(CSS),
-                self.header,
                 self.live,
                 self.status,
                 self.context_box,
@@ -1111,8 +1111,9 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             slot.layout.order = str(number)  # a reused slot moves below the newer pages
             slot.value = page
         self.live_text.value = text_html(_tail("".join(self._text))) if self._text else ""
-        self.header.value = header_html(self.task, self.name)
-        self._render_activity()
+        with self.live.hold_sync():  # the header and the live line: one message
+            self.live.header = header_html(self.task, self.name)
+            self._render_activity()
 
     @property
     def live_log_html(self) -> str:

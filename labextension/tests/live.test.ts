@@ -1,8 +1,9 @@
 // @vitest-environment jsdom
 /**
- * The live line's clock (jupyter_delegate/notebook/static/live.js, a plain anywidget
- * module) under fake timers: it turns as each second of the task turns, with no message
- * from the kernel, and stops with the task.
+ * The header and live line (jupyter_delegate/notebook/static/live.js, a plain anywidget
+ * module) under fake timers: the clock turns as each second of the task turns, with no
+ * message from the kernel, and stops with the task; the header is the kernel's HTML,
+ * redrawn when it changes, shown even before the task has started.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
@@ -59,5 +60,17 @@ describe('live line clock', () => {
     expect(clock(el)).toBe('took 1m 01s');
     cleanup();
     expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('shows the header above the line, before the task starts and as it changes', () => {
+    const m = model({ header: '<div class="jd-header"><code>t1</code> <b>fix</b></div>', started_at: 0 });
+    const el = document.createElement('div');
+    const cleanup = live.render({ model: m, el });
+    expect(el.querySelector('.jd-header code')!.textContent).toBe('t1');
+    expect((el.querySelector('.jd-live') as HTMLElement).style.display).toBe('none');
+    m.set('header', '<div class="jd-header"><code>t1</code> <b>fix</b> <span class="jd-meta">2 steps</span></div>');
+    expect(el.querySelector('.jd-header .jd-meta')!.textContent).toBe('2 steps');
+    expect(el.firstElementChild!.className).toBe('jd-live-header');
+    cleanup();
   });
 });

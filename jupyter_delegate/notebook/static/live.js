@@ -1,7 +1,9 @@
-// The live line of a task's view (jupyter_delegate/notebook/live.py, LiveStatus): how
-// long the task has run and what it does now, redrawn as each second turns, from the kernel's
-// facts (epoch times and the current activity), so the clock ticks with no message from
-// the kernel. Built with textContent only. The words are those of live.py's status_line.
+// The header and live line of a task's view (jupyter_delegate/notebook/live.py,
+// LiveStatus). The header is the kernel's HTML (views.header_html escapes every value in
+// it), shown as an HTML widget would show it. The live line says how long the task has
+// run and what it does now, redrawn as each second turns from the kernel's facts (epoch
+// times and the current activity), so the clock ticks with no message from the kernel;
+// it is built with textContent only, in the words of live.py's status_line.
 
 function duration(seconds) {
   const total = Math.max(0, Math.floor(seconds));
@@ -22,6 +24,14 @@ function span(className, text) {
 }
 
 function render({ model, el }) {
+  const header = document.createElement('div');
+  header.className = 'jd-live-header';
+  const drawHeader = () => {
+    header.innerHTML = model.get('header') || '';
+  };
+  drawHeader();
+  model.on('change:header', drawHeader);
+  el.append(header);
   const root = document.createElement('div');
   root.className = 'jd-live';
   const line = document.createElement('div');
@@ -83,6 +93,7 @@ function render({ model, el }) {
   }
   return () => {
     clearTimeout(timer);
+    model.off('change:header', drawHeader);
     for (const name of ['started_at', 'ended_at', 'activity', 'tail', 'state']) {
       model.off(`change:${name}`, redraw);
     }

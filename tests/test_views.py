@@ -26,6 +26,7 @@ import pytest
 from conftest import CHECK, FIX_TURNS, Factory, marker_alive, messages_sent, until
 from jupyter_delegate import Outcome, Task, TaskState
 from jupyter_delegate.manager import TaskManager
+from jupyter_delegate.notebook.live import LogPages
 from jupyter_delegate.notebook.views import (
     FLUSH_S,
     INPUT_HEAD,
@@ -56,6 +57,8 @@ MORE_TURNS = [
 def text_of(widget: widgets.Widget) -> str:
     """Every HTML value and accordion title inside `widget`, shown or not."""
     parts = [str(getattr(widget, "value", "")), *getattr(widget, "titles", ())]
+    if isinstance(widget, LogPages):
+        parts += [widget.pages_html(), widget.text]
     parts += [text_of(child) for child in getattr(widget, "children", ())]
     return "\n".join(p for p in parts if p)
 
@@ -538,7 +541,7 @@ def test_text_deltas_are_coalesced_and_end_in_the_log_before_the_next_event(
 ) -> None:
     task = bare_task("t1")
     view = views(task)
-    text_sets = value_sets(view.live_text)
+    text_sets = value_sets(view.log_pages, "text")
     words = [f"word{i} " for i in range(300)]
 
     async def steps() -> None:
@@ -550,7 +553,7 @@ def test_text_deltas_are_coalesced_and_end_in_the_log_before_the_next_event(
     took = on_engine(steps)
     log = view.live_log_html
     assert "".join(words).strip() in log and log.index("word299") < log.index("retrying")
-    assert view.live_text.value == ""  # the words moved into the log, in their place
+    assert view.log_pages.text == ""  # the words moved into the log, in their place
     # one push per flush interval, plus the ends: the first word at once (the view was
     # idle) and the burst it came in `QUICK_S` later, and the last word
     most_pushes = took / FLUSH_S + 3
@@ -570,10 +573,10 @@ def test_a_first_word_after_a_quiet_spell_is_pushed_on_the_loops_next_turn(
         await asyncio.sleep(2 * FLUSH_S)  # quiet: nothing pushed for a while
         task.emit("text", {"delta": "First words. "})
         await asyncio.sleep(FLUSH_S / 4)  # the loop turns; a fixed delay would still wait
-        seen.append(view.live_text.value)
+        seen.append(view.log_pages.text)
         task.emit("text", {"delta": "More words in the same burst."})
         await asyncio.sleep(QUICK_S + FLUSH_S / 4)
-        seen.append(view.live_text.value)
+        seen.append(view.log_pages.text)
 
     on_engine(steps)
     assert "First words." in seen[0] and "More words" not in seen[0], seen
@@ -585,10 +588,10 @@ def test_text_from_a_thread_without_a_loop_is_flushed_by_a_timer(
 ) -> None:
     task = bare_task("t2")
     view = views(task)
-    text_sets = value_sets(view.live_text)
+    text_sets = value_sets(view.log_pages, "text")
     for i in range(200):
         task.emit("text", {"delta": f"w{i} "})
-    until(lambda: "w199" in view.live_text.value, 5)
+    until(lambda: "w199" in view.log_pages.text, 5)
     assert len(text_sets) <= 2
 
 
@@ -597,7 +600,7 @@ def test_many_tool_calls_open_no_widget_and_send_bounded_messages(
 ) -> None:
     task = bare_task("t3")
     view = views(task)
-    children, pages = view.log_box.children, view.live_pages
+    children = view.log_box.children
     opened_by_the_view = sent.opens
     sent.messages.clear()
 
@@ -608,12 +611,12 @@ def test_many_tool_calls_open_no_widget_and_send_bounded_messages(
 
     took = on_engine(steps)
     assert sent.opens == opened_by_the_view > 0  # no widget per tool call, nor per turn
-    assert view.log_box.children == children and view.log_box.children[1].children == pages
+    assert view.log_box.children == children and view.log_pages in children
     assert len(tool_items(view)) == LOG_ENTRIES // 2  # and as many messages
     assert "notes-199.txt" in tool_items(view)[-1] and "ok" in tool_items(view)[-1]
-    # 800 events: at most one push per interval of each of the header, the words, the
-    # earlier line, and each page's value and place (its layout's order)
-    pushed = 3 + 2 * LOG_PAGES
+    # 800 events: at most one push per interval of each of the header and live line (one
+    # model), the pages and the words (one model), and the earlier line
+    pushed = 3
     assert len(sent.messages) <= pushed * (took / FLUSH_S + 2) < 800
     assert max(sent.messages) <= LOG_CHARS + 1000
 
@@ -626,14 +629,14 @@ def test_a_view_opens_one_comm_per_widget_and_closes_all_it_opened(
     views: Callable[..., TaskView], sent: Sent
 ) -> None:
     # Styles and the layouts nothing changes are shared: a comm open each saved (90 opens a
-    # view before, three per widget); only the log's pages have layouts of their own.
+    # view before, three per widget); no widget has a layout of its own.
     from ipywidgets.widgets.widget import _instances
 
     views(bare_task("c1"))  # makes the shared styles and layouts, if no view has yet
     before, opened = set(_instances), sent.opens
     view = views(bare_task("c2"))
     made = set(_instances) - before
-    assert sent.opens - opened == len(made) == widgets_in(view) + LOG_PAGES < 40
+    assert sent.opens - opened == len(made) == widgets_in(view) < 30
     hidden = [view.cancel_box, view.permission, view.review]
     assert not any(shown(part) for part in hidden) and shown(view.cancel_button)
     assert all(part.layout is view.live.layout for part in hidden)  # hidden by a class
@@ -647,7 +650,8 @@ def test_a_burst_of_events_is_pushed_a_bounded_number_of_times(
 ) -> None:
     task = bare_task("t4")
     view = views(task)
-    log_sets = [value_sets(widget) for widget in (view.live_earlier, *view.live_pages)]
+    log_sets = [value_sets(view.live_earlier)]
+    log_sets += [value_sets(view.log_pages, slot) for slot in LogPages.SLOTS]
     header_sets = value_sets(view.live, "header")
 
     async def steps() -> None:
@@ -690,7 +694,7 @@ def test_the_final_state_is_shown_at_once_with_every_event_before_it(
     assert done.wait(30)
     log, header, status = seen
     assert "output of step 49" in TOOL_ITEM.findall(log)[-1]
-    assert "Step 49: reading the notes." in log and view.live_text.value == ""
+    assert "Step 49: reading the notes." in log and view.log_pages.text == ""
     assert "failed" in header and "50 steps" in header and "the budget ran out" in status
 
 
@@ -699,7 +703,7 @@ def test_a_long_task_log_stays_bounded_and_counts_what_it_no_longer_shows(
 ) -> None:
     task = bare_task("t6")
     view = views(task)
-    page_sets = [value_sets(page) for page in view.live_pages]
+    page_sets = [value_sets(view.log_pages, slot) for slot in LogPages.SLOTS]
     output = "".join(f"test line {i} passed\n" for i in range(150))  # about 3 KB
 
     async def steps() -> None:
@@ -725,6 +729,20 @@ def test_a_long_task_log_stays_bounded_and_counts_what_it_no_longer_shows(
 STEP_ENTRIES = 2  # a step's entries in the log: its words, then its tool call
 
 
+def updates(widget: widgets.Widget, monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
+    """The traits each update message of `widget` carries from now on, message by message."""
+    told: list[set[str]] = []
+    publish = widget.comm.publish_msg
+
+    def recording(msg_type: str, data: Any = None, *args: Any, **kw: Any) -> None:
+        if data and data.get("method") == "update":
+            told.append(set(data["state"]))
+        publish(msg_type, data, *args, **kw)
+
+    monkeypatch.setattr(widget.comm, "publish_msg", recording)
+    return told
+
+
 def test_the_header_and_the_live_line_go_in_one_message_per_push(
     views: Callable[..., TaskView], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -732,15 +750,7 @@ def test_the_header_and_the_live_line_go_in_one_message_per_push(
     line): one model, so each push sends both in one message, not one a widget."""
     task = bare_task("t9")
     view = views(task)
-    told: list[set[str]] = []
-    publish = view.live.comm.publish_msg
-
-    def recording(msg_type: str, data: Any = None, *args: Any, **kw: Any) -> None:
-        if data and data.get("method") == "update":
-            told.append(set(data["state"]))
-        publish(msg_type, data, *args, **kw)
-
-    monkeypatch.setattr(view.live.comm, "publish_msg", recording)
+    told = updates(view.live, monkeypatch)
 
     async def steps() -> None:
         for n in range(3):
@@ -752,6 +762,35 @@ def test_the_header_and_the_live_line_go_in_one_message_per_push(
     together = [keys for keys in told if {"header", "activity"} <= keys]
     assert len(together) >= 3, told  # each step's push: the spending and the activity
     assert not [keys for keys in told if keys == {"header"}], told  # never the header alone
+
+
+def test_the_page_the_words_join_and_the_words_go_in_one_message_per_push(
+    views: Callable[..., TaskView], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a tool call ends the streamed words, they leave the words' place and join a
+    page of the log: one model, so the push sends both in one message, and a page taken
+    over by a newer one is sent with its new place."""
+    task = bare_task("t10")
+    view = views(task)
+    told = updates(view.log_pages, monkeypatch)
+    slots = set(LogPages.SLOTS)
+
+    async def steps() -> None:
+        for n in range(8):  # 16 entries on pages 0 to 3: page 3 takes page 0's slot over
+            task.emit("text", {"delta": f"Step {n}: reading the notes. "})
+            await asyncio.sleep(2 * FLUSH_S)  # the words pushed on their own
+            call = {"id": f"c{n}", "name": "read", "input": {"file_path": f"notes-{n}.txt"}}
+            task.emit("tool_call", call)
+            await asyncio.sleep(2 * FLUSH_S)  # the words joined the log
+
+    on_engine(steps)
+    assert view.log_pages.text == "" and steps_in(view.live_log_html) == list(range(2, 8))
+    joined = [keys for keys in told if "text" in keys and keys & slots]
+    assert len(joined) >= 8, told  # each step's words left their place for a page
+    assert {"text"} in told  # and were streamed before that, alone
+    moved = [keys for keys in told if "order" in keys]
+    assert moved and all(keys & slots for keys in moved), told  # a page with its place
+    assert view.log_pages.order == [3, 1, 2]
 
 
 def steps_in(html: str) -> list[int]:
@@ -775,7 +814,7 @@ def test_a_settled_page_is_not_sent_again_so_a_tool_call_opened_in_it_stays_open
 ) -> None:
     task = bare_task("t7")
     view = views(task)
-    slot_sets = [value_sets(slot) for slot in view.live_pages]
+    slot_sets = [value_sets(view.log_pages, slot) for slot in LogPages.SLOTS]
 
     async def steps() -> None:
         for n in range(30):
@@ -811,9 +850,10 @@ def test_the_pages_are_shown_oldest_first_whichever_widget_shows_them(
     # 25 steps are 50 entries on pages 0 to 12: the last LOG_PAGES pages hold steps 20 to
     # 24, and page 12, the newest, took over the first widget
     newest = list(range(20, 25))
-    in_order = sorted(view.live_pages, key=lambda page: int(page.layout.order))
-    assert in_order[-1] is view.live_pages[0]
-    assert [page_of(page.value) for page in in_order] == [10, 11, 12]
+    in_order = sorted(range(LOG_PAGES), key=lambda slot: view.log_pages.order[slot])
+    assert in_order[-1] == 0
+    pages = [getattr(view.log_pages, LogPages.SLOTS[slot]) for slot in in_order]
+    assert [page_of(page) for page in pages] == [10, 11, 12]
     shown = view.live_log_html
     assert shown.startswith('<div class="jd-note">… 20 earlier tool calls and 20 earlier messages')
     assert steps_in(shown) == newest

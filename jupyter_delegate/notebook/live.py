@@ -1,6 +1,7 @@
-"""The live line of a task's view: how long it has run, what it does now, and the last
-lines of a command still running; it ticks in the browser (`LiveStatus`, an anywidget,
-which shows the view's header above the line too).
+"""The live parts of a task's view, two anywidgets: the live line (`LiveStatus`: how long
+the task has run, what it does now, and the last lines of a command still running; it
+ticks in the browser, and shows the view's header above the line), and the log's pages
+with the words being streamed below them (`LogPages`).
 
 The kernel sends facts that do not age: when the task started and ended (epoch seconds)
 and its current activity (`Activity`: kind, verb, subject, since). The front end
@@ -9,6 +10,11 @@ them, so the clock moves with no message from the kernel, through a model turn, 
 permission wait or a long command. `Activity` folds a task's events into that activity
 (pure: no widgets, no lock; the view calls it under its own lock); `status_line` is the
 line live.js draws, in Python (what tests read, and the same words).
+
+`LogPages` holds the HTML views.LiveLog renders, one trait a slot, so that a push sends
+only the slot whose page changed and the words, in one message (a page that did not
+change is not sent, and a tool call opened in it stays open); static/log.js replaces a
+slot's HTML only when it is sent.
 
 Not here: the rest of the view (views.py) and when traits are pushed (the view's flush:
 `FLUSH_S`). Clocks: the front end reads its own clock against the kernel's epoch times;
@@ -23,6 +29,7 @@ from typing import Any
 
 import anywidget
 import traitlets
+from traitlets import Int, List, Unicode
 
 from ..engine.tools import describe_input
 
@@ -56,6 +63,36 @@ class LiveStatus(anywidget.AnyWidget):
     ended_at = traitlets.Float(0.0).tag(sync=True)  # epoch s; 0: running, or not known
     activity = traitlets.Dict().tag(sync=True)
     tail = traitlets.Unicode("").tag(sync=True)
+
+
+class LogPages(anywidget.AnyWidget):
+    """The live log's pages and the words being streamed below them, in one model: a push
+    of both is one message. Slot i (its trait `SLOTS[i]`) shows page `order[i]` of the log
+    (-1: none yet); the slots are shown in page order, so a slot taken over by a newer page
+    moves below the others. `text`: the words of the turn being streamed ("" between
+    turns). Every value is HTML the kernel escaped (views.page_html, views.text_html)."""
+
+    SLOTS = ("page_0", "page_1", "page_2")
+    _esm = STATIC / "log.js"
+    _css = STATIC / "log.css"
+    page_0 = Unicode("").tag(sync=True)
+    page_1 = Unicode("").tag(sync=True)
+    page_2 = Unicode("").tag(sync=True)
+    order = List(Int(), default_value=[-1] * len(SLOTS)).tag(sync=True)
+    text = Unicode("").tag(sync=True)
+
+    def show_page(self, number: int, html: str) -> None:
+        """Page `number` of the log, in the slot it takes (`number` mod the slots); only a
+        change is sent."""
+        slot = number % len(self.SLOTS)
+        if self.order[slot] != number:
+            self.order = [number if i == slot else n for i, n in enumerate(self.order)]
+        setattr(self, self.SLOTS[slot], html)
+
+    def pages_html(self) -> str:
+        """The pages as shown, oldest first (without the words being streamed)."""
+        slots = zip(self.order, self.SLOTS, strict=True)
+        return "".join(getattr(self, slot) for number, slot in sorted(slots) if number >= 0)
 
 
 def tool_activity(name: str, tool_input: Any) -> tuple[str, str]:

@@ -28,19 +28,20 @@ Cost in the kernel and the browser (bench/RESULTS.md, kernel responsiveness, iss
 every trait set is a comm message the engine thread serialises, and every new widget is a
 comm open, and two more for its layout and style unless they are shared: the views share
 their styles and every layout that nothing changes (`shared`; a widget is hidden by a
-class, `show`, not by its layout), so a view opens 36 comms, not 90, and the front end
+class, `show`, not by its layout), so a view opens 28 comms, not 90, and the front end
 makes that many models before it draws the view. So the live part of a view is a fixed
 set of widgets: the header and the live line, one model (`live.LiveStatus`: a push of
 both is one message; its clock ticks in the browser, so time passing costs no message; a
-running command's last lines come at most twice a second, engine/output_tail.py), the
-log and the text being streamed. The log is the last
-`LOG_PAGES` pages of `PAGE_ENTRIES` entries, one HTML widget each, made once and reused in
-turn (earlier entries are counted in one line above them; a page is at most `LOG_CHARS` of
+running command's last lines come at most twice a second, engine/output_tail.py), and
+the log with the words being streamed below it, one model too (`live.LogPages`). The log
+is the last `LOG_PAGES` pages of `PAGE_ENTRIES` entries, one slot each, reused in turn
+(earlier entries are counted in one line above them; a page is at most `LOG_CHARS` of
 HTML, the most one message carries).
-Why pages: a front end redraws an HTML widget whole when its value is set, which closes
-the tool calls the user opened in it. A page's HTML depends on its entries only, so a
-page that did not change is set to the value it has, which sends nothing: only the page
-that changed is sent, and a tool call opened elsewhere stays open while the task runs.
+Why pages: a front end redraws a piece of HTML whole when it is set, which closes the
+tool calls the user opened in it. A page's HTML depends on its entries only, so a page
+that did not change is set to the value it has, which sends nothing: a push sends only
+the page that changed (with the words, in one message), and a tool call opened elsewhere
+stays open while the task runs.
 Events only change the view's state; what they change is pushed soon (`_push_soon`: on
 the loop's next turn when nothing was pushed in the last `FLUSH_S`, so a first word shows
 as it arrives; batched, one push per `FLUSH_S`, only while events keep coming), and at
@@ -77,7 +78,7 @@ from ..outcome import in_scope
 from ..policy import PermissionRequest
 from ..review import FEEDBACK_PREFIX
 from ..task import CheckResult, Task, TaskEvent, TaskState
-from .live import Activity, LiveStatus
+from .live import Activity, LiveStatus, LogPages
 from .record import badge
 
 if TYPE_CHECKING:
@@ -87,9 +88,9 @@ S = TaskState
 log = logging.getLogger(__name__)
 FLUSH_S = 0.1  # the most often a live view's changes are pushed to the front end, under load
 QUICK_S = 0.02  # the wait for a second push after a push that followed an idle spell
-LOG_ENTRIES = 12  # entries of the live log kept and shown at most; earlier ones are counted
 PAGE_ENTRIES = 4  # entries of a page of the live log: a page is sent only when it changes
-LOG_PAGES = LOG_ENTRIES // PAGE_ENTRIES  # pages kept, the newest one maybe not yet full
+LOG_PAGES = len(LogPages.SLOTS)  # pages kept, the newest one maybe not yet full
+LOG_ENTRIES = LOG_PAGES * PAGE_ENTRIES  # entries kept and shown at most; earlier ones counted
 LOG_CHARS = 16_000  # a page shows its newest entries that fit in this much HTML: the most
 # one message sends, and room for the words before the largest tool call (about 12,000)
 INPUT_HEAD = 4000  # characters of a tool call's input shown in the log
@@ -880,12 +881,9 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.context_box = box(skills_not_loaded(task))
         # the line counting the pages no longer kept; `order`: above the pages
         self.live_earlier = html_widget(layout=shared(Layout, order="-2"))
-        # The pages of the log (LiveLog), one widget each for the view's life: page p is
-        # shown by slot p % LOG_PAGES, which the next page to need it takes over.
-        # (their own layouts: `order` moves a reused page below the newer ones)
-        self.live_pages = tuple(html_widget(layout=Layout()) for _ in range(LOG_PAGES))
-        self.live_text = html_widget()  # the words being streamed, below the log
-        pages = box(self.live_pages)  # its own flex column: `order` sorts the pages
+        # The pages of the log (LiveLog) and the words being streamed below them, one
+        # model: page p is shown by slot p % LOG_PAGES, which the next page takes over.
+        self.log_pages = LogPages(layout=shared(Layout))
         # "show earlier": the entries the log no longer keeps, read from the journal; above
         # the pages (`order`), after them in `children`.
         self.earlier_box = html_widget(layout=shared(Layout, order="-3"))
@@ -894,7 +892,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         )
         self.earlier_button.on_click(lambda _: self._on_show_earlier())
         self.log_box = box(
-            (self.live_earlier, pages, self.live_text, self.earlier_box, self.earlier_button)
+            (self.live_earlier, self.log_pages, self.earlier_box, self.earlier_button)
         )
         # The log folds into one line when the review opens; the toggle unfolds it.
         self.log_summary = html_widget()
@@ -1106,11 +1104,10 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.live_earlier.value = self._log.earlier()
         unfollowed = not self._log.counts() and self.task.usage.steps > 0  # ran before this view
         show(self.earlier_button, bool(self.live_earlier.value) or unfollowed)
-        for number, page in self._log.pages():
-            slot = self.live_pages[number % LOG_PAGES]
-            slot.layout.order = str(number)  # a reused slot moves below the newer pages
-            slot.value = page
-        self.live_text.value = text_html(_tail("".join(self._text))) if self._text else ""
+        with self.log_pages.hold_sync():  # the pages that changed and the words: one message
+            for number, page in self._log.pages():
+                self.log_pages.show_page(number, page)
+            self.log_pages.text = text_html(_tail("".join(self._text))) if self._text else ""
         with self.live.hold_sync():  # the header and the live line: one message
             self.live.header = header_html(self.task, self.name)
             self._render_activity()
@@ -1119,8 +1116,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def live_log_html(self) -> str:
         """The log as shown now, in one piece: the earlier line, then the pages in order."""
         with self._lock:
-            pages = sorted(self.live_pages, key=lambda slot: int(slot.layout.order or -1))
-            return "".join((self.live_earlier.value, *(slot.value for slot in pages)))
+            return str(self.live_earlier.value) + self.log_pages.pages_html()
 
     def _render_activity(self) -> None:
         """The live line's facts (it redraws itself every second from them): when the

@@ -7,23 +7,10 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
+import { fakeModel as model } from './anywidget-model';
+
 // @ts-expect-error: a plain ES module without types
 import live from '../../jupyter_delegate/notebook/static/live.js';
-
-function model(values: Record<string, unknown>) {
-  const handlers: Record<string, (() => void)[]> = {};
-  return {
-    get: (name: string) => values[name],
-    set(name: string, value: unknown) {
-      values[name] = value;
-      (handlers[`change:${name}`] || []).forEach((f) => f());
-    },
-    on: (event: string, f: () => void) => (handlers[event] ||= []).push(f),
-    off: (event: string, f: () => void) => {
-      handlers[event] = (handlers[event] || []).filter((g) => g !== f);
-    }
-  };
-}
 
 const clock = (el: HTMLElement) => el.querySelector('.jd-live-clock')!.textContent;
 

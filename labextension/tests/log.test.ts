@@ -7,24 +7,10 @@
  */
 import { describe, expect, it } from 'vitest';
 
+import { fakeModel as model } from './anywidget-model';
+
 // @ts-expect-error: a plain ES module without types
 import log from '../../jupyter_delegate/notebook/static/log.js';
-
-function model(values: Record<string, unknown>) {
-  const handlers: Record<string, (() => void)[]> = {};
-  return {
-    get: (name: string) => values[name],
-    set(name: string, value: unknown) {
-      values[name] = value;
-      (handlers[`change:${name}`] || []).forEach((f) => f());
-    },
-    on: (event: string, f: () => void) => (handlers[event] ||= []).push(f),
-    off: (event: string, f: () => void) => {
-      handlers[event] = (handlers[event] || []).filter((g) => g !== f);
-    },
-    handlers
-  };
-}
 
 const call = (name: string) => `<details class="jd-tool"><summary>${name}</summary><pre>out</pre></details>`;
 

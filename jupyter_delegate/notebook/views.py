@@ -28,8 +28,10 @@ Cost in the kernel and the browser (bench/RESULTS.md, kernel responsiveness, iss
 every trait set is a comm message the engine thread serialises, and every new widget is a
 comm open, and two more for its layout and style unless they are shared: the views share
 their styles and every layout that nothing changes (`shared`; a widget is hidden by a
-class, `show`, not by its layout), so a view opens 28 comms, not 90, and the front end
-makes that many models before it draws the view. So the live part of a view is a fixed
+class, `show`, not by its layout), and the parts a view may never need (the permission
+card, Cancel's question, the folded log's line) are made when it first does: a view opens
+18 comms, not 90, and the front end makes that many models before it draws the view
+(bench/ui_latency.py: the header after shift-enter). So the live part of a view is a fixed
 set of widgets: the header and the live line, one model (`live.LiveStatus`: a push of
 both is one message; its clock ticks in the browser, so time passing costs no message; a
 running command's last lines come at most twice a second, engine/output_tail.py), and
@@ -894,27 +896,17 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.log_box = box(
             (self.live_earlier, self.log_pages, self.earlier_box, self.earlier_button)
         )
+        # The parts a view may never need are empty boxes until it does (`_log_bar`,
+        # `_cancel_box`, `_permission_card`): each widget is a model the front end makes
+        # before it draws the view, so the view shows sooner with fewer.
         # The log folds into one line when the review opens; the toggle unfolds it.
-        self.log_summary = html_widget()
-        self.log_toggle = widgets.ToggleButton(
-            False,
-            description="show the agent log",
-            style=shared(ToggleButtonStyle),
-            layout=shared(Layout, width="auto"),
-        )
-        self.log_toggle.observe(lambda _: self._render_fold(), names="value")
-        self.log_bar = box((self.log_summary, self.log_toggle), widgets.HBox)
+        self.log_bar = box(kind=widgets.HBox)
         self.agent_log = box((self.log_bar, self.log_box))
         self.cancel_button = button("Cancel…", "warning", "stop")
         # Cancel asks first: the task stops for good (pause keeps it resumable).
-        self.cancel_text = html_widget()
-        self.cancel_confirm = button("Yes, cancel it", "danger", "stop")
-        self.cancel_keep = button("Keep it running")
-        self.cancel_box = box(
-            (self.cancel_text, self.cancel_confirm, self.cancel_keep), widgets.HBox
-        )
+        self.cancel_box = box(kind=widgets.HBox)
         show(self.cancel_box, False)
-        self.permission = self._permission_card()
+        self.permission = box()
         self.review = self._review_section()
         self.error = html_widget()
         super().__init__(
@@ -933,8 +925,6 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             ),
         )
         self.cancel_button.on_click(lambda _: self._ask_cancel(True))
-        self.cancel_keep.on_click(lambda _: self._ask_cancel(False))
-        self.cancel_confirm.on_click(lambda _: self._cancel())
         with self._lock:
             self._unsubscribe = task.subscribe(self._on_event)
             # what it does now, as far as its state tells (a view made after it started)
@@ -951,10 +941,37 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         # view's place: one line; the task record beside it tells the task's state.
         return f"Live view of delegated task {self.task.id} (shown while its kernel runs)"
 
-    def _permission_card(self) -> widgets.VBox:
+    def _log_bar(self) -> None:
+        """The folded log's line and its toggle, made in `log_bar` when it first folds."""
+        if self.log_bar.children:
+            return
+        self.log_summary = html_widget()
+        self.log_toggle = widgets.ToggleButton(
+            False,
+            description="show the agent log",
+            style=shared(ToggleButtonStyle),
+            layout=shared(Layout, width="auto"),
+        )
+        self.log_toggle.observe(lambda _: self._render_fold(), names="value")
+        self.log_bar.children = (self.log_summary, self.log_toggle)
+
+    def _cancel_box(self) -> None:
+        """The question Cancel asks, made in `cancel_box` when it is first clicked."""
+        if self.cancel_box.children:
+            return
+        self.cancel_text = html_widget()
+        self.cancel_confirm = button("Yes, cancel it", "danger", "stop")
+        self.cancel_keep = button("Keep it running")
+        self.cancel_keep.on_click(lambda _: self._ask_cancel(False))
+        self.cancel_confirm.on_click(lambda _: self._cancel())
+        self.cancel_box.children = (self.cancel_text, self.cancel_confirm, self.cancel_keep)
+
+    def _permission_card(self) -> None:
         """The question: what the agent asks, in the user's words (`permission_html`), and
         Allow once / Allow this prefix (or file) for the task / Deny, with a reason the
-        agent receives."""
+        agent receives; made in `permission` when the task first asks."""
+        if self.permission.children:
+            return
         self.permission_text = html_widget()
         self.allow_button = button("Allow once", "success", "check", width="auto")
         self.allow_rule_button = button(
@@ -974,7 +991,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             widgets.HBox,
             flex_flow="row wrap",
         )
-        return box((self.permission_text, actions))
+        self.permission.children = (self.permission_text, actions)
 
     def _review_section(self) -> widgets.VBox:
         """The review: `ReviewView` (its bar with the verdict, counts and actions, the
@@ -1087,7 +1104,8 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self._log.add_round(self._round, "")
         if state == S.REVIEW:
             self._round_marked = False
-            self.log_toggle.value = False  # the log folds when the review opens
+            if self.log_bar.children:
+                self.log_toggle.value = False  # the log folds when the review opens
         self._last_state = state
         if data["state"] == S.REVIEW:
             self._review_round += 1
@@ -1154,6 +1172,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def _ask_cancel(self, asking: bool) -> None:
         with self._lock:
             self._asking_cancel = asking
+            self._cancel_box()
             self.cancel_text.value = (
                 f"<b>Cancel task {esc(self.task.id)}?</b> The agent stops for good; its work "
                 f"so far is kept under <code>refs/delegate/archive/{esc(self.task.id)}</code>."
@@ -1169,18 +1188,21 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         with self._lock:
             folded = self.task.state in SHOWS_REVIEW
             show(self.log_bar, folded)
-            show(self.log_box, not folded or self.log_toggle.value)
             if folded:
+                self._log_bar()
                 self.log_summary.value = log_summary_html(self._log, self._round, self.task)
-            self.log_toggle.description = (
-                "hide the agent log" if self.log_toggle.value else "show the agent log"
-            )
+            unfolded = bool(self.log_bar.children) and self.log_toggle.value
+            show(self.log_box, not folded or unfolded)
+            if self.log_bar.children:
+                self.log_toggle.description = (
+                    "hide the agent log" if unfolded else "show the agent log"
+                )
 
     def _render_permission(self) -> None:
         pending = self._pending() if self.task.state == S.WAITING else []
         self._asking = pending[0] if pending else None
-        show(self.permission, self._asking is not None)
-        if self._asking is not None:
+        if self._asking is not None:  # the card filled in, then shown
+            self._permission_card()
             request = self._asking
             self.permission_text.value = permission_html(request, len(pending) - 1)
             what = "prefix" if request.tool.lower() == "bash" else "file"
@@ -1189,6 +1211,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             show(self.allow_rule_button, bool(request.rules))
             for b in (self.allow_button, self.allow_rule_button, self.deny_button):
                 b.disabled = False
+        show(self.permission, self._asking is not None)
 
     def _pending(self) -> list[PermissionRequest]:
         try:

@@ -1,8 +1,9 @@
 // Real-browser test of the permission card: a task in JupyterLab (with a kernel) asks to
 // run a command; the card shows the command and the rule "Allow this prefix for the task"
-// adds; a click on it lets a later command with the same prefix run unasked; a different
-// command asks again and is denied with a reason; the log says so, and folds when the
-// review opens. Screenshots of the card in the light and the dark theme.
+// adds; Cancel asks first, and "Keep it running" keeps the task; a click on the prefix
+// button lets a later command with the same prefix run unasked; a different command asks
+// again and is denied with a reason; the log says so, and folds when the review opens.
+// Screenshots of the card in the light and the dark theme.
 //
 //   node scripts/browser-permission.mjs SPEC.json
 //
@@ -46,8 +47,18 @@ try {
   await setTheme(page, 'JupyterLab Dark');
   await cardBox.screenshot({ path: join(spec.artifacts, 'permission-card-dark.png') });
 
-  // The card's own buttons (a notification toast offers Allow and Deny too, outside it).
+  // Cancel asks first (its question is made when first asked); "Keep it running" keeps it.
   const notebook = page.locator('.jp-Notebook');
+  await notebook.getByRole('button', { name: 'Cancel…' }).click();
+  const keep = notebook.getByRole('button', { name: 'Keep it running' });
+  await keep.waitFor({ timeout: 20000 });
+  summary.cancelQuestion = (await keep.locator('xpath=..').textContent()).trim();
+  check(summary.cancelQuestion.includes('The agent stops for good'), summary.cancelQuestion);
+  await keep.click();
+  await keep.waitFor({ state: 'hidden', timeout: 20000 });
+  await notebook.getByRole('button', { name: 'Cancel…' }).waitFor({ timeout: 20000 });
+
+  // The card's own buttons (a notification toast offers Allow and Deny too, outside it).
   await notebook.getByRole('button', { name: 'Allow this prefix for the task' }).click();
 
   // The same prefix runs unasked; a different command asks: the second card.

@@ -29,7 +29,6 @@ from typing import Any
 
 import anywidget
 import traitlets
-from traitlets import Int, List, Unicode
 
 from ..engine.tools import describe_input
 
@@ -75,11 +74,11 @@ class LogPages(anywidget.AnyWidget):
     SLOTS = ("page_0", "page_1", "page_2")
     _esm = STATIC / "log.js"
     _css = STATIC / "log.css"
-    page_0 = Unicode("").tag(sync=True)
-    page_1 = Unicode("").tag(sync=True)
-    page_2 = Unicode("").tag(sync=True)
-    order = List(Int(), default_value=[-1] * len(SLOTS)).tag(sync=True)
-    text = Unicode("").tag(sync=True)
+    page_0 = traitlets.Unicode("").tag(sync=True)
+    page_1 = traitlets.Unicode("").tag(sync=True)
+    page_2 = traitlets.Unicode("").tag(sync=True)
+    order = traitlets.List(traitlets.Int(), default_value=[-1] * len(SLOTS)).tag(sync=True)
+    text = traitlets.Unicode("").tag(sync=True)
 
     def show_page(self, number: int, html: str) -> None:
         """Page `number` of the log, in the slot it takes (`number` mod the slots); only a

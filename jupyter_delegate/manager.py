@@ -363,7 +363,12 @@ class TaskManager:
             runner.start(work)
             return
         _unlock(context)
-        runner.start(work)
+        context.idle.clear()
+        try:
+            runner.start(work)
+        except BaseException:
+            context.idle.set()
+            raise
         self._on_engine(self._follow(task, context))
 
     def _launch(self, work: Round) -> None:
@@ -404,21 +409,30 @@ class TaskManager:
         self._context(task).lock_fd = fd
         return task
 
-    def until_round_ends(self, task: Task) -> TaskState:
-        """Wait for the task's round in this process to end; its state then."""
-        self._context(task).idle.wait()
+    def until_round_ends(self, task: Task, timeout: float | None = None) -> TaskState:
+        """Wait for the task's round, run or followed from this process, to end (its last
+        event journaled and its lock let go); its state then. Raises TimeoutError if
+        `timeout` seconds pass first."""
+        if not self._context(task).idle.wait(timeout):
+            raise TimeoutError(f"Task {task.id}'s round is still going after {timeout} s.")
         return task.state
 
     async def _follow(self, task: Task, context: Context) -> None:
-        """Follow a round another process runs, from the journal, until it ends."""
-        started = False
-        while True:
-            await asyncio.sleep(0.1)
-            await asyncio.to_thread(self._refresh, task, context)
-            held = _held(context.workspace.task_dir(task.id))
-            started = started or held or not task.state.active
-            if started and not held and not task.state.active:
-                return
+        """Follow a round another process (or a runner's thread) runs, from the journal,
+        until it ends: its state no longer active and its lock let go. Meanwhile the
+        context is not idle, so that a decision waits for the lock (`_settle_round`)."""
+        context.idle.clear()
+        try:
+            started = False
+            while True:
+                await asyncio.sleep(0.1)
+                await asyncio.to_thread(self._refresh, task, context)
+                held = _held(context.workspace.task_dir(task.id))
+                started = started or held or not task.state.active
+                if started and not held and not task.state.active:
+                    return
+        finally:
+            context.idle.set()
 
     def _cancelled(self, task: Task, context: Context) -> None:
         ref = self._archive(task, context)
@@ -956,6 +970,7 @@ class TaskManager:
         if runner is None:
             return False
         context.runner = runner
+        context.idle.clear()
         self._on_engine(self._follow(task, context))
         return True
 

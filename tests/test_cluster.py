@@ -111,7 +111,9 @@ def test_a_task_runs_on_a_worker_reaches_review_and_merges_into_the_users_repo(
     assert task.workers and task.workers[0] in workers
     ran = [e for e in Journal(task.journal_path).events() if e.type == "runner"]
     assert ran[0].data["pid"] != os.getpid() and ran[0].data["runner"] == "dask"
-    # In a folder of the worker's own: its clone and worktree, never the user's.
+    # In a folder of the worker's own: its clone and worktree, never the user's. (The
+    # round's bookkeeping here ends after its last event: wait for the round's end.)
+    assert manager.until_round_ends(task, timeout=30) == TaskState.REVIEW
     (result,) = runner.results[task.id]
     assert isinstance(result, Result) and result.state == "review"
     home_worktree = Path(user_repo.git_dir) / "delegate" / "worktrees" / task.id
@@ -132,6 +134,7 @@ def test_a_task_runs_on_a_worker_reaches_review_and_merges_into_the_users_repo(
     # A second round (changes requested) goes to the cluster from the branch as it is here.
     task.request_changes("Add a docstring.")
     assert task.wait(timeout=180) == TaskState.REVIEW, task.error
+    assert manager.until_round_ends(task, timeout=30) == TaskState.REVIEW
     assert task.summary == "docstring added" and len(runner.results[task.id]) == 2
     assert task.head_commit != first_head and len(task.workers) == 2
     assert git.Repo(home_worktree).head.commit.hexsha == task.head_commit  # moved on here
@@ -402,6 +405,7 @@ def test_a_client_killed_mid_round_is_reattached_by_another_process_which_finish
     assert not [e for e in events if e.type == "state" and e.data["state"] == "interrupted"]
     assert len([e for e in events if e.type == "runner"]) == 1  # the same worker, all along
     assert Journal(task.journal_path).verify().ok
+    assert manager.until_round_ends(task, timeout=30) == TaskState.REVIEW
     assert not (folder / "cluster.json").exists()
     assert not client.list_datasets()
     assert not (folder / "cluster-spool.jsonl").exists()

@@ -110,6 +110,7 @@ class Context:
     # when no round runs (after it let the lock go).
     handed_over: bool = False
     idle: threading.Event = field(default_factory=lambda: _set(threading.Event()), repr=False)
+    following: int = 0  # rounds followed from here (`_follow`): the last one sets `idle`
     pausing: bool = False  # the running round is being stopped to pause, not to cancel
     # A tool call of the agent is running (allowed, not yet finished): a pause lets the
     # step end (its results journaled) and stops before the next model turn.
@@ -363,13 +364,14 @@ class TaskManager:
             runner.start(work)
             return
         _unlock(context)
+        context.following += 1
         context.idle.clear()
         try:
             runner.start(work)
         except BaseException:
             context.idle.set()
             raise
-        self._on_engine(self._follow(task, context))
+        self._on_engine(self._follow(task, context, context.following))
 
     def _launch(self, work: Round) -> None:
         """Run `work` on the engine (its task known here, its lock held here)."""
@@ -417,11 +419,12 @@ class TaskManager:
             raise TimeoutError(f"Task {task.id}'s round is still going after {timeout} s.")
         return task.state
 
-    async def _follow(self, task: Task, context: Context) -> None:
+    async def _follow(self, task: Task, context: Context, following: int) -> None:
         """Follow a round another process (or a runner's thread) runs, from the journal,
         until it ends: its state no longer active and its lock let go. Meanwhile the
-        context is not idle, so that a decision waits for the lock (`_settle_round`)."""
-        context.idle.clear()
+        context is not idle (the caller cleared it), so that a decision waits for the
+        lock (`_settle_round`); `following`: this round's number, so that a follow
+        outlived by the next round's does not set it idle."""
         try:
             started = False
             while True:
@@ -432,7 +435,8 @@ class TaskManager:
                 if started and not held and not task.state.active:
                     return
         finally:
-            context.idle.set()
+            if context.following == following:
+                context.idle.set()
 
     def _cancelled(self, task: Task, context: Context) -> None:
         ref = self._archive(task, context)
@@ -970,8 +974,9 @@ class TaskManager:
         if runner is None:
             return False
         context.runner = runner
+        context.following += 1
         context.idle.clear()
-        self._on_engine(self._follow(task, context))
+        self._on_engine(self._follow(task, context, context.following))
         return True
 
     def journal_path(self, task: Task) -> Path:

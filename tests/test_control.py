@@ -21,7 +21,7 @@ from jupyter_client.manager import start_new_kernel
 from conftest import CHECK, FIX_TURNS, SANDBOX, Factory
 from jupyter_delegate import Outcome, TaskState, control
 from jupyter_delegate.journal import Journal
-from jupyter_delegate.manager import TaskManager
+from jupyter_delegate.manager import TaskManager, _held
 from jupyter_delegate.runner import Round
 from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
 
@@ -382,6 +382,9 @@ def test_a_round_runs_in_another_process_through_the_runner_seam(
     seen: list[str] = []
     task.subscribe(lambda event: seen.append(str(event.data.get("state"))))
     assert task.wait(timeout=120) == TaskState.REVIEW, task.error
+    # Waiting for the round's end here waits for the other process to let the task go.
+    assert manager.until_round_ends(task, timeout=30) == TaskState.REVIEW
+    assert not _held(task.folder)
     out, err = runner.started[0].communicate(timeout=30)
     assert out.strip() == "review", err  # the round ran there, and ended there in review
     assert runner.started[0].pid != os.getpid()

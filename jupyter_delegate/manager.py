@@ -364,14 +364,8 @@ class TaskManager:
             runner.start(work)
             return
         _unlock(context)
-        context.following += 1
-        context.idle.clear()
-        try:
-            runner.start(work)
-        except BaseException:
-            context.idle.set()
-            raise
-        self._on_engine(self._follow(task, context, context.following))
+        runner.start(work)
+        self._follow_round(task, context)
 
     def _launch(self, work: Round) -> None:
         """Run `work` on the engine (its task known here, its lock held here)."""
@@ -419,10 +413,17 @@ class TaskManager:
             raise TimeoutError(f"Task {task.id}'s round is still going after {timeout} s.")
         return task.state
 
+    def _follow_round(self, task: Task, context: Context) -> None:
+        """Follow from here the round another runner took up (`_follow`); until it ends,
+        the task is not idle."""
+        context.following += 1
+        context.idle.clear()
+        self._on_engine(self._follow(task, context, context.following))
+
     async def _follow(self, task: Task, context: Context, following: int) -> None:
         """Follow a round another process (or a runner's thread) runs, from the journal,
         until it ends: its state no longer active and its lock let go. Meanwhile the
-        context is not idle (the caller cleared it), so that a decision waits for the
+        context is not idle (`_follow_round`), so that a decision waits for the
         lock (`_settle_round`); `following`: this round's number, so that a follow
         outlived by the next round's does not set it idle."""
         try:
@@ -974,9 +975,7 @@ class TaskManager:
         if runner is None:
             return False
         context.runner = runner
-        context.following += 1
-        context.idle.clear()
-        self._on_engine(self._follow(task, context, context.following))
+        self._follow_round(task, context)
         return True
 
     def journal_path(self, task: Task) -> Path:

@@ -23,6 +23,7 @@ from jupyter_delegate import Outcome, Task, TaskState
 from jupyter_delegate.engine.model import usd_text
 from jupyter_delegate.engine.output_tail import TAIL_BYTES, TAIL_LINES, OutputTail
 from jupyter_delegate.notebook import record as record_module
+from jupyter_delegate.notebook.header import cost_text
 from jupyter_delegate.notebook.live import Activity, status_line
 from jupyter_delegate.notebook.record import (
     REPUBLISH_PER_S,
@@ -30,7 +31,7 @@ from jupyter_delegate.notebook.record import (
     RecordDisplay,
     cost_of,
 )
-from jupyter_delegate.notebook.views import TaskView, cost_text
+from jupyter_delegate.notebook.views import TaskView
 from jupyter_delegate.task import TaskEvent
 
 # A command of about 6 s that prints a line every half second.
@@ -288,3 +289,49 @@ def test_the_view_and_the_record_show_the_same_cost(repo: git.Repo, make_manager
         assert cost_of(record) in record_module.text_html(record)
     finally:
         view.close()
+
+
+# -- the early header (header.py) -------------------------------------------------------------
+class EarlyHandle:
+    """What a view uses of the early header's IPython DisplayHandle: its updates."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[Any, dict[str, Any]]] = []
+
+    def update(self, obj: Any, **kwargs: Any) -> None:
+        self.updates.append((obj, kwargs))
+
+
+def test_the_early_header_is_emptied_once_when_the_view_draws_or_from_a_cell_after_it_stops(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    manager, _ = make_manager(
+        [
+            {"text": "Reading.", "tools": [{"read": {"file_path": "calc.py"}}], "latency_ms": 800},
+            {"tools": [{"finish": {"summary": "Read it."}}]},
+        ]
+    )
+    task = manager.submit(Outcome("Read calc.py.", checks=(CHECK,)), repo=repo.working_dir)
+    drawn, never_drawn = EarlyHandle(), EarlyHandle()
+    view, other = TaskView(task, early=drawn), TaskView(task, early=never_drawn)
+    plain = TaskView(task)  # shown without an early header: the front end is told none
+    try:
+        assert view.live.early == task.id and plain.live.early == ""
+        assert task.state.active
+        view.live._handle_custom_msg({"shown": True}, [])  # live.js drew the view
+        assert drawn.updates == [({}, {"raw": True})]
+        view.live._handle_custom_msg({"shown": True}, [])  # drawn again (another page)
+        view.live._handle_custom_msg({"something": "else"}, [])
+        assert len(drawn.updates) == 1
+        other.empty_early_if_stopped()  # `%delegate wait` or a decision, from a cell
+        assert never_drawn.updates == []  # still working: the early header stays
+        assert task.wait(timeout=60) == TaskState.REVIEW
+        assert never_drawn.updates == []  # nothing from the engine's thread
+        other.empty_early_if_stopped()
+        other.empty_early_if_stopped()
+        assert never_drawn.updates == [({}, {"raw": True})]
+    finally:
+        view.close()
+        other.close()
+        plain.close()
+    assert len(drawn.updates) == 1 and len(never_drawn.updates) == 1  # closing: nothing more

@@ -18,6 +18,7 @@ from IPython.utils.capture import capture_output
 from conftest import CHECK, FIX_TURNS, FIXED, Factory, messages_sent
 from jupyter_delegate import TaskState
 from jupyter_delegate.errors import DelegateError, OutcomeError, RepoError
+from jupyter_delegate.notebook.header import EARLY_MIME
 from jupyter_delegate.notebook.magics import DelegateMagics, MagicUsageError, restore
 from jupyter_delegate.notebook.record import MIME, RECORD_LIMIT, bundle, compact_record
 
@@ -50,7 +51,15 @@ def test_cell_to_merge_by_name(shell: tuple, repo: git.Repo) -> None:  # type: i
     captured = cell(ip, f"--repo {repo.working_dir} --name fix --max-steps 9", BODY)
     records = [o.data[MIME] for o in captured.outputs if MIME in o.data]
     assert records and records[0]["name"] == "fix" and records[0]["id"]
-    assert any("application/vnd.jupyter.widget-view+json" in o.data for o in captured.outputs)
+    # The early header first (header.py), then the live view, then the record.
+    early, view, record = captured.outputs[:3]
+    marks = early.data[EARLY_MIME]
+    assert marks["task"] == records[0]["id"] and abs(marks["at"] - time.time()) < 60
+    html = early.data["text/html"]
+    assert f'class="jd-early" data-task="{records[0]["id"]}"' in html
+    assert '<div class="jd-header">' in html and "<b>fix</b>" in html
+    assert early.transient["display_id"]
+    assert "application/vnd.jupyter.widget-view+json" in view.data and MIME in record.data
     assert magic(ip, "wait fix") == {"fix": "review"}
     task = ip.magics_manager.registry["DelegateMagics"].manager.get("fix")
     assert task.outcome.checks == (CHECK,) and task.outcome.scope == ("calc.py",)
@@ -450,8 +459,9 @@ def test_each_verdict_is_shown_by_cli_record_view_and_board(
     verdict: str,
 ) -> None:
     from jupyter_delegate import Budget, Outcome, cli
+    from jupyter_delegate.notebook.header import header_html
     from jupyter_delegate.notebook.record import text_html, text_plain
-    from jupyter_delegate.notebook.views import BoardRow, header_html, shown
+    from jupyter_delegate.notebook.views import BoardRow, shown
 
     manager, _ = make_manager(turns)
     outcome = Outcome("Make add() add.", checks=checks, budget=Budget(max_steps=max_steps))

@@ -19,6 +19,7 @@ from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 
 from conftest import CHECK, FIX_TURNS, FIXED, SANDBOX, marker_alive
+from jupyter_delegate.notebook.header import EARLY_MIME
 from jupyter_delegate.notebook.record import MIME
 from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
 from jupyter_delegate.testing.demo_repo import CHECK as SHOP_CHECK
@@ -215,6 +216,13 @@ def test_two_tasks_at_once_in_one_notebook(
     ]
     states = {r["name"]: r["state"] for r in records(notebook)}
     assert states == {"one": "merged", "two": "review"}
+    # Each task's early header (header.py) came first and was emptied when its task
+    # stopped working (nbclient draws no view): none is saved still saying "queued".
+    for delegated in notebook.cells[1:3]:
+        first = delegated.outputs[0]
+        assert first["output_type"] == "display_data" and not first["data"], first
+    saved = [o for c in notebook.cells for o in c.get("outputs", [])]
+    assert not any(EARLY_MIME in o.get("data", {}) for o in saved)
 
 
 def test_decisions_from_python_in_a_later_cell_update_the_saved_record(

@@ -49,7 +49,7 @@ VERBS = {
 
 class LiveStatus(anywidget.AnyWidget):
     """The task's header and the live line under it (see the module docstring).
-    `header`: the header's HTML (views.header_html: name, state, spending), in the same
+    `header`: the header's HTML (header.header_html: name, state, spending), in the same
     model as the line so that a push of both is one message (`hold_sync`); `activity` is
     `{"kind": "model" | "tool" | "waiting" | "", "verb", "subject", "since"}`; `tail` the
     last lines of the running command's output ("" when none)."""
@@ -62,6 +62,8 @@ class LiveStatus(anywidget.AnyWidget):
     ended_at = traitlets.Float(0.0).tag(sync=True)  # epoch s; 0: running, or not known
     activity = traitlets.Dict().tag(sync=True)
     tail = traitlets.Unicode("").tag(sync=True)
+    # the task whose early header (header.py) this view takes the place of ("": none)
+    early = traitlets.Unicode("").tag(sync=True)
 
 
 class LogPages(anywidget.AnyWidget):

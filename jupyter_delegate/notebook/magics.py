@@ -591,15 +591,21 @@ class DelegateMagics(Magics):
         return None
 
     def _show(self, task: Task) -> None:
+        """The task's early header at once (header.py: drawn as soon as it arrives, before
+        ipywidgets is imported in a new kernel), then its live view, then its record."""
         from IPython import display as ipython_display
 
-        from .views import TaskView
+        from .header import early_header
 
         show: Any = ipython_display.display
+        name = task.name or task.title
+        early = show(early_header(task, name), raw=True, display_id=True)
+        from .views import TaskView
+
         previous = self.views.pop(task.id, None)
         if previous is not None:
             previous.close()
-        view = TaskView(task, name=task.name)
+        view = TaskView(task, name=task.name, early=early)
         self.views[task.id] = view
         show(view)
         record = self.records.get(task.id)
@@ -613,9 +619,14 @@ class DelegateMagics(Magics):
         return self.manager.get(args.id, args.repo)
 
     def _refresh(self, task: Task) -> None:
+        """Publish the task's record from the running cell, and empty its early header if
+        it has stopped working (a view that never drew: nbclient, papermill)."""
         record = self.records.get(task.id)
         if record is not None:
             record.refresh()
+        view = self.views.get(task.id)
+        if view is not None:
+            view.empty_early_if_stopped()
 
     # -- subcommands ----------------------------------------------------------------------------
     def _cmd_help(self, args: argparse.Namespace) -> None:
@@ -1043,7 +1054,7 @@ class WaitResult(dict[str, str]):
 
 
 def _cost(task: Task) -> str:
-    from .views import cost_text  # ipywidgets: imported when a table is shown
+    from .header import cost_text
 
     return cost_text(task, short=True)
 

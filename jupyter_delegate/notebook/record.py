@@ -446,15 +446,9 @@ class RecordDisplay:
         notebook_dir: Path | None = None,
         cell_id: str | None = None,
     ):
-        from IPython.core.getipython import get_ipython
-
         self.task, self.name, self.notebook_dir = task, name, notebook_dir
         self.cell_id = cell_id
-        shell = get_ipython()
-        self._shell = shell
-        self._parent = (
-            shell.get_parent() if shell is not None and hasattr(shell, "get_parent") else None
-        )
+        self._shell, self._parent = kernel_parent()
         self._lock = threading.Lock()
         self._published_at = float("-inf")  # time.monotonic() of the last publication
         self._published_usage: tuple[int, float] | None = None  # (steps, cost) it showed
@@ -534,6 +528,16 @@ class RecordDisplay:
         self._closed = True
         self._unsubscribe()
         RecordDisplay._open.discard(self)
+
+
+def kernel_parent() -> tuple[Any, Any]:
+    """The IPython shell (None outside IPython) and the header of the request it runs
+    now: the cell an output shown now belongs to, for `publish_under`."""
+    from IPython.core.getipython import get_ipython
+
+    shell = get_ipython()
+    parent = shell.get_parent() if shell is not None and hasattr(shell, "get_parent") else None
+    return shell, parent
 
 
 def publish_under(shell: Any, parent: Any, publish: Callable[[], None]) -> None:

@@ -35,7 +35,8 @@ from ..errors import DelegateError, NotProven
 from ..review import LineComment
 from ..task import Task, TaskEvent, TaskState
 from .actions import ActionWidget
-from .views import FileDiff, cost_text, split_diff
+from .header import cost_text
+from .views import FileDiff, split_diff
 
 S = TaskState
 log = logging.getLogger(__name__)

@@ -14,8 +14,9 @@ the second, explicit click that forces it (in the ReviewView's bar, and on the b
 rows).
 
 Not here: deciding anything (every button calls the `Task` API; the `DelegateError` it
-raises is shown in the view, never raised from a handler), the notebook record output and
-restore (`record.py`), the magics (`magics.py`), and any `display()`: the caller shows
+raises is shown in the view, never raised from a handler), the header's HTML and the
+early header a cell shows before its view draws (`header.py`), the notebook record output
+and restore (`record.py`), the magics (`magics.py`), and any `display()`: the caller shows
 the widget.
 
 Threading (DESIGN principle 6, NOTES "Jupyter"): task events arrive on the engine thread
@@ -73,15 +74,15 @@ from ipywidgets.widgets.widget_bool import ToggleButtonStyle
 from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
 
 from ..check_output import failure_tail, printable, whole_output
-from ..engine.model import PRICE_GUESSED, usd_text
 from ..engine.tools import describe_input as brief
 from ..errors import DelegateError, NotProven
 from ..outcome import in_scope
 from ..policy import PermissionRequest
 from ..review import FEEDBACK_PREFIX
 from ..task import CheckResult, Task, TaskEvent, TaskState
+from .header import cost_text, header_html
 from .live import Activity, LiveStatus, LogPages
-from .record import badge
+from .record import badge, kernel_parent, publish_under
 
 if TYPE_CHECKING:
     from .review import ReviewView
@@ -136,34 +137,6 @@ esc = html.escape
 
 
 # -- rendering: pure functions of a task, an event or a diff ------------------------------
-def cost_text(task: Task, short: bool = False) -> str:
-    """The task's cost, marked when it rests on a price guessed from the model family
-    (`short`: by a leading ~, where there is no room for words)."""
-    cost = usd_text(task.usage.cost_usd)
-    if not task.price_guessed:
-        return cost
-    return f"~{cost}" if short else f"{cost} ({PRICE_GUESSED})"
-
-
-def header_html(task: Task, name: str) -> str:
-    """The task's name, state and spending. How long it has run, and what it does now,
-    are on the live line below (`live.LiveStatus`), which ticks in the browser."""
-    usage = task.usage
-    facts = [
-        f"{usage.steps} step" + ("" if usage.steps == 1 else "s"),
-        f"{usage.input_tokens} in / {usage.cache_read_tokens} cached / "
-        f"{usage.output_tokens} out tokens",
-        cost_text(task),
-        ", ".join(task.served_models) or task.model,
-        f"sandbox {task.sandbox}" if task.sandbox else "",
-    ]
-    return (
-        f'<div class="jd-header"><code>{esc(task.id)}</code> <b>{esc(name)}</b> '
-        f"{badge(task.state, task.verdict)} "
-        f'<span class="jd-meta">{esc(" · ".join(f for f in facts if f))}</span></div>'
-    )
-
-
 def status_html(task: Task) -> str:
     """What the state means for the user, and what to do next."""
     state, tid = task.state, esc(task.id)
@@ -852,11 +825,18 @@ def button(description: str, style: str = "", icon: str = "", **layout: str) -> 
 class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """A task, live: header, streamed log, permission card, review and actions."""
 
-    def __init__(self, task: Task, *, name: str | None = None) -> None:
+    def __init__(self, task: Task, *, name: str | None = None, early: Any = None) -> None:
+        """`early`: the display handle of the task's early header (`header.py`), emptied
+        once this view has drawn in its place (or `empty_early_if_stopped`, or closed)."""
         self.task = task
         self.name = name or task.name or task.title
         self._lock = threading.RLock()
         self._closed = False
+        self._early = early
+        self._shell: Any = None
+        self._parent: Any = None
+        if early is not None:
+            self._shell, self._parent = kernel_parent()
         self._log = LiveLog()
         self._text: list[str] = []  # the agent's words in the turn being streamed
         self._thinking: list[str] = []  # its summarised reasoning in that turn
@@ -878,7 +858,9 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._activity = Activity()  # what the task does now (the live line)
         # the header (name, state, spending) and the live line below it (elapsed time,
         # activity, output tail): one model, so a push of both is one message
-        self.live = LiveStatus(layout=shared(Layout))
+        self.live = LiveStatus(layout=shared(Layout), early=task.id if early is not None else "")
+        if early is not None:
+            self.live.on_msg(self._on_live_message)
         self.status = html_widget()
         self.context_box = box(skills_not_loaded(task))
         # the line counting the pages no longer kept; `order`: above the pages
@@ -1005,6 +987,7 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         with self._lock:
             self._closed = True
             self._unsubscribe()
+            self._empty_early()
             if self.review_view is not None:
                 self.review_view.close()
             close_tree(self)
@@ -1112,6 +1095,27 @@ class TaskView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             round_ = self._review_round
             threading.Thread(target=self._build_review, args=(round_,), daemon=True).start()
         self._render_state()
+
+    def _on_live_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        """live.js drew the view in the early header's place (kernel's main thread)."""
+        if isinstance(content, dict) and content.get("shown"):
+            with self._lock:
+                self._empty_early()
+
+    def empty_early_if_stopped(self) -> None:
+        """Empty the early header once the task has stopped working (`%delegate wait`,
+        a decision: from the running cell, whose display updates nbclient and papermill
+        apply, as they do its record's), so a view that never drew leaves none behind."""
+        with self._lock:
+            if not self.task.state.active:
+                self._empty_early()
+
+    def _empty_early(self) -> None:
+        """Empty the early header's output by its display_id (see header.py: the front
+        ends that apply it), once. Under the lock."""
+        early, self._early = self._early, None
+        if early is not None:
+            publish_under(self._shell, self._parent, lambda: early.update({}, raw=True))
 
     # -- rendering (under the lock) --------------------------------------------------------
     def _render_live(self) -> None:

@@ -12,9 +12,9 @@ and shows the view, whose header takes the early one's place when the view draws
   JupyterLab / Notebook 7 extension answers by emptying that output in the notebook's
   model (labextension/src/restart.ts), so a saved notebook keeps no stale header;
 - it tells the kernel (a widget message), which empties the output by its display_id,
-  for front ends that apply such an update after the cell has finished (VS Code,
-  nbclient while it runs). JupyterLab does not (an update reaches an output only while
-  its cell's request is live), hence the extension's part.
+  for front ends that apply such an update after the cell has finished (VS Code).
+  JupyterLab does not (an update reaches an output only while its cell's request is
+  live), hence the extension's part.
 A view that never draws (no widget front end: nbclient, papermill) leaves the early
 header as its record is left: brought up to date from a later cell, `%delegate wait` or a
 decision, which empties it once the task has stopped working (those front ends apply the

@@ -14,6 +14,7 @@ import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 
 import { liveWidgetBeside, renderCard } from './card';
+import { EARLY_MIME, earlyHtml } from './early';
 import { MIME, cardModel, parseRecord } from './model';
 import { replayExtension } from './replay-mime';
 import { RESUMABLE, hideStaleViews } from './stale';
@@ -144,5 +145,30 @@ const extension: IRenderMime.IExtension = {
   dataType: 'json'
 };
 
-// The task record's card, and a task's replay (replay-mime.ts).
-export default [extension, replayExtension];
+/**
+ * The early header (a `%%delegate` cell's header, shown before its live view draws): the
+ * kernel's HTML of it (header.header_html escapes every value), set as it is, where the
+ * default HTML renderer would also resolve its links and typeset it as LaTeX, work that
+ * competes with the live view's widgets being made. Nothing once it is no longer early (a
+ * saved one that was not emptied: its task's record tells the task's state). Trusted
+ * outputs only (not `safe`): in an untrusted notebook its plain text is shown.
+ */
+export class EarlyHeaderRenderer extends Widget implements IRenderMime.IRenderer {
+  async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    this.node.innerHTML = earlyHtml(model.data);
+  }
+}
+
+const earlyExtension: IRenderMime.IExtension = {
+  id: 'jupyter-delegate:early-header',
+  rendererFactory: {
+    safe: false,
+    mimeTypes: [EARLY_MIME],
+    createRenderer: () => new EarlyHeaderRenderer()
+  },
+  rank: 0,
+  dataType: 'json'
+};
+
+// The task record's card, the early header, and a task's replay (replay-mime.ts).
+export default [extension, earlyExtension, replayExtension];

@@ -23,6 +23,13 @@
  *   cell is inserted below the widget's cell (and run, with `run`), so "Insert as cell"
  *   and a task's id need no copy and paste.
  *
+ * - The early header goes when the live view has drawn: a `%%delegate` cell shows the
+ *   task's header as plain HTML first (jupyter_delegate/notebook/header.py), marked with
+ *   `EARLY_MIME`; the view's live line (live.js) hides it as it draws and sends a bubbling
+ *   `jd-live-shown` event, on which that output is emptied in the notebook's model, so the
+ *   saved notebook keeps no stale header (JupyterLab applies no display update from the
+ *   kernel once the cell has finished).
+ *
  * Not here: hiding the stale live view and unfolding the card beside it (mime.ts, from
  * the output area's DOM), the card itself (card.ts).
  */
@@ -32,6 +39,7 @@ import type { Cell, ICodeCellModel } from '@jupyterlab/cells';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import type { KernelMessage } from '@jupyterlab/services';
 
+import { EARLY_MIME } from './early';
 import { RESUME_EVENT } from './mime';
 import { MIME, WIDGET_MIME } from './model';
 
@@ -209,6 +217,38 @@ function listenForResume(panel: NotebookPanel): void {
   });
 }
 
+/** The event live.js sends when a task's live view has drawn in its early header's place. */
+export const SHOWN_EVENT = 'jd-live-shown';
+
+/** Empty every early header of task `id` in the notebook; how many were emptied. */
+export function emptyEarlyHeaders(panel: NotebookPanel, id: string): number {
+  const model = panel.content.model;
+  let emptied = 0;
+  for (let i = 0; model && i < model.cells.length; i++) {
+    const cell = model.cells.get(i);
+    if (cell.type !== 'code') {
+      continue;
+    }
+    const outputs = (cell as ICodeCellModel).outputs;
+    for (let j = 0; j < outputs.length; j++) {
+      if ((outputs.get(j).data as any)?.[EARLY_MIME]?.task === id) {
+        outputs.set(j, { output_type: 'display_data', data: {}, metadata: {} });
+        emptied++;
+      }
+    }
+  }
+  return emptied;
+}
+
+function listenForShown(panel: NotebookPanel): void {
+  panel.node.addEventListener(SHOWN_EVENT, event => {
+    const id = (event as CustomEvent<{ task?: unknown }>).detail?.task;
+    if (typeof id === 'string' && id) {
+      emptyEarlyHeaders(panel, id);
+    }
+  });
+}
+
 /** A new code cell holding `source` below `cell` (run at once with `run`). */
 async function insertBelow(
   panel: NotebookPanel,
@@ -292,7 +332,7 @@ function followCellMagic(panel: NotebookPanel): void {
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-delegate:restart',
   description:
-    'Task and plan records kept true across kernel restarts, Resume from the card, new cells on a widget\'s request, and the %%delegate cell edited as plain text.',
+    'Task and plan records kept true across kernel restarts, Resume from the card, new cells on a widget\'s request, the early header emptied once the live view draws, and the %%delegate cell edited as plain text.',
   autoStart: true,
   requires: [INotebookTracker],
   activate: (_app: JupyterFrontEnd, tracker: INotebookTracker) => {
@@ -301,6 +341,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       answerRecordRequests(panel);
       listenForResume(panel);
       listenForInsert(panel);
+      listenForShown(panel);
       followCellMagic(panel);
     });
   }

@@ -61,3 +61,39 @@ describe('live line clock', () => {
     cleanup();
   });
 });
+
+describe('the early header', () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => {
+    document.body.textContent = '';
+    vi.useRealTimers();
+  });
+
+  it('is hidden as the view draws, the page and the kernel told, only for its task', () => {
+    document.body.innerHTML =
+      '<div class="jd-early" data-task="t1"><div class="jd-header">t1</div></div>' +
+      '<div class="jd-early" data-task="t2"><div class="jd-header">t2</div></div>';
+    const heard: unknown[] = [];
+    document.body.addEventListener('jd-live-shown', e => heard.push((e as CustomEvent).detail));
+    const m = model({ header: '<div class="jd-header">t1</div>', early: 't1' });
+    const cleanup = live.render({ model: m, el: document.createElement('div') });
+    const [one, two] = Array.from(document.querySelectorAll<HTMLElement>('.jd-early'));
+    expect(one.style.display).toBe('none'); // at once, as the view draws
+    expect(two.style.display).toBe('');
+    expect(heard).toEqual([]); // the rest once the view is on screen
+    vi.advanceTimersByTime(1);
+    expect(heard).toEqual([{ task: 't1' }]);
+    expect(m.sent).toEqual([{ shown: true }]);
+    cleanup();
+  });
+
+  it('is left alone, and nothing sent, by a view that replaces none', () => {
+    document.body.innerHTML = '<div class="jd-early" data-task="t1"></div>';
+    const m = model({ header: '', early: '' });
+    const cleanup = live.render({ model: m, el: document.createElement('div') });
+    vi.advanceTimersByTime(1);
+    expect(document.querySelector<HTMLElement>('.jd-early')!.style.display).toBe('');
+    expect(m.sent).toEqual([]);
+    cleanup();
+  });
+});

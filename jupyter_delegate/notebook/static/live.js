@@ -1,5 +1,5 @@
 // The header and live line of a task's view (jupyter_delegate/notebook/live.py,
-// LiveStatus). The header is the kernel's HTML (views.header_html escapes every value in
+// LiveStatus). The header is the kernel's HTML (header.header_html escapes every value in
 // it), shown as an HTML widget would show it. The live line says how long the task has
 // run and what it does now, redrawn as each second turns from the kernel's facts (epoch
 // times and the current activity), so the clock ticks with no message from the kernel;
@@ -23,6 +23,28 @@ function span(className, text) {
   return node;
 }
 
+// The early header (jupyter_delegate/notebook/header.py): the same header as plain HTML,
+// shown by the cell before this view's widgets existed. This view takes its place as it
+// draws: hidden here at once, emptied in the notebook by our extension (the bubbling
+// `jd-live-shown` event) and, for front ends that apply it, by the kernel (`shown`).
+function replaceEarly(model) {
+  const task = model.get('early');
+  if (!task) {
+    return;
+  }
+  const early = [...document.querySelectorAll('.jd-early')].filter(n => n.dataset.task === task);
+  for (const node of early) {
+    node.style.display = 'none';
+  }
+  // The rest once this view is on screen: emptying the output lays the notebook out again.
+  setTimeout(() => {
+    for (const node of early) {
+      node.dispatchEvent(new CustomEvent('jd-live-shown', { bubbles: true, detail: { task } }));
+    }
+    model.send({ shown: true });
+  }, 0);
+}
+
 function render({ model, el }) {
   const header = document.createElement('div');
   header.className = 'jd-live-header';
@@ -32,6 +54,7 @@ function render({ model, el }) {
   drawHeader();
   model.on('change:header', drawHeader);
   el.append(header);
+  replaceEarly(model);
   const root = document.createElement('div');
   root.className = 'jd-live';
   const line = document.createElement('div');

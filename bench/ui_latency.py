@@ -7,11 +7,15 @@ model is the scripted fake, served from this process (300 ms a turn) with every 
 `text_delta` stamped on the epoch clock; the page stamps what it sees with a
 MutationObserver on the same clock (performance.timeOrigin + performance.now()).
 
-- `header_ms`: shift-enter on a `%%delegate` cell -> the live view's header in the DOM
-  (a kernel that has run a task already), beside `print_ms`: shift-enter on
-  `print('x')` -> its output, the cells alternated; `header_ratio` the ratio of medians;
-- `first_header_ms`: the same, for the first `%%delegate` after a kernel restart (and
-  `%load_ext jupyter_delegate` in that kernel: `load_ext_ms`, shift-enter -> done);
+- `header_ms`: shift-enter on a `%%delegate` cell -> the task's header in the DOM (the
+  early header, plain HTML the cell shows before its live view: header.py), in a kernel
+  that has run a task already, beside `print_ms`: shift-enter on `print('x')` -> its
+  output, the cells alternated; `header_ratio` the ratio of medians; `live_header_ms`
+  (`live_header_ratio`): the same, to the live view's own header, once its widgets are
+  made and drawn;
+- `first_header_ms`, `first_live_header_ms`: the same, for the first `%%delegate` after a
+  kernel restart (and `%load_ext jupyter_delegate` in that kernel: `load_ext_ms`,
+  shift-enter -> done);
 - `text_ms`: the model's first text delta leaves the fake endpoint -> that text in the
   cell's output, over every task (`text_warm_ms`: the tasks of the warm kernel;
   `text_first_ms`: each the first task of a restarted kernel);
@@ -293,6 +297,8 @@ def figures(
     header = [t["header"] - t["t0"] for t in seen["warm"]]
     printed = [t["out"] - t["t0"] for t in seen["print"]]
     first = [t["header"] - t["t0"] for t in seen["fresh"]]
+    live_header = [t["live"] - t["t0"] for t in seen["warm"]]
+    first_live = [t["live"] - t["t0"] for t in seen["fresh"]]
     load = [t["loadExt"] for t in seen["fresh"]]
     marks, total = seen["counts"]["marks"], seen["counts"]["total"]
     # marks[k - 1]: opens after cell k (cell 1 the counter, 2 the warm-up, then pairs of
@@ -305,6 +311,10 @@ def figures(
         **spread(printed, "print_ms"),
         "header_ratio": common.median(header) / common.median(printed),
         **spread(first, "first_header_ms"),
+        # the live view's own header (its widgets made and drawn), after the early one
+        **spread(live_header, "live_header_ms"),
+        "live_header_ratio": common.median(live_header) / common.median(printed),
+        **spread(first_live, "first_live_header_ms"),
         **spread(load, "load_ext_ms"),
         **spread(text, "text_ms"),
         "text_ms_p95": common.percentile(text, 95),

@@ -1,7 +1,9 @@
 """Live is live, in a real browser (issue 16, items 4 and 5): a task's live line ticks in
 JupyterLab with no message from the kernel, names the command running and shows its last
 lines before it ends, and the cost is the same in the live view, the folded card and the
-Delegations sidebar, as the task spends and at review.
+Delegations sidebar, as the task spends and at review. The early header (header.py) shows
+first and gives way to the view's, never both at once, and is not kept in the saved
+notebook.
 
 A real JupyterLab server and kernel; the model is the scripted fake over loopback. Needs
 node and /usr/bin/chromium (skipped, saying which is missing, without them). The script is
@@ -15,6 +17,8 @@ from typing import Any
 import nbformat
 import pytest
 from browser import ARTIFACTS, BUILT, kernel_notebook, needs_chromium, needs_node, run_script
+
+from jupyter_delegate.notebook.header import EARLY_MIME
 
 # About 7 s: four lines, a silent spell (no output, so no event: the clock must tick on
 # its own), then the last lines.
@@ -94,5 +98,15 @@ def test_live_line_ticks_names_the_command_shows_its_tail_and_one_cost_everywher
     assert costs["view"] == costs["card"] == costs["sidebar"] == costs["total"], costs
     assert costs["view"] != "$0.0000"
     assert summary["themes"] == ["light", "dark", "light"]
+    # The early header showed first, gave way to the live view's with no moment showing
+    # both, and the saved notebook keeps it empty (no stale "queued" header).
+    early = summary["early"]
+    assert early["early"] > 0 and early["live"] > 0 and early["both"] == 0, early
+    assert early["left"] == 0, early
+    saved = nbformat.read(root / "clock.ipynb", as_version=4)
+    outputs = [o for cell in saved.cells for o in cell.get("outputs", [])]
+    assert any(o["output_type"] == "display_data" and not o.get("data") for o in outputs)
+    assert not any(EARLY_MIME in o.get("data", {}) for o in outputs), outputs
+    assert not any("jd-early" in str(o.get("data", {})) for o in outputs)
     for screenshot in SCREENSHOTS:
         assert (ARTIFACTS / screenshot).exists(), screenshot

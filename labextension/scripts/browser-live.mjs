@@ -1,7 +1,8 @@
 // Live is live (tests/test_browser_live.py): in a real JupyterLab with a kernel, a task's
 // live line ticks with no message from the kernel, names the running command and shows its
 // last lines before it ends; the cost is the same in the live view, the card and the
-// Delegations sidebar while the task spends and at review. Screenshots light and dark.
+// Delegations sidebar while the task spends and at review; the early header, shown first,
+// gives way to the view's and is not saved. Screenshots light and dark.
 // Usage: node scripts/browser-live.mjs SPEC.json
 //   SPEC: { "base": URL, "notebook": "clock.ipynb", "chromium": PATH, "artifacts": DIR }
 import { readFileSync } from 'node:fs';
@@ -67,6 +68,19 @@ try {
       }
     }, 200);
   }, LIVE);
+  // The early header (header.py): seen, and never shown beside the live view's header.
+  await page.evaluate(() => {
+    const seen = (window.__jdEarly = { early: 0, live: 0, both: 0 });
+    const shown = sel =>
+      [...document.querySelectorAll(sel)].some(n => n.getClientRects().length > 0);
+    new MutationObserver(() => {
+      const early = shown('.jp-Notebook .jd-early .jd-header');
+      const live = shown('.jp-Notebook .jupyter-widgets .jd-header');
+      seen.early += early ? 1 : 0;
+      seen.live += live ? 1 : 0;
+      seen.both += early && live ? 1 : 0;
+    }).observe(document.body, { childList: true, subtree: true, attributes: true });
+  });
   await runAll(page);
 
   // The model at work (2.5 s a turn): the live line says so, with its pulse.
@@ -151,6 +165,14 @@ try {
   await page.screenshot({ path: join(spec.artifacts, 'live-review-costs.png') });
   await page.locator('.jp-Notebook .jupyter-widgets .jd-header').scrollIntoViewIfNeeded();
   await page.screenshot({ path: join(spec.artifacts, 'live-review-header.png') });
+  summary.early = await page.evaluate(() => ({
+    ...window.__jdEarly,
+    left: document.querySelectorAll('.jp-Notebook .jd-early').length
+  }));
+  // Saved: pytest reads the file (no early header kept).
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('Control+s');
+  await page.waitForTimeout(1500);
 } catch (error) {
   await page.screenshot({ path: join(spec.artifacts, 'live-failure.png') }).catch(() => undefined);
   summary.trace = await page.evaluate(() => window.__jdLive).catch(() => undefined);

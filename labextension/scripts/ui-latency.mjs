@@ -142,8 +142,11 @@ async function runFirst() {
 }
 
 const OUT = '.jp-OutputArea-output';
+// `header`: the first header drawn, the early one (header.py) as a rule; `live`: the live
+// view's own, once its widgets are made.
 const delegateWants = {
   header: { selector: '.jd-header' },
+  live: { selector: '.jd-live-header .jd-header' },
   text: { selector: OUT, text: spec.marker },
   review: { selector: '.jd-header .jd-badge', text: 'review' }
 };

@@ -892,6 +892,12 @@ class TaskManager:
         named_here = [t for t in here if t.name == task_id]
         if len(named_here) == 1 and workspace is None:  # a name given in this process
             return named_here[0]
+        if len(named_here) > 1 and workspace is None:  # in several repositories
+            listed = ", ".join(f"{t.id} (in {t.repo})" for t in named_here)
+            raise TaskNotFound(
+                f"{len(named_here)} tasks of this process are named {task_id!r}: {listed}. "
+                "Pass one of these ids, or the repository (`--repo`, repo=)."
+            )
         workspace = workspace or Workspace(".")
         ids = workspace.task_ids()
         if task_id in ids:

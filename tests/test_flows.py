@@ -3,6 +3,7 @@ model) -> harness checks -> review -> approve / reject / request changes."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import git
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import CHECK, FIX_TURNS, FIXED, Factory, commit_all, messages_sent, run_check
 from jupyter_delegate import Budget, Outcome, Task, TaskState, delegate
-from jupyter_delegate.errors import ReviewError
+from jupyter_delegate.errors import ReviewError, TaskNotFound
 from jupyter_delegate.journal import Journal
 from jupyter_delegate.manager import TaskManager
 
@@ -429,3 +430,23 @@ def test_a_protected_file_the_user_committed_to_the_moved_base_survives_the_next
     assert not any(".gitlab-ci.yml" in flag for flag in task.flags)
     task.approve(force=True)
     assert (root / ".gitlab-ci.yml").read_text() == "test: {script: [make test]}\n"
+
+
+def test_a_name_this_process_gave_tasks_in_two_repositories_is_ambiguous_and_says_so(
+    repo: git.Repo, make_manager: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other_path = tmp_path / "other"
+    shutil.copytree(repo.working_dir, other_path)
+    manager, _ = make_manager([*FIX_TURNS, *FIX_TURNS])
+    outcome = Outcome("Make add() add.", checks=(CHECK,))
+    one = manager.submit(outcome, repo=repo.working_dir, name="fix")
+    two = manager.submit(outcome, repo=other_path, name="fix")
+    monkeypatch.chdir(tmp_path)  # no repository here: the name alone must say which
+    with pytest.raises(TaskNotFound) as refused:
+        manager.get("fix")
+    message = str(refused.value)
+    assert "2 tasks of this process are named 'fix'" in message
+    assert f"{one.id} (in {one.repo})" in message and f"{two.id} (in {two.repo})" in message
+    assert manager.get("fix", other_path) is two and manager.get(one.id, one.repo) is one
+    for task in (one, two):
+        task.wait(timeout=60)

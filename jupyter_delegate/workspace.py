@@ -161,9 +161,13 @@ def commit_tree(
 
 
 def pinned_git(worktree: Path) -> git.Git:
-    """A git command runner for a task's tree, with PINNED_CONFIG and PINNED_ENV."""
+    """A git command runner for a task's tree, with PINNED_CONFIG and PINNED_ENV. Git
+    itself changes to the tree (`-C`), so a tree that is gone (removed by a cancel while a
+    round was making it) fails the command: GitPython alone runs a command whose folder
+    does not exist in the process's current folder, where `reset --hard` or `merge` would
+    act on whatever checkout the user's kernel or shell is in."""
     runner = git.Git(worktree)
-    runner.set_persistent_git_options(c=list(PINNED_CONFIG))
+    runner.set_persistent_git_options(C=str(worktree), c=list(PINNED_CONFIG))
     runner.update_environment(**PINNED_ENV, **dict.fromkeys(_UNSET_ENV))
     return runner
 
@@ -427,7 +431,7 @@ class Workspace:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.repo.git.worktree("add", "--no-checkout", "-b", branch, str(path), base_commit)
         with self.worktree_locked(path):
-            git.Git(path).reset("--hard", "--no-recurse-submodules", "-q")
+            pinned_git(path).reset("--hard", "--no-recurse-submodules", "-q")
         self.check_out_submodules(path, base_commit)
         return Worktree(path, branch, base_branch, base_commit)
 

@@ -10,7 +10,7 @@ import git
 import pytest
 
 from jupyter_delegate.errors import RepoError, ReviewError
-from jupyter_delegate.workspace import Workspace
+from jupyter_delegate.workspace import Workspace, pinned_git
 
 
 def _worktrees(repo: git.Repo, n: int) -> tuple[Workspace, list[Path]]:
@@ -144,3 +144,20 @@ def test_fast_forward_refuses_over_the_users_untracked_or_ignored_files(
         Workspace(root).fast_forward("main", tip, target)
     assert (root / path).read_text() == "the user's\n"
     assert repo.head.commit.hexsha == tip
+
+
+def test_a_trees_git_fails_when_the_tree_is_gone_never_acting_on_the_current_folder(
+    repo: git.Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel can remove a task's tree while its round is making it: the harness's
+    `reset --hard` there must fail, not run in the process's current folder (GitPython
+    runs a command whose folder is gone there), the user's checkout in a kernel."""
+    calc = Path(repo.working_dir) / "calc.py"
+    calc.write_text("work the user has not committed\n")
+    monkeypatch.chdir(repo.working_dir)
+    with pytest.raises(git.GitCommandError):
+        pinned_git(tmp_path / "gone").reset("--hard", "-q")
+    with pytest.raises(git.GitCommandError):
+        pinned_git(tmp_path / "gone").merge("--abort")
+    assert calc.read_text() == "work the user has not committed\n"
+    assert repo.is_dirty()

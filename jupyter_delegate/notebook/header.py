@@ -42,8 +42,6 @@ from .record import badge
 # by nbclient, saved within that moment) is stale when the notebook is opened again.
 EARLY_MIME = "application/vnd.jupyter-delegate.early-header+json"
 EARLY_FOR_S = 60
-# The event live.js sends when a view has drawn in place of an early header.
-SHOWN_EVENT = "jd-live-shown"
 # The look of the header's facts, which the view's stylesheet gives the live header: the
 # early header's own, inline (a <style> in an output would restyle the whole page twice,
 # as it comes and as it goes, while the view's widgets are being made).

@@ -61,6 +61,7 @@ from ..errors import DelegateError, PlanError, RepoError
 from ..outcome import Outcome
 from ..planning import is_plan_id
 from ..task import CheckResult, Task, TaskState
+from .header import cost_text, early_header
 from .plan_record import PLAN_MIME, PlanRecordDisplay
 from .record import RecordDisplay, read_records, recorded_cells
 
@@ -595,8 +596,6 @@ class DelegateMagics(Magics):
         ipywidgets is imported in a new kernel), then its live view, then its record."""
         from IPython import display as ipython_display
 
-        from .header import early_header
-
         show: Any = ipython_display.display
         name = task.name or task.title
         early = show(early_header(task, name), raw=True, display_id=True)
@@ -1054,8 +1053,6 @@ class WaitResult(dict[str, str]):
 
 
 def _cost(task: Task) -> str:
-    from .header import cost_text
-
     return cost_text(task, short=True)
 
 

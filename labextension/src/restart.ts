@@ -69,31 +69,41 @@ function recordKey(data: unknown): string | null {
   return plan ? `plan ${plan}` : null;
 }
 
-/** Apply `data` (a bundle holding a task or plan record) to every output of that task or
- * plan. */
-export function applyRecord(panel: NotebookPanel, data: Record<string, unknown>): number {
-  const id = recordKey(data);
+/** Each output of the notebook's code cells, in order: its cell, its cell's outputs and
+ * its index there. */
+function* codeOutputs(
+  panel: NotebookPanel
+): Generator<[ICodeCellModel, ICodeCellModel['outputs'], number]> {
   const model = panel.content.model;
-  if (!id || !model) {
-    return 0;
-  }
-  const wanted = JSON.stringify(data);
-  let applied = 0;
-  for (let i = 0; i < model.cells.length; i++) {
+  for (let i = 0; model && i < model.cells.length; i++) {
     const cell = model.cells.get(i);
     if (cell.type !== 'code') {
       continue;
     }
     const outputs = (cell as ICodeCellModel).outputs;
     for (let j = 0; j < outputs.length; j++) {
-      const output = outputs.get(j);
-      if (recordKey(output.data) !== id || JSON.stringify(output.data) === wanted) {
-        continue;
-      }
-      const json = output.toJSON() as any;
-      outputs.set(j, { ...json, data: data as any });
-      applied++;
+      yield [cell as ICodeCellModel, outputs, j];
     }
+  }
+}
+
+/** Apply `data` (a bundle holding a task or plan record) to every output of that task or
+ * plan. */
+export function applyRecord(panel: NotebookPanel, data: Record<string, unknown>): number {
+  const id = recordKey(data);
+  if (!id) {
+    return 0;
+  }
+  const wanted = JSON.stringify(data);
+  let applied = 0;
+  for (const [, outputs, j] of codeOutputs(panel)) {
+    const output = outputs.get(j);
+    if (recordKey(output.data) !== id || JSON.stringify(output.data) === wanted) {
+      continue;
+    }
+    const json = output.toJSON() as any;
+    outputs.set(j, { ...json, data: data as any });
+    applied++;
   }
   return applied;
 }
@@ -118,24 +128,16 @@ export const RECORDS_COMM = 'jupyter_delegate.records';
  * repository and cell. */
 export function shownRecords(panel: NotebookPanel, mime: string = MIME): Record<string, unknown>[] {
   const found = new Map<string, Record<string, unknown>>();
-  const model = panel.content.model;
-  for (let i = 0; model && i < model.cells.length; i++) {
-    const cell = model.cells.get(i);
-    if (cell.type !== 'code') {
-      continue;
-    }
-    const outputs = (cell as ICodeCellModel).outputs;
-    for (let j = 0; j < outputs.length; j++) {
-      const record = (outputs.get(j).data as any)?.[mime];
-      const id = idIn(outputs.get(j).data, mime);
-      if (id && !found.has(id)) {
-        found.set(id, {
-          id,
-          repo: typeof record.repo === 'string' ? record.repo : '',
-          repo_relative: typeof record.repo_relative === 'string' ? record.repo_relative : '',
-          cell_id: cell.id
-        });
-      }
+  for (const [cell, outputs, j] of codeOutputs(panel)) {
+    const record = (outputs.get(j).data as any)?.[mime];
+    const id = idIn(outputs.get(j).data, mime);
+    if (id && !found.has(id)) {
+      found.set(id, {
+        id,
+        repo: typeof record.repo === 'string' ? record.repo : '',
+        repo_relative: typeof record.repo_relative === 'string' ? record.repo_relative : '',
+        cell_id: cell.id
+      });
     }
   }
   return [...found.values()];
@@ -222,19 +224,11 @@ export const SHOWN_EVENT = 'jd-live-shown';
 
 /** Empty every early header of task `id` in the notebook; how many were emptied. */
 export function emptyEarlyHeaders(panel: NotebookPanel, id: string): number {
-  const model = panel.content.model;
   let emptied = 0;
-  for (let i = 0; model && i < model.cells.length; i++) {
-    const cell = model.cells.get(i);
-    if (cell.type !== 'code') {
-      continue;
-    }
-    const outputs = (cell as ICodeCellModel).outputs;
-    for (let j = 0; j < outputs.length; j++) {
-      if ((outputs.get(j).data as any)?.[EARLY_MIME]?.task === id) {
-        outputs.set(j, { output_type: 'display_data', data: {}, metadata: {} });
-        emptied++;
-      }
+  for (const [, outputs, j] of codeOutputs(panel)) {
+    if ((outputs.get(j).data as any)?.[EARLY_MIME]?.task === id) {
+      outputs.set(j, { output_type: 'display_data', data: {}, metadata: {} });
+      emptied++;
     }
   }
   return emptied;

@@ -180,6 +180,14 @@ class PlanView(ActionWidget):
             if spec != self.spec:
                 self.spec = spec
                 self.revision += 1
+            # the planner first: a view never says "draft" beside the planner's line
+            planner = None
+            if plan.state == "planning" and plan.planner:
+                try:
+                    planner = plan.manager.get(plan.planner, plan.repo)
+                except DelegateError:
+                    planner = None
+            self._follow_planner(planner)
             self.title = record["title"]
             self.state = record["state"]
             self.state_text = state_words(record)
@@ -194,13 +202,6 @@ class PlanView(ActionWidget):
             self.cell = plan_cell(plan)
             self.integration = dict(record["integration"])
             self.failure = dict(record["failure"])
-            planner = None
-            if plan.state == "planning" and plan.planner:
-                try:
-                    planner = plan.manager.get(plan.planner, plan.repo)
-                except DelegateError:
-                    planner = None
-            self._follow_planner(planner)
 
     def _on_change(self, _plan: Plan) -> None:
         if not self._closed:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..journal import load_detectors, redact, secret_values
 from ..outcome import Budget
 from ..policy import CHANGING_TOOLS
+from . import warmup
 from .catalogue import ModelInfo, from_table
 from .model import usage_of
 from .output_tail import OutputTail
@@ -264,7 +265,9 @@ class AgentLoop:
     async def _stream_turn(self) -> dict[str, Any]:
         stream_manager = self.client.beta.messages.stream(**self._request())
         message_id, block = "", 0  # which message and block the words belong to
+        warm_up = warmup.start()  # the process's first request: read a stream meanwhile
         async with stream_manager as stream:
+            await warmup.ready(warm_up)
             async for event in stream:
                 if event.type == "message_start":
                     message_id = event.message.id

@@ -97,18 +97,20 @@ async def _read_a_stream() -> None:
         return httpx2.Response(200, headers=headers, content=_stream_body())
 
     transport = httpx2.MockTransport(serve)
-    async with AsyncAnthropic(
-        api_key="warm-up",
-        base_url="http://warm-up.invalid",
-        max_retries=0,
-        http_client=httpx2.AsyncClient(transport=transport),
-    ) as client:
-        async with client.beta.messages.stream(
+    async with (
+        AsyncAnthropic(
+            api_key="warm-up",
+            base_url="http://warm-up.invalid",
+            max_retries=0,
+            http_client=httpx2.AsyncClient(transport=transport),
+        ) as client,
+        client.beta.messages.stream(
             model="warm-up", max_tokens=16, messages=[{"role": "user", "content": "Warm up."}]
-        ) as stream:
-            async for _ in stream:
-                pass
-            await stream.get_final_message()
+        ) as stream,
+    ):
+        async for _ in stream:
+            pass
+        await stream.get_final_message()
 
 
 def start() -> concurrent.futures.Future[None]:

@@ -18,9 +18,10 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 
-from conftest import CHECK, FIX_TURNS, FIXED, SANDBOX, marker_alive
+from conftest import CHECK, FIX_TURNS, FIXED, SANDBOX, Factory, marker_alive
+from jupyter_delegate import Outcome, TaskState
 from jupyter_delegate.notebook.header import EARLY_MIME
-from jupyter_delegate.notebook.record import MIME
+from jupyter_delegate.notebook.record import MIME, compact_record
 from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
 from jupyter_delegate.testing.demo_repo import CHECK as SHOP_CHECK
 
@@ -269,3 +270,67 @@ def test_breaking_down_tutorial_plans_edits_runs_and_integrates_offline(tmp_path
     assert "the dependencies make a cycle: fix-discount -> receipt -> fix-discount" in outputs
     assert "merging ['fix-discount', 'receipt-line']" in outputs
     assert "exit code after the integration: 0" in outputs
+
+
+def _kernel_in(folder: Path, notebook: str) -> Any:
+    """A kernel in `folder` told it runs `notebook`, as Jupyter's server tells it."""
+    env = {**os.environ, "JPY_SESSION_NAME": notebook}
+    return start_new_kernel(kernel_name="python3", cwd=str(folder), env=env)
+
+
+LOAD = "%load_ext jupyter_delegate"
+HEAVY = "import sys; print(sorted(m for m in {} if m in sys.modules))".format(
+    ("nbformat", "jsonschema", "yaml", "anthropic", "ipywidgets")
+)
+
+
+def test_load_ext_in_a_notebook_the_kernel_names_reattaches_its_tasks_and_imports_little(
+    repo: git.Repo, make_manager: Factory, tmp_path: Path
+) -> None:
+    manager, _ = make_manager()
+    task = manager.submit(Outcome("Make add() add.", checks=(CHECK,)), repo=repo.working_dir)
+    assert task.wait(timeout=60) == TaskState.REVIEW
+    record = compact_record(task, name="saved", notebook_dir=tmp_path)
+    output = nbformat.v4.new_output("display_data", data={MIME: dict(record)})
+    cell = nbformat.v4.new_code_cell("%%delegate ...", outputs=[output])
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), tmp_path / "work.ipynb")
+    shown: list[dict[str, Any]] = []
+    printed: list[str] = []
+
+    def collect(message: dict[str, Any]) -> None:
+        content = message["content"]
+        if MIME in content.get("data", {}):
+            shown.append(content["data"][MIME])
+        if message["msg_type"] == "stream":
+            printed.append(content["text"])
+
+    km, kc = _kernel_in(tmp_path, "work.ipynb")
+    try:
+        reply = kc.execute_interactive(LOAD, timeout=60, output_hook=collect)
+        kc.execute_interactive(HEAVY, timeout=60, output_hook=collect)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "ok"
+    assert [(r["id"], r["state"]) for r in shown] == [(task.id, "review")]
+    # read as JSON: nbformat (with jsonschema) took 1.3-2 s of the load; no SDK, no widgets
+    assert printed == ["[]\n"]
+
+
+def test_load_ext_in_a_notebook_that_is_not_json_still_loads(tmp_path: Path) -> None:
+    (tmp_path / "broken.ipynb").write_text('{"cells": [ cut short')
+    errors: list[str] = []
+
+    def collect(message: dict[str, Any]) -> None:
+        if message["msg_type"] == "error":
+            errors.append(message["content"]["evalue"])
+
+    km, kc = _kernel_in(tmp_path, "broken.ipynb")
+    try:
+        loaded = kc.execute_interactive(LOAD, timeout=60, output_hook=collect)
+        listed = kc.execute_interactive("%delegate list", timeout=60, output_hook=collect)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert loaded["content"]["status"] == listed["content"]["status"] == "ok", errors
+    assert errors == []

@@ -59,7 +59,6 @@ from .. import cli, options
 from ..engine.catalogue import LEVELS
 from ..errors import DelegateError, PlanError, RepoError
 from ..outcome import Outcome
-from ..planning import is_plan_id
 from ..task import CheckResult, Task, TaskState
 from .header import cost_text, early_header
 from .plan_record import PLAN_MIME, PlanRecordDisplay
@@ -78,6 +77,14 @@ RECORDS_COMM = "jupyter_delegate.records"
 
 class MagicUsageError(DelegateError):
     """The magic's options or arguments are malformed."""
+
+
+def is_plan_id(text: str) -> bool:
+    """`planning.is_plan_id`, planning imported at the first id asked about: it imports
+    yaml, 40 ms of a `%load_ext` that then needs neither."""
+    from ..planning import is_plan_id as plan_id
+
+    return plan_id(text)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -26,12 +26,14 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from ..engine.model import usd_text
-from ..planning import Plan
 from .graph import colour, graph_svg
 from .record import RECORD_LIMIT, _schema_of, publish_under, running_cell_id
+
+if TYPE_CHECKING:  # planning imports yaml: 40 ms of `%load_ext`, which shows no plan
+    from ..planning import Plan
 
 log = logging.getLogger(__name__)
 PLAN_MIME = "application/vnd.jupyter-delegate.plan+json"

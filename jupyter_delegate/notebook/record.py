@@ -45,7 +45,7 @@ from ..check_output import failure_tail, whole_output
 from ..engine.model import PRICE_GUESSED, usd_text
 from ..engine.tools import describe_input
 from ..environment import ran_with
-from ..errors import DelegateError
+from ..errors import DelegateError, UsageError
 from ..resources import text as resources_text
 from ..task import RecordFields, Task, TaskEvent, TaskState
 
@@ -577,13 +577,22 @@ def _records_and_cells(
     path: str | os.PathLike[str], mime: str = MIME
 ) -> Iterator[tuple[dict[str, Any], str | None]]:
     """Each record of `mime` (a task's, or plan_record.PLAN_MIME) in a saved notebook,
-    with the id of the cell holding it."""
-    import nbformat
-
-    reader: Any = nbformat.read
-    notebook = reader(os.fspath(path), as_version=4)
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            record = output.get("data", {}).get(mime)
+    with the id of the cell holding it. The file is read as the JSON it is, not through
+    nbformat: records are only read, and nbformat's import (jsonschema and its format
+    checkers) took 1.3 to 2 s of a `%load_ext` in a notebook the kernel can name."""
+    try:
+        with open(path, "rb") as handle:
+            notebook = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"{os.fspath(path)} cannot be read as a notebook ({exc}); no task records were "
+            "read from it. Check the file (`jupyter nbconvert --to notebook` repairs some)."
+        ) from exc
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    for cell in cells if isinstance(cells, list) else []:
+        outputs = cell.get("outputs") if isinstance(cell, dict) else None
+        for output in outputs if isinstance(outputs, list) else []:
+            data = output.get("data") if isinstance(output, dict) else None
+            record = data.get(mime) if isinstance(data, dict) else None
             if isinstance(record, dict) and record.get("id"):
                 yield dict(record), cell.get("id")

@@ -14,8 +14,9 @@ MutationObserver on the same clock (performance.timeOrigin + performance.now()).
   (`live_header_ratio`): the same, to the live view's own header, once its widgets are
   made and drawn;
 - `first_header_ms`, `first_live_header_ms`: the same, for the first `%%delegate` after a
-  kernel restart (and `%load_ext jupyter_delegate` in that kernel: `load_ext_ms`,
-  shift-enter -> done);
+  kernel restart, run right after `%load_ext jupyter_delegate` (`load_ext_ms`,
+  shift-enter -> done), itself after a cell `1` (`kernel_start_ms`: the first cell after
+  a restart waits for the kernel's own start, which is not the extension's);
 - `text_ms`: the model's first text delta leaves the fake endpoint -> that text in the
   cell's output, over every task (`text_warm_ms`: the tasks of the warm kernel;
   `text_first_ms`: each the first task of a restarted kernel);
@@ -84,7 +85,9 @@ GOALS = {
     "text_ms_p95": 100.0,
     "text_warm_ms_p50": 50.0,
     "text_warm_ms_p95": 100.0,
-    "load_ext_ms_p50": 300.0,  # the load as timed in the kernel is bench/extension_load.py
+    # shift-enter -> done, in a kernel that has started (the load as timed in the
+    # kernel is bench/extension_load.py's)
+    "load_ext_ms_p50": 300.0,
 }
 # The many phase's: each view's delay with 16 streaming (issue 22), and `1+1` while they
 # stream against `1+1` idle, in the same kernel and page: kernel_responsiveness's goal
@@ -132,7 +135,7 @@ def notebooks(reps: int) -> tuple[Any, Any]:
     for rep in range(reps):
         warm += [code("print('x')"), code(delegate_cell(f"rep{rep}"))]
     warm.append(code(REPORT))
-    fresh = [code("%load_ext jupyter_delegate"), code(delegate_cell("fresh"))]
+    fresh = [code("1"), code("%load_ext jupyter_delegate"), code(delegate_cell("fresh"))]
     return kernel_notebook(warm), kernel_notebook(fresh)
 
 
@@ -300,6 +303,7 @@ def figures(
     live_header = [t["live"] - t["t0"] for t in seen["warm"]]
     first_live = [t["live"] - t["t0"] for t in seen["fresh"]]
     load = [t["loadExt"] for t in seen["fresh"]]
+    kernel_start = [t["kernelStart"] for t in seen["fresh"]]
     marks, total = seen["counts"]["marks"], seen["counts"]["total"]
     # marks[k - 1]: opens after cell k (cell 1 the counter, 2 the warm-up, then pairs of
     # print and %%delegate); the review's widgets come after the cell, in the next one
@@ -316,6 +320,7 @@ def figures(
         "live_header_ratio": common.median(live_header) / common.median(printed),
         **spread(first_live, "first_live_header_ms"),
         **spread(load, "load_ext_ms"),
+        **spread(kernel_start, "kernel_start_ms"),
         **spread(text, "text_ms"),
         "text_ms_p95": common.percentile(text, 95),
         # the same, apart: a kernel that ran a task before, and a task first in its kernel

@@ -586,7 +586,8 @@ def _records_and_cells(
     except (OSError, ValueError) as exc:
         raise UsageError(
             f"{os.fspath(path)} cannot be read as a notebook ({exc}); no task records were "
-            "read from it. Check the file (`jupyter nbconvert --to notebook` repairs some)."
+            "read from it. A save cut short leaves it so: Jupyter keeps the last checkpoint "
+            "in .ipynb_checkpoints/ beside it."
         ) from exc
     cells = notebook.get("cells") if isinstance(notebook, dict) else None
     for cell in cells if isinstance(cells, list) else []:

@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
         return 2
     names = args or list(BENCHMARKS)
+    common.as_installed()
     if len(names) == 1:  # alone: in this process, its own JSON line last
         module = __import__(f"bench.{names[0]}", fromlist=["run"])
         common.report(module.run(size))

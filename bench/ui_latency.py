@@ -671,6 +671,7 @@ def many_figures(
 
 
 if __name__ == "__main__":
+    common.as_installed()
     args = sys.argv[1:]
     size = args[0] if args else "full"
     if size != "many":

@@ -3,10 +3,10 @@ waits for the model.
 
 The first stream the SDK reads in a process builds pydantic's validators for the
 stream's event and message types as its events come (`BetaRawMessageStreamEvent`, the
-content blocks, `ParsedBetaMessage`): about 100 ms of CPU between the model's first words
-leaving the endpoint and the task's first `text` event, which made the first task of a
-new kernel show its words 100 ms later than the next (bench/RESULTS.md, "The first
-task's words"). Here a canned stream (text, thinking, a tool call), served by an
+content blocks, `ParsedBetaMessage`) as the first events come: between the model's first
+words leaving the endpoint and the task's first `text` event, 100 ms in a plain process
+and 270 ms in a new kernel, against 2-3 ms for the next task (bench/RESULTS.md, "the
+first task of a kernel shows its words as they come"). Here a canned stream (text, thinking, a tool call), served by an
 in-memory transport to a throwaway client, is read once per process on a thread of its
 own, started when the engine sends its first request: while the request waits for the
 model the engine's thread is idle, so the building costs the task nothing. The engine

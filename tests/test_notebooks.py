@@ -4,6 +4,7 @@ beside a copy of its repository on another path re-attaches there."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -20,8 +21,9 @@ from nbclient import NotebookClient
 
 from conftest import CHECK, FIX_TURNS, FIXED, SANDBOX, Factory, marker_alive
 from jupyter_delegate import Outcome, TaskState
+from jupyter_delegate.errors import UsageError
 from jupyter_delegate.notebook.header import EARLY_MIME
-from jupyter_delegate.notebook.record import MIME, compact_record
+from jupyter_delegate.notebook.record import MIME, compact_record, read_records, recorded_cells
 from jupyter_delegate.testing import FakeMessagesAPI, FakeServer, load_scenario
 from jupyter_delegate.testing.demo_repo import CHECK as SHOP_CHECK
 
@@ -301,7 +303,7 @@ def test_load_ext_in_a_notebook_the_kernel_names_reattaches_its_tasks_and_import
         content = message["content"]
         if MIME in content.get("data", {}):
             shown.append(content["data"][MIME])
-        if message["msg_type"] == "stream":
+        if message["msg_type"] == "stream" and content["name"] == "stdout":
             printed.append(content["text"])
 
     km, kc = _kernel_in(tmp_path, "work.ipynb")
@@ -334,3 +336,23 @@ def test_load_ext_in_a_notebook_that_is_not_json_still_loads(tmp_path: Path) -> 
         km.shutdown_kernel(now=True)
     assert loaded["content"]["status"] == listed["content"]["status"] == "ok", errors
     assert errors == []
+
+
+def test_records_are_read_from_the_notebooks_json_each_cell_id_naming_one_cell(
+    tmp_path: Path,
+) -> None:
+    def cell(cell_id: str | None, *tasks: str) -> dict[str, Any]:
+        outputs = [{"output_type": "display_data", "data": {MIME: {"id": t}}} for t in tasks]
+        return {"cell_type": "code", "outputs": outputs, **({"id": cell_id} if cell_id else {})}
+
+    cells = [cell("a", "t1", "t1"), cell("a", "t2"), cell(None, "t3"), "junk", cell("b")]
+    path = tmp_path / "copied.ipynb"
+    path.write_text(json.dumps({"cells": cells, "nbformat": 4, "nbformat_minor": 5}))
+    assert [r["id"] for r in read_records(path)] == ["t1", "t1", "t2", "t3"]
+    # the second cell "a" (a copied cell) names no cell: an update there could land in the first
+    assert recorded_cells(path) == {"t1": "a", "t2": None, "t3": None}
+    with pytest.raises(UsageError, match=r"cannot be read \(No such file"):
+        list(read_records(tmp_path / "gone.ipynb"))
+    (tmp_path / "cut.ipynb").write_text('{"cells": [')
+    with pytest.raises(UsageError, match=r"not a notebook's JSON.*ipynb_checkpoints"):
+        list(read_records(tmp_path / "cut.ipynb"))

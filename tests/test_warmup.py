@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -69,6 +70,7 @@ def test_after_the_warm_up_the_first_real_stream_builds_no_schema() -> None:
 
 def _fresh(monkeypatch: pytest.MonkeyPatch, started: object = None) -> None:
     monkeypatch.setattr(warmup, "_started", started)
+    monkeypatch.setattr(warmup, "_given_up", False)
 
 
 def test_a_task_runs_when_the_warm_up_fails(
@@ -83,17 +85,43 @@ def test_a_task_runs_when_the_warm_up_fails(
     task = manager.submit(Outcome("Make add() add.", checks=(CHECK,)), repo=repo.working_dir)
     assert task.wait(timeout=60) == TaskState.REVIEW
     assert task.checks_passed
-    failed = warmup.start()
+    failed = warmup._started  # the engine started it (start() would make one too)
+    assert failed is not None
     assert isinstance(failed.exception(timeout=10), RuntimeError)
 
 
-def test_a_warm_up_that_never_ends_holds_the_stream_back_only_its_wait(
+def test_a_warm_up_that_never_ends_is_waited_for_once_only(
     repo: git.Repo, make_manager: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     never: concurrent.futures.Future[None] = concurrent.futures.Future()
     _fresh(monkeypatch, never)
     monkeypatch.setattr(warmup, "WAIT_S", 0.2)
+    waits: list[bool] = []
+    ready = warmup.ready
+
+    async def counted(warm_up: concurrent.futures.Future[None]) -> None:
+        waits.append(not warmup._given_up)  # whether this call may still wait
+        await ready(warm_up)
+
+    monkeypatch.setattr(warmup, "ready", counted)
     manager, _ = make_manager()
     task = manager.submit(Outcome("Make add() add.", checks=(CHECK,)), repo=repo.working_dir)
     assert task.wait(timeout=60) == TaskState.REVIEW
     assert task.usage.steps == 5 and not never.done()
+    assert warmup._given_up  # the first turn's wait ran out ...
+    assert waits == [True, False, False, False, False]  # ... and no later turn waited
+
+
+def test_a_forked_child_starts_its_own_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    pending: concurrent.futures.Future[None] = concurrent.futures.Future()
+    _fresh(monkeypatch, pending)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its parent's warm-up thread is not here
+        os.write(write, b"none" if warmup._started is None else b"inherited")
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    assert os.read(read, 20) == b"none"
+    os.close(read)
+    assert warmup._started is pending  # the parent's is untouched

@@ -327,6 +327,7 @@ class AgentLoop:
         request["max_tokens"] = min(SUMMARY_TOKENS, self._info.output_tokens)
         for key in ("context_management", "betas", "thinking"):
             request.pop(key, None)
+        await warmup.ready(warmup.start())  # a first request may be a summary
         reply = await self.client.beta.messages.create(**request)
         summary = "\n".join(b.text for b in reply.content if b.type == "text").strip()
         usage = usage_of(self.model, reply.usage)

@@ -3,15 +3,16 @@ waits for the model.
 
 The first stream the SDK reads in a process builds pydantic's validators for the
 stream's event and message types as its events come (`BetaRawMessageStreamEvent`, the
-content blocks, `ParsedBetaMessage`) as the first events come: between the model's first
-words leaving the endpoint and the task's first `text` event, 100 ms in a plain process
-and 270 ms in a new kernel, against 2-3 ms for the next task (bench/RESULTS.md, "the
-first task of a kernel shows its words as they come"). Here a canned stream (text, thinking, a tool call), served by an
-in-memory transport to a throwaway client, is read once per process on a thread of its
-own, started when the engine sends its first request: while the request waits for the
-model the engine's thread is idle, so the building costs the task nothing. The engine
-reads its stream only once this is done (`ready`), so pydantic never builds the same
-types on two threads at once, and the real stream finds them built.
+content blocks, `ParsedBetaMessage`): between the model's first words leaving the
+endpoint and the task's first `text` event, 100 ms in a plain process and 270 ms in a
+new kernel, against 2-3 ms for the next task (bench/RESULTS.md, "the first task of a
+kernel shows its words as they come"). Here a canned stream (text, thinking, a tool
+call), served by an in-memory transport to a throwaway client, is read once per process
+on a thread of its own, started when the engine sends its first request: while the
+request waits for the model the engine's thread is idle, so the building costs the task
+nothing. The engine reads its stream (or a summary's reply) only once this is done
+(`ready`), so pydantic never builds the same types on two threads at once, and the real
+stream finds them built.
 
 Only the SDK's public API and the httpx client it takes (`http_client=`): nothing leaves
 the process. If the warm-up fails (an SDK that streams differently), the task's stream
@@ -22,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import json
+import os
 import threading
 from typing import Any
 
 # Longest the engine waits for the warm-up before reading its stream anyway (it
-# normally takes about 0.1 s; the wait only ever replaces the same building).
+# normally takes about 0.1 s; the wait only ever replaces the same building). Waited
+# once a process: a warm-up that has not ended by then is not waited for again.
 WAIT_S = 5.0
 
 
@@ -80,6 +82,18 @@ _EVENTS: list[dict[str, Any]] = [
 
 _lock = threading.Lock()
 _started: concurrent.futures.Future[None] | None = None
+_given_up = False  # a wait ran out: the process's streams no longer wait for it
+
+
+def _after_fork() -> None:
+    """A forked child has no warm-up thread: it starts its own when it needs one."""
+    global _lock, _started, _given_up
+    _lock = threading.Lock()
+    if _started is not None and not _started.done():
+        _started, _given_up = None, False
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _stream_body() -> bytes:
@@ -103,6 +117,7 @@ async def _read_a_stream() -> None:
             base_url="http://warm-up.invalid",
             max_retries=0,
             http_client=httpx2.AsyncClient(transport=transport),
+            open_telemetry=False,  # no span for a request nobody made
         ) as client,
         client.beta.messages.stream(
             model="warm-up", max_tokens=16, messages=[{"role": "user", "content": "Warm up."}]
@@ -124,8 +139,11 @@ def start() -> concurrent.futures.Future[None]:
             def run() -> None:
                 try:
                     asyncio.run(_read_a_stream())
-                except BaseException as exc:
+                except Exception as exc:
                     started.set_exception(exc)
+                except BaseException:  # never handed to the engine, which may be cancelled
+                    started.set_result(None)
+                    raise
                 else:
                     started.set_result(None)
 
@@ -135,8 +153,13 @@ def start() -> concurrent.futures.Future[None]:
 
 
 async def ready(warm_up: concurrent.futures.Future[None]) -> None:
-    """Wait (at most `WAIT_S`) for the warm-up to end, however it ends."""
-    if warm_up.done():
+    """Wait for the warm-up to end, however it ends: at most `WAIT_S`, once a process."""
+    global _given_up
+    if warm_up.done() or _given_up:
         return
-    with contextlib.suppress(Exception):
+    try:
         await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(warm_up)), WAIT_S)
+    except TimeoutError:
+        _given_up = True
+    except Exception:  # it failed: the task's stream builds the types itself
+        return

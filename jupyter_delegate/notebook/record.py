@@ -579,21 +579,34 @@ def _records_and_cells(
     """Each record of `mime` (a task's, or plan_record.PLAN_MIME) in a saved notebook,
     with the id of the cell holding it. The file is read as the JSON it is, not through
     nbformat: records are only read, and nbformat's import (jsonschema and its format
-    checkers) took 1.3 to 2 s of a `%load_ext` in a notebook the kernel can name."""
+    checkers) took 1.3 to 2 s of a `%load_ext` in a notebook the kernel can name. A cell
+    id that an earlier cell has too (a copied notebook's) names no cell: an update there
+    could land in the wrong one."""
+    where = os.fspath(path)
     try:
         with open(path, "rb") as handle:
             notebook = json.load(handle)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise UsageError(
-            f"{os.fspath(path)} cannot be read as a notebook ({exc}); no task records were "
-            "read from it. A save cut short leaves it so: Jupyter keeps the last checkpoint "
-            "in .ipynb_checkpoints/ beside it."
+            f"{where} cannot be read ({exc.strerror or exc}); no task records were read from it."
+        ) from exc
+    except ValueError as exc:
+        raise UsageError(
+            f"{where} is not a notebook's JSON ({exc}); no task records were read from it. A "
+            "save cut short leaves it so: Jupyter keeps the last checkpoint in "
+            ".ipynb_checkpoints/ beside it."
         ) from exc
     cells = notebook.get("cells") if isinstance(notebook, dict) else None
-    for cell in cells if isinstance(cells, list) else []:
-        outputs = cell.get("outputs") if isinstance(cell, dict) else None
+    owners: dict[object, int] = {}  # each cell id -> the first cell that has it
+    for index, cell in enumerate(cells if isinstance(cells, list) else []):
+        if not isinstance(cell, dict):
+            continue
+        cell_id = cell.get("id") if isinstance(cell.get("id"), str) else None
+        if owners.setdefault(cell_id, index) != index:
+            cell_id = None
+        outputs = cell.get("outputs")
         for output in outputs if isinstance(outputs, list) else []:
             data = output.get("data") if isinstance(output, dict) else None
             record = data.get(mime) if isinstance(data, dict) else None
             if isinstance(record, dict) and record.get("id"):
-                yield dict(record), cell.get("id")
+                yield dict(record), cell_id

@@ -31,7 +31,7 @@ EXPECTED = {
     "cache_efficiency": ("cached_share", "cache_read_tokens", "input_tokens_total"),
     "notebook_footprint": ("record_kb", "ipynb_growth_kb", "journal_kb"),
     "worktree": ("create_ms_p50", "remove_ms_p50", "raw_add_ms_p50", "ratio"),
-    "extension_load": ("load_ms_p50", "importtime_magics_ms"),
+    "extension_load": ("load_ms_p50", "load_named_ms_p50", "importtime_magics_ms"),
     "journal": ("append_us_p50", "append_us_p99", "append_background_us_p50", "replay_ms_p50"),
     "check_run": ("ours_ms_p50", "copy_ms_p50", "raw_git_ms_p50", "bare_ms_p50"),
     "redaction": ("own_patterns_us_per_4kb", "with_detectors_us_per_4kb", "ratio"),

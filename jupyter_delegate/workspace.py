@@ -172,6 +172,13 @@ def pinned_git(worktree: Path) -> git.Git:
     return runner
 
 
+def _tree_head(worktree: Path) -> str:
+    """The commit a task's tree has checked out, read from its own HEAD. Git answers in
+    the tree (`-C`): a tree that is gone fails, where a `git.Repo` of it would have run
+    its commands in the process's current folder (see `pinned_git`)."""
+    return str(pinned_git(worktree).rev_parse("--verify", "HEAD^{commit}")).strip()
+
+
 def nested_repositories(worktree: Path, submodules: set[str] | frozenset[str]) -> list[str]:
     """The folders under `worktree` holding a `.git` of their own (a folder, or a file
     pointing anywhere), other than the `submodules` the tree records; not descended into
@@ -745,11 +752,10 @@ class Workspace:
     def bring_base_in(self, worktree: Path, base_branch: str) -> bool:
         """Merge the base branch's current tip into the task branch when it has moved.
         Returns whether it had moved. On conflict, aborts and raises ReviewError."""
-        wt = git.Repo(worktree)
         tree_git = pinned_git(worktree)
         with self.locked(worktree):
             tip = self.repo.commit(base_branch).hexsha
-            if wt.is_ancestor(wt.commit(tip), wt.head.commit):
+            if self.repo.is_ancestor(self.repo.commit(tip), self.repo.commit(_tree_head(worktree))):
                 return False
             try:
                 tree_git.merge("--no-edit", "--no-verify", tip, env=self._identity())
@@ -769,15 +775,14 @@ class Workspace:
         squash commit of it). The task branch must already contain the base tip."""
         if strategy not in ("merge", "squash"):
             raise ReviewError(f"Unknown strategy {strategy!r}: use 'merge' or 'squash'.")
-        wt = git.Repo(worktree)
         with self.locked(worktree):
             tip = self.repo.commit(base_branch).hexsha
-            head = wt.head.commit.hexsha
+            head = _tree_head(worktree)
             if not self.repo.is_ancestor(self.repo.commit(tip), self.repo.commit(head)):
                 raise ReviewError(f"{base_branch} moved during the approve; approve again.")
             target = head
             if strategy == "squash" and head != tip:
-                tree = wt.head.commit.tree.hexsha
+                tree = self.repo.commit(head).tree.hexsha
                 target = commit_tree(self.repo.git, tree, [tip], message, self._identity())
             return self._fast_forward(base_branch, tip, target)
 

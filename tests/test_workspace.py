@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -161,3 +162,24 @@ def test_a_trees_git_fails_when_the_tree_is_gone_never_acting_on_the_current_fol
         pinned_git(tmp_path / "gone").merge("--abort")
     assert calc.read_text() == "work the user has not committed\n"
     assert repo.is_dirty()
+
+
+def test_approve_reads_a_gone_tree_as_gone_never_the_current_folders_repository(
+    repo: git.Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which commit a task's tree holds is asked of git in the tree (`-C`): with the tree
+    gone the approve fails with git's error. A `git.Repo` of the tree made before it went
+    ran its commands in the current folder: here another repository."""
+    workspace = Workspace(repo.working_dir)
+    tree = workspace.create("t1", "read", None)
+    elsewhere = git.Repo.init(tmp_path / "elsewhere", initial_branch="main")
+    (tmp_path / "elsewhere" / "x").write_text("x\n")
+    elsewhere.index.add(["x"])
+    elsewhere.index.commit("not the task's")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert workspace.bring_base_in(tree.path, "main") is False  # the tree there: its answer
+    shutil.rmtree(tree.path)  # as a cancel racing the approve would leave it
+    with pytest.raises(git.GitCommandError):
+        workspace.bring_base_in(tree.path, "main")
+    with pytest.raises(git.GitCommandError):
+        workspace.integrate(tree.path, "main", "squash", "squash")

@@ -62,7 +62,7 @@ from ..outcome import Outcome
 from ..task import CheckResult, Task, TaskState
 from .header import cost_text, early_header
 from .plan_record import PLAN_MIME, PlanRecordDisplay
-from .record import RecordDisplay, read_records, recorded_cells
+from .record import RecordDisplay, read_notebook, read_records, recorded_cells
 
 if TYPE_CHECKING:
     from ..best_of import Attempts
@@ -851,14 +851,15 @@ class DelegateMagics(Magics):
         update of the record already in the notebook, in the cell that holds it, never a
         second record. Later changes (a resume) update that record too."""
         notebook = Path(path)
-        tasks = restore(self.manager, notebook)
+        saved = _saved(notebook)  # read once: it is looked in four times
+        tasks = restore_records(self.manager, read_records(saved), notebook.parent)
         own = notebook_path(self.shell)
         # The cells of another notebook's records are no cells of this one.
         mine = own is not None and own.resolve() == notebook.resolve()
-        cells = recorded_cells(notebook) if mine else {}
+        cells = recorded_cells(saved) if mine else {}
         self._publish_restored(tasks, cells, notebook.parent)
-        plans = restore_plans(self.manager, read_records(notebook, PLAN_MIME), notebook.parent)
-        plan_cells = recorded_cells(notebook, PLAN_MIME) if mine else {}
+        plans = restore_plans(self.manager, read_records(saved, PLAN_MIME), notebook.parent)
+        plan_cells = recorded_cells(saved, PLAN_MIME) if mine else {}
         self._publish_restored_plans(plans, plan_cells, notebook.parent)
         return tasks
 
@@ -1296,10 +1297,14 @@ def notebook_path(shell: Any) -> Path | None:
 
 def restore(manager: Any, path: str | os.PathLike[str]) -> list[Task]:
     """Re-attach every task recorded in a saved notebook (read, never written)."""
-    notebook = Path(path)
-    if not notebook.is_file():
-        raise MagicUsageError(f"{notebook} is not a notebook file; nothing was restored.")
-    return restore_records(manager, read_records(notebook), notebook.parent)
+    return restore_records(manager, read_records(_saved(path)), Path(path).parent)
+
+
+def _saved(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The saved notebook at `path`, read."""
+    if not Path(path).is_file():
+        raise MagicUsageError(f"{path} is not a notebook file; nothing was restored.")
+    return read_notebook(path)
 
 
 def restore_records(manager: Any, records: Iterable[Mapping[str, Any]], folder: Path) -> list[Task]:

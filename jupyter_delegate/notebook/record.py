@@ -556,32 +556,14 @@ def publish_under(shell: Any, parent: Any, publish: Callable[[], None]) -> None:
         publisher.reset_thread_parent(token)
 
 
-def read_records(path: str | os.PathLike[str], mime: str = MIME) -> Iterator[dict[str, Any]]:
-    """Every task record (or record of `mime`) in a saved notebook, newest output of each
-    task last."""
-    for record, _cell in _records_and_cells(path, mime):
-        yield record
+Saved = str | os.PathLike[str] | Mapping[str, Any]  # a notebook's path, or its JSON read
 
 
-def recorded_cells(path: str | os.PathLike[str], mime: str = MIME) -> dict[str, str | None]:
-    """The cell (its id; None in notebooks before nbformat 4.5) holding each task's (or
-    record of `mime`'s) first record in a saved notebook: the one its later records
-    update."""
-    cells: dict[str, str | None] = {}
-    for record, cell in _records_and_cells(path, mime):
-        cells.setdefault(record["id"], cell)
-    return cells
-
-
-def _records_and_cells(
-    path: str | os.PathLike[str], mime: str = MIME
-) -> Iterator[tuple[dict[str, Any], str | None]]:
-    """Each record of `mime` (a task's, or plan_record.PLAN_MIME) in a saved notebook,
-    with the id of the cell holding it. The file is read as the JSON it is, not through
-    nbformat: records are only read, and nbformat's import (jsonschema and its format
-    checkers) took 1.3 to 2 s of a `%load_ext` in a notebook the kernel can name. A cell
-    id that an earlier cell has too (a copied notebook's) names no cell: an update there
-    could land in the wrong one."""
+def read_notebook(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A saved notebook's JSON, to look for records in more than once. Read as the JSON it
+    is, not through nbformat: records are only read, and nbformat's import (jsonschema and
+    its format checkers) took 1.3 to 2 s of a `%load_ext` in a notebook the kernel can
+    name."""
     where = os.fspath(path)
     try:
         with open(path, "rb") as handle:
@@ -596,7 +578,34 @@ def _records_and_cells(
             "save cut short leaves it so: Jupyter keeps the last checkpoint in "
             ".ipynb_checkpoints/ beside it."
         ) from exc
-    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    return notebook if isinstance(notebook, dict) else {}
+
+
+def read_records(saved: Saved, mime: str = MIME) -> Iterator[dict[str, Any]]:
+    """Every task record (or record of `mime`) in a saved notebook, newest output of each
+    task last."""
+    for record, _cell in _records_and_cells(saved, mime):
+        yield record
+
+
+def recorded_cells(saved: Saved, mime: str = MIME) -> dict[str, str | None]:
+    """The cell (its id; None in notebooks before nbformat 4.5) holding each task's (or
+    record of `mime`'s) first record in a saved notebook: the one its later records
+    update."""
+    cells: dict[str, str | None] = {}
+    for record, cell in _records_and_cells(saved, mime):
+        cells.setdefault(record["id"], cell)
+    return cells
+
+
+def _records_and_cells(
+    saved: Saved, mime: str = MIME
+) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """Each record of `mime` (a task's, or plan_record.PLAN_MIME) in a saved notebook,
+    with the id of the cell holding it. A cell id that an earlier cell has too (a copied
+    notebook's) names no cell: an update there could land in the wrong one."""
+    notebook = saved if isinstance(saved, Mapping) else read_notebook(saved)
+    cells = notebook.get("cells")
     owners: dict[object, int] = {}  # each cell id -> the first cell that has it
     for index, cell in enumerate(cells if isinstance(cells, list) else []):
         if not isinstance(cell, dict):

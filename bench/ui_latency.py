@@ -42,8 +42,12 @@ fake's stamp records, so each view's delay pairs exactly with the reply sent:
   kernel (`KERNEL_PROBE`): to the view's text event, to the view's push, to the DOM;
 - where the time goes, over the same windows: the kernel's, the Jupyter server's and
   Chromium's CPU in % of one core (/proc), the kernel's CPU per streamed reply, the
-  frames the page received on the kernel's websocket per second and by kind, and the
-  page's long tasks (main thread busy > 50 ms at a time) in ms per second.
+  frames the page received on the kernel's websocket per second and by kind, the
+  page's long tasks (main thread busy > 50 ms at a time) in ms per second, and the page's
+  work from the renderer's own counters (`many_page_*`: its main thread's CPU, style,
+  layout and script time in ms a second, layouts a second, and the main thread's ms per
+  reply streamed), which does not move with how the replies fell against the page's
+  busy spells as the latencies do.
 The notebook has JupyterLab's default windowing (UI_LATENCY_WINDOWING to change it);
 UI_LATENCY_PROFILE=1 writes the page's CPU profile and a trace to bench/out/.
 
@@ -585,6 +589,40 @@ def text_split(
     return figures
 
 
+# The renderer's counters (Chrome DevTools Protocol, Performance.getMetrics) the page's
+# work is read from: its main thread's CPU, and the style recalculations and layouts.
+PAGE_COUNTERS = {
+    "thread_ms": "ThreadTime",
+    "style_ms": "RecalcStyleDuration",
+    "layout_ms": "LayoutDuration",
+    "script_ms": "ScriptDuration",
+}
+
+
+def page_work(counters: list[dict[str, float]], replies: int) -> dict[str, float]:
+    """The page's work in each window (idle, busy, after: the counters read at each's
+    ends, in that order): its main thread's CPU and its style, layout and script time in
+    ms a second, layouts a second, and in the busy window the main thread's ms per reply
+    streamed. Work, not latency: it does not move with how the replies fell against it."""
+    figures: dict[str, float] = {}
+    for name, (start, end) in zip(("idle", "busy", "after"), pairwise(counters), strict=True):
+        span_s = (end["t"] - start["t"]) / 1e3
+        grew = {counter: end[counter] - start[counter] for counter in start if counter != "t"}
+        for figure, counter in PAGE_COUNTERS.items():
+            figures[f"many_page_{figure}_per_s_{name}"] = grew[counter] * 1e3 / span_s
+        figures[f"many_page_layouts_per_s_{name}"] = grew["LayoutCount"] / span_s
+        if name == "busy":
+            figures["many_page_thread_ms_per_reply"] = grew["ThreadTime"] * 1e3 / max(1, replies)
+    return figures
+
+
+def pairwise(counters: list[dict[str, float]]) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """The counters' readings as (start, end) of each window: they come in pairs."""
+    if len(counters) % 2:
+        raise RuntimeError(f"{len(counters)} readings of the page's counters: not pairs")
+    return [(counters[k], counters[k + 1]) for k in range(0, len(counters), 2)]
+
+
 def many_figures(
     seen: dict[str, Any], clock: DeltaClock, sampler: CpuSampler, tasks: int
 ) -> dict[str, Any]:
@@ -648,6 +686,7 @@ def many_figures(
         long_ms = sum(max(0.0, min(end, t + d) - max(start, t)) for t, d in seen["longtasks"])
         where[f"many_longtask_ms_per_s_{name}"] = long_ms / span_s
     kernel_busy = sampler.share(*window)["kernel"]
+    where.update(page_work(seen["counters"], sent_in))
     return {
         **spread(text, "many_text_ms"),
         "many_text_ms_p95": common.percentile(text, 95),

@@ -286,6 +286,15 @@ async function many() {
   });
   await open(notebook);
   await page.evaluate(INSTALL_MANY);
+  // The renderer's own counters (CPU time of its main thread, style and layout work), read
+  // at each window's ends: the page's work, apart from how the latencies happened to fall.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Performance.enable');
+  const counters = [];
+  const count = async () => {
+    const { metrics } = await cdp.send('Performance.getMetrics');
+    counters.push({ t: Date.now(), ...Object.fromEntries(metrics.map(m => [m.name, m.value])) });
+  };
   await runFirst();
   await idle();
   const one = async () => {
@@ -295,9 +304,11 @@ async function many() {
     return sample;
   };
   const result = { idle: [], busy: [], after: [] };
+  await count();
   for (let n = 0; n < samples; n++) {
     result.idle.push(await one());
   }
+  await count();
   await select(2);
   for (let k = 1; k < tasks; k++) {
     await page.keyboard.press('Shift+ArrowDown');
@@ -329,10 +340,10 @@ async function many() {
     tasks,
     { timeout: 120000 }
   );
-  let cdp = null;
+  let profiling = false;
   if (spec.profile) {
     // the page's JavaScript while they stream, sampled (opt-in: it slows the page)
-    cdp = await page.context().newCDPSession(page);
+    profiling = true;
     await cdp.send('Profiler.enable');
     await cdp.send('Profiler.setSamplingInterval', { interval: 500 });
     await cdp.send('Profiler.start');
@@ -342,13 +353,15 @@ async function many() {
       categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline']
     });
   }
+  await count();
   for (let n = 0; n < samples; n++) {
     result.busy.push(await one());
-    if (cdp && n === Math.min(9, samples - 1)) {
+    if (profiling && n === Math.min(9, samples - 1)) {
       await browser.stopTracing();
     }
   }
-  if (cdp) {
+  await count();
+  if (profiling) {
     writeFileSync(spec.profile, JSON.stringify((await cdp.send('Profiler.stop')).profile));
   }
   writeFileSync(spec.stop, '');
@@ -362,15 +375,17 @@ async function many() {
   );
   await page.waitForTimeout(3000); // the reviews' widgets, built on their own threads
   await idle();
+  await count();
   for (let n = 0; n < samples; n++) {
     result.after.push(await one());
   }
+  await count();
   await run(2 + tasks, { out: { selector: OUT, text: 'JDSTAMPS' } }); // the kernel's stamps
   const page_ = await page.evaluate(() => ({
     markers: window.__jdMany.seen,
     longtasks: window.__jdMany.longtasks
   }));
-  return { ...result, ...page_, frames };
+  return { ...result, ...page_, frames, counters };
 }
 
 const result = spec.many ? { many: await many() } : await classic();

@@ -40,6 +40,9 @@ fake's stamp records, so each view's delay pairs exactly with the reply sent:
   idle, against kernel_responsiveness's goal (bench/RESULTS.md says why idle);
 - `many_text_{to_view,push,to_dom}_ms`: each reply's delay split by a probe in the
   kernel (`KERNEL_PROBE`): to the view's text event, to the view's push, to the DOM;
+- `{idle,many,after}_one_plus_one_{to_kernel,run,to_dom}_ms`: each `1+1` split by the
+  same probe (IPython's run-cell events): to the kernel's start of the cell, its run, to
+  the DOM;
 - where the time goes, over the same windows: the kernel's, the Jupyter server's and
   Chromium's CPU in % of one core (/proc), the kernel's CPU per streamed reply, the
   frames the page received on the kernel's websocket per second and by kind, the
@@ -47,7 +50,8 @@ fake's stamp records, so each view's delay pairs exactly with the reply sent:
   work from the renderer's own counters (`many_page_*`: its main thread's CPU, style,
   layout and script time in ms a second, layouts a second, and the main thread's ms per
   reply streamed), which does not move with how the replies fell against the page's
-  busy spells as the latencies do.
+  busy spells as the latencies do; read also over 8 s of the tasks streaming with no
+  `1+1` and no click on the page (`..._alone`): what the views alone cost it.
 The notebook has JupyterLab's default windowing (UI_LATENCY_WINDOWING to change it);
 UI_LATENCY_PROFILE=1 writes the page's CPU profile and a trace to bench/out/.
 
@@ -368,8 +372,20 @@ def _jd_pushed(self):
             _jd_stamps[marker][1] = now
         waiting.clear()
 _jd_views.TaskView._on_event, _jd_views.TaskView._render_live = _jd_event, _jd_pushed
+_jd_cells = []  # each `1+1` run: [its cell starts, it ends] (epoch s)
+def _jd_pre(info):
+    if info.raw_cell.strip() == '1+1':
+        _jd_cells.append([_jd_time.time(), 0.0])
+def _jd_post(result):
+    if result.info.raw_cell.strip() == '1+1':
+        _jd_cells[-1][1] = _jd_time.time()
+get_ipython().events.register('pre_run_cell', _jd_pre)
+get_ipython().events.register('post_run_cell', _jd_post)
 """
-KERNEL_DUMP = "open('kernel-stamps.json', 'w').write(_jd_json.dumps(_jd_stamps)); print('JDSTAMPS')"
+KERNEL_DUMP = (
+    "open('kernel-stamps.json', 'w').write(_jd_json.dumps({'text': _jd_stamps, 'one': _jd_cells}));"
+    " print('JDSTAMPS')"
+)
 PROFILE = ROOT / "bench" / "out" / "ui_latency_many.cpuprofile"
 STREAM_GAP_MS = 2000.0  # a task still streams: its last reply at most this long ago
 STREAM_GOAL = re.compile(r"Stream (\d\d)\.")
@@ -554,7 +570,8 @@ def many_phase(clock: DeltaClock, tasks: int, samples: int) -> dict[str, Any]:
     raw = {"page": seen, "marked": clock.marked, "kernel": kernel, "cpu": sampler.samples}
     (out / "ui_latency_many_raw.json").write_text(json.dumps(raw))
     result = many_figures(seen, clock, sampler, tasks)
-    result.update(text_split(seen["markers"], clock.marked, kernel))
+    result.update(text_split(seen["markers"], clock.marked, kernel.get("text", {})))
+    result.update(one_plus_one_split(seen, kernel.get("one", [])))
     result.update(
         many_windowing=windowing_mode(),
         many_tasks=tasks,
@@ -599,20 +616,26 @@ PAGE_COUNTERS = {
 }
 
 
-def page_work(counters: list[dict[str, float]], replies: int) -> dict[str, float]:
-    """The page's work in each window (idle, busy, after: the counters read at each's
-    ends, in that order): its main thread's CPU and its style, layout and script time in
-    ms a second, layouts a second, and in the busy window the main thread's ms per reply
-    streamed. Work, not latency: it does not move with how the replies fell against it."""
+def page_work(counters: list[dict[str, float]], sent: list[float]) -> dict[str, float]:
+    """The page's work in each window (idle, busy, alone, after: the counters read at
+    each's ends, in that order; `alone`: the tasks streaming with no `1+1` and no click):
+    its main thread's CPU and its style, layout and script time in ms a second, layouts
+    a second, and in the windows with streaming the main thread's ms per reply sent in
+    them (`sent`: epoch s). Work, not latency: it does not move with how the replies fell
+    against the page's busy spells."""
     figures: dict[str, float] = {}
-    for name, (start, end) in zip(("idle", "busy", "after"), pairwise(counters), strict=True):
+    windows = ("idle", "busy", "alone", "after")
+    for name, (start, end) in zip(windows, pairwise(counters), strict=True):
         span_s = (end["t"] - start["t"]) / 1e3
         grew = {counter: end[counter] - start[counter] for counter in start if counter != "t"}
         for figure, counter in PAGE_COUNTERS.items():
             figures[f"many_page_{figure}_per_s_{name}"] = grew[counter] * 1e3 / span_s
         figures[f"many_page_layouts_per_s_{name}"] = grew["LayoutCount"] / span_s
-        if name == "busy":
-            figures["many_page_thread_ms_per_reply"] = grew["ThreadTime"] * 1e3 / max(1, replies)
+        if name in ("busy", "alone"):
+            replies = sum(start["t"] <= t * 1e3 <= end["t"] for t in sent)
+            figures[f"many_page_thread_ms_per_reply_{name}"] = (
+                grew["ThreadTime"] * 1e3 / max(1, replies)
+            )
     return figures
 
 
@@ -621,6 +644,30 @@ def pairwise(counters: list[dict[str, float]]) -> list[tuple[dict[str, float], d
     if len(counters) % 2:
         raise RuntimeError(f"{len(counters)} readings of the page's counters: not pairs")
     return [(counters[k], counters[k + 1]) for k in range(0, len(counters), 2)]
+
+
+def one_plus_one_split(seen: dict[str, Any], cells: list[list[float]]) -> dict[str, float]:
+    """Where a `1+1`'s round trip goes, by the kernel's run-cell events: shift-enter ->
+    the kernel starts the cell (`to_kernel`: the page's handling of the key, the
+    websocket, the server, the kernel's shell channel), -> the cell ends (`run`), -> `2`
+    in the DOM (`to_dom`: IOPub, the server, the page's main thread); p50 and p95 of each
+    per window. The kernel's runs pair in order with the page's samples (idle, busy,
+    after): none when their counts differ."""
+    samples = [(name, s) for name in ("idle", "busy", "after") for s in seen[name]]
+    if len(cells) != len(samples):
+        return {"many_one_plus_one_split_runs": float(len(cells))}
+    parts: dict[str, list[float]] = collections.defaultdict(list)
+    for (name, sample), (start, end) in zip(samples, cells, strict=True):
+        parts[f"{name}_to_kernel"].append(start * 1e3 - sample["t0"])
+        parts[f"{name}_run"].append((end - start) * 1e3)
+        parts[f"{name}_to_dom"].append(sample["out"] - end * 1e3)
+    figures: dict[str, float] = {}
+    for part, values in parts.items():
+        window, step = part.split("_", 1)
+        window = "many" if window == "busy" else window  # as many_one_plus_one_ms
+        figures[f"{window}_one_plus_one_{step}_ms_p50"] = common.median(values)
+        figures[f"{window}_one_plus_one_{step}_ms_p95"] = common.percentile(values, 95)
+    return figures
 
 
 def many_figures(
@@ -686,7 +733,7 @@ def many_figures(
         long_ms = sum(max(0.0, min(end, t + d) - max(start, t)) for t, d in seen["longtasks"])
         where[f"many_longtask_ms_per_s_{name}"] = long_ms / span_s
     kernel_busy = sampler.share(*window)["kernel"]
-    where.update(page_work(seen["counters"], sent_in))
+    where.update(page_work(seen["counters"], list(clock.marked.values())))
     return {
         **spread(text, "many_text_ms"),
         "many_text_ms_p95": common.percentile(text, 95),

@@ -273,6 +273,8 @@ function kindOf(payload) {
 // (the model finishes every task on its next turn), and once every view is in review,
 // `1+1` again, and the last cell writes the kernel's stamps. The page's frames on the
 // kernel's websocket are counted throughout.
+const STREAM_ALONE_MS = 8000;
+
 async function many() {
   const { notebook, tasks, samples } = spec.many;
   const frames = [];
@@ -360,6 +362,11 @@ async function many() {
       await browser.stopTracing();
     }
   }
+  await count();
+  // The tasks streaming with nothing else on the page (no `1+1`, no clicks): what the
+  // views alone cost the page, read by its counters.
+  await count();
+  await page.waitForTimeout(STREAM_ALONE_MS);
   await count();
   if (profiling) {
     writeFileSync(spec.profile, JSON.stringify((await cdp.send('Profiler.stop')).profile));

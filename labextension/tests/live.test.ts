@@ -62,6 +62,49 @@ describe('live line clock', () => {
   });
 });
 
+describe('live line writes', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(new Date('2026-12-02T12:00:00.000Z'));
+  });
+  afterEach(() => vi.useRealTimers());
+
+  // What a redraw changed in the DOM: the classes of the elements written (a text node's
+  // parent), so a test can say which parts a tick or a change touched.
+  const written = (records: MutationRecord[]) =>
+    records.map(r => {
+      const node = r.type === 'characterData' || r.target.nodeType === 3 ? r.target.parentElement! : r.target;
+      return `${r.type}:${(node as HTMLElement).className}`;
+    });
+
+  it('writes only the clock and the activity\'s time as a second turns', async () => {
+    const now = Date.now() / 1000;
+    const m = model({
+      started_at: now - 4.5,
+      activity: { kind: 'tool', verb: 'running', subject: 'pytest -q', since: now - 1.5 }
+    });
+    const el = document.createElement('div');
+    const cleanup = live.render({ model: m, el });
+    expect(el.querySelector('.jd-live-now')!.textContent).toBe('now: running pytest -q (1 s)');
+    expect((el.querySelector('.jd-live-pulse') as HTMLElement).style.display).toBe('none');
+    const observer = new MutationObserver(() => undefined);
+    observer.observe(el, { subtree: true, childList: true, characterData: true, attributes: true });
+    vi.advanceTimersByTime(600); // 5.1 s: the second turned
+    expect(new Set(written(observer.takeRecords()))).toEqual(
+      new Set(['childList:jd-live-clock', 'childList:jd-live-since'])
+    );
+    m.set('tail', ''); // a change that changes nothing shown
+    expect(observer.takeRecords()).toEqual([]);
+    m.set('activity', { kind: 'model', verb: 'writing', since: now + 0.6 });
+    expect(el.querySelector('.jd-live-now')!.textContent).toBe('now: the model is writing (0 s)');
+    expect((el.querySelector('.jd-live-pulse') as HTMLElement).style.display).toBe('');
+    expect((el.querySelector('.jd-live-now code') as HTMLElement).style.display).toBe('none');
+    expect(written(observer.takeRecords())).not.toContain('childList:jd-live-clock');
+    observer.disconnect();
+    cleanup();
+  });
+});
+
 describe('the early header', () => {
   beforeEach(() => vi.useFakeTimers());
   afterEach(() => {

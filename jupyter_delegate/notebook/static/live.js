@@ -45,6 +45,28 @@ function replaceEarly(model) {
   }, 0);
 }
 
+// Set a node's text, or whether it shows, only when that changes: with many views in a
+// notebook every write to the DOM makes the page recalculate style and lay itself out,
+// and the line is redrawn every second and at every change of the task's activity.
+function setText(node, text) {
+  if (node.textContent !== text) {
+    node.textContent = text;
+  }
+}
+
+function setShown(node, shown) {
+  const display = shown ? '' : 'none';
+  if (node.style.display !== display) {
+    node.style.display = display;
+  }
+}
+
+function setData(node, name, value) {
+  if (node.dataset[name] !== value) {
+    node.dataset[name] = value;
+  }
+}
+
 function render({ model, el }) {
   const header = document.createElement('div');
   header.className = 'jd-live-header';
@@ -57,8 +79,18 @@ function render({ model, el }) {
   replaceEarly(model);
   const root = document.createElement('div');
   root.className = 'jd-live';
+  // The line's parts, made once: "2m 05s · ● now: running `pytest -q` (4 s)".
   const line = document.createElement('div');
   line.className = 'jd-live-line';
+  const clock = span('jd-live-clock', '');
+  const dot = span('jd-live-pulse', '');
+  const verb = document.createTextNode('');
+  const code = document.createElement('code');
+  const elapsed = span('jd-live-since', '');
+  const what = span('jd-live-now', '');
+  what.append(dot, verb, code, elapsed);
+  const separator = document.createTextNode('');
+  line.append(clock, separator, what);
   const tail = document.createElement('pre');
   tail.className = 'jd-live-tail';
   root.append(line, tail);
@@ -69,35 +101,23 @@ function render({ model, el }) {
     const ended = model.get('ended_at');
     const activity = model.get('activity') || {};
     const now = Date.now() / 1000;
-    line.textContent = '';
-    root.dataset.kind = ended ? '' : activity.kind || '';
-    root.style.display = started ? '' : 'none';
-    if (started && ended) {
-      line.append(span('jd-live-clock', `took ${duration(ended - started)}`));
-    } else if (started) {
-      line.append(span('jd-live-clock', duration(now - started)));
-      if (activity.kind) {
-        line.append(' · ');
-        const what = document.createElement('span');
-        what.className = 'jd-live-now';
-        if (activity.kind === 'model') {
-          what.append(span('jd-live-pulse', ''));
-        }
-        const verb = activity.kind === 'model' ? `the model is ${activity.verb}` : activity.verb;
-        what.append(`now: ${verb}`);
-        if (activity.subject) {
-          what.append(' ');
-          const code = document.createElement('code');
-          code.textContent = activity.subject;
-          what.append(code);
-        }
-        what.append(span('jd-live-since', ` (${since(now - (activity.since || now))})`));
-        line.append(what);
-      }
+    const doing = started && !ended ? activity.kind || '' : '';
+    setData(root, 'kind', ended ? '' : activity.kind || '');
+    setShown(root, started);
+    setText(clock, ended ? `took ${duration(ended - started)}` : started ? duration(now - started) : '');
+    setText(separator, doing ? ' · ' : '');
+    setShown(what, doing);
+    if (doing) {
+      setShown(dot, doing === 'model');
+      const said = doing === 'model' ? `the model is ${activity.verb}` : activity.verb;
+      setText(verb, `now: ${said}${activity.subject ? ' ' : ''}`);
+      setText(code, activity.subject || '');
+      setShown(code, activity.subject);
+      setText(elapsed, ` (${since(now - (activity.since || now))})`);
     }
     const text = ended ? '' : model.get('tail') || '';
-    tail.textContent = text;
-    tail.style.display = text ? '' : 'none';
+    setText(tail, text);
+    setShown(tail, text);
   }
 
   // Each redraw lands just after the clock's next whole second, as a stopwatch turns,

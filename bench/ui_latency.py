@@ -53,7 +53,8 @@ fake's stamp records, so each view's delay pairs exactly with the reply sent:
   busy spells as the latencies do; read also over 8 s of the tasks streaming with no
   `1+1` and no click on the page (`..._alone`): what the views alone cost it.
 The notebook has JupyterLab's default windowing (UI_LATENCY_WINDOWING to change it);
-UI_LATENCY_PROFILE=1 writes the page's CPU profile and a trace to bench/out/.
+UI_LATENCY_PROFILE=1 writes the page's CPU profile and a trace of each of the busy and
+the alone windows to bench/out/ (ui_latency_many-{busy,alone}.{cpuprofile,trace.json}).
 
 `python bench/ui_latency.py [tiny|full|many] [REPS]`: full is 12 warm and 10 fresh
 kernels, then the many phase; `many` runs only that phase (REPS: `1+1` samples per

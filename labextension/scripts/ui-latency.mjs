@@ -342,35 +342,36 @@ async function many() {
     tasks,
     { timeout: 120000 }
   );
-  let profiling = false;
-  if (spec.profile) {
-    // the page's JavaScript while they stream, sampled (opt-in: it slows the page)
-    profiling = true;
+  const profile = async (what, during) => {
+    // the page's JavaScript sampled, and the renderer's own work (style, layout, paint)
+    // traced, over `during` (opt-in: it slows the page)
+    if (!spec.profile) {
+      return during();
+    }
+    const path = spec.profile.replace(/\.cpuprofile$/, `-${what}`);
     await cdp.send('Profiler.enable');
     await cdp.send('Profiler.setSamplingInterval', { interval: 500 });
     await cdp.send('Profiler.start');
-    // and the renderer's own work (style, layout, paint) over the first samples
     await browser.startTracing(page, {
-      path: spec.profile.replace(/\.cpuprofile$/, '.trace.json'),
+      path: `${path}.trace.json`,
       categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline']
     });
-  }
+    await during();
+    await browser.stopTracing();
+    writeFileSync(`${path}.cpuprofile`, JSON.stringify((await cdp.send('Profiler.stop')).profile));
+  };
   await count();
-  for (let n = 0; n < samples; n++) {
-    result.busy.push(await one());
-    if (profiling && n === Math.min(9, samples - 1)) {
-      await browser.stopTracing();
+  await profile('busy', async () => {
+    for (let n = 0; n < samples; n++) {
+      result.busy.push(await one());
     }
-  }
+  });
   await count();
   // The tasks streaming with nothing else on the page (no `1+1`, no clicks): what the
   // views alone cost the page, read by its counters.
   await count();
-  await page.waitForTimeout(STREAM_ALONE_MS);
+  await profile('alone', () => page.waitForTimeout(STREAM_ALONE_MS));
   await count();
-  if (profiling) {
-    writeFileSync(spec.profile, JSON.stringify((await cdp.send('Profiler.stop')).profile));
-  }
   writeFileSync(spec.stop, '');
   await page.waitForFunction(
     count =>

@@ -373,10 +373,12 @@ def _jd_pushed(self):
             _jd_stamps[marker][1] = now
         waiting.clear()
 _jd_views.TaskView._on_event, _jd_views.TaskView._render_live = _jd_event, _jd_pushed
-_jd_cells = []  # each `1+1` run: [its cell starts, it ends] (epoch s)
+_jd_cells = []  # each `1+1` run: [its cell starts, it ends, its request made] (epoch s)
 def _jd_pre(info):
     if info.raw_cell.strip() == '1+1':
-        _jd_cells.append([_jd_time.time(), 0.0])
+        made = get_ipython().kernel.get_parent().get('header', {}).get('date')
+        made = made.timestamp() if hasattr(made, 'timestamp') else 0.0
+        _jd_cells.append([_jd_time.time(), 0.0, made])
 def _jd_post(result):
     if result.info.raw_cell.strip() == '1+1':
         _jd_cells[-1][1] = _jd_time.time()
@@ -650,16 +652,20 @@ def pairwise(counters: list[dict[str, float]]) -> list[tuple[dict[str, float], d
 def one_plus_one_split(seen: dict[str, Any], cells: list[list[float]]) -> dict[str, float]:
     """Where a `1+1`'s round trip goes, by the kernel's run-cell events: shift-enter ->
     the kernel starts the cell (`to_kernel`: the page's handling of the key, the
-    websocket, the server, the kernel's shell channel), -> the cell ends (`run`), -> `2`
-    in the DOM (`to_dom`: IOPub, the server, the page's main thread); p50 and p95 of each
-    per window. The kernel's runs pair in order with the page's samples (idle, busy,
-    after): none when their counts differ."""
+    websocket, the server, the kernel's shell channel; of it, `request`: shift-enter ->
+    the page made the request, its header's date, and `request_to_kernel` the rest),
+    -> the cell ends (`run`), -> `2` in the DOM (`to_dom`: IOPub, the server, the page's
+    main thread); p50 and p95 of each per window. The kernel's runs pair in order with
+    the page's samples (idle, busy, after): none when their counts differ."""
     samples = [(name, s) for name in ("idle", "busy", "after") for s in seen[name]]
     if len(cells) != len(samples):
         return {"many_one_plus_one_split_runs": float(len(cells))}
     parts: dict[str, list[float]] = collections.defaultdict(list)
-    for (name, sample), (start, end) in zip(samples, cells, strict=True):
+    for (name, sample), (start, end, made) in zip(samples, cells, strict=True):
         parts[f"{name}_to_kernel"].append(start * 1e3 - sample["t0"])
+        if made:  # the page made the request (its header's date, ms) -> the cell starts
+            parts[f"{name}_request"].append(made * 1e3 - sample["t0"])
+            parts[f"{name}_request_to_kernel"].append((start - made) * 1e3)
         parts[f"{name}_run"].append((end - start) * 1e3)
         parts[f"{name}_to_dom"].append(sample["out"] - end * 1e3)
     figures: dict[str, float] = {}

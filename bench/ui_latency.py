@@ -623,9 +623,9 @@ def page_work(counters: list[dict[str, float]], sent: list[float]) -> dict[str, 
     """The page's work in each window (idle, busy, alone, after: the counters read at
     each's ends, in that order; `alone`: the tasks streaming with no `1+1` and no click):
     its main thread's CPU and its style, layout and script time in ms a second, layouts
-    a second, and in the windows with streaming the main thread's ms per reply sent in
-    them (`sent`: epoch s). Work, not latency: it does not move with how the replies fell
-    against the page's busy spells."""
+    and style recalculations a second (about one a frame drawn), and in the windows with
+    streaming the main thread's ms per reply sent in them (`sent`: epoch s). Work, not
+    latency: it does not move with how the replies fell against the page's busy spells."""
     figures: dict[str, float] = {}
     windows = ("idle", "busy", "alone", "after")
     for name, (start, end) in zip(windows, pairwise(counters), strict=True):
@@ -634,6 +634,7 @@ def page_work(counters: list[dict[str, float]], sent: list[float]) -> dict[str, 
         for figure, counter in PAGE_COUNTERS.items():
             figures[f"many_page_{figure}_per_s_{name}"] = grew[counter] * 1e3 / span_s
         figures[f"many_page_layouts_per_s_{name}"] = grew["LayoutCount"] / span_s
+        figures[f"many_page_restyles_per_s_{name}"] = grew["RecalcStyleCount"] / span_s
         if name in ("busy", "alone"):
             replies = sum(start["t"] <= t * 1e3 <= end["t"] for t in sent)
             figures[f"many_page_thread_ms_per_reply_{name}"] = (

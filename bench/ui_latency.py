@@ -44,7 +44,9 @@ fake's stamp records, so each view's delay pairs exactly with the reply sent:
   same probe (IPython's run-cell events): to the kernel's start of the cell, its run, to
   the DOM;
 - where the time goes, over the same windows: the kernel's, the Jupyter server's and
-  Chromium's CPU in % of one core (/proc), the kernel's CPU per streamed reply, the
+  Chromium's CPU in % of one core (/proc), how long the kernel's threads waited for a
+  core (ms a second, summed over its threads: /proc schedstat's run-queue time), the
+  kernel's CPU per streamed reply, the
   frames the page received on the kernel's websocket per second and by kind, the
   page's long tasks (main thread busy > 50 ms at a time) in ms per second, and the page's
   work from the renderer's own counters (`many_page_*`: its main thread's CPU, style,
@@ -448,11 +450,12 @@ def streaming(stop: Path) -> Any:
 class CpuSampler:
     """Every `every_s`: (epoch s, CPU seconds so far) of the kernel (its pid read from a
     file when it appears), its parent the Jupyter server, and Chromium (the descendants
-    of `browser_root`, the node process driving it), from /proc."""
+    of `browser_root`, the node process driving it), and the seconds the kernel's threads
+    have waited for a core (run-queue time, summed over its threads), from /proc."""
 
     def __init__(self, pid_file: Path, browser_root: int, every_s: float = 0.5) -> None:
         self.pid_file, self.browser_root, self.every_s = pid_file, browser_root, every_s
-        self.samples: list[tuple[float, float, float, float]] = []
+        self.samples: list[tuple[float, float, float, float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -468,7 +471,8 @@ class CpuSampler:
                     server = parent_of(kernel)
                 if kernel:
                     browser = sum(cpu_s(pid) for pid in descendants(self.browser_root))
-                    self.samples.append((time.time(), cpu_s(kernel), cpu_s(server), browser))
+                    sample = (time.time(), cpu_s(kernel), cpu_s(server), browser, waited_s(kernel))
+                    self.samples.append(sample)
             except (OSError, ValueError):  # a process gone between listing and reading
                 continue
 
@@ -477,17 +481,29 @@ class CpuSampler:
         self._thread.join()
 
     def share(self, start_ms: float, end_ms: float) -> dict[str, float]:
-        """Each process's CPU share between two epoch times (ms), from the samples
+        """Each process's CPU share between two epoch times (ms), and the kernel's
+        threads' wait for a core in seconds a second (`kernel_waiting`), from the samples
         around them (0 when the window is not covered)."""
         inside = [s for s in self.samples if start_ms / 1e3 <= s[0] <= end_ms / 1e3]
+        names = ((1, "kernel"), (2, "server"), (3, "browser"), (4, "kernel_waiting"))
         if len(inside) < 2:
-            return {"kernel": 0.0, "server": 0.0, "browser": 0.0}
+            return {name: 0.0 for _, name in names}
         first, last = inside[0], inside[-1]
         span = last[0] - first[0]
-        return {
-            name: (last[k] - first[k]) / span
-            for k, name in ((1, "kernel"), (2, "server"), (3, "browser"))
-        }
+        return {name: (last[k] - first[k]) / span for k, name in names}
+
+
+def waited_s(pid: int) -> float:
+    """The seconds process `pid`'s threads have waited on a run queue for a core, summed
+    (the second field of each thread's /proc schedstat, in ns)."""
+    total = 0
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{thread}/schedstat") as handle:
+                total += int(handle.read().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread gone between list and read
+            continue
+    return total / 1e9
 
 
 def parent_of(pid: int) -> int:
@@ -728,7 +744,10 @@ def many_figures(
     where: dict[str, Any] = {}
     for name, (start, end) in windows.items():
         for process, share in sampler.share(start, end).items():
-            where[f"many_{process}_cpu_pct_{name}"] = 100 * share
+            if process == "kernel_waiting":  # ms a second its threads waited for a core
+                where[f"many_kernel_waiting_ms_per_s_{name}"] = 1e3 * share
+            else:
+                where[f"many_{process}_cpu_pct_{name}"] = 100 * share
         span_s = (end - start) / 1e3
         frames = [f for f in seen["frames"] if start <= f[0] <= end]
         where[f"many_ws_frames_per_s_{name}"] = len(frames) / span_s

@@ -268,13 +268,15 @@ function kindOf(payload) {
   }
 }
 
+const STREAM_ALONE_MS = 8000;
+
 // `1+1` (cell 1) idle, then the tasks' cells selected together and run with one
 // shift-enter; once every task's words show, `1+1` while they stream; then the stop file
 // (the model finishes every task on its next turn), and once every view is in review,
-// `1+1` again, and the last cell writes the kernel's stamps. The page's frames on the
-// kernel's websocket are counted throughout.
-const STREAM_ALONE_MS = 8000;
-
+// `1+1` again, and the last cell writes the kernel's stamps. Between the streaming `1+1`
+// samples and the stop file, STREAM_ALONE_MS of the tasks streaming with nothing else
+// done on the page. The page's frames on the kernel's websocket are counted throughout,
+// its renderer's counters read at each window's ends.
 async function many() {
   const { notebook, tasks, samples } = spec.many;
   const frames = [];

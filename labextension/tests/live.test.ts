@@ -100,6 +100,8 @@ describe('live line writes', () => {
     expect((el.querySelector('.jd-live-pulse') as HTMLElement).style.display).toBe('');
     expect((el.querySelector('.jd-live-now code') as HTMLElement).style.display).toBe('none');
     expect(written(observer.takeRecords())).not.toContain('childList:jd-live-clock');
+    m.set('ended_at', now + 0.7);
+    expect(el.querySelector('.jd-live-line')!.textContent).toBe('took 5s');
     observer.disconnect();
     cleanup();
   });

@@ -104,7 +104,7 @@ function render({ model, el }) {
     const doing = started && !ended ? activity.kind || '' : '';
     setData(root, 'kind', ended ? '' : activity.kind || '');
     setShown(root, started);
-    setText(clock, ended ? `took ${duration(ended - started)}` : started ? duration(now - started) : '');
+    setText(clock, started && ended ? `took ${duration(ended - started)}` : started ? duration(now - started) : '');
     setText(separator, doing ? ' · ' : '');
     setShown(what, doing);
     if (doing) {
@@ -114,6 +114,9 @@ function render({ model, el }) {
       setText(code, activity.subject || '');
       setShown(code, activity.subject);
       setText(elapsed, ` (${since(now - (activity.since || now))})`);
+    } else {
+      // nothing left behind in the hidden part: the line's text is what it shows
+      [verb, code, elapsed].forEach(node => setText(node, ''));
     }
     const text = ended ? '' : model.get('tail') || '';
     setText(tail, text);

@@ -41,13 +41,15 @@ fake's stamp records, so each view's delay pairs exactly with the reply sent:
 - `many_text_{to_view,push,to_dom}_ms`: each reply's delay split by a probe in the
   kernel (`KERNEL_PROBE`): to the view's text event, to the view's push, to the DOM;
 - `{idle,many,after}_one_plus_one_{to_kernel,run,to_dom}_ms`: each `1+1` split by the
-  same probe (IPython's run-cell events): to the kernel's start of the cell, its run, to
-  the DOM;
+  same probe (IPython's run-cell events): to the kernel's start of the cell (of it,
+  `request`: to the page's request, and `request_to_kernel`), its run, to the DOM
+  (`many_one_plus_one_split_runs` instead when the kernel's runs do not pair with the
+  page's samples);
 - where the time goes, over the same windows: the kernel's, the Jupyter server's and
   Chromium's CPU in % of one core (/proc), how long the kernel's threads waited for a
   core (ms a second, summed over its threads: /proc schedstat's run-queue time), the
-  kernel's CPU per streamed reply, the
-  frames the page received on the kernel's websocket per second and by kind, the
+  kernel's CPU per streamed reply, the frames the page received on the kernel's
+  websocket per second and by kind, the
   page's long tasks (main thread busy > 50 ms at a time) in ms per second, and the page's
   work from the renderer's own counters (`many_page_*`: its main thread's CPU, style,
   layout and script time in ms a second, layouts a second, and the main thread's ms per
@@ -456,6 +458,7 @@ class CpuSampler:
     def __init__(self, pid_file: Path, browser_root: int, every_s: float = 0.5) -> None:
         self.pid_file, self.browser_root, self.every_s = pid_file, browser_root, every_s
         self.samples: list[tuple[float, float, float, float, float]] = []
+        self._waited: dict[str, int] = {}  # each kernel thread's run-queue ns, ended ones too
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -471,10 +474,24 @@ class CpuSampler:
                     server = parent_of(kernel)
                 if kernel:
                     browser = sum(cpu_s(pid) for pid in descendants(self.browser_root))
-                    sample = (time.time(), cpu_s(kernel), cpu_s(server), browser, waited_s(kernel))
-                    self.samples.append(sample)
+                    waited = self._kernel_waited(kernel)
+                    self.samples.append(
+                        (time.time(), cpu_s(kernel), cpu_s(server), browser, waited)
+                    )
             except (OSError, ValueError):  # a process gone between listing and reading
                 continue
+
+    def _kernel_waited(self, pid: int) -> float:
+        """The seconds the kernel's threads have waited on a run queue for a core, summed
+        over every thread seen, those ended since too (the second field of each thread's
+        /proc schedstat, in ns): a thread that ends takes none of the total with it."""
+        for thread in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{thread}/schedstat") as handle:
+                    self._waited[thread] = int(handle.read().split()[1])
+            except (OSError, IndexError, ValueError):  # a thread gone between list and read
+                continue
+        return sum(self._waited.values()) / 1e9
 
     def stop(self) -> None:
         self._stop.set()
@@ -491,19 +508,6 @@ class CpuSampler:
         first, last = inside[0], inside[-1]
         span = last[0] - first[0]
         return {name: (last[k] - first[k]) / span for k, name in names}
-
-
-def waited_s(pid: int) -> float:
-    """The seconds process `pid`'s threads have waited on a run queue for a core, summed
-    (the second field of each thread's /proc schedstat, in ns)."""
-    total = 0
-    for thread in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{thread}/schedstat") as handle:
-                total += int(handle.read().split()[1])
-        except (OSError, IndexError, ValueError):  # a thread gone between list and read
-            continue
-    return total / 1e9
 
 
 def parent_of(pid: int) -> int:

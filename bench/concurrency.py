@@ -16,10 +16,18 @@ would gain (reported apart; never compared with the goal). Last, the same
 one-versus-many runs (harness and bare) against the fake served from its own process over
 loopback, so that the fake's CPU is not on the engine's thread, as a real API's is not.
 
+Where the CPU goes (the process is one core's worth, the interpreter's lock: its CPU is
+its wall): each round's N-task batch and N bare loops with the process's user and system
+time, context switches, and the fake's own CPU apart from the rest (`cpu_harness_*`,
+`cpu_bare_*`, medians; `CpuAccount`); one more batch with each kind of thread's CPU and
+context switches (`cpu_by_thread`, `ThreadCpu`). And the paced pair: the N tasks and N
+bare loops at a real model's pace (5 turns of 1 s), where the CPU is not the limit, so
+what remains is each task's start (submit, worktree) and end (`paced_*`; not a goal).
+
 Rounds (5 at full size): each runs one task, N tasks, one bare loop and N bare loops, in
 that order, so drift hits both sides; each goal (`goals`) is printed with its bare
 reference and the ratio per round as min / median / max (`common.goal_figure`). The
-what-if and the loopback runs are made once, after the rounds.
+what-if, by-thread, paced and loopback runs are made once, after the rounds.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -47,6 +56,8 @@ NAME = "concurrency"
 # Issue 21: the harness's wall for N tasks against N bare SDK loops in the same round
 # (a ratio), and the resident memory a task adds (absolute).
 GOALS = {"concurrency_wall": 1.15, "memory_mb_per_task": 4.0}
+# The paced pair: the same tasks at a real model's pace, a turn of 1 s (not a goal).
+PACED_LATENCY_MS, PACED_STEPS = 1000, 5
 
 
 class AppendClock:
@@ -76,6 +87,108 @@ class AppendClock:
         from jupyter_delegate.journal import Journal
 
         Journal.append_many = self._append_many  # type: ignore[method-assign]
+
+
+class CpuAccount:
+    """Where this process's CPU went while entered: user and kernel (system) time and the
+    context switches of all its threads (`getrusage`), and the part of it the fake model
+    spent answering (`FakeMessagesAPI.reply`, timed with `time.thread_time` on the thread
+    that ran it; wrapped, restored): the stand-in's work, which a real API does on its own
+    machines. `own_cpu_s` is the rest: the harness (or the bare loops) and the SDK."""
+
+    def __enter__(self) -> CpuAccount:
+        import resource
+
+        from jupyter_delegate.testing.fake_anthropic import FakeMessagesAPI
+
+        self.fake_cpu_s = 0.0
+        self._reply = original = FakeMessagesAPI.reply
+
+        def reply(fake: Any, *args: Any, **kw: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return original(fake, *args, **kw)
+            finally:
+                self.fake_cpu_s += time.thread_time() - started
+
+        FakeMessagesAPI.reply = reply  # type: ignore[method-assign, assignment]
+        self._before = resource.getrusage(resource.RUSAGE_SELF)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import resource
+
+        from jupyter_delegate.testing.fake_anthropic import FakeMessagesAPI
+
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        FakeMessagesAPI.reply = self._reply  # type: ignore[method-assign]
+        user = after.ru_utime - self._before.ru_utime
+        system = after.ru_stime - self._before.ru_stime
+        self.figures = {
+            "cpu_s": user + system,
+            "user_s": user,
+            "system_s": system,
+            "fake_cpu_s": self.fake_cpu_s,
+            "own_cpu_s": user + system - self.fake_cpu_s,
+            "voluntary_switches": after.ru_nvcsw - self._before.ru_nvcsw,
+            "involuntary_switches": after.ru_nivcsw - self._before.ru_nivcsw,
+        }
+
+
+class ThreadCpu:
+    """Every 0.1 s, each thread's CPU so far (/proc/self/task/*/schedstat, its first
+    field) and how often it gave up its core (`voluntary_ctxt_switches` of its status),
+    kept per thread, ended ones too (a thread's last 0.1 s before it ends is lost), named
+    by its kind: the Python name without its number or task id (`delegate-git_3` and
+    `file tools 92a37c` count as `delegate-git` and `file tools`)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[str, int, int]] = {}
+        self._names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._read()  # the threads alive now start from what they had
+        self._start = dict(self._seen)
+        self._thread = threading.Thread(target=self._run, name="bench-thread-cpu", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        import re
+
+        for thread in threading.enumerate():
+            if thread.native_id is not None:
+                self._names[thread.native_id] = re.sub(r"(_\d+| [0-9a-f]{6})$", "", thread.name)
+        for tid_text in os.listdir("/proc/self/task"):
+            tid = int(tid_text)
+            try:
+                with open(f"/proc/self/task/{tid}/schedstat") as handle:
+                    ns = int(handle.read().split()[0])
+                with open(f"/proc/self/task/{tid}/status") as handle:
+                    status = handle.read()
+            except (OSError, IndexError, ValueError):  # ended between listing and reading
+                continue
+            switches = int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
+            self._seen[tid] = (self._names.get(tid, "other"), ns, switches)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self._read()
+
+    def stop(self) -> dict[str, dict[str, float]]:
+        """Per kind of thread: threads seen, CPU seconds and voluntary switches since
+        the start (the sampler's own thread left out)."""
+        self._stop.set()
+        self._thread.join()
+        self._read()
+        kinds: dict[str, dict[str, float]] = {}
+        for tid, (name, ns, switches) in self._seen.items():
+            if name == "bench-thread-cpu":
+                continue
+            _, ns0, switches0 = self._start.get(tid, (name, 0, 0))
+            kind = kinds.setdefault(name, {"threads": 0, "cpu_s": 0.0, "switches": 0})
+            kind["threads"] += 1
+            kind["cpu_s"] += (ns - ns0) / 1e9
+            kind["switches"] += switches - switches0
+        return dict(sorted(kinds.items(), key=lambda item: -item[1]["cpu_s"]))
 
 
 def batch(
@@ -111,7 +224,7 @@ def batch(
             if not rss_running and all(t.usage.steps >= 1 for t in submitted):
                 rss_running = now
 
-    sampler = threading.Thread(target=sample, daemon=True)
+    sampler = threading.Thread(target=sample, name="bench-memory", daemon=True)
     sampler.start()
     states = [str(task.wait(timeout=600)) for task in submitted]
     wall = time.perf_counter() - started
@@ -235,16 +348,31 @@ def run(size: str = "full") -> dict[str, Any]:
     bare_ones: list[float] = []
     bare_manys: list[float] = []
     bare_rss: list[int] = []
+    accounts: list[dict[str, float]] = []
+    bare_accounts: list[dict[str, float]] = []
+    paced_steps, paced_ms = (2, 200) if size == "tiny" else (PACED_STEPS, PACED_LATENCY_MS)
     with common.git_identity(), common.scratch(NAME) as tmp:
         repo = common.make_repo(tmp / "repo")
         batch(repo, 1, 2, 0)  # warm-up: imports, git, the SDK client
         with AppendClock() as clock:
             for _ in range(rounds):
                 ones.append(batch(repo, 1, steps, latency_ms))
-                manys.append(batch(repo, tasks, steps, latency_ms))
+                with CpuAccount() as account:
+                    manys.append(batch(repo, tasks, steps, latency_ms))
+                accounts.append(account.figures)
                 requests = ones[-1]["requests"]
                 bare_ones.append(bare_many(requests, 1, steps, latency_ms))
-                bare_manys.append(bare_many(requests, tasks, steps, latency_ms, None, bare_rss))
+                with CpuAccount() as account:
+                    bare_manys.append(bare_many(requests, tasks, steps, latency_ms, None, bare_rss))
+                bare_accounts.append(account.figures)
+        by_thread = ThreadCpu()
+        with CpuAccount() as threads_account:
+            threads_wall = batch(repo, tasks, steps, latency_ms)["wall"]
+        threads = by_thread.stop()
+        # At a real model's pace (a turn of paced_ms), where the CPU is not the limit.
+        paced_requests = batch(repo, 1, paced_steps, 0)["requests"]
+        paced = batch(repo, tasks, paced_steps, paced_ms)["wall"]
+        paced_bare = bare_many(paced_requests, tasks, paced_steps, paced_ms)
         with common.fsync_off():
             what_if = batch(repo, tasks, steps, latency_ms)
         with fake_process(tmp, steps, latency_ms) as url:
@@ -319,6 +447,19 @@ def run(size: str = "full") -> dict[str, Any]:
         "loopback_bare_many_wall_s": loop_bare_many,
         "loopback_bare_wall_ratio": loop_bare_many / loop_bare_one,
         "loopback_wall_vs_bare": loop_many["wall"] / loop_bare_many,
+        **{
+            f"cpu_{side}_{key}": common.median([a[key] for a in side_accounts])
+            for side, side_accounts in (("harness", accounts), ("bare", bare_accounts))
+            for key in accounts[0]
+        },
+        "cpu_by_thread_wall_s": threads_wall,  # that batch's own wall and process CPU
+        "cpu_by_thread_process_cpu_s": threads_account.figures["cpu_s"],
+        "cpu_by_thread": {kind: common.round_all(figures) for kind, figures in threads.items()},
+        "paced_latency_ms": paced_ms,
+        "paced_steps": paced_steps,
+        "paced_wall_s": paced,
+        "paced_bare_wall_s": paced_bare,
+        "paced_wall_vs_bare": paced / paced_bare,
         "what_if_no_fsync_wall_s": what_if["wall"],
         "what_if_no_fsync_loop_s_p50": common.median(what_if["phases"]["loop_s"]),
     }

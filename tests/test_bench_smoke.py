@@ -22,7 +22,11 @@ from bench import BENCHMARKS
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {
     "step_overhead": ("harness_step_ms_p50", "bare_step_ms_p50", "ratio", "tool_ms_p50"),
-    "concurrency": ("one_task_wall_s", "many_tasks_wall_s", "wall_ratio", "bare_many_wall_s"),
+    "concurrency": (
+        *("one_task_wall_s", "many_tasks_wall_s", "wall_ratio", "bare_many_wall_s"),
+        *("cpu_harness_cpu_s", "cpu_harness_fake_cpu_s", "cpu_bare_fake_cpu_s"),
+        *("cpu_harness_voluntary_switches", "paced_wall_s", "paced_bare_wall_s"),
+    ),
     "kernel_responsiveness": ("idle_ms_p95", "busy_ms_p95", "p95_ratio"),
     "submit": (
         *("submit_one_ms_p50", "floor_one_ms_p50"),
@@ -72,6 +76,8 @@ def test_benchmark_runs_tiny_and_reports_positive_figures(name: str) -> None:
             assert key in DIFFERENCES or value >= 0, (key, value)
     for goal in GOALS.get(name, ()):
         assert_goal_figure(figures["goals"][goal], goal)
+    if name == "concurrency":  # the CPU by kind of thread: the engine's is there
+        assert figures["cpu_by_thread"]["jupyter-delegate-engine"]["cpu_s"] > 0
     json.dumps(figures)  # one JSON object, printable on one line
 
 

@@ -40,7 +40,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,10 +116,17 @@ class CpuAccount:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Take the figures now (the batch's tasks all in review: what the bench reads
+        after, their journals, is not counted). Once; leaving the block does it else."""
         import resource
 
         from jupyter_delegate.testing.fake_anthropic import FakeMessagesAPI
 
+        if hasattr(self, "figures"):
+            return
         after = resource.getrusage(resource.RUSAGE_SELF)
         FakeMessagesAPI.reply = self._reply  # type: ignore[method-assign]
         user = after.ru_utime - self._before.ru_utime
@@ -173,9 +180,11 @@ class ThreadCpu:
         while not self._stop.wait(0.1):
             self._read()
 
-    def stop(self) -> dict[str, dict[str, float]]:
-        """Per kind of thread: threads seen, CPU seconds and voluntary switches since
-        the start (the sampler's own thread left out)."""
+    def stop(self) -> None:
+        """Per kind of thread, into `figures`: threads seen, CPU seconds and voluntary
+        switches since the start (the sampler's own thread left out). Once."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join()
         self._read()
@@ -188,14 +197,20 @@ class ThreadCpu:
             kind["threads"] += 1
             kind["cpu_s"] += (ns - ns0) / 1e9
             kind["switches"] += switches - switches0
-        return dict(sorted(kinds.items(), key=lambda item: -item[1]["cpu_s"]))
+        self.figures = dict(sorted(kinds.items(), key=lambda item: -item[1]["cpu_s"]))
 
 
 def batch(
-    repo: Path, tasks: int, steps: int, latency_ms: int, base_url: str | None = None
+    repo: Path,
+    tasks: int,
+    steps: int,
+    latency_ms: int,
+    base_url: str | None = None,
+    at_review: Sequence[Callable[[], object]] = (),
 ) -> dict[str, Any]:
     """Run `tasks` tasks at once on a fresh manager; wall, submit time, memory. The fake
-    is in process, or the server at `base_url` (its own process) when given."""
+    is in process, or the server at `base_url` (its own process) when given. `at_review`
+    is called when the last task is in review, before its journals are read."""
     from jupyter_delegate import Budget, Outcome
     from jupyter_delegate.manager import TaskManager
     from jupyter_delegate.testing import FakeMessagesAPI
@@ -228,6 +243,8 @@ def batch(
     sampler.start()
     states = [str(task.wait(timeout=600)) for task in submitted]
     wall = time.perf_counter() - started
+    for call in at_review:
+        call()
     done.set()
     sampler.join()
     if any(state != "review" for state in states):
@@ -358,7 +375,7 @@ def run(size: str = "full") -> dict[str, Any]:
             for _ in range(rounds):
                 ones.append(batch(repo, 1, steps, latency_ms))
                 with CpuAccount() as account:
-                    manys.append(batch(repo, tasks, steps, latency_ms))
+                    manys.append(batch(repo, tasks, steps, latency_ms, None, [account.stop]))
                 accounts.append(account.figures)
                 requests = ones[-1]["requests"]
                 bare_ones.append(bare_many(requests, 1, steps, latency_ms))
@@ -367,8 +384,8 @@ def run(size: str = "full") -> dict[str, Any]:
                 bare_accounts.append(account.figures)
         by_thread = ThreadCpu()
         with CpuAccount() as threads_account:
-            threads_wall = batch(repo, tasks, steps, latency_ms)["wall"]
-        threads = by_thread.stop()
+            stops = [threads_account.stop, by_thread.stop]
+            threads_wall = batch(repo, tasks, steps, latency_ms, None, stops)["wall"]
         # At a real model's pace (a turn of paced_ms), where the CPU is not the limit.
         paced_requests = batch(repo, 1, paced_steps, 0)["requests"]
         paced = batch(repo, tasks, paced_steps, paced_ms)["wall"]
@@ -454,7 +471,7 @@ def run(size: str = "full") -> dict[str, Any]:
         },
         "cpu_by_thread_wall_s": threads_wall,  # that batch's own wall and process CPU
         "cpu_by_thread_process_cpu_s": threads_account.figures["cpu_s"],
-        "cpu_by_thread": {kind: common.round_all(figures) for kind, figures in threads.items()},
+        "cpu_by_thread": {kind: common.round_all(f) for kind, f in by_thread.figures.items()},
         "paced_latency_ms": paced_ms,
         "paced_steps": paced_steps,
         "paced_wall_s": paced,

@@ -17,9 +17,16 @@ of the same size after each turn, the same options: thinking, effort, compaction
 same fake, and doing nothing else. Its p95 ratio
 is what the kernel would see from the model traffic alone, with no harness.
 
+Beside them (`outside_*` figures, not a goal): a third fresh kernel, the same round
+trips, while the same N tasks run in a sibling process of it (a `TaskManager` of their
+own, started from a cell, against the same fake): the same load on the machine's cores,
+none of it under the kernel's interpreter lock. What the kernel would see if the
+rounds ran out of its process (the `Runner` seam: runner.py).
+
 Rounds (5 at full size), each with fresh kernels and a fresh fake; the harness's kernel
-first in even rounds, the reference's first in odd ones. The goal (`goals`): the busy
-p95 of the harness's kernel over the reference's, per round, as min / median / max.
+first in even rounds, the reference's first in odd ones, the sibling's last. The goal
+(`goals`): the busy p95 of the harness's kernel over the reference's, per round, as
+min / median / max.
 
 The p95 of 100 samples is the 5th-slowest round trip: on a shared host one stall moves
 it, so compare several runs (bench/RESULTS.md). More samples would not only steady it:
@@ -46,6 +53,7 @@ NAME = "kernel_responsiveness"
 # Issue 21: the busy p95 of the harness's kernel against the bare reference's busy p95,
 # measured in the same round.
 GOALS = {"kernel_p95": 1.10}
+IMPORT_RUN_TASKS = "from bench.kernel_responsiveness import run_tasks"
 COUNT_RUNNING = (
     "import jupyter_delegate as _jd\n"
     "print(sum(str(_t.state) in ('queued', 'running') for _t in _jd.tasks()))\n"
@@ -155,6 +163,35 @@ def start_bare_loops(shape_json: str, loops: int, steps: int) -> None:
 RUNNING = [0]  # bare loops still running in this (the reference) kernel
 
 
+def run_tasks(repo: str, url: str, tasks: int, steps: int) -> None:
+    """Run in a sibling process of a kernel (`python -c`): `tasks` tasks as the
+    harness's kernel starts them, on a manager of this process, against the fake at
+    `url`; returns when all have ended, or ends the process when its kernel is gone."""
+    import threading
+
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True).start()
+    from bench.concurrency import loopback_client
+    from jupyter_delegate import Budget, Outcome
+    from jupyter_delegate.manager import TaskManager
+
+    manager = TaskManager(client=loopback_client(url), sandbox="none")
+    started = [
+        manager.submit(
+            Outcome(f"Read the notes {n}", budget=Budget(max_steps=steps + 5)), repo=repo
+        )
+        for n in range(tasks)
+    ]
+    for task in started:
+        task.wait(timeout=600)
+
+
 def run(size: str = "full") -> dict[str, Any]:
     common.check_size(size)
     tiny = size == "tiny"
@@ -171,6 +208,7 @@ def run(size: str = "full") -> dict[str, Any]:
             )
     ours = [figures_of(m["ours"]) for m in measured]
     bare = [figures_of(m["bare"]) for m in measured]
+    outside = [figures_of(m["outside"]) for m in measured]
     goals = {
         "kernel_p95": common.goal_figure(
             GOALS["kernel_p95"],
@@ -198,6 +236,13 @@ def run(size: str = "full") -> dict[str, Any]:
         "window_s": window_s,
         **{key: common.median([f[key] for f in ours]) for key in ours[0]},
         **{f"bare_{key}": common.median([f[key] for f in bare]) for key in bare[0]},
+        **{
+            f"outside_{key}": common.median([f[key] for f in outside])
+            for key in ("idle_ms_p95", "busy_ms_p50", "busy_ms_p95", "busy_ms_max")
+        },
+        "outside_p95_vs_bare": common.spread(
+            [o["busy_ms_p95"] / b["busy_ms_p95"] for o, b in zip(outside, bare, strict=True)]
+        ),
     }
     return common.round_all(figures)
 
@@ -263,9 +308,26 @@ def one_round(
                     common.kernel_run(client, "print(_kr.RUNNING[0])").strip()
                 )
 
+        def outside() -> None:
+            run = f"run_tasks({str(repo)!r}, {server.url!r}, {tasks}, {steps})"
+            code = f"import sys; sys.path.insert(0, {str(root)!r}); {IMPORT_RUN_TASKS}; {run}"
+            with common.kernel(env=env, cwd=tmp) as client:
+                popen = f"subprocess.Popen([sys.executable, '-c', {code!r}])"
+                cell = f"import subprocess, sys\n_p = {popen}"
+                result["outside"] = measure_busy(client, fake, [cell], tasks, samples, window_s)
+                result["outside_running"] = (
+                    common.kernel_run(
+                        client, "print(_p.poll() is None); _p.kill(); _p.wait()"
+                    ).strip()
+                    == "True"
+                )
+
         for part in (reference, harness) if bare_first else (harness, reference):
             part()
+        outside()
         server.close()  # before the kernels die mid-request: no reset tracebacks
+    if not result["outside_running"]:
+        raise RuntimeError("the sibling process's tasks ended before the timing did")
     if result["still_running"] < tasks or result["bare_running"] < tasks:
         raise RuntimeError(
             f"only {result['still_running']} tasks and {result['bare_running']} bare loops "
@@ -305,10 +367,10 @@ def figures_of(measured: dict[str, Any]) -> dict[str, float]:
     }
 
 
-if __name__ == "__main__":
-    sys.exit(common.main(run))
-
-
 def messages_sent(fake: Any) -> list[Any]:
     """The Messages API requests the fake received (not the Models API's, asked at submit)."""
     return [r for r in fake.requests if r.kind != "models"]
+
+
+if __name__ == "__main__":
+    sys.exit(common.main(run))

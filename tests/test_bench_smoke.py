@@ -27,7 +27,7 @@ EXPECTED = {
         *("cpu_harness_cpu_s", "cpu_harness_fake_cpu_s", "cpu_bare_fake_cpu_s"),
         *("cpu_harness_voluntary_switches", "paced_wall_s", "paced_bare_wall_s"),
     ),
-    "kernel_responsiveness": ("idle_ms_p95", "busy_ms_p95", "p95_ratio"),
+    "kernel_responsiveness": ("idle_ms_p95", "busy_ms_p95", "p95_ratio", "outside_busy_ms_p95"),
     "submit": (
         *("submit_one_ms_p50", "floor_one_ms_p50"),
         *("submit_many_s", "floor_many_s", "submit_many_cpu_s"),

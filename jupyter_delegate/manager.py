@@ -375,13 +375,13 @@ class TaskManager:
         context.idle.clear()
 
         async def launch() -> None:
-            if self._inboxes is None:
-                self._inboxes = asyncio.get_running_loop().create_task(self._serve_inboxes())
             try:
                 # Before the inbox is served (which needs `running`): a left request must
                 # be closed, not acted upon, and a pause must find the round's own guard.
                 await asyncio.to_thread(self._close_left_requests, task, context)
                 context.running = asyncio.current_task()
+                if self._inboxes is None:  # it ends when no round runs (`_serve_inboxes`)
+                    self._inboxes = asyncio.get_running_loop().create_task(self._serve_inboxes())
                 await self.rounds.run(task, context)
             finally:
                 context.running = None
@@ -705,11 +705,16 @@ class TaskManager:
 
     async def _serve_inboxes(self) -> None:
         """In the process running tasks: act on what other processes post to their
-        inboxes, within a fraction of a second."""
+        inboxes, within a fraction of a second. It ends when no round runs here, so an
+        idle engine (a kernel between tasks) is not woken ten times a second; the next
+        round starts it again (`_launch`, on this loop: no round can start in between)."""
         while True:
             await asyncio.sleep(0.1)
             with self._registry_lock:
                 held = [(t, c) for t, c in self._known() if c.running is not None]
+            if not held:
+                self._inboxes = None
+                return
             for task, context in held:
                 try:
                     size = os.stat(task.folder / control.INBOX).st_size

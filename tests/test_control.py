@@ -396,3 +396,43 @@ def test_a_round_runs_in_another_process_through_the_runner_seam(
     task.approve()  # no process holds it now: this one decides, under the lock
     assert task.state == TaskState.MERGED
     audit_ok(repo)
+
+
+def engine_wakes(manager: TaskManager, seconds: float) -> int:
+    """How often the manager's engine thread gave up its core in `seconds` (from its
+    /proc status): an idle loop sleeps through them."""
+
+    def switches() -> int:
+        assert manager._thread is not None and manager._thread.native_id is not None
+        status = Path(f"/proc/self/task/{manager._thread.native_id}/status").read_text()
+        return int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
+
+    before = switches()
+    time.sleep(seconds)
+    return switches() - before
+
+
+def test_an_idle_engine_sleeps_and_the_next_round_still_hears_its_inbox(
+    repo: git.Repo, make_manager: Factory
+) -> None:
+    slow_reads = [{"tools": [{"read": {"file_path": "calc.py"}}], "latency_ms": 400}] * 6
+    manager, fake = make_manager(
+        [*FIX_TURNS, *slow_reads, {"tools": [{"finish": {"summary": "x"}}]}]
+    )
+    task = manager.submit(Outcome("Make add() add.", checks=(CHECK,)), repo=repo.working_dir)
+    assert task.wait(timeout=90) == TaskState.REVIEW
+    time.sleep(0.3)  # the inbox server's last look
+    # Nothing runs: the loop is not woken ten times a second to look at inboxes.
+    assert engine_wakes(manager, 1.0) < 5
+    asked = len(fake.requests)
+    task.request_changes("Read it again, slowly.")
+    deadline = time.monotonic() + 30
+    while len(fake.requests) == asked and time.monotonic() < deadline:  # the round runs
+        time.sleep(0.05)
+    # The second round hears a pause posted by another process to its inbox.
+    control.post(task.folder, "pause", {}, control.requester("cli"))
+    assert task.wait(timeout=90) == TaskState.PAUSED
+    controls = [e.data for e in Journal(task.journal_path).events() if e.type == "control"]
+    pauses = [c for c in controls if c["action"] == "pause"]
+    assert [c["status"] for c in pauses] == ["accepted", "done"]
+    assert pauses[0]["by"]["via"] == "cli"

@@ -16,13 +16,13 @@ would gain (reported apart; never compared with the goal). Last, the same
 one-versus-many runs (harness and bare) against the fake served from its own process over
 loopback, so that the fake's CPU is not on the engine's thread, as a real API's is not.
 
-Where the CPU goes (the process is one core's worth, the interpreter's lock: its CPU is
-its wall): each round's N-task batch and N bare loops with the process's user and system
-time, context switches, and the fake's own CPU apart from the rest (`cpu_harness_*`,
-`cpu_bare_*`, medians; `CpuAccount`); one more batch with each kind of thread's CPU and
-context switches (`cpu_by_thread`, `ThreadCpu`). And the paced pair: the N tasks and N
-bare loops at a real model's pace (5 turns of 1 s), where the CPU is not the limit, so
-what remains is each task's start (submit, worktree) and end (`paced_*`; not a goal).
+Where the CPU goes: each round's N-task batch and N bare loops with the process's user
+and system time, context switches, its ended children's CPU (git's), and the fake's own
+CPU apart from the rest (`CpuAccount`); printed for one whole round, the one of the
+median harness wall (`cpu_round`, `cpu_harness_*`, `cpu_bare_*`); one more batch with
+each kind of thread's CPU and context switches (`cpu_by_thread`, `ThreadCpu`). And the
+paced pair: the N tasks and N bare loops at a real model's pace (5 turns of 1 s), where
+the CPU is not the limit, with the tasks' phases (`paced_*`; not a goal).
 
 Rounds (5 at full size): each runs one task, N tasks, one bare loop and N bare loops, in
 that order, so drift hits both sides; each goal (`goals`) is printed with its bare
@@ -36,11 +36,13 @@ import contextlib
 import gc
 import json
 import os
+import re
+import resource
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,17 +93,23 @@ class AppendClock:
 
 class CpuAccount:
     """Where this process's CPU went while entered: user and kernel (system) time and the
-    context switches of all its threads (`getrusage`), and the part of it the fake model
-    spent answering (`FakeMessagesAPI.reply`, timed with `time.thread_time` on the thread
-    that ran it; wrapped, restored): the stand-in's work, which a real API does on its own
-    machines. `own_cpu_s` is the rest: the harness (or the bare loops) and the SDK."""
+    context switches of all its threads (`getrusage`), the CPU of the child processes
+    that ended meanwhile (git's, `children_cpu_s`), and a lower bound of the part the fake
+    model spent answering (`FakeMessagesAPI.reply`, timed with `time.thread_time` on the
+    thread that ran it, wrapped and restored; the transport's handing over of the reply
+    is left to the rest): the stand-in's work, which a real API does on its own machines.
+    `own_cpu_s` is the rest: the harness (or the bare loops) and the SDK. `start()` and
+    `stop()` move the window's ends (`batch` calls them at its first submit and when its
+    last task is in review); entering and leaving the block are the defaults."""
+
+    def __init__(self) -> None:
+        self.fake_cpu_s = 0.0
+        self.figures: dict[str, float] | None = None
+        self._before: tuple[Any, Any] | None = None
 
     def __enter__(self) -> CpuAccount:
-        import resource
-
         from jupyter_delegate.testing.fake_anthropic import FakeMessagesAPI
 
-        self.fake_cpu_s = 0.0
         self._reply = original = FakeMessagesAPI.reply
 
         def reply(fake: Any, *args: Any, **kw: Any) -> Any:
@@ -111,62 +119,88 @@ class CpuAccount:
             finally:
                 self.fake_cpu_s += time.thread_time() - started
 
+        self._wrapper = reply
         FakeMessagesAPI.reply = reply  # type: ignore[method-assign, assignment]
-        self._before = resource.getrusage(resource.RUSAGE_SELF)
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Take the figures now (the batch's tasks all in review: what the bench reads
-        after, their journals, is not counted). Once; leaving the block does it else."""
-        import resource
-
         from jupyter_delegate.testing.fake_anthropic import FakeMessagesAPI
 
-        if hasattr(self, "figures"):
+        self.stop()
+        if FakeMessagesAPI.reply is self._wrapper:  # an account entered inside keeps its own
+            FakeMessagesAPI.reply = self._reply  # type: ignore[method-assign]
+
+    def start(self) -> None:
+        self.fake_cpu_s = 0.0
+        self._before = (resource.getrusage(resource.RUSAGE_SELF), _children())
+
+    def stop(self) -> None:
+        """Take the figures now; once."""
+        if self.figures is not None or self._before is None:
             return
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        FakeMessagesAPI.reply = self._reply  # type: ignore[method-assign]
-        user = after.ru_utime - self._before.ru_utime
-        system = after.ru_stime - self._before.ru_stime
+        after, children = resource.getrusage(resource.RUSAGE_SELF), _children()
+        before, children_before = self._before
+        user = after.ru_utime - before.ru_utime
+        system = after.ru_stime - before.ru_stime
         self.figures = {
             "cpu_s": user + system,
             "user_s": user,
             "system_s": system,
             "fake_cpu_s": self.fake_cpu_s,
             "own_cpu_s": user + system - self.fake_cpu_s,
-            "voluntary_switches": after.ru_nvcsw - self._before.ru_nvcsw,
-            "involuntary_switches": after.ru_nivcsw - self._before.ru_nivcsw,
+            "children_cpu_s": children - children_before,
+            "voluntary_switches": after.ru_nvcsw - before.ru_nvcsw,
+            "involuntary_switches": after.ru_nivcsw - before.ru_nivcsw,
         }
+
+
+def _children() -> float:
+    """The CPU seconds of this process's children that have ended and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+THREAD_NUMBER = re.compile(r"(_\d+| [0-9a-f]{6})$")  # `delegate-git_3`, `file tools 92a37c`
 
 
 class ThreadCpu:
     """Every 0.1 s, each thread's CPU so far (/proc/self/task/*/schedstat, its first
     field) and how often it gave up its core (`voluntary_ctxt_switches` of its status),
-    kept per thread, ended ones too (a thread's last 0.1 s before it ends is lost), named
-    by its kind: the Python name without its number or task id (`delegate-git_3` and
-    `file tools 92a37c` count as `delegate-git` and `file tools`)."""
+    kept per thread (its id and start time), ended ones too (a thread's last 0.1 s
+    before it ends is lost), summed by kind: the Python name without its number or task
+    id (`delegate-git_3` and `file tools 92a37c` count as `delegate-git` and `file
+    tools`). Only threads that ran in the window count; the sampler's own is reported as
+    `bench-thread-cpu`. `start()` and `stop()` as `CpuAccount`'s; use it as a block."""
 
     def __init__(self) -> None:
-        self._seen: dict[int, tuple[str, int, int]] = {}
+        self._seen: dict[tuple[int, int], tuple[str, int, int]] = {}
         self._names: dict[int, str] = {}
         self._stop = threading.Event()
-        self._read()  # the threads alive now start from what they had
-        self._start = dict(self._seen)
+        self.figures: dict[str, dict[str, float]] | None = None
+        self.start()
         self._thread = threading.Thread(target=self._run, name="bench-thread-cpu", daemon=True)
         self._thread.start()
 
-    def _read(self) -> None:
-        import re
+    def __enter__(self) -> ThreadCpu:
+        return self
 
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._read()
+        self._start = dict(self._seen)
+
+    def _read(self) -> None:
         for thread in threading.enumerate():
             if thread.native_id is not None:
-                self._names[thread.native_id] = re.sub(r"(_\d+| [0-9a-f]{6})$", "", thread.name)
+                self._names[thread.native_id] = THREAD_NUMBER.sub("", thread.name)
         for tid_text in os.listdir("/proc/self/task"):
             tid = int(tid_text)
             try:
+                with open(f"/proc/self/task/{tid}/stat") as handle:
+                    started = int(handle.read().rsplit(")", 1)[1].split()[19])
                 with open(f"/proc/self/task/{tid}/schedstat") as handle:
                     ns = int(handle.read().split()[0])
                 with open(f"/proc/self/task/{tid}/status") as handle:
@@ -174,29 +208,29 @@ class ThreadCpu:
             except (OSError, IndexError, ValueError):  # ended between listing and reading
                 continue
             switches = int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
-            self._seen[tid] = (self._names.get(tid, "other"), ns, switches)
+            self._seen[(tid, started)] = (self._names.get(tid, "other"), ns, switches)
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
             self._read()
 
     def stop(self) -> None:
-        """Per kind of thread, into `figures`: threads seen, CPU seconds and voluntary
-        switches since the start (the sampler's own thread left out). Once."""
+        """Per kind of thread, into `figures`: threads that ran, CPU seconds and
+        voluntary switches since the start. Once."""
         if self._stop.is_set():
             return
         self._stop.set()
         self._thread.join()
         self._read()
         kinds: dict[str, dict[str, float]] = {}
-        for tid, (name, ns, switches) in self._seen.items():
-            if name == "bench-thread-cpu":
+        for key, (name, ns, switches) in self._seen.items():
+            _, ns0, switches0 = self._start.get(key, (name, 0, 0))
+            if ns <= ns0:
                 continue
-            _, ns0, switches0 = self._start.get(tid, (name, 0, 0))
-            kind = kinds.setdefault(name, {"threads": 0, "cpu_s": 0.0, "switches": 0})
+            kind = kinds.setdefault(name, {"threads": 0, "cpu_s": 0.0, "voluntary_switches": 0})
             kind["threads"] += 1
             kind["cpu_s"] += (ns - ns0) / 1e9
-            kind["switches"] += switches - switches0
+            kind["voluntary_switches"] += switches - switches0
         self.figures = dict(sorted(kinds.items(), key=lambda item: -item[1]["cpu_s"]))
 
 
@@ -206,11 +240,12 @@ def batch(
     steps: int,
     latency_ms: int,
     base_url: str | None = None,
-    at_review: Sequence[Callable[[], object]] = (),
+    clocks: Sequence[CpuAccount | ThreadCpu] = (),
 ) -> dict[str, Any]:
     """Run `tasks` tasks at once on a fresh manager; wall, submit time, memory. The fake
-    is in process, or the server at `base_url` (its own process) when given. `at_review`
-    is called when the last task is in review, before its journals are read."""
+    is in process, or the server at `base_url` (its own process) when given. `clocks`
+    are started at the first submit and stopped when the last task is in review (before
+    the bench reads the journals), the wall's own ends."""
     from jupyter_delegate import Budget, Outcome
     from jupyter_delegate.manager import TaskManager
     from jupyter_delegate.testing import FakeMessagesAPI
@@ -222,6 +257,8 @@ def batch(
     gc.collect()
     rss_before = common.rss_bytes()
     rss_peak = rss_before
+    for clock in clocks:
+        clock.start()
     started = time.perf_counter()
     submitted = []
     for n in range(tasks):
@@ -243,8 +280,8 @@ def batch(
     sampler.start()
     states = [str(task.wait(timeout=600)) for task in submitted]
     wall = time.perf_counter() - started
-    for call in at_review:
-        call()
+    for clock in clocks:
+        clock.stop()
     done.set()
     sampler.join()
     if any(state != "review" for state in states):
@@ -375,20 +412,20 @@ def run(size: str = "full") -> dict[str, Any]:
             for _ in range(rounds):
                 ones.append(batch(repo, 1, steps, latency_ms))
                 with CpuAccount() as account:
-                    manys.append(batch(repo, tasks, steps, latency_ms, None, [account.stop]))
-                accounts.append(account.figures)
+                    manys.append(batch(repo, tasks, steps, latency_ms, None, [account]))
+                accounts.append(account.figures or {})
                 requests = ones[-1]["requests"]
                 bare_ones.append(bare_many(requests, 1, steps, latency_ms))
                 with CpuAccount() as account:
                     bare_manys.append(bare_many(requests, tasks, steps, latency_ms, None, bare_rss))
-                bare_accounts.append(account.figures)
-        by_thread = ThreadCpu()
-        with CpuAccount() as threads_account:
-            stops = [threads_account.stop, by_thread.stop]
-            threads_wall = batch(repo, tasks, steps, latency_ms, None, stops)["wall"]
+                bare_accounts.append(account.figures or {})
+        with ThreadCpu() as by_thread, CpuAccount() as threads_account:
+            threads_batch = batch(
+                repo, tasks, steps, latency_ms, None, [threads_account, by_thread]
+            )
         # At a real model's pace (a turn of paced_ms), where the CPU is not the limit.
         paced_requests = batch(repo, 1, paced_steps, 0)["requests"]
-        paced = batch(repo, tasks, paced_steps, paced_ms)["wall"]
+        paced = batch(repo, tasks, paced_steps, paced_ms)
         paced_bare = bare_many(paced_requests, tasks, paced_steps, paced_ms)
         with common.fsync_off():
             what_if = batch(repo, tasks, steps, latency_ms)
@@ -418,6 +455,7 @@ def run(size: str = "full") -> dict[str, Any]:
         ),
     }
     many = manys[len(manys) // 2]  # the phases of one round (the middle one)
+    middle = sorted(range(rounds), key=lambda n: many_walls[n])[rounds // 2]
     figures = {
         "benchmark": NAME,
         "size": size,
@@ -464,19 +502,30 @@ def run(size: str = "full") -> dict[str, Any]:
         "loopback_bare_many_wall_s": loop_bare_many,
         "loopback_bare_wall_ratio": loop_bare_many / loop_bare_one,
         "loopback_wall_vs_bare": loop_many["wall"] / loop_bare_many,
-        **{
-            f"cpu_{side}_{key}": common.median([a[key] for a in side_accounts])
-            for side, side_accounts in (("harness", accounts), ("bare", bare_accounts))
-            for key in accounts[0]
+        # The CPU of one whole round (the round of the median harness wall; its parts add
+        # up, which medians of each part would not), the harness's and the bare loops'.
+        "cpu_round": middle + 1,
+        "cpu_round_wall_s": many_walls[middle],
+        "cpu_round_bare_wall_s": bare_manys[middle],
+        **{f"cpu_harness_{key}": value for key, value in accounts[middle].items()},
+        **{f"cpu_bare_{key}": value for key, value in bare_accounts[middle].items()},
+        "cpu_by_thread_wall_s": threads_batch["wall"],  # that batch's own wall and CPU
+        "cpu_by_thread_process_cpu_s": (threads_account.figures or {}).get("cpu_s", 0.0),
+        "cpu_by_thread_children_cpu_s": (threads_account.figures or {}).get("children_cpu_s", 0.0),
+        "cpu_by_thread": {
+            kind: common.round_all(f) for kind, f in (by_thread.figures or {}).items()
         },
-        "cpu_by_thread_wall_s": threads_wall,  # that batch's own wall and process CPU
-        "cpu_by_thread_process_cpu_s": threads_account.figures["cpu_s"],
-        "cpu_by_thread": {kind: common.round_all(f) for kind, f in by_thread.figures.items()},
         "paced_latency_ms": paced_ms,
         "paced_steps": paced_steps,
-        "paced_wall_s": paced,
+        "paced_wall_s": paced["wall"],
         "paced_bare_wall_s": paced_bare,
-        "paced_wall_vs_bare": paced / paced_bare,
+        "paced_wall_vs_bare": paced["wall"] / paced_bare,
+        "paced_submit_s": paced["submit_s"],
+        **{
+            f"paced_{key}_{stat}": fn(values)
+            for key, values in paced["phases"].items()
+            for stat, fn in (("p50", common.median), ("max", max))
+        },
         "what_if_no_fsync_wall_s": what_if["wall"],
         "what_if_no_fsync_loop_s_p50": common.median(what_if["phases"]["loop_s"]),
     }

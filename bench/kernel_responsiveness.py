@@ -18,13 +18,14 @@ same fake, and doing nothing else. Its p95 ratio
 is what the kernel would see from the model traffic alone, with no harness.
 
 Beside them (`outside_*` figures, not a goal): a third fresh kernel, the same round
-trips, while the same N tasks run in a sibling process of it (a `TaskManager` of their
-own, started from a cell, against the same fake): the same load on the machine's cores,
-none of it under the kernel's interpreter lock. What the kernel would see if the
-rounds ran out of its process (the `Runner` seam: runner.py).
+trips, while the same N tasks run outside it, in a child process it starts from a cell
+(a `TaskManager` of its own, against the same fake): the same load on the machine's
+cores, none of it under the kernel's interpreter lock. A bound on what the kernel would
+see if the rounds ran out of its process (the `Runner` seam: runner.py): such a kernel
+would still show the views and hear the rounds' events, which this one does not.
 
 Rounds (5 at full size), each with fresh kernels and a fresh fake; the harness's kernel
-first in even rounds, the reference's first in odd ones, the sibling's last. The goal
+first in even rounds, the reference's first in odd ones, the outside one last. The goal
 (`goals`): the busy p95 of the harness's kernel over the reference's, per round, as
 min / median / max.
 
@@ -53,7 +54,13 @@ NAME = "kernel_responsiveness"
 # Issue 21: the busy p95 of the harness's kernel against the bare reference's busy p95,
 # measured in the same round.
 GOALS = {"kernel_p95": 1.10}
-IMPORT_RUN_TASKS = "from bench.kernel_responsiveness import run_tasks"
+# What the outside kernel's child runs: sys.argv = [-c, root, repo, url, tasks, steps, pid].
+RUN_TASKS = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from bench.kernel_responsiveness import run_tasks; "
+    "run_tasks(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:]))"
+)
+START_TIMEOUT_S = 120
 COUNT_RUNNING = (
     "import jupyter_delegate as _jd\n"
     "print(sum(str(_t.state) in ('queued', 'running') for _t in _jd.tasks()))\n"
@@ -111,7 +118,14 @@ def measure_busy(
     for cell in start:
         common.kernel_run(client, cell)
     start_s = time.perf_counter() - started
+    deadline = time.monotonic() + START_TIMEOUT_S
     while len(messages_sent(fake)) < requests_before + tasks:  # every loop talks to the model
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"only {len(messages_sent(fake)) - requests_before} of {tasks} tasks or loops "
+                f"asked the model within {START_TIMEOUT_S} s of being started: they did not "
+                "start (a failure in the kernel, or in the process it started, is in its output)"
+            )
         time.sleep(0.01)
     busy = round_trips(client, samples, gap_s)
     requests_seen, cpu_before = len(messages_sent(fake)), cpu_s(pid)
@@ -163,16 +177,15 @@ def start_bare_loops(shape_json: str, loops: int, steps: int) -> None:
 RUNNING = [0]  # bare loops still running in this (the reference) kernel
 
 
-def run_tasks(repo: str, url: str, tasks: int, steps: int) -> None:
-    """Run in a sibling process of a kernel (`python -c`): `tasks` tasks as the
-    harness's kernel starts them, on a manager of this process, against the fake at
-    `url`; returns when all have ended, or ends the process when its kernel is gone."""
+def run_tasks(repo: str, url: str, tasks: int, steps: int, kernel: int) -> None:
+    """Run in a process a kernel started (`RUN_TASKS`): `tasks` tasks as the harness's
+    kernel starts them, on a manager of this process, against the fake at `url`;
+    returns when all have ended, or ends the process once `kernel` (its parent's pid)
+    is no longer its parent."""
     import threading
 
-    parent = os.getppid()
-
     def orphaned() -> None:
-        while os.getppid() == parent:
+        while os.getppid() == kernel:
             time.sleep(0.5)
         os._exit(1)
 
@@ -238,7 +251,10 @@ def run(size: str = "full") -> dict[str, Any]:
         **{f"bare_{key}": common.median([f[key] for f in bare]) for key in bare[0]},
         **{
             f"outside_{key}": common.median([f[key] for f in outside])
-            for key in ("idle_ms_p95", "busy_ms_p50", "busy_ms_p95", "busy_ms_max")
+            for key in (
+                *("idle_ms_p95", "busy_ms_p50", "busy_ms_p95", "busy_ms_max"),
+                "kernel_cpu_ms_per_request",
+            )
         },
         "outside_p95_vs_bare": common.spread(
             [o["busy_ms_p95"] / b["busy_ms_p95"] for o, b in zip(outside, bare, strict=True)]
@@ -257,9 +273,9 @@ def one_round(
     window_s: float,
     bare_first: bool,
 ) -> dict[str, Any]:
-    """One round: the harness's kernel and the bare reference's, each fresh, against one
-    fresh fake; the reference sends what the harness's tasks sent (from a first task run
-    for it when the reference goes first)."""
+    """One round: the harness's kernel, the bare reference's and the outside one, each
+    fresh, against one fresh fake; the reference sends what the harness's tasks sent
+    (from a first task run for it when the reference goes first)."""
     from jupyter_delegate.testing import FakeMessagesAPI, FakeServer
     from jupyter_delegate.testing.fake_anthropic import OFFLINE_API_KEY
 
@@ -309,11 +325,10 @@ def one_round(
                 )
 
         def outside() -> None:
-            run = f"run_tasks({str(repo)!r}, {server.url!r}, {tasks}, {steps})"
-            code = f"import sys; sys.path.insert(0, {str(root)!r}); {IMPORT_RUN_TASKS}; {run}"
+            args = [str(root), str(repo), server.url, str(tasks), str(steps)]
             with common.kernel(env=env, cwd=tmp) as client:
-                popen = f"subprocess.Popen([sys.executable, '-c', {code!r}])"
-                cell = f"import subprocess, sys\n_p = {popen}"
+                command = f"[sys.executable, '-c', {RUN_TASKS!r}, *{args!r}, str(os.getpid())]"
+                cell = f"import os, subprocess, sys\n_p = subprocess.Popen({command})"
                 result["outside"] = measure_busy(client, fake, [cell], tasks, samples, window_s)
                 result["outside_running"] = (
                     common.kernel_run(
@@ -327,7 +342,7 @@ def one_round(
         outside()
         server.close()  # before the kernels die mid-request: no reset tracebacks
     if not result["outside_running"]:
-        raise RuntimeError("the sibling process's tasks ended before the timing did")
+        raise RuntimeError("the tasks outside the kernel ended before the timing did")
     if result["still_running"] < tasks or result["bare_running"] < tasks:
         raise RuntimeError(
             f"only {result['still_running']} tasks and {result['bare_running']} bare loops "

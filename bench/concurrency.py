@@ -2,7 +2,7 @@
 
 One TaskManager (one engine thread, one asyncio loop), the in-process fake with a fixed
 model latency (100 ms per turn), N tasks of S steps each (`read` turns, then `finish`),
-each batch on a fresh repository. First one task alone, then N at once. Wall time runs
+each round on a repository of its own. First one task alone, then N at once. Wall time runs
 from the first `submit` to the last task in review. Resident memory is read from /proc/self/statm
 before the first submit of the batch and when every task is running (all N are past
 their first model turn), divided by N; the peak during the run is reported too.
@@ -409,18 +409,23 @@ def run(size: str = "full") -> dict[str, Any]:
     with common.git_identity(), common.scratch(NAME) as tmp:
         made = itertools.count()
 
-        def fresh() -> Path:
-            """A repository of its own for each batch: `git worktree add` slows with the
-            worktrees a repository has (5 ms each with none, 25 ms with 400), and the
-            batches would leave 400 behind."""
-            return common.make_repo(tmp / f"repo{next(made)}")
+        def used() -> Path:
+            """A repository of its own, used once before (a task run in it to its review):
+            `git worktree add` slows with the worktrees a repository has (5 ms each with
+            none, 25 ms with 400) and the batches would leave 400 in one; and a repository
+            used for the first time makes its state folders then, which a batch should not
+            time (the rounds' repositories are used first by their one-task batch)."""
+            repo = common.make_repo(tmp / f"repo{next(made)}")
+            batch(repo, 1, 2, 0)
+            return repo
 
-        batch(fresh(), 1, 2, 0)  # warm-up: imports, git, the SDK client
+        used()  # warm-up: imports, git, the SDK client
         with AppendClock() as clock:
             for _ in range(rounds):
-                ones.append(batch(fresh(), 1, steps, latency_ms))
+                repo = common.make_repo(tmp / f"repo{next(made)}")
+                ones.append(batch(repo, 1, steps, latency_ms))
                 with CpuAccount() as account:
-                    manys.append(batch(fresh(), tasks, steps, latency_ms, None, [account]))
+                    manys.append(batch(repo, tasks, steps, latency_ms, None, [account]))
                 accounts.append(account.figures or {})
                 requests = ones[-1]["requests"]
                 bare_ones.append(bare_many(requests, 1, steps, latency_ms))
@@ -429,17 +434,19 @@ def run(size: str = "full") -> dict[str, Any]:
                 bare_accounts.append(account.figures or {})
         with ThreadCpu() as by_thread, CpuAccount() as threads_account:
             threads_batch = batch(
-                fresh(), tasks, steps, latency_ms, None, [threads_account, by_thread]
+                used(), tasks, steps, latency_ms, None, [threads_account, by_thread]
             )
         # At a real model's pace (a turn of paced_ms), where the CPU is not the limit.
-        paced_requests = batch(fresh(), 1, paced_steps, 0)["requests"]
-        paced = batch(fresh(), tasks, paced_steps, paced_ms)
+        repo = used()
+        paced_requests = batch(repo, 1, paced_steps, 0)["requests"]
+        paced = batch(repo, tasks, paced_steps, paced_ms)
         paced_bare = bare_many(paced_requests, tasks, paced_steps, paced_ms)
         with common.fsync_off():
-            what_if = batch(fresh(), tasks, steps, latency_ms)
+            what_if = batch(used(), tasks, steps, latency_ms)
         with fake_process(tmp, steps, latency_ms) as url:
-            loop_one = batch(fresh(), 1, steps, latency_ms, url)
-            loop_many = batch(fresh(), tasks, steps, latency_ms, url)
+            repo = used()
+            loop_one = batch(repo, 1, steps, latency_ms, url)
+            loop_many = batch(repo, tasks, steps, latency_ms, url)
             loop_bare_one = bare_many(requests, 1, steps, latency_ms, url)
             loop_bare_many = bare_many(requests, tasks, steps, latency_ms, url)
     one_walls = [b["wall"] for b in ones]

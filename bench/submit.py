@@ -103,13 +103,15 @@ def run(size: str = "full") -> dict[str, Any]:
         repo = common.make_repo(tmp / "repo")
         one_by_one(repo, 2)  # warm-up: imports, git, the SDK client
         for n in range(rounds):
+            # A repository of each round's own, used first by the single submits:
+            # `git worktree add` slows with the worktrees one has (bench/concurrency.py),
+            # and each round leaves `many` behind.
+            repo = common.make_repo(tmp / f"repo{n}")
             times, opening = one_by_one(repo, singles)
             one_p50.append(common.median(times) * 1000)
             floors = [floor_s(tmp / f"floor{n}" / f"one{k}", opening) for k in range(singles)]
             one_floor.append(common.median(floors) * 1000)
-            # A fresh repository: `git worktree add` slows with the worktrees one has
-            # (bench/concurrency.py), and each round leaves `many` behind.
-            wall, cpu = at_once(common.make_repo(tmp / f"repo{n}"), many, latency_ms)
+            wall, cpu = at_once(repo, many, latency_ms)
             many_s.append(wall)
             many_cpu_s.append(cpu)
             many_floor.append(

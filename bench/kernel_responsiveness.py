@@ -190,6 +190,12 @@ def run_tasks(repo: str, url: str, tasks: int, steps: int, kernel: int) -> None:
         os._exit(1)
 
     threading.Thread(target=orphaned, daemon=True).start()
+    tasks_here(repo, url, tasks, steps + 5, timeout_s=600)
+
+
+def tasks_here(repo: str | Path, url: str, tasks: int, max_steps: int, timeout_s: float) -> None:
+    """`tasks` tasks ("Read the notes 0", ...) on a manager of this process against the
+    fake at `url`, each waited for."""
     from bench.concurrency import loopback_client
     from jupyter_delegate import Budget, Outcome
     from jupyter_delegate.manager import TaskManager
@@ -197,12 +203,12 @@ def run_tasks(repo: str, url: str, tasks: int, steps: int, kernel: int) -> None:
     manager = TaskManager(client=loopback_client(url), sandbox="none")
     started = [
         manager.submit(
-            Outcome(f"Read the notes {n}", budget=Budget(max_steps=steps + 5)), repo=repo
+            Outcome(f"Read the notes {n}", budget=Budget(max_steps=max_steps)), repo=repo
         )
         for n in range(tasks)
     ]
     for task in started:
-        task.wait(timeout=600)
+        task.wait(timeout=timeout_s)
 
 
 def run(size: str = "full") -> dict[str, Any]:
@@ -354,13 +360,7 @@ def one_round(
 def _send_one_task(repo: Path, url: str) -> None:
     """A two-step task in this process against the fake at `url`: the requests a task
     sends (its system prompt and tools), for the reference to copy."""
-    from bench.concurrency import loopback_client
-    from jupyter_delegate import Budget, Outcome
-    from jupyter_delegate.manager import TaskManager
-
-    manager = TaskManager(client=loopback_client(url), sandbox="none")
-    task = manager.submit(Outcome("Read the notes 0", budget=Budget(max_steps=7)), repo=repo)
-    task.wait(timeout=120)
+    tasks_here(repo, url, 1, 7, timeout_s=120)
 
 
 def figures_of(measured: dict[str, Any]) -> dict[str, float]:

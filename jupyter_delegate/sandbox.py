@@ -16,6 +16,10 @@ memory. Two tiers:
 - "none": the explicit opt-out; the same process handling and scrubbed environment, no
   confinement. Callers journal such commands as unsandboxed.
 
+Every command's processes are capped (`Limits.processes`): by `ulimit -u`, and, where that
+does not bind (root: the kernel exempts uid 0 from RLIMIT_NPROC, in a user namespace or
+not), by a pids cgroup of its own when one can be made (`_ProcessCap`); a fork bomb then
+fills its cgroup, not the machine's process table.
 What deliberately does not live here: deciding whether a command may run (policy and
 approvals), journaling, the agent's file tools, and git. This module knows nothing of
 tasks or agents; it runs a command in a directory and says what happened.
@@ -335,10 +339,17 @@ class Sandbox:
                 pass_fds.append(read_end)
             if self._tier == "bubblewrap":
                 argv = self._bwrap_argv(argv, env, environment, pass_fds[0] if pass_fds else None)
+            cap = _ProcessCap.make(self._limits.processes)
+            if cap is not None:
+                argv = cap.wrap(argv)
             started = time.monotonic()
-            exit_code, output, truncated, timed_out = await _execute(
-                argv, self._worktree, env, timeout_s, self._output_limit, pass_fds, on_output
-            )
+            try:
+                exit_code, output, truncated, timed_out = await _execute(
+                    argv, self._worktree, env, timeout_s, self._output_limit, pass_fds, on_output
+                )
+            finally:
+                if cap is not None:
+                    await cap.close()
         finally:
             for fd in pass_fds:
                 os.close(fd)
@@ -581,6 +592,115 @@ def _kill_group(pgid: int) -> None:
     # pid namespace (--die-with-parent), and with it every process inside.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+class _ProcessCap:
+    """A pids cgroup of one command's own, for where `ulimit -u` does not bind: a process
+    running as root (uid 0 is exempt from RLIMIT_NPROC, and bwrap's user namespace maps
+    the command to the caller's uid). The command's first process joins it before it
+    execs (`wrap`), so everything it starts is counted; `close` kills what is left in it
+    and removes it. None where no pids cgroup can be made (then only `ulimit` caps)."""
+
+    _home: Path | None = None
+    _looked = False
+    _lock = threading.Lock()
+    _made = 0
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @classmethod
+    def make(cls, limit: int) -> _ProcessCap | None:
+        home = cls.home()
+        if home is None:
+            return None
+        with cls._lock:
+            cls._made += 1
+            folder = home / f"{os.getpid()}-{cls._made}"
+        try:
+            folder.mkdir()
+            (folder / "pids.max").write_text(str(limit))
+        except OSError:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+            return None
+        return cls(folder)
+
+    @classmethod
+    def home(cls) -> Path | None:
+        """Where this process makes its commands' cgroups (looked up once), or None."""
+        with cls._lock:
+            if not cls._looked:
+                cls._looked = True
+                cls._home = _pids_cgroup_home() if os.geteuid() == 0 else None
+            return cls._home
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """`argv`, started by a shell that first moves itself into the cgroup."""
+        join = 'echo $$ > "$0" && exec "$@"'
+        return ["/bin/sh", "-c", join, str(self.folder / "cgroup.procs"), *argv]
+
+    async def close(self) -> None:
+        """Kill what is left in the cgroup (an unconfined command's stray processes; under
+        bwrap the pid namespace took them already) and remove it."""
+        for _ in range(200):
+            try:
+                pids = (self.folder / "cgroup.procs").read_text().split()
+            except OSError:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()
+                return
+            await asyncio.sleep(0.01)
+
+
+def _pids_cgroup_home() -> Path | None:
+    """A folder in this process's pids cgroup (v1 pids hierarchy, or cgroup v2 with the
+    pids controller enabled below it) where child cgroups can be made, or None."""
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+        own = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    v1 = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in own if line.count(":") >= 2}
+    for line in mounts:
+        fields = line.split(" - ")
+        if len(fields) != 2:
+            continue
+        mountpoint = line.split()[4]
+        kind, _, options = fields[1].split()[:3]
+        if kind == "cgroup" and "pids" in options.split(","):
+            place = v1.get("pids")
+        elif kind == "cgroup2":
+            place = v1.get("")
+        else:
+            continue
+        if place is None:
+            continue
+        folder = Path(mountpoint) / place.lstrip("/") / "jupyter-delegate"
+        try:
+            folder.mkdir(exist_ok=True)
+            if kind == "cgroup2":
+                (folder.parent / "cgroup.subtree_control").write_text("+pids")
+                (folder / "cgroup.subtree_control").write_text("+pids")
+            if (folder / "pids.max").exists() or kind == "cgroup":
+                _sweep(folder)
+                return folder
+        except OSError:
+            continue
+    return None
+
+
+def _sweep(home: Path) -> None:
+    """Remove the cgroups left by processes that died before removing them (empty)."""
+    for child in home.iterdir():
+        owner = child.name.split("-", 1)[0]
+        if child.is_dir() and owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            with contextlib.suppress(OSError):
+                child.rmdir()
 
 
 class _HeadTail:

@@ -563,3 +563,32 @@ def test_a_worktree_that_grows_over_its_quota_is_reported(worktree: Path, tier: 
     toolbox = Toolbox(worktree, sandbox, 20.0)
     with pytest.raises(TaskFailed, match=r"grew by \d+ MB, over its quota"):
         asyncio.run(toolbox.call("bash", {"command": "head -c 3000000 /dev/urandom > b2"}))
+
+
+ROOT_UNCAPPED = os.geteuid() == 0 and sandbox_module._ProcessCap.home() is None
+
+
+@BOTH_TIERS
+@pytest.mark.skipif(
+    ROOT_UNCAPPED, reason="root without a pids cgroup here: nothing can cap its processes"
+)
+def test_a_command_cannot_start_more_processes_than_its_limit(worktree: Path, tier: str) -> None:
+    # `ulimit -u` does not bind root (as CI runs): there a pids cgroup caps the command.
+    sandbox = Sandbox(worktree, tier=tier, limits=sandbox_module.Limits(processes=40))
+    sleep = unique_sleep()
+    most = 0
+
+    async def scenario() -> CommandResult:
+        nonlocal most
+        command = asyncio.create_task(
+            sandbox.run(f"for i in $(seq 200); do {sleep} & done; wait", timeout_s=4)
+        )
+        while not command.done():
+            most = max(most, len(processes_running(sleep)))
+            await asyncio.sleep(0.05)
+        return await command
+
+    result = asyncio.run(scenario())
+    assert result.timed_out, result
+    assert 10 <= most <= 40, most
+    assert processes_running(sleep) == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import threading
 import uuid
 from pathlib import Path
 
@@ -279,9 +281,26 @@ def test_a_fork_bomb_is_contained_and_killed(repo: git.Repo, make_manager: Facto
     manager, _ = make_manager(
         [{"tools": [{"bash": {"command": bomb, "timeout_ms": 2000}}]}, FIX_TURNS[-1]]
     )
-    task = manager.submit(Outcome("x"), repo=repo.working_dir)
-    assert task.wait(timeout=60) == TaskState.REVIEW
+    refused: list[OSError] = []
+    stop = threading.Event()
+
+    def host_starts_processes() -> None:  # the user's machine keeps working meanwhile
+        while not stop.wait(0.05):
+            try:
+                subprocess.run(["/bin/true"], check=True)
+            except OSError as exc:
+                refused.append(exc)
+
+    host = threading.Thread(target=host_starts_processes)
+    host.start()
+    try:
+        task = manager.submit(Outcome("x"), repo=repo.working_dir)
+        assert task.wait(timeout=60) == TaskState.REVIEW
+    finally:
+        stop.set()
+        host.join()
     assert marker_gone(marker)
+    assert refused == []
 
 
 @needs_bwrap

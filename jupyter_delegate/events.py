@@ -136,7 +136,9 @@ class UserTurn(_Event):
 @dataclass(frozen=True)
 class AssistantTurn(_Event):
     """`assistant`: a finished model turn as the model sent it (redacted), the model that
-    served it, and its usage (engine.model.usage_of)."""
+    served it, and its usage (engine.model.usage_of). `message_id`: the API's id of the
+    message (absent in journals from before it was kept), the key its streamed words
+    were told under."""
 
     TYPE: ClassVar[str] = "assistant"
     content: list[dict[str, Any]]
@@ -144,6 +146,7 @@ class AssistantTurn(_Event):
     stop_reason: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
     request_id: str | None = None
+    message_id: str = field(default="", metadata=SOMETIMES)
 
 
 @dataclass(frozen=True)

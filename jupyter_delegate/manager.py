@@ -72,7 +72,7 @@ from .outcome import Outcome
 from .policy import PermissionRequest, Policy, Rule, effective_policy, reads_config_once
 from .review import LineComment, comments_of, feedback_text, quote
 from .rounds import Answer, RoundOfWork
-from .runner import EngineRunner, Round, Runner
+from .runner import EngineRunner, ProcessRunner, Round, Runner
 from .task import Retelling, Task, TaskState, check_transition
 from .workspace import Staged, Workspace, slugify
 
@@ -120,6 +120,12 @@ class Context:
     last_change: float = 0.0  # when the journal last recorded a state change
     # Tells the lines another process journals (a round run elsewhere) to subscribers.
     retelling: Retelling = field(default_factory=Retelling, repr=False)
+    # Held while the journal's new lines are folded and told, or a streamed word told
+    # (runner.ProcessRunner), so each is told once and in order, from whichever thread.
+    fold_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    # Set (on the engine loop) when the runner of a round followed from here says its
+    # journal grew or the round ended: `_follow` looks at once instead of at its next poll.
+    news: asyncio.Event | None = field(default=None, repr=False)
     pending: dict[str, tuple[PermissionRequest, asyncio.Future[Answer]]] = field(
         default_factory=dict, repr=False
     )
@@ -158,6 +164,7 @@ class TaskManager:
         self._thread: threading.Thread | None = None
         self._inboxes: asyncio.Task[None] | None = None
         self._plans: dict[tuple[Path, str], Plan] = {}
+        self._process_runner: ProcessRunner | None = None
 
     @property
     def _client(self) -> AsyncAnthropic | None:
@@ -243,7 +250,16 @@ class TaskManager:
         if isinstance(env, str):
             env = [env]
         resources = declared_resources(cpus, memory)  # malformed: refused, nothing made
-        chosen_runner = runner_for(runner)  # a missing dask, a bad address: here, at once
+        if runner == "process":
+            if self._client is not None:
+                raise UsageError(
+                    'runner="process" runs rounds in a worker process that reaches the model '
+                    "through ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY; this manager was given "
+                    "a client object, which cannot go there. Leave out runner= or client=."
+                )
+            chosen_runner: Any = self.process_runner()
+        else:
+            chosen_runner = runner_for(runner)  # a missing dask, a bad address: at once
         if resources and hasattr(chosen_runner, "check_resources"):
             chosen_runner.check_resources(resources)  # no worker offers them: refused here
         # Its own Workspace (a GitPython Repo is not shared by threads); HEAD read once, by
@@ -367,6 +383,14 @@ class TaskManager:
         runner.start(work)
         self._follow_round(task, context)
 
+    def process_runner(self) -> ProcessRunner:
+        """This manager's worker process for rounds (runner.ProcessRunner), made on first
+        use; `warm()` starts its process before the first round needs it."""
+        with self._registry_lock:
+            if self._process_runner is None:
+                self._process_runner = ProcessRunner(self)
+            return self._process_runner
+
     def _launch(self, work: Round) -> None:
         """Run `work` on the engine (its task known here, its lock held here)."""
         task = self.get(work.task_id, work.repo)
@@ -399,10 +423,14 @@ class TaskManager:
             raise ReviewError(f"Task {work.task_id} is being worked on by another process.")
         try:
             task = self.get(work.task_id, work.repo)
+            context = self._context(task)
+            # Known here from an earlier round (a warm worker): what others journaled
+            # since (the decision that started this one) is read first.
+            self._refresh(task, context)
         except BaseException:
             os.close(fd)
             raise
-        self._context(task).lock_fd = fd
+        context.lock_fd = fd
         return task
 
     def until_round_ends(self, task: Task, timeout: float | None = None) -> TaskState:
@@ -426,10 +454,16 @@ class TaskManager:
         context is not idle (`_follow_round`), so that a decision waits for the
         lock (`_settle_round`); `following`: this round's number, so that a follow
         outlived by the next round's does not set it idle."""
+        runner = context.runner or self.runner
+        every = getattr(runner, "follow_every_s", 0.1)  # the poll, when no news comes
+        news = context.news = asyncio.Event()
         try:
             started = False
             while True:
-                await asyncio.sleep(0.1)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(every):
+                        await news.wait()
+                news.clear()
                 await asyncio.to_thread(self._refresh, task, context)
                 held = _held(context.workspace.task_dir(task.id))
                 started = started or held or not task.state.active
@@ -553,7 +587,8 @@ class TaskManager:
             return
         within.add(id(context))
         try:
-            self._fold_new(task, context)
+            with context.fold_lock:
+                self._fold_new(task, context)
         finally:
             within.discard(id(context))
 
@@ -967,13 +1002,22 @@ class TaskManager:
         if task.state.active and self._reattach(task, context):
             return task
         if task.state.active:
-            fd = _try_lock(workspace.task_dir(task_id))
-            if fd is not None:  # nobody holds it: the process that ran it is gone
-                with self._holding(context, fd):
-                    self._refresh(task, context)
-                    if task.state.active:
-                        self._set_state(task, S.INTERRUPTED, "the process running it stopped")
+            self._settle_stopped(task, context, "the process running it stopped")
         return task
+
+    def _settle_stopped(self, task: Task, context: Context, reason: str, error: str = "") -> None:
+        """A task left active by a process that stopped running it (or never began):
+        when nobody holds its lock, interrupted (resumable) with `reason`, or failed with
+        `error` when one is given. Held: it still runs somewhere, and is left be."""
+        fd = _try_lock(context.workspace.task_dir(task.id))
+        if fd is None:
+            return
+        with self._holding(context, fd):
+            self._refresh(task, context)
+            if task.state.active and error:
+                self._fail(task, error)
+            elif task.state.active:
+                self._set_state(task, S.INTERRUPTED, reason)
 
     def _reattach(self, task: Task, context: Context) -> bool:
         """A round on a Dask cluster that the process which started it no longer mirrors

@@ -12,17 +12,30 @@ from any process.
 - Anything else (`in_process = False`) gets the round after the decision let the lock
   go, and runs it wherever it likes by calling `run_round` there: another process, a
   Dask worker. The manager that decided follows the journal until the round ends.
+- `ProcessRunner` (`runner="process"`) runs rounds in one worker process of this
+  machine, kept warm, over the same repository and journal: the kernel keeps only the
+  views and the decisions, so the agents' work (the SDK's streams, the tools, git) takes
+  no turn of the kernel's interpreter lock from the user's cells. The worker streams each
+  round's words and its journal's news back over a socket, so the views follow as closely
+  as in-process (`python -m jupyter_delegate.runner` is the worker).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .manager import TaskManager
-    from .task import TaskState
+    from .manager import Context, TaskManager
+    from .task import Task, TaskEvent, TaskState
 
 
 @dataclass(frozen=True)
@@ -60,20 +73,221 @@ def run_round(
     manager: TaskManager | None = None,
     where: Mapping[str, Any] | None = None,
     note: str = "",
+    on_event: Callable[[TaskEvent], None] | None = None,
 ) -> TaskState:
     """Carry out `work` here: take the task's lock, run the round on this process's
     engine, and return the state it ended in (review, failed, paused, cancelled, ...).
     What a runner in another process or on another machine calls. `where`: the data of a
     `runner` event (events.RanOn) to journal first, under the lock: where the round runs.
     `note`: what the harness tells the agent then, as a user turn (a round taken over from
-    a lost worker: what was lost with it)."""
+    a lost worker: what was lost with it). `on_event`: hears the task's events meanwhile."""
     from .manager import TaskManager
 
     manager = manager or TaskManager(via="runner")
     task = manager.claim(work)
+    if on_event is not None:
+        task.subscribe(on_event)
     if where is not None:
         manager._record(task, "runner", where)
     if note:
         manager._record(task, "user", {"content": [{"type": "text", "text": note}]})
     manager._launch(work)
     return manager.until_round_ends(task)
+
+
+# -- rounds in a worker process of this machine --------------------------------------------
+# What a worker streams back as it is (the journal never holds it); every other event of
+# the round only says the journal grew, and the kernel reads the journal.
+STREAMED = frozenset({"text", "thinking", "tool_output"})
+
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen[bytes]
+    channel: socket.socket
+    rounds: dict[tuple[str, str], tuple[Task, Context]] = field(default_factory=dict)
+
+
+class ProcessRunner:
+    """Rounds in one worker process of this machine (`python -m jupyter_delegate.runner`),
+    started on first use (or by `warm`) and kept for the next: its own engine, its own
+    interpreter lock. The decision that starts a round lets the task's lock go; the
+    worker takes it, runs the round over the same repository and journal, and says over
+    its socket what the round streams (words, reasoning, a command's output: `STREAMED`)
+    and when the journal grew, which the manager then reads and tells its views; and
+    when the round ended. The worker reaches the model through the environment it
+    inherits (ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY). When this process ends, so does
+    the worker (its socket closes), and its rounds are interrupted, as the kernel's own
+    would be; when the worker dies, the rounds it ran are marked interrupted here."""
+
+    in_process = False
+    follow_every_s = 1.0  # news comes over the socket; the poll only backs it up
+
+    def __init__(self, manager: TaskManager) -> None:
+        self._manager = manager
+        self._lock = threading.Lock()
+        self._worker: _Worker | None = None
+
+    def warm(self) -> None:
+        """Start the worker now, so the first round need not wait for its start (~1 s of
+        imports, in its own process)."""
+        with self._lock:
+            self._running_worker()
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, while one runs."""
+        worker = self._worker
+        return None if worker is None else worker.process.pid
+
+    def start(self, work: Round) -> None:
+        task = self._manager.get(work.task_id, work.repo)
+        context = self._manager._context(task)
+        line = json.dumps({"round": asdict(work)}).encode() + b"\n"
+        with self._lock:
+            worker = self._running_worker()
+            worker.rounds[(work.repo, work.task_id)] = (task, context)
+            with contextlib.suppress(OSError):  # it died just now: its reader settles it
+                worker.channel.sendall(line)
+
+    def close(self) -> None:
+        """Stop the worker (its rounds are interrupted) and wait for it to exit."""
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            with contextlib.suppress(OSError):
+                worker.channel.shutdown(socket.SHUT_RDWR)
+            worker.process.wait()
+
+    def _running_worker(self) -> _Worker:
+        """The worker, started when there is none (under `_lock`)."""
+        if self._worker is not None and self._worker.process.poll() is None:
+            return self._worker
+        ours, theirs = socket.socketpair()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "jupyter_delegate.runner", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a kernel interrupt (SIGINT) is not for it
+            )
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        worker = self._worker = _Worker(process, ours)
+        threading.Thread(
+            target=self._read, args=(worker,), name="jupyter-delegate-worker", daemon=True
+        ).start()
+        return worker
+
+    def _read(self, worker: _Worker) -> None:
+        """The worker's messages, a batch per read, handed to the engine in order."""
+        loop = self._manager._engine()
+        pending = b""
+        while True:
+            try:
+                chunk = worker.channel.recv(1 << 16)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            if lines:
+                loop.call_soon_threadsafe(self._deliver, worker, [json.loads(x) for x in lines])
+        worker.channel.close()
+        loop.call_soon_threadsafe(self._lost, worker)
+
+    def _deliver(self, worker: _Worker, messages: list[dict[str, Any]]) -> None:
+        """On the engine: tell the views each streamed event, read the journal where it
+        grew (once for a run of news about one task), settle rounds that ended."""
+        manager = self._manager
+        for index, message in enumerate(messages):
+            key = (message["repo"], message["task"])
+            found = worker.rounds.get(key)
+            if found is None:
+                continue
+            task, context = found
+            if "live" in message:
+                with context.fold_lock:
+                    if context.retelling.live(message["live"], message["data"]):
+                        task.emit(message["live"], message["data"])
+                continue
+            following = messages[index + 1] if index + 1 < len(messages) else {}
+            if "news" in message and "news" in following and following.get("task") == key[1]:
+                continue  # the next one reads the journal as far
+            if "error" in message:
+                manager._settle_stopped(task, context, "", error=message["error"])
+            else:
+                manager._refresh(task, context)
+            if "ended" in message or "error" in message:
+                worker.rounds.pop(key, None)
+            if context.news is not None:
+                context.news.set()
+
+    def _lost(self, worker: _Worker) -> None:
+        """On the engine, when the worker's socket closed: the rounds it still ran are
+        interrupted (resumable), and the next round starts a new worker."""
+        with self._lock:
+            if self._worker is worker:
+                self._worker = None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.process.wait(timeout=5)
+        code = worker.process.returncode
+        why = "the worker process running it stopped" + (
+            f" (exit code {code})" if code not in (None, 0) else ""
+        )
+        for task, context in worker.rounds.values():
+            self._manager._settle_stopped(task, context, why)
+            if context.news is not None:
+                context.news.set()
+        worker.rounds.clear()
+
+
+def serve(fd: int) -> None:
+    """The worker: run each round the socket `fd` brings, each on a thread of its own
+    that waits for it, on one manager; say what the rounds stream and journal. When the
+    socket closes (the process that started it ended), exit at once, as the rounds would
+    have ended with that process."""
+    import socket as socket_module
+
+    from .manager import TaskManager
+
+    channel = socket_module.socket(fileno=fd)
+    manager = TaskManager(via="runner")
+    sending = threading.Lock()
+
+    def send(message: Mapping[str, Any]) -> None:
+        data = json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
+        with sending, contextlib.suppress(OSError):
+            channel.sendall(data)
+
+    def carry_out(work: Round) -> None:
+        key = {"task": work.task_id, "repo": work.repo}
+
+        def forward(event: TaskEvent) -> None:
+            if event.kind in STREAMED:
+                send({**key, "live": event.kind, "data": event.data})
+            else:
+                send({**key, "news": True})
+
+        where = {"runner": "process", "host": socket_module.gethostname(), "pid": os.getpid()}
+        try:
+            state = run_round(work, manager, where, on_event=forward)
+        except Exception as exc:  # not begun: said home, where the task is settled
+            send({**key, "error": f"its worker process could not run it: {exc}"})
+            return
+        send({**key, "ended": str(state)})
+
+    with channel.makefile("rb") as requests:
+        for line in requests:
+            work = Round(**json.loads(line)["round"])
+            threading.Thread(
+                target=carry_out, args=(work,), name=f"round-{work.task_id}", daemon=True
+            ).start()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

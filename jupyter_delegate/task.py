@@ -199,17 +199,41 @@ def told(type_: str, data: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] |
     return None
 
 
+def _remember(seen: dict[str, None], key: str, keep: int = 64) -> None:
+    """Add `key` to an insertion-ordered set that keeps the last `keep` keys."""
+    seen[key] = None
+    if len(seen) > keep:
+        del seen[next(iter(seen))]
+
+
 class Retelling:
     """The live events of a round that runs in another process (a Dask worker, say), told
     from its journal lines as they arrive here (`TaskManager._refresh`), as the round would
     have told them here: a model turn's words and reasoning (whole per block, not in
     deltas), its usage, then its tool calls one at a time, each told when the one before
     it has its result (the order `AgentLoop.act` tells them in); the rest as `told`. Not
-    told: a running command's output (`tool_output`, never journaled)."""
+    told: a running command's output (`tool_output`, never journaled).
+
+    A runner that also streams the round's words here as they come (runner.ProcessRunner)
+    passes each through `live`: a message's words are then told once, either streamed or
+    whole from its journal line, whichever arrives first."""
 
     def __init__(self) -> None:
         self._calls: list[Mapping[str, Any]] = []  # the last turn's calls without a result
         self._front_told = False  # the first of them was told
+        self._streamed: dict[str, None] = {}  # messages whose words were streamed here
+        self._told_whole: dict[str, None] = {}  # messages whose words were told whole
+
+    def live(self, kind: str, data: Mapping[str, Any]) -> bool:
+        """Whether a streamed event (words, reasoning, a command's output) is to be told:
+        not when its message's words were told whole already."""
+        message = data.get("message")
+        if kind not in ("text", "thinking") or not message:
+            return True
+        if message in self._told_whole:
+            return False
+        _remember(self._streamed, message)
+        return True
 
     def events(
         self, type_: str, data: Mapping[str, Any], typed: JournalEvent | None, seq: int
@@ -217,7 +241,13 @@ class Retelling:
         out: list[tuple[str, Mapping[str, Any], JournalEvent | None]] = []
         if type_ == "assistant":
             content = [b for b in data.get("content", []) if isinstance(b, Mapping)]
+            message = str(data.get("message_id") or "")
+            streamed = message in self._streamed
+            if message and not streamed:
+                _remember(self._told_whole, message)
             for index, block in enumerate(content):
+                if streamed:
+                    break
                 if block.get("type") == "text" and block.get("text"):
                     said = {"delta": block["text"], "message": f"journal-{seq}", "block": index}
                     out.append(("text", said, None))

@@ -276,7 +276,7 @@ class AgentLoop:
                 elif event.type == "text":
                     self.emit("text", {"delta": event.text, "message": message_id, "block": block})
                 elif event.type == "thinking":
-                    self.emit("thinking", {"delta": event.thinking})
+                    self.emit("thinking", {"delta": event.thinking, "message": message_id})
             final = await stream.get_final_message()
             request_id = stream.request_id
         content = [_block(b) for b in final.content]
@@ -293,6 +293,7 @@ class AgentLoop:
             "stop_reason": final.stop_reason,
             "usage": usage,
             "request_id": request_id,
+            "message_id": final.id,
         }
         turn = self.record("assistant", {**data, "continues": True} if continues else data, False)
         if content and continues:

@@ -242,18 +242,31 @@ def batch(
     latency_ms: int,
     base_url: str | None = None,
     clocks: Sequence[CpuAccount | ThreadCpu] = (),
+    runner: str = "kernel",
 ) -> dict[str, Any]:
     """Run `tasks` tasks at once on a fresh manager; wall, submit time, memory. The fake
     is in process, or the server at `base_url` (its own process) when given. `clocks`
     are started at the first submit and stopped when the last task is in review (before
-    the bench reads the journals), the wall's own ends."""
+    the bench reads the journals), the wall's own ends. `runner`: "kernel" (this
+    process's engine) or "process" (a worker process, started before the clock, which
+    reaches the fake at `base_url` through its environment)."""
     from jupyter_delegate import Budget, Outcome
     from jupyter_delegate.manager import TaskManager
     from jupyter_delegate.testing import FakeMessagesAPI
+    from jupyter_delegate.testing.fake_anthropic import OFFLINE_API_KEY
 
     fake = FakeMessagesAPI(common.read_turns(steps), latency_ms=latency_ms)
-    client = fake.async_client() if base_url is None else loopback_client(base_url)
-    manager = TaskManager(client=client, sandbox="none")
+    if runner == "process":
+        if base_url is None:
+            raise ValueError("a worker process reaches the fake over loopback: give base_url")
+        os.environ.update(ANTHROPIC_BASE_URL=base_url, ANTHROPIC_API_KEY=OFFLINE_API_KEY)
+        manager = TaskManager(sandbox="none")
+        worker = manager.process_runner()
+        manager.runner = worker
+        worker.warm(wait=True)
+    else:
+        client = fake.async_client() if base_url is None else loopback_client(base_url)
+        manager = TaskManager(client=client, sandbox="none")
     manager._engine()  # start the engine thread before measuring
     gc.collect()
     rss_before = common.rss_bytes()
@@ -285,6 +298,10 @@ def batch(
         clock.stop()
     done.set()
     sampler.join()
+    if runner == "process":
+        for task in submitted:  # its last lines read, the round's lock let go
+            manager.until_round_ends(task, timeout=60)
+        manager.process_runner().close()
     if any(state != "review" for state in states):
         raise RuntimeError(f"tasks ended in {sorted(set(states))}")
     phases = [phases_of(list(manager._context(task).journal.events())) for task in submitted]
@@ -449,6 +466,14 @@ def run(size: str = "full") -> dict[str, Any]:
             loop_many = batch(repo, tasks, steps, latency_ms, url)
             loop_bare_one = bare_many(requests, 1, steps, latency_ms, url)
             loop_bare_many = bare_many(requests, tasks, steps, latency_ms, url)
+            # The rounds in a worker process (runner="process"), as a notebook runs them;
+            # each batch against a bare batch of the same run, over the same loopback.
+            process_many, process_bare = [], []
+            for _ in range(rounds):
+                process_many.append(
+                    batch(used(), tasks, steps, latency_ms, url, runner="process")["wall"]
+                )
+                process_bare.append(bare_many(requests, tasks, steps, latency_ms, url))
     one_walls = [b["wall"] for b in ones]
     many_walls = [b["wall"] for b in manys]
     wall_ratios = [m / o for m, o in zip(many_walls, one_walls, strict=True)]
@@ -460,6 +485,12 @@ def run(size: str = "full") -> dict[str, Any]:
     goals = {
         "concurrency_wall": common.goal_figure(
             GOALS["concurrency_wall"], many_walls, bare_manys, unit=f"s for {tasks} tasks"
+        ),
+        "concurrency_wall_worker_process": common.goal_figure(
+            GOALS["concurrency_wall"],
+            process_many,
+            process_bare,
+            unit=f"s for {tasks} tasks run in a worker process, the fake in its own (loopback)",
         ),
         "memory_mb_per_task": common.goal_figure(
             GOALS["memory_mb_per_task"],

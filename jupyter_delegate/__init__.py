@@ -103,12 +103,15 @@ def delegate(
     endpoint does not serve it; `effort` "low", "medium", "high" or "max", one the model
     takes (default: `[model] effort`, else the model's own); `compact_at` the input tokens
     (120000) or share of the model's window ("60%") at which the conversation is compacted
-    (default: `[model] compact_at`, else "60%"); `runner` where its rounds run: a Dask
+    (default: `[model] compact_at`, else "60%"); `runner` where its rounds run:
+    "process" (a worker process of this machine, so the agents' work takes no turn of
+    the kernel's interpreter from your cells), "kernel" (the kernel's own engine), a Dask
     cluster as a `distributed.Client` or its scheduler's address ("tcp://host:8786"; needs
     the `dask` extra), or any Runner (default: `[cluster] address` of the config when
-    set, else this kernel); `cpus` and `memory` ("4GB", or bytes) what its checks need:
-    on a cluster its rounds run only on workers declaring those resources (journaled in
-    the task's first line; not enforced in this kernel)."""
+    set, else `[notebook] runner` after `%load_ext`, "process" unless set); `cpus` and
+    `memory` ("4GB", or bytes) what its checks need: on a cluster its rounds run only on
+    workers declaring those resources (journaled in the task's first line; not enforced
+    in this kernel)."""
     from .manager import get_manager
     from .policy import Policy
 

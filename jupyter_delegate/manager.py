@@ -123,8 +123,8 @@ class Context:
     # Held while the journal's new lines are folded and told, or a streamed word told
     # (runner.ProcessRunner), so each is told once and in order, from whichever thread.
     fold_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    # Set (on the engine loop) when the runner of a round followed from here says its
-    # journal grew or the round ended: `_follow` looks at once instead of at its next poll.
+    # Set (on the engine loop) when the runner of a round followed from here says the
+    # round ended: `_follow` looks at once instead of at its next poll.
     news: asyncio.Event | None = field(default=None, repr=False)
     pending: dict[str, tuple[PermissionRequest, asyncio.Future[Answer]]] = field(
         default_factory=dict, repr=False
@@ -236,9 +236,11 @@ class TaskManager:
         input tokens (120000) or share of the model's window ("60%") at which the
         conversation is compacted (default: `[model] compact_at`, else 60%). `group`: the
         plan or attempt group the task is part of (planning.py, best_of.py), journaled.
-        `runner`: where its rounds run (runner.py), a Runner, or a Dask cluster as a
-        `distributed.Client` or a scheduler address (cluster.py); default: `[cluster]
-        address` of the user's config when set, else this manager's runner. `cpus`,
+        `runner`: where its rounds run (runner.py): "process" (a worker process of this
+        machine), "kernel" (this process's engine thread), a Runner, or a Dask cluster as
+        a `distributed.Client` or a scheduler address (cluster.py); default: `[cluster]
+        address` of the user's config when set, else this manager's runner (in a notebook,
+        `[notebook] runner`, "process" unless set). `cpus`,
         `memory` ("4GB"): what its checks need (resources.py): on a Dask cluster, worker
         resources its rounds are scheduled by; journaled, not enforced in this process."""
         from .cluster import runner_for
@@ -251,15 +253,17 @@ class TaskManager:
             env = [env]
         resources = declared_resources(cpus, memory)  # malformed: refused, nothing made
         if runner == "process":
-            if self._client is not None:
-                raise UsageError(
-                    'runner="process" runs rounds in a worker process that reaches the model '
-                    "through ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY; this manager was given "
-                    "a client object, which cannot go there. Leave out runner= or client=."
-                )
             chosen_runner: Any = self.process_runner()
+        elif runner == "kernel":
+            chosen_runner = EngineRunner(self)
         else:
             chosen_runner = runner_for(runner)  # a missing dask, a bad address: at once
+        if isinstance(chosen_runner or self.runner, ProcessRunner) and self._client is not None:
+            raise UsageError(
+                "Rounds in a worker process reach the model through ANTHROPIC_BASE_URL and "
+                "ANTHROPIC_API_KEY; this manager was given a client object, which cannot go "
+                'there. Pass runner="kernel", or leave out client=.'
+            )
         if resources and hasattr(chosen_runner, "check_resources"):
             chosen_runner.check_resources(resources)  # no worker offers them: refused here
         # Its own Workspace (a GitPython Repo is not shared by threads); HEAD read once, by

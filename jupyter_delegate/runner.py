@@ -17,7 +17,7 @@ from any process.
   views and the decisions, so the agents' work (the SDK's streams, the tools, git) takes
   no turn of the kernel's interpreter lock from the user's cells. The worker streams each
   round's words and its journal's news back over a socket, so the views follow as closely
-  as in-process (`python -m jupyter_delegate.runner` is the worker).
+  as in-process (`serve` is the worker; the notebook runs rounds there by default).
 """
 
 from __future__ import annotations
@@ -95,10 +95,34 @@ def run_round(
     return manager.until_round_ends(task)
 
 
+# Where rounds run, by name: `runner=` of submit and delegate, `[notebook] runner`.
+NAMED = ("process", "kernel")
+
+
+def notebook_runner() -> str:
+    """Where a notebook's rounds run: `[notebook] runner` of the user's config.toml,
+    "process" (a worker process: the default) or "kernel" (the kernel's own engine)."""
+    from .errors import UsageError
+    from .home import user_dir
+    from .policy import config_table, read_toml
+
+    path = user_dir() / "config.toml"
+    table = config_table(read_toml(path), "notebook", ("runner",), str(path), UsageError)
+    named = table.get("runner", "process")
+    if named not in NAMED:
+        raise UsageError(
+            f'{path}: [notebook] runner must be "process" (rounds in a worker process, the '
+            f'default) or "kernel" (in the kernel itself), not {named!r}.'
+        )
+    return str(named)
+
+
 # -- rounds in a worker process of this machine --------------------------------------------
 # What a worker streams back as it is (the journal never holds it); every other event of
 # the round only says the journal grew, and the kernel reads the journal.
 STREAMED = frozenset({"text", "thinking", "tool_output"})
+# The worker's program: `serve` on the socket whose descriptor is its argument.
+WORKER = "import sys; from jupyter_delegate.runner import serve; serve(int(sys.argv[1]))"
 
 
 @dataclass
@@ -106,19 +130,22 @@ class _Worker:
     process: subprocess.Popen[bytes]
     channel: socket.socket
     rounds: dict[tuple[str, str], tuple[Task, Context]] = field(default_factory=dict)
+    ready: threading.Event = field(default_factory=threading.Event)  # it said so
 
 
 class ProcessRunner:
-    """Rounds in one worker process of this machine (`python -m jupyter_delegate.runner`),
+    """Rounds in one worker process of this machine (`serve`, in `python -c WORKER`),
     started on first use (or by `warm`) and kept for the next: its own engine, its own
     interpreter lock. The decision that starts a round lets the task's lock go; the
     worker takes it, runs the round over the same repository and journal, and says over
     its socket what the round streams (words, reasoning, a command's output: `STREAMED`)
     and when the journal grew, which the manager then reads and tells its views; and
-    when the round ended. The worker reaches the model through the environment it
-    inherits (ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY). When this process ends, so does
-    the worker (its socket closes), and its rounds are interrupted, as the kernel's own
-    would be; when the worker dies, the rounds it ran are marked interrupted here."""
+    when the round ended. Each round brings this process's environment as it is then
+    (the worker takes it), so a key or endpoint set in a cell after the worker started
+    reaches the model as it would from here (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL). When
+    this process ends, so does the worker (its socket closes), and its rounds are
+    interrupted, as the kernel's own would be; when the worker dies, the rounds it ran
+    are marked interrupted here."""
 
     in_process = False
     follow_every_s = 1.0  # news comes over the socket; the poll only backs it up
@@ -128,11 +155,13 @@ class ProcessRunner:
         self._lock = threading.Lock()
         self._worker: _Worker | None = None
 
-    def warm(self) -> None:
+    def warm(self, wait: bool = False) -> None:
         """Start the worker now, so the first round need not wait for its start (~1 s of
-        imports, in its own process)."""
+        imports, in its own process); `wait`: return once it is ready for rounds."""
         with self._lock:
-            self._running_worker()
+            worker = self._running_worker()
+        if wait and not worker.ready.wait(60):
+            raise RuntimeError("the worker process did not start within 60 s")
 
     @property
     def pid(self) -> int | None:
@@ -143,7 +172,9 @@ class ProcessRunner:
     def start(self, work: Round) -> None:
         task = self._manager.get(work.task_id, work.repo)
         context = self._manager._context(task)
-        line = json.dumps({"round": asdict(work)}).encode() + b"\n"
+        # The environment as it is now, as a round run here would read it: a key or an
+        # endpoint set in a cell after the worker started reaches its rounds.
+        line = json.dumps({"round": asdict(work), "environ": dict(os.environ)}).encode() + b"\n"
         with self._lock:
             worker = self._running_worker()
             worker.rounds[(work.repo, work.task_id)] = (task, context)
@@ -166,7 +197,7 @@ class ProcessRunner:
         ours, theirs = socket.socketpair()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "jupyter_delegate.runner", str(theirs.fileno())],
+                [sys.executable, "-c", WORKER, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a kernel interrupt (SIGINT) is not for it
@@ -194,8 +225,12 @@ class ProcessRunner:
             if not chunk:
                 break
             *lines, pending = (pending + chunk).split(b"\n")
-            if lines:
-                loop.call_soon_threadsafe(self._deliver, worker, [json.loads(x) for x in lines])
+            messages = [json.loads(line) for line in lines]
+            if messages and "ready" in messages[0]:
+                worker.ready.set()
+                messages.pop(0)
+            if messages:
+                loop.call_soon_threadsafe(self._deliver, worker, messages)
         worker.channel.close()
         loop.call_soon_threadsafe(self._lost, worker)
 
@@ -223,8 +258,8 @@ class ProcessRunner:
                 manager._refresh(task, context)
             if "ended" in message or "error" in message:
                 worker.rounds.pop(key, None)
-            if context.news is not None:
-                context.news.set()
+                if context.news is not None:  # the follow sees the end at once
+                    context.news.set()
 
     def _lost(self, worker: _Worker) -> None:
         """On the engine, when the worker's socket closed: the rounds it still ran are
@@ -263,6 +298,8 @@ def serve(fd: int) -> None:
         with sending, contextlib.suppress(OSError):
             channel.sendall(data)
 
+    send({"ready": os.getpid()})  # its first message: imports done
+
     def carry_out(work: Round) -> None:
         key = {"task": work.task_id, "repo": work.repo}
 
@@ -282,12 +319,17 @@ def serve(fd: int) -> None:
 
     with channel.makefile("rb") as requests:
         for line in requests:
-            work = Round(**json.loads(line)["round"])
+            request = json.loads(line)
+            work = Round(**request["round"])
+            _adopt(request["environ"])
             threading.Thread(
                 target=carry_out, args=(work,), name=f"round-{work.task_id}", daemon=True
             ).start()
     os._exit(0)
 
 
-if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+def _adopt(environ: Mapping[str, str]) -> None:
+    """Make this process's environment the one the starting process has now."""
+    for key in set(os.environ) - set(environ):
+        del os.environ[key]
+    os.environ.update(environ)

@@ -197,3 +197,51 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@pytest.mark.parametrize("setting", ["", 'runner = "kernel"', 'runner = "elsewhere"'])
+def test_a_notebook_runs_its_rounds_where_its_config_says(
+    user_repo: git.Repo, served: Any, tmp_path: Path, setting: str
+) -> None:
+    from test_control import Kernel
+
+    served(FIX_TURNS)
+    home = Path(os.environ["JUPYTER_DELEGATE_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(f"[notebook]\n{setting}\n" if setting else "")
+    kernel = Kernel(tmp_path)
+    try:
+        loaded = kernel.run("%load_ext jupyter_delegate")
+        cell = (
+            "import os, jupyter_delegate as jd\n"
+            f"t = jd.delegate('Make add() add.', repo={user_repo.working_dir!r}, "
+            f"checks=[{CHECK!r}], sandbox={SANDBOX!r})\n"
+            "print(t.wait(timeout=120), os.getpid(), t.journal_path)"
+        )
+        state, pid, journal = kernel.run(cell).split()
+    finally:
+        kernel.kill()
+    assert state == "review"
+    ran = [e.data for e in Journal(Path(journal)).events() if e.type == "runner"]
+    if setting == "":  # the default: a worker process
+        assert ran and ran[0]["runner"] == "process" and ran[0]["pid"] != int(pid)
+        assert loaded.strip() == ""
+    else:  # in the kernel itself, as set; or, for a bad setting, said in one line
+        assert ran == []
+    if setting == 'runner = "elsewhere"':
+        assert loaded.count("\n") == 1 and '[notebook] runner must be "process"' in loaded
+        assert "Tasks run in the kernel meanwhile." in loaded
+
+
+def test_an_endpoint_set_after_the_worker_started_reaches_its_rounds(
+    user_repo: git.Repo, served: Any, manager: TaskManager
+) -> None:
+    first = served(FIX_TURNS)
+    manager.process_runner().warm()  # it inherits the first endpoint
+    second = served(FIX_TURNS)  # as a cell would: os.environ changed afterwards
+    task = manager.submit(
+        Outcome("Make add() add.", checks=(CHECK,)), repo=user_repo.working_dir, runner="process"
+    )
+    assert task.wait(timeout=120) == TaskState.REVIEW, task.error
+    assert [r for r in first.requests if r.kind != "models"] == []
+    assert len([r for r in second.requests if r.kind != "models"]) == len(FIX_TURNS)

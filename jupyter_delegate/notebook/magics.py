@@ -48,6 +48,7 @@ import inspect
 import os
 import shlex
 import string
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -67,6 +68,7 @@ from .record import RecordDisplay, read_notebook, read_records, recorded_cells
 if TYPE_CHECKING:
     from ..best_of import Attempts
     from ..context import Preference, SkillStatus
+    from ..manager import TaskManager
     from ..planning import Plan
 
 
@@ -1348,11 +1350,31 @@ def _repo_candidates(record: Mapping[str, Any], folder: Path) -> list[Path]:
 def load_ipython_extension(ipython: Any) -> None:
     magics = DelegateMagics(ipython)
     ipython.register_magics(magics)
+    use_notebook_runner(magics.manager)
     path = notebook_path(ipython)
     if path is not None and path.is_file():
         with contextlib.suppress(DelegateError):  # no usable records: nothing to restore
             magics.reattach(path)
     magics.ask_front_end()
+
+
+def use_notebook_runner(manager: TaskManager) -> None:
+    """The kernel's rounds run where `[notebook] runner` says: by default in a worker
+    process (runner.ProcessRunner), started now so the first task need not wait for it;
+    a manager given a client object keeps its rounds in the kernel (the client cannot
+    go to another process). A malformed setting is one line, and the kernel keeps them."""
+    from ..runner import ProcessRunner, notebook_runner
+
+    try:
+        named = notebook_runner()
+    except DelegateError as exc:
+        print(f"jupyter-delegate: {exc} Tasks run in the kernel meanwhile.", file=sys.stderr)
+        return
+    if named != "process" or manager._client is not None:
+        return
+    if not isinstance(manager.runner, ProcessRunner):
+        manager.runner = manager.process_runner()
+    manager.process_runner().warm()
 
 
 __all__ = [

@@ -245,3 +245,17 @@ def test_an_endpoint_set_after_the_worker_started_reaches_its_rounds(
     assert task.wait(timeout=120) == TaskState.REVIEW, task.error
     assert [r for r in first.requests if r.kind != "models"] == []
     assert len([r for r in second.requests if r.kind != "models"]) == len(FIX_TURNS)
+
+
+def test_a_command_in_the_worker_holds_none_of_its_descriptors(
+    user_repo: git.Repo, served: Any, manager: TaskManager
+) -> None:
+    # The worker's socket carries the kernel's environment (the API key): no command of
+    # the agent may inherit it, nor any other descriptor of the worker.
+    fake = served([{"tools": [{"bash": {"command": "ls /proc/self/fd"}}]}, FIX_TURNS[-1]])
+    task = manager.submit(Outcome("x"), repo=user_repo.working_dir, runner="process")
+    assert task.wait(timeout=120) == TaskState.REVIEW, task.error
+    sent = [r for r in fake.requests if r.kind != "models"]
+    output = sent[1].body["messages"][-1]["content"][0]["content"]
+    listed = [word for word in output.split() if word.isdigit()][1:]  # after the exit code
+    assert listed == ["0", "1", "2", "3"], output  # 3: ls's own listing of the folder

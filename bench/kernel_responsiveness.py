@@ -17,6 +17,11 @@ of the same size after each turn, the same options: thinking, effort, compaction
 same fake, and doing nothing else. Its p95 ratio
 is what the kernel would see from the model traffic alone, with no harness.
 
+The harness's kernel keeps its rounds in the kernel (`[notebook] runner = "kernel"`).
+The `process_*` figures (and the `kernel_p95_worker_process` goal): a fourth fresh
+kernel as a notebook now runs by default, its rounds in a worker process
+(runner.ProcessRunner) and only the views and their streamed words in the kernel.
+
 Beside them (`outside_*` figures, not a goal): a third fresh kernel, the same round
 trips, while the same N tasks run outside it, in a child process it starts from a cell
 (a `TaskManager` of its own, against the same fake): the same load on the machine's
@@ -25,7 +30,8 @@ see if the rounds ran out of its process (the `Runner` seam: runner.py): such a 
 would still show the views and hear the rounds' events, which this one does not.
 
 Rounds (5 at full size), each with fresh kernels and a fresh fake; the harness's kernel
-first in even rounds, the reference's first in odd ones, the outside one last. The goal
+first in even rounds, the reference's first in odd ones, then the process one, the
+outside one last. The goal
 (`goals`): the busy p95 of the harness's kernel over the reference's, per round, as
 min / median / max.
 
@@ -61,11 +67,6 @@ RUN_TASKS = (
     "run_tasks(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:]))"
 )
 START_TIMEOUT_S = 120
-# The process kernel's rounds run in a worker process (runner.ProcessRunner), started now.
-USE_WORKER = (
-    "import jupyter_delegate.manager as _m\n"
-    "_g = _m.get_manager(); _g.runner = _g.process_runner(); _g.runner.warm()\n"
-)
 COUNT_RUNNING = (
     "import jupyter_delegate as _jd\n"
     "print(sum(str(_t.state) in ('queued', 'running') for _t in _jd.tasks()))\n"
@@ -160,13 +161,16 @@ def start_bare_loops(shape_json: str, loops: int, steps: int) -> None:
 
     async def one(client: Any) -> None:
         messages: list[dict[str, Any]] = [shape["first"]]
-        for _ in range(steps):
-            content = await common.bare_turn(client, shape, messages)
-            ids = [b["id"] for b in content if b["type"] == "tool_use"]
-            if not ids:
-                break
-            results = [{**shape["result"], "tool_use_id": i} for i in ids]
-            messages.append({"role": "user", "content": results})
+        try:
+            for _ in range(steps):
+                content = await common.bare_turn(client, shape, messages)
+                ids = [b["id"] for b in content if b["type"] == "tool_use"]
+                if not ids:
+                    break
+                results = [{**shape["result"], "tool_use_id": i} for i in ids]
+                messages.append({"role": "user", "content": results})
+        except Exception as exc:  # a loop that broke is not running: the bench says so
+            FAILED.append(repr(exc))
         RUNNING[0] -= 1
 
     async def all_loops() -> None:
@@ -180,6 +184,7 @@ def start_bare_loops(shape_json: str, loops: int, steps: int) -> None:
 
 
 RUNNING = [0]  # bare loops still running in this (the reference) kernel
+FAILED: list[str] = []  # what broke the bare loops that stopped early
 
 
 def run_tasks(repo: str, url: str, tasks: int, steps: int, kernel: int) -> None:
@@ -301,6 +306,11 @@ def one_round(
 
     root = Path(__file__).resolve().parent.parent
     fake = FakeMessagesAPI(common.read_turns(steps), latency_ms=latency_ms)
+    # The harness's kernel keeps its rounds (`[notebook] runner = "kernel"`); the process
+    # kernel runs them in its worker process, the notebook's default.
+    kernel_home = tmp / "home-rounds-in-kernel"
+    kernel_home.mkdir(exist_ok=True)
+    (kernel_home / "config.toml").write_text('[notebook]\nrunner = "kernel"\n')
     result: dict[str, Any] = {}
     with FakeServer(fake) as server:
         env = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": OFFLINE_API_KEY}
@@ -311,7 +321,8 @@ def one_round(
         ]
 
         def harness() -> None:
-            with common.kernel(env=env, cwd=tmp) as client:
+            in_kernel = {**env, "JUPYTER_DELEGATE_HOME": str(kernel_home)}
+            with common.kernel(env=in_kernel, cwd=tmp) as client:
                 common.kernel_run(client, "%load_ext jupyter_delegate")
                 result["ours"] = measure_busy(client, fake, cells, tasks, samples, window_s)
                 result["still_running"] = int(common.kernel_run(client, COUNT_RUNNING).strip())
@@ -323,7 +334,8 @@ def one_round(
                 with FakeServer(shape_fake) as shape_server:
                     _send_one_task(repo, shape_server.url)
                 sent = messages_sent(shape_fake)
-            first, second = (r.body for r in sent[:2])
+            first = sent[0].body  # and the same task's second request (tasks interleave)
+            second = next(r.body for r in sent[1:] if r.body["messages"][0] == first["messages"][0])
             shape = {
                 "first": first["messages"][0],
                 "model": first["model"],
@@ -343,11 +355,13 @@ def one_round(
                 result["bare_running"] = int(
                     common.kernel_run(client, "print(_kr.RUNNING[0])").strip()
                 )
+                failed = common.kernel_run(client, "print(_kr.FAILED[:1])").strip()
+                if failed != "[]":
+                    raise RuntimeError(f"the bare loops broke: {failed}")
 
         def process() -> None:
             with common.kernel(env=env, cwd=tmp) as client:
-                common.kernel_run(client, "%load_ext jupyter_delegate")
-                common.kernel_run(client, USE_WORKER)
+                common.kernel_run(client, "%load_ext jupyter_delegate")  # the default: a worker
                 result["process"] = measure_busy(client, fake, cells, tasks, samples, window_s)
                 result["process_running"] = int(common.kernel_run(client, COUNT_RUNNING).strip())
 

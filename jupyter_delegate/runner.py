@@ -299,6 +299,8 @@ def serve(fd: int) -> None:
             channel.sendall(data)
 
     send({"ready": os.getpid()})  # its first message: imports done
+    # The SDK (about 0.5 s of imports) is loaded now, while no round waits for it.
+    threading.Thread(target=_import_sdk, name="import-sdk", daemon=True).start()
 
     def carry_out(work: Round) -> None:
         key = {"task": work.task_id, "repo": work.repo}
@@ -326,6 +328,10 @@ def serve(fd: int) -> None:
                 target=carry_out, args=(work,), name=f"round-{work.task_id}", daemon=True
             ).start()
     os._exit(0)
+
+
+def _import_sdk() -> None:
+    import anthropic  # noqa: F401
 
 
 def _adopt(environ: Mapping[str, str]) -> None:

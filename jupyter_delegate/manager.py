@@ -420,11 +420,15 @@ class TaskManager:
         self._on_engine(launch())
 
     def claim(self, work: Round) -> Task:
-        """Take the lock of `work`'s task for a round run here (runner.run_round)."""
+        """Take the lock of `work`'s task for a round run here (runner.run_round). A
+        lock held for a moment (another process looking whether it is held: `_held`) is
+        waited for, up to a second."""
         workspace = Workspace(work.repo)
-        fd = _try_lock(workspace.task_dir(work.task_id))
-        if fd is None:
-            raise ReviewError(f"Task {work.task_id} is being worked on by another process.")
+        deadline = time.monotonic() + 1.0
+        while (fd := _try_lock(workspace.task_dir(work.task_id))) is None:
+            if time.monotonic() > deadline:
+                raise ReviewError(f"Task {work.task_id} is being worked on by another process.")
+            time.sleep(0.01)
         try:
             task = self.get(work.task_id, work.repo)
             context = self._context(task)
@@ -436,6 +440,10 @@ class TaskManager:
             raise
         context.lock_fd = fd
         return task
+
+    def _let_go(self, task: Task) -> None:
+        """Let go of the task's lock, taken for a round that could not begin (run_round)."""
+        _unlock(self._context(task))
 
     def until_round_ends(self, task: Task, timeout: float | None = None) -> TaskState:
         """Wait for the task's round, run or followed from this process, to end (its last
@@ -460,6 +468,9 @@ class TaskManager:
         outlived by the next round's does not set it idle."""
         runner = context.runner or self.runner
         every = getattr(runner, "follow_every_s", 0.1)  # the poll, when no news comes
+        # A runner that tells the round's streamed words here, on this loop: the journal
+        # is read here too, so its lines are told after the words before them.
+        here = getattr(runner, "streams", False)
         news = context.news = asyncio.Event()
         try:
             started = False
@@ -468,7 +479,10 @@ class TaskManager:
                     async with asyncio.timeout(every):
                         await news.wait()
                 news.clear()
-                await asyncio.to_thread(self._refresh, task, context)
+                if here:
+                    self._refresh(task, context)
+                else:
+                    await asyncio.to_thread(self._refresh, task, context)
                 held = _held(context.workspace.task_dir(task.id))
                 started = started or held or not task.state.active
                 if started and not held and not task.state.active:

@@ -23,7 +23,9 @@ from any process.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -85,15 +87,24 @@ def run_round(
 
     manager = manager or TaskManager(via="runner")
     task = manager.claim(work)
-    if on_event is not None:
-        task.subscribe(on_event)
-    if where is not None:
-        manager._record(task, "runner", where)
-    if note:
-        manager._record(task, "user", {"content": [{"type": "text", "text": note}]})
-    manager._launch(work)
-    return manager.until_round_ends(task)
+    unsubscribe = task.subscribe(on_event) if on_event is not None else None
+    try:
+        try:
+            if where is not None:
+                manager._record(task, "runner", where)
+            if note:
+                manager._record(task, "user", {"content": [{"type": "text", "text": note}]})
+            manager._launch(work)
+        except BaseException:  # not begun: the lock goes, for home to settle the task
+            manager._let_go(task)
+            raise
+        return manager.until_round_ends(task)
+    finally:
+        if unsubscribe is not None:  # a warm worker keeps the task for its next round
+            unsubscribe()
 
+
+log = logging.getLogger(__name__)
 
 # Where rounds run, by name: `runner=` of submit and delegate, `[notebook] runner`.
 NAMED = ("process", "kernel")
@@ -129,7 +140,9 @@ WORKER = "import sys; from jupyter_delegate.runner import serve; serve(int(sys.a
 class _Worker:
     process: subprocess.Popen[bytes]
     channel: socket.socket
-    rounds: dict[tuple[str, str], tuple[Task, Context]] = field(default_factory=dict)
+    # The rounds it runs by their number here (each message names its round's), so a
+    # late word of a round that ended never reaches the task's next round.
+    rounds: dict[int, tuple[Task, Context]] = field(default_factory=dict)
     ready: threading.Event = field(default_factory=threading.Event)  # it said so
 
 
@@ -149,11 +162,13 @@ class ProcessRunner:
 
     in_process = False
     follow_every_s = 1.0  # news comes over the socket; the poll only backs it up
+    streams = True  # its words are told on the engine: so is the journal's poll (_follow)
 
     def __init__(self, manager: TaskManager) -> None:
         self._manager = manager
         self._lock = threading.Lock()
         self._worker: _Worker | None = None
+        self._numbers = itertools.count(1)
 
     def warm(self, wait: bool = False) -> None:
         """Start the worker now, so the first round need not wait for its start (~1 s of
@@ -174,12 +189,13 @@ class ProcessRunner:
         context = self._manager._context(task)
         # The environment as it is now, as a round run here would read it: a key or an
         # endpoint set in a cell after the worker started reaches its rounds.
-        line = json.dumps({"round": asdict(work), "environ": dict(os.environ)}).encode() + b"\n"
         with self._lock:
+            number = next(self._numbers)
+            request = {"round": asdict(work), "number": number, "environ": dict(os.environ)}
             worker = self._running_worker()
-            worker.rounds[(work.repo, work.task_id)] = (task, context)
+            worker.rounds[number] = (task, context)
             with contextlib.suppress(OSError):  # it died just now: its reader settles it
-                worker.channel.sendall(line)
+                worker.channel.sendall(json.dumps(request).encode() + b"\n")
 
     def close(self) -> None:
         """Stop the worker (its rounds are interrupted) and wait for it to exit."""
@@ -214,33 +230,34 @@ class ProcessRunner:
         return worker
 
     def _read(self, worker: _Worker) -> None:
-        """The worker's messages, a batch per read, handed to the engine in order."""
+        """The worker's messages, a batch per read, handed to the engine in order; when
+        its socket closes (or says what cannot be read), the worker is lost."""
         loop = self._manager._engine()
         pending = b""
-        while True:
-            try:
-                chunk = worker.channel.recv(1 << 16)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            *lines, pending = (pending + chunk).split(b"\n")
-            messages = [json.loads(line) for line in lines]
-            if messages and "ready" in messages[0]:
-                worker.ready.set()
-                messages.pop(0)
-            if messages:
-                loop.call_soon_threadsafe(self._deliver, worker, messages)
-        worker.channel.close()
-        loop.call_soon_threadsafe(self._lost, worker)
+        try:
+            while chunk := worker.channel.recv(1 << 16):
+                *lines, pending = (pending + chunk).split(b"\n")
+                messages = [json.loads(line) for line in lines]
+                if messages and "ready" in messages[0]:
+                    worker.ready.set()
+                    messages.pop(0)
+                if messages:
+                    loop.call_soon_threadsafe(self._deliver, worker, messages)
+        except (OSError, ValueError):
+            log.exception("the worker process's socket broke; its rounds are interrupted")
+        finally:
+            worker.channel.close()
+            worker.process.kill()  # gone already, or no longer heard
+            worker.process.wait()
+            loop.call_soon_threadsafe(self._lost, worker)
 
     def _deliver(self, worker: _Worker, messages: list[dict[str, Any]]) -> None:
         """On the engine: tell the views each streamed event, read the journal where it
         grew (once for a run of news about one task), settle rounds that ended."""
         manager = self._manager
         for index, message in enumerate(messages):
-            key = (message["repo"], message["task"])
-            found = worker.rounds.get(key)
+            number = message["number"]
+            found = worker.rounds.get(number)
             if found is None:
                 continue
             task, context = found
@@ -250,14 +267,14 @@ class ProcessRunner:
                         task.emit(message["live"], message["data"])
                 continue
             following = messages[index + 1] if index + 1 < len(messages) else {}
-            if "news" in message and "news" in following and following.get("task") == key[1]:
+            if "news" in message and "news" in following and following["number"] == number:
                 continue  # the next one reads the journal as far
             if "error" in message:
                 manager._settle_stopped(task, context, "", error=message["error"])
             else:
                 manager._refresh(task, context)
             if "ended" in message or "error" in message:
-                worker.rounds.pop(key, None)
+                worker.rounds.pop(number, None)
                 if context.news is not None:  # the follow sees the end at once
                     context.news.set()
 
@@ -267,17 +284,18 @@ class ProcessRunner:
         with self._lock:
             if self._worker is worker:
                 self._worker = None
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            worker.process.wait(timeout=5)
+            lost, worker.rounds = list(worker.rounds.values()), {}
         code = worker.process.returncode
         why = "the worker process running it stopped" + (
             f" (exit code {code})" if code not in (None, 0) else ""
         )
-        for task, context in worker.rounds.values():
-            self._manager._settle_stopped(task, context, why)
+        for task, context in lost:
+            try:
+                self._manager._settle_stopped(task, context, why)
+            except Exception:  # the others are settled all the same
+                log.exception("task %s: could not mark it interrupted", task.id)
             if context.news is not None:
                 context.news.set()
-        worker.rounds.clear()
 
 
 def serve(fd: int) -> None:
@@ -290,6 +308,7 @@ def serve(fd: int) -> None:
     from .manager import TaskManager
 
     channel = socket_module.socket(fileno=fd)
+    channel.set_inheritable(False)  # no process it starts holds it (commands, git)
     manager = TaskManager(via="runner")
     sending = threading.Lock()
 
@@ -302,8 +321,8 @@ def serve(fd: int) -> None:
     # The SDK (about 0.5 s of imports) is loaded now, while no round waits for it.
     threading.Thread(target=_import_sdk, name="import-sdk", daemon=True).start()
 
-    def carry_out(work: Round) -> None:
-        key = {"task": work.task_id, "repo": work.repo}
+    def carry_out(work: Round, number: int) -> None:
+        key = {"number": number}
 
         def forward(event: TaskEvent) -> None:
             if event.kind in STREAMED:
@@ -325,7 +344,10 @@ def serve(fd: int) -> None:
             work = Round(**request["round"])
             _adopt(request["environ"])
             threading.Thread(
-                target=carry_out, args=(work,), name=f"round-{work.task_id}", daemon=True
+                target=carry_out,
+                args=(work, request["number"]),
+                name=f"round-{work.task_id}",
+                daemon=True,
             ).start()
     os._exit(0)
 
@@ -335,7 +357,10 @@ def _import_sdk() -> None:
 
 
 def _adopt(environ: Mapping[str, str]) -> None:
-    """Make this process's environment the one the starting process has now."""
+    """Make this process's environment the one the starting process has now, touching
+    only what changed (most rounds: nothing, so no thread sees the environment move)."""
     for key in set(os.environ) - set(environ):
         del os.environ[key]
-    os.environ.update(environ)
+    for key, value in environ.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import re
 import shutil
@@ -44,6 +45,8 @@ from pathlib import Path
 
 from .environment import CREDENTIAL_NAME, SYSTEM_FOLDERS, Environment, bare
 from .errors import SandboxUnavailable
+
+log = logging.getLogger(__name__)
 
 TIERS = ("auto", "bubblewrap", "none")
 TIMEOUT_EXIT_CODE = 124
@@ -633,16 +636,25 @@ class _ProcessCap:
             if not cls._looked:
                 cls._looked = True
                 cls._home = _pids_cgroup_home() if os.geteuid() == 0 else None
+                if cls._home is None and os.geteuid() == 0:
+                    log.warning(
+                        "running as root with no pids cgroup to make: a command's processes "
+                        "are bounded only by its timeout (ulimit -u does not bind root)"
+                    )
             return cls._home
 
     def wrap(self, argv: list[str]) -> list[str]:
-        """`argv`, started by a shell that first moves itself into the cgroup."""
-        join = 'echo $$ > "$0" && exec "$@"'
+        """`argv`, started by a shell that first moves itself into the cgroup (should
+        that fail, the command runs as it would without one)."""
+        join = 'echo $$ 2>/dev/null > "$0"; exec "$@"'
         return ["/bin/sh", "-c", join, str(self.folder / "cgroup.procs"), *argv]
 
     async def close(self) -> None:
         """Kill what is left in the cgroup (an unconfined command's stray processes; under
-        bwrap the pid namespace took them already) and remove it."""
+        bwrap the pid namespace took them already) and remove it. It may start nothing
+        more first, so the kills catch up with a fork bomb."""
+        with contextlib.suppress(OSError):
+            (self.folder / "pids.max").write_text("0")
         for _ in range(200):
             try:
                 pids = (self.folder / "cgroup.procs").read_text().split()
@@ -670,7 +682,7 @@ def _pids_cgroup_home() -> Path | None:
         fields = line.split(" - ")
         if len(fields) != 2:
             continue
-        mountpoint = line.split()[4]
+        mount_root, mountpoint = line.split()[3:5]
         kind, _, options = fields[1].split()[:3]
         if kind == "cgroup" and "pids" in options.split(","):
             place = v1.get("pids")
@@ -680,7 +692,14 @@ def _pids_cgroup_home() -> Path | None:
             continue
         if place is None:
             continue
-        folder = Path(mountpoint) / place.lstrip("/") / "jupyter-delegate"
+        # The cgroup's path is from the hierarchy's root; the mount may show a part of it
+        # (a container without a cgroup namespace mounts its own cgroup at the mountpoint).
+        inside = (
+            Path(place).relative_to(mount_root)
+            if Path(place).is_relative_to(mount_root)
+            else Path(place.lstrip("/"))
+        )
+        folder = Path(mountpoint) / inside / "jupyter-delegate"
         try:
             folder.mkdir(exist_ok=True)
             if kind == "cgroup2":

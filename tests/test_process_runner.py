@@ -94,7 +94,10 @@ def test_a_question_is_answered_from_here_and_changes_go_back_to_the_worker(
     served(
         [
             *FIX_TURNS,
-            {"tools": [{"edit": {"file_path": "calc.py", **docstring}}]},
+            {
+                "text": "Adding the docstring.",
+                "tools": [{"edit": {"file_path": "calc.py", **docstring}}],
+            },
             {"tools": [{"finish": {"summary": "docstring added"}}]},
         ]
     )
@@ -116,9 +119,12 @@ def test_a_question_is_answered_from_here_and_changes_go_back_to_the_worker(
         time.sleep(0.05)
     assert asked
     assert manager.until_round_ends(task, timeout=30) == TaskState.REVIEW
+    said: list[str] = []
+    task.subscribe(lambda event: said.append(event.data["delta"]) if event.kind == "text" else None)
     task.request_changes("Add a docstring.")
     assert task.wait(timeout=120) == TaskState.REVIEW, task.error
     assert manager.until_round_ends(task, timeout=30) == TaskState.REVIEW
+    assert "".join(said).count("Adding the docstring.") == 1, said  # once, not per round
     ran = [e.data["pid"] for e in Journal(task.journal_path).events() if e.type == "runner"]
     assert len(ran) == 2 and ran[0] == ran[1] == manager.process_runner().pid  # kept warm
     assert task.summary == "docstring added" and '"""Add."""' in task.diff()

@@ -98,7 +98,9 @@ def test_new_kernel_shows_interrupted_in_the_old_record_and_resume_updates_it(
     assert [WIDGET in o["data"] for o in outputs] == [False, True, False]
     assert EARLY_MIME in outputs[0]["data"]
     (saved,) = (o["data"][MIME] for o in outputs if MIME in o["data"])
-    assert saved["state"] == "running"
+    # As first shown: its round starts in the worker process soon after (a front end
+    # would save the updates too); active either way when the kernel died.
+    assert saved["state"] in ("queued", "running")
     cells = [
         nbformat.v4.new_code_cell("%load_ext jupyter_delegate"),
         nbformat.v4.new_code_cell(cell),

@@ -640,6 +640,9 @@ class TaskManager:
         fd = _try_lock(context.workspace.task_dir(task.id))
         if fd is None:
             request = control.post(task.folder, action, args, by)
+            runner = context.runner or self.runner
+            if hasattr(runner, "posted"):  # it can tell its process at once
+                runner.posted(task)
             return self._await(task, context, request)
         with self._holding(context, fd):
             return self._act(task, context, action, args, before=task.state, by=by)
@@ -769,17 +772,33 @@ class TaskManager:
                 self._inboxes = None
                 return
             for task, context in held:
-                try:
-                    size = os.stat(task.folder / control.INBOX).st_size
-                except OSError:
-                    continue
-                if size <= context.inbox_offset:
-                    continue
-                requests, context.inbox_offset = control.read(task.folder, context.inbox_offset)
-                for request in requests:
-                    asyncio.get_running_loop().create_task(
-                        asyncio.to_thread(self._serve, task, context, request)
-                    )
+                self._take_inbox(task, context)
+
+    def _take_inbox(self, task: Task, context: Context) -> None:
+        """On the engine: act (each on a thread) on what the task's inbox gained since
+        this process last read it."""
+        try:
+            size = os.stat(task.folder / control.INBOX).st_size
+        except OSError:
+            return
+        if size <= context.inbox_offset:
+            return
+        requests, context.inbox_offset = control.read(task.folder, context.inbox_offset)
+        for request in requests:
+            asyncio.get_running_loop().create_task(
+                asyncio.to_thread(self._serve, task, context, request)
+            )
+
+    def look_at_inbox(self, task: Task) -> None:
+        """Act now on the task's inbox, if its round runs here (not at the server's next
+        look): a runner's message says something was posted (runner.ProcessRunner)."""
+        context = self._context(task)
+
+        def look() -> None:
+            if context.running is not None:
+                self._take_inbox(task, context)
+
+        self._engine().call_soon_threadsafe(look)
 
     def _serve(self, task: Task, context: Context, request: control.Request) -> None:
         if request.request_id in task.control_outcomes:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import re
@@ -604,10 +605,7 @@ class _ProcessCap:
     execs (`wrap`), so everything it starts is counted; `close` kills what is left in it
     and removes it. None where no pids cgroup can be made (then only `ulimit` caps)."""
 
-    _home: Path | None = None
-    _looked = False
-    _lock = threading.Lock()
-    _made = 0
+    _made = itertools.count(1)  # numbers this process's cgroups
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -617,9 +615,7 @@ class _ProcessCap:
         home = cls.home()
         if home is None:
             return None
-        with cls._lock:
-            cls._made += 1
-            folder = home / f"{os.getpid()}-{cls._made}"
+        folder = home / f"{os.getpid()}-{next(cls._made)}"
         try:
             folder.mkdir()
             (folder / "pids.max").write_text(str(limit))
@@ -629,19 +625,19 @@ class _ProcessCap:
             return None
         return cls(folder)
 
-    @classmethod
-    def home(cls) -> Path | None:
+    @staticmethod
+    @functools.cache
+    def home() -> Path | None:
         """Where this process makes its commands' cgroups (looked up once), or None."""
-        with cls._lock:
-            if not cls._looked:
-                cls._looked = True
-                cls._home = _pids_cgroup_home() if os.geteuid() == 0 else None
-                if cls._home is None and os.geteuid() == 0:
-                    log.warning(
-                        "running as root with no pids cgroup to make: a command's processes "
-                        "are bounded only by its timeout (ulimit -u does not bind root)"
-                    )
-            return cls._home
+        if os.geteuid() != 0:
+            return None
+        home = _pids_cgroup_home()
+        if home is None:
+            log.warning(
+                "running as root with no pids cgroup to make: a command's processes "
+                "are bounded only by its timeout (ulimit -u does not bind root)"
+            )
+        return home
 
     def wrap(self, argv: list[str]) -> list[str]:
         """`argv`, started by a shell that first moves itself into the cgroup (should

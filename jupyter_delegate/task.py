@@ -245,9 +245,7 @@ class Retelling:
             streamed = message in self._streamed
             if message and not streamed:
                 _remember(self._told_whole, message)
-            for index, block in enumerate(content):
-                if streamed:
-                    break
+            for index, block in enumerate([] if streamed else content):
                 if block.get("type") == "text" and block.get("text"):
                     said = {"delta": block["text"], "message": f"journal-{seq}", "block": index}
                     out.append(("text", said, None))

@@ -848,6 +848,8 @@ class Task:
                 if direction == "in":
                     where = f"{source.get('host', '?')}:{source.get('path', '?')}"
                     self._flag(f"handed off from {where} on {event.at}")
+            case RanOn(runner="process"):
+                pass  # this machine's worker process (runner.ProcessRunner): not a worker
             case RanOn(worker=worker, host=host, moved_from=moved_from):
                 self.workers.append(worker)
                 if moved_from:

@@ -70,6 +70,7 @@ def test_a_round_runs_in_the_worker_and_streams_its_words_here(
     ran = [e for e in Journal(task.journal_path).events() if e.type == "runner"]
     assert ran and ran[0].data["runner"] == "process"
     assert ran[0].data["pid"] == manager.process_runner().pid != os.getpid()
+    assert task.workers == []  # not a Dask worker: `show` and `list` name none
     # The words came streamed (the API's message id as their key), each message once.
     said = [data for kind, data in heard if kind == "text"]
     assert said and all(data["message"].startswith("msg_") for data in said), said

@@ -156,7 +156,9 @@ def _commit_work(manager: TaskManager, task: Task, context: Any) -> str:
     staged = workspace.stage(worktree)
     revert = manager.rounds._guard(task, context, staged) if staged.changes else []
     trailers = {"Delegate-Task": task.id, "Delegate-Journal": context.journal.head}
-    head = workspace.commit(worktree, "delegate: work in progress at handoff", trailers, revert)
+    head = workspace.commit(
+        worktree, "delegate: work in progress at handoff", trailers, revert, staged=staged
+    )
     if head != (task.head_commit or task.base_commit):
         manager._record(task, "commit", {"commit": head})
     return head

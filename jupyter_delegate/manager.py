@@ -1160,7 +1160,7 @@ class TaskManager:
             "Delegate-Edit": "human",
             "Delegate-Journal": context.journal.head,
         }
-        head = workspace.commit(worktree, text, trailers, identity=identity)
+        head = workspace.commit(worktree, text, trailers, identity=identity, staged=staged)
         author = f"{identity['GIT_AUTHOR_NAME']} <{identity['GIT_AUTHOR_EMAIL']}>"
         at = datetime.now(UTC).isoformat(timespec="seconds")
         edit = {"commit": head, "files": files, "message": text, "author": author, "at": at}

@@ -273,16 +273,18 @@ class RoundOfWork:
         assert task.worktree is not None
         staged = await in_git_thread(context.workspace.stage, task.worktree)
         revert = await in_git_thread(self._guard, task, context, staged)
+        trailers = {
+            "Delegate-Task": task.id,
+            "Delegate-Model": ", ".join(task.served_models) or task.model,
+            "Delegate-Sandbox": sandbox.tier,
+            "Delegate-Journal": context.journal.head,
+        }
+        message = f"delegate: {task.title}\n\n{summary}"
         head = await in_git_thread(
-            context.workspace.commit,
+            functools.partial(context.workspace.commit, staged=staged),
             task.worktree,
-            f"delegate: {task.title}\n\n{summary}",
-            {
-                "Delegate-Task": task.id,
-                "Delegate-Model": ", ".join(task.served_models) or task.model,
-                "Delegate-Sandbox": sandbox.tier,
-                "Delegate-Journal": context.journal.head,
-            },
+            message,
+            trailers,
             revert,
         )
         await self.host.record_off(task, "commit", {"commit": head})

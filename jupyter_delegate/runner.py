@@ -172,8 +172,9 @@ class ProcessRunner:
 
     def warm(self, wait: bool = False) -> None:
         """Start the worker now, so the first round need not wait for its start (its
-        imports: ready in about 0.1 s, the SDK loaded in about 0.5 s more); `wait`:
-        return once it is ready for rounds."""
+        imports: about 0.1 s, then the SDK's, about 0.5 s more, while rounds may already
+        start); `wait`: return once it is ready, everything loaded (a batch measured
+        from then on does not share the cores with the imports)."""
         with self._lock:
             worker = self._running_worker()
         if wait and not worker.ready.wait(60):
@@ -251,9 +252,9 @@ class ProcessRunner:
             while chunk := worker.channel.recv(1 << 16):
                 *lines, pending = (pending + chunk).split(b"\n")
                 messages = [json.loads(line) for line in lines]
-                if messages and "ready" in messages[0]:
+                if any("ready" in message for message in messages):
                     worker.ready.set()
-                    messages.pop(0)
+                    messages = [message for message in messages if "ready" not in message]
                 if messages:
                     loop.call_soon_threadsafe(self._deliver, worker, messages)
         except (OSError, ValueError):
@@ -328,9 +329,10 @@ def serve(fd: int) -> None:
         with sending, contextlib.suppress(OSError):
             channel.sendall(data)
 
-    send({"ready": os.getpid()})  # its first message: imports done
-    # The SDK (about 0.5 s of imports) is loaded now, while no round waits for it.
-    threading.Thread(target=_import_sdk, name="import-sdk", daemon=True).start()
+    # The SDK (about 0.5 s of imports) is loaded now, while no round waits for it; a
+    # round that comes meanwhile starts (its worktree) and waits for it only at its first
+    # request. Then the worker says it is ready: nothing left to load.
+    threading.Thread(target=_import_sdk, args=(send,), name="import-sdk", daemon=True).start()
 
     running: dict[int, Task] = {}  # the rounds by their number, while they run
 
@@ -376,8 +378,10 @@ def serve(fd: int) -> None:
     os._exit(0)
 
 
-def _import_sdk() -> None:
+def _import_sdk(send: Callable[[Mapping[str, Any]], None]) -> None:
     import anthropic  # noqa: F401
+
+    send({"ready": os.getpid()})
 
 
 def _adopt(environ: Mapping[str, str]) -> None:

@@ -46,6 +46,8 @@ _FALLBACK_IDENTITY = {
 }
 _locks: dict[Path, threading.RLock] = {}  # a repository's common dir, or a worktree
 _locks_guard = threading.Lock()
+_gitlinks_known: dict[str, tuple[tuple[str, str, str], ...]] = {}  # by commit (gitlinks)
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a full SHA-1 or SHA-256 id
 
 
 @dataclass(frozen=True)
@@ -195,14 +197,32 @@ def nested_repositories(worktree: Path, submodules: set[str] | frozenset[str]) -
     return sorted(found)
 
 
-def _gitlinks(tree_git: git.Git, treeish: str) -> list[str]:
-    listing = tree_git.ls_tree("-r", "-z", treeish)
+def gitlinks(cwd: Path, commit: str) -> tuple[tuple[str, str, str], ...]:
+    """(mode, sha, path) of each submodule (gitlink) `commit` records, by `git ls-tree`
+    in `cwd`. A commit's listing never changes, so one named by its full object id is
+    kept: a round lists its base when it makes the worktree and HEAD when it stages,
+    the same commit unless it committed (one `ls-tree -r` of the whole tree for both)."""
+    if (known := _gitlinks_known.get(commit)) is not None:
+        return known
+    listing = subprocess.run(
+        pinned_argv("ls-tree", "-r", "-z", commit),
+        cwd=cwd,
+        capture_output=True,
+        check=True,
+        env=pinned_env(),
+    ).stdout.decode(errors="surrogateescape")
     found = []
     for entry in filter(None, listing.split("\0")):
         meta, path = entry.split("\t", 1)
-        if meta.split()[1] == "commit":
-            found.append(path)
-    return found
+        mode, kind, sha = meta.split()
+        if kind == "commit":
+            found.append((mode, sha, path))
+    if _OBJECT_ID.fullmatch(commit):
+        with _locks_guard:
+            _gitlinks_known[commit] = tuple(found)
+            while len(_gitlinks_known) > 256:
+                del _gitlinks_known[next(iter(_gitlinks_known))]
+    return tuple(found)
 
 
 def _staged_gitlink(tree_git: git.Git, path: str) -> bool:
@@ -427,7 +447,10 @@ class Workspace:
     # -- worktree ----------------------------------------------------------------------
     def create(self, task_id: str, slug: str, base: str | None) -> Worktree:
         """A worktree on a new branch at `base` (a branch, tag or commit; default HEAD)."""
-        base_commit = self.repo.commit(base).hexsha if base else self._head_commit()
+        if base and _OBJECT_ID.fullmatch(base):  # a round's: the commit its task started from
+            base_commit = base  # (GitPython would start a `git cat-file` to learn its type)
+        else:
+            base_commit = self.repo.commit(base).hexsha if base else self._head_commit()
         base_branch = base if base is not None and self.has_branch(base) else None
         branch = f"delegate/{task_id}-{slug}"
         path = self.worktree_path(task_id)
@@ -621,7 +644,8 @@ class Workspace:
         the exact paths, modes and blobs a commit would hold."""
         tree_git = pinned_git(worktree)
         with self.worktree_locked(worktree):
-            submodules = set(_gitlinks(tree_git, "HEAD"))
+            head = tree_git.rev_parse("HEAD")
+            submodules = {path for _, _, path in gitlinks(worktree, head)}
             nested = nested_repositories(worktree, submodules)
             # Submodules are never staged either: staging a moved one makes git work in
             # it, under its own configuration, which the agent can write.
@@ -631,10 +655,9 @@ class Workspace:
             for path in nested:  # an older stage may have recorded it as a gitlink
                 if _staged_gitlink(tree_git, path):
                     tree_git.update_index("--force-remove", "--", path)
-            for path, (mode, sha) in _entries(tree_git, "HEAD", sorted(submodules)).items():
+            for path, (mode, sha) in _entries(tree_git, head, sorted(submodules)).items():
                 tree_git.update_index("--cacheinfo", f"{mode},{sha},{path}")
             tree = tree_git.write_tree()
-            head = tree_git.rev_parse("HEAD")
             raw = tree_git.diff_tree("-r", "-z", "--no-renames", "--raw", f"{head}^{{tree}}", tree)
         return Staged(head, tree, tuple(_parse_raw(raw)), tuple(nested), frozenset(submodules))
 
@@ -652,23 +675,31 @@ class Workspace:
         trailers: Mapping[str, str],
         revert: Sequence[str] = (),
         identity: Mapping[str, str] | None = None,
+        staged: Staged | None = None,
     ) -> str:
         """Commit what `stage` staged (the harness commits, never the agent), with the
         paths in `revert` put back as HEAD has them, in the commit and in the worktree.
         `identity`: the author and committer (`user_identity`; default: the repository's
-        configured user). Returns the new head; with nothing to commit, the head as it is."""
+        configured user). `staged`: what that `stage` returned, when nothing touched the
+        index since: its HEAD, tree and changes are not asked of git again. Returns the
+        new head; with nothing to commit, the head as it is."""
         tree_git = pinned_git(worktree)
         with self.worktree_locked(worktree):
-            head = tree_git.rev_parse("HEAD")
-            entries = _entries(tree_git, head, revert)
-            for path in revert:
-                if path in entries:
-                    mode, sha = entries[path]
-                    tree_git.update_index("--add", "--cacheinfo", f"{mode},{sha},{path}")
-                else:
-                    tree_git.update_index("--force-remove", "--", path)
-            tree = tree_git.write_tree()
-            if tree == tree_git.rev_parse(f"{head}^{{tree}}"):
+            entries: dict[str, tuple[str, str]] = {}
+            if staged is not None and not revert:
+                head, tree, unchanged = staged.head, staged.tree, not staged.changes
+            else:
+                head = tree_git.rev_parse("HEAD")
+                entries = _entries(tree_git, head, revert)
+                for path in revert:
+                    if path in entries:
+                        mode, sha = entries[path]
+                        tree_git.update_index("--add", "--cacheinfo", f"{mode},{sha},{path}")
+                    else:
+                        tree_git.update_index("--force-remove", "--", path)
+                tree = tree_git.write_tree()
+                unchanged = tree == tree_git.rev_parse(f"{head}^{{tree}}")
+            if unchanged:
                 commit = head
             else:
                 text = message.rstrip() + "\n\n"
@@ -876,8 +907,8 @@ class Workspace:
         ref = ARCHIVE_PREFIX + task_id
         with self.locked(worktree):
             if worktree.exists():
-                self.stage(worktree)
-                self.commit(worktree, "delegate: work in progress at reject", {})
+                staged = self.stage(worktree)
+                self.commit(worktree, "delegate: work in progress at reject", {}, staged=staged)
             head = self.repo.commit(branch).hexsha
             self.repo.git.update_ref(ref, head)
             self.remove_worktree(worktree)
@@ -892,19 +923,8 @@ class Workspace:
 
 
 def _clone_submodules(source_root: Path, worktree: Path, commit: str) -> list[str]:
-    listing = subprocess.run(
-        pinned_argv("ls-tree", "-r", "-z", commit),
-        cwd=worktree,
-        capture_output=True,
-        check=True,
-        env=pinned_env(),
-    ).stdout.decode(errors="surrogateescape")
     empty: list[str] = []
-    for entry in filter(None, listing.split("\0")):
-        meta, path = entry.split("\t", 1)
-        _mode, kind, sha = meta.split()
-        if kind != "commit":
-            continue
+    for _mode, sha, path in gitlinks(worktree, commit):
         source, target = source_root / path, worktree / path
         if not (source / ".git").exists():
             empty.append(path)

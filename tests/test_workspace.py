@@ -183,3 +183,36 @@ def test_approve_reads_a_gone_tree_as_gone_never_the_current_folders_repository(
         workspace.bring_base_in(tree.path, "main")
     with pytest.raises(git.GitCommandError):
         workspace.integrate(tree.path, "main", "squash", "squash")
+
+
+def test_stage_and_commit_follow_head_when_it_moves_to_a_commit_with_a_submodule(
+    repo: git.Repo,
+) -> None:
+    """A commit's submodules are listed once and kept (workspace.gitlinks); a tree whose
+    HEAD moves to a commit with a gitlink is staged by that commit's, and committing
+    what stage staged needs nothing asked of git again."""
+    workspace, (tree,) = _worktrees(repo, 1)
+    first = workspace.stage(tree)
+    assert first.submodules == frozenset() and first.changes == ()
+    assert workspace.commit(tree, "nothing", {}, staged=first) == first.head  # no commit made
+    # The tree's HEAD moves to a commit recording a gitlink (as a commit of its own would).
+    tree_git = pinned_git(tree)
+    tree_git.update_index("--add", "--cacheinfo", f"160000,{first.head},vendor/lib")
+    with_link = tree_git.commit_tree(tree_git.write_tree(), "-p", first.head, "-m", "link")
+    tree_git.update_ref("HEAD", with_link)
+    (tree / "notes.txt").write_text("new\n")
+    second = workspace.stage(tree)
+    assert second.head == with_link
+    assert second.submodules == frozenset({"vendor/lib"})
+    assert [c.path for c in second.changes] == ["notes.txt"]
+    made = workspace.commit(tree, "notes", {"Delegate-Task": "t0"}, staged=second)
+    assert made != with_link
+    assert repo.commit(made).parents[0].hexsha == with_link
+    assert repo.git.ls_tree("-r", "--name-only", made).split() == [
+        "README.md",
+        "calc.py",
+        "notes.txt",
+        "test_calc.py",
+        "vendor/lib",
+    ]
+    assert pinned_git(tree).rev_parse("HEAD") == made

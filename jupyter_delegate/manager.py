@@ -151,7 +151,8 @@ class TaskManager:
         journal names who decided ("cli", "notebook", "python"). `runner`: where rounds
         run (runner.py; default: this process's engine thread)."""
         self.rounds = RoundOfWork(_Host(self), client, ask_timeout_s)
-        self.runner: Runner = runner or EngineRunner(self)
+        self._engine_runner = EngineRunner(self)  # runner="kernel": one, for its gathering
+        self.runner: Runner = runner or self._engine_runner
         # Tells the user, away from the notebook, that a task needs them (notify.py).
         self.notifier = Notifier()
         self.control_timeout_s = control_timeout_s
@@ -255,7 +256,7 @@ class TaskManager:
         if runner == "process":
             chosen_runner: Any = self.process_runner()
         elif runner == "kernel":
-            chosen_runner = EngineRunner(self)
+            chosen_runner = self._engine_runner
         else:
             chosen_runner = runner_for(runner)  # a missing dask, a bad address: at once
         if isinstance(chosen_runner or self.runner, ProcessRunner) and self._client is not None:

@@ -22,6 +22,7 @@ from any process.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -31,6 +32,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -59,15 +61,52 @@ class Runner(Protocol):
 
 
 class EngineRunner:
-    """Rounds on the manager's engine thread, in this process."""
+    """Rounds on the manager's engine thread, in this process. Rounds started less than
+    `gather_s` apart (a loop of submits: one every 2 ms or so) begin together when the
+    burst pauses, at most `gather_at_most_s` after its first: a round that began at once
+    would take the cores (its worktree's git, its sandbox, the SDK) from the caller's next
+    submits. Measured: 64 submits in 0.1-0.3 s, against 0.7-1.1 s with each round begun
+    at its submit, and the same wall to the last review (bench/submit.py). As Dask's
+    client batches what it sends its scheduler every 2 ms."""
 
     in_process = True
+    gather_s = 0.005
+    gather_at_most_s = 0.25
 
     def __init__(self, manager: TaskManager) -> None:
         self._manager = manager
+        self._lock = threading.Lock()
+        self._gathered: list[Round] = []  # started, not yet begun on the engine
+        self._first = self._last = 0.0  # when the burst's first and last were started
 
     def start(self, work: Round) -> None:
-        self._manager._launch(work)
+        with self._lock:
+            self._last = time.monotonic()
+            self._gathered.append(work)
+            if len(self._gathered) > 1:
+                return  # the burst's first start has its rounds begun
+            self._first = self._last
+        loop = self._manager._engine()
+        loop.call_soon_threadsafe(loop.call_later, self.gather_s, self._begin_gathered)
+
+    def _begin_gathered(self) -> None:
+        """On the engine: begin the rounds gathered, once the burst paused (or went on
+        for `gather_at_most_s`); otherwise look again when it might have."""
+        with self._lock:
+            wait = (
+                min(self._last + self.gather_s, self._first + self.gather_at_most_s)
+                - time.monotonic()
+            )
+            if wait <= 0:
+                gathered, self._gathered = self._gathered, []
+        if wait > 0:
+            asyncio.get_running_loop().call_later(wait, self._begin_gathered)
+            return
+        for work in gathered:
+            try:
+                self._manager._launch(work)
+            except Exception:  # one task's: the burst's other rounds still begin
+                log.exception("task %s's round could not begin", work.task_id)
 
 
 def run_round(

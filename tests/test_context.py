@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +291,31 @@ def test_trust_records_every_file_and_drift_names_changed_added_and_removed_file
 
     assert trust_skill("deploy-notes", repo=root).trust == "trusted"
     assert statuses_by_name(skills(root))["deploy-notes"].trust == "trusted"
+
+
+def test_a_skill_read_before_is_kept_until_a_file_of_it_changes(
+    repo: git.Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scans keep what they read of a folder whose files are as they were; a file
+    rewritten to the same size (its change time moves) is read again, and drift shows."""
+    import jupyter_delegate.context.skills as skills_module
+
+    real_ns = skills_module.time.time_ns
+    # Files count as settled (older than a second) at once: the kept reading is used.
+    monkeypatch.setattr(skills_module.time, "time_ns", lambda: real_ns() + 10**10)
+    root = Path(repo.working_dir)
+    folder = make_skill(root / ".agents" / "skills", "deploy-notes")
+    write(folder / "scripts" / "run.sh", "echo one\n")
+    trust_skill("deploy-notes", repo=root)
+    first = statuses_by_name(skills(root))["deploy-notes"]
+    again = statuses_by_name(skills(root))["deploy-notes"]
+    assert first.trust == again.trust == "trusted"
+    assert again.skill is first.skill  # kept, not read again
+
+    time.sleep(0.02)  # past the clock's tick (a few ms), as a real edit would be
+    (folder / "scripts" / "run.sh").write_text("echo two\n")  # the same size
+    changed = statuses_by_name(skills(root))["deploy-notes"]
+    assert changed.trust == "changed" and changed.changed == ("scripts/run.sh",)
 
 
 def test_user_skills_have_their_own_lock(repo: git.Repo) -> None:

@@ -25,6 +25,8 @@ import hashlib
 import json
 import os
 import re
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +44,10 @@ MAX_FILES = 200
 MAX_FILE_BYTES = 1_000_000
 _IGNORED = frozenset({"__pycache__", ".DS_Store", ".git"})
 BUNDLED = Path(__file__).resolve().parent.parent / "skills"
+# Skills read (parse_skill), by folder and source: the folder's signature then, and what
+# was read.
+_parsed: dict[tuple[Path, str], tuple[tuple[Any, ...], Skill]] = {}
+_parsed_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -203,7 +209,61 @@ def validate(front: Mapping[str, Any], folder_name: str) -> list[str]:
 
 
 def parse_skill(folder: Path, source: str) -> Skill:
-    """Read and validate a skill folder; raise ContextError naming the file and problem."""
+    """Read and validate a skill folder; raise ContextError naming the file and problem.
+    A folder read before whose files are as they were then (by `_signature`) is not read
+    again: every round scans the skills (the bundled ones, the repository's, the user's),
+    and hashing each file and parsing the YAML of each front matter was about 1 ms a
+    round for the two bundled skills alone."""
+    try:
+        signature = _signature(folder)
+    except OSError:
+        signature = None  # read it as ever, to say what is wrong
+    key = (folder, source)
+    with _parsed_lock:
+        known = _parsed.get(key)
+    if signature is not None and known is not None and known[0] == signature:
+        return known[1]
+    skill = _parse_skill(folder, source)
+    # Not kept while a file is newer than a second: a write within the same tick of the
+    # clock (a few ms) could leave size and times as they were (git's "racy" files).
+    settled = time.time_ns() - 1_000_000_000
+    if signature is not None and all(entry[5] < settled for entry in signature):
+        with _parsed_lock:
+            _parsed[key] = (signature, skill)
+            while len(_parsed) > 256:
+                del _parsed[next(iter(_parsed))]
+    return skill
+
+
+def _signature(folder: Path) -> tuple[tuple[str, int, int, int, int, int], ...]:
+    """What a skill folder's entries are, as `lstat` sees them (its subfolders walked as
+    `hash_folder` walks them): inode, mode, size, and the modification and change times
+    in nanoseconds. A file written changes its change time, which no program can set
+    back, so an unchanged signature is unchanged content."""
+    entries = []
+    for directory, subdirs, names in os.walk(folder, followlinks=False, onerror=_raise):
+        subdirs[:] = sorted(d for d in subdirs if d not in _IGNORED)
+        for name in [*subdirs, *sorted(names)]:
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            entries.append(
+                (
+                    os.path.relpath(path, folder),
+                    info.st_ino,
+                    info.st_mode,
+                    info.st_size,
+                    info.st_mtime_ns,
+                    info.st_ctime_ns,
+                )
+            )
+    return tuple(entries)
+
+
+def _raise(error: OSError) -> None:
+    raise error
+
+
+def _parse_skill(folder: Path, source: str) -> Skill:
     skill_md = folder / "SKILL.md"
     if not skill_md.is_file():
         raise ContextError(f"{skill_md}: missing; a skill folder needs a SKILL.md")

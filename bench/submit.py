@@ -6,7 +6,10 @@ task (2 steps, zero latency), the task waited to its review before the next; the
 (3 steps, 100 ms a model turn) starting its round while the next submits are made, as in
 bench/concurrency.py; their total time, and beside it the submitting thread's own CPU
 time in it (`submit_many_cpu_s`, `time.thread_time`): the rest of the wall is the thread
-waiting, mostly for the interpreter's lock, which the rounds already started hold.
+waiting for the cores and the interpreter's lock, which rounds already begun would hold
+(the engine begins a burst's rounds when it pauses: runner.EngineRunner). And the same
+burst with the rounds in a worker process (`submit_many_s_worker_process`, a notebook's
+default), the fake served from its own process.
 
 The reference (the floor of a submit, measured beside it in the same round): creating a
 task's folder and writing its three opening events (`task`, `state`, `user`, copied from
@@ -18,6 +21,7 @@ beside them. Rounds: 5 at full size, each figure as min / median / max.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +31,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common
+from bench.concurrency import fake_process
 
 NAME = "submit"
 GOALS = {"submit_one_ms_p50": 5.0, "submit_many_s": 0.3}
@@ -90,6 +95,35 @@ def at_once(repo: Path, count: int, latency_ms: int) -> tuple[float, float]:
     return total, cpu
 
 
+def at_once_in_worker(repo: Path, count: int, url: str) -> float:
+    """`count` submits back to back on a manager whose rounds run in its worker process
+    (runner="process", a notebook's default), warm before the clock, the fake served at
+    `url` from its own process; the submits' total time. The tasks are then waited for."""
+    from jupyter_delegate import Budget, Outcome
+    from jupyter_delegate.manager import TaskManager
+    from jupyter_delegate.testing.fake_anthropic import OFFLINE_API_KEY
+
+    os.environ.update(ANTHROPIC_BASE_URL=url, ANTHROPIC_API_KEY=OFFLINE_API_KEY)
+    manager = TaskManager(sandbox="none")
+    worker = manager.runner = manager.process_runner()
+    worker.warm(wait=True)
+    try:
+        started = time.perf_counter()
+        tasks = [
+            manager.submit(Outcome(f"Read the notes ({n}).", budget=Budget(max_steps=8)), repo=repo)
+            for n in range(count)
+        ]
+        total = time.perf_counter() - started
+        states = {str(task.wait(timeout=300)) for task in tasks}
+        for task in tasks:  # its last lines read, the round's lock let go
+            manager.until_round_ends(task, timeout=60)
+    finally:
+        worker.close()
+    if states != {"review"}:
+        raise RuntimeError(f"tasks ended in {sorted(states)}")
+    return total
+
+
 def run(size: str = "full") -> dict[str, Any]:
     common.check_size(size)
     singles, many, latency_ms, rounds = (3, 4, 20, 1) if size == "tiny" else (10, 64, 100, 5)
@@ -99,6 +133,7 @@ def run(size: str = "full") -> dict[str, Any]:
     many_s: list[float] = []
     many_cpu_s: list[float] = []
     many_floor: list[float] = []
+    worker_s: list[float] = []
     with common.git_identity(), common.scratch(NAME) as tmp:
         repo = common.make_repo(tmp / "repo")
         one_by_one(repo, 2)  # warm-up: imports, git, the SDK client
@@ -117,6 +152,9 @@ def run(size: str = "full") -> dict[str, Any]:
             many_floor.append(
                 sum(floor_s(tmp / f"floor{n}" / f"many{k}", opening) for k in range(many))
             )
+        with fake_process(tmp, 3, latency_ms) as url:
+            for n in range(rounds):
+                worker_s.append(at_once_in_worker(common.make_repo(tmp / f"w{n}"), many, url))
     goals = {
         "submit_one_ms_p50": common.goal_figure(
             GOALS["submit_one_ms_p50"],
@@ -130,6 +168,14 @@ def run(size: str = "full") -> dict[str, Any]:
             many_s,
             many_floor,
             unit=f"s for {many} submits (absolute, machine-bound); reference: {many} floors",
+            kind="absolute",
+        ),
+        "submit_many_s_worker_process": common.goal_figure(
+            GOALS["submit_many_s"],
+            worker_s,
+            many_floor,
+            unit=f"s for {many} submits, rounds in a worker process (a notebook's default); "
+            f"reference: {many} floors",
             kind="absolute",
         ),
     }
@@ -147,6 +193,7 @@ def run(size: str = "full") -> dict[str, Any]:
         "submit_many_ms_per_task": common.median(many_s) / many * 1000,
         "submit_many_cpu_s": common.median(many_cpu_s),
         "floor_many_s": common.median(many_floor),
+        "submit_many_worker_process_s": common.median(worker_s),
     }
     return common.round_all(figures)
 

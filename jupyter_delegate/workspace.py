@@ -47,6 +47,9 @@ _FALLBACK_IDENTITY = {
 _locks: dict[Path, threading.RLock] = {}  # a repository's common dir, or a worktree
 _locks_guard = threading.Lock()
 _gitlinks_known: dict[str, tuple[tuple[str, str, str], ...]] = {}  # by commit (gitlinks)
+# What committed_secrets read, by repository (its common folder): the tips whose whole
+# histories were read, and the values found in them.
+_secrets_read: dict[Path, tuple[frozenset[str], frozenset[str]]] = {}
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a full SHA-1 or SHA-256 id
 
 
@@ -620,10 +623,34 @@ class Workspace:
     def committed_secrets(self) -> list[str]:
         """The values in every version of every secret file (`.env*`) ever committed to
         any ref: commands can read the history (`git show HEAD~3:.env`), so these are
-        redacted like the environment's credentials. Longest first."""
-        patch = self.repo.git.log(
-            *EVERY_REF, "-p", "--format=", *_DIFF, "--", ":(glob,icase)**/.env*"
-        )
+        redacted like the environment's credentials. Longest first. Every round asks, and
+        reading a long history is seconds (4.7 s for 20,000 commits), so what was read is
+        kept for the repository: a history only grows under its tips, and the next call
+        reads only the commits its new tips reach (`git log NEW --not READ`)."""
+        tips = frozenset(self.repo.git.rev_parse(*EVERY_REF).split())
+        with _locks_guard:
+            read, known = _secrets_read.get(self.common_dir, (frozenset(), frozenset()))
+        if tips <= read:
+            return sorted(known, key=len, reverse=True)
+        try:
+            found = self._secrets_in([*sorted(tips - read), *(f"^{tip}" for tip in sorted(read))])
+        except git.GitCommandError:  # a tip read before is gone from the store: read all
+            read, known = frozenset(), frozenset()
+            found = self._secrets_in(sorted(tips))
+        values = known | found
+        with _locks_guard:
+            _secrets_read[self.common_dir] = (read | tips, values)
+        return sorted(values, key=len, reverse=True)
+
+    def _secrets_in(self, revisions: Sequence[str]) -> frozenset[str]:
+        """The values `committed_secrets` looks for, in the commits `revisions` (given as
+        `git log --stdin` takes them) reach."""
+        with tempfile.TemporaryFile() as stream:
+            stream.write("".join(f"{revision}\n" for revision in revisions).encode())
+            stream.seek(0)
+            patch = self.repo.git.log(
+                "--stdin", "-p", "--format=", *_DIFF, "--", ":(glob,icase)**/.env*", istream=stream
+            )
         values = set()
         for line in patch.splitlines():
             if line[:1] not in "+-" or line.startswith(("+++", "---")):
@@ -633,7 +660,7 @@ class Workspace:
                 value = match.group(1).strip().strip("'\"")
                 if len(value) >= 8:
                     values.add(value)
-        return sorted(values, key=len, reverse=True)
+        return frozenset(values)
 
     # -- the task's tree: staged, guarded, committed by the harness ----------------------
     def stage(self, worktree: Path) -> Staged:

@@ -216,3 +216,31 @@ def test_stage_and_commit_follow_head_when_it_moves_to_a_commit_with_a_submodule
         "vendor/lib",
     ]
     assert pinned_git(tree).rev_parse("HEAD") == made
+
+
+def test_secrets_committed_later_are_found_by_reading_only_what_is_new(repo: git.Repo) -> None:
+    """committed_secrets keeps what it read of a repository's history and reads only the
+    commits new tips reach; a tip it read that git no longer has is read again in full."""
+    root = Path(repo.working_dir)
+    workspace = Workspace(root)
+    assert workspace.committed_secrets() == []
+    (root / ".env").write_text("DATABASE_URL=postgres://first-secret@db\n")
+    repo.git.add(".env")
+    repo.git.commit("-q", "-m", "a secret")
+    assert workspace.committed_secrets() == ["postgres://first-secret@db"]
+    repo.git.switch("-q", "-c", "side")
+    (root / ".env").write_text("API_KEY=second-secret-value\n")
+    repo.git.commit("-q", "-am", "another")
+    assert Workspace(root).committed_secrets() == [  # by the repository, not the object
+        "postgres://first-secret@db",
+        "second-secret-value",
+    ]
+    # The branch goes and its commit with it: what was read is read again, in full.
+    repo.git.switch("-q", "main")
+    repo.git.branch("-q", "-D", "side")
+    repo.git.reflog("expire", "--expire=now", "--all")
+    repo.git.gc("-q", "--prune=now")
+    (root / "notes.txt").write_text("a new tip\n")
+    repo.git.add("notes.txt")
+    repo.git.commit("-q", "-m", "moves main")
+    assert workspace.committed_secrets() == ["postgres://first-secret@db"]

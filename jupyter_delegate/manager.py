@@ -420,6 +420,18 @@ class TaskManager:
 
         self._on_engine(launch())
 
+    def _not_begun(self, work: Round, error: str) -> None:
+        """A round handed to this process's engine that could not begin (EngineRunner):
+        its lock goes and the task fails with `error`, rather than stay queued."""
+        task = self.get(work.task_id, work.repo)
+        context = self._context(task)
+        context.handed_over = False
+        _unlock(context)
+        try:
+            self._settle_stopped(task, context, "", error=error)
+        finally:
+            context.idle.set()
+
     def claim(self, work: Round) -> Task:
         """Take the lock of `work`'s task for a round run here (runner.run_round). A
         lock held for a moment (another process looking whether it is held: `_held`) is

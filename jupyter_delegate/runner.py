@@ -86,8 +86,14 @@ class EngineRunner:
             if len(self._gathered) > 1:
                 return  # the burst's first start has its rounds begun
             self._first = self._last
-        loop = self._manager._engine()
-        loop.call_soon_threadsafe(loop.call_later, self.gather_s, self._begin_gathered)
+        first_look = min(self.gather_s, self.gather_at_most_s)
+        try:
+            loop = self._manager._engine()
+            loop.call_soon_threadsafe(loop.call_later, first_look, self._begin_gathered)
+        except BaseException:  # no engine to begin it: said to the caller, nothing left
+            with self._lock:
+                self._gathered.remove(work)
+            raise
 
     def _begin_gathered(self) -> None:
         """On the engine: begin the rounds gathered, once the burst paused (or went on
@@ -105,8 +111,10 @@ class EngineRunner:
         for work in gathered:
             try:
                 self._manager._launch(work)
-            except Exception:  # one task's: the burst's other rounds still begin
+            except Exception as exc:  # that task fails; the burst's other rounds begin
                 log.exception("task %s's round could not begin", work.task_id)
+                with contextlib.suppress(Exception):
+                    self._manager._not_begun(work, f"its round could not begin: {exc}")
 
 
 def run_round(
@@ -418,9 +426,10 @@ def serve(fd: int) -> None:
 
 
 def _import_sdk(send: Callable[[Mapping[str, Any]], None]) -> None:
-    import anthropic  # noqa: F401
-
-    send({"ready": os.getpid()})
+    try:
+        import anthropic  # noqa: F401
+    finally:  # ready either way: a round that needs a missing SDK says so itself
+        send({"ready": os.getpid()})
 
 
 def _adopt(environ: Mapping[str, str]) -> None:

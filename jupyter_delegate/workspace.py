@@ -47,9 +47,9 @@ _FALLBACK_IDENTITY = {
 _locks: dict[Path, threading.RLock] = {}  # a repository's common dir, or a worktree
 _locks_guard = threading.Lock()
 _gitlinks_known: dict[str, tuple[tuple[str, str, str], ...]] = {}  # by commit (gitlinks)
-# What committed_secrets read, by repository (its common folder): the tips whose whole
-# histories were read, and the values found in them.
-_secrets_read: dict[Path, tuple[frozenset[str], frozenset[str]]] = {}
+# What committed_secrets read, by repository (its common folder): the history's shape
+# then, the tips whose whole histories were read, and the values found in them.
+_secrets_read: dict[Path, tuple[tuple[bytes, ...], frozenset[str], frozenset[str]]] = {}
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a full SHA-1 or SHA-256 id
 
 
@@ -625,22 +625,48 @@ class Workspace:
         any ref: commands can read the history (`git show HEAD~3:.env`), so these are
         redacted like the environment's credentials. Longest first. Every round asks, and
         reading a long history is seconds (4.7 s for 20,000 commits), so what was read is
-        kept for the repository: a history only grows under its tips, and the next call
-        reads only the commits its new tips reach (`git log NEW --not READ`)."""
+        kept for the repository: under the same tips the same commits are reachable, and
+        the next call reads only the commits its new tips reach (`git log NEW --not
+        READ`). Unless what makes a history other than its tips changed: a shallow
+        clone deepened, grafts, replace refs (`_history_shape`); then all of it again."""
         tips = frozenset(self.repo.git.rev_parse(*EVERY_REF).split())
+        shape = self._history_shape()
         with _locks_guard:
-            read, known = _secrets_read.get(self.common_dir, (frozenset(), frozenset()))
-        if tips <= read:
+            kept = _secrets_read.get(self.common_dir)
+        read, known = (
+            (kept[1], kept[2]) if kept and kept[0] == shape else (frozenset(), frozenset())
+        )
+        if read and tips <= read:
             return sorted(known, key=len, reverse=True)
         try:
             found = self._secrets_in([*sorted(tips - read), *(f"^{tip}" for tip in sorted(read))])
         except git.GitCommandError:  # a tip read before is gone from the store: read all
-            read, known = frozenset(), frozenset()
+            known = frozenset()
             found = self._secrets_in(sorted(tips))
         values = known | found
-        with _locks_guard:
-            _secrets_read[self.common_dir] = (read | tips, values)
+        with _locks_guard:  # the tips now (what older ones reached is in `values` already)
+            _secrets_read[self.common_dir] = (shape, tips, values)
         return sorted(values, key=len, reverse=True)
+
+    def _history_shape(self) -> tuple[bytes, ...]:
+        """What, besides its tips, decides which commits a repository's history holds:
+        the shallow boundary, grafts and the replace refs (loose and packed)."""
+        parts = []
+        for name in ("shallow", "info/grafts", "packed-refs"):
+            try:
+                text = (self.common_dir / name).read_bytes()
+            except OSError:
+                text = b""
+            if name == "packed-refs":  # only its replace refs
+                text = b"\n".join(line for line in text.splitlines() if b" refs/replace/" in line)
+            parts.append(text)
+        replace = self.common_dir / "refs" / "replace"
+        if replace.is_dir():
+            for path in sorted(replace.rglob("*")):
+                parts.append(
+                    str(path).encode() + b"=" + (path.read_bytes() if path.is_file() else b"")
+                )
+        return tuple(parts)
 
     def _secrets_in(self, revisions: Sequence[str]) -> frozenset[str]:
         """The values `committed_secrets` looks for, in the commits `revisions` (given as

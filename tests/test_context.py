@@ -318,6 +318,30 @@ def test_a_skill_read_before_is_kept_until_a_file_of_it_changes(
     assert changed.trust == "changed" and changed.changed == ("scripts/run.sh",)
 
 
+def test_a_skill_folder_holding_a_symlink_is_read_each_time(
+    repo: git.Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a symlink leads can change with no entry of the folder changing: such a
+    folder is never kept, so a link made to lead out of it is refused at once."""
+    import jupyter_delegate.context.skills as skills_module
+
+    real_ns = skills_module.time.time_ns
+    monkeypatch.setattr(skills_module.time, "time_ns", lambda: real_ns() + 10**10)
+    agents = Path(repo.working_dir) / ".agents"
+    folder = make_skill(agents / "skills", "deploy-notes")
+    (folder / "REAL.md").write_text((folder / "SKILL.md").read_text())
+    (folder / "SKILL.md").unlink()
+    (agents / "alias").symlink_to("skills")  # SKILL.md -> ../../alias/deploy-notes/REAL.md
+    (folder / "SKILL.md").symlink_to("../../alias/deploy-notes/REAL.md")
+    assert statuses_by_name(skills(repo.working_dir))["deploy-notes"].trust == "new"
+    make_skill(agents / "evil", "deploy-notes", folder="deploy-notes")
+    (agents / "evil" / "deploy-notes" / "REAL.md").write_text("---\nname: deploy-notes\n")
+    (agents / "alias").unlink()
+    (agents / "alias").symlink_to("evil")  # the folder's own entries are as they were
+    status = statuses_by_name(skills(repo.working_dir))["deploy-notes"]
+    assert status.trust == "malformed" and "links outside the skill folder" in status.problem
+
+
 def test_user_skills_have_their_own_lock(repo: git.Repo) -> None:
     make_skill(user_dir() / "skills", "my-style")
     assert statuses_by_name(skills(None))["my-style"].trust == "new"

@@ -12,6 +12,7 @@ import pytest
 
 from jupyter_delegate import Budget, Outcome, Task
 from jupyter_delegate.manager import TaskManager
+from jupyter_delegate.runner import Round
 from jupyter_delegate.testing import FakeMessagesAPI, load_scenario
 
 FINISH = [{"tools": [{"finish": {"summary": "Nothing to change."}}]}]
@@ -38,7 +39,7 @@ def test_a_burst_of_submits_begins_its_rounds_after_it(
     repo: git.Repo, manager: TaskManager
 ) -> None:
     runner = manager._engine_runner
-    runner.gather_s, runner.gather_at_most_s = 0.4, 5.0  # wider than any gap here
+    runner.gather_s, runner.gather_at_most_s = 1.0, 5.0  # wider than any gap here
     tasks = []
     for n in range(5):  # a submit every 0.15 s: long enough for a round to get going
         tasks.append(_submit(manager, repo, n))
@@ -56,13 +57,35 @@ def test_starts_that_never_pause_still_begin_within_the_bound(
     runner.gather_s, runner.gather_at_most_s = 0.5, 0.3
     first = _submit(manager, repo, 0)
     tasks = [first]
-    while time.time() - _created(manager, first) < 1.5:  # a submit every 0.1 s
+    while time.time() - _created(manager, first) < 2.5:  # a submit every 0.1 s
         time.sleep(0.1)
         tasks.append(_submit(manager, repo, len(tasks)))
     stream_ended = time.time()
     assert {str(t.wait(timeout=60)) for t in tasks} == {"review"}
-    assert _began(manager, first) < stream_ended - 0.5
+    assert _began(manager, first) < stream_ended - 1.0  # begun about 0.3 s in
 
 
 def _created(manager: TaskManager, task: Task) -> float:
     return next(iter(manager._context(task).journal.events())).ts
+
+
+def test_a_round_that_cannot_begin_fails_its_task_and_not_the_others(
+    repo: git.Repo, manager: TaskManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launch = manager._launch
+    broken: set[str] = set()
+
+    def launch_or_fail(work: Round) -> None:
+        if work.task_id in broken:
+            raise OSError("the disk went away")
+        launch(work)
+
+    monkeypatch.setattr(manager, "_launch", launch_or_fail)
+    manager._engine_runner.gather_s = 0.3
+    doomed = _submit(manager, repo, 0)
+    broken.add(doomed.id)
+    fine = _submit(manager, repo, 1)
+    assert str(doomed.wait(timeout=30)) == "failed"
+    assert "could not begin: the disk went away" in doomed.error
+    assert str(fine.wait(timeout=60)) == "review"
+    assert manager.until_round_ends(doomed, timeout=5) == doomed.state  # not left waiting

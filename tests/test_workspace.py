@@ -218,16 +218,29 @@ def test_stage_and_commit_follow_head_when_it_moves_to_a_commit_with_a_submodule
     assert pinned_git(tree).rev_parse("HEAD") == made
 
 
-def test_secrets_committed_later_are_found_by_reading_only_what_is_new(repo: git.Repo) -> None:
+def test_secrets_committed_later_are_found_by_reading_only_what_is_new(
+    repo: git.Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """committed_secrets keeps what it read of a repository's history and reads only the
     commits new tips reach; a tip it read that git no longer has is read again in full."""
     root = Path(repo.working_dir)
     workspace = Workspace(root)
+    asked: list[list[str]] = []
+    read = Workspace._secrets_in
+
+    def recorded(self: Workspace, revisions: list[str]) -> frozenset[str]:
+        asked.append(list(revisions))
+        return read(self, revisions)
+
+    monkeypatch.setattr(Workspace, "_secrets_in", recorded)
     assert workspace.committed_secrets() == []
+    first_tip = repo.head.commit.hexsha
+    assert workspace.committed_secrets() == [] and len(asked) == 1  # nothing new: no read
     (root / ".env").write_text("DATABASE_URL=postgres://first-secret@db\n")
     repo.git.add(".env")
     repo.git.commit("-q", "-m", "a secret")
     assert workspace.committed_secrets() == ["postgres://first-secret@db"]
+    assert asked[-1] == [repo.head.commit.hexsha, f"^{first_tip}"]  # only what is new
     repo.git.switch("-q", "-c", "side")
     (root / ".env").write_text("API_KEY=second-secret-value\n")
     repo.git.commit("-q", "-am", "another")
@@ -244,3 +257,22 @@ def test_secrets_committed_later_are_found_by_reading_only_what_is_new(repo: git
     repo.git.add("notes.txt")
     repo.git.commit("-q", "-m", "moves main")
     assert workspace.committed_secrets() == ["postgres://first-secret@db"]
+
+
+def test_a_shallow_clone_deepened_has_its_older_secrets_found(
+    repo: git.Repo, tmp_path: Path
+) -> None:
+    """The history under the same tips grows when a shallow clone is deepened: what was
+    kept of it is read again."""
+    source = Path(repo.working_dir)
+    (source / ".env").write_text("API_KEY=an-old-secret-value\n")
+    repo.git.add(".env")
+    repo.git.commit("-q", "-m", "a secret")
+    repo.git.rm("-q", ".env")
+    repo.git.commit("-q", "-m", "gone (it stays in the history)")
+    clone = tmp_path / "clone"
+    git.Repo.clone_from(f"file://{source}", clone, depth=1)
+    workspace = Workspace(clone)
+    assert workspace.committed_secrets() == []  # beyond the shallow boundary
+    git.Repo(clone).git.fetch("-q", "--unshallow")
+    assert workspace.committed_secrets() == ["an-old-secret-value"]

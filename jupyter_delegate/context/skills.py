@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -226,8 +227,12 @@ def parse_skill(folder: Path, source: str) -> Skill:
     skill = _parse_skill(folder, source)
     # Not kept while a file is newer than a second: a write within the same tick of the
     # clock (a few ms) could leave size and times as they were (git's "racy" files).
+    # Nor a folder holding a symlink: where it leads can change without any entry here
+    # changing (a link to `../alias/...`, and `alias` pointed elsewhere).
     settled = time.time_ns() - 1_000_000_000
-    if signature is not None and all(entry[5] < settled for entry in signature):
+    if signature is not None and all(
+        entry[5] < settled and not stat.S_ISLNK(entry[2]) for entry in signature
+    ):
         with _parsed_lock:
             _parsed[key] = (signature, skill)
             while len(_parsed) > 256:
